@@ -1,0 +1,183 @@
+"""Turn measured rows into the Markdown of docs/benchmarks.md.
+
+The document is regenerated whole by every full run, method text included, so the
+figures and the description of how they were obtained can never drift apart.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from importprofile import ImportSummary
+from timing import Ratio
+from tooling import Machine
+
+TIMES, DASH = "\u00d7", "\u2013"  # multiplication sign and en dash, escaped for linters
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal on a ratio, e.g. Target("<=", 2.0)."""
+
+    op: str
+    value: float
+
+    def met(self, got: float) -> bool:
+        compare: Callable[[float, float], bool] = operator.le if self.op == "<=" else operator.ge
+        return compare(got, self.value)
+
+    def __str__(self) -> str:
+        return f"{'≤' if self.op == '<=' else '≥'} {self.value:g}{TIMES}"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the results table: numerator vs denominator and their ratio."""
+
+    figure: str
+    numerator: str
+    denominator: str
+    ratio: Ratio | None
+    target: Target | None = None
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        if self.ratio is None:
+            return "n/a"
+        if self.target is None:
+            return "(report only)"
+        return "met" if self.target.met(self.ratio.value) else "**MISSED**"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _ratio_cells(r: Ratio | None) -> tuple[str, str]:
+    if r is None:
+        return "—", "—"
+    return f"**{r.value:.2f}{TIMES}**", f"{r.low:.2f}{DASH}{r.high:.2f}"
+
+
+def results_table(rows: Sequence[Row]) -> str:
+    lines = [
+        "| # | measured | compared with | ratio | per-round range | target | verdict | note |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        value, spread = _ratio_cells(row.ratio)
+        lines.append(
+            f"| {row.figure} | {_cell(row.numerator)} | {_cell(row.denominator)} | {value} | {spread} "
+            f"| {row.target or '—'} | {row.verdict} | {_cell(row.note)} |"
+        )
+    return "\n".join(lines)
+
+
+def machine_table(machine: Machine) -> str:
+    lines = ["| | |", "| --- | --- |"]
+    lines += [f"| {k} | {_cell(v)} |" for k, v in machine.rows()]
+    return "\n".join(lines)
+
+
+def import_table(summary: ImportSummary | None, add_ms: float | None) -> str:
+    if summary is None or not summary.top:
+        return "_No import profile: cnipam was not available in this run._"
+    share = f" ({summary.total_us / 1000 / add_ms:.0%} of the median ADD)" if add_ms else ""
+    lines = [
+        f"Sum of the top-level imports: **{summary.total_us / 1000:.1f} ms**{share}; "
+        f"medians over {summary.runs} runs of `-X importtime` (which itself adds overhead).",
+        "",
+        "| module | imported by | self ms | cumulative ms |",
+        "| --- | --- | --- | --- |",
+    ]
+    for row in summary.top:
+        parent = f"`{row.parent}`" if row.parent else "(the launcher)"
+        lines.append(f"| `{row.module}` | {parent} | {row.self_us / 1000:.2f} | {row.cumulative_us / 1000:.2f} |")
+    return "\n".join(lines)
+
+
+METHOD = """\
+* **Timing**: [hyperfine](https://github.com/sharkdp/hyperfine) runs every command through
+  `sh -c` and subtracts its measured shell start-up (the plugins read their config from a
+  `<` redirect, and hyperfine 1.15 has no `--input`). The bare-interpreter floor gets the
+  same redirects, so all rows pay for the same shell work. Times are the runs exported by
+  `--export-json`; the bench computes the medians itself, and every ratio is
+  median / median.
+* **Interleaving**: each group of rows is measured in rounds; each round runs every command
+  of the group (order reversed every other round). The "per-round range" column is the
+  lowest and highest of the per-round median ratios: a wide range means a noisy machine.
+* **One ADD**: `--prepare` DELs the same container before every timed ADD, so each ADD
+  starts from the same store (baseline.md's method). Both tools are run as executables
+  directly: cnipam as the launcher `pip` installed in a private venv (whose `#!` names the
+  real interpreter with `-I -S`), host-local as `/usr/lib/cni/host-local`. The floor is the
+  launcher's own `#!` interpreter and flags with `-c pass`.
+* **Existing leases**: stores are written directly (host-local: one lease file per
+  address, cursor after the last, as baseline.md's `populate.py`; cnipam: its bulk-import
+  API), leases from network + 2 upwards, then ADD/DEL of one more container is timed.
+  host-local is **not run at 1,000,000 leases**: it reads every lease file on every ADD
+  (~13 µs each, so ~13 s per ADD) and would need a million files (and as many inodes)
+  per store; its 10,000 / 50,000 rows already show the linear growth.
+* **Parallel throughput**: 500 ADDs with distinct container ids, `seq 1 500 | xargs -P 8
+  -n 50 sh -c 'for i; do CNI_CONTAINERID=par$i PLUGIN < conf; done'` on a store emptied by
+  `--prepare`; throughput = 500 / median wall time, and the ratio is cnipam's throughput
+  over host-local's. A separate, untimed run of the same script keeps every ADD's output
+  and checks that all 500 succeeded with 500 distinct addresses.
+* **Peak memory**: `ru_maxrss` of the single child from `wait4()`, median of several
+  runs.
+* Everything is written under one `tempfile.mkdtemp()` folder, removed at the end; nothing
+  goes to `/var/lib/cni`.
+"""
+
+
+def summary_line(rows: Sequence[Row]) -> str:
+    """One sentence: how many targets were met, missed, or could not be measured."""
+    targeted = [r for r in rows if r.target is not None]
+    missed = [r for r in targeted if r.verdict == "**MISSED**"]
+    unmeasured = [r for r in targeted if r.ratio is None]
+    met = len(targeted) - len(missed) - len(unmeasured)
+    text = f"Targets: {met} of {len(targeted)} met"
+    if missed:
+        text += "; **missed**: " + "; ".join(f"{r.figure} ({r.ratio.value:.2f}{TIMES}, target {r.target})" for r in missed if r.ratio)
+    if unmeasured:
+        text += f"; {len(unmeasured)} not measured (see notes)"
+    return text + "."
+
+
+def document(machine: Machine, rows: Sequence[Row], imports: str, command: str, problems: Sequence[str]) -> str:
+    """The whole docs/benchmarks.md text."""
+    verdict = summary_line(rows)
+    parts = [
+        "# cnipam benchmarks",
+        "",
+        "Generated by `bench/run.py`; do not edit by hand, rerun it. Every figure is a **ratio "
+        "of two things measured in the same run**, because absolute times on this shared "
+        "2-core machine drift by ±15 % from minute to minute. Absolute medians are shown "
+        "next to each side only to make the ratio readable. The host-local method and "
+        "reference figures are those of `shared/reference/baseline.md`.",
+        "",
+        f"Reproduce: `{command}` (about 10 minutes; `--quick` for a smoke test that writes no document).",
+        "",
+        "## Machine",
+        "",
+        machine_table(machine),
+        "",
+        "## Results",
+        "",
+        verdict,
+        "",
+        results_table(rows),
+        "",
+        "## Where the time of one ADD goes",
+        "",
+        imports,
+        "",
+        "## Method",
+        "",
+        METHOD,
+    ]
+    if problems:
+        parts += ["## Problems seen during the run", ""] + [f"* {_cell(p)}" for p in problems] + [""]
+    return "\n".join(parts)

@@ -1,0 +1,496 @@
+"""cnipam vs host-local vs the bare interpreter, side by side, as ratios.
+
+Usage: python3 bench/run.py [--quick] [--output PATH] [--python INTERPRETER]
+
+Installs what it needs (hyperfine, Debian's host-local, a private cnipam venv), measures
+the six figures of docs/benchmarks.md in one run, prints the Markdown and (full runs)
+writes it to docs/benchmarks.md. All files live in one mkdtemp() folder, removed at exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import ipaddress
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from importprofile import ImportSummary, profile, summarise
+from plugins import CNI_BASE_ENV, NETWORK_NAME, Cnipam, HostLocal, Network, Plugin, floor_shell, launcher_interpreter
+from populate import first_host, populate_cnipam, populate_host_local
+from report import Row, Target, document, import_table
+from timing import Bench, Hyperfine, Probe, Sample, measure, measure_rss, ratio
+from tooling import describe_machine, ensure_gnu_time, ensure_host_local, ensure_hyperfine
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DOC = REPO / "docs" / "benchmarks.md"
+CID = "benchadd"  # the container whose ADD is timed; the prepare step DELs it
+SUBNET16, SUBNET8, SUBNET64 = "10.77.0.0/16", "10.0.0.0/8", "fd77::/64"
+GROWTH_SIZES = (10_000, 50_000)
+MILLION = 1_000_000
+PAR_ADDS, PAR_WORKERS, PAR_BATCH = 500, 8, 50
+SOURCE_JUNK = (".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".venv", "venv")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How many timed runs each figure gets; --quick shrinks them for a smoke test."""
+
+    rounds: int
+    add_runs: int  # per single-ADD row (figures 1-3, cnipam and host-local empty)
+    hl_runs: dict[int, int]  # host-local rows with existing leases: size -> runs
+    par_runs: int
+    reps: int  # peak-memory and import-profile repetitions
+
+
+FULL = Plan(rounds=5, add_runs=150, hl_runs={10_000: 25, 50_000: 10}, par_runs=5, reps=7)
+QUICK = Plan(rounds=2, add_runs=16, hl_runs={10_000: 4, 50_000: 2}, par_runs=2, reps=3)
+
+
+@dataclass
+class Context:
+    """What every figure needs: tools, plugins (None when unavailable) and the plan."""
+
+    tmp: Path
+    hyperfine: Hyperfine
+    plan: Plan
+    floor: list[str]  # interpreter + flags of the floor row
+    cnipam: Cnipam | None
+    cnipam_missing: str
+    venv_python: Path | None
+    host_local: HostLocal | None
+    problems: list[str] = field(default_factory=list)
+    add_seconds: float | None = None  # cnipam's empty-store ADD median, for the import share
+
+    def network(self, plugin: Plugin, subnet: str, tag: str) -> Network:
+        return Network(plugin, subnet, self.tmp / f"{plugin.name}-{tag}").create()
+
+    def missing(self, plugin_name: str) -> str:
+        return self.cnipam_missing if plugin_name == "cnipam" else f"{plugin_name} not installed"
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def install_cnipam(interpreter: str, source: Path, tmp: Path) -> tuple[Cnipam | None, Path | None, str]:
+    """Create a private venv and `pip install` the repo into it, as a user would.
+
+    Returns (plugin, venv python, reason it is missing). The launcher pip generates is
+    what is benchmarked, so its `#!` line (interpreter, -I -S) is part of the result.
+    """
+    venv, copy = tmp / "venv", tmp / "cnipam-src"
+    # pip builds in the source tree (build/, *.egg-info): build from a copy instead, so
+    # the bench writes nothing outside its temp folder.
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns(*SOURCE_JUNK))
+    steps = [
+        [interpreter, "-m", "venv", str(venv)],
+        [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", str(copy)],
+    ]
+    print("bench: installing cnipam into a private venv ...", flush=True)
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            return None, None, "not available: `pip install` failed: " + " ".join(tail)
+    launcher = venv / "bin" / "cnipam"
+    if not launcher.exists():
+        return None, None, "not available: the package installs no `cnipam` launcher"
+    return Cnipam("cnipam", launcher), venv / "bin" / "python", ""
+
+
+def check_add(net: Network, taken: range | None = None) -> str | None:
+    """One untimed ADD+DEL, to fail loudly before timing a broken setup.
+
+    With `taken`, the ADD must not return an address inside it (the pre-populated
+    leases): that catches a populate step that silently wrote nothing.
+    """
+    add = net.call("ADD", CID)
+    if add.returncode != 0:
+        return f"{net.plugin.name} ADD on {net.subnet} failed (exit {add.returncode}): {add.stdout[-300:]} {add.stderr[-300:]}"
+    try:
+        address = json.loads(add.stdout)["ips"][0]["address"].split("/")[0]
+    except (ValueError, KeyError, IndexError) as exc:
+        return f"{net.plugin.name} ADD printed no address ({exc!r}): {add.stdout[:300]}"
+    delete = net.call("DEL", CID)
+    if delete.returncode != 0:
+        return f"{net.plugin.name} DEL on {net.subnet} failed (exit {delete.returncode}): {delete.stdout[-300:]}"
+    if taken is not None and int(ipaddress.ip_address(address)) in taken:
+        return f"{net.plugin.name} ADD on a store with {len(taken)} leases returned {address}, which is already leased"
+    return None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def add_bench(net: Network, name: str, runs: int, warmup: int = 2) -> Bench:
+    """Time one ADD; the prepare step DELs it again so every run sees the same store."""
+    return Bench(name, net.shell("ADD", CID), prepare=net.shell("DEL", CID), runs=runs, warmup=warmup)
+
+
+def side(sample: Sample, label: str, fmt: Callable[[float], str]) -> str:
+    """'label: value', or 'label: —' when the sample is missing (the note says why)."""
+    return f"{label}: {fmt(sample.median) if sample.ok else '—'}"
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms"
+
+
+def make_row(
+    figure: str,
+    samples: dict[str, Sample],
+    num: tuple[str, str],
+    den: tuple[str, str],
+    target: Target | None = None,
+    fmt: Callable[[float], str] = ms,
+    note: str = "",
+    inverse: bool = False,
+) -> Row:
+    """A results row for samples[num[0]] / samples[den[0]] (labels num[1], den[1]).
+
+    `inverse` gives den/num instead, for rates: a throughput ratio is the ratio of
+    the two wall times turned upside down.
+    """
+    missing = Sample("", error="not measured")
+    a, b = samples.get(num[0], missing), samples.get(den[0], missing)
+    errors = list(dict.fromkeys(s.error[:160] for s in (a, b) if s.error))
+    return Row(
+        figure,
+        side(a, num[1], fmt),
+        side(b, den[1], fmt),
+        ratio(b, a) if inverse else ratio(a, b),
+        target,
+        "; ".join([note, *errors] if note else errors),
+    )
+
+
+def guarded(ctx: Context, samples: dict[str, Sample], name: str, error: str | None) -> bool:
+    """Record a set-up failure as the sample's error; True when the bench may run."""
+    if error is None:
+        return True
+    samples[name] = Sample(name, error=error)
+    ctx.problems.append(error)
+    return False
+
+
+def plugins(ctx: Context) -> list[tuple[Plugin | None, str]]:
+    return [(ctx.cnipam, "cnipam"), (ctx.host_local, "host-local")]
+
+
+def run_group(ctx: Context, benches: list[Bench], pre: dict[str, Sample], label: str) -> dict[str, Sample]:
+    """Measure benches interleaved; merge with samples already failed during set-up."""
+    return {**pre, **measure(ctx.hyperfine, benches, ctx.plan.rounds, label)}
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def figure_startup(ctx: Context) -> list[Row]:
+    """1. One ADD on an empty store vs the bare interpreter and vs host-local."""
+    benches, pre = [], {}
+    conf = None
+    for plugin, name in plugins(ctx):
+        if plugin is None:
+            pre[name] = Sample(name, error=ctx.missing(name))
+            continue
+        net = ctx.network(plugin, SUBNET16, "empty")
+        conf = net.conf
+        if guarded(ctx, pre, name, check_add(net)):
+            benches.append(add_bench(net, name, ctx.plan.add_runs))
+    if conf is not None:
+        benches.append(Bench("floor", floor_shell(ctx.floor, conf), runs=ctx.plan.add_runs))
+    s = run_group(ctx, benches, pre, "1 start-up")
+    floor_label = "bare `" + shlex.join([Path(ctx.floor[0]).name, *ctx.floor[1:], "-c", "pass"]) + "`"
+    if s.get("cnipam") and s["cnipam"].ok:
+        ctx.add_seconds = s["cnipam"].median
+    return [
+        make_row("1. one ADD, empty /16", s, ("cnipam", "cnipam ADD"), ("floor", floor_label), Target("<=", 2.0)),
+        make_row(
+            "1. one ADD, empty /16", s, ("cnipam", "cnipam ADD"), ("host-local", "host-local ADD"), note="baseline.md: host-local 3.83 ms"
+        ),
+    ]
+
+
+def populated(ctx: Context, plugin: Plugin, subnet: str, n: int) -> tuple[Network, str | None]:
+    """A network whose store already holds n leases (network+2 upwards), checked."""
+    net = ctx.network(plugin, subnet, f"{n}-{subnet.replace('/', '_').replace(':', '')}")
+    if n == 0:
+        return net, check_add(net)
+    started = time.monotonic()
+    try:
+        if isinstance(plugin, Cnipam):
+            assert ctx.venv_python is not None
+            populate_cnipam(ctx.venv_python, Cnipam.db_path(net.state), subnet, n)
+        else:
+            populate_host_local(net.state, NETWORK_NAME, subnet, n)
+    except (RuntimeError, OSError) as exc:
+        return net, f"populating {plugin.name} with {n:,} leases failed: {exc}"
+    print(f"  populated {plugin.name} {subnet} with {n} leases in {time.monotonic() - started:.1f} s", flush=True)
+    base = first_host(subnet)
+    return net, check_add(net, range(base, base + n))
+
+
+def figure_growth(ctx: Context) -> list[Row]:
+    """2. ADD with 10,000 / 50,000 existing leases vs the same tool's empty-store ADD."""
+    benches, pre = [], {}
+    for plugin, name in plugins(ctx):
+        for n in (0, *GROWTH_SIZES):
+            key = f"{name}-{n}"
+            if plugin is None:
+                pre[key] = Sample(key, error=ctx.missing(name))
+                continue
+            net, error = populated(ctx, plugin, SUBNET16, n)
+            runs = ctx.plan.add_runs if (n == 0 or plugin is ctx.cnipam) else ctx.plan.hl_runs[n]
+            if guarded(ctx, pre, key, error):
+                benches.append(add_bench(net, key, runs, warmup=1 if runs < 20 else 2))
+    s = run_group(ctx, benches, pre, "2 growth")
+    rows = []
+    baseline = {10_000: "131 ms", 50_000: "681 ms"}
+    for n in GROWTH_SIZES:
+        rows += [
+            make_row(
+                f"2. ADD, {n:,} leases", s, (f"cnipam-{n}", f"cnipam, {n:,} leases"), ("cnipam-0", "cnipam, empty"), Target("<=", 1.2)
+            ),
+            make_row(
+                f"2. ADD, {n:,} leases",
+                s,
+                (f"host-local-{n}", f"host-local, {n:,} leases"),
+                ("host-local-0", "host-local, empty"),
+                note=f"baseline.md: host-local {baseline[n]}",
+            ),
+            make_row(f"2. ADD, {n:,} leases", s, (f"cnipam-{n}", "cnipam"), (f"host-local-{n}", "host-local")),
+        ]
+    return rows
+
+
+def figure_million(ctx: Context) -> list[Row]:
+    """3. ADD with 1,000,000 leases in an IPv4 /8 and an IPv6 /64 vs empty; cnipam only."""
+    benches, pre = [], {}
+    for subnet in (SUBNET8, SUBNET64):
+        for n in (0, MILLION):
+            key = f"{subnet}-{n}"
+            if ctx.cnipam is None:
+                pre[key] = Sample(key, error=ctx.missing("cnipam"))
+                continue
+            net, error = populated(ctx, ctx.cnipam, subnet, n)
+            if guarded(ctx, pre, key, error):
+                benches.append(add_bench(net, key, ctx.plan.add_runs))
+    s = run_group(ctx, benches, pre, "3 million")
+    return [
+        make_row(
+            f"3. ADD, 1,000,000 leases, {subnet}",
+            s,
+            (f"{subnet}-{MILLION}", "cnipam, 1M leases"),
+            (f"{subnet}-0", f"cnipam, empty {subnet}"),
+            Target("<=", 1.2),
+            note="host-local not run at 1M: ~13 s per ADD and 10⁶ lease files",
+        )
+        for subnet in (SUBNET8, SUBNET64)
+    ]
+
+
+PAR_SCRIPT = """\
+# 500 ADDs, distinct container ids, P workers of 50 ids each (baseline.md's par_add.sh).
+# EXE, CONF, N, P and the CNI variables come from the environment; OUT, when set, keeps
+# every result (for the untimed correctness check).
+seq 1 "$N" | xargs -P "$P" -n {batch} sh -c '
+  for i in "$@"; do
+    out=/dev/null; [ -n "$OUT" ] && out="$OUT/$i.json"
+    CNI_CONTAINERID=par$i "$EXE" < "$CONF" > "$out" || exit 255
+  done' _
+"""
+
+
+def par_command(ctx: Context, net: Network, out: Path | None = None) -> str:
+    """The parallel-ADD script invocation for one network (same script for both tools)."""
+    script = ctx.tmp / "par_add.sh"
+    if not script.exists():
+        script.write_text(PAR_SCRIPT.format(batch=PAR_BATCH))
+    env = {
+        **net.env("ADD", "unused"),
+        "EXE": str(net.plugin.exe),
+        "CONF": str(net.conf),
+        "N": str(PAR_ADDS),
+        "P": str(PAR_WORKERS),
+        "OUT": str(out or ""),
+    }
+    return " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + f" sh {shlex.quote(str(script))}"
+
+
+def check_parallel(ctx: Context, net: Network) -> str:
+    """Untimed run keeping every output: did all 500 ADDs succeed, with distinct IPs?"""
+    out = net.root / "par-out"
+    out.mkdir()
+    subprocess.run(net.reset_shell(), shell=True, check=True)
+    done = subprocess.run(
+        par_command(ctx, net, out), shell=True, capture_output=True, text=True, env={**os.environ, **CNI_BASE_ENV}, check=False
+    )
+    addresses = set()
+    for result in out.glob("*.json"):
+        with contextlib.suppress(ValueError, KeyError, IndexError):
+            addresses.add(json.loads(result.read_text())["ips"][0]["address"])
+    verdict = f"{net.plugin.name} {len(addresses)}/{PAR_ADDS} distinct addresses"
+    if done.returncode != 0 or len(addresses) != PAR_ADDS:
+        problem = f"parallel ADD check: exit {done.returncode}, {verdict}: {done.stderr[-200:]}"
+        ctx.problems.append(problem)
+        return problem
+    return verdict
+
+
+def figure_parallel(ctx: Context) -> list[Row]:
+    """4. 500 ADDs from 8 parallel workers: cnipam throughput over host-local's."""
+    benches, pre, checks = [], {}, []
+    for plugin, name in plugins(ctx):
+        if plugin is None:
+            pre[name] = Sample(name, error=ctx.missing(name))
+            continue
+        net = ctx.network(plugin, SUBNET16, "parallel")
+        benches.append(Bench(name, par_command(ctx, net), prepare=net.reset_shell(), runs=ctx.plan.par_runs, warmup=0))
+        checks.append(check_parallel(ctx, net))
+    s = run_group(ctx, benches, pre, "4 parallel")
+
+    def per_second(seconds: float) -> str:
+        return f"{PAR_ADDS / seconds:.0f} ADD/s ({seconds:.2f} s)"
+
+    return [
+        make_row(
+            f"4. {PAR_ADDS} ADDs, {PAR_WORKERS} workers, throughput",
+            s,
+            ("cnipam", "cnipam"),
+            ("host-local", "host-local"),
+            Target(">=", 1.0),
+            per_second,
+            inverse=True,
+            note="ratio = cnipam ADD/s ÷ host-local ADD/s; check: " + ", ".join(checks),
+        )
+    ]
+
+
+def figure_memory(ctx: Context) -> list[Row]:
+    """5. Peak RSS of one ADD process: cnipam vs host-local vs the bare interpreter."""
+    probes, pre = [], {}
+    conf = None
+    for plugin, name in plugins(ctx):
+        if plugin is None:
+            pre[name] = Sample(name, error=ctx.missing(name))
+            continue
+        net = ctx.network(plugin, SUBNET16, "memory")
+        conf = net.conf
+        undo = functools.partial(net.call, "DEL", CID)
+        probes.append(Probe(name, [str(plugin.exe)], net.conf, {**CNI_BASE_ENV, **net.env("ADD", CID)}, undo=undo))
+    if conf is not None:
+        probes.append(Probe("floor", [*ctx.floor, "-c", "pass"], conf, {}))
+    print("  5 memory", flush=True)
+    gnu_time = ensure_gnu_time()
+    if gnu_time is None:
+        probes = [p for p in probes if not guarded(ctx, pre, p.name, "GNU time (/usr/bin/time) not installed")]
+    s = {**pre, **measure_rss(gnu_time or "", probes, ctx.plan.reps, ctx.tmp)}
+
+    def mib(kib: float) -> str:
+        return f"{kib / 1024:.1f} MiB"
+
+    return [
+        make_row("5. peak RSS of one ADD", s, ("cnipam", "cnipam"), ("floor", "bare interpreter"), fmt=mib),
+        make_row("5. peak RSS of one ADD", s, ("cnipam", "cnipam"), ("host-local", "host-local"), fmt=mib),
+    ]
+
+
+def figure_imports(ctx: Context) -> ImportSummary | None:
+    """6. `-X importtime` of one cnipam ADD, median per module over several runs."""
+    if ctx.cnipam is None:
+        return None
+    net = ctx.network(ctx.cnipam, SUBNET16, "imports")
+    argv = [*launcher_interpreter(ctx.cnipam.exe), "-X", "importtime", str(ctx.cnipam.exe)]
+    print("  6 import profile", flush=True)
+    runs = []
+    try:
+        for _ in range(ctx.plan.reps):
+            runs.append(profile(argv, net.conf, {**CNI_BASE_ENV, **net.env("ADD", CID)}))
+            net.call("DEL", CID)
+    except RuntimeError as exc:
+        ctx.problems.append(f"import profile: {exc}")
+        return None
+    return summarise(runs)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="few runs, for a smoke test; writes no document")
+    parser.add_argument("--output", type=Path, help=f"Markdown file to write (default: {DEFAULT_DOC} on full runs)")
+    parser.add_argument("--python", default=sys.executable, help="interpreter for the cnipam venv (default: the one running this script)")
+    parser.add_argument("--source", type=Path, default=REPO, help="cnipam checkout to pip-install (default: this repository)")
+    return parser.parse_args(argv)
+
+
+def real_interpreter(path: str) -> str:
+    """Refuse a pyenv shim: it is a bash script that adds ~70 ms to every call."""
+    with open(path, "rb") as f:
+        if f.read(2) == b"#!":
+            raise SystemExit(f"bench: {path} is a script (a pyenv shim?); pass a real interpreter with --python")
+    return path
+
+
+def build_context(args: argparse.Namespace, tmp: Path, hyperfine: str) -> Context:
+    interpreter = real_interpreter(args.python)
+    cnipam, venv_python, missing = install_cnipam(interpreter, args.source, tmp)
+    host_local_exe = ensure_host_local()
+    floor = launcher_interpreter(cnipam.exe) if cnipam else [interpreter, "-I", "-S"]
+    ctx = Context(
+        tmp=tmp,
+        hyperfine=Hyperfine(hyperfine, CNI_BASE_ENV, tmp),
+        plan=QUICK if args.quick else FULL,
+        floor=floor,
+        cnipam=cnipam,
+        cnipam_missing=missing,
+        venv_python=venv_python,
+        host_local=HostLocal("host-local", host_local_exe) if host_local_exe else None,
+    )
+    if missing:
+        ctx.problems.append(f"cnipam {missing}")
+        ctx.cnipam_missing = "cnipam not available (see Problems)"
+    return ctx
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    hyperfine = ensure_hyperfine()
+    tmp = Path(tempfile.mkdtemp(prefix="cnipam-bench-"))
+    try:
+        ctx = build_context(args, tmp, hyperfine)
+        machine = describe_machine(ctx.floor[0], hyperfine, ctx.host_local.exe if ctx.host_local else None, tmp)
+        rows = figure_startup(ctx)
+        rows += figure_growth(ctx)
+        rows += figure_million(ctx)
+        rows += figure_parallel(ctx)
+        rows += figure_memory(ctx)
+        imports = figure_imports(ctx)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    add_ms = ctx.add_seconds * 1e3 if ctx.add_seconds else None
+    command = "python3 bench/run.py" + (" --quick" if args.quick else "")
+    text = document(machine, rows, import_table(imports, add_ms), command, ctx.problems)
+    print(text)
+    output = args.output or (None if args.quick else DEFAULT_DOC)
+    if output is not None:
+        output.write_text(text)
+        print(f"bench: wrote {output}")
+    print(f"bench: finished in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

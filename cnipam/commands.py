@@ -1,0 +1,88 @@
+"""The CNI verbs: what ADD, DEL, CHECK, GC and STATUS mean for a store.
+
+Each takes a validated request, its parsed IPAM config and a store, and returns the
+result object to print (ADD) or None. Store-agnostic: they speak only `Store`.
+"""
+
+from __future__ import annotations
+
+from .addresses import format_ip
+from .cni_result import encode_result, result_addresses
+from .cni_version import at_least
+from .errors import IncompatibleVersion, InvalidConfig, InvalidEnvironment, LeaseMissing, Unavailable
+from .leases import LEASE, Owner
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .cni_request import Request
+    from .ipam_config import IPAMConfig
+    from .store.base import Store
+
+
+def _owner(request: Request, config: IPAMConfig) -> Owner:
+    return Owner.for_request(config.owner_id, request.network, request.container_id, request.ifname)
+
+
+def add(request: Request, config: IPAMConfig, store: Store) -> dict[str, object]:
+    leases = store.allocate(_owner(request, config), config.pools)
+    return encode_result(request.version, config.pools, leases, config.routes, config.dns)
+
+
+def delete(request: Request, config: IPAMConfig, store: Store) -> None:
+    """With an ecs id: release every address of that id. With only addresses named:
+    release exactly those (whoever holds them, as upstream). Otherwise: release the
+    attachment's leases. Releasing what is not held succeeds (DEL is idempotent)."""
+    owner = _owner(request, config)
+    named = [(spec.family, spec.requested) for spec in config.pools if spec.requested is not None]
+    if config.owner_id:
+        store.release(owner.handle)
+    elif named:
+        store.release(owner.handle, named)
+    elif owner.handle:
+        store.release(owner.handle)
+    else:
+        raise InvalidEnvironment("DEL needs ipam.id, an ipv4-address/ipv6-address, or CNI_CONTAINERID to know what to release")
+
+
+def check(request: Request, config: IPAMConfig, store: Store) -> None:
+    if not at_least(request.version, "0.4.0"):
+        raise IncompatibleVersion("CHECK needs cniVersion 0.4.0 or later", f'config is "{request.version}"')
+    owner = _owner(request, config)
+    if owner.handle is None:
+        raise InvalidEnvironment("CHECK needs ipam.id or CNI_CONTAINERID to know whose leases to check")
+    held = [lease for lease in store.held_by(owner.handle) if lease.kind == LEASE]
+    for spec in config.pools:
+        if not any(lease.slot == spec.slot and lease.address in spec.network for lease in held):
+            raise LeaseMissing(f"{owner.describe()} holds no address in {spec.network}")
+    if "prevResult" in request.config:
+        mine = {(lease.family, lease.address) for lease in held}
+        for family, address in result_addresses(request.config["prevResult"]):
+            if (family, address) not in mine:
+                raise LeaseMissing(f"{format_ip(family, address)} from prevResult is not held by {owner.describe()}")
+
+
+def collect_garbage(request: Request, store: Store) -> None:
+    """Spec 1.1.0 GC. An absent or null list means no attachment is valid, as libcni
+    itself reads it (it has already DELed every cached attachment by then)."""
+    if not at_least(request.version, "1.1.0"):
+        raise IncompatibleVersion("GC needs cniVersion 1.1.0 or later", f'config is "{request.version}"')
+    listed = request.config.get("cni.dev/valid-attachments", request.config.get("cni.dev/attachments"))
+    if listed is None:
+        listed = []
+    if not isinstance(listed, list):
+        raise InvalidConfig("cni.dev/valid-attachments: expected a list of {containerID, ifname}")
+    valid = set()
+    for index, item in enumerate(listed):
+        if not (isinstance(item, dict) and isinstance(item.get("containerID"), str) and isinstance(item.get("ifname"), str)):
+            raise InvalidConfig(f"cni.dev/valid-attachments[{index}]: expected {{\"containerID\": string, \"ifname\": string}}")
+        valid.add((item["containerID"], item["ifname"]))
+    store.collect_garbage(request.network, valid)
+
+
+def status(request: Request, config: IPAMConfig, store: Store) -> None:
+    if not at_least(request.version, "1.1.0"):
+        raise IncompatibleVersion("STATUS needs cniVersion 1.1.0 or later", f'config is "{request.version}"')
+    full = store.exhausted(config.pools)
+    if full:
+        raise Unavailable("no free address left in " + ", ".join(str(spec.network) for spec in full))
+

@@ -1,0 +1,68 @@
+"""JSON on the C accelerator, without importing the `json` package.
+
+`import json` costs about 8 ms because its decoder imports `re` (and with it `enum`);
+the plugin would pay that on every call. The `_json` C module that `json` wraps
+imports nothing, so this module drives its scanner and encoder directly. The error
+paths may import more; only success has to be fast.
+"""
+
+from __future__ import annotations
+
+import _json
+
+from .errors import DecodeFailure
+
+MAX_INPUT = 1 << 20  # a CNI config with prevResult is a few KiB; refuse floods early
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class _ScannerContext:
+    """The attributes `_json.make_scanner` reads, as `json.JSONDecoder` would set them."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = staticmethod(_refuse_constant)
+    memo: dict[str, str] = {}
+
+
+_scan = _json.make_scanner(_ScannerContext())
+_encode = _json.make_encoder(None, None, _json.encode_basestring_ascii, None, ":", ",", False, False, False)
+_WHITESPACE = " \t\n\r"
+
+
+def loads(data: bytes | str, what: str = "stdin") -> object:
+    """Decode one JSON document; raise DecodeFailure naming `what` and the position."""
+    if len(data) > MAX_INPUT:
+        raise DecodeFailure(f"{what}: {len(data)} bytes is larger than the {MAX_INPUT}-byte limit")
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DecodeFailure(f"{what}: not UTF-8 (byte {exc.start})") from None
+    else:
+        text = data
+    if "\x00" in text:
+        raise DecodeFailure(f"{what}: contains a NUL character")
+    start = len(text) - len(text.lstrip(_WHITESPACE))
+    try:
+        value, end = _scan(text, start)
+    except StopIteration as exc:
+        raise DecodeFailure(f"{what}: invalid JSON, expected a value at position {exc.value}") from None
+    except RecursionError:
+        raise DecodeFailure(f"{what}: JSON nested too deeply") from None
+    except ValueError as exc:
+        raise DecodeFailure(f"{what}: invalid JSON: {exc}") from None
+    if text[end:].strip(_WHITESPACE):
+        raise DecodeFailure(f"{what}: invalid JSON, unexpected data at position {end}")
+    return value
+
+
+def dumps(value: object) -> str:
+    """Compact JSON; non-ASCII escaped so the output is safe for any reader's encoding."""
+    return "".join(_encode(value, 0))

@@ -1,0 +1,78 @@
+"""The interface every store engine implements natively.
+
+It speaks IPAM, not key-value: "allocate these pools for this owner, atomically",
+"release this owner", "collect garbage for this network". Each engine implements it
+with its own transactions (SQL for SQLite, Txn with compares for etcd), because a
+generic key-value layer forces whole-object compare-and-swap and scans (see
+reference/distributed.md section 1.3). `tests/test_store_conformance.py` runs one
+suite against every engine.
+"""
+
+from __future__ import annotations
+
+import abc
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ..ipam_config import PoolSpec
+    from ..leases import Lease, Owner
+
+
+class Store(abc.ABC):
+    @abc.abstractmethod
+    def allocate(self, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
+        """One lease per pool for `owner`, all or nothing, in pool order.
+
+        A pool's gateway is reserved so no other pool sharing the store hands it out. An
+        owner's existing lease is returned or refused as `allocator.reuse_existing` says.
+        Raises AddressConflict, PoolExhausted, StoreBusy.
+        """
+
+    @abc.abstractmethod
+    def release(self, handle: str | None, addresses: Iterable[tuple[int, int]] = ()) -> list[Lease]:
+        """Release every lease of `handle` and the named (family, address) leases, atomically.
+
+        Gateway reservations are never released here. Releasing what is not held is not an
+        error (CNI DEL must be idempotent); the released leases are returned.
+        """
+
+    @abc.abstractmethod
+    def held_by(self, handle: str) -> list[Lease]:
+        """The leases of one owner."""
+
+    @abc.abstractmethod
+    def lookup(self, family: int, address: int) -> Lease | None:
+        """The lease or reservation of one address."""
+
+    @abc.abstractmethod
+    def leases(self, network: str | None = None) -> list[Lease]:
+        """Every lease and reservation (of one network, if given), in address order."""
+
+    @abc.abstractmethod
+    def collect_garbage(self, network: str, valid: set[tuple[str, str]]) -> list[Lease]:
+        """Release the leases of `network` whose (container, ifname) is not in `valid`.
+
+        Leases that record no container (anonymous, or migrated without one) are kept:
+        nothing says whether they are garbage.
+        """
+
+    @abc.abstractmethod
+    def exhausted(self, pools: tuple[PoolSpec, ...]) -> list[PoolSpec]:
+        """The pools without a single free address."""
+
+    @abc.abstractmethod
+    def import_leases(self, leases: Iterable[Lease], cursors: dict[str, tuple[int, int]]) -> int:
+        """Insert leases and round-robin positions in one transaction (migration, bulk load).
+
+        A conflicting address refuses the whole import. Returns the number inserted.
+        """
+
+    @abc.abstractmethod
+    def problems(self) -> list[str]:
+        """Integrity check: every invariant the engine relies on; empty when healthy."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the connection; the store stays as committed."""

@@ -1,0 +1,481 @@
+"""The embedded engine: one SQLite file per host.
+
+Layout (schema version 1):
+* `leases`: one row per held address, keyed by (family, address) so a duplicate address
+  is impossible; a unique index on (handle, slot) makes a second lease per owner and slot
+  impossible. Addresses are fixed-width big-endian BLOBs so they sort numerically for both
+  families; `ip` repeats them as text for anyone inspecting the file with `sqlite3`.
+* `free`: the complement of `leases`, as disjoint intervals per family. Finding the next
+  free address at or after X is one index seek, whatever the number of leases or the
+  size of the subnet (an IPv6 /48 is one interval until something is taken from it).
+* `cursors`: the round-robin position per pool (reference ecs-ipam.md section 6).
+
+Writers serialise on an `flock` of `<db>.lock` before `BEGIN IMMEDIATE`: the kernel
+queues waiters in order, where SQLite's own busy handler sleeps and polls (measured in
+reference/distributed.md section 3.2: 430-930 ms tails with busy_timeout alone, 14-31 ms
+with the flock). WAL with `synchronous=FULL` makes every commit durable before the
+plugin prints its result; a process killed at any moment leaves the last commit intact.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from fcntl import LOCK_EX, LOCK_NB, LOCK_UN, flock
+
+try:  # the C module directly: the `sqlite3` package adds ~4 ms of imports per call
+    from _sqlite3 import Connection, DatabaseError, IntegrityError, OperationalError, connect
+except ImportError:  # pragma: no cover - an interpreter that ships only the package
+    from sqlite3 import Connection, DatabaseError, IntegrityError, OperationalError, connect
+
+from ..addresses import BITS, format_ip, from_bytes, to_bytes
+from ..allocator import reuse_existing, search_windows
+from ..errors import AddressConflict, PoolExhausted, StoreBusy, StoreCorrupt, StoreIOError
+from ..leases import GATEWAY, LEASE, Lease
+from .base import Store
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from ..ipam_config import PoolSpec
+    from ..leases import Owner
+
+SCHEMA_VERSION = 1
+
+# Forward migrations: MIGRATIONS[n] takes a store from schema version n to n + 1.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE leases (
+            family INTEGER NOT NULL CHECK (family IN (4, 6)),
+            address BLOB NOT NULL CHECK (length(address) = CASE family WHEN 4 THEN 4 ELSE 16 END),
+            ip TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('lease', 'gateway')),
+            pool TEXT NOT NULL,
+            slot TEXT NOT NULL,
+            handle TEXT CHECK (handle IS NULL OR kind = 'lease'),
+            network TEXT NOT NULL DEFAULT '',
+            container_id TEXT NOT NULL DEFAULT '',
+            ifname TEXT NOT NULL DEFAULT '',
+            created REAL NOT NULL,
+            PRIMARY KEY (family, address)
+        ) WITHOUT ROWID""",
+        "CREATE UNIQUE INDEX lease_owner_slot ON leases (handle, slot)",
+        "CREATE INDEX lease_attachment ON leases (network, container_id, ifname)",
+        """CREATE TABLE free (
+            family INTEGER NOT NULL CHECK (family IN (4, 6)),
+            last BLOB NOT NULL,
+            first BLOB NOT NULL CHECK (first <= last),
+            PRIMARY KEY (family, last)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE cursors (
+            pool TEXT PRIMARY KEY,
+            family INTEGER NOT NULL CHECK (family IN (4, 6)),
+            address BLOB NOT NULL
+        ) WITHOUT ROWID""",
+        "INSERT INTO free VALUES (4, x'ffffffff', x'00000000')",
+        "INSERT INTO free VALUES (6, x'ffffffffffffffffffffffffffffffff', x'00000000000000000000000000000000')",
+    ),
+)
+
+_COLUMNS = "family, address, kind, pool, slot, handle, network, container_id, ifname, created"
+_FIND_FREE = "SELECT first, last FROM free WHERE family = ? AND last >= ? ORDER BY last LIMIT 1"
+
+
+def _lease(row: Sequence[object]) -> Lease:
+    family, address = from_bytes(row[1])  # type: ignore[arg-type]
+    return Lease(family, address, *row[2:])  # type: ignore[arg-type]
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str, timeout: float = 5.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        try:
+            _make_parents(path)
+            self._lock_fd = _open_private(path + ".lock")
+            os.close(_open_private(path))
+        except OSError as exc:
+            raise StoreIOError(f"cannot create store {path}: {exc.strerror}") from None
+        try:
+            self._db: Connection = connect(path, timeout=max(timeout, 0.001), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA synchronous=FULL")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        except DatabaseError as exc:
+            self._close_quietly()
+            raise _store_error(path, exc) from None
+        if version != SCHEMA_VERSION:
+            self._migrate()
+
+    # -- the interface ---------------------------------------------------------------
+
+    def allocate(self, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
+        now = time.time()
+        with _Writing(self):
+            held = self._select("WHERE handle = ?", (owner.handle,)) if owner.handle else []
+            granted = []
+            for spec in pools:
+                lease = reuse_existing(owner, spec, held)
+                if lease is None:
+                    self._reserve_gateway(spec, owner.network, now)
+                    address = self._take_requested(spec) if spec.requested is not None else self._take_next(spec)
+                    lease = Lease(
+                        spec.family, address, LEASE, spec.key, spec.slot, owner.handle,
+                        owner.network, owner.container_id, owner.ifname, now,
+                    )  # fmt: skip
+                    self._insert(lease)
+                    self._set_cursor(spec.key, spec.family, address)
+                    held.append(lease)
+                granted.append(lease)
+            return granted
+
+    def release(self, handle: str | None, addresses: Iterable[tuple[int, int]] = ()) -> list[Lease]:
+        with _Writing(self):
+            victims = {}
+            if handle:
+                for lease in self._select("WHERE handle = ?", (handle,)):
+                    victims[lease.family, lease.address] = lease
+            for family, address in addresses:
+                found = self.lookup(family, address)
+                if found is not None and found.kind == LEASE:
+                    victims[family, address] = found
+            for lease in victims.values():
+                self._remove(lease)
+            return list(victims.values())
+
+    def held_by(self, handle: str) -> list[Lease]:
+        return self._read(lambda: self._select("WHERE handle = ? ORDER BY family, address", (handle,)))
+
+    def lookup(self, family: int, address: int) -> Lease | None:
+        rows = self._read(lambda: self._select("WHERE family = ? AND address = ?", (family, to_bytes(family, address))))
+        return rows[0] if rows else None
+
+    def leases(self, network: str | None = None) -> list[Lease]:
+        if network is None:
+            return self._read(lambda: self._select("ORDER BY family, address", ()))
+        return self._read(lambda: self._select("WHERE network = ? ORDER BY family, address", (network,)))
+
+    def collect_garbage(self, network: str, valid: set[tuple[str, str]]) -> list[Lease]:
+        with _Writing(self):
+            candidates = self._select("WHERE network = ? AND kind = 'lease' AND container_id != ''", (network,))
+            victims = [lease for lease in candidates if (lease.container_id, lease.ifname) not in valid]
+            for lease in victims:
+                self._remove(lease)
+            return victims
+
+    def exhausted(self, pools: tuple[PoolSpec, ...]) -> list[PoolSpec]:
+        def scan() -> list[PoolSpec]:
+            return [spec for spec in pools if all(self._first_free(spec.family, *window) is None for window in spec.ranges)]
+
+        return self._read(scan)
+
+    def import_leases(self, leases: Iterable[Lease], cursors: dict[str, tuple[int, int]]) -> int:
+        rows = [_row(lease) for lease in leases]
+        with _Writing(self):
+            try:
+                self._db.executemany(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+            except IntegrityError:
+                raise AddressConflict(f"import refused: {self._first_conflict(rows)}") from None
+            for family in sorted({row[1] for row in rows}):
+                self._rebuild_free(family)  # type: ignore[arg-type]
+            for pool, (family, address) in cursors.items():
+                self._set_cursor(pool, family, address)
+            return len(rows)
+
+    def problems(self) -> list[str]:
+        return self._read(self._find_problems)
+
+    def close(self) -> None:
+        self._close_quietly()
+
+    # -- write-side steps (always inside _Writing) --------------------------------------
+
+    def _reserve_gateway(self, spec: PoolSpec, network: str, now: float) -> None:
+        gateway = spec.gateway
+        if gateway is None or gateway not in spec.network:
+            return
+        found = self.lookup(spec.family, gateway)
+        if found is None:
+            self._take(spec.family, gateway)
+            self._insert(Lease(spec.family, gateway, GATEWAY, spec.key, GATEWAY, None, network, "", "", now))
+        elif found.kind != GATEWAY:
+            raise AddressConflict(f"gateway {found.ip} of {spec.network} is already leased to {found.describe_holder()}")
+
+    def _take_requested(self, spec: PoolSpec) -> int:
+        address = spec.requested
+        assert address is not None
+        found = self.lookup(spec.family, address)
+        if found is not None:
+            what = "reserved as a gateway" if found.kind == GATEWAY else f"already leased to {found.describe_holder()}"
+            raise AddressConflict(f"requested address {found.ip} is {what}")
+        self._take(spec.family, address)
+        return address
+
+    def _take_next(self, spec: PoolSpec) -> int:
+        row = self._db.execute("SELECT family, address FROM cursors WHERE pool = ?", (spec.key,)).fetchone()
+        cursor = from_bytes(row[1])[1] if row and row[0] == spec.family else None
+        for first, last in search_windows(spec.ranges, cursor):
+            found = self._seek_free(spec.family, first)
+            if found is not None and max(found[0], first) <= last:
+                address = max(found[0], first)
+                self._split(spec.family, address, found)
+                return address
+        raise PoolExhausted(f"no free address left in {spec.network}")
+
+    def _seek_free(self, family: int, start: int) -> tuple[int, int] | None:
+        """The first free interval that ends at or after `start`: one index seek."""
+        row = self._db.execute(_FIND_FREE, (family, to_bytes(family, start))).fetchone()
+        return (int.from_bytes(row[0], "big"), int.from_bytes(row[1], "big")) if row else None
+
+    def _first_free(self, family: int, first: int, last: int) -> int | None:
+        found = self._seek_free(family, first)
+        return max(found[0], first) if found is not None and max(found[0], first) <= last else None
+
+    def _take(self, family: int, address: int) -> None:
+        """Remove one given address from the free index."""
+        found = self._seek_free(family, address)
+        if found is None or found[0] > address:
+            raise StoreCorrupt(f"{format_ip(family, address)} is neither leased nor free; run `cnipamctl check`")
+        self._split(family, address, found)
+
+    def _split(self, family: int, address: int, interval: tuple[int, int]) -> None:
+        """Cut `address` out of the free `interval` that contains it."""
+        first, last = interval
+        if address < last:
+            self._db.execute("UPDATE free SET first = ? WHERE family = ? AND last = ?", (to_bytes(family, address + 1), family, to_bytes(family, last)))
+        else:
+            self._db.execute("DELETE FROM free WHERE family = ? AND last = ?", (family, to_bytes(family, last)))
+        if first < address:
+            self._db.execute("INSERT INTO free VALUES (?, ?, ?)", (family, to_bytes(family, address - 1), to_bytes(family, first)))
+
+    def _give_back(self, family: int, address: int) -> None:
+        """Return one address to the free index, merging it with its neighbours."""
+        first = last = address
+        if address > 0:
+            below = to_bytes(family, address - 1)
+            left = self._db.execute("SELECT first FROM free WHERE family = ? AND last = ?", (family, below)).fetchone()
+            if left:
+                first = int.from_bytes(left[0], "big")
+                self._db.execute("DELETE FROM free WHERE family = ? AND last = ?", (family, below))
+        right = self._db.execute(_FIND_FREE, (family, to_bytes(family, address))).fetchone()
+        if right and int.from_bytes(right[0], "big") == address + 1:
+            last = int.from_bytes(right[1], "big")
+            self._db.execute("DELETE FROM free WHERE family = ? AND last = ?", (family, right[1]))
+        self._db.execute("INSERT INTO free VALUES (?, ?, ?)", (family, to_bytes(family, last), to_bytes(family, first)))
+
+    def _insert(self, lease: Lease) -> None:
+        try:
+            self._db.execute(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", _row(lease))
+        except IntegrityError as exc:
+            raise StoreCorrupt(f"cannot record {lease.ip}: {exc}; run `cnipamctl check`") from None
+
+    def _remove(self, lease: Lease) -> None:
+        raw = to_bytes(lease.family, lease.address)
+        self._db.execute("DELETE FROM leases WHERE family = ? AND address = ?", (lease.family, raw))
+        self._give_back(lease.family, lease.address)
+        self._set_cursor(lease.pool, lease.family, lease.address)
+
+    def _set_cursor(self, pool: str, family: int, address: int) -> None:
+        self._db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)", (pool, family, to_bytes(family, address)))
+
+    def _rebuild_free(self, family: int) -> None:
+        """Recompute the free index of a family from its leases (bulk import, repair)."""
+        self._db.execute("DELETE FROM free WHERE family = ?", (family,))
+        gaps, start = [], 0
+        for (raw,) in self._db.execute("SELECT address FROM leases WHERE family = ? ORDER BY address", (family,)):
+            address = int.from_bytes(raw, "big")
+            if address > start:
+                gaps.append((family, to_bytes(family, address - 1), to_bytes(family, start)))
+            start = address + 1
+        top = (1 << BITS[family]) - 1
+        if start <= top:
+            gaps.append((family, to_bytes(family, top), to_bytes(family, start)))
+        self._db.executemany("INSERT INTO free VALUES (?, ?, ?)", gaps)
+
+    def _first_conflict(self, rows: list[tuple[object, ...]]) -> str:
+        seen: set[tuple[object, object]] = set()
+        for row in rows:
+            key = (row[1], row[2])
+            if key in seen:
+                return f"{row[0]} appears twice in the input"
+            seen.add(key)
+            existing = self._db.execute("SELECT ip, handle FROM leases WHERE family = ? AND address = ?", key).fetchone()
+            if existing:
+                return f"{row[0]} is already held by {existing[1] or 'a reservation'}"
+            if row[6] is not None:
+                owner = self._db.execute("SELECT ip FROM leases WHERE handle = ? AND slot = ?", (row[6], row[5])).fetchone()
+                if owner:
+                    return f"owner {row[6]} already holds {owner[0]} in slot {row[5]}"
+        return "a lease conflicts with the store"
+
+    # -- reads, schema, integrity -------------------------------------------------------
+
+    def _select(self, where: str, params: tuple[object, ...]) -> list[Lease]:
+        return [_lease(row) for row in self._db.execute(f"SELECT {_COLUMNS} FROM leases {where}", params)]
+
+    def _read(self, query):  # type: ignore[no-untyped-def]
+        try:
+            return query()
+        except DatabaseError as exc:
+            raise _store_error(self.path, exc) from None
+
+    def _migrate(self) -> None:
+        with _Locked(self):
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreCorrupt(f"store {self.path} has schema version {version}; this cnipam knows up to {SCHEMA_VERSION}")
+            try:
+                if version == 0:
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                for step in range(version, SCHEMA_VERSION):
+                    self._db.execute("BEGIN IMMEDIATE")
+                    try:
+                        for statement in MIGRATIONS[step]:
+                            self._db.execute(statement)
+                        self._db.execute(f"PRAGMA user_version = {step + 1}")
+                        self._db.execute("COMMIT")
+                    except BaseException:
+                        self._db.execute("ROLLBACK")
+                        raise
+            except DatabaseError as exc:
+                raise _store_error(self.path, exc) from None
+
+    def _find_problems(self) -> list[str]:
+        problems = []
+        check = self._db.execute("PRAGMA quick_check").fetchall()
+        if check != [("ok",)]:
+            problems.extend(f"sqlite: {row[0]}" for row in check[:10])
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            problems.append(f"schema version {version}, expected {SCHEMA_VERSION}")
+        for ip, raw in self._db.execute("SELECT ip, address FROM leases"):
+            if format_ip(*from_bytes(raw)) != ip:
+                problems.append(f"{ip}: text form does not match the stored address {format_ip(*from_bytes(raw))}")
+        for family in (4, 6):
+            problems.extend(self._free_index_problems(family))
+        return problems[:50]
+
+    def _free_index_problems(self, family: int) -> list[str]:
+        """Leases and free intervals must tile the family's whole address space exactly once."""
+        problems: list[str] = []
+        query = "SELECT address FROM leases WHERE family = ? ORDER BY address"
+        leased = (int.from_bytes(raw, "big") for (raw,) in self._db.execute(query, (family,)))
+        query = "SELECT first, last FROM free WHERE family = ? ORDER BY last"
+        intervals = [(int.from_bytes(a, "big"), int.from_bytes(b, "big")) for a, b in self._db.execute(query, (family,))]
+        position, pending = 0, next(leased, None)  # position: the next address still to account for
+
+        def account_for_leases_below(limit: int) -> None:
+            nonlocal position, pending
+            while pending is not None and pending < limit:
+                if pending < position:
+                    problems.append(f"IPv{family}: {format_ip(family, pending)} is both leased and free")
+                elif pending > position:
+                    problems.append(f"IPv{family}: {_span(family, position, pending - 1)} is neither leased nor free")
+                position, pending = max(position, pending + 1), next(leased, None)
+
+        for first, last in intervals:
+            account_for_leases_below(first)
+            if first != position:
+                problems.append(f"IPv{family}: free interval {_span(family, first, last)} does not start where expected")
+            position = max(position, last + 1)
+        account_for_leases_below(1 << BITS[family])
+        if position != 1 << BITS[family]:
+            problems.append(f"IPv{family}: {_span(family, position, (1 << BITS[family]) - 1)} is neither leased nor free")
+        return problems
+
+    def _lock(self) -> None:
+        try:
+            flock(self._lock_fd, LOCK_EX | LOCK_NB)
+        except BlockingIOError:
+            from .write_lock import wait_for_lock  # only under contention
+
+            wait_for_lock(self._lock_fd, self.timeout, self.path)
+
+    def _unlock(self) -> None:
+        flock(self._lock_fd, LOCK_UN)
+
+    def _close_quietly(self) -> None:
+        db = getattr(self, "_db", None)
+        if db is not None:
+            db.close()
+        fd = getattr(self, "_lock_fd", None)
+        if fd is not None:
+            os.close(fd)
+            self._lock_fd = None
+
+
+class _Locked:
+    """Holds the store's flock: the writers' queue."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+
+    def __enter__(self) -> None:
+        self.store._lock()
+
+    def __exit__(self, *exc: object) -> None:
+        self.store._unlock()
+
+
+class _Writing(_Locked):
+    """One write transaction under the flock: committed on success, rolled back on any error."""
+
+    def __enter__(self) -> None:
+        super().__enter__()
+        try:
+            self.store._db.execute("BEGIN IMMEDIATE")
+        except DatabaseError as exc:
+            self.store._unlock()
+            raise _store_error(self.store.path, exc) from None
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        db = self.store._db
+        try:
+            if exc_type is None:
+                try:
+                    db.execute("COMMIT")
+                except DatabaseError as exc:
+                    db.execute("ROLLBACK")
+                    raise _store_error(self.store.path, exc) from None
+            elif db.in_transaction:
+                db.execute("ROLLBACK")
+        finally:
+            super().__exit__()
+
+
+def _store_error(path: str, exc: Exception) -> StoreIOError | StoreBusy:
+    text = str(exc)
+    if isinstance(exc, OperationalError) and "locked" in text:
+        return StoreBusy(f"store {path} is busy: {text}")
+    if "not a database" in text or "malformed" in text:
+        return StoreCorrupt(f"store {path} is not a readable cnipam store: {text}")
+    return StoreIOError(f"store {path}: {text}")
+
+
+def _row(lease: Lease) -> tuple[object, ...]:
+    return (
+        lease.ip, lease.family, to_bytes(lease.family, lease.address), lease.kind, lease.pool, lease.slot,
+        lease.handle, lease.network, lease.container_id, lease.ifname, lease.created,
+    )  # fmt: skip
+
+
+def _span(family: int, first: int, last: int) -> str:
+    return format_ip(family, first) if first == last else f"{format_ip(family, first)}-{format_ip(family, last)}"
+
+
+def _make_parents(path: str) -> None:
+    """Create missing parent folders with mode 0750, each level (os.makedirs only sets the leaf)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    missing = []
+    while parent and not os.path.isdir(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o750)
+        except FileExistsError:
+            pass
+
+
+def _open_private(path: str) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
