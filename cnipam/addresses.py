@@ -18,7 +18,7 @@ BITS = {4: 32, 6: 128}
 WIDTH = {4: 4, 6: 16}
 
 
-def parse_ip(text: str, what: str = "address") -> tuple[int, int]:
+def parse_ip(text: object, what: str = "address") -> tuple[int, int]:
     """Parse an IPv4 or IPv6 address into (family, value); raise InvalidConfig naming `what`."""
     if not isinstance(text, str):
         raise InvalidConfig(f"{what}: expected an IP address string, got {_kind(text)}")
@@ -100,7 +100,7 @@ def format_ip(family: int, value: int) -> str:
         return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
     groups = [(value >> (112 - 16 * i)) & 0xFFFF for i in range(8)]
     best_start, best_len, start = -1, 1, -1
-    for i, group in enumerate(groups + [1]):
+    for i, group in enumerate([*groups, 1]):
         if group == 0 and start < 0:
             start = i
         elif group != 0 and start >= 0:

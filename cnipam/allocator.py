@@ -45,4 +45,3 @@ def reuse_existing(owner: Owner, spec: PoolSpec, held: list[Lease]) -> Lease | N
     if lease.family != spec.family or not spec.allows(lease.address):
         raise AddressConflict(f"{owner.describe()} already holds {lease.ip}, outside {spec.network}; DEL it first")
     return lease
-

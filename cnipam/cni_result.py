@@ -21,7 +21,7 @@ def encode_result(
     version: str, pools: tuple[PoolSpec, ...], leases: list[Lease], routes: tuple[dict[str, object], ...], dns: dict[str, object]
 ) -> dict[str, object]:
     ips = []
-    for spec, lease in zip(pools, leases):
+    for spec, lease in zip(pools, leases, strict=True):
         entry: dict[str, object] = {"address": f"{lease.ip}/{spec.network.prefix}"}
         if spec.gateway is not None:
             entry["gateway"] = format_ip(spec.family, spec.gateway)
@@ -37,7 +37,9 @@ def encode_result(
     return result
 
 
-def _legacy(version: str, ips: list[tuple[int, dict[str, object]]], routes: tuple[dict[str, object], ...], dns: dict[str, object]) -> dict[str, object]:
+def _legacy(
+    version: str, ips: list[tuple[int, dict[str, object]]], routes: tuple[dict[str, object], ...], dns: dict[str, object]
+) -> dict[str, object]:
     """0.1.0/0.2.0: at most one address per family; routes go with the family of their dst."""
     result: dict[str, object] = {"cniVersion": version}
     for family in (4, 6):

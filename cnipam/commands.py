@@ -74,7 +74,7 @@ def collect_garbage(request: Request, store: Store) -> None:
     valid = set()
     for index, item in enumerate(listed):
         if not (isinstance(item, dict) and isinstance(item.get("containerID"), str) and isinstance(item.get("ifname"), str)):
-            raise InvalidConfig(f"cni.dev/valid-attachments[{index}]: expected {{\"containerID\": string, \"ifname\": string}}")
+            raise InvalidConfig(f'cni.dev/valid-attachments[{index}]: expected {{"containerID": string, "ifname": string}}')
         valid.add((item["containerID"], item["ifname"]))
     store.collect_garbage(request.network, valid)
 
@@ -85,4 +85,3 @@ def status(request: Request, config: IPAMConfig, store: Store) -> None:
     full = store.exhausted(config.pools)
     if full:
         raise Unavailable("no free address left in " + ", ".join(str(spec.network) for spec in full))
-

@@ -76,9 +76,9 @@ def _address_in(network: Network, first: int, last: int, text: object, what: str
     if family is None:
         if isinstance(text, str) and "/" in text:
             raise InvalidConfig(f"{what}: {text!r} must be a plain address, not a CIDR")
-        family, address = parse_ip(text, what)  # type: ignore[arg-type]
+        family, address = parse_ip(text, what)
     else:
-        address = parse_ip(text, what)[1]  # type: ignore[arg-type]
+        address = parse_ip(text, what)[1]
     if family != network.family:
         raise InvalidConfig(f"{what}: {text} is not an IPv{network.family} address")
     if address not in network:

@@ -102,7 +102,7 @@ def parse_routes(value: object, family: int | None, what: str) -> tuple[dict[str
         if family is not None and dst.family != family:
             raise InvalidConfig(f"{where}.dst: {route['dst']} is not an IPv{family} prefix")
         if route.get("gw") is not None:
-            gw_family, _ = parse_ip(route["gw"], f"{where}.gw")  # type: ignore[arg-type]
+            gw_family, _ = parse_ip(route["gw"], f"{where}.gw")
             if gw_family != dst.family:
                 raise InvalidConfig(f"{where}.gw: {route['gw']} is not in the same family as dst {route['dst']}")
         routes.append(dict(route))

@@ -28,11 +28,21 @@ class _ScannerContext:
     parse_float = float
     parse_int = int
     parse_constant = staticmethod(_refuse_constant)
-    memo: dict[str, str] = {}
+    memo: dict[str, str] = {}  # noqa: RUF012 - the scanner shares this cache by design
 
 
-_scan = _json.make_scanner(_ScannerContext())
-_encode = _json.make_encoder(None, None, _json.encode_basestring_ascii, None, ":", ",", False, False, False)
+_scan = _json.make_scanner(_ScannerContext())  # type: ignore[arg-type]  # duck-typed like JSONDecoder
+_encode = _json.make_encoder(
+    None,
+    None,  # type: ignore[arg-type]  # no default: only JSON types are encoded
+    _json.encode_basestring_ascii,
+    None,
+    ":",
+    ",",
+    False,
+    False,
+    False,
+)
 _WHITESPACE = " \t\n\r"
 
 
@@ -58,8 +68,10 @@ def loads(data: bytes | str, what: str = "stdin") -> object:
         raise DecodeFailure(f"{what}: JSON nested too deeply") from None
     except ValueError as exc:
         raise DecodeFailure(f"{what}: invalid JSON: {exc}") from None
-    if text[end:].strip(_WHITESPACE):
-        raise DecodeFailure(f"{what}: invalid JSON, unexpected data at position {end}")
+    rest = text[end:]
+    if rest.strip(_WHITESPACE):
+        position = end + len(rest) - len(rest.lstrip(_WHITESPACE))
+        raise DecodeFailure(f"{what}: invalid JSON, unexpected data at position {position}")
     return value
 
 

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     command = env.get("CNI_COMMAND", "")
     if not command:
-        sys.stderr.write(f"cnipam {__version__}: CNI IPAM plugin (ecs-ipam and host-local dialects)\nCNI protocol versions: {', '.join(SUPPORTED)}\n")
+        sys.stderr.write(f"cnipam {__version__}: CNI IPAM plugin\nCNI protocol versions: {', '.join(SUPPORTED)}\n")
         return 0
     version = ""
     try:
@@ -169,7 +169,7 @@ def _flags(args: list[str]) -> int:
 
 def _git_hash() -> str:
     try:
-        from ._build_info import GIT_SHORT_HASH  # written by setup.py at build time
+        from ._build_info import GIT_SHORT_HASH  # type: ignore[import-not-found,import-untyped,unused-ignore]  # setup.py
     except ImportError:
         return ""
-    return GIT_SHORT_HASH
+    return str(GIT_SHORT_HASH)

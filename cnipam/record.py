@@ -17,10 +17,10 @@ class Record:
         return tuple(getattr(self, name) for name in self.__slots__)
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self._fields() == other._fields()  # type: ignore[attr-defined]
+        return type(self) is type(other) and self._fields() == other._fields()  # type: ignore[attr-defined,unused-ignore]
 
     def __hash__(self) -> int:
-        return hash((type(self).__name__,) + self._fields())
+        return hash((type(self).__name__, *self._fields()))
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)

@@ -36,7 +36,10 @@ from .base import Store
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
     from ..ipam_config import PoolSpec
     from ..leases import Owner
@@ -172,11 +175,13 @@ class SQLiteStore(Store):
     def import_leases(self, leases: Iterable[Lease], cursors: dict[str, tuple[int, int]]) -> int:
         rows = [_row(lease) for lease in leases]
         with _Writing(self):
+            self._db.execute("SAVEPOINT import_rows")
             try:
                 self._db.executemany(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
             except IntegrityError:
+                self._db.execute("ROLLBACK TO import_rows")  # undo the rows before the clash, then name it
                 raise AddressConflict(f"import refused: {self._first_conflict(rows)}") from None
-            for family in sorted({row[1] for row in rows}):
+            for family in sorted({lease_row[1] for lease_row in rows}):  # type: ignore[type-var]
                 self._rebuild_free(family)  # type: ignore[arg-type]
             for pool, (family, address) in cursors.items():
                 self._set_cursor(pool, family, address)
@@ -242,7 +247,9 @@ class SQLiteStore(Store):
         """Cut `address` out of the free `interval` that contains it."""
         first, last = interval
         if address < last:
-            self._db.execute("UPDATE free SET first = ? WHERE family = ? AND last = ?", (to_bytes(family, address + 1), family, to_bytes(family, last)))
+            self._db.execute(
+                "UPDATE free SET first = ? WHERE family = ? AND last = ?", (to_bytes(family, address + 1), family, to_bytes(family, last))
+            )
         else:
             self._db.execute("DELETE FROM free WHERE family = ? AND last = ?", (family, to_bytes(family, last)))
         if first < address:
@@ -313,7 +320,7 @@ class SQLiteStore(Store):
     def _select(self, where: str, params: tuple[object, ...]) -> list[Lease]:
         return [_lease(row) for row in self._db.execute(f"SELECT {_COLUMNS} FROM leases {where}", params)]
 
-    def _read(self, query):  # type: ignore[no-untyped-def]
+    def _read(self, query: Callable[[], T]) -> T:
         try:
             return query()
         except DatabaseError as exc:
@@ -341,7 +348,7 @@ class SQLiteStore(Store):
                 raise _store_error(self.path, exc) from None
 
     def _find_problems(self) -> list[str]:
-        problems = []
+        problems: list[str] = []
         check = self._db.execute("PRAGMA quick_check").fetchall()
         if check != [("ok",)]:
             problems.extend(f"sqlite: {row[0]}" for row in check[:10])
@@ -401,7 +408,7 @@ class SQLiteStore(Store):
         fd = getattr(self, "_lock_fd", None)
         if fd is not None:
             os.close(fd)
-            self._lock_fd = None
+            del self._lock_fd
 
 
 class _Locked:
@@ -413,7 +420,7 @@ class _Locked:
     def __enter__(self) -> None:
         self.store._lock()
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *rest: object) -> None:
         self.store._unlock()
 
 
@@ -440,7 +447,7 @@ class _Writing(_Locked):
             elif db.in_transaction:
                 db.execute("ROLLBACK")
         finally:
-            super().__exit__()
+            super().__exit__(exc_type)
 
 
 def _store_error(path: str, exc: Exception) -> StoreIOError | StoreBusy:

@@ -4,12 +4,13 @@ A blocking `flock` lets the kernel queue writers fairly, which is what keeps tai
 latency low under contention; polling with `LOCK_NB` (what bbolt does every 50 ms)
 is not. In the main thread the wait is a blocking `flock` interrupted by a one-shot
 SIGALRM at the deadline; threads cannot take signals, so a daemon's worker threads poll
-with a short back-off instead.
+with a short back-off instead. Only imported when the lock is already taken, so the
+uncontended path does not pay for `signal` (which imports enum).
 """
 
 from __future__ import annotations
 
-import _signal  # the C module: `signal` imports enum
+import signal
 import time
 from fcntl import LOCK_EX, LOCK_NB, LOCK_UN, flock
 
@@ -29,21 +30,21 @@ def wait_for_lock(fd: int, timeout: float, path: str) -> None:
     if timeout <= 0:
         raise StoreBusy(f"store {path} is locked by another process")
     try:
-        previous = _signal.signal(_signal.SIGALRM, _on_alarm)
+        previous = signal.signal(signal.SIGALRM, _on_alarm)
     except ValueError:  # not the main thread
         _poll(fd, timeout, path)
         return
     try:
-        _signal.setitimer(_signal.ITIMER_REAL, timeout)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
         try:
             flock(fd, LOCK_EX)
         finally:
-            _signal.setitimer(_signal.ITIMER_REAL, 0)
+            signal.setitimer(signal.ITIMER_REAL, 0)
     except _Deadline:
         flock(fd, LOCK_UN)  # the alarm may land just after the lock was granted
         raise StoreBusy(f"store {path} stayed locked by another process for {timeout:g}s") from None
     finally:
-        _signal.signal(_signal.SIGALRM, previous)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _poll(fd: int, timeout: float, path: str) -> None:

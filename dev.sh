@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The project's two entry points on a fresh machine:
+#   ./dev.sh demo   a real ADD, its result and a DEL on an embedded store in ./demo-store (no root)
+#   ./dev.sh test   lint, types and the whole test suite (what CI runs)
+# Both install what they need into ./.venv first, from this checkout.
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+
+install() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV" || { echo "dev.sh: cannot create a venv with $PYTHON (Debian: apt-get install python3-venv)" >&2; exit 1; }
+  fi
+  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+  # Not editable: the tests drive the installed launchers exactly as a runtime would.
+  "$VENV/bin/python" -m pip install -q "$@"
+}
+
+demo() {
+  install .
+  local store="$PWD/demo-store" plugin="$VENV/bin/cnipam"
+  export IPAM_DB_PATH="$store/ipam.db" CNI_CONTAINERID=demo-container CNI_IFNAME=eth0 CNI_NETNS=/var/run/netns/demo CNI_PATH="$VENV/bin"
+  local config='{"cniVersion":"1.0.0","name":"demo","ipam":{"type":"cnipam","ipv4-subnet":"10.88.0.0/24","ipv6-subnet":"fd88::/64","ipv4-routes":[{"dst":"0.0.0.0/0"}]}}'
+  echo "store:  $IPAM_DB_PATH"
+  echo "config: $config"
+  echo "--- ADD"
+  echo "$config" | CNI_COMMAND=ADD "$plugin"
+  echo "--- CHECK (exit $(echo "$config" | CNI_COMMAND=CHECK "$plugin" >/dev/null; echo $?))"
+  echo "--- DEL (exit $(echo "$config" | CNI_COMMAND=DEL "$plugin"; echo $?))"
+  echo "--- DEL again, idempotent (exit $(echo "$config" | CNI_COMMAND=DEL "$plugin"; echo $?))"
+}
+
+test_all() {
+  install ".[test]"
+  "$VENV/bin/ruff" check cnipam tests bench setup.py
+  "$VENV/bin/ruff" format --check cnipam tests bench setup.py
+  "$VENV/bin/mypy"
+  local status=0
+  "$VENV/bin/python" -m pytest "$@" || status=$?
+  [ "$status" -eq 5 ] && { echo "dev.sh: pytest collected no tests"; status=0; }
+  return "$status"
+}
+
+case "${1:-}" in
+  demo) demo ;;
+  test) shift; test_all "$@" ;;
+  *) echo "usage: ./dev.sh demo | ./dev.sh test [pytest args]" >&2; exit 2 ;;
+esac

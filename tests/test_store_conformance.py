@@ -1,0 +1,166 @@
+"""What every store engine must do, run once per engine (tests/store_engines.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cnipam.addresses import format_ip, parse_ip
+from cnipam.ecs_config import parse_ecs
+from cnipam.errors import AddressConflict, PoolExhausted
+from cnipam.ipam_config import PoolSpec
+from cnipam.leases import GATEWAY, LEASE, Lease, Owner
+from cnipam.store.base import Store
+
+from store_engines import ENGINES
+
+
+@pytest.fixture(params=sorted(ENGINES))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    engine = ENGINES[request.param](tmp_path)
+    yield engine
+    assert engine.problems() == []  # every test leaves a consistent store
+    engine.close()
+
+
+def pools(**ipam: object) -> tuple[PoolSpec, ...]:
+    return parse_ecs({key.replace("_", "-"): value for key, value in ipam.items()}).pools
+
+
+def ips(leases: list[Lease]) -> list[str]:
+    return [lease.ip for lease in leases]
+
+
+def attachment(container: str, network: str = "net") -> Owner:
+    return Owner.for_request(None, network, container, "eth0")
+
+
+def held(store: Store) -> list[str]:
+    return [lease.ip for lease in store.leases() if lease.kind == LEASE]
+
+
+V4 = pools(ipv4_subnet="10.0.0.0/29")  # .1 gateway, .2-.6 usable
+
+
+def test_allocation_is_round_robin_after_the_last_address_touched(store: Store) -> None:
+    assert [ips(store.allocate(attachment(c), V4)) for c in "abc"] == [["10.0.0.2"], ["10.0.0.3"], ["10.0.0.4"]]
+    store.release(attachment("b").handle)
+    assert ips(store.allocate(attachment("d"), V4)) == ["10.0.0.5"]  # not the freed .3: upstream's order
+    assert ips(store.allocate(attachment("e"), V4)) == ["10.0.0.6"]
+    assert ips(store.allocate(attachment("f"), V4)) == ["10.0.0.3"]  # wraps round to the freed address
+    with pytest.raises(PoolExhausted, match="10.0.0.0/29"):
+        store.allocate(attachment("g"), V4)
+
+
+def test_gateway_is_reserved_once_and_shared(store: Store) -> None:
+    store.allocate(attachment("a"), V4)
+    store.allocate(attachment("b", network="other"), V4)
+    gateways = [lease for lease in store.leases() if lease.kind == GATEWAY]
+    assert [(lease.ip, lease.handle) for lease in gateways] == [("10.0.0.1", None)]
+
+
+def test_a_second_pool_with_another_gateway_cannot_take_the_first_gateway(store: Store) -> None:
+    store.allocate(attachment("a"), V4)
+    other = pools(ipv4_subnet="10.0.0.0/29", ipv4_gateway="10.0.0.6")  # usable .1-.5, but .1 is V4's gateway
+    assert [ips(store.allocate(attachment(c), other)) for c in "bcd"] == [["10.0.0.3"], ["10.0.0.4"], ["10.0.0.5"]]
+    with pytest.raises(PoolExhausted):
+        store.allocate(attachment("e"), other)
+    with pytest.raises(PoolExhausted):  # and V4 cannot take .6, the other pool's gateway
+        store.allocate(attachment("e"), V4)
+
+
+def test_an_attachment_gets_the_same_lease_on_retry(store: Store) -> None:
+    first = store.allocate(attachment("a"), V4)
+    assert store.allocate(attachment("a"), V4) == first
+    assert held(store) == ["10.0.0.2"]
+
+
+def test_an_id_holding_an_address_is_refused_and_nothing_changes(store: Store) -> None:
+    owner = Owner.for_request("task", "net", "", "eth0")
+    store.allocate(owner, V4)
+    before = store.leases()
+    with pytest.raises(AddressConflict, match="already holds 10.0.0.2"):
+        store.allocate(owner, V4)
+    assert store.leases() == before
+
+
+def test_dual_stack_is_all_or_nothing(store: Store) -> None:
+    store.allocate(attachment("a"), pools(ipv6_subnet="2001:db8::/64", ipv6_address="2001:db8::9/64"))
+    both = pools(ipv4_subnet="10.0.0.0/29", ipv6_subnet="2001:db8::/64", ipv6_address="2001:db8::9/64")
+    with pytest.raises(AddressConflict, match="2001:db8::9 is already leased"):
+        store.allocate(attachment("b"), both)
+    assert held(store) == ["2001:db8::9"]  # the IPv4 half was rolled back too
+    assert ips(store.allocate(attachment("c"), pools(ipv4_subnet="10.0.0.0/29"))) == ["10.0.0.2"]  # position not moved
+
+
+def test_requested_addresses(store: Store) -> None:
+    assert ips(store.allocate(attachment("a"), pools(ipv4_subnet="10.0.0.0/29", ipv4_address="10.0.0.5/29"))) == ["10.0.0.5"]
+    with pytest.raises(AddressConflict, match="10.0.0.5 is already leased to container 'a'"):
+        store.allocate(attachment("b"), pools(ipv4_subnet="10.0.0.0/29", ipv4_address="10.0.0.5/29"))
+    other_gateway = pools(ipv4_subnet="10.0.0.0/29", ipv4_gateway="10.0.0.6", ipv4_address="10.0.0.1/29")
+    with pytest.raises(AddressConflict, match="reserved as a gateway"):
+        store.allocate(attachment("c"), other_gateway)
+    assert ips(store.allocate(attachment("d"), V4)) == ["10.0.0.6"]  # after the last address touched (.5)
+
+
+def test_release_by_owner_and_by_address(store: Store) -> None:
+    dual = pools(ipv4_subnet="10.0.0.0/29", ipv6_subnet="2001:db8::/64")
+    store.allocate(Owner.for_request("x", "net", "", "eth0"), dual)
+    store.allocate(attachment("y"), dual)
+    assert sorted(ips(store.release("id:x"))) == ["10.0.0.2", "2001:db8::2"]
+    assert ips(store.release(None, [parse_ip("10.0.0.3")])) == ["10.0.0.3"]
+    assert held(store) == ["2001:db8::3"]
+    assert store.release("id:x") == [] and store.release(None, [parse_ip("10.0.0.1")]) == []  # gateways stay
+    assert store.held_by("cni:net/y/eth0")[0].ip == "2001:db8::3"
+
+
+def test_lookup_and_leases_by_network(store: Store) -> None:
+    store.allocate(attachment("a", "n1"), V4)
+    store.allocate(attachment("b", "n2"), V4)
+    found = store.lookup(*parse_ip("10.0.0.3"))
+    assert found is not None and (found.container_id, found.network, found.ifname, found.slot) == ("b", "n2", "eth0", "4")
+    assert store.lookup(*parse_ip("10.0.0.6")) is None
+    assert ips(store.leases("n1")) == ["10.0.0.1", "10.0.0.2"]
+
+
+def test_garbage_collection_is_per_network_and_spares_unknown_owners(store: Store) -> None:
+    for container in "abc":
+        store.allocate(attachment(container, "n1"), V4)
+    store.allocate(attachment("z", "n2"), V4)
+    store.allocate(Owner.for_request(None, "n1", "", "eth0"), V4)  # anonymous: no attachment recorded
+    released = store.collect_garbage("n1", {("b", "eth0")})
+    assert sorted(lease.container_id for lease in released) == ["a", "c"]
+    assert held(store) == ["10.0.0.3", "10.0.0.5", "10.0.0.6"]
+
+
+def test_exhaustion_is_reported_per_pool(store: Store) -> None:
+    tiny = pools(ipv4_subnet="10.0.0.0/30")  # .1 gateway, .2 the only address
+    assert store.exhausted(tiny) == []
+    store.allocate(attachment("a"), tiny)
+    assert store.exhausted(tiny) == list(tiny)
+    assert store.exhausted(V4) == []
+
+
+def test_large_subnets_allocate_from_the_start(store: Store) -> None:
+    assert ips(store.allocate(attachment("a"), pools(ipv4_subnet="10.0.0.0/8"))) == ["10.0.0.2"]
+    assert ips(store.allocate(attachment("a"), pools(ipv6_subnet="2001:db8::/48"))) == ["2001:db8::2"]
+    last = pools(ipv6_subnet="2001:db8:1::/64", ipv6_address="2001:db8:1:0:ffff:ffff:ffff:ffff/64")
+    assert ips(store.allocate(attachment("b"), last)) == ["2001:db8:1:0:ffff:ffff:ffff:ffff"]
+
+
+def test_import_keeps_positions_and_refuses_conflicts_whole(store: Store) -> None:
+    spec = V4[0]
+    imported = [Lease(4, parse_ip(f"10.0.0.{n}")[1], LEASE, spec.key, "4", f"id:t{n}", "net", "", "", 1.0) for n in (2, 3)]
+    assert store.import_leases(imported, {spec.key: parse_ip("10.0.0.3")}) == 2
+    assert ips(store.allocate(attachment("a"), V4)) == ["10.0.0.4"]
+    clash = [Lease(4, parse_ip("10.0.0.6")[1], LEASE, spec.key, "4", None, "", "", "", 1.0), imported[0]]
+    with pytest.raises(AddressConflict, match="10.0.0.2 is already held by id:t2"):
+        store.import_leases(clash, {})
+    assert held(store) == ["10.0.0.2", "10.0.0.3", "10.0.0.4"]  # 10.0.0.6 was not half-imported
+
+
+def test_text_forms_match_go(store: Store) -> None:
+    store.allocate(attachment("a"), pools(ipv6_subnet="2001:db8:0:1::/64", ipv6_address="2001:db8:0:1::ffff/64"))
+    assert held(store) == [format_ip(*parse_ip("2001:db8:0:1::ffff"))] == ["2001:db8:0:1::ffff"]
