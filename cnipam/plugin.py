@@ -110,7 +110,11 @@ class _open_store:
         from .store.sqlite import SQLiteStore
 
         settings = StoreSettings.from_env(env)
-        self.store: Store = SQLiteStore(settings.path, settings.timeout)
+        try:
+            self.store: Store = SQLiteStore(settings.path, settings.timeout)
+        except StoreIOError as error:  # name the variable that chose the path
+            error.message = f"{error.message} (IPAM_DB_PATH={settings.path})"
+            raise
 
     def __enter__(self) -> Store:
         return self.store
