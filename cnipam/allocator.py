@@ -16,14 +16,18 @@ from .ipam_config import PoolSpec, Range
 from .leases import Lease, Owner
 
 
-def search_windows(ranges: tuple[Range, ...], cursor: int | None) -> list[Range]:
-    """Windows to search, in order: after the cursor to the end, then from the start up to
-    and including the cursor (a just-released address comes back last)."""
-    if cursor is None:
-        return list(ranges)
-    after = [(max(first, cursor + 1), last) for first, last in ranges if last > cursor]
-    before = [(first, min(last, cursor)) for first, last in ranges if first <= cursor]
-    return after + before
+def search_windows(pieces: tuple[Range, ...], cursor: int | None) -> list[Range]:
+    """Windows to search, in order: from just after the cursor to the end of its piece,
+    the pieces after it, wrapping round to the pieces before it, and last the start of its
+    own piece up to the cursor (so a just-released address comes back last). A cursor in
+    no piece (none yet, or the config changed) starts from the first piece, as host-local
+    does."""
+    if cursor is not None:
+        for index, (first, last) in enumerate(pieces):
+            if first <= cursor <= last:
+                head = [(cursor + 1, last)] if cursor < last else []
+                return [*head, *pieces[index + 1 :], *pieces[:index], (first, cursor)]
+    return list(pieces)
 
 
 def reuse_existing(owner: Owner, spec: PoolSpec, held: list[Lease]) -> Lease | None:
@@ -43,5 +47,5 @@ def reuse_existing(owner: Owner, spec: PoolSpec, held: list[Lease]) -> Lease | N
         wanted = format_ip(spec.family, spec.requested)
         raise AddressConflict(f"{owner.describe()} already holds {lease.ip}, not the requested {wanted}")
     if lease.family != spec.family or not spec.allows(lease.address):
-        raise AddressConflict(f"{owner.describe()} already holds {lease.ip}, outside {spec.network}; DEL it first")
+        raise AddressConflict(f"{owner.describe()} already holds {lease.ip}, outside {spec}; DEL it first")
     return lease

@@ -22,9 +22,11 @@ def encode_result(
 ) -> dict[str, object]:
     ips = []
     for spec, lease in zip(pools, leases, strict=True):
-        entry: dict[str, object] = {"address": f"{lease.ip}/{spec.network.prefix}"}
-        if spec.gateway is not None:
-            entry["gateway"] = format_ip(spec.family, spec.gateway)
+        address_range = spec.range_of(lease.address)
+        assert address_range is not None  # the allocator only hands out addresses of the pool
+        entry: dict[str, object] = {"address": f"{lease.ip}/{address_range.network.prefix}"}
+        if address_range.gateway is not None:
+            entry["gateway"] = format_ip(spec.family, address_range.gateway)
         ips.append((lease.family, entry))
     numbers = parse(version)
     if numbers < (0, 3, 0):

@@ -52,8 +52,8 @@ def check(request: Request, config: IPAMConfig, store: Store) -> None:
         raise InvalidEnvironment("CHECK needs ipam.id or CNI_CONTAINERID to know whose leases to check")
     held = [lease for lease in store.held_by(owner.handle) if lease.kind == LEASE]
     for spec in config.pools:
-        if not any(lease.slot == spec.slot and lease.address in spec.network for lease in held):
-            raise LeaseMissing(f"{owner.describe()} holds no address in {spec.network}")
+        if not any(lease.slot == spec.slot and spec.allows(lease.address) for lease in held):
+            raise LeaseMissing(f"{owner.describe()} holds no address in {spec}")
     if "prevResult" in request.config:
         mine = {(lease.family, lease.address) for lease in held}
         for family, address in result_addresses(request.config["prevResult"]):
@@ -84,4 +84,4 @@ def status(request: Request, config: IPAMConfig, store: Store) -> None:
         raise IncompatibleVersion("STATUS needs cniVersion 1.1.0 or later", f'config is "{request.version}"')
     full = store.exhausted(config.pools)
     if full:
-        raise Unavailable("no free address left in " + ", ".join(str(spec.network) for spec in full))
+        raise Unavailable("no free address left in " + "; ".join(str(spec) for spec in full))

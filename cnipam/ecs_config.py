@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .addresses import BITS, Network, format_ip, parse_cidr, parse_ip
 from .errors import InvalidConfig
-from .ipam_config import IPAMConfig, PoolSpec, cut_out, parse_routes
+from .ipam_config import AddressRange, IPAMConfig, PoolSpec, default_bounds, parse_routes
 
 KEYS = ("ipv4-subnet", "ipv6-subnet")
 
@@ -53,7 +53,7 @@ def _parse_family(ipam: dict[str, object], family: int) -> PoolSpec:
     if network.prefix > BITS[family] - 2:
         raise InvalidConfig(f"{key}: /{network.prefix} is too small to allocate from (at most /{BITS[family] - 2})")
     # IPv4 loses the network and broadcast addresses; IPv6 only the subnet-router anycast (network) address.
-    first, last = network.value + 1, network.last - (1 if family == 4 else 0)
+    first, last = default_bounds(network)
 
     gateway = first
     if ipam.get(prefix + "gateway") is not None:
@@ -68,7 +68,7 @@ def _parse_family(ipam: dict[str, object], family: int) -> PoolSpec:
         if address == gateway:
             raise InvalidConfig(f"{what}: {format_ip(family, address)} is the gateway")
         requested = address
-    return PoolSpec(str(family), str(network), network, gateway, cut_out(first, last, [gateway]), requested)
+    return PoolSpec(str(family), str(network), (AddressRange(network, first, last, gateway),), requested)
 
 
 def _address_in(network: Network, first: int, last: int, text: object, what: str, family: int | None = None) -> int:

@@ -7,7 +7,7 @@ DNS). The allocator and the stores only ever see this form.
 
 from __future__ import annotations
 
-from .addresses import Network, parse_cidr, parse_ip
+from .addresses import Network, format_ip, parse_cidr, parse_ip
 from .errors import InvalidConfig
 from .record import Record
 
@@ -18,56 +18,101 @@ if TYPE_CHECKING:
 Range = tuple[int, int]  # inclusive (first, last) integer addresses
 
 
+class AddressRange(Record):
+    """Addresses `first`..`last` of one subnet, with that subnet's gateway (if any)."""
+
+    __slots__ = ("network", "first", "last", "gateway")
+
+    def __init__(self, network: Network, first: int, last: int, gateway: int | None) -> None:
+        self.network = network
+        self.first = first
+        self.last = last
+        self.gateway = gateway
+
+    def pieces(self) -> tuple[Range, ...]:
+        """The allocatable addresses: the range without its gateway."""
+        return cut_out(self.first, self.last, [] if self.gateway is None else [self.gateway])
+
+    def __str__(self) -> str:
+        family = self.network.family
+        if (self.first, self.last) == default_bounds(self.network):
+            return str(self.network)
+        return f"{self.network}[{format_ip(family, self.first)}-{format_ip(family, self.last)}]"
+
+
 class PoolSpec(Record):
-    """One address to hand out.
+    """One address to hand out, from an ordered tuple of ranges of one family.
 
     `slot` says which of the owner's addresses this is (an owner holds at most one lease
     per slot); `key` names the pool for the round-robin position, so the position follows
-    the pool, not its place in the config; `ranges` are the allocatable addresses, sorted,
-    with network, broadcast and gateway already cut out.
+    the pool's ranges, not its place in the config; `requested` is an address the caller
+    asked for.
     """
 
-    __slots__ = ("slot", "key", "network", "gateway", "ranges", "requested")
+    __slots__ = ("slot", "key", "ranges", "requested")
 
-    def __init__(
-        self,
-        slot: str,
-        key: str,
-        network: Network,
-        gateway: int | None,
-        ranges: tuple[Range, ...],
-        requested: int | None = None,
-    ) -> None:
+    def __init__(self, slot: str, key: str, ranges: tuple[AddressRange, ...], requested: int | None = None) -> None:
         self.slot = slot
         self.key = key
-        self.network = network
-        self.gateway = gateway
         self.ranges = ranges
         self.requested = requested
 
     @property
     def family(self) -> int:
-        return self.network.family
+        return self.ranges[0].network.family
+
+    @property
+    def pieces(self) -> tuple[Range, ...]:
+        """Allocatable addresses in search order: the ranges in config order, gateways cut out."""
+        return tuple(piece for address_range in self.ranges for piece in address_range.pieces())
+
+    def range_of(self, address: int) -> AddressRange | None:
+        for address_range in self.ranges:
+            if address_range.first <= address <= address_range.last and address != address_range.gateway:
+                return address_range
+        return None
 
     def allows(self, address: int) -> bool:
-        return any(first <= address <= last for first, last in self.ranges)
+        return self.range_of(address) is not None
+
+    def __str__(self) -> str:
+        return ", ".join(str(address_range) for address_range in self.ranges)
 
     def with_requested(self, address: int | None) -> PoolSpec:
-        return PoolSpec(self.slot, self.key, self.network, self.gateway, self.ranges, address)
+        return PoolSpec(self.slot, self.key, self.ranges, address)
+
+
+def pool_key(ranges: tuple[AddressRange, ...]) -> str:
+    """The round-robin position's name: the ranges themselves, order-independent."""
+    return ",".join(sorted(str(address_range) for address_range in ranges))
+
+
+def default_bounds(network: Network) -> Range:
+    """Network + 1 to the last address, less the broadcast address for IPv4."""
+    return network.value + 1, network.last - (1 if network.family == 4 else 0)
 
 
 class IPAMConfig(Record):
-    """A parsed config: the pools, what the result echoes, and the ecs owner id if any."""
+    """A parsed config: the pools, what the result echoes, the ecs owner id if any, and
+    the two things only the edge may act on (files to read, where the store is)."""
 
-    __slots__ = ("pools", "routes", "dns", "owner_id")
+    __slots__ = ("pools", "routes", "dns", "owner_id", "resolv_conf", "data_dir")
 
     def __init__(
-        self, pools: tuple[PoolSpec, ...], routes: tuple[dict[str, object], ...], dns: dict[str, object], owner_id: str | None
+        self,
+        pools: tuple[PoolSpec, ...],
+        routes: tuple[dict[str, object], ...],
+        dns: dict[str, object],
+        owner_id: str | None,
+        resolv_conf: str | None = None,
+        data_dir: str | None = None,
     ) -> None:
         self.pools = pools
         self.routes = routes
         self.dns = dns
         self.owner_id = owner_id
+        self.resolv_conf = resolv_conf  # a file the edge reads into `dns` (host-local's resolvConf)
+        self.data_dir = data_dir  # the folder the store lives in, when the config says (host-local's dataDir)
 
 
 def cut_out(first: int, last: int, excluded: Sequence[int]) -> tuple[Range, ...]:

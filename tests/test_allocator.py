@@ -5,7 +5,7 @@ import pytest
 from cnipam.addresses import Network
 from cnipam.allocator import reuse_existing, search_windows
 from cnipam.errors import AddressConflict
-from cnipam.ipam_config import PoolSpec, cut_out
+from cnipam.ipam_config import AddressRange, PoolSpec, cut_out
 from cnipam.leases import LEASE, Lease, Owner
 
 
@@ -16,7 +16,12 @@ def test_without_a_cursor_the_ranges_are_searched_in_order() -> None:
 def test_after_the_cursor_first_then_wrap_round_ending_at_the_cursor() -> None:
     assert search_windows(((1, 7), (9, 254)), 5) == [(6, 7), (9, 254), (1, 5)]
     assert search_windows(((1, 7), (9, 254)), 254) == [(1, 7), (9, 254)]
-    assert search_windows(((1, 7), (9, 254)), 8) == [(9, 254), (1, 7)]
+    assert search_windows(((1, 7), (9, 254)), 7) == [(9, 254), (1, 7)]
+
+
+def test_ranges_are_walked_in_config_order_not_numeric_order() -> None:
+    assert search_windows(((100, 110), (1, 10)), 5) == [(6, 10), (100, 110), (1, 5)]
+    assert search_windows(((100, 110), (1, 10)), 50) == [(100, 110), (1, 10)]  # a cursor in no range: from the start
 
 
 def test_cut_out_removes_addresses_and_ignores_those_outside() -> None:
@@ -24,7 +29,7 @@ def test_cut_out_removes_addresses_and_ignores_those_outside() -> None:
     assert cut_out(1, 1, [1]) == ()
 
 
-SPEC = PoolSpec("4", "10.0.0.0/24", Network(4, 0x0A000000, 24), 0x0A000001, ((0x0A000002, 0x0A0000FE),))
+SPEC = PoolSpec("4", "10.0.0.0/24", (AddressRange(Network(4, 0x0A000000, 24), 0x0A000001, 0x0A0000FE, 0x0A000001),))
 
 
 def lease(address: int, slot: str = "4", handle: str = "cni:n/c/eth0") -> Lease:

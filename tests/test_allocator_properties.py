@@ -24,7 +24,9 @@ operations = st.lists(st.tuples(st.sampled_from(["add", "del"]), st.integers(0, 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(subnet=subnets, ops=operations, gateway_offset=st.one_of(st.none(), st.integers(1, 2)))
-def test_any_sequence_keeps_addresses_unique_and_legal(subnet: tuple[str, int], ops: list[tuple[str, int]], gateway_offset: int | None) -> None:
+def test_any_sequence_keeps_addresses_unique_and_legal(
+    subnet: tuple[str, int], ops: list[tuple[str, int]], gateway_offset: int | None
+) -> None:
     text, family = subnet
     key = f"ipv{family}-"
     ipam: dict[str, object] = {key + "subnet": text}
@@ -32,9 +34,9 @@ def test_any_sequence_keeps_addresses_unique_and_legal(subnet: tuple[str, int], 
     if gateway_offset is not None:
         from cnipam.addresses import format_ip
 
-        ipam[key + "gateway"] = format_ip(family, spec.network.value + gateway_offset)
+        ipam[key + "gateway"] = format_ip(family, spec.ranges[0].network.value + gateway_offset)
         (spec,) = parse_ecs(ipam).pools
-    capacity = sum(last - first + 1 for first, last in spec.ranges)
+    capacity = sum(last - first + 1 for first, last in spec.pieces)
     with tempfile.TemporaryDirectory() as folder:
         store = SQLiteStore(str(Path(folder) / "ipam.db"))
         owners: dict[int, int] = {}

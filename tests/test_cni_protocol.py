@@ -69,7 +69,8 @@ ENV = {"CNI_CONTAINERID": "abc", "CNI_IFNAME": "eth0", "CNI_NETNS": "/run/netns/
 
 def test_request_is_parsed() -> None:
     request = parse_request("ADD", ENV, b'{"cniVersion": "1.0.0", "name": "net1", "ipam": {}}')
-    assert (request.command, request.container_id, request.ifname, request.network, request.version) == ("ADD", "abc", "eth0", "net1", "1.0.0")
+    seen = (request.command, request.container_id, request.ifname, request.network, request.version)
+    assert seen == ("ADD", "abc", "eth0", "net1", "1.0.0")
 
 
 @pytest.mark.parametrize(

@@ -23,25 +23,25 @@ def test_readme_dual_stack_example_parses() -> None:
     )  # fmt: skip
     v4, v6 = config.pools
     assert config.owner_id == "container-12345"
-    assert (v4.slot, v4.key, v4.requested, v4.gateway) == ("4", "10.0.0.0/24", ip("10.0.0.2"), ip("10.0.0.1"))
-    assert (v6.slot, v6.key, v6.requested, v6.gateway) == ("6", "2001:db8::/64", ip("2001:db8::2"), ip("2001:db8::1"))
+    assert (v4.slot, v4.key, v4.requested, v4.ranges[0].gateway) == ("4", "10.0.0.0/24", ip("10.0.0.2"), ip("10.0.0.1"))
+    assert (v6.slot, v6.key, v6.requested, v6.ranges[0].gateway) == ("6", "2001:db8::/64", ip("2001:db8::2"), ip("2001:db8::1"))
     assert [r["dst"] for r in config.routes] == ["169.254.170.2/32", "fd00:ec2::254/128"]
 
 
 def test_defaults_gateway_is_network_plus_one_and_ranges_skip_it() -> None:
     (pool,) = parse_ecs({"ipv4-subnet": "10.0.0.0/24"}).pools
-    assert pool.gateway == ip("10.0.0.1")
-    assert pool.ranges == ((ip("10.0.0.2"), ip("10.0.0.254")),)
+    assert pool.ranges[0].gateway == ip("10.0.0.1")
+    assert pool.pieces == ((ip("10.0.0.2"), ip("10.0.0.254")),)
 
 
 def test_explicit_gateway_splits_the_range() -> None:
     (pool,) = parse_ecs({"ipv4-subnet": "10.0.0.0/24", "ipv4-gateway": "10.0.0.8"}).pools
-    assert pool.ranges == ((ip("10.0.0.1"), ip("10.0.0.7")), (ip("10.0.0.9"), ip("10.0.0.254")))
+    assert pool.pieces == ((ip("10.0.0.1"), ip("10.0.0.7")), (ip("10.0.0.9"), ip("10.0.0.254")))
 
 
 def test_ipv6_all_ones_address_is_usable() -> None:
     (pool,) = parse_ecs({"ipv6-subnet": "2001:db8::4/126"}).pools
-    assert pool.ranges == ((ip("2001:db8::6"), ip("2001:db8::7")),)
+    assert pool.pieces == ((ip("2001:db8::6"), ip("2001:db8::7")),)
     (pool,) = parse_ecs({"ipv6-subnet": "2001:db8::/64", "ipv6-address": "2001:db8::ffff:ffff:ffff:ffff/64"}).pools
     assert pool.requested == ip("2001:db8::ffff:ffff:ffff:ffff")
 

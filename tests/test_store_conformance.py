@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from store_engines import ENGINES
 
 from cnipam.addresses import format_ip, parse_ip
 from cnipam.ecs_config import parse_ecs
@@ -13,8 +14,6 @@ from cnipam.errors import AddressConflict, PoolExhausted
 from cnipam.ipam_config import PoolSpec
 from cnipam.leases import GATEWAY, LEASE, Lease, Owner
 from cnipam.store.base import Store
-
-from store_engines import ENGINES
 
 
 @pytest.fixture(params=sorted(ENGINES))

@@ -120,7 +120,7 @@ class SQLiteStore(Store):
             for spec in pools:
                 lease = reuse_existing(owner, spec, held)
                 if lease is None:
-                    self._reserve_gateway(spec, owner.network, now)
+                    self._reserve_gateways(spec, owner.network, now)
                     address = self._take_requested(spec) if spec.requested is not None else self._take_next(spec)
                     lease = Lease(
                         spec.family, address, LEASE, spec.key, spec.slot, owner.handle,
@@ -168,7 +168,7 @@ class SQLiteStore(Store):
 
     def exhausted(self, pools: tuple[PoolSpec, ...]) -> list[PoolSpec]:
         def scan() -> list[PoolSpec]:
-            return [spec for spec in pools if all(self._first_free(spec.family, *window) is None for window in spec.ranges)]
+            return [spec for spec in pools if all(self._first_free(spec.family, *window) is None for window in spec.pieces)]
 
         return self._read(scan)
 
@@ -195,16 +195,17 @@ class SQLiteStore(Store):
 
     # -- write-side steps (always inside _Writing) --------------------------------------
 
-    def _reserve_gateway(self, spec: PoolSpec, network: str, now: float) -> None:
-        gateway = spec.gateway
-        if gateway is None or gateway not in spec.network:
-            return
-        found = self.lookup(spec.family, gateway)
-        if found is None:
-            self._take(spec.family, gateway)
-            self._insert(Lease(spec.family, gateway, GATEWAY, spec.key, GATEWAY, None, network, "", "", now))
-        elif found.kind != GATEWAY:
-            raise AddressConflict(f"gateway {found.ip} of {spec.network} is already leased to {found.describe_holder()}")
+    def _reserve_gateways(self, spec: PoolSpec, network: str, now: float) -> None:
+        for address_range in spec.ranges:
+            gateway = address_range.gateway
+            if gateway is None or gateway not in address_range.network:
+                continue
+            found = self.lookup(spec.family, gateway)
+            if found is None:
+                self._take(spec.family, gateway)
+                self._insert(Lease(spec.family, gateway, GATEWAY, spec.key, GATEWAY, None, network, "", "", now))
+            elif found.kind != GATEWAY:
+                raise AddressConflict(f"gateway {found.ip} of {address_range.network} is already leased to {found.describe_holder()}")
 
     def _take_requested(self, spec: PoolSpec) -> int:
         address = spec.requested
@@ -219,13 +220,13 @@ class SQLiteStore(Store):
     def _take_next(self, spec: PoolSpec) -> int:
         row = self._db.execute("SELECT family, address FROM cursors WHERE pool = ?", (spec.key,)).fetchone()
         cursor = from_bytes(row[1])[1] if row and row[0] == spec.family else None
-        for first, last in search_windows(spec.ranges, cursor):
+        for first, last in search_windows(spec.pieces, cursor):
             found = self._seek_free(spec.family, first)
             if found is not None and max(found[0], first) <= last:
                 address = max(found[0], first)
                 self._split(spec.family, address, found)
                 return address
-        raise PoolExhausted(f"no free address left in {spec.network}")
+        raise PoolExhausted(f"no free address left in {spec}")
 
     def _seek_free(self, family: int, start: int) -> tuple[int, int] | None:
         """The first free interval that ends at or after `start`: one index seek."""
