@@ -38,6 +38,10 @@ class StoreIOError(CnipamError):
     """The store cannot be opened, read or written."""
 
 
+class FileUnreadable(CnipamError):
+    """A file the config names (resolvConf) cannot be read."""
+
+
 class StoreBusy(CnipamError):
     """Another process held the store's write lock for longer than the timeout."""
 

@@ -49,13 +49,16 @@ class PoolSpec(Record):
     asked for.
     """
 
-    __slots__ = ("slot", "key", "ranges", "requested")
+    __slots__ = ("slot", "key", "ranges", "requested", "release_moves_cursor")
 
-    def __init__(self, slot: str, key: str, ranges: tuple[AddressRange, ...], requested: int | None = None) -> None:
+    def __init__(
+        self, slot: str, key: str, ranges: tuple[AddressRange, ...], requested: int | None = None, release_moves_cursor: bool = True
+    ) -> None:
         self.slot = slot
         self.key = key
         self.ranges = ranges
         self.requested = requested
+        self.release_moves_cursor = release_moves_cursor  # ecs-ipam: yes; host-local: no (leases.Cursor)
 
     @property
     def family(self) -> int:
@@ -79,7 +82,7 @@ class PoolSpec(Record):
         return ", ".join(str(address_range) for address_range in self.ranges)
 
     def with_requested(self, address: int | None) -> PoolSpec:
-        return PoolSpec(self.slot, self.key, self.ranges, address)
+        return PoolSpec(self.slot, self.key, self.ranges, address, self.release_moves_cursor)
 
 
 def pool_key(ranges: tuple[AddressRange, ...]) -> str:
@@ -113,6 +116,9 @@ class IPAMConfig(Record):
         self.owner_id = owner_id
         self.resolv_conf = resolv_conf  # a file the edge reads into `dns` (host-local's resolvConf)
         self.data_dir = data_dir  # the folder the store lives in, when the config says (host-local's dataDir)
+
+    def with_dns(self, dns: dict[str, object]) -> IPAMConfig:
+        return IPAMConfig(self.pools, self.routes, dns, self.owner_id, self.resolv_conf, self.data_dir)
 
 
 def cut_out(first: int, last: int, excluded: Sequence[int]) -> tuple[Range, ...]:

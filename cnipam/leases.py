@@ -80,6 +80,19 @@ class Lease(Record):
         return describe_holder(self.handle, self.container_id, self.ifname)
 
 
+class Cursor(Record):
+    """A pool's round-robin position: the last address handed out, and for ecs-ipam's
+    pools also the last released (upstream's lastKnownIP); host-local's last_reserved_ip
+    moves only on allocation, and the two orders differ once addresses are freed."""
+
+    __slots__ = ("family", "address", "moves_on_release")
+
+    def __init__(self, family: int, address: int, moves_on_release: bool) -> None:
+        self.family = family
+        self.address = address
+        self.moves_on_release = moves_on_release
+
+
 def describe_holder(handle: str | None, container_id: str, ifname: str) -> str:
     """How messages name an owner: by ecs id, else by attachment."""
     if handle is None:

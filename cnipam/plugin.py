@@ -15,6 +15,7 @@ from .errors import (
     AddressConflict,
     CnipamError,
     DecodeFailure,
+    FileUnreadable,
     IncompatibleVersion,
     InvalidConfig,
     InvalidEnvironment,
@@ -36,6 +37,7 @@ CNI_CODES: dict[type[CnipamError], int] = {
     IncompatibleVersion: 1,
     InvalidEnvironment: 4,
     StoreIOError: 5,
+    FileUnreadable: 5,
     DecodeFailure: 6,
     InvalidConfig: 7,
     StoreBusy: 11,
@@ -83,17 +85,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(request: Request, env: dict[str, str]) -> dict[str, object] | None:
-    if request.command == "GC":
-        with _open_store(env) as store:
-            commands.collect_garbage(request, store)
-        return None
     from .ipam_dialect import parse_ipam
 
-    config = parse_ipam(request.config)  # fully validated before the store is opened
-    with _open_store(env) as store:
+    config = parse_ipam(request.config, request.args)  # fully validated before the store is opened
+    if request.command == "ADD" and config.resolv_conf:
+        from .resolv_conf import parse_resolv_conf
+
+        config = config.with_dns(parse_resolv_conf(_read_text(config.resolv_conf, "ipam.resolvConf")))
+    with _open_store(env, config.data_dir) as store:
         if request.command == "ADD":
             return commands.add(request, config, store)
-        if request.command == "DEL":
+        if request.command == "GC":
+            commands.collect_garbage(request, store)
+        elif request.command == "DEL":
             commands.delete(request, config, store)
         elif request.command == "CHECK":
             commands.check(request, config, store)
@@ -105,15 +109,15 @@ def _dispatch(request: Request, env: dict[str, str]) -> dict[str, object] | None
 class _open_store:
     """The store for this call, closed on the way out whatever happens."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], data_dir: str | None) -> None:
         from .store.settings import StoreSettings
         from .store.sqlite import SQLiteStore
 
-        settings = StoreSettings.from_env(env)
+        settings = StoreSettings.from_env(env, data_dir)
         try:
             self.store: Store = SQLiteStore(settings.path, settings.timeout)
-        except StoreIOError as error:  # name the variable that chose the path
-            error.message = f"{error.message} (IPAM_DB_PATH={settings.path})"
+        except StoreIOError as error:  # name what chose the path
+            error.message = f"{error.message} ({settings.origin})"
             raise
 
     def __enter__(self) -> Store:
@@ -130,6 +134,14 @@ def _read_stdin() -> bytes:
         return sys.stdin.buffer.read(MAX_INPUT + 1)
     except OSError as exc:
         raise StoreIOError(f"cannot read stdin: {exc.strerror}") from None
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        with open(path, "rb") as source:
+            return source.read(1 << 16).decode("utf-8", "replace")
+    except OSError as exc:
+        raise FileUnreadable(f"{what}: cannot read {path}: {exc.strerror}") from None
 
 
 def _version_answer(body: bytes) -> dict[str, object]:

@@ -107,8 +107,11 @@ def test_bad_go_durations(text: str) -> None:
 
 
 def test_store_settings_from_env() -> None:
-    assert StoreSettings.from_env({}) == StoreSettings(DEFAULT_PATH, 5.0)
-    assert StoreSettings.from_env({"IPAM_DB_PATH": "x.db", "IPAM_DB_CONNECTION_TIMEOUT": "250ms"}) == StoreSettings("x.db", 0.25)
+    assert StoreSettings.from_env({}).path == DEFAULT_PATH
+    chosen = StoreSettings.from_env({"IPAM_DB_PATH": "x.db", "IPAM_DB_CONNECTION_TIMEOUT": "250ms"})
+    assert (chosen.path, chosen.timeout, chosen.origin) == ("x.db", 0.25, "IPAM_DB_PATH=x.db")
+    per_network = StoreSettings.from_env({"IPAM_DB_PATH": "x.db"}, "/var/lib/cni/networks/")
+    assert (per_network.path, per_network.origin) == ("/var/lib/cni/networks/cnipam.db", "ipam.dataDir=/var/lib/cni/networks/")
     for bad in ("soon", "-1s", "48h"):
         with pytest.raises(InvalidEnvironment, match="IPAM_DB_CONNECTION_TIMEOUT"):
             StoreSettings.from_env({"IPAM_DB_CONNECTION_TIMEOUT": bad})

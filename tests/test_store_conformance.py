@@ -12,7 +12,7 @@ from cnipam.addresses import format_ip, parse_ip
 from cnipam.ecs_config import parse_ecs
 from cnipam.errors import AddressConflict, PoolExhausted
 from cnipam.ipam_config import PoolSpec
-from cnipam.leases import GATEWAY, LEASE, Lease, Owner
+from cnipam.leases import GATEWAY, LEASE, Cursor, Lease, Owner
 from cnipam.store.base import Store
 
 
@@ -152,7 +152,7 @@ def test_large_subnets_allocate_from_the_start(store: Store) -> None:
 def test_import_keeps_positions_and_refuses_conflicts_whole(store: Store) -> None:
     spec = V4[0]
     imported = [Lease(4, parse_ip(f"10.0.0.{n}")[1], LEASE, spec.key, "4", f"id:t{n}", "net", "", "", 1.0) for n in (2, 3)]
-    assert store.import_leases(imported, {spec.key: parse_ip("10.0.0.3")}) == 2
+    assert store.import_leases(imported, {spec.key: Cursor(*parse_ip("10.0.0.3"), True)}) == 2
     assert ips(store.allocate(attachment("a"), V4)) == ["10.0.0.4"]
     clash = [Lease(4, parse_ip("10.0.0.6")[1], LEASE, spec.key, "4", None, "", "", "", 1.0), imported[0]]
     with pytest.raises(AddressConflict, match="10.0.0.2 is already held by id:t2"):

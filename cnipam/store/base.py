@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from ..ipam_config import PoolSpec
-    from ..leases import Lease, Owner
+    from ..leases import Cursor, Lease, Owner
 
 
 class Store(abc.ABC):
@@ -63,7 +63,7 @@ class Store(abc.ABC):
         """The pools without a single free address."""
 
     @abc.abstractmethod
-    def import_leases(self, leases: Iterable[Lease], cursors: dict[str, tuple[int, int]]) -> int:
+    def import_leases(self, leases: Iterable[Lease], cursors: dict[str, Cursor]) -> int:
         """Insert leases and round-robin positions in one transaction (migration, bulk load).
 
         A conflicting address refuses the whole import. Returns the number inserted.

@@ -17,16 +17,30 @@ DEFAULT_TIMEOUT = 5.0
 MAX_TIMEOUT = 24 * 3600.0
 
 
-class StoreSettings(Record):
-    __slots__ = ("path", "timeout")
+STORE_FILE = "cnipam.db"  # the file name inside a config's dataDir
 
-    def __init__(self, path: str, timeout: float) -> None:
+
+class StoreSettings(Record):
+    """The store file, the lock timeout, and what chose the file (for error messages).
+
+    A config's `ipam.dataDir` (host-local's key, per network) wins over `IPAM_DB_PATH`
+    (ecs-ipam's, per host), which wins over the default.
+    """
+
+    __slots__ = ("path", "timeout", "origin")
+
+    def __init__(self, path: str, timeout: float, origin: str = "default") -> None:
         self.path = path
         self.timeout = timeout
+        self.origin = origin
 
     @classmethod
-    def from_env(cls, env: dict[str, str]) -> StoreSettings:
-        path = env.get("IPAM_DB_PATH", "").strip() or DEFAULT_PATH
+    def from_env(cls, env: dict[str, str], data_dir: str | None = None) -> StoreSettings:
+        path = env.get("IPAM_DB_PATH", "").strip()
+        origin = f"IPAM_DB_PATH={path}" if path else f"default {DEFAULT_PATH}"
+        if data_dir:
+            path, origin = data_dir.rstrip("/") + "/" + STORE_FILE, f"ipam.dataDir={data_dir}"
+        path = path or DEFAULT_PATH
         if "\x00" in path or path.endswith("/"):
             raise InvalidEnvironment(f"IPAM_DB_PATH={path!r} is not a file path")
         raw = env.get("IPAM_DB_CONNECTION_TIMEOUT", "").strip()
@@ -40,4 +54,4 @@ class StoreSettings(Record):
                 raise InvalidEnvironment(f"IPAM_DB_CONNECTION_TIMEOUT={raw!r} is not a duration such as 5s or 1500ms ({exc})") from None
             if timeout < 0 or timeout > MAX_TIMEOUT:
                 raise InvalidEnvironment(f"IPAM_DB_CONNECTION_TIMEOUT={raw!r} must be between 0 and 24h")
-        return cls(path, timeout)
+        return cls(path, timeout, origin)

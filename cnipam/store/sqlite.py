@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - an interpreter that ships only the pac
 from ..addresses import BITS, format_ip, from_bytes, to_bytes
 from ..allocator import reuse_existing, search_windows
 from ..errors import AddressConflict, PoolExhausted, StoreBusy, StoreCorrupt, StoreIOError
-from ..leases import GATEWAY, LEASE, Lease
+from ..leases import GATEWAY, LEASE, Cursor, Lease
 from .base import Store
 
 TYPE_CHECKING = False
@@ -74,7 +74,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE cursors (
             pool TEXT PRIMARY KEY,
             family INTEGER NOT NULL CHECK (family IN (4, 6)),
-            address BLOB NOT NULL
+            address BLOB NOT NULL,
+            moves_on_release INTEGER NOT NULL CHECK (moves_on_release IN (0, 1))
         ) WITHOUT ROWID""",
         "INSERT INTO free VALUES (4, x'ffffffff', x'00000000')",
         "INSERT INTO free VALUES (6, x'ffffffffffffffffffffffffffffffff', x'00000000000000000000000000000000')",
@@ -127,7 +128,7 @@ class SQLiteStore(Store):
                         owner.network, owner.container_id, owner.ifname, now,
                     )  # fmt: skip
                     self._insert(lease)
-                    self._set_cursor(spec.key, spec.family, address)
+                    self._set_cursor(spec.key, Cursor(spec.family, address, spec.release_moves_cursor))
                     held.append(lease)
                 granted.append(lease)
             return granted
@@ -172,7 +173,7 @@ class SQLiteStore(Store):
 
         return self._read(scan)
 
-    def import_leases(self, leases: Iterable[Lease], cursors: dict[str, tuple[int, int]]) -> int:
+    def import_leases(self, leases: Iterable[Lease], cursors: dict[str, Cursor]) -> int:
         rows = [_row(lease) for lease in leases]
         with _Writing(self):
             self._db.execute("SAVEPOINT import_rows")
@@ -183,8 +184,8 @@ class SQLiteStore(Store):
                 raise AddressConflict(f"import refused: {self._first_conflict(rows)}") from None
             for family in sorted({lease_row[1] for lease_row in rows}):  # type: ignore[type-var]
                 self._rebuild_free(family)  # type: ignore[arg-type]
-            for pool, (family, address) in cursors.items():
-                self._set_cursor(pool, family, address)
+            for pool, cursor in cursors.items():
+                self._set_cursor(pool, cursor)
             return len(rows)
 
     def problems(self) -> list[str]:
@@ -281,10 +282,14 @@ class SQLiteStore(Store):
         raw = to_bytes(lease.family, lease.address)
         self._db.execute("DELETE FROM leases WHERE family = ? AND address = ?", (lease.family, raw))
         self._give_back(lease.family, lease.address)
-        self._set_cursor(lease.pool, lease.family, lease.address)
+        self._db.execute(
+            "UPDATE cursors SET family = ?, address = ? WHERE pool = ? AND moves_on_release = 1",
+            (lease.family, to_bytes(lease.family, lease.address), lease.pool),
+        )
 
-    def _set_cursor(self, pool: str, family: int, address: int) -> None:
-        self._db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)", (pool, family, to_bytes(family, address)))
+    def _set_cursor(self, pool: str, cursor: Cursor) -> None:
+        row = (pool, cursor.family, to_bytes(cursor.family, cursor.address), int(cursor.moves_on_release))
+        self._db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?, ?, ?)", row)
 
     def _rebuild_free(self, family: int) -> None:
         """Recompute the free index of a family from its leases (bulk import, repair)."""
