@@ -31,7 +31,24 @@ demo() {
   echo "--- DEL again, idempotent (exit $(echo "$config" | CNI_COMMAND=DEL "$plugin"; echo $?))"
 }
 
+# Real peers the tests compare against or drive; installed as root (CI), skipped with a reason otherwise.
+DEBIAN_PACKAGES=(containernetworking-plugins)
+
+debian_packages() {
+  local missing=()
+  for package in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+    echo "dev.sh: not root (or no apt-get): tests needing ${missing[*]} will skip" >&2
+    return 0
+  fi
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
 test_all() {
+  debian_packages
   install ".[test]"
   "$VENV/bin/ruff" check cnipam tests bench setup.py
   "$VENV/bin/ruff" format --check cnipam tests bench setup.py
