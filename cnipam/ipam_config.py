@@ -90,6 +90,21 @@ def pool_key(ranges: tuple[AddressRange, ...]) -> str:
     return ",".join(sorted(str(address_range) for address_range in ranges))
 
 
+def parse_pool_key(key: str) -> tuple[AddressRange, ...]:
+    """The ranges a pool key names (inspection: usage per pool). Gateways are not in the
+    key; the store's gateway reservations say which addresses were kept for them."""
+    ranges = []
+    for part in key.split(","):
+        subnet, bracket, bounds = part.partition("[")
+        _, network = parse_cidr(subnet, "pool")
+        first, last = default_bounds(network)
+        if bracket:
+            low, _, high = bounds.rstrip("]").partition("-")
+            first, last = parse_ip(low, "pool")[1], parse_ip(high, "pool")[1]
+        ranges.append(AddressRange(network, first, last, None))
+    return tuple(ranges)
+
+
 def default_bounds(network: Network) -> Range:
     """Network + 1 to the last address, less the broadcast address for IPv4."""
     return network.value + 1, network.last - (1 if network.family == 4 else 0)

@@ -151,3 +151,20 @@ def test_resolv_conf() -> None:
         "options": ["ndots:2", "edns0"],
     }
     assert parse_resolv_conf("") == {}
+
+
+@pytest.mark.parametrize(
+    "ipam",
+    [
+        {"ipv4-subnet": "10.0.0.0/24"},
+        {"ipv6-subnet": "2001:db8::/64"},
+        {"ranges": [[{"subnet": "10.22.0.0/24", "rangeStart": "10.22.0.10", "rangeEnd": "10.22.0.60"}, {"subnet": "10.23.0.0/24"}]]},
+    ],
+)
+def test_pool_keys_parse_back_to_their_ranges(ipam: dict[str, object]) -> None:
+    from cnipam.ipam_config import parse_pool_key, pool_key
+
+    (pool,) = parse_ipam(config(ipam)).pools
+    parsed = parse_pool_key(pool.key)
+    assert pool_key(parsed) == pool.key
+    assert sorted((r.first, r.last) for r in parsed) == sorted((r.first, r.last) for r in pool.ranges)

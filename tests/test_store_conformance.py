@@ -153,6 +153,7 @@ def test_import_keeps_positions_and_refuses_conflicts_whole(store: Store) -> Non
     spec = V4[0]
     imported = [Lease(4, parse_ip(f"10.0.0.{n}")[1], LEASE, spec.key, "4", f"id:t{n}", "net", "", "", 1.0) for n in (2, 3)]
     assert store.import_leases(imported, {spec.key: Cursor(*parse_ip("10.0.0.3"), True)}) == 2
+    assert store.cursors() == {spec.key: Cursor(*parse_ip("10.0.0.3"), True)}
     assert ips(store.allocate(attachment("a"), V4)) == ["10.0.0.4"]
     clash = [Lease(4, parse_ip("10.0.0.6")[1], LEASE, spec.key, "4", None, "", "", "", 1.0), imported[0]]
     with pytest.raises(AddressConflict, match="10.0.0.2 is already held by id:t2"):
@@ -163,3 +164,27 @@ def test_import_keeps_positions_and_refuses_conflicts_whole(store: Store) -> Non
 def test_text_forms_match_go(store: Store) -> None:
     store.allocate(attachment("a"), pools(ipv6_subnet="2001:db8:0:1::/64", ipv6_address="2001:db8:0:1::ffff/64"))
     assert held(store) == [format_ip(*parse_ip("2001:db8:0:1::ffff"))] == ["2001:db8:0:1::ffff"]
+
+
+def test_host_local_positions_move_only_on_allocation(store: Store) -> None:
+    from cnipam.ipam_dialect import parse_ipam
+
+    (spec,) = parse_ipam({"cniVersion": "1.0.0", "ipam": {"subnet": "10.0.0.0/29"}}).pools
+    for container in "abcde":
+        store.allocate(attachment(container), (spec,))  # .2-.6
+    store.release(attachment("d").handle)
+    store.release(attachment("b").handle)
+    with pytest.raises(PoolExhausted):  # host-local goes on after .6, wraps, and finds .3 and .5 ...
+        for container in "fgh":
+            store.allocate(attachment(container), (spec,))
+    assert held(store) == ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]
+    assert store.cursors()[spec.key].address == parse_ip("10.0.0.5")[1]  # ... in that order, .5 last
+
+
+def test_a_range_set_walks_its_ranges_in_config_order(store: Store) -> None:
+    from cnipam.ipam_dialect import parse_ipam
+
+    ipam = {"ranges": [[{"subnet": "10.1.0.0/30"}, {"subnet": "10.0.0.0/30"}]]}
+    (spec,) = parse_ipam({"cniVersion": "1.0.0", "ipam": ipam}).pools
+    assert [ips(store.allocate(attachment(c), (spec,))) for c in "ab"] == [["10.1.0.2"], ["10.0.0.2"]]
+    assert sorted(lease.ip for lease in store.leases() if lease.kind == GATEWAY) == ["10.0.0.1", "10.1.0.1"]

@@ -51,6 +51,10 @@ class Store(abc.ABC):
         """Every lease and reservation (of one network, if given), in address order."""
 
     @abc.abstractmethod
+    def cursors(self) -> dict[str, Cursor]:
+        """Every pool's round-robin position (export, inspection)."""
+
+    @abc.abstractmethod
     def collect_garbage(self, network: str, valid: set[tuple[str, str]]) -> list[Lease]:
         """Release the leases of `network` whose (container, ifname) is not in `valid`.
 

@@ -159,6 +159,13 @@ class SQLiteStore(Store):
             return self._read(lambda: self._select("ORDER BY family, address", ()))
         return self._read(lambda: self._select("WHERE network = ? ORDER BY family, address", (network,)))
 
+    def cursors(self) -> dict[str, Cursor]:
+        def scan() -> dict[str, Cursor]:
+            rows = self._db.execute("SELECT pool, address, moves_on_release FROM cursors ORDER BY pool")
+            return {pool: Cursor(*from_bytes(raw), bool(moves)) for pool, raw, moves in rows}
+
+        return self._read(scan)
+
     def collect_garbage(self, network: str, valid: set[tuple[str, str]]) -> list[Lease]:
         with _Writing(self):
             candidates = self._select("WHERE network = ? AND kind = 'lease' AND container_id != ''", (network,))
