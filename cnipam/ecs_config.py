@@ -14,14 +14,6 @@ from .addresses import BITS, Network, format_ip, parse_cidr, parse_ip
 from .errors import InvalidConfig
 from .ipam_config import AddressRange, IPAMConfig, PoolSpec, default_bounds, parse_routes
 
-KEYS = ("ipv4-subnet", "ipv6-subnet")
-
-
-def is_ecs(ipam: dict[str, object]) -> bool:
-    """The ecs dialect is chosen by the presence of its subnet keys."""
-    return any(key in ipam for key in KEYS)
-
-
 def parse_ecs(ipam: dict[str, object]) -> IPAMConfig:
     owner_id = ipam.get("id")
     if owner_id is not None and not isinstance(owner_id, str):

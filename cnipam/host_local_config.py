@@ -18,13 +18,6 @@ from .cni_version import parse as parse_version
 from .errors import InvalidConfig
 from .ipam_config import AddressRange, IPAMConfig, PoolSpec, default_bounds, parse_routes, pool_key
 
-KEYS = ("subnet", "ranges")
-
-
-def is_host_local(ipam: dict[str, object], config: dict[str, object]) -> bool:
-    return any(key in ipam for key in KEYS) or _runtime(config).get("ipRanges") is not None
-
-
 def parse_host_local(ipam: dict[str, object], config: dict[str, object], cni_args: str) -> IPAMConfig:
     sets = _range_sets(ipam, config)
     for index, one in enumerate(sets):
