@@ -14,6 +14,7 @@ from .addresses import BITS, Network, format_ip, parse_cidr, parse_ip
 from .errors import InvalidConfig
 from .ipam_config import AddressRange, IPAMConfig, PoolSpec, default_bounds, parse_routes
 
+
 def parse_ecs(ipam: dict[str, object]) -> IPAMConfig:
     owner_id = ipam.get("id")
     if owner_id is not None and not isinstance(owner_id, str):

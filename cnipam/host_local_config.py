@@ -18,6 +18,7 @@ from .cni_version import parse as parse_version
 from .errors import InvalidConfig
 from .ipam_config import AddressRange, IPAMConfig, PoolSpec, default_bounds, parse_routes, pool_key
 
+
 def parse_host_local(ipam: dict[str, object], config: dict[str, object], cni_args: str) -> IPAMConfig:
     sets = _range_sets(ipam, config)
     for index, one in enumerate(sets):

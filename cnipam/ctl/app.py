@@ -1,0 +1,93 @@
+"""The `cnipamctl` executable: the command group, its global options, and the one table
+that turns every failure into one line on stderr and an exit status.
+
+Operators run it by hand and scripts run it in pipelines, so a refusal is never a
+traceback or a page of usage text: it is `cnipamctl: <message>` and a status a script
+can test (1 refused, 2 usage, 3 a bug). The table below is the only place that decides.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from ..errors import CnipamError
+from .cmd_check import check
+from .cmd_exchange import export, import_
+from .cmd_gc import gc
+from .cmd_inspect import leases, show
+from .cmd_migrate import migrate
+from .cmd_release import release
+from .cmd_usage import usage
+from .options import DB_HELP
+from .session import Session
+
+# The first matching class decides; order from specific to general.
+EXIT_STATUS: tuple[tuple[type[BaseException], int], ...] = (
+    (click.UsageError, 2),  # unknown command or option, missing argument, bad value
+    (click.ClickException, 1),  # click's own refusals (e.g. a file it cannot open)
+    (click.Abort, 1),  # the operator answered no, or pressed Ctrl-C
+    (CnipamError, 1),  # the core's and the CLI's refusals (cnipam.errors, ctl.failures)
+)
+UNEXPECTED = 3  # anything else is a bug: still one line, never a traceback
+
+
+def exit_status(error: BaseException) -> int:
+    return next((status for kind, status in EXIT_STATUS if isinstance(error, kind)), UNEXPECTED)
+
+
+def one_line(error: BaseException) -> str:
+    if isinstance(error, click.Abort):
+        text = "aborted; nothing was changed"
+    elif isinstance(error, click.UsageError):
+        hint = f" (see {error.ctx.command_path} --help)" if error.ctx is not None else ""
+        text = error.format_message() + hint
+    elif isinstance(error, click.ClickException):
+        text = error.format_message()
+    elif isinstance(error, CnipamError):
+        text = error.message
+    else:
+        text = f"internal error: {type(error).__name__}: {error}"
+    return "cnipamctl: " + " ".join(text.split())
+
+
+class CtlGroup(click.Group):
+    """A click group whose `main` reports failures through EXIT_STATUS instead of click's
+    own multi-line usage output and tracebacks."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            result = super().main(args, prog_name or "cnipamctl", complete_var, standalone_mode=False, **extra)
+            status = result if isinstance(result, int) else 0
+        except click.exceptions.NoArgsIsHelpError as error:  # `cnipamctl` alone: help, not an error
+            click.echo(error.ctx.get_help())
+            status = 0
+        except Exception as error:  # click.Abort (answer no, Ctrl-C) is a RuntimeError, so it is caught here too
+            click.echo(one_line(error), err=True)
+            status = exit_status(error)
+        if standalone_mode:
+            sys.exit(status)
+        return status
+
+
+@click.group(cls=CtlGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--db", metavar="PATH", help=DB_HELP)
+@click.version_option(package_name="cnipam", prog_name="cnipamctl")
+@click.pass_context
+def main(ctx: click.Context, db: str | None) -> None:
+    """Inspect, repair and migrate the store of the cnipam CNI IPAM plugin."""
+    ctx.ensure_object(Session).db = db or None
+
+
+for _command in (leases, show, usage, release, gc, export, import_, check, migrate):
+    main.add_command(_command)

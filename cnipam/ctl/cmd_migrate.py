@@ -1,0 +1,78 @@
+"""`migrate host-local DIR` and `migrate ecs-boltdb FILE`: move a host onto cnipam.
+
+Both need the network config the host will use with cnipam (`--config`): it says which
+pool each lease belongs to (so the plugin finds it where it looks), what the network is
+called (what leases record, and what DEL and GC match), and, with `ipam.dataDir`, where
+the plugin's store is. The source is only read; see migration_run for the rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import click
+
+from .migration_run import conclude
+from .migration_run import migrate as run_migration
+from .migration_sources import count_entries, host_local_folder, read_ecs_source, read_host_local_source
+from .netconf import load_network_config
+from .options import db_option, json_option
+from .progress import Phases
+from .session import Session
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def migration_options(command: F) -> F:
+    for option in reversed(
+        (
+            click.option("--config", "config_path", metavar="CONF", required=True, help="the network config (or conflist) to serve"),
+            click.option("--network", help="the network name leases record (default: the config's name)"),
+            click.option("--dry-run", is_flag=True, help="report what would be imported; write nothing"),
+            click.option("--skip-refused", is_flag=True, help="import what can be, leaving out (and listing) the rest"),
+            json_option,
+            db_option,
+        )
+    ):
+        command = option(command)
+    return command
+
+
+@click.group()
+def migrate() -> None:
+    """Import an ecs-ipam or host-local store.
+
+    All or nothing by default; the source is only read."""
+
+
+@migrate.command("host-local")
+@click.argument("path", metavar="DIR")
+@migration_options
+@click.pass_obj
+def host_local(
+    session: Session, path: str, config_path: str, network: str | None, dry_run: bool, skip_refused: bool, as_json: bool
+) -> None:
+    """A host-local folder (DIR, or DIR/<network> when DIR is its dataDir)."""
+    config = load_network_config(config_path, network)
+    folder = host_local_folder(path, config.name)
+    with Phases(count_entries(folder)) as phases:
+        with phases.phase("reading"):
+            source = read_host_local_source(folder)
+        report = run_migration(session, source, config, dry_run, skip_refused, phases)
+    conclude(report, as_json)  # after the progress bar is gone
+
+
+@migrate.command("ecs-boltdb")
+@click.argument("path", metavar="FILE")
+@migration_options
+@click.pass_obj
+def ecs_boltdb(
+    session: Session, path: str, config_path: str, network: str | None, dry_run: bool, skip_refused: bool, as_json: bool
+) -> None:
+    """An ecs-ipam boltdb file (IPAM_DB_PATH of the old plugin; stop its callers first)."""
+    config = load_network_config(config_path, network)
+    source = read_ecs_source(path)
+    with Phases(len(source.found)) as phases:
+        report = run_migration(session, source, config, dry_run, skip_refused, phases)
+    conclude(report, as_json)

@@ -1,0 +1,91 @@
+"""Leases and round-robin positions as JSON objects, and back.
+
+One encoding serves `--json` and the export file, so a script reading either sees the
+same keys. Addresses are text (Go's forms, as the store's `ip` column): an IPv6 address
+as a JSON integer would lose digits in most JSON readers. Decoding checks every field,
+because an import must refuse a bad file before the store sees it (the store's own
+constraints would only say "conflict").
+"""
+
+from __future__ import annotations
+
+from ..addresses import format_ip, parse_ip
+from ..errors import InvalidConfig
+from ..leases import GATEWAY, LEASE, Cursor, Lease
+from .failures import BadInput
+
+FIELDS = ("family", "address", "kind", "pool", "slot", "handle", "network", "container_id", "ifname", "created")
+_TEXT_FIELDS = ("pool", "slot", "network", "container_id", "ifname")
+
+
+def lease_to_json(lease: Lease) -> dict[str, object]:
+    """Every Lease field, in the Lease's own order, with the address as text."""
+    return {
+        "family": lease.family,
+        "address": format_ip(lease.family, lease.address),
+        "kind": lease.kind,
+        "pool": lease.pool,
+        "slot": lease.slot,
+        "handle": lease.handle,
+        "network": lease.network,
+        "container_id": lease.container_id,
+        "ifname": lease.ifname,
+        "created": lease.created,
+    }
+
+
+def lease_view(lease: Lease) -> dict[str, object]:
+    """What `--json` prints for a lease: `ip` first (what a script looks for), then every field."""
+    return {"ip": lease.ip, **lease_to_json(lease)}
+
+
+def lease_from_json(item: object, where: str) -> Lease:
+    if not isinstance(item, dict):
+        raise BadInput(f"{where}: expected an object with {', '.join(FIELDS)}")
+    missing = [name for name in FIELDS if name not in item]
+    if missing:
+        raise BadInput(f"{where}: missing {', '.join(missing)}")
+    family, address = _address(item["family"], item["address"], where)
+    kind = item["kind"]
+    if kind not in (LEASE, GATEWAY):
+        raise BadInput(f"{where}.kind: expected {LEASE!r} or {GATEWAY!r}, got {kind!r}")
+    for name in _TEXT_FIELDS:
+        if not isinstance(item[name], str):
+            raise BadInput(f"{where}.{name}: expected a string, got {item[name]!r}")
+    handle = item["handle"]
+    if handle is not None and not isinstance(handle, str):
+        raise BadInput(f"{where}.handle: expected a string or null, got {handle!r}")
+    if kind == GATEWAY and handle is not None:
+        raise BadInput(f"{where}: a gateway reservation has no handle")
+    created = item["created"]
+    if isinstance(created, bool) or not isinstance(created, (int, float)):
+        raise BadInput(f"{where}.created: expected a number (seconds since 1970), got {created!r}")
+    return Lease(
+        family, address, kind, item["pool"], item["slot"], handle, item["network"], item["container_id"], item["ifname"], float(created)
+    )
+
+
+def cursor_to_json(cursor: Cursor) -> dict[str, object]:
+    return {"family": cursor.family, "address": format_ip(cursor.family, cursor.address), "moves_on_release": cursor.moves_on_release}
+
+
+def cursor_from_json(item: object, where: str) -> Cursor:
+    if not isinstance(item, dict) or set(item) != {"family", "address", "moves_on_release"}:
+        raise BadInput(f"{where}: expected an object with family, address and moves_on_release")
+    family, address = _address(item["family"], item["address"], where)
+    moves = item["moves_on_release"]
+    if not isinstance(moves, bool):
+        raise BadInput(f"{where}.moves_on_release: expected true or false, got {moves!r}")
+    return Cursor(family, address, moves)
+
+
+def _address(family: object, text: object, where: str) -> tuple[int, int]:
+    if family not in (4, 6) or isinstance(family, bool):
+        raise BadInput(f"{where}.family: expected 4 or 6, got {family!r}")
+    try:
+        parsed_family, address = parse_ip(text, f"{where}.address")
+    except InvalidConfig as error:
+        raise BadInput(error.message) from None
+    if parsed_family != family:
+        raise BadInput(f"{where}.address: {text} is not an IPv{family} address")
+    return parsed_family, address

@@ -1,0 +1,81 @@
+"""One migration: plan against the config, check against the store, import in one go.
+
+Nothing is written unless everything can be: refusals from the reader, from the plan
+(outside every pool, duplicates) and conflicts with what the store already holds all
+abort by default. `--skip-refused` imports the rest, still listing what was left out.
+The store is checked before the import so that every conflict is listed at once (the
+import itself would stop at the first), and the import is a single
+Store.import_leases call, so a conflict that appears in between still leaves the
+store unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..leases import GATEWAY, Lease
+from ..migration.plan import plan
+from .failures import CtlError
+from .migration_report import Report
+from .migration_sources import Source
+from .netconf import NetworkConfig
+from .progress import Phases
+from .session import Session
+
+
+def migrate(session: Session, source: Source, config: NetworkConfig, dry_run: bool, skip_refused: bool, phases: Phases) -> Report:
+    """Plan, check and (unless a dry run or refused) import; the report says which happened."""
+    with phases.phase("planning"):
+        planned = plan(source.found, source.positions, config.ipam, config.name, source.moves_on_release)
+    settings = session.settings(config.ipam.data_dir)
+    report = Report(source.kind, source.path, config.name, settings.path, dry_run)
+    report.refused = source.refused + planned.refused
+    report.notes = source.notes + planned.notes
+    if session.db and config.ipam.data_dir:
+        plugin_store = Session(None, session.env).settings(config.ipam.data_dir).path
+        report.notes.append(f"this config's ipam.dataDir makes the plugin use {plugin_store}, not {settings.path}")
+    leases = planned.leases
+    if os.path.exists(settings.path):
+        with phases.phase("checking the store"), session.existing(config.ipam.data_dir) as store:
+            leases, conflicts, present = store_conflicts(store.leases(), leases)
+        report.refused += conflicts
+        if present:
+            report.notes.append(f"{len(present)} gateway reservation(s) already in the store: {', '.join(present)}")
+    report.leases, report.cursors = leases, planned.cursors
+    report.aborted = bool(report.refused) and not skip_refused
+    if report.imported:
+        with phases.phase("importing"), session.creating(config.ipam.data_dir) as store:
+            store.import_leases(leases, planned.cursors)
+    return report
+
+
+def conclude(report: Report, as_json: bool) -> None:
+    """Print the report; an aborted migration then fails with one line (the list is above)."""
+    report.show(as_json)
+    if report.aborted:
+        raise CtlError(
+            f"migration {'would be ' if report.dry_run else ''}refused: {len(report.refused)} item"
+            f"{'s' if len(report.refused) != 1 else ''} cannot be imported (listed above); "
+            f"nothing was written; --skip-refused imports the rest"
+        )
+
+
+def store_conflicts(existing: list[Lease], incoming: list[Lease]) -> tuple[list[Lease], list[tuple[str, str]], list[str]]:
+    """Split the incoming rows: those the store accepts, those it would refuse (a taken
+    address, an owner's slot already used) with why, and gateways it already reserves
+    (the same reservation twice is no conflict: they are left out)."""
+    by_address = {(lease.family, lease.address): lease for lease in existing}
+    by_slot = {(lease.handle, lease.slot): lease for lease in existing if lease.handle is not None}
+    accepted, refused, present = [], [], []
+    for lease in incoming:
+        held = by_address.get((lease.family, lease.address))
+        other = by_slot.get((lease.handle, lease.slot)) if lease.handle is not None else None
+        if held is not None and held.kind == lease.kind == GATEWAY:
+            present.append(lease.ip)
+        elif held is not None:
+            refused.append((lease.ip, f"already in the store, held by {held.describe_holder()}"))
+        elif other is not None:
+            refused.append((lease.ip, f"{lease.describe_holder()} already holds {other.ip} in the store"))
+        else:
+            accepted.append(lease)
+    return accepted, refused, present

@@ -1,0 +1,88 @@
+"""Which store a command works on, and opening it: an existing one, or created if missing.
+
+The store is chosen as the plugin chooses it (StoreSettings.from_env: a config's
+`ipam.dataDir`, else IPAM_DB_PATH, else the default), except that `--db` wins over all
+of them: the operator naming a file means that file. Read commands never create a
+store: SQLiteStore creates and migrates whatever file it is given, so a typo in `--db`
+would otherwise leave an empty store behind and report "no leases" instead of an error.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from ..errors import StoreCorrupt, StoreIOError
+from ..store.base import Store
+from ..store.settings import StoreSettings
+from ..store.sqlite import SQLiteStore
+from .failures import NoStore
+
+
+@dataclass
+class Session:
+    """The global options of one cnipamctl invocation."""
+
+    db: str | None = None
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def settings(self, data_dir: str | None = None) -> StoreSettings:
+        if self.db:
+            settings = StoreSettings.from_env({**self.env, "IPAM_DB_PATH": self.db})
+            return StoreSettings(settings.path, settings.timeout, f"--db {self.db}")
+        return StoreSettings.from_env(dict(self.env), data_dir)
+
+    @contextmanager
+    def existing(self, data_dir: str | None = None) -> Iterator[Store]:
+        """The store, which must already exist (inspection, release, export)."""
+        settings = self.settings(data_dir)
+        _require_store(settings)
+        with _opened(settings) as store:
+            yield store
+
+    @contextmanager
+    def creating(self, data_dir: str | None = None) -> Iterator[Store]:
+        """The store, created if missing (import, migrate): as the plugin's first ADD would."""
+        with _opened(self.settings(data_dir)) as store:
+            yield store
+
+
+@contextmanager
+def _opened(settings: StoreSettings) -> Iterator[Store]:
+    try:
+        store = SQLiteStore(settings.path, settings.timeout)
+    except StoreIOError as error:  # name what chose the path, as the plugin does
+        error.message = f"{error.message} ({settings.origin})"
+        raise
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _require_store(settings: StoreSettings) -> None:
+    """Refuse a path holding no cnipam store, without creating or changing anything there."""
+    path = settings.path
+    if not os.path.exists(path):
+        raise NoStore(f"no store at {path} ({settings.origin})")
+    if os.path.isdir(path):
+        raise NoStore(f"no store at {path}: it is a folder ({settings.origin})")
+    try:
+        probe = sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True)
+        try:
+            version = probe.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            probe.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreCorrupt(f"store {path} is not a readable cnipam store: {exc} ({settings.origin})") from None
+    if version == 0:
+        raise NoStore(f"no store at {path}: the file holds no cnipam schema ({settings.origin})")
+
+
+def _uri_path(path: str) -> str:
+    from urllib.parse import quote
+
+    return quote(os.path.abspath(path))

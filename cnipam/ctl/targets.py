@@ -1,0 +1,70 @@
+"""What `show` and `release` mean by ADDRESS|OWNER.
+
+An operator knows an address, an ecs id (what the ECS agent passed as `ipam.id`), a
+container id (what `docker ps` or `crictl ps` shows), or a store handle (`id:<id>`,
+`cni:<network>/<container>/<ifname>`, as `--json` prints). One argument accepts all of
+them; something that looks like an address but is not one is refused as such instead
+of being searched for as an owner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..addresses import format_ip, parse_ip
+from ..errors import InvalidConfig
+from ..leases import Lease
+from ..store.base import Store
+from .failures import BadInput, NotFound
+
+_ADDRESS_CHARACTERS = frozenset("0123456789abcdefABCDEF.:")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The leases a target names, and the store.release arguments that free exactly them."""
+
+    what: str  # how messages name the target
+    leases: list[Lease]
+    handle: str | None  # release everything this owner holds
+    addresses: tuple[tuple[int, int], ...]  # and/or exactly these
+
+
+def looks_like_address(text: str) -> bool:
+    return ("." in text or ":" in text) and set(text) <= _ADDRESS_CHARACTERS
+
+
+def parse_address(text: str) -> tuple[int, int]:
+    try:
+        return parse_ip(text.strip(), "address")
+    except InvalidConfig:
+        raise BadInput(f"{text!r} is not an IP address") from None
+
+
+def select(store: Store, target: str) -> Selection:
+    """The leases `target` names; NotFound when it names nothing held."""
+    if looks_like_address(target) and not target.startswith(("id:", "cni:")):
+        family, address = parse_address(target)
+        found = store.lookup(family, address)
+        if found is None:
+            raise NotFound(f"{format_ip(family, address)} is not leased")
+        return Selection(found.ip, [found], None, ((family, address),))
+    if target.startswith(("id:", "cni:")):
+        held = store.held_by(target)
+        if not held:
+            raise NotFound(f"no lease is held by {target}")
+        return Selection(target, held, target, ())
+    by_id = store.held_by("id:" + target)
+    by_container = [lease for lease in store.leases() if lease.container_id == target and lease not in by_id]
+    if not by_id and not by_container:
+        raise NotFound(f"no lease is held by {target!r} (neither an ecs id nor a container id in the store)")
+    what = f"id {target!r}" if by_id else f"container {target!r}"
+    if by_id and by_container:
+        what = f"id or container {target!r}"
+    leases = sorted(by_id + by_container, key=lambda lease: (lease.family, lease.address))
+    return Selection(
+        what,
+        leases,
+        "id:" + target if by_id else None,
+        tuple((lease.family, lease.address) for lease in by_container),
+    )
