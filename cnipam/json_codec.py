@@ -62,17 +62,28 @@ def loads(data: bytes | str, what: str = "stdin") -> object:
     start = len(text) - len(text.lstrip(_WHITESPACE))
     try:
         value, end = _scan(text, start)
-    except StopIteration as exc:
-        raise DecodeFailure(f"{what}: invalid JSON, expected a value at position {exc.value}") from None
     except RecursionError:
         raise DecodeFailure(f"{what}: JSON nested too deeply") from None
-    except ValueError as exc:
-        raise DecodeFailure(f"{what}: invalid JSON: {exc}") from None
+    except Exception:  # the scanner may not raise a proper error: see _explain
+        raise DecodeFailure(f"{what}: invalid JSON: {_explain(text)}") from None
     rest = text[end:]
     if rest.strip(_WHITESPACE):
         position = end + len(rest) - len(rest.lstrip(_WHITESPACE))
         raise DecodeFailure(f"{what}: invalid JSON, unexpected data at position {position}")
     return value
+
+
+def _explain(text: str) -> str:
+    """Why `text` is not JSON, in the json package's words. Only the error path pays for
+    importing it; and the C scanner needs `json.decoder` loaded to raise its own error
+    (without it, it fails with a SystemError and no message)."""
+    import json
+
+    try:
+        json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as exc:
+        return str(exc)
+    return "not a JSON document"
 
 
 def dumps(value: object) -> str:

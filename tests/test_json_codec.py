@@ -26,9 +26,9 @@ def test_round_trip_matches_json(value: object) -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (b"", "expected a value at position 0"),
-        (b"   ", "expected a value"),
-        (b"{", "invalid JSON"),
+        (b"", r"Expecting value: line 1 column 1 \(char 0\)"),
+        (b"   ", "Expecting value"),
+        (b"{", "invalid JSON: Expecting property name"),
         (b'{"a": 1} x', "unexpected data at position 9"),
         (b"NaN", "NaN is not valid JSON"),
         (b'{"a": Infinity}', "Infinity is not valid JSON"),

@@ -95,6 +95,7 @@ class SQLiteStore(Store):
     def __init__(self, path: str, timeout: float = 5.0) -> None:
         self.path = path
         self.timeout = timeout
+        _refuse_foreign_file(path)
         try:
             _make_parents(path)
             self._lock_fd = _open_private(path + ".lock")
@@ -346,7 +347,7 @@ class SQLiteStore(Store):
                 raise StoreCorrupt(f"store {self.path} has schema version {version}; this cnipam knows up to {SCHEMA_VERSION}")
             try:
                 if version == 0:
-                    self._db.execute("PRAGMA journal_mode=WAL")
+                    self._switch_to_wal()
                 for step in range(version, SCHEMA_VERSION):
                     self._db.execute("BEGIN IMMEDIATE")
                     try:
@@ -359,6 +360,20 @@ class SQLiteStore(Store):
                         raise
             except DatabaseError as exc:
                 raise _store_error(self.path, exc) from None
+
+    def _switch_to_wal(self) -> None:
+        """Changing the journal mode needs a lock upgrade for which SQLite does not call
+        its busy handler; a reader still looking at the new, empty file makes it fail at
+        once. We hold the flock, so retrying until the deadline is safe."""
+        deadline = time.monotonic() + max(self.timeout, 0.05)
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.002)
 
     def _find_problems(self) -> list[str]:
         problems: list[str] = []
@@ -481,6 +496,20 @@ def _row(lease: Lease) -> tuple[object, ...]:
 
 def _span(family: int, first: int, last: int) -> str:
     return format_ip(family, first) if first == last else f"{format_ip(family, first)}-{format_ip(family, last)}"
+
+
+def _refuse_foreign_file(path: str) -> None:
+    """A path that holds something other than an SQLite database is refused before
+    anything is created next to it (not even the lock file)."""
+    try:
+        with open(path, "rb") as existing:
+            header = existing.read(16)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StoreIOError(f"cannot open store {path}: {exc.strerror}") from None
+    if header and header != b"SQLite format 3\x00":
+        raise StoreCorrupt(f"{path} is not an SQLite database; refusing to use it as a store")
 
 
 def _make_parents(path: str) -> None:
