@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(request: Request, env: dict[str, str]) -> dict[str, object] | None:
     from .ipam_dialect import parse_ipam
 
+    if request.command == "GC" and "ipam" not in request.config:  # GC needs no pools; the store is the host's
+        with _open_store(env, None) as store:
+            commands.collect_garbage(request, store)
+        return None
     config = parse_ipam(request.config, request.args)  # fully validated before the store is opened
     if request.command == "ADD" and config.resolv_conf:
         from .resolv_conf import parse_resolv_conf

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from shared_files import FIXTURES as SHARED_FIXTURES
 
 SCRIPTS = sysconfig.get_path("scripts")
 CTL = os.path.join(SCRIPTS, "cnipamctl")
 PLUGIN = os.path.join(SCRIPTS, "cnipam")
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = SHARED_FIXTURES
 HOST_LOCAL = next((p for p in ("/usr/lib/cni/host-local", "/opt/cni/bin/host-local") if os.path.exists(p)), None)
 BASE_ENV = {"PATH": "/usr/bin:/bin", "CNI_NETNS": "/var/run/netns/test", "CNI_PATH": "/opt/cni/bin", "LANG": "C.UTF-8"}
 LEASE_KEYS = {"ip", "family", "address", "kind", "pool", "slot", "handle", "network", "container_id", "ifname", "created"}
@@ -458,7 +459,7 @@ def test_migrate_host_local_from_a_conflist_into_db(tmp_path: Path) -> None:
 
 # -- migrating ecs-ipam's boltdb files ------------------------------------------------------
 
-ECS_FIXTURES = sorted(path.stem for path in (FIXTURES / "ecs-ipam-boltdb").glob("*.db")) if FIXTURES.is_dir() else []
+ECS_FIXTURES = sorted(path.stem for path in (FIXTURES / "ecs-ipam-boltdb").glob("*.db"))
 
 
 def expected_next(manifest: dict[str, Any], family: int) -> str:

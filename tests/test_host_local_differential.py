@@ -17,9 +17,10 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from shared_files import FIXTURES as SHARED_FIXTURES
 
 HOST_LOCAL = next((p for p in ("/usr/lib/cni/host-local", "/opt/cni/bin/host-local") if os.path.exists(p)), None)
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "host-local"
+FIXTURES = SHARED_FIXTURES / "host-local"
 CNIPAM = os.path.join(sysconfig.get_path("scripts"), "cnipam")
 
 needs_host_local = pytest.mark.skipif(

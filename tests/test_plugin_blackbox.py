@@ -1,7 +1,7 @@
 """The installed plugin driven as a CNI runtime drives it: environment + stdin in, one
 JSON document on stdout, exit status. Nothing here imports cnipam.
 
-Upstream behaviour and the bugs (B1..B14) cnipam fixes: /work/shared/reference/ecs-ipam.md.
+Upstream behaviour and the bugs (B1..B14) cnipam fixes: shared/reference/ecs-ipam.md.
 """
 
 from __future__ import annotations

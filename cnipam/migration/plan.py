@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..addresses import format_ip
-from ..ipam_config import IPAMConfig, PoolSpec
+from ..ipam_config import AddressRange, IPAMConfig, PoolSpec
 from ..leases import GATEWAY, LEASE, Cursor, Lease, Owner
 
 
@@ -56,11 +56,9 @@ def plan(found: list[Found], positions: list[Position], config: IPAMConfig, netw
     slots_taken: dict[tuple[str, str], str] = {}
     addresses_taken: set[tuple[int, int]] = set()
     for item in sorted(found, key=lambda f: (f.family, f.address)):
-        spec = _pool_of(config.pools, item)
+        spec, why = _pool_of(config.pools, item)
         if spec is None:
-            result.refused.append(
-                (item.ip, f"outside every configured pool ({item.source})" if item.source else "outside every configured pool")
-            )
+            result.refused.append((item.ip, f"{why} ({item.source})" if item.source else why))
             continue
         if (item.family, item.address) in addresses_taken:
             result.refused.append((item.ip, "appears twice"))
@@ -88,16 +86,30 @@ def plan(found: list[Found], positions: list[Position], config: IPAMConfig, netw
     return result
 
 
-def _pool_of(pools: tuple[PoolSpec, ...], item: Found) -> PoolSpec | None:
+def _pool_of(pools: tuple[PoolSpec, ...], item: Found) -> tuple[PoolSpec | None, str]:
+    """The pool an upstream record belongs to, or None and why it fits none."""
     for spec in pools:
         if spec.family != item.family:
             continue
         for address_range in spec.ranges:
             if item.gateway and item.address == address_range.gateway:
-                return spec
+                return spec, ""
             if not item.gateway and spec.allows(item.address):
-                return spec
-    return None
+                return spec, ""
+    for spec in pools:
+        for address_range in spec.ranges:
+            if item.family != spec.family or item.address not in address_range.network:
+                continue
+            if item.gateway:
+                return None, f"a gateway of {address_range.network}, but the config's gateway there is {_gateway_text(address_range)}"
+            if item.address == address_range.gateway:
+                return None, f"leased upstream, but it is the config's gateway of {address_range.network}"
+            return None, f"inside {address_range.network} but outside the configured range {address_range}"
+    return None, "outside every configured pool"
+
+
+def _gateway_text(address_range: AddressRange) -> str:
+    return "none" if address_range.gateway is None else format_ip(address_range.network.family, address_range.gateway)
 
 
 def _position_pool(pools: tuple[PoolSpec, ...], position: Position) -> PoolSpec | None:

@@ -345,6 +345,8 @@ class SQLiteStore(Store):
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise StoreCorrupt(f"store {self.path} has schema version {version}; this cnipam knows up to {SCHEMA_VERSION}")
+            if version == 0 and self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise StoreCorrupt(f"{self.path} is an SQLite database of something else; refusing to add cnipam's tables to it")
             try:
                 if version == 0:
                     self._switch_to_wal()
