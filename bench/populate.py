@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 LEASE_ID = "pop{}"
@@ -42,28 +43,43 @@ def populate_host_local(data_dir: Path, network_name: str, subnet: str, n: int) 
     (folder / "lock").touch()
 
 
-def populate_cnipam(venv_python: Path, db_path: Path, subnet: str, n: int) -> None:
+def populate_cnipam(venv_python: Path, db_path: Path, network_name: str, subnet: str, n: int) -> None:
     """Insert n leases into a cnipam SQLite store through cnipam's own bulk API.
 
     Runs in a child process with the venv's interpreter because cnipam is installed
     there, not in the interpreter that runs the bench.
     """
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run([str(venv_python), __file__, str(db_path), subnet, str(n)], capture_output=True, text=True, check=False)
+    argv = [str(venv_python), __file__, str(db_path), network_name, subnet, str(n)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines()
         raise RuntimeError(lines[-1] if lines else f"exit {done.returncode}")
 
 
-def _cnipam_import(db_path: str, subnet: str, n: int) -> None:
-    """Body of the venv-side helper: bulk-import n leases starting at network + 2.
+def _cnipam_import(db_path: str, network_name: str, subnet: str, n: int) -> None:
+    """Venv-side helper: n leases from network + 2 up, owned the way a CNI ADD of
+    container `pop<i>` would own them, cursor after the last (like host-local's)."""
+    from cnipam.leases import LEASE, Lease  # only importable inside the venv
+    from cnipam.store.sqlite import SQLiteStore
 
-    TODO(populate_cnipam): NOT WRITTEN YET — waiting for cnipam's bulk-import API
-    (cnipam/store/sqlite.py, cnipam/leases.py). Until then every cnipam row that needs
-    existing leases reports this error.
-    """
-    raise NotImplementedError("populate_cnipam: cnipam bulk-import API not available yet")
+    net = ipaddress.ip_network(subnet)
+    family, base, pool = net.version, first_host(subnet), str(net)
+
+    def leases() -> Iterator[Lease]:
+        for i in range(n):
+            owner = LEASE_ID.format(i)
+            handle = f"cni:{network_name}/{owner}/{IFNAME}"
+            yield Lease(family, base + i, LEASE, pool, str(family), handle, network_name, owner, IFNAME, 0.0)
+
+    store = SQLiteStore(db_path, timeout=60)
+    try:
+        inserted = store.import_leases(leases(), {pool: (family, base + n - 1)})
+    finally:
+        store.close()
+    if inserted != n:
+        raise SystemExit(f"import_leases inserted {inserted} of {n} leases")
 
 
 if __name__ == "__main__":
-    _cnipam_import(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    _cnipam_import(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))

@@ -59,12 +59,12 @@ def _cell(text: str) -> str:
 def _ratio_cells(r: Ratio | None) -> tuple[str, str]:
     if r is None:
         return "—", "—"
-    return f"**{r.value:.2f}{TIMES}**", f"{r.low:.2f}{DASH}{r.high:.2f}"
+    return f"**{r.value:.2f}{TIMES}**", f"{r.round_median:.2f} ({r.low:.2f}{DASH}{r.high:.2f})"
 
 
 def results_table(rows: Sequence[Row]) -> str:
     lines = [
-        "| # | measured | compared with | ratio | per-round range | target | verdict | note |",
+        f"| # | measured | compared with | ratio | per round: median (min{DASH}max) | target | verdict | note |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
@@ -87,14 +87,15 @@ def import_table(summary: ImportSummary | None, add_ms: float | None) -> str:
         return "_No import profile: cnipam was not available in this run._"
     share = f" ({summary.total_us / 1000 / add_ms:.0%} of the median ADD)" if add_ms else ""
     lines = [
-        f"Sum of the top-level imports: **{summary.total_us / 1000:.1f} ms**{share}; "
+        f"All imports of the process together: **{summary.total_us / 1000:.1f} ms**{share}, "
+        "interpreter start-up imports (`encodings`, …) included; "
         f"medians over {summary.runs} runs of `-X importtime` (which itself adds overhead).",
         "",
         "| module | imported by | self ms | cumulative ms |",
         "| --- | --- | --- | --- |",
     ]
     for row in summary.top:
-        parent = f"`{row.parent}`" if row.parent else "(the launcher)"
+        parent = f"`{row.parent}`" if row.parent else "(top level)"
         lines.append(f"| `{row.module}` | {parent} | {row.self_us / 1000:.2f} | {row.cumulative_us / 1000:.2f} |")
     return "\n".join(lines)
 
@@ -103,12 +104,15 @@ METHOD = """\
 * **Timing**: [hyperfine](https://github.com/sharkdp/hyperfine) runs every command through
   `sh -c` and subtracts its measured shell start-up (the plugins read their config from a
   `<` redirect, and hyperfine 1.15 has no `--input`). The bare-interpreter floor gets the
-  same redirects, so all rows pay for the same shell work. Times are the runs exported by
+  same redirects, so all rows pay for the same shell work. hyperfine's shell calibration
+  is good to about 1 ms, which matters only for host-local's ~3 ms rows. Times are the runs exported by
   `--export-json`; the bench computes the medians itself, and every ratio is
   median / median.
 * **Interleaving**: each group of rows is measured in rounds; each round runs every command
-  of the group (order reversed every other round). The "per-round range" column is the
-  lowest and highest of the per-round median ratios: a wide range means a noisy machine.
+  of the group (order reversed every other round). The "per round" column is the median,
+  lowest and highest of the per-round ratios: a wide range means a noisy machine, and a
+  headline ratio outside it means the machine drifted between rounds (the per-round
+  median, which cancels drift, is then the better estimate).
 * **One ADD**: `--prepare` DELs the same container before every timed ADD, so each ADD
   starts from the same store (baseline.md's method). Both tools are run as executables
   directly: cnipam as the launcher `pip` installed in a private venv (whose `#!` names the
@@ -125,8 +129,15 @@ METHOD = """\
   `--prepare`; throughput = 500 / median wall time, and the ratio is cnipam's throughput
   over host-local's. A separate, untimed run of the same script keeps every ADD's output
   and checks that all 500 succeeded with 500 distinct addresses.
-* **Peak memory**: `ru_maxrss` of the single child from `wait4()`, median of several
-  runs.
+* **Peak memory**: GNU time's `%M` (max RSS) of one process, median of several runs. Not
+  `wait4()` on a child of the bench: Linux carries a forking parent's high-water RSS
+  into the child across `exec`, so every child of the ~19 MiB bench process would
+  report at least that.
+* **CPU rows**: hyperfine's mean user + system time per round (its shell start-up
+  subtracted), medians over rounds. CPU time is less disturbed than wall time by other
+  load on the machine, and it bounds throughput: with every ADD CPU-bound, `nproc`
+  cores cannot run more than `nproc / CPU per ADD` ADDs a second (the estimate in the
+  throughput row's note).
 * Everything is written under one `tempfile.mkdtemp()` folder, removed at the end; nothing
   goes to `/var/lib/cni`.
 """
@@ -158,7 +169,9 @@ def document(machine: Machine, rows: Sequence[Row], imports: str, command: str, 
         "next to each side only to make the ratio readable. The host-local method and "
         "reference figures are those of `shared/reference/baseline.md`.",
         "",
-        f"Reproduce: `{command}` (about 10 minutes; `--quick` for a smoke test that writes no document).",
+        f"Reproduce: `{command}` from the repository root, as root on a Debian machine (it installs "
+        "hyperfine, GNU time and `containernetworking-plugins` with apt when missing); a few minutes, "
+        "under 10. `--quick` is a smoke test that writes no document.",
         "",
         "## Machine",
         "",

@@ -1,6 +1,6 @@
 """cnipam vs host-local vs the bare interpreter, side by side, as ratios.
 
-Usage: python3 bench/run.py [--quick] [--output PATH] [--python INTERPRETER]
+Usage: python3 bench/run.py [--quick] [--output PATH] [--python INTERPRETER] [--source CHECKOUT]
 
 Installs what it needs (hyperfine, Debian's host-local, a private cnipam venv), measures
 the six figures of docs/benchmarks.md in one run, prints the Markdown and (full runs)
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import ipaddress
 import json
@@ -53,7 +54,7 @@ class Plan:
     reps: int  # peak-memory and import-profile repetitions
 
 
-FULL = Plan(rounds=5, add_runs=150, hl_runs={10_000: 25, 50_000: 10}, par_runs=5, reps=7)
+FULL = Plan(rounds=8, add_runs=200, hl_runs={10_000: 24, 50_000: 8}, par_runs=8, reps=9)
 QUICK = Plan(rounds=2, add_runs=16, hl_runs={10_000: 4, 50_000: 2}, par_runs=2, reps=3)
 
 
@@ -71,9 +72,17 @@ class Context:
     host_local: HostLocal | None
     problems: list[str] = field(default_factory=list)
     add_seconds: float | None = None  # cnipam's empty-store ADD median, for the import share
+    add_cpu_seconds: float | None = None  # and its CPU time, for the throughput ceiling
 
     def network(self, plugin: Plugin, subnet: str, tag: str) -> Network:
         return Network(plugin, subnet, self.tmp / f"{plugin.name}-{tag}").create()
+
+    def floor_conf(self) -> Path:
+        """A config file for the floor rows to read as stdin, like the plugins do."""
+        conf = self.tmp / "floor.json"
+        if not conf.exists():
+            conf.write_text(json.dumps({"cniVersion": "1.0.0", "name": NETWORK_NAME, "type": "bridge", "ipam": {}}))
+        return conf
 
     def missing(self, plugin_name: str) -> str:
         return self.cnipam_missing if plugin_name == "cnipam" else f"{plugin_name} not installed"
@@ -183,8 +192,16 @@ def guarded(ctx: Context, samples: dict[str, Sample], name: str, error: str | No
     return False
 
 
-def plugins(ctx: Context) -> list[tuple[Plugin | None, str]]:
-    return [(ctx.cnipam, "cnipam"), (ctx.host_local, "host-local")]
+def available(ctx: Context, pre: dict[str, Sample], keys: Callable[[str], Sequence[str]] = lambda name: [name]) -> list[Plugin]:
+    """The installed plugins; each missing one gets an error Sample under each of its keys,
+    so its rows say why they are empty instead of disappearing."""
+    found: list[Plugin] = []
+    for plugin, name in ((ctx.cnipam, "cnipam"), (ctx.host_local, "host-local")):
+        if plugin is None:
+            pre.update({key: Sample(key, error=ctx.missing(name)) for key in keys(name)})
+        else:
+            found.append(plugin)
+    return found
 
 
 def run_group(ctx: Context, benches: list[Bench], pre: dict[str, Sample], label: str) -> dict[str, Sample]:
@@ -197,27 +214,25 @@ def run_group(ctx: Context, benches: list[Bench], pre: dict[str, Sample], label:
 
 def figure_startup(ctx: Context) -> list[Row]:
     """1. One ADD on an empty store vs the bare interpreter and vs host-local."""
-    benches, pre = [], {}
-    conf = None
-    for plugin, name in plugins(ctx):
-        if plugin is None:
-            pre[name] = Sample(name, error=ctx.missing(name))
-            continue
+    benches: list[Bench] = []
+    pre: dict[str, Sample] = {}
+    for plugin in available(ctx, pre):
         net = ctx.network(plugin, SUBNET16, "empty")
-        conf = net.conf
-        if guarded(ctx, pre, name, check_add(net)):
-            benches.append(add_bench(net, name, ctx.plan.add_runs))
-    if conf is not None:
-        benches.append(Bench("floor", floor_shell(ctx.floor, conf), runs=ctx.plan.add_runs))
+        if guarded(ctx, pre, plugin.name, check_add(net)):
+            benches.append(add_bench(net, plugin.name, ctx.plan.add_runs))
+    benches.append(Bench("floor", floor_shell(ctx.floor, ctx.floor_conf()), runs=ctx.plan.add_runs))
     s = run_group(ctx, benches, pre, "1 start-up")
     floor_label = "bare `" + shlex.join([Path(ctx.floor[0]).name, *ctx.floor[1:], "-c", "pass"]) + "`"
+    cpu = {name: sample.cpu_sample() for name, sample in s.items()}
     if s.get("cnipam") and s["cnipam"].ok:
-        ctx.add_seconds = s["cnipam"].median
+        ctx.add_seconds, ctx.add_cpu_seconds = s["cnipam"].median, cpu["cnipam"].median
     return [
         make_row("1. one ADD, empty /16", s, ("cnipam", "cnipam ADD"), ("floor", floor_label), Target("<=", 2.0)),
         make_row(
             "1. one ADD, empty /16", s, ("cnipam", "cnipam ADD"), ("host-local", "host-local ADD"), note="baseline.md: host-local 3.83 ms"
         ),
+        make_row("1. CPU (user+sys) of one ADD", cpu, ("cnipam", "cnipam"), ("floor", "bare interpreter")),
+        make_row("1. CPU (user+sys) of one ADD", cpu, ("cnipam", "cnipam"), ("host-local", "host-local")),
     ]
 
 
@@ -230,7 +245,7 @@ def populated(ctx: Context, plugin: Plugin, subnet: str, n: int) -> tuple[Networ
     try:
         if isinstance(plugin, Cnipam):
             assert ctx.venv_python is not None
-            populate_cnipam(ctx.venv_python, Cnipam.db_path(net.state), subnet, n)
+            populate_cnipam(ctx.venv_python, Cnipam.db_path(net.state), NETWORK_NAME, subnet, n)
         else:
             populate_host_local(net.state, NETWORK_NAME, subnet, n)
     except (RuntimeError, OSError) as exc:
@@ -242,13 +257,12 @@ def populated(ctx: Context, plugin: Plugin, subnet: str, n: int) -> tuple[Networ
 
 def figure_growth(ctx: Context) -> list[Row]:
     """2. ADD with 10,000 / 50,000 existing leases vs the same tool's empty-store ADD."""
-    benches, pre = [], {}
-    for plugin, name in plugins(ctx):
-        for n in (0, *GROWTH_SIZES):
-            key = f"{name}-{n}"
-            if plugin is None:
-                pre[key] = Sample(key, error=ctx.missing(name))
-                continue
+    benches: list[Bench] = []
+    pre: dict[str, Sample] = {}
+    sizes = (0, *GROWTH_SIZES)
+    for plugin in available(ctx, pre, lambda name: [f"{name}-{n}" for n in sizes]):
+        for n in sizes:
+            key = f"{plugin.name}-{n}"
             net, error = populated(ctx, plugin, SUBNET16, n)
             runs = ctx.plan.add_runs if (n == 0 or plugin is ctx.cnipam) else ctx.plan.hl_runs[n]
             if guarded(ctx, pre, key, error):
@@ -275,7 +289,8 @@ def figure_growth(ctx: Context) -> list[Row]:
 
 def figure_million(ctx: Context) -> list[Row]:
     """3. ADD with 1,000,000 leases in an IPv4 /8 and an IPv6 /64 vs empty; cnipam only."""
-    benches, pre = [], {}
+    benches: list[Bench] = []
+    pre: dict[str, Sample] = {}
     for subnet in (SUBNET8, SUBNET64):
         for n in (0, MILLION):
             key = f"{subnet}-{n}"
@@ -349,19 +364,22 @@ def check_parallel(ctx: Context, net: Network) -> str:
 
 def figure_parallel(ctx: Context) -> list[Row]:
     """4. 500 ADDs from 8 parallel workers: cnipam throughput over host-local's."""
-    benches, pre, checks = [], {}, []
-    for plugin, name in plugins(ctx):
-        if plugin is None:
-            pre[name] = Sample(name, error=ctx.missing(name))
-            continue
+    benches: list[Bench] = []
+    pre: dict[str, Sample] = {}
+    checks = []
+    for plugin in available(ctx, pre):
         net = ctx.network(plugin, SUBNET16, "parallel")
-        benches.append(Bench(name, par_command(ctx, net), prepare=net.reset_shell(), runs=ctx.plan.par_runs, warmup=0))
+        benches.append(Bench(plugin.name, par_command(ctx, net), prepare=net.reset_shell(), runs=ctx.plan.par_runs, warmup=0))
         checks.append(check_parallel(ctx, net))
     s = run_group(ctx, benches, pre, "4 parallel")
 
     def per_second(seconds: float) -> str:
         return f"{PAR_ADDS / seconds:.0f} ADD/s ({seconds:.2f} s)"
 
+    note = "ratio = cnipam ADD/s ÷ host-local ADD/s; check: " + ", ".join(checks)
+    if ctx.add_cpu_seconds:
+        cores = len(os.sched_getaffinity(0))
+        note += f"; CPU-bound estimate for cnipam ({cores} cores ÷ CPU of one ADD): {cores / ctx.add_cpu_seconds:.0f} ADD/s"
     return [
         make_row(
             f"4. {PAR_ADDS} ADDs, {PAR_WORKERS} workers, throughput",
@@ -371,25 +389,20 @@ def figure_parallel(ctx: Context) -> list[Row]:
             Target(">=", 1.0),
             per_second,
             inverse=True,
-            note="ratio = cnipam ADD/s ÷ host-local ADD/s; check: " + ", ".join(checks),
+            note=note,
         )
     ]
 
 
 def figure_memory(ctx: Context) -> list[Row]:
     """5. Peak RSS of one ADD process: cnipam vs host-local vs the bare interpreter."""
-    probes, pre = [], {}
-    conf = None
-    for plugin, name in plugins(ctx):
-        if plugin is None:
-            pre[name] = Sample(name, error=ctx.missing(name))
-            continue
+    probes: list[Probe] = []
+    pre: dict[str, Sample] = {}
+    for plugin in available(ctx, pre):
         net = ctx.network(plugin, SUBNET16, "memory")
-        conf = net.conf
         undo = functools.partial(net.call, "DEL", CID)
-        probes.append(Probe(name, [str(plugin.exe)], net.conf, {**CNI_BASE_ENV, **net.env("ADD", CID)}, undo=undo))
-    if conf is not None:
-        probes.append(Probe("floor", [*ctx.floor, "-c", "pass"], conf, {}))
+        probes.append(Probe(plugin.name, [str(plugin.exe)], net.conf, {**CNI_BASE_ENV, **net.env("ADD", CID)}, undo=undo))
+    probes.append(Probe("floor", [*ctx.floor, "-c", "pass"], ctx.floor_conf(), {}))
     print("  5 memory", flush=True)
     gnu_time = ensure_gnu_time()
     if gnu_time is None:
@@ -466,7 +479,7 @@ def build_context(args: argparse.Namespace, tmp: Path, hyperfine: str) -> Contex
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    started = time.monotonic()
+    started, load_start = time.monotonic(), os.getloadavg()[0]
     hyperfine = ensure_hyperfine()
     tmp = Path(tempfile.mkdtemp(prefix="cnipam-bench-"))
     try:
@@ -480,6 +493,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         imports = figure_imports(ctx)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    launcher = "`#!" + shlex.join(ctx.floor).replace(str(tmp), "$TMP") + "`" if ctx.cnipam else "not installed"
+    machine = dataclasses.replace(machine, launcher=launcher, load=f"{load_start:.1f} \u2192 {os.getloadavg()[0]:.1f}")
     add_ms = ctx.add_seconds * 1e3 if ctx.add_seconds else None
     command = "python3 bench/run.py" + (" --quick" if args.quick else "")
     text = document(machine, rows, import_table(imports, add_ms), command, ctx.problems)

@@ -41,7 +41,13 @@ class Sample:
     name: str
     values: list[float] = field(default_factory=list)
     round_medians: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # per round: mean user+system seconds
     error: str | None = None
+
+    def cpu_sample(self) -> Sample:
+        """The CPU time (user+system, per-round means) as a Sample of its own, so CPU
+        ratios are built and reported exactly like wall-time ones."""
+        return Sample(self.name, list(self.cpu), list(self.cpu), error=self.error)
 
     @property
     def ok(self) -> bool:
@@ -54,9 +60,13 @@ class Sample:
 
 @dataclass(frozen=True)
 class Ratio:
-    """median(numerator) / median(denominator), plus the spread of per-round ratios."""
+    """median(numerator) / median(denominator) over all runs (the headline figure), plus
+    the median and spread of the per-round ratios: when the machine drifts between rounds
+    the pooled ratio can leave the per-round range, and the per-round median is the
+    drift-free cross-check."""
 
     value: float
+    round_median: float
     low: float
     high: float
 
@@ -65,9 +75,8 @@ def ratio(num: Sample, den: Sample) -> Ratio | None:
     """Median over median; None when either side failed or is missing."""
     if not (num.ok and den.ok):
         return None
-    per_round = [a / b for a, b in zip(num.round_medians, den.round_medians, strict=False) if b > 0]
-    value = num.median / den.median
-    return Ratio(value, min(per_round, default=value), max(per_round, default=value))
+    per_round = [a / b for a, b in zip(num.round_medians, den.round_medians, strict=False) if b > 0] or [num.median / den.median]
+    return Ratio(num.median / den.median, statistics.median(per_round), min(per_round), max(per_round))
 
 
 class Hyperfine:
@@ -78,8 +87,11 @@ class Hyperfine:
         self.env = {**os.environ, **env}
         self.workdir = workdir
 
-    def times(self, bench: Bench, runs: int) -> list[float]:
-        """Time `bench.command` `runs` times; raise RuntimeError with hyperfine's complaint."""
+    def times(self, bench: Bench, runs: int) -> tuple[list[float], float]:
+        """Time `bench.command` `runs` times: (wall times, mean user+system CPU seconds).
+
+        Raises RuntimeError with hyperfine's complaint (e.g. a non-zero exit).
+        """
         fd, export = tempfile.mkstemp(suffix=".json", dir=self.workdir)
         os.close(fd)
         argv = [
@@ -91,7 +103,7 @@ class Hyperfine:
             "--warmup",
             str(bench.warmup),
             "--runs",
-            str(max(runs, 2)),
+            str(max(runs, 1)),
             "--prepare",
             bench.prepare,
             "--export-json",
@@ -104,7 +116,8 @@ class Hyperfine:
         try:
             if done.returncode != 0:
                 raise RuntimeError((done.stderr or done.stdout).strip()[-600:])
-            return [float(t) for t in json.loads(Path(export).read_text())["results"][0]["times"]]
+            result = json.loads(Path(export).read_text())["results"][0]
+            return [float(t) for t in result["times"]], float(result["user"]) + float(result["system"])
         finally:
             os.unlink(export)
 
@@ -124,13 +137,14 @@ def measure(hyperfine: Hyperfine, benches: Sequence[Bench], rounds: int, label: 
                 continue
             print(f"  {label} round {r + 1}/{rounds}: {bench.name}", flush=True)
             try:
-                got = hyperfine.times(bench, math.ceil(bench.runs / rounds))
+                got, cpu = hyperfine.times(bench, math.ceil(bench.runs / rounds))
             except RuntimeError as exc:
                 sample.error = str(exc)
                 print(f"  !! {bench.name} failed: {sample.error}", flush=True)
                 continue
             sample.values.extend(got)
             sample.round_medians.append(statistics.median(got))
+            sample.cpu.append(cpu)
     return samples
 
 

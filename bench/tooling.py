@@ -20,6 +20,8 @@ HOST_LOCAL_PACKAGE = "containernetworking-plugins"
 GNU_TIME = "/usr/bin/time"
 
 _apt_updated = False
+# version and the real binary behind a venv's symlink (the venv itself is deleted at exit)
+_DESCRIBE_PYTHON = "import os, sys; print(sys.version.split()[0], os.path.realpath(sys.executable))"
 
 
 def _is_root() -> bool:
@@ -123,7 +125,9 @@ def _os_release() -> str:
 
 
 def _tmp_filesystem(tmp: Path) -> str:
-    return _first_line(["stat", "-f", "-c", "%T", str(tmp)])
+    """findmnt names ext4 as such; `stat -f` (the fallback) only says ext2/ext3."""
+    found = _first_line(["findmnt", "-n", "-o", "FSTYPE", "--target", str(tmp)])
+    return found if found != "unknown" else _first_line(["stat", "-f", "-c", "%T", str(tmp)])
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,8 @@ class Machine:
     python: str
     hyperfine: str
     host_local: str
+    launcher: str = "not installed"  # cnipam's `#!` line: interpreter and flags of every call
+    load: str = "unknown"  # 1-minute load average at start -> end: how busy the shared box was
 
     def rows(self) -> list[tuple[str, str]]:
         return [
@@ -153,12 +159,14 @@ class Machine:
             ("interpreter", self.python),
             ("hyperfine", self.hyperfine),
             ("host-local", self.host_local),
+            ("cnipam launcher's first line", self.launcher),
+            ("load average (1 min), start \u2192 end", self.load),
         ]
 
 
 def describe_machine(interpreter: str, hyperfine: str, host_local: Path | None, tmp: Path) -> Machine:
     """Collect machine facts once, at the start, so the report says where it came from."""
-    python = _first_line([interpreter, "-I", "-S", "-c", "import sys; print(sys.version.split()[0], sys.executable)"])
+    python = _first_line([interpreter, "-I", "-S", "-c", _DESCRIBE_PYTHON])
     package = ["dpkg-query", "-W", "-f", "${Package} ${Version}", HOST_LOCAL_PACKAGE]
     hl = "not installed" if host_local is None else _first_line(package)
     return Machine(
