@@ -36,3 +36,20 @@ def test_new_store_file_modes(tmp_path: Path) -> None:
     assert stat.S_IMODE(os.stat(str(path) + ".lock").st_mode) == 0o600
     assert stat.S_IMODE(os.stat(tmp_path / "a").st_mode) == 0o750
     assert stat.S_IMODE(os.stat(tmp_path / "a" / "b").st_mode) == 0o750
+
+
+def test_check_reports_orphans(tmp_path: Path) -> None:
+    from cnipam.ecs_config import parse_ecs
+    from cnipam.leases import Owner
+
+    path = tmp_path / "ipam.db"
+    store = SQLiteStore(str(path))
+    store.allocate(Owner.for_request("a", "net", "", "eth0"), parse_ecs({"ipv4-subnet": "10.0.0.0/24"}).pools)
+    assert store.problems() == []
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE leases SET pool = '10.9.0.0/24' WHERE kind = 'lease'")
+        db.execute("UPDATE cursors SET pool = 'garbage'")
+    problems = store.problems()
+    store.close()
+    assert "orphan: 10.0.0.2 (lease) lies outside its pool 10.9.0.0/24" in problems
+    assert any("position of pool 'garbage'" in problem for problem in problems)

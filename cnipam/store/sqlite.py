@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-    from ..ipam_config import PoolSpec
+    from ..ipam_config import AddressRange, PoolSpec
     from ..leases import Owner
 
 SCHEMA_VERSION = 1
@@ -379,7 +379,7 @@ class SQLiteStore(Store):
 
     def _find_problems(self) -> list[str]:
         problems: list[str] = []
-        check = self._db.execute("PRAGMA quick_check").fetchall()
+        check = self._db.execute("PRAGMA integrity_check").fetchall()  # also verifies the unique indexes
         if check != [("ok",)]:
             problems.extend(f"sqlite: {row[0]}" for row in check[:10])
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -390,7 +390,41 @@ class SQLiteStore(Store):
                 problems.append(f"{ip}: text form does not match the stored address {format_ip(*from_bytes(raw))}")
         for family in (4, 6):
             problems.extend(self._free_index_problems(family))
+        problems.extend(self._orphans())
         return problems[:50]
+
+    def _orphans(self) -> list[str]:
+        """Rows whose pool no longer explains them: a lease outside its pool's ranges, a
+        gateway outside its pool's subnets, a position outside its pool."""
+        from ..errors import InvalidConfig
+        from ..ipam_config import parse_pool_key
+
+        found: list[str] = []
+        pools: dict[str, tuple[AddressRange, ...] | None] = {}
+
+        def inside(pool: str, family: int, address: int, whole_subnet: bool) -> bool | None:
+            if pool not in pools:
+                try:
+                    pools[pool] = parse_pool_key(pool)
+                except InvalidConfig:
+                    pools[pool] = None
+            ranges = pools[pool]
+            if ranges is None:
+                return None
+            return any(
+                r.network.family == family and (address in r.network if whole_subnet else r.first <= address <= r.last) for r in ranges
+            )
+
+        for lease in self._select("", ()):
+            verdict = inside(lease.pool, lease.family, lease.address, lease.kind == GATEWAY)
+            if verdict is None:
+                found.append(f"{lease.ip}: pool {lease.pool!r} is not a pool description")
+            elif not verdict:
+                found.append(f"orphan: {lease.ip} ({lease.kind}) lies outside its pool {lease.pool}")
+        for pool, cursor in self.cursors().items():
+            if not inside(pool, cursor.family, cursor.address, False):
+                found.append(f"orphan: the position of pool {pool!r} ({format_ip(cursor.family, cursor.address)}) lies outside it")
+        return found
 
     def _free_index_problems(self, family: int) -> list[str]:
         """Leases and free intervals must tile the family's whole address space exactly once."""
