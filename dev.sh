@@ -32,7 +32,7 @@ demo() {
 }
 
 # Real peers the tests compare against or drive; installed as root (CI), skipped with a reason otherwise.
-DEBIAN_PACKAGES=(containernetworking-plugins)
+DEBIAN_PACKAGES=(containernetworking-plugins iproute2 busybox-static)
 
 debian_packages() {
   local missing=()
