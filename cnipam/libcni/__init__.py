@@ -1,0 +1,51 @@
+"""Run CNI plugins the way a container runtime does: Python's equivalent of Go's libcni.
+
+    net = load_network_list("/etc/cni/net.d", "mynet")
+    cni = CNI(["/opt/cni/bin"])
+    result = cni.add_network_list(net, RuntimeConf("c1", "/run/netns/c1"))
+    cni.del_network_list(net, RuntimeConf("c1", "/run/netns/c1"))
+
+Reference: shared/reference/cni-spec.md sections 1-4. This package is for runtimes and
+tools; the plugin itself never imports it.
+"""
+
+from __future__ import annotations
+
+from .api import CNI
+from .config import NetworkConfigList, load_network_list, network_list_from_bytes, network_list_from_file
+from .errors import (
+    CacheError,
+    CNIError,
+    ConfigNotFound,
+    IncompatibleVersion,
+    InvalidArguments,
+    InvalidConfig,
+    MultipleErrors,
+    PluginError,
+    PluginNotFound,
+    PluginTimeout,
+    ResultError,
+)
+from .results import convert as convert_result
+from .runtime import RuntimeConf
+
+__all__ = [
+    "CNI",
+    "CNIError",
+    "CacheError",
+    "ConfigNotFound",
+    "IncompatibleVersion",
+    "InvalidArguments",
+    "InvalidConfig",
+    "MultipleErrors",
+    "NetworkConfigList",
+    "PluginError",
+    "PluginNotFound",
+    "PluginTimeout",
+    "ResultError",
+    "RuntimeConf",
+    "convert_result",
+    "load_network_list",
+    "network_list_from_bytes",
+    "network_list_from_file",
+]
