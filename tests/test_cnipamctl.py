@@ -223,6 +223,16 @@ def test_release_asks_on_a_terminal(db: Path) -> None:
     refused(call("--db", str(db), "show", "ctr-a"), says="no lease is held by 'ctr-a'")
 
 
+def test_release_gateway_only_when_asked_and_unused(db: Path) -> None:
+    refused(call("--db", str(db), "release", "10.0.0.1", "--yes"), says="gateway reservation, not a lease: pass --gateway")
+    refused(call("--db", str(db), "release", "10.0.0.2", "--gateway", "--yes"), says="is not a gateway reservation")
+    refused(call("--db", str(db), "release", "10.0.0.1", "--gateway", "--yes"), says="still serves")
+    for owner in ("ctr-a", "ctr-b", "ctr-c", "task-1"):
+        ok("--db", str(db), "release", owner, "--yes")
+    assert ok("--db", str(db), "release", "10.0.0.1", "--gateway", "--yes").out.startswith("released 10.0.0.1")
+    refused(call("--db", str(db), "show", "10.0.0.1"), says="10.0.0.1")
+
+
 def test_gc_dry_run_then_apply(db: Path, tmp_path: Path) -> None:
     valid = tmp_path / "valid.json"
     valid.write_text(json.dumps([{"containerID": "ctr-b", "ifname": "eth0"}, {"containerID": "ctr-c", "ifname": "eth1"}]))

@@ -164,7 +164,7 @@ def test_held_writer_lock_times_out_with_code_11(run_plugin: RunPlugin, db_path:
         elapsed = time.monotonic() - began
         assert run.code == 1 and run.out["code"] == 11, run
         assert str(db_path) in run.out["msg"], run
-        assert 0.2 <= elapsed < 1.2, elapsed  # it waited the timeout, and not much longer
+        assert 0.2 <= elapsed < 3.0, elapsed  # it waited the timeout, far less than the 5 s default (slack for a loaded CI box)
         assert snapshot(db_path) == before
 
         run = run_plugin("ADD", waiting, {"IPAM_DB_CONNECTION_TIMEOUT": "0"})  # 0: do not wait at all

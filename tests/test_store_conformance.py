@@ -188,3 +188,17 @@ def test_a_range_set_walks_its_ranges_in_config_order(store: Store) -> None:
     (spec,) = parse_ipam({"cniVersion": "1.0.0", "ipam": ipam}).pools
     assert [ips(store.allocate(attachment(c), (spec,))) for c in "ab"] == [["10.1.0.2"], ["10.0.0.2"]]
     assert sorted(lease.ip for lease in store.leases() if lease.kind == GATEWAY) == ["10.0.0.1", "10.1.0.1"]
+
+
+def test_a_gateway_is_freed_only_by_name_and_only_once_unused(store: Store) -> None:
+    store.allocate(attachment("a"), V4)
+    gateway = parse_ip("10.0.0.1")
+    with pytest.raises(AddressConflict, match="still serves 1 lease"):
+        store.release_gateway(*gateway)
+    store.release(attachment("a").handle)
+    position = store.cursors()
+    freed = store.release_gateway(*gateway)
+    assert freed is not None and freed.kind == GATEWAY
+    assert store.lookup(*gateway) is None and store.release_gateway(*gateway) is None
+    assert store.release_gateway(*parse_ip("10.0.0.3")) is None  # not a reservation
+    assert store.cursors() == position

@@ -3,8 +3,8 @@ without its DEL, on a runtime too old for GC).
 
 Releasing takes an address from a container that may still use it, so it is listed and
 confirmed first. Without a terminal to ask on (a script, a pipe), it refuses rather
-than wait for an answer nobody will give: scripts say `--yes`. Gateway reservations
-are not leases and are never released here (Store.release keeps them).
+than wait for an answer nobody will give: scripts say `--yes`. A gateway reservation is
+released only when asked for by `--gateway`, and only once its pool holds no lease.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from .targets import select
 @click.command()
 @click.argument("target", metavar="ADDRESS|OWNER")
 @click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
+@click.option("--gateway", is_flag=True, help="ADDRESS is a gateway reservation to free (its pool must hold no lease)")
 @json_option
 @db_option
 @click.pass_obj
-def release(session: Session, target: str, yes: bool, as_json: bool) -> None:
+def release(session: Session, target: str, yes: bool, gateway: bool, as_json: bool) -> None:
     """Release an address or an owner's leases.
 
     OWNER is an ecs id, a handle (id:..., cni:...) or a container id. Asks first,
@@ -36,8 +37,10 @@ def release(session: Session, target: str, yes: bool, as_json: bool) -> None:
     with session.existing() as store:
         selection = select(store, target)
         gateways = [lease for lease in selection.leases if lease.kind == GATEWAY]
-        if gateways:
-            raise CtlError(f"{gateways[0].ip} is a gateway reservation, not a lease: cnipamctl does not release reservations")
+        if gateways and not gateway:
+            raise CtlError(f"{gateways[0].ip} is a gateway reservation, not a lease: pass --gateway to free it")
+        if gateway and not gateways:
+            raise CtlError(f"{target} is not a gateway reservation")
         count = f"{len(selection.leases)} lease{'s' if len(selection.leases) != 1 else ''}"
         if not yes:
             if not sys.stdin.isatty():
@@ -46,7 +49,11 @@ def release(session: Session, target: str, yes: bool, as_json: bool) -> None:
                 [f"  {lease.ip}  {lease.describe_holder()}  network {lease.network or '-'}" for lease in selection.leases], err=True
             )
             click.confirm(f"Release {count} of {selection.what}?", abort=True, err=True)
-        released = store.release(selection.handle, selection.addresses)
+        if gateway:
+            freed = store.release_gateway(gateways[0].family, gateways[0].address)
+            released = [freed] if freed is not None else []
+        else:
+            released = store.release(selection.handle, selection.addresses)
     released.sort(key=lambda lease: (lease.family, lease.address))
     if as_json:
         emit_json([lease_view(lease) for lease in released])

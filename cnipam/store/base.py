@@ -39,6 +39,15 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def release_gateway(self, family: int, address: int) -> Lease | None:
+        """Free a gateway reservation (the operator's choice, never a DEL's), atomically.
+
+        Refused with AddressConflict while leases of the reservation's pool remain: their
+        containers route through it. The round-robin position stays where it is. Returns
+        the reservation, or None when the address is not a reservation.
+        """
+
+    @abc.abstractmethod
     def held_by(self, handle: str) -> list[Lease]:
         """The leases of one owner."""
 

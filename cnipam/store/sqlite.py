@@ -148,6 +148,18 @@ class SQLiteStore(Store):
                 self._remove(lease)
             return list(victims.values())
 
+    def release_gateway(self, family: int, address: int) -> Lease | None:
+        with _Writing(self):
+            found = self.lookup(family, address)
+            if found is None or found.kind != GATEWAY:
+                return None
+            users = self._db.execute("SELECT count(*) FROM leases WHERE pool = ? AND kind = 'lease'", (found.pool,)).fetchone()[0]
+            if users:
+                raise AddressConflict(f"gateway {found.ip} still serves {users} lease(s) of pool {found.pool}")
+            self._db.execute("DELETE FROM leases WHERE family = ? AND address = ?", (family, to_bytes(family, address)))
+            self._give_back(family, address)
+            return found
+
     def held_by(self, handle: str) -> list[Lease]:
         return self._read(lambda: self._select("WHERE handle = ? ORDER BY family, address", (handle,)))
 
