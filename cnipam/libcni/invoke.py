@@ -33,7 +33,7 @@ def find_plugin(plugin_type: str, dirs: Sequence[str]) -> str:
         path = os.path.join(directory, plugin_type)
         if os.path.isfile(path):
             return path
-    raise PluginNotFound(f'failed to find plugin "{plugin_type}" in path {list(dirs)}')
+    raise PluginNotFound(f'failed to find plugin "{plugin_type}" in path [{" ".join(dirs)}]')  # Go's wording
 
 
 def plugin_env(command: str, container_id: str, netns: str, ifname: str, cni_args: str, path: str) -> dict[str, str]:
