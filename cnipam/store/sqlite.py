@@ -23,16 +23,12 @@ import os
 import time
 from fcntl import LOCK_EX, LOCK_NB, LOCK_UN, flock
 
-try:  # the C module directly: the `sqlite3` package adds ~4 ms of imports per call
-    from _sqlite3 import Connection, DatabaseError, IntegrityError, OperationalError, connect
-except ImportError:  # pragma: no cover - an interpreter that ships only the package
-    from sqlite3 import Connection, DatabaseError, IntegrityError, OperationalError, connect
-
 from ..addresses import BITS, format_ip, from_bytes, to_bytes
 from ..allocator import reuse_existing, search_windows
 from ..errors import AddressConflict, PoolExhausted, StoreBusy, StoreCorrupt, StoreIOError
 from ..leases import GATEWAY, LEASE, Cursor, Lease
 from .base import Store
+from .sqlite_module import Connection, DatabaseError, IntegrityError, OperationalError, connect
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
