@@ -64,3 +64,7 @@ class LeaseMissing(CnipamError):
 
 class Unavailable(CnipamError):
     """STATUS: the plugin cannot serve an ADD right now."""
+
+
+class NotFound(CnipamError):
+    """The named object (a Docker pool id) does not exist in the store."""

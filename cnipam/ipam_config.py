@@ -46,19 +46,28 @@ class PoolSpec(Record):
     `slot` says which of the owner's addresses this is (an owner holds at most one lease
     per slot); `key` names the pool for the round-robin position, so the position follows
     the pool's ranges, not its place in the config; `requested` is an address the caller
-    asked for.
+    asked for. `lowest_free` makes the search start from the first range every time
+    (Docker's IPAM hands out the first free address) instead of after the pool's
+    round-robin position (ecs-ipam, host-local); such pools keep no position.
     """
 
-    __slots__ = ("slot", "key", "ranges", "requested", "release_moves_cursor")
+    __slots__ = ("slot", "key", "ranges", "requested", "release_moves_cursor", "lowest_free")
 
     def __init__(
-        self, slot: str, key: str, ranges: tuple[AddressRange, ...], requested: int | None = None, release_moves_cursor: bool = True
+        self,
+        slot: str,
+        key: str,
+        ranges: tuple[AddressRange, ...],
+        requested: int | None = None,
+        release_moves_cursor: bool = True,
+        lowest_free: bool = False,
     ) -> None:
         self.slot = slot
         self.key = key
         self.ranges = ranges
         self.requested = requested
         self.release_moves_cursor = release_moves_cursor  # ecs-ipam: yes; host-local: no (leases.Cursor)
+        self.lowest_free = lowest_free
 
     @property
     def family(self) -> int:
@@ -82,7 +91,7 @@ class PoolSpec(Record):
         return ", ".join(str(address_range) for address_range in self.ranges)
 
     def with_requested(self, address: int | None) -> PoolSpec:
-        return PoolSpec(self.slot, self.key, self.ranges, address, self.release_moves_cursor)
+        return PoolSpec(self.slot, self.key, self.ranges, address, self.release_moves_cursor, self.lowest_free)
 
 
 def pool_key(ranges: tuple[AddressRange, ...]) -> str:

@@ -202,3 +202,57 @@ def test_a_gateway_is_freed_only_by_name_and_only_once_unused(store: Store) -> N
     assert store.lookup(*gateway) is None and store.release_gateway(*gateway) is None
     assert store.release_gateway(*parse_ip("10.0.0.3")) is None  # not a reservation
     assert store.cursors() == position
+
+
+# -- Docker pools (schema version 2) ----------------------------------------------------
+
+
+def _claim(network: str | None = None, prefix: int = 24, main: str | None = "198.18.0.0/23", sub: str | None = None) -> object:
+    from cnipam.addresses import parse_cidr
+    from cnipam.docker.pool import PoolClaim
+
+    def cidr(text: str | None) -> object:
+        return None if text is None else parse_cidr(text, "test")[1]
+
+    return PoolClaim("space", 4, cidr(network), cidr(sub), prefix, cidr(main), "{}")
+
+
+def test_docker_pools_explicit_dynamic_overlap_and_ids(store: Store) -> None:
+    explicit = store.claim_docker_pool(_claim("198.18.0.0/24"))  # type: ignore[arg-type]
+    dynamic = store.claim_docker_pool(_claim())  # type: ignore[arg-type]
+    assert (str(explicit.network), str(dynamic.network)) == ("198.18.0.0/24", "198.18.1.0/24")
+    with pytest.raises(AddressConflict):
+        store.claim_docker_pool(_claim("198.18.1.128/25"))  # type: ignore[arg-type]
+    with pytest.raises(PoolExhausted):
+        store.claim_docker_pool(_claim())  # type: ignore[arg-type]
+    assert [pool.id for pool in store.docker_pools()] == [explicit.id, dynamic.id]
+    store.release_docker_pool(explicit.id)
+    again = store.claim_docker_pool(_claim())  # type: ignore[arg-type]
+    assert str(again.network) == "198.18.0.0/24" and again.id not in (explicit.id, dynamic.id)
+
+
+def test_docker_addresses_are_lowest_free_leases_released_with_their_pool(store: Store) -> None:
+    from cnipam.errors import InvalidConfig, NotFound
+
+    pool = store.claim_docker_pool(_claim("10.5.0.0/29"))  # type: ignore[arg-type]
+    assert store.request_docker_address(pool.id, None).ip == "10.5.0.1"
+    assert store.request_docker_address(pool.id, parse_ip("10.5.0.4")[1]).ip == "10.5.0.4"
+    assert store.request_docker_address(pool.id, None).ip == "10.5.0.2"
+    with pytest.raises(AddressConflict):
+        store.request_docker_address(pool.id, parse_ip("10.5.0.4")[1])
+    with pytest.raises(InvalidConfig):
+        store.request_docker_address(pool.id, parse_ip("10.5.0.7")[1])  # broadcast
+    assert store.release_docker_address(pool.id, 4, parse_ip("10.5.0.1")[1]) is not None
+    assert store.release_docker_address(pool.id, 4, parse_ip("10.5.0.1")[1]) is None
+    assert store.request_docker_address(pool.id, None).ip == "10.5.0.1"  # lowest free, not round-robin
+    cni = store.allocate(attachment("a"), pools(ipv4_subnet="10.5.0.0/29", ipv4_gateway="10.5.0.6"))  # shares the subnet only
+    assert ips(cni) == ["10.5.0.3"]
+    assert store.release_docker_address(pool.id, 4, parse_ip("10.5.0.3")[1]) is None  # not the pool's lease
+    leases = [lease for lease in store.leases() if lease.network == pool.lease_network]
+    assert {lease.pool for lease in leases} == {"10.5.0.0/29"}
+    store.release_docker_pool(pool.id)
+    assert held(store) == ["10.5.0.3"]  # the CNI lease; its gateway reservation stays too
+    with pytest.raises(NotFound):
+        store.release_docker_pool(pool.id)
+    with pytest.raises(NotFound):
+        store.request_docker_address(pool.id, None)

@@ -16,6 +16,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from ..docker.pool import DockerPool, PoolClaim
     from ..ipam_config import PoolSpec
     from ..leases import Cursor, Lease, Owner
 
@@ -81,6 +82,36 @@ class Store(abc.ABC):
 
         A conflicting address refuses the whole import. Returns the number inserted.
         """
+
+    @abc.abstractmethod
+    def claim_docker_pool(self, claim: PoolClaim) -> DockerPool:
+        """Record a new Docker pool under a never-reused id, in one write transaction.
+
+        An explicit pool is honoured or refused (AddressConflict) when it overlaps another
+        Docker pool, never replaced by another block; a dynamic claim gets the lowest free
+        block of its size inside the main pool (PoolExhausted when none is left).
+        """
+
+    @abc.abstractmethod
+    def release_docker_pool(self, pool_id: str) -> DockerPool:
+        """Forget a Docker pool and release its addresses, atomically. Raises NotFound."""
+
+    @abc.abstractmethod
+    def docker_pools(self) -> list[DockerPool]:
+        """Every Docker pool, oldest first."""
+
+    @abc.abstractmethod
+    def request_docker_address(self, pool_id: str, requested: int | None) -> Lease:
+        """Lease the named address of a Docker pool, or its lowest free one, atomically.
+
+        Raises NotFound (pool), InvalidConfig (address outside the pool or of another
+        family), AddressConflict (taken), PoolExhausted.
+        """
+
+    @abc.abstractmethod
+    def release_docker_address(self, pool_id: str, family: int, address: int) -> Lease | None:
+        """Release one address of a Docker pool, atomically; None when it was not held by
+        the pool (not an error, as in Docker's own IPAM). Raises NotFound, InvalidConfig."""
 
     @abc.abstractmethod
     def problems(self) -> list[str]:

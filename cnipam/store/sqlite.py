@@ -9,6 +9,10 @@ Layout (schema version 1):
   free address at or after X is one index seek, whatever the number of leases or the
   size of the subnet (an IPv6 /48 is one interval until something is taken from it).
 * `cursors`: the round-robin position per pool (reference ecs-ipam.md section 6).
+* `docker_pools` (version 2): the Docker driver's pools, one block per row with its
+  bounds as BLOBs for an overlap seek; ids come from the `counters` row `docker_pool`,
+  which only ever grows, so an id is never handed out twice. A pool's addresses are
+  ordinary rows of `leases` (cnipam.docker.pool says how they are marked).
 
 Writers serialise on an `flock` of `<db>.lock` before `BEGIN IMMEDIATE`: the kernel
 queues waiters in order, where SQLite's own busy handler sleeps and polls (measured in
@@ -25,7 +29,7 @@ from fcntl import LOCK_EX, LOCK_NB, LOCK_UN, flock
 
 from ..addresses import BITS, format_ip, from_bytes, to_bytes
 from ..allocator import reuse_existing, search_windows
-from ..errors import AddressConflict, PoolExhausted, StoreBusy, StoreCorrupt, StoreIOError
+from ..errors import AddressConflict, InvalidConfig, NotFound, PoolExhausted, StoreBusy, StoreCorrupt, StoreIOError
 from ..leases import GATEWAY, LEASE, Cursor, Lease
 from .base import Store
 from .sqlite_module import Connection, DatabaseError, IntegrityError, OperationalError, connect
@@ -37,10 +41,12 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
+    from ..addresses import Network
+    from ..docker.pool import DockerPool, PoolClaim
     from ..ipam_config import AddressRange, PoolSpec
     from ..leases import Owner
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Forward migrations: MIGRATIONS[n] takes a store from schema version n to n + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -76,9 +82,26 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "INSERT INTO free VALUES (4, x'ffffffff', x'00000000')",
         "INSERT INTO free VALUES (6, x'ffffffffffffffffffffffffffffffff', x'00000000000000000000000000000000')",
     ),
+    (
+        """CREATE TABLE docker_pools (
+            id TEXT PRIMARY KEY,
+            address_space TEXT NOT NULL,
+            family INTEGER NOT NULL CHECK (family IN (4, 6)),
+            pool TEXT NOT NULL,
+            first BLOB NOT NULL,
+            last BLOB NOT NULL CHECK (first <= last),
+            sub_pool TEXT,
+            options TEXT NOT NULL DEFAULT '{}',
+            created REAL NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE UNIQUE INDEX docker_pool_block ON docker_pools (family, first)",
+        "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+        "INSERT INTO counters VALUES ('docker_pool', 0)",
+    ),
 )
 
 _COLUMNS = "family, address, kind, pool, slot, handle, network, container_id, ifname, created"
+_POOL_COLUMNS = "id, address_space, pool, sub_pool, options, created"
 _FIND_FREE = "SELECT first, last FROM free WHERE family = ? AND last >= ? ORDER BY last LIMIT 1"
 
 
@@ -111,24 +134,28 @@ class SQLiteStore(Store):
     # -- the interface ---------------------------------------------------------------
 
     def allocate(self, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
-        now = time.time()
         with _Writing(self):
-            held = self._select("WHERE handle = ?", (owner.handle,)) if owner.handle else []
-            granted = []
-            for spec in pools:
-                lease = reuse_existing(owner, spec, held)
-                if lease is None:
-                    self._reserve_gateways(spec, owner.network, now)
-                    address = self._take_requested(spec) if spec.requested is not None else self._take_next(spec)
-                    lease = Lease(
-                        spec.family, address, LEASE, spec.key, spec.slot, owner.handle,
-                        owner.network, owner.container_id, owner.ifname, now,
-                    )  # fmt: skip
-                    self._insert(lease)
+            return self._allocate(owner, pools, time.time())
+
+    def _allocate(self, owner: Owner, pools: tuple[PoolSpec, ...], now: float) -> list[Lease]:
+        """`allocate` inside an open write transaction."""
+        held = self._select("WHERE handle = ?", (owner.handle,)) if owner.handle else []
+        granted = []
+        for spec in pools:
+            lease = reuse_existing(owner, spec, held)
+            if lease is None:
+                self._reserve_gateways(spec, owner.network, now)
+                address = self._take_requested(spec) if spec.requested is not None else self._take_next(spec)
+                lease = Lease(
+                    spec.family, address, LEASE, spec.key, spec.slot, owner.handle,
+                    owner.network, owner.container_id, owner.ifname, now,
+                )  # fmt: skip
+                self._insert(lease)
+                if not spec.lowest_free:
                     self._set_cursor(spec.key, Cursor(spec.family, address, spec.release_moves_cursor))
-                    held.append(lease)
-                granted.append(lease)
-            return granted
+                held.append(lease)
+            granted.append(lease)
+        return granted
 
     def release(self, handle: str | None, addresses: Iterable[tuple[int, int]] = ()) -> list[Lease]:
         with _Writing(self):
@@ -204,6 +231,74 @@ class SQLiteStore(Store):
                 self._set_cursor(pool, cursor)
             return len(rows)
 
+    def claim_docker_pool(self, claim: PoolClaim) -> DockerPool:
+        from ..docker.pool import DockerPool, lowest_free_block
+
+        with _Writing(self):
+            network = claim.network
+            if network is not None:
+                clash = self._docker_overlap(network)
+                if clash is not None:
+                    raise AddressConflict(f"pool {network} overlaps pool {clash} already in use")
+            else:
+                if claim.main is None:
+                    raise InvalidConfig(f"no IPv{claim.family} main pool is configured for dynamic pools; give --subnet or configure one")
+                main = claim.main
+                rows = self._db.execute(
+                    "SELECT first, last FROM docker_pools WHERE family = ? AND last >= ? AND first <= ? ORDER BY first",
+                    (main.family, to_bytes(main.family, main.value), to_bytes(main.family, main.last)),
+                )
+                taken = [(int.from_bytes(a, "big"), int.from_bytes(b, "big")) for a, b in rows]
+                network = lowest_free_block(main, claim.prefix, taken)
+                if network is None:
+                    raise PoolExhausted(f"no free /{claim.prefix} block left in main pool {main}")
+            self._db.execute("UPDATE counters SET value = value + 1 WHERE name = 'docker_pool'")
+            serial = self._db.execute("SELECT value FROM counters WHERE name = 'docker_pool'").fetchone()[0]
+            pool_id = f"{claim.address_space}/{network}/{serial}"
+            pool = DockerPool(pool_id, claim.address_space, network, claim.sub_pool, claim.options, time.time())
+            self._db.execute(
+                "INSERT INTO docker_pools VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    pool.id, pool.address_space, network.family, str(network), to_bytes(network.family, network.value),
+                    to_bytes(network.family, network.last), None if pool.sub_pool is None else str(pool.sub_pool),
+                    pool.options, pool.created,
+                ),
+            )  # fmt: skip
+            return pool
+
+    def release_docker_pool(self, pool_id: str) -> DockerPool:
+        with _Writing(self):
+            pool = self._docker_pool(pool_id)
+            for lease in self._select("WHERE network = ? AND kind = 'lease'", (pool.lease_network,)):
+                self._remove(lease)
+            self._db.execute("DELETE FROM docker_pools WHERE id = ?", (pool_id,))
+            return pool
+
+    def docker_pools(self) -> list[DockerPool]:
+        query = f"SELECT {_POOL_COLUMNS} FROM docker_pools ORDER BY created, id"
+        return self._read(lambda: [_docker_pool(row) for row in self._db.execute(query)])
+
+    def request_docker_address(self, pool_id: str, requested: int | None) -> Lease:
+        from ..leases import Owner
+
+        with _Writing(self):
+            pool = self._docker_pool(pool_id)
+            if requested is not None:
+                _check_inside(pool, requested)
+            owner = Owner(None, False, pool.lease_network, "", "")
+            return self._allocate(owner, (pool.spec(requested),), time.time())[0]
+
+    def release_docker_address(self, pool_id: str, family: int, address: int) -> Lease | None:
+        with _Writing(self):
+            pool = self._docker_pool(pool_id)
+            if family != pool.family or address not in pool.network:
+                raise InvalidConfig(f"address {format_ip(family, address)} is outside pool {pool.network}")
+            found = self.lookup(family, address)
+            if found is None or found.kind != LEASE or found.network != pool.lease_network:
+                return None
+            self._remove(found)
+            return found
+
     def problems(self) -> list[str]:
         return self._read(self._find_problems)
 
@@ -211,6 +306,23 @@ class SQLiteStore(Store):
         self._close_quietly()
 
     # -- write-side steps (always inside _Writing) --------------------------------------
+
+    def _docker_pool(self, pool_id: str) -> DockerPool:
+        row = self._db.execute(f"SELECT {_POOL_COLUMNS} FROM docker_pools WHERE id = ?", (pool_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"unknown pool id {pool_id!r}")
+        return _docker_pool(row)
+
+    def _docker_overlap(self, network: Network) -> str | None:
+        """The Docker pool that overlaps `network`, if any: pools are disjoint, so the one
+        starting last at or before network's end is the only candidate."""
+        row = self._db.execute(
+            "SELECT pool, last FROM docker_pools WHERE family = ? AND first <= ? ORDER BY first DESC LIMIT 1",
+            (network.family, to_bytes(network.family, network.last)),
+        ).fetchone()
+        if row is not None and int.from_bytes(row[1], "big") >= network.value:
+            return str(row[0])
+        return None
 
     def _reserve_gateways(self, spec: PoolSpec, network: str, now: float) -> None:
         for address_range in spec.ranges:
@@ -235,8 +347,10 @@ class SQLiteStore(Store):
         return address
 
     def _take_next(self, spec: PoolSpec) -> int:
-        row = self._db.execute("SELECT family, address FROM cursors WHERE pool = ?", (spec.key,)).fetchone()
-        cursor = from_bytes(row[1])[1] if row and row[0] == spec.family else None
+        cursor = None
+        if not spec.lowest_free:
+            row = self._db.execute("SELECT family, address FROM cursors WHERE pool = ?", (spec.key,)).fetchone()
+            cursor = from_bytes(row[1])[1] if row and row[0] == spec.family else None
         for first, last in search_windows(spec.pieces, cursor):
             found = self._seek_free(spec.family, first)
             if found is not None and max(found[0], first) <= last:
@@ -529,6 +643,22 @@ def _store_error(path: str, exc: Exception) -> StoreIOError | StoreBusy:
     if "not a database" in text or "malformed" in text:
         return StoreCorrupt(f"store {path} is not a readable cnipam store: {text}")
     return StoreIOError(f"store {path}: {text}")
+
+
+def _docker_pool(row: Sequence[object]) -> DockerPool:
+    from ..addresses import parse_cidr
+    from ..docker.pool import DockerPool
+
+    pool_id, space, network, sub_pool, options, created = row
+    sub = None if sub_pool is None else parse_cidr(sub_pool, "sub_pool")[1]
+    return DockerPool(str(pool_id), str(space), parse_cidr(network, "pool")[1], sub, str(options), float(created))  # type: ignore[arg-type]
+
+
+def _check_inside(pool: DockerPool, address: int) -> None:
+    whole = pool.whole
+    if not whole.first <= address <= whole.last:
+        what = "outside" if address not in pool.network else "a reserved address of"
+        raise InvalidConfig(f"address {format_ip(pool.family, address)} is {what} pool {pool.network}")
 
 
 def _row(lease: Lease) -> tuple[object, ...]:

@@ -1,0 +1,308 @@
+"""`cnipam-docker`: the driver served over HTTP on a UNIX socket (or loopback TCP).
+
+The HTTP server is the standard library's (socketserver's threading UNIX server with
+http.server's request handler), not aiohttp: the store is synchronous SQLite, so an
+event loop would only push every request into a thread anyway; the plugin API is seven
+POST methods with tiny bodies; and no dependency is added to a package whose CNI plugin
+needs none. Store calls are serialised by one lock (one SQLite connection); each is one
+short durable transaction, so no request waits behind another for long.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import socketserver
+import stat
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from ..errors import (
+    AddressConflict,
+    CnipamError,
+    DecodeFailure,
+    InvalidConfig,
+    InvalidEnvironment,
+    NotFound,
+    PoolExhausted,
+    StoreBusy,
+    StoreCorrupt,
+    StoreIOError,
+)
+from . import settings as config
+from .driver import Driver
+from .requests import MAX_BODY, BodyTooLarge
+
+CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
+
+# The one table from failures to HTTP statuses; the first matching class wins. dockerd
+# treats every non-200 as an error and shows {"Err"} to the user.
+STATUSES: tuple[tuple[type[BaseException], int], ...] = (
+    (BodyTooLarge, 413),
+    (DecodeFailure, 400),
+    (InvalidConfig, 400),
+    (NotFound, 404),
+    (AddressConflict, 409),
+    (PoolExhausted, 503),
+    (StoreBusy, 503),
+    (StoreIOError, 500),  # StoreCorrupt too, which also stops the server
+)
+
+
+def status_of(error: BaseException) -> int:
+    for kind, status in STATUSES:
+        if isinstance(error, kind):
+            return status
+    return 500
+
+
+def log(event: str, **fields: object) -> None:
+    """One JSON object per line on stderr (journald keeps it as is)."""
+    sys.stderr.write(json.dumps({"ts": round(time.time(), 3), "event": event, **fields}) + "\n")
+    sys.stderr.flush()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # dockerd's Go client keeps connections alive
+    server: Server  # type: ignore[assignment]
+
+    def do_POST(self) -> None:
+        started = time.monotonic()
+        try:
+            reply, status = self.server.answer(self.path, self._body()), 200
+        except CnipamError as exc:
+            reply, status = {"Err": exc.message}, status_of(exc)
+        except Exception as exc:  # a bug: still a JSON error, and logged
+            reply, status = {"Err": f"internal error: {type(exc).__name__}: {exc}"}, 500
+        self._send(status, reply)
+        fields: dict[str, object] = {"method": self.path, "status": status, "ms": round((time.monotonic() - started) * 1000, 2)}
+        if status != 200:
+            fields["err"] = reply["Err"]
+        log("request", **fields)
+
+    def do_GET(self) -> None:
+        self._send(405 if self.path in self.server.driver.methods else 404, {"Err": f"{self.command} {self.path}: use POST"})
+
+    do_PUT = do_DELETE = do_GET
+
+    def _body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            raise DecodeFailure("chunked request bodies are not supported; send Content-Length")
+        raw = self.headers.get("Content-Length", "0") or "0"
+        if not raw.isdigit():
+            self.close_connection = True
+            raise DecodeFailure(f"bad Content-Length {raw!r}")
+        length = int(raw)
+        if length > MAX_BODY:
+            self.close_connection = True
+            self._discard(length)  # so the client reads our reply instead of a broken pipe
+            raise BodyTooLarge(f"request body of {length} bytes exceeds the limit of {MAX_BODY}")
+        return self.rfile.read(length)
+
+    def _discard(self, length: int) -> None:
+        """Read and drop an oversized body in bounded chunks (up to 64 MiB; beyond that
+        the connection is simply closed)."""
+        left = length if length <= 64 * MAX_BODY else 0
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1 << 16))
+            if not chunk:
+                break
+            left -= len(chunk)
+
+    def _send(self, status: int, reply: dict[str, object]) -> None:
+        payload = json.dumps(reply).encode() + b"\n"
+        self.send_response(status)
+        self.send_header("Content-Type", CONTENT_TYPE)
+        self.send_header("Content-Length", str(len(payload)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: object) -> None:  # http.server's own lines: as JSON
+        log("http", message=format % args)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass  # do_POST logs every request with its outcome
+
+
+class Server:
+    """The driver behind one lock, and the listening socket's life cycle."""
+
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+        self.lock = threading.Lock()
+        self.http: socketserver.BaseServer | None = None
+
+    def answer(self, path: str, body: bytes) -> dict[str, object]:
+        with self.lock:
+            try:
+                return self.driver.handle(path, body)
+            except StoreCorrupt as exc:
+                log("fatal", error=exc.message)
+                self.stop()
+                raise
+
+    def stop(self) -> None:
+        if self.http is not None:
+            threading.Thread(target=self.http.shutdown, daemon=True).start()
+
+
+class _UnixHTTPServer(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True  # idle keep-alive connections must not hold the exit
+    request_queue_size = 128  # dockerd retries a full backlog only with multi-second back-off
+
+    def __init__(self, path: str, server: Server) -> None:
+        super().__init__(path, Handler, bind_and_activate=False)
+        self.owner = server
+        self.path = path
+
+    def server_bind(self) -> None:
+        _make_room(self.path)
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o755, exist_ok=True)
+        old = os.umask(0o117)  # born 0660: never world-writable, even for an instant
+        try:
+            super().server_bind()
+        finally:
+            os.umask(old)
+        self.inode = os.stat(self.path).st_ino
+
+    def finish_request(self, request: object, client_address: object) -> None:
+        Handler(request, ("unix", 0), self)  # type: ignore[arg-type]
+
+    def answer(self, path: str, body: bytes) -> dict[str, object]:
+        return self.owner.answer(path, body)
+
+    @property
+    def driver(self) -> Driver:
+        return self.owner.driver
+
+    def remove(self) -> None:
+        try:
+            if os.stat(self.path).st_ino == self.inode:
+                os.unlink(self.path)
+        except OSError:
+            pass
+
+
+class _TCPHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], server: Server) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, Handler)
+        self.owner = server
+
+    def answer(self, path: str, body: bytes) -> dict[str, object]:
+        return self.owner.answer(path, body)
+
+    @property
+    def driver(self) -> Driver:
+        return self.owner.driver
+
+
+def _make_room(path: str) -> None:
+    """Remove a stale socket left by a killed driver; refuse to replace a live one or a
+    file that is not a socket."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise InvalidConfig(f"{path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # nobody listens: stale
+        return
+    finally:
+        probe.close()
+    raise InvalidConfig(f"{path}: another driver is already listening there")
+
+
+def serve(settings: config.DriverSettings) -> int:
+    from ..store.sqlite import SQLiteStore
+
+    store = SQLiteStore(settings.db, settings.timeout)
+    try:
+        problems = store.problems()
+        if problems:
+            raise StoreCorrupt(f"store {settings.db} is inconsistent ({problems[0]}); run `cnipamctl check`. Refusing to serve.")
+        if settings.gipam_file and os.path.exists(settings.gipam_file):
+            log("notice", message=f"gipam lease file {settings.gipam_file} is not read; import it with `cnipamctl migrate gipam`")
+        server = Server(Driver(store, settings))
+        spec_file = ""
+        http: _UnixHTTPServer | _TCPHTTPServer
+        if settings.address:
+            host, _, port = settings.address.rpartition(":")
+            http = _TCPHTTPServer((host.strip("[]") or "127.0.0.1", int(port)), server)
+            bound_host, bound_port = str(http.server_address[0]), http.server_address[1]
+            url = f"tcp://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}"
+            os.makedirs(settings.spec_dir, mode=0o755, exist_ok=True)
+            spec_file = settings.spec_file
+            temporary = spec_file + ".tmp"
+            with open(temporary, "w", encoding="utf-8") as out:
+                out.write(url + "\n")
+            os.replace(temporary, spec_file)
+            ready: dict[str, object] = {"address": url, "spec": spec_file}
+        else:
+            http = _UnixHTTPServer(settings.socket, server)
+            http.server_bind()
+            http.server_activate()
+            ready = {"socket": settings.socket}
+        server.http = http
+
+        def on_signal(signum: int, frame: object) -> None:
+            log("stopping", signal=signal.Signals(signum).name)
+            server.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        log("listening", **ready, db=settings.db)
+        try:
+            http.serve_forever(poll_interval=0.2)
+        finally:
+            with server.lock:  # the request in progress finishes and replies first
+                http.server_close()
+                if isinstance(http, _UnixHTTPServer):
+                    http.remove()
+                if spec_file:
+                    try:
+                        os.unlink(spec_file)
+                    except OSError:
+                        pass
+        log("stopped")
+        return 0
+    finally:
+        store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = config.load(sys.argv[1:] if argv is None else argv, dict(os.environ))
+        status = serve(settings)
+    except StoreCorrupt as exc:
+        log("fatal", error=exc.message)
+        print(f"cnipam-docker: {exc.message}", file=sys.stderr)
+        status = 3
+    except (InvalidConfig, InvalidEnvironment, CnipamError) as exc:
+        log("fatal", error=exc.message)
+        print(f"cnipam-docker: {exc.message}", file=sys.stderr)
+        status = 2
+    except OSError as exc:
+        log("fatal", error=str(exc))
+        print(f"cnipam-docker: {exc}", file=sys.stderr)
+        status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The driver's configuration: gipam's environment and flags, plus cnipam's own.
+
+gipam reads defaults, then `GIPAM_*` variables, then `-flags` (flags win); the same
+order holds here, and Go's flag syntax (`-v4 X`, `-v4=X`, `--v4 X`) is accepted. Unlike
+gipam, a malformed value is refused with its name instead of silently replaced by the
+default, and either family may be left out (IPv4-only and IPv6-only both work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..addresses import BITS, Network
+from ..errors import InvalidConfig, InvalidEnvironment
+from ..record import Record
+from ..store.settings import StoreSettings
+from .requests import subnet, usable
+
+DEFAULT_NAME = "cnipam"
+SOCKET_DIR = "/run/docker/plugins"  # fixed in dockerd: --exec-root does not move it
+SPEC_DIR = "/etc/docker/plugins"
+DEFAULT_BLOCK = {4: 24, 6: 64}  # gipam's GIPAM_V4AB and GIPAM_V6AB defaults
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+class DriverSettings(Record):
+    __slots__ = ("name", "socket", "spec_dir", "address", "public", "db", "timeout", "gipam_file", "mains", "blocks")
+
+    def __init__(
+        self,
+        name: str,
+        socket: str,
+        spec_dir: str,
+        address: str,
+        public: bool,
+        db: str,
+        timeout: float,
+        gipam_file: str,
+        mains: dict[int, Network | None],
+        blocks: dict[int, int],
+    ) -> None:
+        self.name = name
+        self.socket = socket  # the UNIX socket, unless `address` asks for TCP
+        self.spec_dir = spec_dir
+        self.address = address  # host:port for TCP, "" for the UNIX socket
+        self.public = public  # TCP on a non-loopback address was asked for explicitly
+        self.db = db
+        self.timeout = timeout
+        self.gipam_file = gipam_file
+        self.mains = mains  # the main pool per family that dynamic pools are cut from
+        self.blocks = blocks  # the prefix length of a dynamic pool per family
+
+    def main_pool(self, family: int) -> tuple[Network | None, int]:
+        return self.mains[family], self.blocks[family]
+
+    @property
+    def spec_file(self) -> str:
+        return os.path.join(self.spec_dir, self.name + ".spec")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cnipam-docker",
+        description="Docker remote IPAM driver on cnipam's store (gipam-compatible configuration).",
+        allow_abbrev=False,
+    )
+    p.add_argument("--name", help=f"plugin name, as in --ipam-driver NAME (default {DEFAULT_NAME})")
+    p.add_argument("--socket", help=f"UNIX socket path (default {SOCKET_DIR}/NAME.sock)")
+    p.add_argument("--spec-dir", help=f"where TCP mode writes NAME.spec (default {SPEC_DIR})")
+    p.add_argument("--db", help="the store file (default: IPAM_DB_PATH, else cnipam's default store)")
+    p.add_argument("-address", "--address", dest="address", help="host:port: serve TCP instead of the UNIX socket (GIPAM_ADDRESS)")
+    p.add_argument("--public", action="store_true", help="allow TCP on a non-loopback address (no authentication!)")
+    p.add_argument("-file", "--file", dest="file", help="gipam's lease file (GIPAM_FILE); import it with `cnipamctl migrate gipam`")
+    for family in (4, 6):
+        p.add_argument(f"-v{family}", f"--v{family}", dest=f"v{family}", help=f"main IPv{family} pool (GIPAM_V{family})")
+        p.add_argument(f"-v{family}ab", f"--v{family}ab", dest=f"v{family}ab", help=f"prefix length of a dynamic IPv{family} pool")
+    return p
+
+
+def load(argv: list[str], env: dict[str, str]) -> DriverSettings:
+    """Defaults < GIPAM_* environment < flags. Raises InvalidConfig/InvalidEnvironment."""
+    args = parser().parse_args(argv)
+
+    def pick(flag_value: str | None, variable: str) -> tuple[str, str]:
+        if flag_value is not None:
+            return flag_value, f"-{variable.removeprefix('GIPAM_').lower()}"
+        return env.get(variable, ""), variable
+
+    name = args.name or DEFAULT_NAME
+    if not name or "/" in name or name.startswith("."):
+        raise InvalidConfig(f"--name {name!r} is not a plugin name")
+    mains: dict[int, Network | None] = {}
+    blocks: dict[int, int] = {}
+    for family in (4, 6):
+        value, origin = pick(getattr(args, f"v{family}"), f"GIPAM_V{family}")
+        main = subnet(value, origin) if value else None
+        if main is not None and main.family != family:
+            raise InvalidConfig(f"{origin}: {value} is not an IPv{family} subnet")
+        mains[family] = main
+        raw, origin = pick(getattr(args, f"v{family}ab"), f"GIPAM_V{family}AB")
+        blocks[family] = _prefix(raw, origin, family) if raw else DEFAULT_BLOCK[family]
+        if main is not None and blocks[family] < main.prefix:
+            raise InvalidConfig(f"{origin}: a /{blocks[family]} block does not fit in main pool {main}")
+        usable(Network(family, 0, blocks[family]), origin)
+    address, _ = pick(args.address, "GIPAM_ADDRESS")
+    if address:
+        host, _, port = address.rpartition(":")
+        if not port.isdigit() or not 0 <= int(port) < 65536:
+            raise InvalidConfig(f"address {address!r}: expected host:port")
+        if host.strip("[]") not in ("", *LOOPBACK) and not args.public:
+            raise InvalidConfig(f"address {address!r} is not a loopback address; the plugin API has no authentication (add --public)")
+    db = args.db or StoreSettings.from_env(env).path
+    timeout = StoreSettings.from_env(env).timeout
+    gipam_file, _ = pick(args.file, "GIPAM_FILE")
+    return DriverSettings(
+        name, args.socket or f"{SOCKET_DIR}/{name}.sock", args.spec_dir or SPEC_DIR, address, args.public,
+        db, timeout, gipam_file, mains, blocks,
+    )  # fmt: skip
+
+
+def _prefix(raw: str, origin: str, family: int) -> int:
+    if not raw.isdigit() or not 0 <= int(raw) <= BITS[family]:
+        raise InvalidEnvironment(f"{origin}={raw!r} is not a prefix length between 0 and {BITS[family]}")
+    return int(raw)
