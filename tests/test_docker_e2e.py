@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from host_network import ipv6_enabled
 
 SCRIPTS = sysconfig.get_path("scripts")
 DRIVER = os.path.join(SCRIPTS, "cnipam-docker")
@@ -86,13 +87,6 @@ def _why_skip() -> str | None:
 
 SKIP_REASON = _why_skip()
 pytestmark = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
-
-
-def _ipv6_enabled() -> bool:
-    try:
-        return Path("/proc/sys/net/ipv6/conf/all/disable_ipv6").read_text().strip() == "0"
-    except OSError:
-        return False
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -567,7 +561,7 @@ def test_explicit_subnet_twice_is_refused(lab: Lab) -> None:
     assert_released(lab.driver.db, ipaddress.ip_network(subnet))
 
 
-@pytest.mark.skipif(not _ipv6_enabled(), reason="IPv6 is disabled on this host")
+@pytest.mark.skipif(not ipv6_enabled(), reason="IPv6 is disabled on this host")
 def test_ipv6_subnet_and_ip6(lab: Lab) -> None:
     """--ipv6 with an explicit /64 and a dynamic IPv4 pool: both families come from the driver;
     --ip6 is given exactly; the subnet-router anycast address is never handed out."""
@@ -601,7 +595,7 @@ def test_ipv6_subnet_and_ip6(lab: Lab) -> None:
     assert_released(lab.driver.db, subnet6, pool4)
 
 
-@pytest.mark.skipif(not _ipv6_enabled(), reason="IPv6 is disabled on this host")
+@pytest.mark.skipif(not ipv6_enabled(), reason="IPv6 is disabled on this host")
 def test_ipv6_dynamic_pool(lab: Lab) -> None:
     """--ipv6 without any subnet: a /64 of 2001:db8:77::/56 and a /24 of 198.18.0.0/16."""
     name, bridge = lab.create_network("--ipv6")

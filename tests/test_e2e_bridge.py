@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from host_network import ipv6_enabled
 
 SCRIPTS = sysconfig.get_path("scripts")
 CNITOOL = os.path.join(SCRIPTS, "cnitool")
@@ -52,13 +53,6 @@ def _why_skip() -> str | None:
 
 SKIP_REASON = _why_skip()
 pytestmark = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
-
-
-def _ipv6_enabled() -> bool:
-    try:
-        return Path("/proc/sys/net/ipv6/conf/all/disable_ipv6").read_text().strip() == "0"
-    except OSError:
-        return False
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -231,7 +225,7 @@ CASES = {
 
 @pytest.mark.parametrize(("cni_version", "plugin", "dialect", "families"), list(CASES.values()), ids=list(CASES))
 def test_add_check_del_through_bridge(lab: Lab, cni_version: str, plugin: str, dialect: str, families: str) -> None:
-    if "6" in families and not _ipv6_enabled():
+    if "6" in families and not ipv6_enabled():
         pytest.skip("IPv6 is disabled on this host")
     lab.write_conflist(cni_version, ipam_config(lab, plugin, dialect, families))
 

@@ -57,13 +57,6 @@ class CNIError(Exception):
             self.args = (str(self),)
         return self
 
-    def as_object(self) -> dict[str, object]:
-        """The spec's error object (what cnitool prints), with the prefixed message."""
-        out: dict[str, object] = {"code": self.code, "msg": str(self) if self.plugin_type else self.msg}
-        if self.details and self.plugin_type is None:
-            out["details"] = self.details
-        return out
-
 
 class PluginError(CNIError):
     """The plugin ran and exited non-zero; code/msg/details are the plugin's own."""
