@@ -32,7 +32,7 @@ demo() {
 }
 
 # Real peers the tests compare against or drive; installed as root (CI), skipped with a reason otherwise.
-DEBIAN_PACKAGES=(containernetworking-plugins iproute2 busybox-static docker.io)
+DEBIAN_PACKAGES=(containernetworking-plugins iproute2 busybox-static docker.io etcd-server)
 
 debian_packages() {
   local missing=()
