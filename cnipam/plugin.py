@@ -96,7 +96,8 @@ def _dispatch(request: Request, env: dict[str, str]) -> dict[str, object] | None
         from .resolv_conf import parse_resolv_conf
 
         config = config.with_dns(parse_resolv_conf(_read_text(config.resolv_conf, "ipam.resolvConf")))
-    with _open_store(env, config.data_dir) as store:
+    ipam = request.config["ipam"]
+    with _open_store(env, config.data_dir, ipam.get("store") if isinstance(ipam, dict) else None) as store:
         if request.command == "ADD":
             return commands.add(request, config, store)
         if request.command == "GC":
@@ -113,16 +114,11 @@ def _dispatch(request: Request, env: dict[str, str]) -> dict[str, object] | None
 class _open_store:
     """The store for this call, closed on the way out whatever happens."""
 
-    def __init__(self, env: dict[str, str], data_dir: str | None) -> None:
+    def __init__(self, env: dict[str, str], data_dir: str | None, store: object = None) -> None:
+        from .store.opening import open_store
         from .store.settings import StoreSettings
-        from .store.sqlite import SQLiteStore
 
-        settings = StoreSettings.from_env(env, data_dir)
-        try:
-            self.store: Store = SQLiteStore(settings.path, settings.timeout)
-        except StoreIOError as error:  # name what chose the path
-            error.message = f"{error.message} ({settings.origin})"
-            raise
+        self.store: Store = open_store(StoreSettings.from_env(env, data_dir, store))
 
     def __enter__(self) -> Store:
         return self.store

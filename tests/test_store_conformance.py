@@ -18,7 +18,7 @@ from cnipam.store.base import Store
 
 @pytest.fixture(params=sorted(ENGINES))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    engine = ENGINES[request.param](tmp_path)
+    engine = ENGINES[request.param](request, tmp_path)
     yield engine
     assert engine.problems() == []  # every test leaves a consistent store
     engine.close()

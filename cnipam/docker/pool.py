@@ -9,7 +9,8 @@ its leases from a CNI network's that happen to share a subnet.
 
 from __future__ import annotations
 
-from ..addresses import BITS, Network
+from ..addresses import BITS, Network, format_ip
+from ..errors import InvalidConfig
 from ..ipam_config import AddressRange, PoolSpec, default_bounds, pool_key
 from ..record import Record
 
@@ -75,6 +76,13 @@ class DockerPool(Record):
     @property
     def lease_network(self) -> str:
         return NETWORK_PREFIX + self.id
+
+    def check_named(self, address: int) -> None:
+        """Refuse an address RequestAddress names outside what the pool may hand out."""
+        whole = self.whole
+        if not whole.first <= address <= whole.last:
+            what = "outside" if address not in self.network else "a reserved address of"
+            raise InvalidConfig(f"address {format_ip(self.family, address)} is {what} pool {self.network}")
 
     def spec(self, requested: int | None) -> PoolSpec:
         """The PoolSpec of one RequestAddress: a named address may be anywhere in the

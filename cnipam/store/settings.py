@@ -1,15 +1,24 @@
-"""Where the store lives and how long to wait for it, from the environment.
+"""Which store a call uses and how long to wait for it: sans-I/O, from the config and
+the environment.
 
 Same variables as ecs-ipam: `IPAM_DB_PATH` (default `/data/eni-ipam.db`) and
 `IPAM_DB_CONNECTION_TIMEOUT` (a Go duration, default 5s). Unlike upstream, a bad value
 is refused with its name and value (B12), a bare file name is relative to the working
 directory, `0` means "do not wait" instead of "wait forever", and a config's
 `ipam.dataDir` (host-local's key) may choose the folder.
+
+A cluster shares its address space through etcd: a network's `ipam.store` object, or
+`CNIPAM_STORE` (the same object as JSON) for every network on a host, selects it:
+`{"type": "etcd", "endpoints": ["https://10.0.0.5:2379"], "prefix": "/cnipam/",
+"host": "node-1", "username": "cnipam", "passwordFile": "/etc/cnipam/etcd-password",
+"tls": {"ca": "...", "cert": "...", "key": "..."}, "lockDir": "/run/cnipam"}`.
+`{"type": "sqlite", "path": "..."}` names the embedded store explicitly. Precedence:
+`ipam.store`, `ipam.dataDir`, `CNIPAM_STORE`, `IPAM_DB_PATH`, the default.
 """
 
 from __future__ import annotations
 
-from ..errors import InvalidEnvironment
+from ..errors import CnipamError, InvalidConfig, InvalidEnvironment
 from ..record import Record
 
 DEFAULT_PATH = "/data/eni-ipam.db"
@@ -18,6 +27,44 @@ MAX_TIMEOUT = 24 * 3600.0
 
 
 STORE_FILE = "cnipam.db"  # the file name inside a config's dataDir
+DEFAULT_PREFIX = "/cnipam/"
+DEFAULT_LOCK_DIR = "/run/cnipam"
+
+
+class EtcdSettings(Record):
+    """An etcd store as configured. The password itself may sit in a file the edge reads
+    (`passwordFile`), so CNI configs, which are often world-readable, need not hold it;
+    `host` None means the machine's node name, resolved at the edge."""
+
+    __slots__ = ("endpoints", "prefix", "host", "username", "password", "password_file", "ca_file", "cert_file", "key_file", "lock_dir")
+
+    def __init__(
+        self,
+        endpoints: tuple[str, ...],
+        prefix: str = DEFAULT_PREFIX,
+        host: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        password_file: str | None = None,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        lock_dir: str | None = DEFAULT_LOCK_DIR,
+    ) -> None:
+        self.endpoints = endpoints
+        self.prefix = prefix
+        self.host = host
+        self.username = username
+        self.password = password
+        self.password_file = password_file
+        self.ca_file = ca_file
+        self.cert_file = cert_file
+        self.key_file = key_file
+        self.lock_dir = lock_dir
+
+    def describe(self) -> str:
+        """How messages name the store: never with credentials."""
+        return f"etcd {','.join(self.endpoints)} prefix {self.prefix}"
 
 
 class StoreSettings(Record):
@@ -27,18 +74,39 @@ class StoreSettings(Record):
     (ecs-ipam's, per host), which wins over the default.
     """
 
-    __slots__ = ("path", "timeout", "origin")
+    __slots__ = ("path", "timeout", "origin", "etcd")
 
-    def __init__(self, path: str, timeout: float, origin: str = "default") -> None:
-        self.path = path
+    def __init__(self, path: str, timeout: float, origin: str = "default", etcd: EtcdSettings | None = None) -> None:
+        self.path = path  # the SQLite file, when `etcd` is None
         self.timeout = timeout
         self.origin = origin
+        self.etcd = etcd
 
     @classmethod
-    def from_env(cls, env: dict[str, str], data_dir: str | None = None) -> StoreSettings:
+    def from_env(cls, env: dict[str, str], data_dir: str | None = None, store: object = None) -> StoreSettings:
+        """`store` is the config's `ipam.store` object, if any."""
         path = env.get("IPAM_DB_PATH", "").strip()
         origin = f"IPAM_DB_PATH={path}" if path else f"default {DEFAULT_PATH}"
-        if data_dir:
+        etcd = None
+        if store is None and not data_dir and env.get("CNIPAM_STORE", "").strip():
+            from ..json_codec import loads
+
+            try:
+                store = loads(env["CNIPAM_STORE"].encode())
+            except CnipamError as exc:
+                raise InvalidEnvironment(f"CNIPAM_STORE is not a JSON object: {exc.message}") from None
+            where = "CNIPAM_STORE"
+        else:
+            where = "ipam.store"
+        if store is not None:
+            chosen = _parse_store(store, where)
+            if isinstance(chosen, EtcdSettings):
+                etcd, origin = chosen, f"{where} {chosen.describe()}"
+                if etcd.host is None and env.get("CNIPAM_HOST", "").strip():
+                    etcd.host = env["CNIPAM_HOST"].strip()
+            elif chosen is not None:
+                path, origin = chosen, f"{where} path {chosen}"
+        elif data_dir:
             path, origin = data_dir.rstrip("/") + "/" + STORE_FILE, f"ipam.dataDir={data_dir}"
         path = path or DEFAULT_PATH
         if "\x00" in path or path.endswith("/"):
@@ -54,4 +122,61 @@ class StoreSettings(Record):
                 raise InvalidEnvironment(f"IPAM_DB_CONNECTION_TIMEOUT={raw!r} is not a duration such as 5s or 1500ms ({exc})") from None
             if timeout < 0 or timeout > MAX_TIMEOUT:
                 raise InvalidEnvironment(f"IPAM_DB_CONNECTION_TIMEOUT={raw!r} must be between 0 and 24h")
-        return cls(path, timeout, origin)
+        return cls(path, timeout, origin, etcd)
+
+
+STORE_KEYS = {"type", "path", "endpoints", "prefix", "host", "username", "password", "passwordFile", "tls", "lockDir"}
+
+
+def _parse_store(raw: object, where: str) -> EtcdSettings | str | None:
+    """An `ipam.store` object: the etcd settings, or the SQLite path (None: the default)."""
+    if not isinstance(raw, dict):
+        raise InvalidConfig(f"{where}: expected an object such as {{\"type\": \"etcd\", \"endpoints\": [...]}}")
+    unknown = sorted(set(raw) - STORE_KEYS)
+    if unknown:
+        raise InvalidConfig(f"{where}: unknown key {unknown[0]!r}")
+    kind = raw.get("type", "sqlite")
+    if kind == "sqlite":
+        path = _text(raw, "path", where)
+        if path is not None and ("\x00" in path or path.endswith("/")):
+            raise InvalidConfig(f"{where}.path: {path!r} is not a file path")
+        return path
+    if kind != "etcd":
+        raise InvalidConfig(f"{where}.type: {kind!r} is not a store type (sqlite, etcd)")
+    endpoints = raw.get("endpoints")
+    if not isinstance(endpoints, list) or not endpoints or not all(isinstance(item, str) for item in endpoints):
+        raise InvalidConfig(f"{where}.endpoints: expected a non-empty list of URLs such as \"https://10.0.0.5:2379\"")
+    for endpoint in endpoints:
+        scheme, _, rest = endpoint.partition("://")
+        if scheme not in ("http", "https") or not rest or "/" in rest.rstrip("/"):
+            raise InvalidConfig(f"{where}.endpoints: {endpoint!r} is not an http:// or https:// host:port")
+    prefix = _text(raw, "prefix", where) or DEFAULT_PREFIX
+    if not prefix.endswith("/"):
+        raise InvalidConfig(f"{where}.prefix: {prefix!r} must end with '/'")
+    tls = raw.get("tls", {})
+    if not isinstance(tls, dict) or set(tls) - {"ca", "cert", "key"}:
+        raise InvalidConfig(f"{where}.tls: expected an object with ca, cert and key file paths")
+    files = [_text(tls, name, f"{where}.tls") for name in ("ca", "cert", "key")]
+    if (files[1] is None) != (files[2] is None):
+        raise InvalidConfig(f"{where}.tls: a client certificate needs both cert and key")
+    if any(files) and not all(endpoint.startswith("https://") for endpoint in endpoints):
+        raise InvalidConfig(f"{where}.tls: TLS files are given but an endpoint is not https://")
+    username, password, password_file = (_text(raw, name, where) for name in ("username", "password", "passwordFile"))
+    if (password is not None or password_file is not None) and not username:
+        raise InvalidConfig(f"{where}: a password needs a username")
+    if password is not None and password_file is not None:
+        raise InvalidConfig(f"{where}: give password or passwordFile, not both")
+    lock_dir = _text(raw, "lockDir", where) if "lockDir" in raw else DEFAULT_LOCK_DIR
+    return EtcdSettings(
+        tuple(item.rstrip("/") for item in endpoints), prefix, _text(raw, "host", where), username, password, password_file,
+        files[0], files[1], files[2], lock_dir,
+    )  # fmt: skip
+
+
+def _text(raw: dict[str, object], key: str, where: str) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise InvalidConfig(f"{where}.{key}: expected a non-empty string")
+    return value

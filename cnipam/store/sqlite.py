@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from ..addresses import Network
     from ..docker.pool import DockerPool, PoolClaim
-    from ..ipam_config import AddressRange, PoolSpec
+    from ..ipam_config import PoolSpec
     from ..leases import Owner
 
 SCHEMA_VERSION = 2
@@ -284,7 +284,7 @@ class SQLiteStore(Store):
         with _Writing(self):
             pool = self._docker_pool(pool_id)
             if requested is not None:
-                _check_inside(pool, requested)
+                pool.check_named(requested)
             owner = Owner(None, False, pool.lease_network, "", "")
             return self._allocate(owner, (pool.spec(requested),), time.time())[0]
 
@@ -512,41 +512,10 @@ class SQLiteStore(Store):
                 problems.append(f"{ip}: text form does not match the stored address {format_ip(*from_bytes(raw))}")
         for family in (4, 6):
             problems.extend(self._free_index_problems(family))
-        problems.extend(self._orphans())
+        from .orphans import orphans  # only when checking
+
+        problems.extend(orphans(self._select("", ()), self.cursors()))
         return problems[:50]
-
-    def _orphans(self) -> list[str]:
-        """Rows whose pool no longer explains them: a lease outside its pool's ranges, a
-        gateway outside its pool's subnets, a position outside its pool."""
-        from ..errors import InvalidConfig
-        from ..ipam_config import parse_pool_key
-
-        found: list[str] = []
-        pools: dict[str, tuple[AddressRange, ...] | None] = {}
-
-        def inside(pool: str, family: int, address: int, whole_subnet: bool) -> bool | None:
-            if pool not in pools:
-                try:
-                    pools[pool] = parse_pool_key(pool)
-                except InvalidConfig:
-                    pools[pool] = None
-            ranges = pools[pool]
-            if ranges is None:
-                return None
-            return any(
-                r.network.family == family and (address in r.network if whole_subnet else r.first <= address <= r.last) for r in ranges
-            )
-
-        for lease in self._select("", ()):
-            verdict = inside(lease.pool, lease.family, lease.address, lease.kind == GATEWAY)
-            if verdict is None:
-                found.append(f"{lease.ip}: pool {lease.pool!r} is not a pool description")
-            elif not verdict:
-                found.append(f"orphan: {lease.ip} ({lease.kind}) lies outside its pool {lease.pool}")
-        for pool, cursor in self.cursors().items():
-            if not inside(pool, cursor.family, cursor.address, False):
-                found.append(f"orphan: the position of pool {pool!r} ({format_ip(cursor.family, cursor.address)}) lies outside it")
-        return found
 
     def _free_index_problems(self, family: int) -> list[str]:
         """Leases and free intervals must tile the family's whole address space exactly once."""
@@ -652,13 +621,6 @@ def _docker_pool(row: Sequence[object]) -> DockerPool:
     pool_id, space, network, sub_pool, options, created = row
     sub = None if sub_pool is None else parse_cidr(sub_pool, "sub_pool")[1]
     return DockerPool(str(pool_id), str(space), parse_cidr(network, "pool")[1], sub, str(options), float(created))  # type: ignore[arg-type]
-
-
-def _check_inside(pool: DockerPool, address: int) -> None:
-    whole = pool.whole
-    if not whole.first <= address <= whole.last:
-        what = "outside" if address not in pool.network else "a reserved address of"
-        raise InvalidConfig(f"address {format_ip(pool.family, address)} is {what} pool {pool.network}")
 
 
 def _row(lease: Lease) -> tuple[object, ...]:

@@ -1,0 +1,834 @@
+"""The cluster engine: one address space shared by many hosts through etcd v3.
+
+Keys, under the configured prefix (reference/distributed.md sections 0 and 3):
+* `lease/<family>/<address hex>`: one key per held address, the lease record as JSON.
+  Creating it is compared against `create_revision == 0`, so two hosts can never hold
+  one address.
+* `owner/<handle>/<slot>`: the owner index (an address per handle and slot), so DEL by
+  container and the idempotent ADD read one short prefix, never a scan.
+* `block/<family>/<block hex>`: 256 addresses (an IPv4 /24, an IPv6 /120) as a bitmap
+  of the taken ones, plus the host that claimed the block. Finding a free address reads
+  the bitmaps of at most 64 consecutive blocks with a bounded range; an absent key is a
+  block nobody has claimed, wholly free. A host allocates in its own blocks and in
+  unclaimed ones (which it claims in the same transaction), and borrows from other
+  hosts' blocks only when neither is left: hosts then write different keys and do not
+  fight over compare-and-swap (Calico's block affinity; section 1.2).
+* `cursor/<host>/<pool>`: each host's round-robin position, so the position is not a
+  key every host rewrites. On one host the order is exactly the SQLite engine's.
+* `host/<host>`: when the host last wrote, so an operator can tell a dead host from a
+  quiet one before releasing its leases (`cnipamctl hosts`).
+* `dpool/<id>` and `counter/docker_pool`: the Docker driver's pools.
+
+Every change is one Txn: the compares are the revisions of every key the change was
+computed from, so a change computed from a stale read fails as a whole and is computed
+again (optimistic concurrency, bounded by the timeout). Processes of one host queue on a
+local `flock` first, as the SQLite engine's writers do, so they never race each other;
+compares only ever fail between hosts.
+
+Range reads are always bounded by `range_end` to a chunk of blocks or to one owner's
+keys: etcd 3.4 counts every key of a range to answer even a `limit=1` read (section 3.1).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ..addresses import BITS, format_ip
+from ..allocator import reuse_existing, search_windows
+from ..errors import AddressConflict, InvalidConfig, NotFound, PoolExhausted, StoreBusy, StoreCorrupt
+from ..json_codec import dumps, loads
+from ..leases import GATEWAY, LEASE, Cursor, Lease
+from ..record import Record
+from .base import Store
+from .etcdv3 import create_revision_is, delete_op, mod_revision_is, prefix_end, put_op, range_op
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+    from typing import TypeVar
+
+    T = TypeVar("T")
+
+    from ..addresses import Network
+    from ..docker.pool import DockerPool, PoolClaim
+    from ..ipam_config import PoolSpec
+    from ..leases import Owner
+    from .etcdv3 import EtcdClient, KeyValue
+
+BLOCK_BITS = 8
+BLOCK_SIZE = 1 << BLOCK_BITS
+CHUNK = 64  # blocks per bounded range read
+HEX = {4: 8, 6: 32}  # hex digits of an address
+FULL = (1 << BLOCK_SIZE) - 1
+MAX_TXN_OPS = 128  # etcd's default limit on the compares, and on the operations, of one Txn
+BATCH = 25  # leases per Txn when releasing or importing many: each costs up to four operations
+
+
+class Block(Record):
+    """A block as read: who claimed it, which addresses are taken, the revision seen."""
+
+    __slots__ = ("family", "number", "host", "used", "revision")
+
+    def __init__(self, family: int, number: int, host: str, used: int, revision: int) -> None:
+        self.family = family
+        self.number = number
+        self.host = host  # "" when nobody holds it (never claimed, or its host was released)
+        self.used = used
+        self.revision = revision  # 0: the key does not exist
+
+    @property
+    def first(self) -> int:
+        return self.number << BLOCK_BITS
+
+    @property
+    def last(self) -> int:
+        return self.first + BLOCK_SIZE - 1
+
+    @property
+    def taken(self) -> int:
+        return self.used.bit_count()
+
+
+class HostSeen(Record):
+    """A host and when it last changed the store (`cnipamctl hosts`)."""
+
+    __slots__ = ("host", "seen", "blocks", "leases")
+
+    def __init__(self, host: str, seen: float, blocks: int, leases: int) -> None:
+        self.host = host
+        self.seen = seen
+        self.blocks = blocks
+        self.leases = leases
+
+
+class EtcdStore(Store):
+    def __init__(self, client: EtcdClient, prefix: str, host: str, timeout: float, lock_path: str | None = None) -> None:
+        if not host or "\x00" in host:
+            raise InvalidConfig("store: the host name must be a non-empty string")
+        self.client = client
+        self.prefix = prefix.encode()
+        self.host = host
+        self.timeout = timeout
+        self.retries = 0  # transactions computed again after a failed compare (benchmarks)
+        self._lock_fd = _open_lock(lock_path) if lock_path else None
+        self._lock_path = lock_path or ""
+
+    # -- the interface ---------------------------------------------------------------
+
+    def allocate(self, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
+        return self._optimistic(lambda change: self._allocate(change, owner, pools))
+
+    def _allocate(self, change: _Change, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
+        held = change.held_by(owner.handle) if owner.handle else []
+        now = time.time()
+        granted = []
+        for spec in pools:
+            lease = reuse_existing(owner, spec, held)
+            if lease is None:
+                self._reserve_gateways(change, spec, owner.network, now)
+                address = self._take_requested(change, spec) if spec.requested is not None else self._take_next(change, spec)
+                lease = Lease(
+                    spec.family, address, LEASE, spec.key, spec.slot, owner.handle,
+                    owner.network, owner.container_id, owner.ifname, now,
+                )  # fmt: skip
+                change.add_lease(lease)
+                if not spec.lowest_free:
+                    change.set_cursor(spec.key, Cursor(spec.family, address, spec.release_moves_cursor))
+                held.append(lease)
+            granted.append(lease)
+        return granted
+
+    def release(self, handle: str | None, addresses: Iterable[tuple[int, int]] = ()) -> list[Lease]:
+        named = list(addresses)
+
+        def plan(change: _Change) -> list[Lease]:
+            victims = {}
+            if handle:
+                for lease in change.held_by(handle):
+                    victims[lease.family, lease.address] = lease
+            for lease in change.leases_at(named):
+                if lease.kind == LEASE:
+                    victims[lease.family, lease.address] = lease
+            change.remove_leases(list(victims.values()))
+            return list(victims.values())
+
+        return self._optimistic(plan)
+
+    def release_gateway(self, family: int, address: int) -> Lease | None:
+        def plan(change: _Change) -> Lease | None:
+            found = change.leases_at([(family, address)])
+            if not found or found[0].kind != GATEWAY:
+                return None
+            users = [lease for lease in self._leases_of_pool(found[0].pool) if lease.kind == LEASE]
+            if users:
+                raise AddressConflict(f"gateway {found[0].ip} still serves {len(users)} lease(s) of pool {found[0].pool}")
+            change.remove_leases(found)
+            return found[0]
+
+        return self._optimistic(plan)
+
+    def held_by(self, handle: str) -> list[Lease]:
+        return sorted(_Change(self).held_by(handle), key=_address_order)
+
+    def lookup(self, family: int, address: int) -> Lease | None:
+        found = _Change(self).leases_at([(family, address)])
+        return found[0] if found else None
+
+    def leases(self, network: str | None = None) -> list[Lease]:
+        return [lease for lease, _, _ in self._scan_leases() if network is None or lease.network == network]
+
+    def cursors(self) -> dict[str, Cursor]:
+        start = self._key("cursor", _escape(self.host), "")
+        kvs, _ = self.client.range(start, prefix_end(start))
+        return {_unescape(kv.key[len(start) :].decode()): _cursor(kv.value) for kv in kvs}
+
+    def collect_garbage(self, network: str, valid: set[tuple[str, str]]) -> list[Lease]:
+        victims = [
+            (lease, revision)
+            for lease, revision, _ in self._scan_leases()
+            if lease.network == network and lease.kind == LEASE and lease.container_id and (lease.container_id, lease.ifname) not in valid
+        ]
+        return self._release_seen(victims)
+
+    def exhausted(self, pools: tuple[PoolSpec, ...]) -> list[PoolSpec]:
+        change = _Change(self)
+        return [spec for spec in pools if all(change.find_free(spec.family, *window, True) is None for window in spec.pieces)]
+
+    def import_leases(self, leases: Iterable[Lease], cursors: dict[str, Cursor]) -> int:
+        """Checked as a whole first, then written in Txns of at most 120 operations (etcd's
+        limit): a clash found by the check refuses everything; one that appears between
+        the check and the last batch (another host allocating at that moment) stops the
+        import with the batches before it kept, and says so."""
+        rows = list(leases)
+        seen: set[tuple[int, int]] = set()
+        for lease in rows:
+            if (lease.family, lease.address) in seen:
+                raise AddressConflict(f"import refused: {lease.ip} appears twice in the input")
+            seen.add((lease.family, lease.address))
+        check = _Change(self)
+        for lease in check.leases_at(sorted(seen)):
+            raise AddressConflict(f"import refused: {lease.ip} is already held by {lease.handle or 'a reservation'}")
+        written = 0
+        batch: list[Lease] = []
+        for lease in [*rows, None]:
+            if lease is not None:
+                batch.append(lease)
+            if batch and (lease is None or len(batch) >= BATCH):
+                current = list(batch)
+
+                def plan(change: _Change, current: list[Lease] = current) -> None:
+                    for one in current:
+                        if change.leases_at([(one.family, one.address)]):
+                            raise AddressConflict(f"import stopped after {written} lease(s): {one.ip} was taken meanwhile")
+                        change.take(one.family, one.address, claim=False)
+                        change.add_lease(one)
+
+                self._optimistic(plan)
+                written += len(batch)
+                batch = []
+        if cursors:
+
+            def positions(change: _Change) -> None:
+                for pool, cursor in cursors.items():
+                    change.set_cursor(pool, cursor)
+
+            self._optimistic(positions)
+        return written
+
+    def claim_docker_pool(self, claim: PoolClaim) -> DockerPool:
+        from ..docker.pool import DockerPool, lowest_free_block
+
+        def plan(change: _Change) -> DockerPool:
+            pools, serial = change.docker_pools()
+            network = claim.network
+            if network is not None:
+                for pool in pools:
+                    if pool.family == network.family and pool.network.value <= network.last and network.value <= pool.network.last:
+                        raise AddressConflict(f"pool {network} overlaps pool {pool.network} already in use")
+            else:
+                main = claim.main
+                if main is None:
+                    raise InvalidConfig(f"no IPv{claim.family} main pool is configured for dynamic pools; give --subnet or configure one")
+                taken = sorted(
+                    (p.network.value, p.network.last)
+                    for p in pools
+                    if p.family == main.family and p.network.last >= main.value and p.network.value <= main.last
+                )
+                network = lowest_free_block(main, claim.prefix, taken)
+                if network is None:
+                    raise PoolExhausted(f"no free /{claim.prefix} block left in main pool {main}")
+            pool = DockerPool(f"{claim.address_space}/{network}/{serial + 1}", claim.address_space, network, claim.sub_pool, claim.options, time.time())
+            change.put_docker_pool(pool, serial + 1)
+            return pool
+
+        return self._optimistic(plan)
+
+    def release_docker_pool(self, pool_id: str) -> DockerPool:
+        """Its addresses in Txns of BATCH, the pool itself with the last of them: a crash
+        in between leaves the pool with fewer addresses, never addresses without a pool."""
+
+        def plan(change: _Change) -> DockerPool | None:
+            pool = change.docker_pool(pool_id)
+            between = change.leases_between(pool.family, pool.network.value, pool.network.last)
+            victims = [lease for lease in between if lease.network == pool.lease_network]
+            change.remove_leases(victims[:BATCH])
+            if len(victims) > BATCH:
+                return None
+            change.delete(self._key("dpool", _escape(pool_id)))
+            return pool
+
+        while True:
+            released = self._optimistic(plan)
+            if released is not None:
+                return released
+
+    def docker_pools(self) -> list[DockerPool]:
+        return sorted(_Change(self).docker_pools()[0], key=lambda pool: (pool.created, pool.id))
+
+    def request_docker_address(self, pool_id: str, requested: int | None) -> Lease:
+        from ..leases import Owner
+
+        def plan(change: _Change) -> Lease:
+            pool = change.docker_pool(pool_id)
+            if requested is not None:
+                pool.check_named(requested)
+            owner = Owner(None, False, pool.lease_network, "", "")
+            return self._allocate(change, owner, (pool.spec(requested),))[0]
+
+        return self._optimistic(plan)
+
+    def release_docker_address(self, pool_id: str, family: int, address: int) -> Lease | None:
+        def plan(change: _Change) -> Lease | None:
+            pool = change.docker_pool(pool_id)
+            if family != pool.family or address not in pool.network:
+                raise InvalidConfig(f"address {format_ip(family, address)} is outside pool {pool.network}")
+            found = change.leases_at([(family, address)])
+            if not found or found[0].kind != LEASE or found[0].network != pool.lease_network:
+                return None
+            change.remove_leases(found)
+            return found[0]
+
+        return self._optimistic(plan)
+
+    def problems(self) -> list[str]:
+        from .orphans import orphans
+
+        problems: list[str] = []
+        leases = list(self._scan_leases())
+        by_address = {(lease.family, lease.address): lease for lease, _, _ in leases}
+        blocks = {(block.family, block.number): block for block in self.blocks()}
+        for (family, address), lease in by_address.items():
+            block = blocks.get((family, address >> BLOCK_BITS))
+            if block is None or not block.used >> (address & (BLOCK_SIZE - 1)) & 1:
+                problems.append(f"{lease.ip}: leased but free in its block's bitmap")
+        for block in blocks.values():
+            used = block.used
+            while used:
+                bit = (used & -used).bit_length() - 1
+                used &= used - 1
+                if (block.family, block.first + bit) not in by_address:
+                    problems.append(f"{format_ip(block.family, block.first + bit)}: taken in its block's bitmap but not leased")
+        start = self._key("owner", "")
+        indexed = set()
+        for kv in _paged(self.client, start, prefix_end(start)):
+            indexed.add(kv.key)
+            handle, _, slot = kv.key[len(start) :].decode().partition("/")
+            target = _address_of(kv.value)
+            lease = by_address.get(target) if target else None
+            if lease is None or lease.handle != _unescape(handle) or lease.slot != _unescape(slot):
+                problems.append(f"owner index {_unescape(handle)}/{_unescape(slot)} points to {kv.value.decode(errors='replace')}, not its lease")
+        for lease in by_address.values():
+            if lease.handle and self._owner_key(lease.handle, lease.slot) not in indexed:
+                problems.append(f"{lease.ip}: its owner {lease.handle} has no index entry")
+        problems.extend(orphans(by_address.values(), self.cursors()))
+        return problems[:50]
+
+    def close(self) -> None:
+        self.client.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- the cluster's own operations (cnipamctl hosts) --------------------------------
+
+    def blocks(self) -> list[Block]:
+        """Every claimed block of both families, in address order."""
+        found: list[Block] = []
+        for family in (4, 6):
+            start = self._key("block", str(family), "")
+            found.extend(_block(family, int(kv.key[len(start) :], 16), kv) for kv in _paged(self.client, start, prefix_end(start)))
+        return found
+
+    def hosts(self) -> list[HostSeen]:
+        """Every host that ever wrote, with what it holds: who may be dead."""
+        start = self._key("host", "")
+        seen = {_unescape(kv.key[len(start) :].decode()): float(kv.value or 0) for kv in _paged(self.client, start, prefix_end(start))}
+        blocks: dict[str, int] = {}
+        for block in self.blocks():
+            if block.host:
+                blocks[block.host] = blocks.get(block.host, 0) + 1
+        leases: dict[str, int] = {}
+        for _, _, host in self._scan_leases():
+            leases[host] = leases.get(host, 0) + 1
+        names = sorted(set(seen) | set(blocks) | set(leases))
+        return [HostSeen(name, seen.get(name, 0.0), blocks.get(name, 0), leases.get(name, 0)) for name in names if name]
+
+    def release_host(self, host: str, grace: float) -> tuple[list[Lease], int]:
+        """Release every lease a dead host allocated and give up its blocks.
+
+        Refused while the host wrote less than `grace` seconds ago: a host that is only
+        quiet would keep using addresses we hand out again. Each release compares the
+        lease's revision as read, so a lease that changed meanwhile is left alone.
+        Returns the released leases and the number of blocks given up.
+        """
+        last = {record.host: record.seen for record in self.hosts()}.get(host)
+        if last is None:
+            raise NotFound(f"no host {host!r} in the store")
+        age = time.time() - last
+        if age < grace:
+            raise AddressConflict(f"host {host!r} wrote {age:.0f}s ago, within the grace period of {grace:.0f}s; is it really dead?")
+        victims = [(lease, revision) for lease, revision, owner in self._scan_leases() if owner == host]
+        released = self._release_seen(victims)
+        given_up = 0
+        for block in self.blocks():
+            if block.host != host:
+                continue
+
+            def plan(change: _Change, block: Block = block) -> None:
+                change.disown(block)
+
+            self._optimistic(plan)
+            given_up += 1
+        self.client.delete(self._key("host", _escape(host)))
+        return released, given_up
+
+    # -- steps of a change ---------------------------------------------------------------
+
+    def _reserve_gateways(self, change: _Change, spec: PoolSpec, network: str, now: float) -> None:
+        for address_range in spec.ranges:
+            gateway = address_range.gateway
+            if gateway is None or gateway not in address_range.network:
+                continue
+            found = change.leases_at([(spec.family, gateway)])
+            if not found:
+                change.take(spec.family, gateway, claim=False)
+                change.add_lease(Lease(spec.family, gateway, GATEWAY, spec.key, GATEWAY, None, network, "", "", now))
+            elif found[0].kind != GATEWAY:
+                raise AddressConflict(f"gateway {found[0].ip} of {address_range.network} is already leased to {found[0].describe_holder()}")
+
+    def _take_requested(self, change: _Change, spec: PoolSpec) -> int:
+        address = spec.requested
+        assert address is not None
+        found = change.leases_at([(spec.family, address)])
+        if found:
+            what = "reserved as a gateway" if found[0].kind == GATEWAY else f"already leased to {found[0].describe_holder()}"
+            raise AddressConflict(f"requested address {found[0].ip} is {what}")
+        change.take(spec.family, address, claim=True)
+        return address
+
+    def _take_next(self, change: _Change, spec: PoolSpec) -> int:
+        cursor = None
+        if not spec.lowest_free:
+            position = change.cursor(spec.key)
+            cursor = position.address if position is not None and position.family == spec.family else None
+        windows = search_windows(spec.pieces, cursor)
+        for borrow in (False, True):  # own and unclaimed blocks first; other hosts' only when none is left
+            for first, last in windows:
+                address = change.find_free(spec.family, first, last, borrow)
+                if address is not None:
+                    change.take(spec.family, address, claim=True)
+                    return address
+        raise PoolExhausted(f"no free address left in {spec}")
+
+    def _release_seen(self, victims: list[tuple[Lease, int]]) -> list[Lease]:
+        """Release leases as they were read: each one only if its key is unchanged since."""
+        released: list[Lease] = []
+        for start in range(0, len(victims), BATCH):
+            batch = victims[start : start + BATCH]
+
+            def plan(change: _Change, batch: list[tuple[Lease, int]] = batch) -> list[Lease]:
+                current = {(lease.family, lease.address): lease for lease in change.leases_at([(v.family, v.address) for v, _ in batch])}
+                still = [
+                    lease for lease, revision in batch
+                    if (lease.family, lease.address) in current and change.lease_revision(lease.family, lease.address) == revision
+                ]  # fmt: skip
+                change.remove_leases(still)
+                return still
+
+            released.extend(self._optimistic(plan))
+        return released
+
+    def _optimistic(self, plan: Callable[[_Change], T]) -> T:
+        """Compute a change from fresh reads and commit it if nothing it read has changed;
+        otherwise compute it again, until the timeout (then StoreBusy: CNI code 11)."""
+        deadline = time.monotonic() + max(self.timeout, 0.001)
+        self._lock()
+        try:
+            while True:
+                change = _Change(self)
+                outcome = plan(change)
+                if change.commit():
+                    return outcome
+                self.retries += 1
+                if time.monotonic() > deadline:
+                    raise StoreBusy(f"etcd store {self.prefix.decode()}: too much contention, gave up after {self.retries} retries")
+        finally:
+            self._unlock()
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def _scan_leases(self) -> Iterator[tuple[Lease, int, str]]:
+        """Every lease with its key's revision and the host that wrote it, in address
+        order, read block chunk by block chunk so each range stays bounded."""
+        for family in (4, 6):
+            start = self._key("block", str(family), "")
+            numbers = [int(kv.key[len(start) :], 16) for kv in _paged(self.client, start, prefix_end(start), keys_only=True)]
+            for index in range(0, len(numbers), CHUNK):
+                chunk = numbers[index : index + CHUNK]
+                first, last = chunk[0] << BLOCK_BITS, ((chunk[-1] + 1) << BLOCK_BITS) - 1
+                for kv in _paged(self.client, self._lease_key(family, first), self._lease_key(family, last) + b"\x00"):
+                    yield _lease(self, kv)
+
+    def _leases_of_pool(self, pool: str) -> list[Lease]:
+        from ..ipam_config import parse_pool_key
+
+        found: list[Lease] = []
+        for address_range in parse_pool_key(pool):
+            network = address_range.network
+            found.extend(lease for lease in _Change(self).leases_between(network.family, network.value, network.last) if lease.pool == pool)
+        return found
+
+    # -- keys -------------------------------------------------------------------------------
+
+    def _key(self, *parts: str) -> bytes:
+        return self.prefix + "/".join(parts).encode()
+
+    def _lease_key(self, family: int, address: int) -> bytes:
+        return self._key("lease", str(family), f"{address:0{HEX[family]}x}")
+
+    def _block_key(self, family: int, number: int) -> bytes:
+        return self._key("block", str(family), f"{number:0{HEX[family] - 2}x}")
+
+    def _owner_key(self, handle: str, slot: str) -> bytes:
+        return self._key("owner", _escape(handle), _escape(slot))
+
+    def _cursor_key(self, pool: str) -> bytes:
+        return self._key("cursor", _escape(self.host), _escape(pool))
+
+    # -- the host's writers' queue ------------------------------------------------------
+
+    def _lock(self) -> None:
+        if self._lock_fd is None:
+            return
+        from fcntl import LOCK_EX, LOCK_NB, flock
+
+        try:
+            flock(self._lock_fd, LOCK_EX | LOCK_NB)
+        except BlockingIOError:
+            from .write_lock import wait_for_lock
+
+            wait_for_lock(self._lock_fd, self.timeout, self._lock_path)
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            from fcntl import LOCK_UN, flock
+
+            flock(self._lock_fd, LOCK_UN)
+
+
+class _Change:
+    """One optimistic transaction: what was read (and at which revision) and what to write.
+
+    Reads are cached, so a plan that looks at a key twice sees it once; writes go to
+    `ops`, and every key a decision was based on goes to `compares`. `commit` sends both
+    as one Txn.
+    """
+
+    def __init__(self, store: EtcdStore) -> None:
+        self.store = store
+        self.client = store.client
+        self.compares: dict[bytes, dict[str, object]] = {}
+        self.ops: dict[bytes, dict[str, object]] = {}
+        self.blocks: dict[tuple[int, int], Block] = {}
+        self.chunks: set[tuple[int, int]] = set()
+        self.found: dict[tuple[int, int], tuple[Lease | None, int]] = {}  # lease reads: (lease, mod revision)
+        self.cursors: dict[str, Cursor | None] = {}
+
+    # reads
+
+    def held_by(self, handle: str) -> list[Lease]:
+        start = self.store._key("owner", _escape(handle), "")
+        kvs, _ = self.client.range(start, prefix_end(start))
+        targets = [target for target in (_address_of(kv.value) for kv in kvs) if target is not None]
+        for kv in kvs:
+            self.compares[kv.key] = mod_revision_is(kv.key, kv.mod_revision)
+        return [lease for lease in self.leases_at(targets) if lease.handle == handle]
+
+    def leases_at(self, addresses: Iterable[tuple[int, int]]) -> list[Lease]:
+        """The leases of these addresses, read in one round trip for those not yet read."""
+        wanted = list(dict.fromkeys(addresses))
+        missing = [pair for pair in wanted if pair not in self.found]
+        if missing:
+            keys = [self.store._lease_key(*pair) for pair in missing]
+            result = self.client.txn([], [range_op(key) for key in keys])
+            for pair, key, kvs in zip(missing, keys, result.responses):
+                if kvs:
+                    lease, revision, _ = _lease(self.store, kvs[0])
+                    self.found[pair] = (lease, revision)
+                else:
+                    self.found[pair] = (None, 0)
+                self.compares.setdefault(key, mod_revision_is(key, self.found[pair][1]))
+        return [lease for lease in (self.found[pair][0] for pair in wanted) if lease is not None]
+
+    def lease_revision(self, family: int, address: int) -> int:
+        return self.found[family, address][1]
+
+    def leases_between(self, family: int, first: int, last: int) -> list[Lease]:
+        found = []
+        for kv in _paged(self.client, self.store._lease_key(family, first), self.store._lease_key(family, last) + b"\x00"):
+            lease, revision, _ = _lease(self.store, kv)
+            self.found[lease.family, lease.address] = (lease, revision)
+            found.append(lease)
+        return found
+
+    def block(self, family: int, number: int) -> Block:
+        if (family, number) not in self.blocks:
+            chunk = number // CHUNK
+            if (family, chunk) not in self.chunks:
+                self.chunks.add((family, chunk))
+                first = chunk * CHUNK
+                last = min(first + CHUNK, 1 << (BITS[family] - BLOCK_BITS))
+                kvs, _ = self.client.range(self.store._block_key(family, first), self.store._block_key(family, last - 1) + b"\x00")
+                start = len(self.store._block_key(family, 0)) - (HEX[family] - 2)
+                for kv in kvs:
+                    block = _block(family, int(kv.key[start:], 16), kv)
+                    self.blocks.setdefault((family, block.number), block)
+                for missing in range(first, last):
+                    self.blocks.setdefault((family, missing), Block(family, missing, "", 0, 0))
+        return self.blocks[family, number]
+
+    def find_free(self, family: int, first: int, last: int, borrow: bool) -> int | None:
+        """The lowest free address of [first, last] in a block this host may use: its
+        own or an unclaimed one, or any block when `borrow`."""
+        me = self.store.host
+        number = first >> BLOCK_BITS
+        while number <= last >> BLOCK_BITS:
+            block = self.block(family, number)
+            if borrow or block.host in ("", me):
+                low = max(first, block.first) - block.first
+                high = min(last, block.last) - block.first
+                free = ~block.used & ((1 << (high + 1)) - (1 << low))
+                if free:
+                    return block.first + (free & -free).bit_length() - 1
+            number += 1
+        return None
+
+    def cursor(self, pool: str) -> Cursor | None:
+        if pool not in self.cursors:
+            kvs, _ = self.client.range(self.store._cursor_key(pool))
+            self.cursors[pool] = _cursor(kvs[0].value) if kvs else None
+        return self.cursors[pool]
+
+    def docker_pools(self) -> tuple[list[DockerPool], int]:
+        """Every Docker pool and the id counter, both compared at commit: a pool claim
+        decided on this view fails if any pool appeared or went meanwhile."""
+        counter = self.store._key("counter", "docker_pool")
+        start = self.store._key("dpool", "")
+        result = self.client.txn([], [range_op(counter), range_op(start, prefix_end(start))])
+        counter_kvs, pool_kvs = result.responses[0] or [], result.responses[1] or []
+        self.compares[counter] = mod_revision_is(counter, counter_kvs[0].mod_revision if counter_kvs else 0)
+        for kv in pool_kvs:
+            self.compares[kv.key] = mod_revision_is(kv.key, kv.mod_revision)
+        return [_docker_pool(kv.value) for kv in pool_kvs], int(counter_kvs[0].value) if counter_kvs else 0
+
+    def docker_pool(self, pool_id: str) -> DockerPool:
+        key = self.store._key("dpool", _escape(pool_id))
+        kvs, _ = self.client.range(key)
+        if not kvs:
+            raise NotFound(f"unknown pool id {pool_id!r}")
+        self.compares[key] = mod_revision_is(key, kvs[0].mod_revision)
+        return _docker_pool(kvs[0].value)
+
+    # writes
+
+    def take(self, family: int, address: int, claim: bool) -> None:
+        """Mark an address taken in its block; `claim` makes an unclaimed block this host's."""
+        block = self.block(family, address >> BLOCK_BITS)
+        bit = 1 << (address - block.first)
+        if block.used & bit:
+            raise StoreCorrupt(f"{format_ip(family, address)} is taken in its block but not leased; run `cnipamctl check`")
+        block.used |= bit
+        if claim and not block.host:
+            block.host = self.store.host
+        self._write_block(block)
+
+    def add_lease(self, lease: Lease) -> None:
+        key = self.store._lease_key(lease.family, lease.address)
+        self.compares[key] = create_revision_is(key, 0)
+        self.ops[key] = put_op(key, _lease_value(lease, self.store.host))
+        self.found[lease.family, lease.address] = (lease, 0)
+        if lease.handle:
+            owner = self.store._owner_key(lease.handle, lease.slot)
+            self.compares[owner] = create_revision_is(owner, 0)
+            self.ops[owner] = put_op(owner, f"{lease.family}/{lease.address:x}".encode())
+
+    def remove_leases(self, leases: list[Lease]) -> None:
+        for lease in leases:
+            key = self.store._lease_key(lease.family, lease.address)
+            self.compares[key] = mod_revision_is(key, self.found[lease.family, lease.address][1])  # still that lease
+            self.ops[key] = delete_op(key)
+            if lease.handle:
+                owner = self.store._owner_key(lease.handle, lease.slot)
+                self.ops[owner] = delete_op(owner)
+            block = self.block(lease.family, lease.address >> BLOCK_BITS)
+            block.used &= ~(1 << (lease.address - block.first))
+            self._write_block(block)
+            position = self.cursor(lease.pool) if lease.kind == LEASE else None  # a freed gateway leaves the position
+            if position is not None and position.moves_on_release:
+                self.set_cursor(lease.pool, Cursor(lease.family, lease.address, True))
+
+    def set_cursor(self, pool: str, cursor: Cursor) -> None:
+        self.cursors[pool] = cursor
+        key = self.store._cursor_key(pool)
+        self.ops[key] = put_op(key, dumps({"family": cursor.family, "address": f"{cursor.address:x}", "moves": cursor.moves_on_release}).encode())
+
+    def disown(self, block: Block) -> None:
+        """Give a dead host's block up: deleted when empty, else left to whoever claims it."""
+        current = self.block(block.family, block.number)
+        if current.host != block.host:
+            return
+        current.host = ""
+        self._write_block(current)
+
+    def put_docker_pool(self, pool: DockerPool, serial: int) -> None:
+        counter = self.store._key("counter", "docker_pool")
+        self.ops[counter] = put_op(counter, str(serial).encode())
+        key = self.store._key("dpool", _escape(pool.id))
+        self.compares[key] = create_revision_is(key, 0)
+        self.ops[key] = put_op(key, _docker_pool_value(pool))
+
+    def delete(self, key: bytes) -> None:
+        self.ops[key] = delete_op(key)
+
+    def _write_block(self, block: Block) -> None:
+        key = self.store._block_key(block.family, block.number)
+        self.compares[key] = mod_revision_is(key, block.revision) if block.revision else create_revision_is(key, 0)
+        if block.used or block.host:
+            self.ops[key] = put_op(key, dumps({"host": block.host, "used": f"{block.used:x}"}).encode())
+        else:
+            self.ops[key] = delete_op(key)
+
+    def commit(self) -> bool:
+        """Send the change as one Txn; False when something it read changed meanwhile."""
+        if not self.ops:
+            return True
+        host = self.store._key("host", _escape(self.store.host))
+        self.ops[host] = put_op(host, f"{time.time():.3f}".encode())
+        compares = [self.compares[key] for key in sorted(self.compares)]
+        if max(len(compares), len(self.ops)) > MAX_TXN_OPS:
+            raise StoreBusy(f"etcd store: one change touches {len(self.ops)} keys, more than a Txn may hold")
+        return self.client.txn(compares, list(self.ops.values())).succeeded
+
+
+# -- records -----------------------------------------------------------------------------
+
+def _escape(text: str) -> str:
+    """Keys are split on '/': a handle or pool name must not contain one."""
+    return text.replace("%", "%25").replace("/", "%2F")
+
+
+def _unescape(text: str) -> str:
+    return text.replace("%2F", "/").replace("%25", "%")
+
+
+def _address_order(lease: Lease) -> tuple[int, int]:
+    return lease.family, lease.address
+
+
+def _address_of(value: bytes) -> tuple[int, int] | None:
+    family, _, address = value.decode(errors="replace").partition("/")
+    try:
+        return int(family), int(address, 16)
+    except ValueError:
+        return None
+
+
+def _lease_value(lease: Lease, host: str) -> bytes:
+    record = {
+        "kind": lease.kind, "pool": lease.pool, "slot": lease.slot, "handle": lease.handle, "network": lease.network,
+        "container": lease.container_id, "ifname": lease.ifname, "created": lease.created, "host": host,
+    }  # fmt: skip
+    return dumps(record).encode()
+
+
+def _lease(store: EtcdStore, kv: KeyValue) -> tuple[Lease, int, str]:
+    """A lease key read back: the lease, its revision, and the host that wrote it."""
+    family_text, _, address_text = kv.key[len(store._key("lease", "")) :].decode().partition("/")
+    try:
+        record = loads(kv.value)
+        family, address = int(family_text), int(address_text, 16)
+        lease = Lease(
+            family, address, record["kind"], record["pool"], record["slot"], record["handle"],
+            record["network"], record["container"], record["ifname"], float(record["created"]),
+        )  # fmt: skip
+        return lease, kv.mod_revision, str(record.get("host", ""))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StoreCorrupt(f"etcd key {kv.key.decode(errors='replace')} is not a lease record ({exc})") from None
+
+
+def _block(family: int, number: int, kv: KeyValue) -> Block:
+    try:
+        record = loads(kv.value)
+        return Block(family, number, str(record["host"]), int(record["used"], 16), kv.mod_revision)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreCorrupt(f"etcd key {kv.key.decode(errors='replace')} is not a block record ({exc})") from None
+
+
+def _cursor(value: bytes) -> Cursor:
+    try:
+        record = loads(value)
+        return Cursor(int(record["family"]), int(record["address"], 16), bool(record["moves"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreCorrupt(f"an etcd cursor record is damaged ({exc})") from None
+
+
+def _docker_pool_value(pool: DockerPool) -> bytes:
+    record = {
+        "id": pool.id, "space": pool.address_space, "pool": str(pool.network),
+        "sub_pool": None if pool.sub_pool is None else str(pool.sub_pool), "options": pool.options, "created": pool.created,
+    }  # fmt: skip
+    return dumps(record).encode()
+
+
+def _docker_pool(value: bytes) -> DockerPool:
+    from ..addresses import parse_cidr
+    from ..docker.pool import DockerPool
+
+    try:
+        record = loads(value)
+        sub = None if record["sub_pool"] is None else parse_cidr(record["sub_pool"], "sub_pool")[1]
+        network: Network = parse_cidr(record["pool"], "pool")[1]
+        return DockerPool(record["id"], record["space"], network, sub, record["options"], float(record["created"]))
+    except (ValueError, KeyError, TypeError, InvalidConfig) as exc:
+        raise StoreCorrupt(f"an etcd Docker pool record is damaged ({exc})") from None
+
+
+def _paged(client: EtcdClient, start: bytes, end: bytes, keys_only: bool = False) -> Iterator[KeyValue]:
+    """Every key of [start, end) in pages of 500, each page one bounded read."""
+    while True:
+        kvs, _ = client.range(start, end, limit=500, keys_only=keys_only)
+        yield from kvs
+        if len(kvs) < 500:
+            return
+        start = kvs[-1].key + b"\x00"
+
+
+def _open_lock(path: str) -> int | None:
+    """The host's writers' queue; without a writable place for it the engine still works
+    (compares keep it correct), its processes just retry more under contention."""
+    try:
+        os.makedirs(os.path.dirname(path) or ".", mode=0o750, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None

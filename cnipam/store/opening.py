@@ -1,0 +1,48 @@
+"""Opening the store a call's settings name: the one place that knows every engine.
+
+Each engine is imported only when chosen, so an SQLite call never loads the etcd client
+and an etcd call never loads `_sqlite3`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import FileUnreadable, StoreIOError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .base import Store
+    from .settings import EtcdSettings, StoreSettings
+
+LOCK_FILE = "etcd.lock"
+
+
+def open_store(settings: StoreSettings) -> Store:
+    if settings.etcd is not None:
+        return open_etcd(settings.etcd, settings.timeout)
+    from .sqlite import SQLiteStore
+
+    try:
+        return SQLiteStore(settings.path, settings.timeout)
+    except StoreIOError as error:  # name what chose the path
+        error.message = f"{error.message} ({settings.origin})"
+        raise
+
+
+def open_etcd(etcd: EtcdSettings, timeout: float) -> Store:
+    from .etcd import EtcdStore
+    from .etcdv3 import EtcdClient
+
+    password = etcd.password
+    if etcd.password_file is not None:
+        try:
+            with open(etcd.password_file, "rb") as source:
+                password = source.read(4096).decode("utf-8", "replace").rstrip("\r\n")
+        except OSError as exc:
+            raise FileUnreadable(f"ipam.store.passwordFile: cannot read {etcd.password_file}: {exc.strerror}") from None
+    client = EtcdClient(
+        etcd.endpoints, max(timeout, 0.05), etcd.username, password, etcd.ca_file, etcd.cert_file, etcd.key_file
+    )
+    lock = f"{etcd.lock_dir.rstrip('/')}/{LOCK_FILE}" if etcd.lock_dir else None
+    return EtcdStore(client, etcd.prefix, etcd.host or os.uname().nodename, timeout, lock)

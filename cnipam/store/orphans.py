@@ -1,0 +1,51 @@
+"""Rows whose pool no longer explains them, whatever engine holds them.
+
+A pool is named by its ranges (`ipam_config.pool_key`), so a lease, a gateway
+reservation or a round-robin position can be checked against the pool it claims to
+belong to without the network config: a lease outside its pool's ranges, a gateway
+outside its pool's subnets, a position outside its pool all mean the store was edited
+by hand or by a bug.
+"""
+
+from __future__ import annotations
+
+from ..addresses import format_ip
+from ..errors import InvalidConfig
+from ..ipam_config import parse_pool_key
+from ..leases import GATEWAY
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ..ipam_config import AddressRange
+    from ..leases import Cursor, Lease
+
+
+def orphans(leases: Iterable[Lease], cursors: dict[str, Cursor]) -> list[str]:
+    found: list[str] = []
+    pools: dict[str, tuple[AddressRange, ...] | None] = {}
+
+    def inside(pool: str, family: int, address: int, whole_subnet: bool) -> bool | None:
+        if pool not in pools:
+            try:
+                pools[pool] = parse_pool_key(pool)
+            except InvalidConfig:
+                pools[pool] = None
+        ranges = pools[pool]
+        if ranges is None:
+            return None
+        return any(
+            r.network.family == family and (address in r.network if whole_subnet else r.first <= address <= r.last) for r in ranges
+        )
+
+    for lease in leases:
+        verdict = inside(lease.pool, lease.family, lease.address, lease.kind == GATEWAY)
+        if verdict is None:
+            found.append(f"{lease.ip}: pool {lease.pool!r} is not a pool description")
+        elif not verdict:
+            found.append(f"orphan: {lease.ip} ({lease.kind}) lies outside its pool {lease.pool}")
+    for pool, cursor in cursors.items():
+        if not inside(pool, cursor.family, cursor.address, False):
+            found.append(f"orphan: the position of pool {pool!r} ({format_ip(cursor.family, cursor.address)}) lies outside it")
+    return found
