@@ -62,7 +62,13 @@ CHUNK = 64  # blocks per bounded range read
 HEX = {4: 8, 6: 32}  # hex digits of an address
 FULL = (1 << BLOCK_SIZE) - 1
 MAX_TXN_OPS = 128  # etcd's default limit on the compares, and on the operations, of one Txn
+STALE_LIMIT = 5
 BATCH = 25  # leases per Txn when releasing or importing many: each costs up to four operations
+
+
+class _StaleRead(Exception):
+    """Two reads of one change disagree: another host wrote between them. The change is
+    computed again; only when it persists is it the store's fault."""
 
 
 class Block(Record):
@@ -464,10 +470,18 @@ class EtcdStore(Store):
         otherwise compute it again, until the timeout (then StoreBusy: CNI code 11)."""
         deadline = time.monotonic() + max(self.timeout, 0.001)
         self._lock()
+        stale = 0
         try:
             while True:
                 change = _Change(self)
-                outcome = plan(change)
+                try:
+                    outcome = plan(change)
+                except _StaleRead as seen:
+                    stale += 1
+                    if stale > STALE_LIMIT:  # not a race: the store really is inconsistent
+                        raise StoreCorrupt(str(seen)) from None
+                    self.retries += 1
+                    continue
                 if change.commit():
                     return outcome
                 self.retries += 1
@@ -657,7 +671,7 @@ class _Change:
         block = self.block(family, address >> BLOCK_BITS)
         bit = 1 << (address - block.first)
         if block.used & bit:
-            raise StoreCorrupt(f"{format_ip(family, address)} is taken in its block but not leased; run `cnipamctl check`")
+            raise _StaleRead(f"{format_ip(family, address)} is taken in its block but not leased; run `cnipamctl check`")
         block.used |= bit
         if claim and not block.host:
             block.host = self.store.host
