@@ -361,7 +361,7 @@ def test_an_unexpected_error_is_one_line_with_status_3(
     def broken(*args: object) -> None:
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(session, "SQLiteStore", broken)
+    monkeypatch.setattr(session, "open_store", broken)
     assert main.main(["--db", str(db), "check"], standalone_mode=False) == 3
     assert capsys.readouterr().err == "cnipamctl: internal error: ZeroDivisionError: boom\n"
 

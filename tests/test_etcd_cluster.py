@@ -34,7 +34,9 @@ def open_host(endpoint: str, prefix: str, host: str, folder: Path, timeout: floa
     return store
 
 
-def run_hosts(endpoint: str, prefix: str, folder: Path, per_process: int, processes: int, busy_ok: bool = False) -> list[subprocess.Popen[bytes]]:
+def run_hosts(
+    endpoint: str, prefix: str, folder: Path, per_process: int, processes: int, busy_ok: bool = False
+) -> list[subprocess.Popen[bytes]]:
     started = []
     for host in HOSTS:
         for n in range(processes):
@@ -85,7 +87,9 @@ def test_four_hosts_in_parallel_share_a_16_and_a_64_without_a_duplicate(etcd_end
         for host, ips in owners.items():  # every host allocated inside blocks it holds
             for ip in ips:
                 family, address = parse_ip(ip)
-                assert blocks[family, address >> BLOCK_BITS] == host, f"{ip} of {host} lies in a block of {blocks[family, address >> BLOCK_BITS]}"
+                assert blocks[family, address >> BLOCK_BITS] == host, (
+                    f"{ip} of {host} lies in a block of {blocks[family, address >> BLOCK_BITS]}"
+                )
         assert {host for host in blocks.values() if host} == set(HOSTS)  # spread: each host holds its own blocks
     finally:
         store.close()
@@ -155,11 +159,18 @@ def etcd_config(endpoints: list[str], **store: Any) -> dict[str, Any]:
     return {
         "cniVersion": "1.0.0",
         "name": "cluster",
-        "ipam": {"type": "cnipam", "ipv4-subnet": "10.50.0.0/24", "ipv6-subnet": "fd50::/64", "store": {"type": "etcd", "endpoints": endpoints, **store}},
+        "ipam": {
+            "type": "cnipam",
+            "ipv4-subnet": "10.50.0.0/24",
+            "ipv6-subnet": "fd50::/64",
+            "store": {"type": "etcd", "endpoints": endpoints, **store},
+        },
     }
 
 
-def test_the_plugin_uses_etcd_when_its_config_says_so(run_plugin: RunPlugin, db_path: Path, etcd_endpoint: str, etcd_prefix: bytes, tmp_path: Path) -> None:
+def test_the_plugin_uses_etcd_when_its_config_says_so(
+    run_plugin: RunPlugin, db_path: Path, etcd_endpoint: str, etcd_prefix: bytes, tmp_path: Path
+) -> None:
     need_etcd()
     config = etcd_config([etcd_endpoint], prefix=etcd_prefix.decode(), host="node-1", lockDir=str(tmp_path / "lock"))
     added = run_plugin("ADD", config, {"CNI_CONTAINERID": "c1"})
@@ -216,9 +227,36 @@ def test_an_unreachable_etcd_is_code_11_within_the_timeout_and_writes_nothing(ru
         ({"type": "etcd", "endpoints": ["http://x:1"], "color": "blue"}, "unknown key 'color'"),
     ],
 )
-def test_a_bad_store_object_is_code_7_naming_the_problem(run_plugin: RunPlugin, db_path: Path, tmp_path: Path, store: dict[str, Any], message: str) -> None:
+def test_a_bad_store_object_is_code_7_naming_the_problem(
+    run_plugin: RunPlugin, db_path: Path, tmp_path: Path, store: dict[str, Any], message: str
+) -> None:
     config = etcd_config([])
     config["ipam"]["store"] = store
     answer = run_plugin("ADD", config, {"CNI_CONTAINERID": "c1"})
     assert answer.out["code"] == 7 and message in answer.out["msg"], answer.out
     assert "secret" not in answer.out["msg"]
+
+
+def test_cnipamctl_lists_hosts_and_blocks_and_releases_a_dead_host(etcd_endpoint: str, etcd_prefix: bytes, tmp_path: Path) -> None:
+    from test_cnipamctl import call, ok, refused
+
+    need_etcd()
+    pools = parse_ecs({"ipv4-subnet": "10.60.0.0/16"}).pools
+    dead = open_host(etcd_endpoint, etcd_prefix.decode(), "host-dead", tmp_path)
+    for n in range(2):
+        dead.allocate(Owner.for_request(None, "n", f"d{n}", "eth0"), pools)
+    dead.close()
+    store = json.dumps(
+        {"type": "etcd", "endpoints": [etcd_endpoint], "prefix": etcd_prefix.decode(), "host": "ops", "lockDir": str(tmp_path / "ops")}
+    )
+    listed = ok("--store", store, "hosts", "list", "--json").json()
+    assert [(h["host"], h["blocks"], h["leases"]) for h in listed] == [("host-dead", 1, 3)]
+    assert ok("--store", store, "hosts", "blocks", "--json").json() == [{"block": "10.60.0.0/24", "host": "host-dead", "taken": 3}]
+    assert [row["ip"] for row in ok("--store", store, "leases", "--json").json()] == ["10.60.0.1", "10.60.0.2", "10.60.0.3"]
+    refused(call("--store", store, "hosts", "release", "host-dead", "--yes"), says="within the grace period")
+    refused(call("--store", store, "hosts", "release", "host-dead"), says="pass --yes")
+    released = ok("--store", store, "hosts", "release", "host-dead", "--grace", "0s", "--yes", "--json").json()
+    assert (len(released["released"]), released["blocks"]) == (3, 1)
+    assert ok("--store", store, "check").code == 0
+    refused(call("--db", str(tmp_path / "x.db"), "hosts", "list"), says="no store at")
+    refused(call("--store", '{"type": "etcd"}', "hosts", "list"), says="endpoints")

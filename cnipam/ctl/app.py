@@ -18,11 +18,12 @@ from ..errors import CnipamError
 from .cmd_check import check
 from .cmd_exchange import export, import_
 from .cmd_gc import gc
+from .cmd_hosts import hosts
 from .cmd_inspect import leases, show
 from .cmd_migrate import migrate
 from .cmd_release import release
 from .cmd_usage import usage
-from .options import DB_HELP
+from .options import DB_HELP, STORE_HELP
 from .session import Session
 
 # The first matching class decides; order from specific to general.
@@ -82,12 +83,16 @@ class CtlGroup(click.Group):
 
 @click.group(cls=CtlGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--db", metavar="PATH", help=DB_HELP)
+@click.option("--store", "store", metavar="JSON", help=STORE_HELP)
 @click.version_option(package_name="cnipam", prog_name="cnipamctl")
 @click.pass_context
-def main(ctx: click.Context, db: str | None) -> None:
+def main(ctx: click.Context, db: str | None, store: str | None) -> None:
     """Inspect, repair and migrate the store of the cnipam CNI IPAM plugin."""
-    ctx.ensure_object(Session).db = db or None
+    session = ctx.ensure_object(Session)
+    session.db = db or None
+    if store:
+        session.env = {**session.env, "CNIPAM_STORE": store}
 
 
-for _command in (leases, show, usage, release, gc, export, import_, check, migrate):
+for _command in (leases, show, usage, release, gc, export, import_, check, migrate, hosts):
     main.add_command(_command)

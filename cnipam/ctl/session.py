@@ -1,8 +1,8 @@
 """Which store a command works on, and opening it: an existing one, or created if missing.
 
 The store is chosen as the plugin chooses it (StoreSettings.from_env: a config's
-`ipam.dataDir`, else IPAM_DB_PATH, else the default), except that `--db` wins over all
-of them: the operator naming a file means that file. Read commands never create a
+`ipam.store` or `ipam.dataDir`, else CNIPAM_STORE, else IPAM_DB_PATH, else the default),
+except that `--db` wins over all of them: the operator naming a file means that file. Read commands never create a
 store: SQLiteStore creates and migrates whatever file it is given, so a typo in `--db`
 would otherwise leave an empty store behind and report "no leases" instead of an error.
 """
@@ -15,10 +15,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from ..errors import StoreCorrupt, StoreIOError
+from ..errors import StoreCorrupt
 from ..store.base import Store
+from ..store.opening import open_store
 from ..store.settings import StoreSettings
-from ..store.sqlite import SQLiteStore
 from .failures import NoStore
 
 
@@ -29,34 +29,32 @@ class Session:
     db: str | None = None
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
-    def settings(self, data_dir: str | None = None) -> StoreSettings:
+    def settings(self, data_dir: str | None = None, store: object = None) -> StoreSettings:
         if self.db:
-            settings = StoreSettings.from_env({**self.env, "IPAM_DB_PATH": self.db})
+            env = {key: value for key, value in self.env.items() if key != "CNIPAM_STORE"}
+            settings = StoreSettings.from_env({**env, "IPAM_DB_PATH": self.db})
             return StoreSettings(settings.path, settings.timeout, f"--db {self.db}")
-        return StoreSettings.from_env(dict(self.env), data_dir)
+        return StoreSettings.from_env(dict(self.env), data_dir, store)
 
     @contextmanager
-    def existing(self, data_dir: str | None = None) -> Iterator[Store]:
+    def existing(self, data_dir: str | None = None, store: object = None) -> Iterator[Store]:
         """The store, which must already exist (inspection, release, export)."""
-        settings = self.settings(data_dir)
-        _require_store(settings)
-        with _opened(settings) as store:
-            yield store
+        settings = self.settings(data_dir, store)
+        if settings.etcd is None:  # an etcd prefix with no keys is simply an empty store
+            _require_store(settings)
+        with _opened(settings) as opened:
+            yield opened
 
     @contextmanager
-    def creating(self, data_dir: str | None = None) -> Iterator[Store]:
+    def creating(self, data_dir: str | None = None, store: object = None) -> Iterator[Store]:
         """The store, created if missing (import, migrate): as the plugin's first ADD would."""
-        with _opened(self.settings(data_dir)) as store:
-            yield store
+        with _opened(self.settings(data_dir, store)) as opened:
+            yield opened
 
 
 @contextmanager
 def _opened(settings: StoreSettings) -> Iterator[Store]:
-    try:
-        store = SQLiteStore(settings.path, settings.timeout)
-    except StoreIOError as error:  # name what chose the path, as the plugin does
-        error.message = f"{error.message} ({settings.origin})"
-        raise
+    store = open_store(settings)
     try:
         yield store
     finally:

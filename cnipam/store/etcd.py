@@ -36,7 +36,7 @@ import time
 
 from ..addresses import BITS, format_ip
 from ..allocator import reuse_existing, search_windows
-from ..errors import AddressConflict, InvalidConfig, NotFound, PoolExhausted, StoreBusy, StoreCorrupt
+from ..errors import AddressConflict, DecodeFailure, InvalidConfig, NotFound, PoolExhausted, StoreBusy, StoreCorrupt
 from ..json_codec import dumps, loads
 from ..leases import GATEWAY, LEASE, Cursor, Lease
 from ..record import Record
@@ -46,7 +46,7 @@ from .etcdv3 import create_revision_is, delete_op, mod_revision_is, prefix_end, 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
-    from typing import TypeVar
+    from typing import Any, TypeVar
 
     T = TypeVar("T")
 
@@ -216,23 +216,18 @@ class EtcdStore(Store):
         for lease in check.leases_at(sorted(seen)):
             raise AddressConflict(f"import refused: {lease.ip} is already held by {lease.handle or 'a reservation'}")
         written = 0
-        batch: list[Lease] = []
-        for lease in [*rows, None]:
-            if lease is not None:
-                batch.append(lease)
-            if batch and (lease is None or len(batch) >= BATCH):
-                current = list(batch)
+        for start in range(0, len(rows), BATCH):
+            current = rows[start : start + BATCH]
 
-                def plan(change: _Change, current: list[Lease] = current) -> None:
-                    for one in current:
-                        if change.leases_at([(one.family, one.address)]):
-                            raise AddressConflict(f"import stopped after {written} lease(s): {one.ip} was taken meanwhile")
-                        change.take(one.family, one.address, claim=False)
-                        change.add_lease(one)
+            def plan(change: _Change, current: list[Lease] = current, done: int = written) -> None:
+                for one in current:
+                    if change.leases_at([(one.family, one.address)]):
+                        raise AddressConflict(f"import stopped after {done} lease(s): {one.ip} was taken meanwhile")
+                    change.take(one.family, one.address, claim=False)
+                    change.add_lease(one)
 
-                self._optimistic(plan)
-                written += len(batch)
-                batch = []
+            self._optimistic(plan)
+            written += len(current)
         if cursors:
 
             def positions(change: _Change) -> None:
@@ -264,7 +259,9 @@ class EtcdStore(Store):
                 network = lowest_free_block(main, claim.prefix, taken)
                 if network is None:
                     raise PoolExhausted(f"no free /{claim.prefix} block left in main pool {main}")
-            pool = DockerPool(f"{claim.address_space}/{network}/{serial + 1}", claim.address_space, network, claim.sub_pool, claim.options, time.time())
+            pool = DockerPool(
+                f"{claim.address_space}/{network}/{serial + 1}", claim.address_space, network, claim.sub_pool, claim.options, time.time()
+            )
             change.put_docker_pool(pool, serial + 1)
             return pool
 
@@ -341,9 +338,11 @@ class EtcdStore(Store):
             indexed.add(kv.key)
             handle, _, slot = kv.key[len(start) :].decode().partition("/")
             target = _address_of(kv.value)
-            lease = by_address.get(target) if target else None
-            if lease is None or lease.handle != _unescape(handle) or lease.slot != _unescape(slot):
-                problems.append(f"owner index {_unescape(handle)}/{_unescape(slot)} points to {kv.value.decode(errors='replace')}, not its lease")
+            pointed = by_address.get(target) if target else None
+            if pointed is None or pointed.handle != _unescape(handle) or pointed.slot != _unescape(slot):
+                problems.append(
+                    f"owner index {_unescape(handle)}/{_unescape(slot)} points to {kv.value.decode(errors='replace')}, not its lease"
+                )
         for lease in by_address.values():
             if lease.handle and self._owner_key(lease.handle, lease.slot) not in indexed:
                 problems.append(f"{lease.ip}: its owner {lease.handle} has no index entry")
@@ -586,7 +585,7 @@ class _Change:
         if missing:
             keys = [self.store._lease_key(*pair) for pair in missing]
             result = self.client.txn([], [range_op(key) for key in keys])
-            for pair, key, kvs in zip(missing, keys, result.responses):
+            for pair, key, kvs in zip(missing, keys, result.responses, strict=True):
                 if kvs:
                     lease, revision, _ = _lease(self.store, kvs[0])
                     self.found[pair] = (lease, revision)
@@ -705,7 +704,9 @@ class _Change:
     def set_cursor(self, pool: str, cursor: Cursor) -> None:
         self.cursors[pool] = cursor
         key = self.store._cursor_key(pool)
-        self.ops[key] = put_op(key, dumps({"family": cursor.family, "address": f"{cursor.address:x}", "moves": cursor.moves_on_release}).encode())
+        self.ops[key] = put_op(
+            key, dumps({"family": cursor.family, "address": f"{cursor.address:x}", "moves": cursor.moves_on_release}).encode()
+        )
 
     def disown(self, block: Block) -> None:
         """Give a dead host's block up: deleted when empty, else left to whoever claims it."""
@@ -747,6 +748,7 @@ class _Change:
 
 # -- records -----------------------------------------------------------------------------
 
+
 def _escape(text: str) -> str:
     """Keys are split on '/': a handle or pool name must not contain one."""
     return text.replace("%", "%25").replace("/", "%2F")
@@ -780,31 +782,38 @@ def _lease(store: EtcdStore, kv: KeyValue) -> tuple[Lease, int, str]:
     """A lease key read back: the lease, its revision, and the host that wrote it."""
     family_text, _, address_text = kv.key[len(store._key("lease", "")) :].decode().partition("/")
     try:
-        record = loads(kv.value)
+        record = _record(kv.value)
         family, address = int(family_text), int(address_text, 16)
         lease = Lease(
             family, address, record["kind"], record["pool"], record["slot"], record["handle"],
             record["network"], record["container"], record["ifname"], float(record["created"]),
         )  # fmt: skip
         return lease, kv.mod_revision, str(record.get("host", ""))
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, DecodeFailure) as exc:
         raise StoreCorrupt(f"etcd key {kv.key.decode(errors='replace')} is not a lease record ({exc})") from None
 
 
 def _block(family: int, number: int, kv: KeyValue) -> Block:
     try:
-        record = loads(kv.value)
+        record = _record(kv.value)
         return Block(family, number, str(record["host"]), int(record["used"], 16), kv.mod_revision)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, DecodeFailure) as exc:
         raise StoreCorrupt(f"etcd key {kv.key.decode(errors='replace')} is not a block record ({exc})") from None
 
 
 def _cursor(value: bytes) -> Cursor:
     try:
-        record = loads(value)
+        record = _record(value)
         return Cursor(int(record["family"]), int(record["address"], 16), bool(record["moves"]))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, DecodeFailure) as exc:
         raise StoreCorrupt(f"an etcd cursor record is damaged ({exc})") from None
+
+
+def _record(value: bytes) -> dict[str, Any]:
+    record = loads(value, "etcd value")
+    if not isinstance(record, dict):
+        raise TypeError("not a JSON object")
+    return record
 
 
 def _docker_pool_value(pool: DockerPool) -> bytes:
@@ -820,11 +829,11 @@ def _docker_pool(value: bytes) -> DockerPool:
     from ..docker.pool import DockerPool
 
     try:
-        record = loads(value)
+        record = _record(value)
         sub = None if record["sub_pool"] is None else parse_cidr(record["sub_pool"], "sub_pool")[1]
         network: Network = parse_cidr(record["pool"], "pool")[1]
         return DockerPool(record["id"], record["space"], network, sub, record["options"], float(record["created"]))
-    except (ValueError, KeyError, TypeError, InvalidConfig) as exc:
+    except (ValueError, KeyError, TypeError, InvalidConfig, DecodeFailure) as exc:
         raise StoreCorrupt(f"an etcd Docker pool record is damaged ({exc})") from None
 
 
