@@ -41,8 +41,6 @@ def open_etcd(etcd: EtcdSettings, timeout: float) -> Store:
                 password = source.read(4096).decode("utf-8", "replace").rstrip("\r\n")
         except OSError as exc:
             raise FileUnreadable(f"ipam.store.passwordFile: cannot read {etcd.password_file}: {exc.strerror}") from None
-    client = EtcdClient(
-        etcd.endpoints, max(timeout, 0.05), etcd.username, password, etcd.ca_file, etcd.cert_file, etcd.key_file
-    )
+    client = EtcdClient(etcd.endpoints, max(timeout, 0.05), etcd.username, password, etcd.ca_file, etcd.cert_file, etcd.key_file)
     lock = f"{etcd.lock_dir.rstrip('/')}/{LOCK_FILE}" if etcd.lock_dir else None
     return EtcdStore(client, etcd.prefix, etcd.host or os.uname().nodename, timeout, lock)

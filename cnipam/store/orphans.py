@@ -35,9 +35,7 @@ def orphans(leases: Iterable[Lease], cursors: dict[str, Cursor]) -> list[str]:
         ranges = pools[pool]
         if ranges is None:
             return None
-        return any(
-            r.network.family == family and (address in r.network if whole_subnet else r.first <= address <= r.last) for r in ranges
-        )
+        return any(r.network.family == family and (address in r.network if whole_subnet else r.first <= address <= r.last) for r in ranges)
 
     for lease in leases:
         verdict = inside(lease.pool, lease.family, lease.address, lease.kind == GATEWAY)

@@ -131,7 +131,7 @@ STORE_KEYS = {"type", "path", "endpoints", "prefix", "host", "username", "passwo
 def _parse_store(raw: object, where: str) -> EtcdSettings | str | None:
     """An `ipam.store` object: the etcd settings, or the SQLite path (None: the default)."""
     if not isinstance(raw, dict):
-        raise InvalidConfig(f"{where}: expected an object such as {{\"type\": \"etcd\", \"endpoints\": [...]}}")
+        raise InvalidConfig(f'{where}: expected an object such as {{"type": "etcd", "endpoints": [...]}}')
     unknown = sorted(set(raw) - STORE_KEYS)
     if unknown:
         raise InvalidConfig(f"{where}: unknown key {unknown[0]!r}")
@@ -145,7 +145,7 @@ def _parse_store(raw: object, where: str) -> EtcdSettings | str | None:
         raise InvalidConfig(f"{where}.type: {kind!r} is not a store type (sqlite, etcd)")
     endpoints = raw.get("endpoints")
     if not isinstance(endpoints, list) or not endpoints or not all(isinstance(item, str) for item in endpoints):
-        raise InvalidConfig(f"{where}.endpoints: expected a non-empty list of URLs such as \"https://10.0.0.5:2379\"")
+        raise InvalidConfig(f'{where}.endpoints: expected a non-empty list of URLs such as "https://10.0.0.5:2379"')
     for endpoint in endpoints:
         scheme, _, rest = endpoint.partition("://")
         if scheme not in ("http", "https") or not rest or "/" in rest.rstrip("/"):
