@@ -166,3 +166,6 @@ def run_plugin(plugin_exe: str, db_path: Path, tmp_path: Path) -> RunPlugin:
         return PluginRun(proc.returncode, out, err)
 
     return run
+
+
+pytest_plugins = ["etcd_server"]

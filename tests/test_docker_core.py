@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from store_engines import ENGINES
 
 from cnipam.addresses import Network
 from cnipam.docker.driver import Driver, UnknownMethod
@@ -16,9 +17,10 @@ from cnipam.errors import AddressConflict, DecodeFailure, InvalidConfig, Invalid
 from cnipam.store.sqlite import SQLiteStore
 
 
-@pytest.fixture
-def driver(tmp_path: Path) -> Iterator[Driver]:
-    store = SQLiteStore(str(tmp_path / "ipam.db"))
+@pytest.fixture(params=sorted(ENGINES))
+def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Driver]:
+    """The driver on every store engine (tests/store_engines.py)."""
+    store = ENGINES[request.param](request, tmp_path)
     yield Driver(store, load(["-v4", "198.18.0.0/22", "-v6", "2001:db8::/62"], {}))
     assert store.problems() == []
     store.close()
