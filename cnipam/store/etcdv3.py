@@ -42,7 +42,7 @@ MAX_RESPONSE = 64 << 20  # a safety net only: the engine's ranges are bounded fa
 _MAX_HEADER_LINE = 16 << 10
 
 # etcd's words for "the cluster cannot serve right now": a later try may succeed.
-_BUSY_TEXTS = ("no leader", "request timed out", "too many requests", "leader changed", "timed out", "not capable", "unhealthy")
+_BUSY_TEXTS = ("no leader", "request timed out", "too many requests", "leader changed", "timed out", "unhealthy")
 # gRPC codes the gateway passes through: DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNAVAILABLE.
 _BUSY_CODES = (4, 8, 14)
 _BUSY_STATUS = (429, 503, 504)
@@ -274,7 +274,9 @@ class _Connection:
         import select  # 0.1 ms, only when a connection is reused
 
         try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
+            poller = select.poll()  # not select.select: it fails on descriptors past 1023
+            poller.register(self.sock.fileno(), select.POLLIN)
+            readable = poller.poll(0)
         except (OSError, ValueError):
             return True
         # An idle HTTP connection has nothing to read; anything readable is EOF, a reset,
@@ -565,7 +567,7 @@ class EtcdClient:
                 conn.send(request, deadline)
                 status, payload, keep = _read_response(conn, deadline)
             except TimeoutError:
-                self.close()
+                self._give_up_on_current()
                 raise StoreBusy(f"etcd at {endpoint.url}: no answer within {self.timeout:g} s") from None
             except _Malformed as exc:
                 self.close()
@@ -579,11 +581,18 @@ class EtcdClient:
                 if attempts > 0 and reused and not got_some and replayable:
                     continue
                 what = "closed the connection" if isinstance(exc, _Closed) else f"connection failed: {exc}"
+                self._give_up_on_current()
                 raise StoreBusy(f"etcd at {endpoint.url}: {what}") from None
             conn.used = True
             if not keep:
                 self.close()
             return self._answer(endpoint, path, status, payload)
+
+    def _give_up_on_current(self) -> None:
+        """Drop the connection, and have the next call try the next endpoint first: a member
+        that hangs or has lost its leader may stay that way while another one serves."""
+        self.close()
+        self._current = (self._current + 1) % len(self._endpoints)
 
     def _answer(self, endpoint: _Endpoint, path: str, status: int, payload: bytes) -> JsonObject:
         try:
@@ -606,6 +615,7 @@ class EtcdClient:
             raise _TokenRejected(text)
         message = f"etcd at {endpoint.url}: {path}: {text} (HTTP {status})"
         if status in _BUSY_STATUS or code in _BUSY_CODES or any(marker in text for marker in _BUSY_TEXTS):
+            self._give_up_on_current()
             raise StoreBusy(message)
         if status == 404 and not doc:
             message += "; is it etcd >= 3.4 with its gRPC gateway?"
