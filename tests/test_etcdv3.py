@@ -229,6 +229,35 @@ def test_create_if_absent_latency(client: EtcdClient, etcd_prefix: bytes) -> Non
     assert median < 0.05
 
 
+HEAVY_MODULES = ("re", "enum", "socket", "ssl", "json", "http", "email", "base64", "encodings.idna", "dataclasses", "typing")
+IMPORT_PROBE = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from cnipam.store.etcdv3 import EtcdClient, create_revision_is, put_op, prefix_end
+etcd = EtcdClient([sys.argv[1]])
+key = sys.argv[3].encode()
+etcd.txn([create_revision_is(key, 0)], [put_op(key, b"h")])
+etcd.range(key, prefix_end(key))
+etcd.lease_revoke(etcd.lease_grant(5))
+print(" ".join(sorted(sys.modules)))
+"""
+
+
+def test_a_call_imports_nothing_heavy(etcd_endpoint: str, etcd_prefix: bytes) -> None:
+    """The plugin pays for every import on every call (reference/distributed.md section 2)."""
+    import cnipam
+
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(cnipam.__file__)))
+    key = etcd_prefix.decode() + "probe"
+    probe = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", IMPORT_PROBE, etcd_endpoint, package_root, key], capture_output=True, text=True, timeout=30
+    )
+    assert probe.returncode == 0, probe.stderr
+    loaded = set(probe.stdout.split())
+    assert "cnipam.store.etcdv3" in loaded
+    assert sorted(name for name in loaded if name.split(".")[0] in HEAVY_MODULES or name in HEAVY_MODULES) == []
+
+
 # -- leases --------------------------------------------------------------------------------
 
 
