@@ -1,5 +1,7 @@
 """Shared fixtures: the installed plugin executables, a store path in tmp, and a helper
 that runs the plugin the way a CNI runtime does (environment + stdin in, stdout out).
+The etcd fixtures (`etcd_endpoint`, `etcd_prefix`) live in etcd_server.py and are
+imported here so every module can use them.
 
 The plugin is always the *installed* executable (`pip install .`), found next to the
 interpreter, never through PATH (PATH holds pyenv shims, which are slow bash scripts).
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from etcd_server import etcd_endpoint, etcd_prefix  # noqa: F401 - the etcd fixtures, for every test module
 
 SCRIPTS = sysconfig.get_path("scripts")
 BASE_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
