@@ -170,5 +170,3 @@ def run_plugin(plugin_exe: str, db_path: Path, tmp_path: Path) -> RunPlugin:
 
     return run
 
-
-pytest_plugins = ["etcd_server"]

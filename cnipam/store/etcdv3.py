@@ -42,10 +42,10 @@ MAX_RESPONSE = 64 << 20  # a safety net only: the engine's ranges are bounded fa
 _MAX_HEADER_LINE = 16 << 10
 
 # etcd's words for "the cluster cannot serve right now": a later try may succeed.
-_BUSY_TEXTS = ("no leader", "request timed out", "too many requests", "leader changed", "timed out", "unhealthy")
+_BUSY_TEXTS = ("connection is closing", "no leader", "request timed out", "too many requests", "leader changed", "timed out", "unhealthy")
 # gRPC codes the gateway passes through: DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNAVAILABLE.
 _BUSY_CODES = (4, 8, 14)
-_BUSY_STATUS = (429, 503, 504)
+_BUSY_STATUS = (408, 429, 503, 504)
 # The token expired or the server forgot it (simple tokens do not survive a restart).
 _TOKEN_TEXTS = ("invalid auth token", "token expired", "auth store is old")
 
