@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..addresses import BITS, Network
 from ..ipam_config import AddressRange, PoolSpec, default_bounds, pool_key
+from ..leases import LEASE, Lease
 from ..record import Record
 
 SLOT = "docker"  # every Docker lease is anonymous (handle NULL); the slot only labels it
@@ -76,6 +77,11 @@ class DockerPool(Record):
     def lease_network(self) -> str:
         return NETWORK_PREFIX + self.id
 
+    def lease(self, address: int, created: float) -> Lease:
+        """The lease row RequestAddress writes for `address`; an import writes the same
+        row, so an imported address is released and counted exactly like a requested one."""
+        return Lease(self.family, address, LEASE, self.key, SLOT, None, self.lease_network, "", "", created)
+
     def spec(self, requested: int | None) -> PoolSpec:
         """The PoolSpec of one RequestAddress: a named address may be anywhere in the
         pool (Docker's rule: `--ip` outside `--ip-range` is fine); a dynamic one comes
@@ -87,6 +93,22 @@ class DockerPool(Record):
             last = min(whole.last, self.sub_pool.last)
             ranges = (AddressRange(self.network, first, last, None),)
         return PoolSpec(SLOT, self.key, ranges, requested, release_moves_cursor=False, lowest_free=True)
+
+
+def pool_id(address_space: str, network: Network, serial: int) -> str:
+    """A pool id as the driver makes it: `SPACE/CIDR/N`, N from the never-decreasing
+    `docker_pool` counter, so an id names its block and is never handed out twice."""
+    return f"{address_space}/{network}/{serial}"
+
+
+def pool_serial(pool_id: str) -> int | None:
+    """The counter value inside an id of the driver's own form, else None (gipam's
+    random ids have none): an import must move the counter past it, or the driver could
+    one day mint the same id again."""
+    head, slash, tail = pool_id.rpartition("/")
+    if not slash or "/" not in head or not (tail.isascii() and tail.isdigit()):
+        return None
+    return int(tail)
 
 
 def block_size(family: int, prefix: int) -> int:
