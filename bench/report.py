@@ -157,8 +157,8 @@ def summary_line(rows: Sequence[Row]) -> str:
     return text + "."
 
 
-def document(machine: Machine, rows: Sequence[Row], imports: str, command: str, problems: Sequence[str]) -> str:
-    """The whole docs/benchmarks.md text."""
+def document(machine: Machine, rows: Sequence[Row], imports: str, command: str, problems: Sequence[str], extra: Sequence[str] = ()) -> str:
+    """The whole docs/benchmarks.md text; `extra` sections (the Docker driver's) follow the results."""
     verdict = summary_line(rows)
     parts = [
         "# cnipam benchmarks",
@@ -183,6 +183,7 @@ def document(machine: Machine, rows: Sequence[Row], imports: str, command: str, 
         "",
         results_table(rows),
         "",
+        *extra,
         "## Where the time of one ADD goes",
         "",
         imports,

@@ -3,7 +3,8 @@
 Usage: python3 bench/run.py [--quick] [--output PATH] [--python INTERPRETER] [--source CHECKOUT]
 
 Installs what it needs (hyperfine, Debian's host-local, a private cnipam venv), measures
-the six figures of docs/benchmarks.md in one run, prints the Markdown and (full runs)
+the six figures of docs/benchmarks.md and the Docker driver's section (docker_driver.py)
+in one run, prints the Markdown and (full runs)
 writes it to docs/benchmarks.md. All files live in one mkdtemp() folder, removed at exit.
 """
 
@@ -26,6 +27,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from docker_driver import FULL as DOCKER_FULL
+from docker_driver import QUICK as DOCKER_QUICK
+from docker_driver import measure_docker
+from docker_driver import section as docker_section
 from importprofile import ImportSummary, profile, summarise
 from plugins import CNI_BASE_ENV, NETWORK_NAME, Cnipam, HostLocal, Network, Plugin, floor_shell, launcher_interpreter
 from populate import first_host, populate_cnipam, populate_host_local
@@ -436,6 +441,23 @@ def figure_imports(ctx: Context) -> ImportSummary | None:
     return summarise(runs)
 
 
+def figure_docker(ctx: Context) -> str:
+    """D. cnipam-docker under N clients, against the transport and disk floors."""
+    plan = DOCKER_QUICK if ctx.plan is QUICK else DOCKER_FULL
+    exe = ctx.venv_python.parent / "cnipam-docker" if ctx.venv_python else None
+    if exe is None or not exe.exists():
+        ctx.problems.append("Docker driver not measured: cnipam-docker is not installed in the bench venv")
+        return ""
+    folder = ctx.tmp / "docker"
+    folder.mkdir()
+    try:
+        rows = measure_docker(str(exe), plan, folder, progress=lambda text: print(text, flush=True))
+    except RuntimeError as exc:
+        ctx.problems.append(f"Docker driver: {exc}")
+        return ""
+    return docker_section(rows, plan)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -491,13 +513,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows += figure_parallel(ctx)
         rows += figure_memory(ctx)
         imports = figure_imports(ctx)
+        docker = figure_docker(ctx)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     launcher = "`#!" + shlex.join(ctx.floor).replace(str(tmp), "$TMP") + "`" if ctx.cnipam else "not installed"
     machine = dataclasses.replace(machine, launcher=launcher, load=f"{load_start:.1f} \u2192 {os.getloadavg()[0]:.1f}")
     add_ms = ctx.add_seconds * 1e3 if ctx.add_seconds else None
     command = "python3 bench/run.py" + (" --quick" if args.quick else "")
-    text = document(machine, rows, import_table(imports, add_ms), command, ctx.problems)
+    text = document(machine, rows, import_table(imports, add_ms), command, ctx.problems, extra=[docker] if docker else [])
     print(text)
     output = args.output or (None if args.quick else DEFAULT_DOC)
     if output is not None:

@@ -169,4 +169,3 @@ def run_plugin(plugin_exe: str, db_path: Path, tmp_path: Path) -> RunPlugin:
         return PluginRun(proc.returncode, out, err)
 
     return run
-

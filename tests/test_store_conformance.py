@@ -256,3 +256,62 @@ def test_docker_addresses_are_lowest_free_leases_released_with_their_pool(store:
         store.release_docker_pool(pool.id)
     with pytest.raises(NotFound):
         store.request_docker_address(pool.id, None)
+
+
+def _imported(pool_id: str, network: str, *addresses: str) -> tuple[object, list[Lease]]:
+    from cnipam.addresses import parse_cidr
+    from cnipam.docker.pool import DockerPool
+
+    pool = DockerPool(pool_id, "space", parse_cidr(network, "test")[1], None, "{}", 1.0)
+    return pool, [pool.lease(parse_ip(text)[1], 1.0) for text in addresses]
+
+
+def test_imported_docker_pools_keep_their_ids_and_serve_like_claimed_ones(store: Store) -> None:
+    from cnipam.errors import NotFound
+
+    v4, v4_leases = _imported("R0KGSOeJ4n3thSpz", "198.18.0.0/24", "198.18.0.1", "198.18.0.3")
+    v6, v6_leases = _imported("a8Fz0qLmN3xY7bWc", "2001:db8::/64", "2001:db8::1")
+    assert store.import_docker_pools([v4, v6], v4_leases + v6_leases) == 2  # type: ignore[list-item]
+    assert [pool.id for pool in store.docker_pools()] == ["R0KGSOeJ4n3thSpz", "a8Fz0qLmN3xY7bWc"]
+    assert store.request_docker_address("R0KGSOeJ4n3thSpz", None).ip == "198.18.0.2"  # lowest free, around the imported ones
+    with pytest.raises(AddressConflict):
+        store.request_docker_address("R0KGSOeJ4n3thSpz", parse_ip("198.18.0.3")[1])
+    assert store.release_docker_address("R0KGSOeJ4n3thSpz", 4, parse_ip("198.18.0.3")[1]) is not None
+    assert store.request_docker_address("a8Fz0qLmN3xY7bWc", None).ip == "2001:db8::2"
+    store.release_docker_pool("R0KGSOeJ4n3thSpz")
+    assert held(store) == ["2001:db8::1", "2001:db8::2"]
+    with pytest.raises(NotFound):
+        store.request_docker_address("R0KGSOeJ4n3thSpz", None)
+    # A dynamic claim now skips the imported IPv6 block only, and mints a fresh id.
+    claimed = store.claim_docker_pool(_claim(main="198.18.0.0/23"))  # type: ignore[arg-type]
+    assert str(claimed.network) == "198.18.0.0/24" and claimed.id != "R0KGSOeJ4n3thSpz"
+
+
+def test_docker_import_refuses_whole_and_names_the_clash(store: Store) -> None:
+    from cnipam.errors import InvalidConfig
+
+    existing = store.claim_docker_pool(_claim("198.18.0.0/24"))  # type: ignore[arg-type]
+    cni = store.allocate(attachment("a"), pools(ipv4_subnet="10.9.0.0/24"))
+    fine, fine_leases = _imported("fine", "198.18.5.0/24", "198.18.5.1")
+    taken = cni[0].ip
+    cases: list[tuple[list[object], list[Lease], type[Exception], str]] = [
+        ([_imported(existing.id, "198.18.9.0/24")[0]], [], AddressConflict, existing.id),  # the id exists
+        ([_imported("x", "198.18.0.128/25")[0]], [], AddressConflict, "198.18.0.0/24"),  # overlaps a pool
+        ([_imported("x", "198.18.6.0/24")[0], _imported("y", "198.18.6.0/23")[0]], [], AddressConflict, "198.18.6.0/24"),
+        ([_imported("x", "198.18.7.0/24")[0], _imported("x", "198.18.8.0/24")[0]], [], AddressConflict, "'x'"),  # id twice
+        ([_imported("x", "10.9.0.0/24")[0]], _imported("x", "10.9.0.0/24", taken)[1], AddressConflict, taken),  # taken
+        ([], _imported("nowhere", "198.18.3.0/24", "198.18.3.1")[1], InvalidConfig, "198.18.3.1"),  # lease of no imported pool
+        ([_imported("x", "198.18.4.0/24")[0]], _imported("x", "198.18.4.0/24", "198.18.4.255")[1], InvalidConfig, "198.18.4.255"),
+    ]
+    before = (store.docker_pools(), store.leases())
+    for pools_in, leases_in, error, named in cases:
+        with pytest.raises(error, match=named.replace(".", r"\.")):
+            store.import_docker_pools([fine, *pools_in], [*fine_leases, *leases_in])  # type: ignore[list-item]
+        assert (store.docker_pools(), store.leases()) == before  # nothing of it, not even `fine`
+
+
+def test_docker_import_moves_the_id_counter_past_an_imported_serial(store: Store) -> None:
+    pool, _ = _imported("space/198.18.9.0/24/41", "198.18.9.0/24")
+    store.import_docker_pools([pool], [])  # type: ignore[list-item]
+    claimed = store.claim_docker_pool(_claim("198.18.0.0/24"))  # type: ignore[arg-type]
+    assert claimed.id == "space/198.18.0.0/24/42"

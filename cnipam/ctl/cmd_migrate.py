@@ -1,9 +1,11 @@
-"""`migrate host-local DIR` and `migrate ecs-boltdb FILE`: move a host onto cnipam.
+"""`migrate host-local DIR`, `migrate ecs-boltdb FILE`, `migrate gipam FILE`: move a host onto cnipam.
 
 Both need the network config the host will use with cnipam (`--config`): it says which
 pool each lease belongs to (so the plugin finds it where it looks), what the network is
 called (what leases record, and what DEL and GC match), and, with `ipam.dataDir`, where
 the plugin's store is. The source is only read; see migration_run for the rules.
+gipam's file needs no config: its pools carry their own subnets and ids
+(gipam_migration).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import TypeVar
 
 import click
 
+from .gipam_migration import migrate_gipam
 from .migration_run import conclude
 from .migration_run import migrate as run_migration
 from .migration_sources import count_entries, host_local_folder, read_ecs_source, read_host_local_source
@@ -41,7 +44,7 @@ def migration_options(command: F) -> F:
 
 @click.group()
 def migrate() -> None:
-    """Import an ecs-ipam or host-local store.
+    """Import an ecs-ipam, host-local or gipam store.
 
     All or nothing by default; the source is only read."""
 
@@ -76,3 +79,15 @@ def ecs_boltdb(
     with Phases(len(source.found)) as phases:
         report = run_migration(session, source, config, dry_run, skip_refused, phases)
     conclude(report, as_json)
+
+
+@migrate.command("gipam")
+@click.argument("path", metavar="FILE")
+@click.option("--dry-run", is_flag=True, help="report what would be imported; write nothing")
+@click.option("--skip-refused", is_flag=True, help="import what can be, leaving out (and listing) the rest")
+@json_option
+@db_option
+@click.pass_obj
+def gipam(session: Session, path: str, dry_run: bool, skip_refused: bool, as_json: bool) -> None:
+    """A gipam lease file (its lease.json): Docker pools under their ids, with their addresses."""
+    conclude(migrate_gipam(session, path, dry_run, skip_refused), as_json)

@@ -22,6 +22,10 @@ from .netconf import NetworkConfig
 from .progress import Phases
 from .session import Session
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .gipam_migration import GipamReport
+
 
 def migrate(session: Session, source: Source, config: NetworkConfig, dry_run: bool, skip_refused: bool, phases: Phases) -> Report:
     """Plan, check and (unless a dry run or refused) import; the report says which happened."""
@@ -49,7 +53,7 @@ def migrate(session: Session, source: Source, config: NetworkConfig, dry_run: bo
     return report
 
 
-def conclude(report: Report, as_json: bool) -> None:
+def conclude(report: Report | GipamReport, as_json: bool) -> None:
     """Print the report; an aborted migration then fails with one line (the list is above)."""
     report.show(as_json)
     if report.aborted:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from ..addresses import BITS, Network, format_ip
 from ..errors import InvalidConfig
 from ..ipam_config import AddressRange, PoolSpec, default_bounds, pool_key
+from ..leases import LEASE, Lease
 from ..record import Record
 
 SLOT = "docker"  # every Docker lease is anonymous (handle NULL); the slot only labels it
@@ -84,6 +85,11 @@ class DockerPool(Record):
             what = "outside" if address not in self.network else "a reserved address of"
             raise InvalidConfig(f"address {format_ip(self.family, address)} is {what} pool {self.network}")
 
+    def lease(self, address: int, created: float) -> Lease:
+        """The lease row RequestAddress writes for `address`; an import writes the same
+        row, so an imported address is released and counted exactly like a requested one."""
+        return Lease(self.family, address, LEASE, self.key, SLOT, None, self.lease_network, "", "", created)
+
     def spec(self, requested: int | None) -> PoolSpec:
         """The PoolSpec of one RequestAddress: a named address may be anywhere in the
         pool (Docker's rule: `--ip` outside `--ip-range` is fine); a dynamic one comes
@@ -95,6 +101,34 @@ class DockerPool(Record):
             last = min(whole.last, self.sub_pool.last)
             ranges = (AddressRange(self.network, first, last, None),)
         return PoolSpec(SLOT, self.key, ranges, requested, release_moves_cursor=False, lowest_free=True)
+
+
+def pool_id(address_space: str, network: Network, serial: int) -> str:
+    """A pool id as the driver makes it: `SPACE/CIDR/N`, N from the never-decreasing
+    `docker_pool` counter, so an id names its block and is never handed out twice."""
+    return f"{address_space}/{network}/{serial}"
+
+
+def pool_serial(pool_id: str) -> int | None:
+    """The counter value inside an id of the driver's own form, else None (gipam's
+    random ids have none): an import must move the counter past it, or the driver could
+    one day mint the same id again."""
+    head, slash, tail = pool_id.rpartition("/")
+    if not slash or "/" not in head or not (tail.isascii() and tail.isdigit()):
+        return None
+    return int(tail)
+
+
+def imported_pool_of(lease: Lease, pools: dict[str, DockerPool]) -> DockerPool:
+    """The imported pool (keyed by lease_network) a lease of an import belongs to;
+    InvalidConfig when it is not an address the pool could have handed out."""
+    owner = pools.get(lease.network)
+    if owner is None or lease.kind != LEASE or lease.pool != owner.key or lease.handle is not None:
+        raise InvalidConfig(f"import refused: {lease.ip} is not an address lease of an imported pool")
+    if lease.family != owner.family:
+        raise InvalidConfig(f"import refused: {lease.ip} is not an IPv{owner.family} address of pool {owner.network}")
+    owner.check_named(lease.address)
+    return owner
 
 
 def block_size(family: int, prefix: int) -> int:

@@ -93,6 +93,23 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def import_docker_pools(self, pools: Iterable[DockerPool], leases: Iterable[Lease]) -> int:
+        """Record Docker pools under the ids given, with their address leases, in one
+        write transaction (migration from another driver: dockerd keeps naming the pools
+        by the ids it was given, so they must be kept exactly). Returns the number of pools.
+
+        Afterwards each pool behaves exactly as if `claim_docker_pool` had made it:
+        `request_docker_address`, `release_docker_address` and `release_docker_pool` work
+        on its id. Each lease must be `pool.lease(address, created)` of one of `pools`
+        (an address of the pool's usable range), else InvalidConfig. Refused whole, with
+        AddressConflict naming the clash and nothing written: an id that already exists, a
+        pool overlapping an existing Docker pool or another imported one, an address the
+        store already holds (any lease or reservation, CNI or Docker). An id of the
+        driver's own form (`SPACE/CIDR/N`, docker.pool.pool_serial) moves the never-reuse
+        counter to at least N, so no later claim mints that id again.
+        """
+
+    @abc.abstractmethod
     def release_docker_pool(self, pool_id: str) -> DockerPool:
         """Forget a Docker pool and release its addresses, atomically. Raises NotFound."""
 

@@ -268,6 +268,39 @@ class EtcdStore(Store):
 
         return self._optimistic(plan)
 
+    def import_docker_pools(self, pools: Iterable[DockerPool], leases: Iterable[Lease]) -> int:
+        """Checked as a whole first; then the addresses in Txns of BATCH, and the pools
+        last in one Txn that fails if any of them appeared meanwhile. A crash in between
+        leaves addresses held for a pool that is not there yet (`cnipamctl check` names
+        them), never a pool whose addresses could be handed out twice."""
+        from ..docker.pool import imported_pool_of, pool_serial
+
+        wanted = list(pools)
+        rows = list(leases)
+        existing, _ = _Change(self).docker_pools()
+        by_lease_network: dict[str, DockerPool] = {}
+        for pool in wanted:
+            if any(other.id == pool.id for other in existing) or pool.lease_network in by_lease_network:
+                raise AddressConflict(f"import refused: pool id {pool.id!r} already exists")
+            for other in [*existing, *by_lease_network.values()]:
+                if other.family == pool.family and other.network.value <= pool.network.last and pool.network.value <= other.network.last:
+                    raise AddressConflict(f"import refused: pool {pool.network} ({pool.id}) overlaps pool {other.network} already in use")
+            by_lease_network[pool.lease_network] = pool
+        for lease in rows:
+            imported_pool_of(lease, by_lease_network)
+        self.import_leases(rows, {})
+
+        def plan(change: _Change) -> None:
+            current, serial = change.docker_pools()
+            for pool in wanted:
+                if any(other.id == pool.id for other in current):
+                    raise AddressConflict(f"import stopped: pool id {pool.id!r} appeared meanwhile; its addresses are imported")
+                serial = max(serial, pool_serial(pool.id) or 0)
+                change.put_docker_pool(pool, serial)
+
+        self._optimistic(plan)
+        return len(wanted)
+
     def release_docker_pool(self, pool_id: str) -> DockerPool:
         """Its addresses in Txns of BATCH, the pool itself with the last of them: a crash
         in between leaves the pool with fewer addresses, never addresses without a pool."""

@@ -232,7 +232,7 @@ class SQLiteStore(Store):
             return len(rows)
 
     def claim_docker_pool(self, claim: PoolClaim) -> DockerPool:
-        from ..docker.pool import DockerPool, lowest_free_block
+        from ..docker.pool import DockerPool, lowest_free_block, pool_id
 
         with _Writing(self):
             network = claim.network
@@ -254,17 +254,37 @@ class SQLiteStore(Store):
                     raise PoolExhausted(f"no free /{claim.prefix} block left in main pool {main}")
             self._db.execute("UPDATE counters SET value = value + 1 WHERE name = 'docker_pool'")
             serial = self._db.execute("SELECT value FROM counters WHERE name = 'docker_pool'").fetchone()[0]
-            pool_id = f"{claim.address_space}/{network}/{serial}"
-            pool = DockerPool(pool_id, claim.address_space, network, claim.sub_pool, claim.options, time.time())
-            self._db.execute(
-                "INSERT INTO docker_pools VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    pool.id, pool.address_space, network.family, str(network), to_bytes(network.family, network.value),
-                    to_bytes(network.family, network.last), None if pool.sub_pool is None else str(pool.sub_pool),
-                    pool.options, pool.created,
-                ),
-            )  # fmt: skip
+            pool = DockerPool(
+                pool_id(claim.address_space, network, serial), claim.address_space, network, claim.sub_pool, claim.options, time.time()
+            )
+            self._insert_docker_pool(pool)
             return pool
+
+    def import_docker_pools(self, pools: Iterable[DockerPool], leases: Iterable[Lease]) -> int:
+        from ..docker.pool import imported_pool_of, pool_serial
+
+        with _Writing(self):
+            by_lease_network: dict[str, DockerPool] = {}
+            for pool in pools:
+                if self._db.execute("SELECT 1 FROM docker_pools WHERE id = ?", (pool.id,)).fetchone():
+                    raise AddressConflict(f"import refused: pool id {pool.id!r} already exists")
+                clash = self._docker_overlap(pool.network)  # also sees the pools inserted just before
+                if clash is not None:
+                    raise AddressConflict(f"import refused: pool {pool.network} ({pool.id}) overlaps pool {clash} already in use")
+                self._insert_docker_pool(pool)
+                serial = pool_serial(pool.id)
+                if serial is not None:
+                    self._db.execute("UPDATE counters SET value = max(value, ?) WHERE name = 'docker_pool'", (serial,))
+                by_lease_network[pool.lease_network] = pool
+            for lease in leases:
+                owner = imported_pool_of(lease, by_lease_network)
+                found = self.lookup(lease.family, lease.address)
+                if found is not None:
+                    holder = "the same import" if found.network == lease.network else found.describe_holder()
+                    raise AddressConflict(f"import refused: {lease.ip} of pool {owner.id} is already held by {holder}")
+                self._take(lease.family, lease.address)
+                self._insert(lease)
+            return len(by_lease_network)
 
     def release_docker_pool(self, pool_id: str) -> DockerPool:
         with _Writing(self):
@@ -312,6 +332,17 @@ class SQLiteStore(Store):
         if row is None:
             raise NotFound(f"unknown pool id {pool_id!r}")
         return _docker_pool(row)
+
+    def _insert_docker_pool(self, pool: DockerPool) -> None:
+        network = pool.network
+        self._db.execute(
+            "INSERT INTO docker_pools VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                pool.id, pool.address_space, network.family, str(network), to_bytes(network.family, network.value),
+                to_bytes(network.family, network.last), None if pool.sub_pool is None else str(pool.sub_pool),
+                pool.options, pool.created,
+            ),
+        )  # fmt: skip
 
     def _docker_overlap(self, network: Network) -> str | None:
         """The Docker pool that overlaps `network`, if any: pools are disjoint, so the one

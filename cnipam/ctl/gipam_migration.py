@@ -1,0 +1,177 @@
+"""`migrate gipam FILE`: gipam's pools and addresses into the store, under gipam's ids.
+
+dockerd stores the PoolID a driver returned with each network and sends it in every
+later RequestAddress, ReleaseAddress and ReleasePool, so the pools are imported under
+exactly those ids (Store.import_docker_pools) and then serve like any pool the driver
+made. The rules are the other migrations' (migration_run): the file is only read; every
+refusal is listed with its reason; nothing is written unless everything can be, or with
+`--skip-refused` the rest; the store is checked first so every conflict is listed at
+once, and the import is one transaction, so a conflict appearing in between still
+leaves the store unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import click
+
+from ..docker.pool import DockerPool
+from ..leases import Lease
+from ..migration.gipam_file import GipamFileError, GipamPlan, plan_gipam
+from .failures import BadInput
+from .output import Listing, emit_json
+from .progress import Phases
+from .session import Session
+
+SOURCE_KIND = "gipam lease file"
+
+
+@dataclass
+class GipamReport:
+    source: str
+    store: str
+    dry_run: bool
+    pools: list[DockerPool] = field(default_factory=list)  # what is (or would be) imported
+    leases: list[Lease] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    aborted: bool = False
+
+    @property
+    def imported(self) -> bool:
+        return not (self.dry_run or self.aborted)
+
+    def per_pool(self) -> list[tuple[DockerPool, int]]:
+        counts: dict[str, int] = {}
+        for lease in self.leases:
+            counts[lease.network] = counts.get(lease.network, 0) + 1
+        return [(pool, counts.get(pool.lease_network, 0)) for pool in self.pools]
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "source": {"kind": SOURCE_KIND, "path": self.source},
+            "store": self.store,
+            "dry_run": self.dry_run,
+            "aborted": self.aborted,
+            "planned": {"pools": len(self.pools), "addresses": len(self.leases)},
+            "imported": {"pools": len(self.pools), "addresses": len(self.leases)} if self.imported else {"pools": 0, "addresses": 0},
+            "pools": [{"id": pool.id, "pool": str(pool.network), "addresses": used} for pool, used in self.per_pool()],
+            "refused": [{"what": what, "why": why} for what, why in self.refused],
+            "notes": self.notes,
+        }
+
+    def show(self, as_json: bool) -> None:
+        if as_json:
+            emit_json(self.as_json())
+            return
+        verb = "would import" if self.dry_run or self.aborted else "imported"
+        click.echo(f"{SOURCE_KIND} {self.source} -> {self.store}")
+        click.echo(
+            f"{verb} {len(self.pools)} pool{'s' if len(self.pools) != 1 else ''} and {len(self.leases)} "
+            f"address{'es' if len(self.leases) != 1 else ''}" + (" (dry run)" if self.dry_run else "")
+        )
+        if self.pools:
+            table = Listing("pool id", "pool", "addresses", wide=("pool id",), right=("addresses",))
+            for pool, used in self.per_pool():
+                table.add(pool.id, str(pool.network), str(used))
+            table.print()
+        if self.refused:
+            click.echo(f"refused {len(self.refused)}:")
+            for what, why in self.refused:
+                click.echo(f"  {what}: {why}")
+        for note in self.notes:
+            click.echo(f"note: {note}")
+
+
+def read_gipam_file(path: str) -> GipamPlan:
+    try:
+        with open(path, "rb") as source:
+            raw = source.read()
+    except OSError as exc:
+        raise BadInput(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return plan_gipam(raw, time.time())
+    except GipamFileError as exc:
+        raise BadInput(f"{path} is not a gipam lease file: {exc.message}") from None
+
+
+def migrate_gipam(session: Session, path: str, dry_run: bool, skip_refused: bool) -> GipamReport:
+    """Read, check against the store and (unless a dry run or refused) import."""
+    planned = read_gipam_file(path)
+    settings = session.settings()
+    report = GipamReport(path, settings.path, dry_run, refused=list(planned.refused))
+    report.notes.extend(_notes(path, planned))
+    pools, leases = planned.pools, planned.leases
+    with Phases(len(leases)) as phases:
+        if os.path.exists(settings.path):
+            with phases.phase("checking the store"), session.existing() as store:
+                pools, leases, conflicts = store_conflicts(store.docker_pools(), store.leases(), pools, leases)
+            report.refused += conflicts
+        report.pools, report.leases = pools, leases
+        report.aborted = bool(report.refused) and not skip_refused
+        if report.imported and pools:
+            with phases.phase("importing"), session.creating() as store:
+                store.import_docker_pools(pools, leases)
+    return report
+
+
+def store_conflicts(
+    existing_pools: list[DockerPool], existing: list[Lease], pools: list[DockerPool], leases: list[Lease]
+) -> tuple[list[DockerPool], list[Lease], list[tuple[str, str]]]:
+    """Split the incoming pools and leases into those the store accepts and the refusals
+    with why: an id already used, a block overlapping a pool already there (its addresses
+    go with it), an address already held."""
+    ids = {pool.id for pool in existing_pools}
+    by_address = {(lease.family, lease.address): lease for lease in existing}
+    accepted: list[DockerPool] = []
+    refused: list[tuple[str, str]] = []
+    for pool in pools:
+        clash = next((other for other in existing_pools if _overlap(pool, other)), None)
+        if pool.id in ids:
+            refused.append((f"pool {pool.id} ({pool.network})", "a pool with this id is already in the store"))
+        elif clash is not None:
+            refused.append((f"pool {pool.id} ({pool.network})", f"overlaps pool {clash.network} ({clash.id}) already in the store"))
+        else:
+            accepted.append(pool)
+    kept = {pool.lease_network for pool in accepted}
+    accepted_leases: list[Lease] = []
+    for lease in leases:
+        held = by_address.get((lease.family, lease.address))
+        if lease.network not in kept:
+            continue  # its pool is refused above
+        if held is not None:
+            refused.append((f"{lease.ip} of pool {lease.network.partition(':')[2]}", f"already in the store, held by {_holder(held)}"))
+        else:
+            accepted_leases.append(lease)
+    return accepted, accepted_leases, refused
+
+
+def _overlap(pool: DockerPool, other: DockerPool) -> bool:
+    a, b = pool.network, other.network
+    return a.family == b.family and a.value <= b.last and b.value <= a.last
+
+
+def _holder(lease: Lease) -> str:
+    if lease.network.startswith("docker:"):
+        return f"Docker pool {lease.network.partition(':')[2]}"
+    return lease.describe_holder() + (f" of network {lease.network!r}" if lease.network else "")
+
+
+def _notes(path: str, planned: GipamPlan) -> list[str]:
+    notes = [f"{path} was read, not changed; stop gipam before starting cnipam-docker on this store"]
+    notes.append(
+        "networks created with gipam name their IPAM driver 'gipam': serve them with `cnipam-docker --name gipam` "
+        "(socket /run/docker/plugins/gipam.sock)"
+    )
+    if planned.mains:
+        flags = " ".join(f"-v{family} {main.network} -v{family}ab {main.block}" for family, main in sorted(planned.mains.items()))
+        notes.append(f"gipam's main pools were: {flags}; give cnipam-docker the same flags to keep cutting blocks from them")
+    if planned.released_blocks:
+        notes.append(
+            f"{len(planned.released_blocks)} released block(s) not imported (dockerd no longer refers to them): "
+            + ", ".join(planned.released_blocks)
+        )
+    return notes
