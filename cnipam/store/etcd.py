@@ -654,10 +654,10 @@ class _Change:
         """The leases of these addresses, read in one round trip for those not yet read."""
         wanted = list(dict.fromkeys(addresses))
         missing = [pair for pair in wanted if pair not in self.found]
-        if missing:
-            keys = [self.store._lease_key(*pair) for pair in missing]
-            result = self.client.txn([], [range_op(key) for key in keys])
-            for pair, kvs in zip(missing, result.responses, strict=True):
+        for start in range(0, len(missing), MAX_TXN_OPS):
+            some = missing[start : start + MAX_TXN_OPS]
+            result = self.client.txn([], [range_op(self.store._lease_key(*pair)) for pair in some])
+            for pair, kvs in zip(some, result.responses, strict=True):
                 self._found(pair, kvs)
         return [lease for lease in (self.found[pair][0] for pair in wanted) if lease is not None]
 
@@ -688,9 +688,11 @@ class _Change:
 
     def load_blocks(self, numbers: Iterable[tuple[int, int]]) -> None:
         """Read the chunks of CHUNK blocks these blocks fall in, in one round trip."""
-        chunks = sorted({(family, number // CHUNK) for family, number in numbers} - self.chunks)
-        if not chunks:
-            return
+        wanted = sorted({(family, number // CHUNK) for family, number in numbers} - self.chunks)
+        for start in range(0, len(wanted), MAX_TXN_OPS):
+            self._load_chunks(wanted[start : start + MAX_TXN_OPS])
+
+    def _load_chunks(self, chunks: list[tuple[int, int]]) -> None:
         ops = []
         for family, chunk in chunks:
             first, end = chunk * CHUNK, min(chunk * CHUNK + CHUNK, 1 << (BITS[family] - BLOCK_BITS))

@@ -1,0 +1,252 @@
+"""The etcd engine against the embedded one, side by side, as ratios.
+
+Usage: python3 bench/etcd_cluster.py [--quick]
+
+Starts a private etcd (Debian's etcd-server) on loopback with its data on tmpfs, and
+measures, rounds interleaved so the shared machine's drift hits every side alike:
+* one ADD process (the installed `cnipam`, a fresh interpreter per call as a runtime
+  runs it) on etcd against the same ADD on SQLite: target at most 1.5x;
+* the same ADD in a pool already holding 100,000 leases against an empty pool, on
+  etcd: target at most 1.2x;
+* 4 hosts x 4 parallel workers allocating from one /16 (long-lived processes, so this
+  is the store's cost, not interpreter start-up) against 16 workers on one SQLite file,
+  and the Txns each allocation had to compute again (target: near zero, at most 0.05
+  per allocation, with block affinity).
+Runnable alone, and by bench/run.py, which puts its rows in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from report import Row, Target, results_table
+from timing import Ratio, Sample, ratio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from etcd_process import EtcdServer, etcd_binary  # the tests' etcd launcher: standard library only
+
+SUBNET = "10.66.0.0/15"
+HOSTS, WORKERS_PER_HOST = 4, 4
+
+
+@dataclass(frozen=True)
+class EtcdPlan:
+    rounds: int
+    add_runs: int  # timed ADDs per bench per round
+    allocations: int  # per worker in the throughput figure
+    populated: int  # leases already in the pool of figure E2
+
+
+FULL = EtcdPlan(rounds=6, add_runs=15, allocations=150, populated=100_000)
+QUICK = EtcdPlan(rounds=2, add_runs=4, allocations=30, populated=5_000)
+
+
+def installed(name: str) -> str:
+    return os.path.join(sysconfig.get_path("scripts"), name)
+
+
+def launcher_argv(launcher: str) -> list[str]:
+    first = Path(launcher).read_bytes().split(b"\n", 1)[0].decode()
+    return first[2:].split()
+
+
+def config(store: dict[str, object] | None) -> bytes:
+    ipam: dict[str, object] = {"type": "cnipam", "ipv4-subnet": SUBNET}
+    if store is not None:
+        ipam["store"] = store
+    return json.dumps({"cniVersion": "1.0.0", "name": "bench", "ipam": ipam}).encode()
+
+
+class PluginBench:
+    """ADD then an untimed DEL of one container, so every timed ADD sees the same store."""
+
+    def __init__(self, name: str, exe: str, stdin: bytes, env: dict[str, str]) -> None:
+        self.name, self.exe, self.stdin = name, exe, stdin
+        self.env = {"PATH": "/usr/bin:/bin", "CNI_CONTAINERID": "bench", "CNI_IFNAME": "eth0", "CNI_NETNS": "/x", **env}
+
+    def once(self) -> float:
+        started = time.perf_counter()
+        added = subprocess.run([self.exe], input=self.stdin, env={**self.env, "CNI_COMMAND": "ADD"}, capture_output=True)
+        elapsed = time.perf_counter() - started
+        if added.returncode != 0:
+            raise RuntimeError(f"{self.name}: ADD failed: {added.stdout.decode(errors='replace')}")
+        subprocess.run([self.exe], input=self.stdin, env={**self.env, "CNI_COMMAND": "DEL"}, capture_output=True, check=True)
+        return elapsed
+
+
+class CommandBench:
+    def __init__(self, name: str, argv: list[str]) -> None:
+        self.name, self.argv = name, argv
+
+    def once(self) -> float:
+        started = time.perf_counter()
+        subprocess.run(self.argv, check=True)
+        return time.perf_counter() - started
+
+
+def interleave(benches: Sequence[PluginBench | CommandBench], plan: EtcdPlan, progress: Callable[[str], None]) -> dict[str, Sample]:
+    samples = {bench.name: Sample(bench.name) for bench in benches}
+    for round_number in range(plan.rounds):
+        for bench in benches:
+            times = [bench.once() for _ in range(plan.add_runs)]
+            samples[bench.name].values.extend(times)
+            samples[bench.name].round_medians.append(statistics.median(times))
+        progress(f"  round {round_number + 1}/{plan.rounds}")
+    return samples
+
+
+def populate(endpoint: str, prefix: str, count: int) -> None:
+    """`count` leases in SUBNET through the engine's own import (the migration path)."""
+    from cnipam.addresses import parse_cidr
+    from cnipam.ecs_config import parse_ecs
+    from cnipam.leases import LEASE, Lease
+    from cnipam.store.opening import open_etcd
+    from cnipam.store.settings import EtcdSettings
+
+    spec = parse_ecs({"ipv4-subnet": SUBNET}).pools[0]
+    first = parse_cidr(SUBNET, "subnet")[1].value + 2
+    now = time.time()
+    leases = [
+        Lease(4, first + n, LEASE, spec.key, spec.slot, f"cni:bench/fill-{n}/eth0", "bench", f"fill-{n}", "eth0", now) for n in range(count)
+    ]
+    store = open_etcd(EtcdSettings((endpoint,), prefix, "bench-host", lock_dir=None), 60.0)
+    try:
+        store.import_leases(leases, {})
+    finally:
+        store.close()
+
+
+def allocate_worker(settings: tuple[str, str, str, str | None], count: int, out: multiprocessing.Queue[object]) -> None:
+    from cnipam.ecs_config import parse_ecs
+    from cnipam.leases import Owner
+    from cnipam.store.etcd import EtcdStore
+    from cnipam.store.opening import open_etcd
+    from cnipam.store.settings import EtcdSettings
+    from cnipam.store.sqlite import SQLiteStore
+
+    engine, where, host, lock_dir = settings
+    pools = parse_ecs({"ipv4-subnet": "10.67.0.0/16"}).pools
+    store = (
+        SQLiteStore(where, 60.0) if engine == "sqlite" else open_etcd(EtcdSettings((where,), "/throughput/", host, lock_dir=lock_dir), 60.0)
+    )
+    latencies = []
+    for n in range(count):
+        started = time.perf_counter()
+        store.allocate(Owner.for_request(None, "bench", f"{host}-{os.getpid()}-{n}", "eth0"), pools)
+        latencies.append(time.perf_counter() - started)
+    out.put({"latencies": latencies, "retries": store.retries if isinstance(store, EtcdStore) else 0})
+    store.close()
+
+
+def throughput(engine: str, where: str, folder: Path, plan: EtcdPlan) -> tuple[float, float, list[float]]:
+    """Allocations per second of HOSTS x WORKERS_PER_HOST processes started together,
+    retries per allocation, and every allocation's latency."""
+    queue: multiprocessing.Queue[object] = multiprocessing.Queue()
+    workers = []
+    for host in range(HOSTS):
+        for _ in range(WORKERS_PER_HOST):
+            settings = (engine, where, f"host-{host}", str(folder / f"lock-{host}"))
+            workers.append(multiprocessing.Process(target=allocate_worker, args=(settings, plan.allocations, queue)))
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    reports = [queue.get(timeout=600) for _ in workers]
+    elapsed = time.perf_counter() - started
+    for worker in workers:
+        worker.join()
+    latencies = [value for report in reports for value in report["latencies"]]  # type: ignore[index]
+    retries = sum(report["retries"] for report in reports)  # type: ignore[index]
+    return len(latencies) / elapsed, retries / len(latencies), latencies
+
+
+def measure_etcd(plan: EtcdPlan, folder: Path, progress: Callable[[str], None] = print) -> list[Row]:
+    exe = installed("cnipam")
+    floor = CommandBench("bare interpreter", [*launcher_argv(exe), "-c", "pass"])
+    with EtcdServer("bench") as server:
+        endpoint = server.endpoint
+
+        def etcd_store(prefix: str) -> dict[str, object]:
+            return {"type": "etcd", "endpoints": [endpoint], "prefix": prefix, "host": "bench-host", "lockDir": str(folder / "lock")}
+
+        progress(f"etcd bench: populating {plan.populated:,} leases")
+        populate(endpoint, "/populated/", plan.populated)
+        sqlite = PluginBench("ADD on SQLite", exe, config(None), {"IPAM_DB_PATH": str(folder / "ipam.db")})
+        etcd = PluginBench("ADD on etcd", exe, config(etcd_store("/empty/")), {})
+        full = PluginBench(f"ADD on etcd, {plan.populated:,} leases", exe, config(etcd_store("/populated/")), {})
+        progress("etcd bench: single ADD")
+        samples = interleave([floor, sqlite, etcd, full], plan, progress)
+        progress("etcd bench: 4 hosts x 4 workers")
+        etcd_rate, etcd_retries, etcd_latencies = throughput("etcd", endpoint, folder, plan)
+        sqlite_rate, _, sqlite_latencies = throughput("sqlite", str(folder / "throughput.db"), folder, plan)
+    rate = Sample("etcd", [etcd_rate], [etcd_rate])
+    sqlite_sample = Sample("sqlite", [sqlite_rate], [sqlite_rate])
+
+    def ms(values: list[float], q: int) -> str:
+        return f"{statistics.quantiles(values, n=100)[q - 1] * 1000:.1f} ms"
+
+    return [
+        Row("E1", "one ADD process on etcd", "the same ADD on SQLite", ratio(samples[etcd.name], samples[sqlite.name]), Target("<=", 1.5),
+            f"medians {samples[etcd.name].median * 1000:.1f} vs {samples[sqlite.name].median * 1000:.1f} ms; bare interpreter "
+            f"{samples[floor.name].median * 1000:.1f} ms"),
+        Row("E2", f"ADD on etcd with {plan.populated:,} leases in the pool", "ADD on etcd, empty pool",
+            ratio(samples[full.name], samples[etcd.name]), Target("<=", 1.2), f"median {samples[full.name].median * 1000:.1f} ms"),
+        Row("E3", f"{HOSTS} hosts x {WORKERS_PER_HOST} workers on etcd: allocations/s",
+            f"{HOSTS * WORKERS_PER_HOST} workers on one SQLite file", ratio(rate, sqlite_sample), None,
+            f"{etcd_rate:,.0f} vs {sqlite_rate:,.0f}/s; p50/p99 {ms(etcd_latencies, 50)}/{ms(etcd_latencies, 99)} vs "
+            f"{ms(sqlite_latencies, 50)}/{ms(sqlite_latencies, 99)}; {plan.allocations} allocations per worker"),
+        Row("E4", "Txns computed again per allocation (4 x 4 on etcd)", "allocations", _single(etcd_retries), Target("<=", 0.05),
+            f"{etcd_retries:.4f}"),
+    ]  # fmt: skip
+
+
+def _single(value: float) -> Ratio:
+    return Ratio(value, value, value, value)
+
+
+def section(rows: Sequence[Row], plan: EtcdPlan) -> str:
+    return "\n".join(
+        [
+            "## etcd cluster engine",
+            "",
+            f"`bench/etcd_cluster.py`: a private etcd 3.4 on loopback (data on tmpfs), sharing the 2 cores with the "
+            f"benchmark. E1-E2: {plan.rounds} rounds x {plan.add_runs} fresh `cnipam` processes per row, interleaved, each an "
+            "ADD of one IPv4 address (then an untimed DEL). E3-E4: long-lived worker processes started together, "
+            f"{plan.allocations} allocations each from one /16, each host with its own identity and lock.",
+            "",
+            results_table(rows),
+            "",
+        ]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer runs")
+    args = parser.parse_args(argv)
+    if etcd_binary() is None:
+        raise SystemExit("bench: etcd is not installed (Debian: apt-get install etcd-server)")
+    plan = QUICK if args.quick else FULL
+    folder = Path(tempfile.mkdtemp(prefix="cnipam-etcd-bench-"))
+    try:
+        rows = measure_etcd(plan, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(section(rows, plan))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
