@@ -82,6 +82,8 @@ class Agent:
             log("dropped", reason=f"not a cnipamd request: {exc}")
         except OSError as exc:
             log("dropped", reason=f"connection failed: {exc}")
+        except Exception as exc:  # a bug: logged as one line, the plugin answers 11, the agent goes on
+            log("internal-error", error=f"{type(exc).__name__}: {exc}")
         finally:
             conn.close()
             with self.calls_lock:
