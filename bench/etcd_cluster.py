@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent import RunningAgent
 from report import Row, Target, results_table
 from timing import Ratio, Sample, ratio
 
@@ -54,10 +55,6 @@ FULL = EtcdPlan(rounds=6, add_runs=15, allocations=150, populated=100_000)
 QUICK = EtcdPlan(rounds=2, add_runs=4, allocations=30, populated=5_000)
 
 
-def installed(name: str) -> str:
-    return os.path.join(sysconfig.get_path("scripts"), name)
-
-
 def launcher_argv(launcher: str) -> list[str]:
     first = Path(launcher).read_bytes().split(b"\n", 1)[0].decode()
     return first[2:].split()
@@ -75,7 +72,14 @@ class PluginBench:
 
     def __init__(self, name: str, exe: str, stdin: bytes, env: dict[str, str]) -> None:
         self.name, self.exe, self.stdin = name, exe, stdin
-        self.env = {"PATH": "/usr/bin:/bin", "CNI_CONTAINERID": "bench", "CNI_IFNAME": "eth0", "CNI_NETNS": "/x", **env}
+        self.env = {
+            "PATH": "/usr/bin:/bin",
+            "CNI_CONTAINERID": "bench",
+            "CNI_IFNAME": "eth0",
+            "CNI_NETNS": "/x",
+            "CNIPAM_AGENT": "off",
+            **env,
+        }
 
     def once(self) -> float:
         started = time.perf_counter()
@@ -172,10 +176,11 @@ def throughput(engine: str, where: str, folder: Path, plan: EtcdPlan) -> tuple[f
     return len(latencies) / elapsed, retries / len(latencies), latencies
 
 
-def measure_etcd(plan: EtcdPlan, folder: Path, progress: Callable[[str], None] = print) -> list[Row]:
-    exe = installed("cnipam")
+def measure_etcd(plan: EtcdPlan, folder: Path, scripts: Path, progress: Callable[[str], None] = print) -> list[Row]:
+    """`scripts`: the folder holding the installed `cnipam` and `cnipamd`."""
+    exe = str(scripts / "cnipam")
     floor = CommandBench("bare interpreter", [*launcher_argv(exe), "-c", "pass"])
-    with EtcdServer("bench") as server:
+    with EtcdServer("bench") as server, _Stopping(RunningAgent(scripts / "cnipamd", folder / "agent")) as agent:
         endpoint = server.endpoint
 
         def etcd_store(prefix: str) -> dict[str, object]:
@@ -186,8 +191,14 @@ def measure_etcd(plan: EtcdPlan, folder: Path, progress: Callable[[str], None] =
         sqlite = PluginBench("ADD on SQLite", exe, config(None), {"IPAM_DB_PATH": str(folder / "ipam.db")})
         etcd = PluginBench("ADD on etcd", exe, config(etcd_store("/empty/")), {})
         full = PluginBench(f"ADD on etcd, {plan.populated:,} leases", exe, config(etcd_store("/populated/")), {})
+        via = PluginBench(
+            "ADD on etcd via cnipamd", exe, config(etcd_store("/agent/")), {"CNIPAM_AGENT": "on", "CNIPAM_AGENT_SOCKET": str(agent.socket)}
+        )
         progress("etcd bench: single ADD")
-        samples = interleave([floor, sqlite, etcd, full], plan, progress)
+        before = agent.calls()
+        samples = interleave([floor, sqlite, etcd, full, via], plan, progress)
+        if agent.calls() == before:
+            raise RuntimeError("cnipamd answered no call: the forward path was not taken")
         progress("etcd bench: 4 hosts x 4 workers")
         etcd_rate, etcd_retries, etcd_latencies = throughput("etcd", endpoint, folder, plan)
         sqlite_rate, _, sqlite_latencies = throughput("sqlite", str(folder / "throughput.db"), folder, plan)
@@ -201,6 +212,8 @@ def measure_etcd(plan: EtcdPlan, folder: Path, progress: Callable[[str], None] =
         Row("E1", "one ADD process on etcd", "the same ADD on SQLite", ratio(samples[etcd.name], samples[sqlite.name]), Target("<=", 1.5),
             f"medians {samples[etcd.name].median * 1000:.1f} vs {samples[sqlite.name].median * 1000:.1f} ms; bare interpreter "
             f"{samples[floor.name].median * 1000:.1f} ms"),
+        Row("E1b", "one ADD on etcd through cnipamd", "bare interpreter", ratio(samples[via.name], samples[floor.name]), Target("<=", 1.3),
+            f"median {samples[via.name].median * 1000:.1f} ms"),
         Row("E2", f"ADD on etcd with {plan.populated:,} leases in the pool", "ADD on etcd, empty pool",
             ratio(samples[full.name], samples[etcd.name]), Target("<=", 1.2), f"median {samples[full.name].median * 1000:.1f} ms"),
         Row("E3", f"{HOSTS} hosts x {WORKERS_PER_HOST} workers on etcd: allocations/s",
@@ -210,6 +223,17 @@ def measure_etcd(plan: EtcdPlan, folder: Path, progress: Callable[[str], None] =
         Row("E4", "Txns computed again per allocation (4 x 4 on etcd)", "allocations", _single(etcd_retries), Target("<=", 0.05),
             f"{etcd_retries:.4f}"),
     ]  # fmt: skip
+
+
+class _Stopping:
+    def __init__(self, agent: RunningAgent) -> None:
+        self.agent = agent
+
+    def __enter__(self) -> RunningAgent:
+        return self.agent
+
+    def __exit__(self, *exc: object) -> None:
+        self.agent.stop()
 
 
 def _single(value: float) -> Ratio:
@@ -241,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     folder = Path(tempfile.mkdtemp(prefix="cnipam-etcd-bench-"))
     try:
-        rows = measure_etcd(plan, folder)
+        rows = measure_etcd(plan, folder, Path(sysconfig.get_path("scripts")))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print(section(rows, plan))

@@ -54,7 +54,9 @@ class Cnipam(Plugin):
         return {"type": "cnipam", key: subnet}
 
     def state_env(self, state: Path) -> dict[str, str]:
-        return {"IPAM_DB_PATH": str(self.db_path(state))}
+        # CNIPAM_AGENT=off: these rows time the plugin on its own, even on a host where
+        # a cnipamd listens on the default socket (bench/agent.py times the forward path).
+        return {"IPAM_DB_PATH": str(self.db_path(state)), "CNIPAM_AGENT": "off"}
 
     @staticmethod
     def db_path(state: Path) -> Path:

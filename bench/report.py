@@ -138,6 +138,14 @@ METHOD = """\
   load on the machine, and it bounds throughput: with every ADD CPU-bound, `nproc`
   cores cannot run more than `nproc / CPU per ADD` ADDs a second (the estimate in the
   throughput row's note).
+* **Through cnipamd** (figure 7): a `cnipamd` from the same venv listens on a socket in the
+  temp folder and the plugin is pointed at it with `CNIPAM_AGENT_SOCKET`; every other row
+  sets `CNIPAM_AGENT=off`, so it times the plugin on its own. An "ADD via cnipamd" is still
+  a whole plugin process (its launcher's forward path: connect, send, print the answer);
+  the agent's own work happens in the agent's process, so the wall time includes it but
+  hyperfine's CPU time does not. The bench checks from the agent's log that it answered
+  the calls. The ADD+DEL rows run both calls in one command with no prepare step, against
+  two bare interpreters in one command.
 * Everything is written under one `tempfile.mkdtemp()` folder, removed at the end; nothing
   goes to `/var/lib/cni`.
 """

@@ -1,10 +1,10 @@
 """cnipam vs host-local vs the bare interpreter, side by side, as ratios.
 
-Usage: python3 bench/run.py [--quick] [--output PATH] [--python INTERPRETER] [--source CHECKOUT]
+Usage: python3 bench/run.py [--quick] [--only agent|docker|etcd] [--output PATH] [--python INTERPRETER] [--source CHECKOUT]
 
 Installs what it needs (hyperfine, Debian's host-local, a private cnipam venv), measures
-the six figures of docs/benchmarks.md and the Docker driver's section (docker_driver.py)
-in one run, prints the Markdown and (full runs)
+the seven figures of docs/benchmarks.md, the Docker driver's section (docker_driver.py)
+and the etcd engine's (etcd_cluster.py) in one run, prints the Markdown and (full runs)
 writes it to docs/benchmarks.md. All files live in one mkdtemp() folder, removed at exit.
 """
 
@@ -27,10 +27,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent import CnipamViaAgent, RunningAgent
 from docker_driver import FULL as DOCKER_FULL
 from docker_driver import QUICK as DOCKER_QUICK
 from docker_driver import measure_docker
 from docker_driver import section as docker_section
+from etcd_cluster import FULL as ETCD_FULL
+from etcd_cluster import QUICK as ETCD_QUICK
+from etcd_cluster import measure_etcd
+from etcd_cluster import section as etcd_section
 from importprofile import ImportSummary, profile, summarise
 from plugins import CNI_BASE_ENV, NETWORK_NAME, Cnipam, HostLocal, Network, Plugin, floor_shell, launcher_interpreter
 from populate import first_host, populate_cnipam, populate_host_local
@@ -458,12 +463,70 @@ def figure_docker(ctx: Context) -> str:
     return docker_section(rows, plan)
 
 
+def figure_etcd(ctx: Context) -> str:
+    """E. The etcd engine against SQLite, with 100,000 leases, 4 hosts x 4 workers, and via cnipamd."""
+    plan = ETCD_QUICK if ctx.plan is QUICK else ETCD_FULL
+    if ctx.venv_python is None:
+        ctx.problems.append("etcd engine not measured: cnipam is not installed in the bench venv")
+        return ""
+    folder = ctx.tmp / "etcd"
+    folder.mkdir()
+    try:
+        rows = measure_etcd(plan, folder, ctx.venv_python.parent, progress=lambda text: print(text, flush=True))
+    except (RuntimeError, OSError) as exc:
+        ctx.problems.append(f"etcd engine: {exc}")
+        return ""
+    return etcd_section(rows, plan)
+
+
+def figure_agent(ctx: Context) -> list[Row]:
+    """7. One ADD (and one ADD+DEL) through cnipamd vs the plugin on its own vs the bare interpreter."""
+    pre: dict[str, Sample] = {}
+    names = ("agent", "direct", "agent-pair", "direct-pair")
+    if ctx.cnipam is None or ctx.venv_python is None:
+        pre.update({name: Sample(name, error=ctx.missing("cnipam")) for name in names})
+        s = pre
+    else:
+        agent = None
+        try:
+            agent = RunningAgent(ctx.venv_python.parent / "cnipamd", ctx.tmp / "agent")
+            via = CnipamViaAgent("cnipam", ctx.cnipam.exe, agent.socket)
+            benches: list[Bench] = []
+            for name, plugin in (("agent", via), ("direct", ctx.cnipam)):
+                net = ctx.network(plugin, SUBNET16, f"{name}-agentfigure")
+                if guarded(ctx, pre, name, check_add(net)):
+                    benches.append(add_bench(net, name, ctx.plan.add_runs))
+                    pair = f"{net.shell('ADD', CID)} && {net.shell('DEL', CID)}"
+                    benches.append(Bench(f"{name}-pair", pair, runs=ctx.plan.add_runs))
+            floor = floor_shell(ctx.floor, ctx.floor_conf())
+            benches += [Bench("floor", floor, runs=ctx.plan.add_runs), Bench("floor-pair", f"{floor} && {floor}", runs=ctx.plan.add_runs)]
+            before = agent.calls()
+            s = run_group(ctx, benches, pre, "7 agent")
+            if agent.calls() == before:
+                ctx.problems.append("agent rows: cnipamd answered no call; the forward path was not taken")
+        except RuntimeError as exc:
+            ctx.problems.append(str(exc))
+            s = {**pre, **{name: Sample(name, error=str(exc)) for name in names}}
+        finally:
+            if agent is not None:
+                agent.stop()
+    floor_label = "bare `" + shlex.join([Path(ctx.floor[0]).name, *ctx.floor[1:], "-c", "pass"]) + "`"
+    return [
+        make_row("7. one ADD through cnipamd", s, ("agent", "ADD via cnipamd"), ("floor", floor_label), Target("<=", 1.3)),
+        make_row("7. one ADD through cnipamd", s, ("direct", "ADD, plugin alone"), ("floor", floor_label)),
+        make_row("7. one ADD through cnipamd", s, ("agent", "ADD via cnipamd"), ("direct", "ADD, plugin alone")),
+        make_row("7. ADD then DEL", s, ("agent-pair", "ADD+DEL via cnipamd"), ("floor-pair", "two bare interpreters")),
+        make_row("7. ADD then DEL", s, ("direct-pair", "ADD+DEL, plugin alone"), ("floor-pair", "two bare interpreters")),
+    ]
+
+
 # --------------------------------------------------------------------------- main
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="few runs, for a smoke test; writes no document")
+    parser.add_argument("--only", choices=["agent", "docker", "etcd"], help="measure only this figure (writes no document unless --output)")
     parser.add_argument("--output", type=Path, help=f"Markdown file to write (default: {DEFAULT_DOC} on full runs)")
     parser.add_argument("--python", default=sys.executable, help="interpreter for the cnipam venv (default: the one running this script)")
     parser.add_argument("--source", type=Path, default=REPO, help="cnipam checkout to pip-install (default: this repository)")
@@ -481,7 +544,7 @@ def real_interpreter(path: str) -> str:
 def build_context(args: argparse.Namespace, tmp: Path, hyperfine: str) -> Context:
     interpreter = real_interpreter(args.python)
     cnipam, venv_python, missing = install_cnipam(interpreter, args.source, tmp)
-    host_local_exe = ensure_host_local()
+    host_local_exe = None if args.only else ensure_host_local()
     floor = launcher_interpreter(cnipam.exe) if cnipam else [interpreter, "-I", "-S"]
     ctx = Context(
         tmp=tmp,
@@ -507,22 +570,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ctx = build_context(args, tmp, hyperfine)
         machine = describe_machine(ctx.floor[0], hyperfine, ctx.host_local.exe if ctx.host_local else None, tmp)
-        rows = figure_startup(ctx)
-        rows += figure_growth(ctx)
-        rows += figure_million(ctx)
-        rows += figure_parallel(ctx)
-        rows += figure_memory(ctx)
-        imports = figure_imports(ctx)
-        docker = figure_docker(ctx)
+        extra: list[str] = []
+        if args.only == "agent":
+            rows, imports = figure_agent(ctx), None
+        elif args.only == "docker":
+            rows, imports, extra = [], None, [figure_docker(ctx)]
+        elif args.only == "etcd":
+            rows, imports, extra = [], None, [figure_etcd(ctx)]
+        else:
+            rows = figure_startup(ctx)
+            rows += figure_growth(ctx)
+            rows += figure_million(ctx)
+            rows += figure_parallel(ctx)
+            rows += figure_memory(ctx)
+            rows += figure_agent(ctx)
+            imports = figure_imports(ctx)
+            extra = [figure_docker(ctx), figure_etcd(ctx)]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     launcher = "`#!" + shlex.join(ctx.floor).replace(str(tmp), "$TMP") + "`" if ctx.cnipam else "not installed"
     machine = dataclasses.replace(machine, launcher=launcher, load=f"{load_start:.1f} \u2192 {os.getloadavg()[0]:.1f}")
     add_ms = ctx.add_seconds * 1e3 if ctx.add_seconds else None
-    command = "python3 bench/run.py" + (" --quick" if args.quick else "")
-    text = document(machine, rows, import_table(imports, add_ms), command, ctx.problems, extra=[docker] if docker else [])
+    command = "python3 bench/run.py" + (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else "")
+    text = document(machine, rows, import_table(imports, add_ms), command, ctx.problems, extra=[part for part in extra if part])
     print(text)
-    output = args.output or (None if args.quick else DEFAULT_DOC)
+    output = args.output or (None if args.quick or args.only else DEFAULT_DOC)
     if output is not None:
         output.write_text(text)
         print(f"bench: wrote {output}")

@@ -1,6 +1,10 @@
 """The CNI plugin executable (`cnipam`, `ecs-ipam`): environment and stdin in, one JSON
 document out. A thin shell: it reads, calls the core, and maps the core's exceptions to
 CNI error codes in the one table below. It never prints a traceback.
+
+`run` is the call itself, apart from the process: the plugin calls it for a call it runs
+on its own, and `cnipamd` calls it for a call a plugin forwarded, so the two paths
+cannot drift apart.
 """
 
 from __future__ import annotations
@@ -29,8 +33,15 @@ from .json_codec import MAX_INPUT, dumps, loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from contextlib import AbstractContextManager
+
     from .cni_request import Request
     from .store.base import Store
+    from .store.settings import StoreSettings
+
+    # Gives the store for some settings for the length of a `with` block.
+    StoreOpener = Callable[[StoreSettings], AbstractContextManager[Store]]
 
 # CNI error codes (reference cni-spec.md section 1.2); 100 and up are this plugin's own.
 CNI_CODES: dict[type[CnipamError], int] = {
@@ -56,48 +67,72 @@ def cni_code(error: CnipamError) -> int:
     return INTERNAL_ERROR
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, stdin: bytes | None = None) -> int:
+    """The process: flags, or one call answered by `run`. `stdin` is what the launcher's
+    forward path already read before it found no agent to take the call."""
     args = sys.argv[1:] if argv is None else argv
     if args:
         return _flags(args)
     env = dict(os.environ)
-    command = env.get("CNI_COMMAND", "")
-    if not command:
+    if not env.get("CNI_COMMAND", ""):
         sys.stderr.write(f"cnipam {__version__}: CNI IPAM plugin\nCNI protocol versions: {', '.join(SUPPORTED)}\n")
         return 0
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the folder was removed under us: relative paths stay relative, as before
+        cwd = ""
+    if stdin is None:
+        try:
+            stdin = _read_stdin()
+        except CnipamError as error:
+            _write(_error_text("", error))
+            return 1
+    text, status = run(env, stdin, cwd)
+    _write(text)
+    return status
+
+
+def run(env: dict[str, str], stdin: bytes, cwd: str, open_store: StoreOpener | None = None) -> tuple[str, int]:
+    """One CNI call: (what the plugin prints, its exit status).
+
+    The single path every call takes, whether the plugin runs it itself or `cnipamd`
+    runs it for a forwarding plugin, so both answer byte for byte alike. `cwd` is the
+    caller's working folder: relative file names in the environment or config are the
+    caller's, not those of the process running the call. `open_store` gives the store for
+    some settings as a context manager; by default a store opened for this call only.
+    """
+    command = env.get("CNI_COMMAND", "")
+    if not command:
+        return "", 0
     version = ""
     try:
-        body = _read_stdin()
         if command == "VERSION":
-            _emit(_version_answer(body))
-            return 0
-        request = parse_request(command, env, body)
+            return _text(_version_answer(stdin)), 0
+        request = parse_request(command, env, stdin)
         version = request.version
-        answer = _dispatch(request, env)
-        if answer is not None:
-            _emit(answer)
-        return 0
+        answer = _dispatch(request, env, cwd, open_store or open_for_call)
+        return ("" if answer is None else _text(answer)), 0
     except CnipamError as error:
-        _emit(_error_object(version, cni_code(error), error.message, error.details))
+        return _error_text(version, error), 1
     except Exception as error:  # a bug: still a CNI error object, never a traceback
-        _emit(_error_object(version, INTERNAL_ERROR, f"internal error: {type(error).__name__}: {error}", ""))
-    return 1
+        return _text(_error_object(version, INTERNAL_ERROR, f"internal error: {type(error).__name__}: {error}", "")), 1
 
 
-def _dispatch(request: Request, env: dict[str, str]) -> dict[str, object] | None:
+def _dispatch(request: Request, env: dict[str, str], cwd: str, open_store: StoreOpener) -> dict[str, object] | None:
     from .ipam_dialect import parse_ipam
 
     if request.command == "GC" and "ipam" not in request.config:  # GC needs no pools; the store is the host's
-        with _open_store(env, None) as store:
+        with open_store(store_settings(env, None, cwd)) as store:
             commands.collect_garbage(request, store)
         return None
     config = parse_ipam(request.config, request.args)  # fully validated before the store is opened
     if request.command == "ADD" and config.resolv_conf:
         from .resolv_conf import parse_resolv_conf
 
-        config = config.with_dns(parse_resolv_conf(_read_text(config.resolv_conf, "ipam.resolvConf")))
+        config = config.with_dns(parse_resolv_conf(_read_text(config.resolv_conf, "ipam.resolvConf", cwd)))
     ipam = request.config["ipam"]
-    with _open_store(env, config.data_dir, ipam.get("store") if isinstance(ipam, dict) else None) as store:
+    chosen = ipam.get("store") if isinstance(ipam, dict) else None
+    with open_store(store_settings(env, config.data_dir, cwd, chosen)) as store:
         if request.command == "ADD":
             return commands.add(request, config, store)
         if request.command == "GC":
@@ -111,14 +146,25 @@ def _dispatch(request: Request, env: dict[str, str]) -> dict[str, object] | None
     return None
 
 
-class _open_store:
-    """The store for this call, closed on the way out whatever happens."""
+def store_settings(env: dict[str, str], data_dir: str | None, cwd: str, store: object = None) -> StoreSettings:
+    """The store a call uses (`store`: the config's `ipam.store`), a file name anchored at
+    the caller's working folder."""
+    from .store.settings import StoreSettings
 
-    def __init__(self, env: dict[str, str], data_dir: str | None, store: object = None) -> None:
-        from .store.opening import open_store
-        from .store.settings import StoreSettings
+    settings = StoreSettings.from_env(env, data_dir, store)
+    if cwd and settings.etcd is None and not settings.path.startswith("/"):
+        settings = StoreSettings(os.path.join(cwd, settings.path), settings.timeout, settings.origin)
+    return settings
 
-        self.store: Store = open_store(StoreSettings.from_env(env, data_dir, store))
+
+class open_for_call:
+    """The store for one call, closed on the way out whatever happens (the plugin's own
+    process ends with the call, so there is nothing to keep it open for)."""
+
+    def __init__(self, settings: StoreSettings) -> None:
+        from .store.opening import open_store  # the same opener cnipamd's cache uses
+
+        self.store = open_store(settings)
 
     def __enter__(self) -> Store:
         return self.store
@@ -136,9 +182,9 @@ def _read_stdin() -> bytes:
         raise StoreIOError(f"cannot read stdin: {exc.strerror}") from None
 
 
-def _read_text(path: str, what: str) -> str:
+def _read_text(path: str, what: str, cwd: str) -> str:
     try:
-        with open(path, "rb") as source:
+        with open(os.path.join(cwd, path) if cwd else path, "rb") as source:
             return source.read(1 << 16).decode("utf-8", "replace")
     except OSError as exc:
         raise FileUnreadable(f"{what}: cannot read {path}: {exc.strerror}") from None
@@ -165,9 +211,21 @@ def _error_object(version: str, code: int, message: str, details: str) -> dict[s
     return error
 
 
-def _emit(document: dict[str, object]) -> None:
-    sys.stdout.write(dumps(document) + "\n")
+def _error_text(version: str, error: CnipamError) -> str:
+    return _text(_error_object(version, cni_code(error), error.message, error.details))
+
+
+def _text(document: dict[str, object]) -> str:
+    return dumps(document) + "\n"
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
     sys.stdout.flush()
+
+
+def _emit(document: dict[str, object]) -> None:
+    _write(_text(document))
 
 
 def _flags(args: list[str]) -> int:

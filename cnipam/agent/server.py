@@ -1,0 +1,279 @@
+"""`cnipamd`: the listening socket, one thread per forwarded call, and the shutdown.
+
+Each connection carries one request frame and one answer frame (cnipam.agent_protocol).
+The call is answered by `cnipam.plugin.run`, the very function a plugin runs when it
+works on its own, with the store taken from the agent's cache instead of opened for the
+call; so an answer through the agent is byte for byte the answer the plugin would have
+printed, and agent and direct calls on one store go through the same transactions.
+
+The standard library's plain sockets, not socketserver or asyncio: the loop is twenty
+lines, and it must do three things neither offers cleanly on SIGTERM: unlink the socket
+first (so new plugins run directly instead of connecting), then accept what is already
+queued in the backlog (those plugins have sent their request and would otherwise get
+"try again later"), then wait for every call in flight.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import signal
+import socket
+import stat
+import sys
+import threading
+import time
+
+from ..agent_protocol import MAX_REQUEST, FrameReader, ProtocolError, decode_request, encode_answer
+from ..errors import CnipamError, InvalidConfig
+from ..plugin import run, store_settings
+from ..store.opening import open_store
+from . import options as agent_options
+from .log import log
+from .reconciler import reconcile
+from .store_cache import StoreCache
+
+BACKLOG = 512  # a node starting many pods at once connects in a burst
+REQUEST_TIMEOUT = 10.0  # a forwarding plugin sends its request at once; a silent peer is dropped
+
+
+class Agent:
+    def __init__(self, opts: agent_options.AgentOptions) -> None:
+        self.opts = opts
+        self.stores = StoreCache(open_store)  # type: ignore[arg-type]  # keyed by StoreSettings
+        self.stopping = threading.Event()
+        self.calls: set[threading.Thread] = set()
+        self.calls_lock = threading.Lock()
+
+    # -- one forwarded call ------------------------------------------------------------
+
+    def answer(self, payload: bytes) -> tuple[bytes, dict[str, object]]:
+        """The answer frame for one request payload, and what to log about it."""
+        request = decode_request(payload)
+        env = {os.fsdecode(key): os.fsdecode(value) for key, value in request.environ.items()}
+        text, status = run(env, request.stdin, os.fsdecode(request.cwd), self.stores.using)
+        fields: dict[str, object] = {
+            "command": env.get("CNI_COMMAND", ""),
+            "container": env.get("CNI_CONTAINERID", ""),
+            "ifname": env.get("CNI_IFNAME", ""),
+            "status": status,
+        }
+        if status:
+            fields["answer"] = text.strip()
+        return encode_answer(text.encode("utf-8", "surrogateescape"), status), fields
+
+    def serve_connection(self, conn: socket.socket) -> None:
+        started = time.monotonic()
+        try:
+            conn.settimeout(REQUEST_TIMEOUT)
+            reader = FrameReader(MAX_REQUEST)
+            while True:
+                chunk = conn.recv(min(reader.wanted(), 1 << 16))
+                if not chunk or reader.feed(chunk):
+                    break
+            if reader.payload is None:
+                log("dropped", reason="the plugin closed the connection before sending a whole request")
+                return
+            frame, fields = self.answer(reader.payload)
+            conn.settimeout(None)
+            conn.sendall(frame)
+            log("call", **fields, ms=round((time.monotonic() - started) * 1000, 2))
+        except ProtocolError as exc:
+            log("dropped", reason=f"not a cnipamd request: {exc}")
+        except OSError as exc:
+            log("dropped", reason=f"connection failed: {exc}")
+        except Exception as exc:  # a bug: logged as one line, the plugin answers 11, the agent goes on
+            log("internal-error", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            conn.close()
+            with self.calls_lock:
+                self.calls.discard(threading.current_thread())
+
+    def start_call(self, conn: socket.socket) -> None:
+        worker = threading.Thread(target=self.serve_connection, args=(conn,), name="call")
+        with self.calls_lock:
+            self.calls.add(worker)
+        worker.start()
+
+    def wait_for_calls(self) -> None:
+        while True:
+            with self.calls_lock:
+                running = list(self.calls)
+            if not running:
+                return
+            for worker in running:
+                worker.join()
+
+    # -- the reconciler ------------------------------------------------------------------
+
+    def reconcile_forever(self, interval: float) -> None:
+        while not self.stopping.wait(interval):
+            self.reconcile_once()
+
+    def reconcile_once(self) -> None:
+        seen: set[object] = set()
+        for settings in self.stores.held():
+            path = getattr(settings, "path", settings)
+            if path in seen:  # one file held under several timeouts
+                continue
+            seen.add(path)
+            try:
+                with self.stores.using(settings) as store:
+                    released = reconcile(store, self.opts.cache_dir, self.opts.reconcile_grace)
+            except (CnipamError, OSError) as exc:
+                log("reconcile-failed", store=str(path), error=getattr(exc, "message", str(exc)))
+                continue
+            for lease in released:
+                log(
+                    "released-leak",
+                    store=str(path),
+                    network=lease.network,
+                    container=lease.container_id,
+                    ifname=lease.ifname,
+                    ip=lease.ip,
+                    created=round(lease.created, 3),
+                )
+
+
+# -- the socket --------------------------------------------------------------------------
+
+
+def claim_socket(path: str) -> int:
+    """Make `path` ours: take the agent's lock, then remove a stale socket left by a
+    killed agent. Refuses while another agent lives. Returns the lock's descriptor,
+    held for the life of the process."""
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        os.makedirs(folder, mode=0o750, exist_ok=True)
+        os.chmod(folder, 0o750)  # the umask may have narrowed or widened makedirs' mode
+    lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock_fd)
+        raise InvalidConfig(f"{path}: another cnipamd is running (it holds {path}.lock)") from None
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return lock_fd
+    if not stat.S_ISSOCK(mode):
+        os.close(lock_fd)
+        raise InvalidConfig(f"{path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # nobody accepts: left by an agent that was killed
+        return lock_fd
+    finally:
+        probe.close()
+    os.close(lock_fd)
+    raise InvalidConfig(f"{path}: another process is listening there")
+
+
+def listen(path: str) -> socket.socket:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o117)  # born 0660: never wider, not even for an instant
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o660)
+    listener.listen(BACKLOG)
+    listener.setblocking(False)
+    return listener
+
+
+def accept_queued(agent: Agent, listener: socket.socket) -> None:
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # out of descriptors, for example: the plugin retries or runs directly
+            log("accept-failed", error=str(exc))
+            return
+        conn.setblocking(True)
+        agent.start_call(conn)
+
+
+def serve(opts: agent_options.AgentOptions) -> int:
+    agent = Agent(opts)
+    for path in opts.stores:  # open now: a broken store is reported at start, and reconciled from the start
+        with agent.stores.using(store_settings({"IPAM_DB_PATH": path}, None, "")):
+            pass
+    lock_fd = claim_socket(opts.socket)
+    listener = listen(opts.socket)
+    inode = os.stat(opts.socket).st_ino
+    wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_write)
+    stop_signal: list[str] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop_signal.append(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    reconciler = None
+    if opts.reconcile_interval is not None:
+        reconciler = threading.Thread(target=agent.reconcile_forever, args=(opts.reconcile_interval,), name="reconciler")
+        reconciler.start()
+    log(
+        "listening",
+        socket=opts.socket,
+        pid=os.getpid(),
+        reconcile_interval=opts.reconcile_interval,
+        reconcile_grace=opts.reconcile_grace,
+        cni_cache_dir=opts.cache_dir,
+    )
+    poller = select.poll()
+    poller.register(listener.fileno(), select.POLLIN)
+    poller.register(wake_read, select.POLLIN)
+    try:
+        while not stop_signal:
+            for fd, _ in poller.poll():
+                if fd == wake_read:
+                    try:
+                        os.read(wake_read, 512)
+                    except BlockingIOError:
+                        pass
+                else:
+                    accept_queued(agent, listener)
+        log("stopping", signal=stop_signal[0])
+    finally:
+        agent.stopping.set()
+        _unlink_if_ours(opts.socket, inode)  # new plugins now run directly
+        accept_queued(agent, listener)  # those already queued have sent their request: answer them
+        listener.close()
+        if reconciler is not None:
+            reconciler.join()
+        agent.wait_for_calls()
+        agent.stores.close()
+        os.close(lock_fd)
+    log("stopped")
+    return 0
+
+
+def _unlink_if_ours(path: str, inode: int) -> None:
+    try:
+        if os.stat(path).st_ino == inode:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = agent_options.parse(sys.argv[1:] if argv is None else argv, dict(os.environ))
+    try:
+        return serve(opts)
+    except CnipamError as exc:
+        log("fatal", error=exc.message)
+        return 2
+    except OSError as exc:
+        log("fatal", error=str(exc))
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
