@@ -260,3 +260,28 @@ def test_cnipamctl_lists_hosts_and_blocks_and_releases_a_dead_host(etcd_endpoint
     assert ok("--store", store, "check").code == 0
     refused(call("--db", str(tmp_path / "x.db"), "hosts", "list"), says="no store at")
     refused(call("--store", '{"type": "etcd"}', "hosts", "list"), says="endpoints")
+
+
+def test_a_long_lived_store_allocating_from_what_it_knew_never_duplicates(etcd_endpoint: str, etcd_prefix: bytes, tmp_path: Path) -> None:
+    """The agent's store starts each allocation from the last change it committed; another
+    process of the same host (a direct plugin call) changes the same block in between, so
+    the warm attempt's compares fail and it is computed again from fresh reads."""
+    need_etcd()
+    pools = parse_ecs({"ipv4-subnet": "10.70.0.0/24", "ipv6-subnet": "fd70::/120"}).pools
+    agent, direct = (open_host(etcd_endpoint, etcd_prefix.decode(), "node", tmp_path) for _ in range(2))
+    try:
+        granted = []
+        for n in range(40):
+            store = direct if n % 3 == 2 else agent
+            granted += [lease.ip for lease in store.allocate(Owner.for_request(None, "n", f"c{n}", "eth0"), pools)]
+            if n % 5 == 4:  # a release behind the agent's back
+                assert direct.release(Owner.for_request(None, "n", f"c{n - 1}", "eth0").handle)
+        assert agent.retries > 0  # its knowledge did go stale, and it recovered
+        held = [lease.ip for lease in agent.leases() if lease.kind == LEASE]
+        assert len(held) == len(set(held)) == 80 - 2 * 8
+        again = agent.allocate(Owner.for_request(None, "n", "c0", "eth0"), pools)  # idempotent from warm state too
+        assert [lease.ip for lease in again] == granted[:2]
+        assert agent.problems() == []
+    finally:
+        agent.close()
+        direct.close()

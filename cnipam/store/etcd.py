@@ -36,7 +36,7 @@ import time
 
 from ..addresses import BITS, format_ip
 from ..allocator import reuse_existing, search_windows
-from ..errors import AddressConflict, DecodeFailure, InvalidConfig, NotFound, PoolExhausted, StoreBusy, StoreCorrupt
+from ..errors import AddressConflict, CnipamError, DecodeFailure, InvalidConfig, NotFound, PoolExhausted, StoreBusy, StoreCorrupt
 from ..json_codec import dumps, loads
 from ..leases import GATEWAY, LEASE, Cursor, Lease
 from ..record import Record
@@ -118,12 +118,13 @@ class EtcdStore(Store):
         self.timeout = timeout
         self.retries = 0  # transactions computed again after a failed compare (benchmarks)
         self._lock_fd = _open_lock(lock_path) if lock_path else None
+        self._warm: _Change | None = None
         self._lock_path = lock_path or ""
 
     # -- the interface ---------------------------------------------------------------
 
     def allocate(self, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
-        return self._optimistic(lambda change: self._allocate(change, owner, pools))
+        return self._optimistic(lambda change: self._allocate(change, owner, pools), warm=True)
 
     def _allocate(self, change: _Change, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
         change.prefetch(owner.handle, pools)
@@ -333,7 +334,7 @@ class EtcdStore(Store):
             owner = Owner(None, False, pool.lease_network, "", "")
             return self._allocate(change, owner, (pool.spec(requested),))[0]
 
-        return self._optimistic(plan)
+        return self._optimistic(plan, warm=True)
 
     def release_docker_address(self, pool_id: str, family: int, address: int) -> Lease | None:
         def plan(change: _Change) -> Lease | None:
@@ -498,25 +499,42 @@ class EtcdStore(Store):
             released.extend(self._optimistic(plan))
         return released
 
-    def _optimistic(self, plan: Callable[[_Change], T]) -> T:
+    def _optimistic(self, plan: Callable[[_Change], T], warm: bool = False) -> T:
         """Compute a change from fresh reads and commit it if nothing it read has changed;
-        otherwise compute it again, until the timeout (then StoreBusy: CNI code 11)."""
+        otherwise compute it again, until the timeout (then StoreBusy: CNI code 11).
+
+        `warm`: first try on what the last committed change of this process knew (blocks,
+        gateways, positions) without reading anything; every fact used is compared, so a
+        stale one only costs a failed Txn and a fresh attempt. A long-lived process (the
+        agent, the Docker driver) then allocates in one round trip. A refusal computed
+        from that knowledge is not trusted: it is computed again from fresh reads."""
         deadline = time.monotonic() + max(self.timeout, 0.001)
         self._lock()
         stale = 0
         try:
             while True:
-                change = _Change(self)
+                change = _Change(self, self._warm if warm else None)
+                warm = False
                 try:
                     outcome = plan(change)
                 except _StaleRead as seen:
+                    self._warm = None
                     stale += 1
                     if stale > STALE_LIMIT:  # not a race: the store really is inconsistent
                         raise StoreCorrupt(str(seen)) from None
                     self.retries += 1
                     continue
-                if change.commit():
+                except CnipamError:
+                    if not change.warm:
+                        raise
+                    self._warm = None
+                    continue
+                revision = change.commit()
+                if revision is not None:
+                    if revision:
+                        self._warm = change.settled(revision)
                     return outcome
+                self._warm = None
                 self.retries += 1
                 if time.monotonic() > deadline:
                     raise StoreBusy(f"etcd store {self.prefix.decode()}: too much contention, gave up after {self.retries} retries")
@@ -592,7 +610,7 @@ class _Change:
     as one Txn.
     """
 
-    def __init__(self, store: EtcdStore) -> None:
+    def __init__(self, store: EtcdStore, warm: _Change | None = None) -> None:
         self.store = store
         self.client = store.client
         self.compares: dict[bytes, dict[str, object]] = {}
@@ -602,6 +620,25 @@ class _Change:
         self.found: dict[tuple[int, int], tuple[Lease | None, int]] = {}  # lease reads: (lease, mod revision)
         self.cursors: dict[str, Cursor | None] = {}
         self.owners: dict[str, list[KeyValue]] = {}
+        self.written_blocks: set[tuple[int, int]] = set()
+        self.written_leases: dict[tuple[int, int], bool] = {}  # True: put, False: deleted
+        self.warm = warm is not None
+        if warm is not None:
+            self.blocks = {at: Block(b.family, b.number, b.host, b.used, b.revision) for at, b in warm.blocks.items()}
+            self.chunks = set(warm.chunks)
+            self.found = dict(warm.found)
+            self.cursors = dict(warm.cursors)
+
+    def settled(self, revision: int) -> _Change:
+        """This change as committed at `revision`: what the next warm change may start from."""
+        for at in self.written_blocks:
+            block = self.blocks[at]
+            block.revision = revision if block.used or block.host else 0
+        for pair, put in self.written_leases.items():
+            self.found[pair] = (self.found[pair][0], revision) if put else (None, 0)
+        self.compares, self.ops, self.owners = {}, {}, {}
+        self.written_blocks, self.written_leases = set(), {}
+        return self
 
     # reads
 
@@ -610,7 +647,9 @@ class _Change:
         key: the owner's index, the gateways, the positions, then the blocks they fall in."""
         ops: list[dict[str, object]] = []
         parse: list[tuple[str, str | tuple[int, int]]] = []
-        if handle and handle not in self.owners:
+        if handle and handle not in self.owners and self.warm:
+            self.owners[handle] = []  # assumed none: the new owner key's create compare checks it
+        elif handle and handle not in self.owners:
             start = self.store._key("owner", _escape(handle), "")
             ops.append(range_op(start, prefix_end(start)))
             parse.append(("owner", handle))
@@ -659,6 +698,9 @@ class _Change:
             result = self.client.txn([], [range_op(self.store._lease_key(*pair)) for pair in some])
             for pair, kvs in zip(some, result.responses, strict=True):
                 self._found(pair, kvs)
+        for pair in wanted:  # a fact known from an earlier change is compared all the same
+            key = self.store._lease_key(*pair)
+            self.compares.setdefault(key, mod_revision_is(key, self.found[pair][1]))
         return [lease for lease in (self.found[pair][0] for pair in wanted) if lease is not None]
 
     def _found(self, pair: tuple[int, int], kvs: list[KeyValue] | None) -> None:
@@ -767,6 +809,7 @@ class _Change:
         self.compares[key] = create_revision_is(key, 0)
         self.ops[key] = put_op(key, _lease_value(lease, self.store.host))
         self.found[lease.family, lease.address] = (lease, 0)
+        self.written_leases[lease.family, lease.address] = True
         if lease.handle:
             owner = self.store._owner_key(lease.handle, lease.slot)
             self.compares[owner] = create_revision_is(owner, 0)
@@ -777,6 +820,7 @@ class _Change:
             key = self.store._lease_key(lease.family, lease.address)
             self.compares[key] = mod_revision_is(key, self.found[lease.family, lease.address][1])  # still that lease
             self.ops[key] = delete_op(key)
+            self.written_leases[lease.family, lease.address] = False
             if lease.handle:
                 owner = self.store._owner_key(lease.handle, lease.slot)
                 self.ops[owner] = delete_op(owner)
@@ -813,6 +857,7 @@ class _Change:
         self.ops[key] = delete_op(key)
 
     def _write_block(self, block: Block) -> None:
+        self.written_blocks.add((block.family, block.number))
         key = self.store._block_key(block.family, block.number)
         self.compares[key] = mod_revision_is(key, block.revision) if block.revision else create_revision_is(key, 0)
         if block.used or block.host:
@@ -820,16 +865,18 @@ class _Change:
         else:
             self.ops[key] = delete_op(key)
 
-    def commit(self) -> bool:
-        """Send the change as one Txn; False when something it read changed meanwhile."""
+    def commit(self) -> int | None:
+        """Send the change as one Txn: its revision (0 when there was nothing to write), or
+        None when something it read changed meanwhile."""
         if not self.ops:
-            return True
+            return 0
         host = self.store._key("host", _escape(self.store.host))
         self.ops[host] = put_op(host, f"{time.time():.3f}".encode())
         compares = [self.compares[key] for key in sorted(self.compares)]
         if max(len(compares), len(self.ops)) > MAX_TXN_OPS:
             raise StoreBusy(f"etcd store: one change touches {len(self.ops)} keys, more than a Txn may hold")
-        return self.client.txn(compares, list(self.ops.values())).succeeded
+        result = self.client.txn(compares, list(self.ops.values()))
+        return result.revision if result.succeeded else None
 
 
 # -- records -----------------------------------------------------------------------------
