@@ -117,6 +117,7 @@ class EtcdStore(Store):
         self.host = host
         self.timeout = timeout
         self.retries = 0  # transactions computed again after a failed compare (benchmarks)
+        self.warm_misses = 0  # attempts from this process's own earlier knowledge that turned out stale
         self._lock_fd = _open_lock(lock_path) if lock_path else None
         self._warm: _Change | None = None
         self._lock_path = lock_path or ""
@@ -528,6 +529,7 @@ class EtcdStore(Store):
                     if not change.warm:
                         raise
                     self._warm = None
+                    self.warm_misses += 1
                     continue
                 revision = change.commit()
                 if revision is not None:
@@ -535,7 +537,10 @@ class EtcdStore(Store):
                         self._warm = change.settled(revision)
                     return outcome
                 self._warm = None
-                self.retries += 1
+                if change.warm:
+                    self.warm_misses += 1
+                else:
+                    self.retries += 1
                 if time.monotonic() > deadline:
                     raise StoreBusy(f"etcd store {self.prefix.decode()}: too much contention, gave up after {self.retries} retries")
         finally:
