@@ -76,7 +76,6 @@ def latency_vs_leases(series: Sequence[Series], path: Path, title: str = "One AD
         _plain_y(ax)
         ordered = sorted(ticks)
         ax.set_xticks(ordered, [_leases(value) for value in ordered])
-        ax.minorticks_off()
         ax.xaxis.set_minor_locator(plt.NullLocator())
         ax.set_xlabel("leases already in the store (log; 0 drawn at 1)")
         ax.set_ylabel("wall time of one ADD, ms (log)")
