@@ -147,7 +147,7 @@ def _plain_y(ax: Any) -> None:
     from matplotlib.ticker import FuncFormatter
 
     def minor(value: float, _position: object) -> str:
-        return f"{value:g}" if f"{value:g}"[0] in "25" else ""
+        return f"{value:g}" if f"{value:.0e}"[0] in "25" else ""  # leading digit 2 or 5: 0.2, 5, 20
 
     ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _position: f"{value:g}"))
     ax.yaxis.set_minor_formatter(FuncFormatter(minor))
