@@ -246,12 +246,43 @@ def sqlite_commits(folder: Path, commits: int) -> float:
 # --------------------------------------------------------------------------- the figure
 
 
+@dataclass
+class Measured:
+    """The section's rows and the raw loads behind them (for bench/plots.py)."""
+
+    rows: list[Row]
+    loads: dict[tuple[str, int], Load]
+    disk: Load
+
+    def plot_job(self, plan: DockerPlan) -> dict[str, object]:
+        """A bench/plots.py docker_load job (without its path): requests/s and p99 by client count."""
+
+        def line(label: str, name: str, values: Callable[[Load], list[float]], scale: float) -> dict[str, object]:
+            points = [(n, [v * scale for v in values(self.loads[name, n])]) for n in plan.clients if values(self.loads[name, n])]
+            return {
+                "label": label,
+                "x": [n for n, _ in points],
+                "median": [statistics.median(v) for _, v in points],
+                "low": [min(v) for _, v in points],
+                "high": [max(v) for _, v in points],
+            }
+
+        names = (("cnipam-docker", "cnipam"), ("do-nothing HTTP server", "floor"))
+        return {
+            "plot": "docker_load",
+            "throughput": [line(label, name, lambda load: load.rates, 1.0) for label, name in names],
+            "p99": [line(label, name, lambda load: load.round_p99, 1e3) for label, name in names],
+            "ceiling": statistics.median(self.disk.rates) if self.disk.rates else None,
+            "p99_target": TARGET_P99_MS,
+        }
+
+
 def installed_driver() -> str:
     return os.path.join(sysconfig.get_path("scripts"), "cnipam-docker")
 
 
-def measure_docker(exe: str, plan: DockerPlan, folder: Path, progress: Callable[[str], None] = print) -> list[Row]:
-    """Start the driver and the transport floor, run every client count, return the rows."""
+def measure_docker(exe: str, plan: DockerPlan, folder: Path, progress: Callable[[str], None] = print) -> Measured:
+    """Start the driver and the transport floor, run every client count; the rows and loads."""
     driver_socket, floor_socket = str(folder / "cnipam.sock"), str(folder / "floor.sock")
     argv = [exe, "--socket", driver_socket, "--spec-dir", str(folder / "spec"), "--db", str(folder / "ipam.db"), "-v4", MAIN_POOL]
     driver = Running(argv, driver_socket, folder / "driver.log")
@@ -279,7 +310,7 @@ def measure_docker(exe: str, plan: DockerPlan, folder: Path, progress: Callable[
                     load.rates.append(rate)
                     load.latencies += latencies
                     load.round_p99.append(sorted(latencies)[int(0.99 * len(latencies))])
-        return rows(loads, disk, plan)
+        return Measured(rows(loads, disk, plan), loads, disk)
     finally:
         if floor is not None:
             floor.close()
@@ -378,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = measure_docker(args.exe, plan, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    print(section(result, plan))
+    print(section(result.rows, plan))
     return 0
 
 

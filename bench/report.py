@@ -165,8 +165,26 @@ def summary_line(rows: Sequence[Row]) -> str:
     return text + "."
 
 
-def document(machine: Machine, rows: Sequence[Row], imports: str, command: str, problems: Sequence[str], extra: Sequence[str] = ()) -> str:
-    """The whole docs/benchmarks.md text; `extra` sections (the Docker driver's) follow the results."""
+def plots_section(images: Sequence[tuple[str, str]]) -> str:
+    """The Markdown section of the plots: (caption, link to the PNG) each."""
+    parts = ["## Plots", ""]
+    for caption, link in images:
+        alt = caption.split(",")[0].split(":")[0]
+        parts += [f"![{_cell(alt)}]({link})", "", caption, ""]
+    return "\n".join(parts)
+
+
+def document(
+    machine: Machine,
+    rows: Sequence[Row],
+    imports: str,
+    command: str,
+    problems: Sequence[str],
+    extra: Sequence[str] = (),
+    figures: str = "",
+) -> str:
+    """The whole docs/benchmarks.md text; the plots (`figures`, a section) and the `extra`
+    sections (the Docker driver's, the etcd engine's) follow the results."""
     verdict = summary_line(rows)
     parts = [
         "# cnipam benchmarks",
@@ -191,6 +209,7 @@ def document(machine: Machine, rows: Sequence[Row], imports: str, command: str, 
         "",
         results_table(rows),
         "",
+        *([figures] if figures else []),
         *extra,
         "## Where the time of one ADD goes",
         "",

@@ -6,6 +6,14 @@ Installs what it needs (hyperfine, Debian's host-local, a private cnipam venv), 
 the seven figures of docs/benchmarks.md, the Docker driver's section (docker_driver.py)
 and the etcd engine's (etcd_cluster.py) in one run, prints the Markdown and (full runs)
 writes it to docs/benchmarks.md. All files live in one mkdtemp() folder, removed at exit.
+
+Plots (bench/plots.py): PNGs of ADD latency against the leases in the store and of the
+Docker driver's load, from the samples already measured, written to img/ next to the
+document and linked from it; --quick and --only without --output write them to a kept
+temp folder (printed) instead. They need matplotlib, which only draws and is never timed:
+if the interpreter running this script cannot import it, the plots are drawn by
+bench/plots.py in a venv of their own in the temp folder (`pip install matplotlib`);
+if that fails too, the report is written without them and says so under Problems.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import argparse
 import contextlib
 import dataclasses
 import functools
+import importlib.util
 import ipaddress
 import json
 import os
@@ -26,6 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agent import CnipamViaAgent, RunningAgent
 from docker_driver import FULL as DOCKER_FULL
@@ -39,7 +49,7 @@ from etcd_cluster import section as etcd_section
 from importprofile import ImportSummary, profile, summarise
 from plugins import CNI_BASE_ENV, NETWORK_NAME, Cnipam, HostLocal, Network, Plugin, floor_shell, launcher_interpreter
 from populate import first_host, populate_cnipam, populate_host_local
-from report import Row, Target, document, import_table
+from report import Row, Target, document, import_table, plots_section
 from timing import Bench, Hyperfine, Probe, Sample, measure, measure_rss, ratio
 from tooling import describe_machine, ensure_gnu_time, ensure_host_local, ensure_hyperfine
 
@@ -83,6 +93,9 @@ class Context:
     problems: list[str] = field(default_factory=list)
     add_seconds: float | None = None  # cnipam's empty-store ADD median, for the import share
     add_cpu_seconds: float | None = None  # and its CPU time, for the throughput ceiling
+    # ADD wall time by leases already in the store, per plotted line: label -> [(leases, sample)]
+    lease_curves: dict[str, list[tuple[int, Sample]]] = field(default_factory=dict)
+    docker_plot: dict[str, Any] | None = None  # a bench/plots.py docker_load job, without its path
 
     def network(self, plugin: Plugin, subnet: str, tag: str) -> Network:
         return Network(plugin, subnet, self.tmp / f"{plugin.name}-{tag}").create()
@@ -278,6 +291,8 @@ def figure_growth(ctx: Context) -> list[Row]:
             if guarded(ctx, pre, key, error):
                 benches.append(add_bench(net, key, runs, warmup=1 if runs < 20 else 2))
     s = run_group(ctx, benches, pre, "2 growth")
+    for name in ("cnipam", "host-local"):
+        ctx.lease_curves[f"{name}, IPv4 /16"] = [(n, s[f"{name}-{n}"]) for n in sizes if f"{name}-{n}" in s]
     rows = []
     baseline = {10_000: "131 ms", 50_000: "681 ms"}
     for n in GROWTH_SIZES:
@@ -311,6 +326,8 @@ def figure_million(ctx: Context) -> list[Row]:
             if guarded(ctx, pre, key, error):
                 benches.append(add_bench(net, key, ctx.plan.add_runs))
     s = run_group(ctx, benches, pre, "3 million")
+    for subnet, label in ((SUBNET8, "cnipam, IPv4 /8"), (SUBNET64, "cnipam, IPv6 /64")):
+        ctx.lease_curves[label] = [(n, s[f"{subnet}-{n}"]) for n in (0, MILLION) if f"{subnet}-{n}" in s]
     return [
         make_row(
             f"3. ADD, 1,000,000 leases, {subnet}",
@@ -456,11 +473,12 @@ def figure_docker(ctx: Context) -> str:
     folder = ctx.tmp / "docker"
     folder.mkdir()
     try:
-        rows = measure_docker(str(exe), plan, folder, progress=lambda text: print(text, flush=True))
+        measured = measure_docker(str(exe), plan, folder, progress=lambda text: print(text, flush=True))
     except RuntimeError as exc:
         ctx.problems.append(f"Docker driver: {exc}")
         return ""
-    return docker_section(rows, plan)
+    ctx.docker_plot = measured.plot_job(plan)
+    return docker_section(measured.rows, plan)
 
 
 def figure_etcd(ctx: Context) -> str:
@@ -520,6 +538,105 @@ def figure_agent(ctx: Context) -> list[Row]:
     ]
 
 
+# --------------------------------------------------------------------------- plots
+
+
+LEASE_PLOT = "add-latency-vs-leases.png"
+DOCKER_PLOT = "docker-driver-load.png"
+
+
+def lease_series(label: str, points: Sequence[tuple[int, Sample]]) -> dict[str, Any] | None:
+    """One bench/plots.py Series (ms) from the measured points; None when none was measured."""
+    ok = [(n, sample) for n, sample in points if sample.ok]
+    if not ok:
+        return None
+    return {
+        "label": label,
+        "x": [n for n, _ in ok],
+        "median": [sample.median * 1e3 for _, sample in ok],
+        "low": [min(sample.round_medians or sample.values) * 1e3 for _, sample in ok],
+        "high": [max(sample.round_medians or sample.values) * 1e3 for _, sample in ok],
+        "dashed": "/16" not in label,
+    }
+
+
+def plot_jobs(ctx: Context, folder: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(caption, bench/plots.py job) for every plot this run has data for."""
+    jobs: list[tuple[str, dict[str, Any]]] = []
+    lines = [line for label, points in ctx.lease_curves.items() if (line := lease_series(label, points))]
+    if lines:
+        caption = (
+            "One ADD against the leases already in the store, log scale on both axes (an empty store is drawn at 1). "
+            "The /16 lines are figure 2's group (0, 10,000, 50,000 leases, measured interleaved); the dashed /8 and /64 "
+            "lines are figure 3's (empty vs 1,000,000 leases, cnipam only: host-local is not run at 1M). "
+            "Markers are medians of all runs; bars the lowest and highest per-round median."
+        )
+        jobs.append((caption, {"plot": "latency_vs_leases", "path": str(folder / LEASE_PLOT), "series": lines}))
+    if ctx.docker_plot is not None:
+        caption = (
+            "The Docker driver under 1 to 16 clients (section D): requests per second and p99 latency, "
+            "against the do-nothing HTTP server measured in the same rounds; the dotted lines are raw durable "
+            "SQLite commits per second and the p99 target. Markers are medians over rounds; bars the lowest and highest round."
+        )
+        jobs.append((caption, {**ctx.docker_plot, "path": str(folder / DOCKER_PLOT)}))
+    return jobs
+
+
+def draw(jobs: Sequence[dict[str, Any]], tmp: Path) -> str | None:
+    """Render the jobs with bench/plots.py; returns why they were not drawn, or None.
+
+    In this process when matplotlib imports here; otherwise in a venv of its own under
+    `tmp` (matplotlib only draws, so it stays out of the cnipam venv that is timed).
+    """
+    script = Path(__file__).resolve().parent / "plots.py"
+    if importlib.util.find_spec("matplotlib") is not None:
+        import plots
+
+        try:
+            for job in jobs:
+                plots.render(job)
+        except Exception as exc:  # a broken plot must not cost the measured tables
+            return f"plots omitted: bench/plots.py failed: {type(exc).__name__}: {exc}"
+        return None
+    print(f"bench: matplotlib is not importable by {sys.executable}; installing it into a venv for the plots ...", flush=True)
+    venv, spec = tmp / "plot-venv", tmp / "plots.json"
+    spec.write_text(json.dumps(list(jobs)))
+    steps = [
+        [sys.executable, "-m", "venv", str(venv)],
+        [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", "matplotlib"],
+        [str(venv / "bin" / "python"), str(script), str(spec)],
+    ]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            tail = " ".join((done.stderr or done.stdout).strip().splitlines()[-2:])
+            return f"plots omitted: matplotlib not importable and `{shlex.join(step[:3])} …` failed: {tail}"
+    return None
+
+
+def make_plots(ctx: Context, document_dir: Path | None) -> str:
+    """Draw every plot this run has data for; the Markdown section linking them ('' when none).
+
+    With a document, into img/ beside it, linked relatively; without one (--quick, --only
+    without --output), into a new temp folder that is kept (its path is printed).
+    """
+    if not ctx.lease_curves and ctx.docker_plot is None:
+        return ""
+    folder = document_dir / "img" if document_dir else Path(tempfile.mkdtemp(prefix="cnipam-bench-plots-"))
+    jobs = plot_jobs(ctx, folder)
+    if not jobs:
+        return ""
+    problem = draw([job for _, job in jobs], ctx.tmp)
+    if problem is not None:
+        print(f"bench: {problem}", flush=True)
+        ctx.problems.append(problem)
+        return ""
+    for _, job in jobs:
+        print(f"bench: plot {job['path']}", flush=True)
+    links = [os.path.relpath(job["path"], document_dir) if document_dir else job["path"] for _, job in jobs]
+    return plots_section([(caption, link) for (caption, _), link in zip(jobs, links, strict=True)])
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -567,6 +684,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started, load_start = time.monotonic(), os.getloadavg()[0]
     hyperfine = ensure_hyperfine()
     tmp = Path(tempfile.mkdtemp(prefix="cnipam-bench-"))
+    output = args.output or (None if args.quick or args.only else DEFAULT_DOC)
     try:
         ctx = build_context(args, tmp, hyperfine)
         machine = describe_machine(ctx.floor[0], hyperfine, ctx.host_local.exe if ctx.host_local else None, tmp)
@@ -586,15 +704,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows += figure_agent(ctx)
             imports = figure_imports(ctx)
             extra = [figure_docker(ctx), figure_etcd(ctx)]
+        figures = make_plots(ctx, output.resolve().parent if output else None)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     launcher = "`#!" + shlex.join(ctx.floor).replace(str(tmp), "$TMP") + "`" if ctx.cnipam else "not installed"
     machine = dataclasses.replace(machine, launcher=launcher, load=f"{load_start:.1f} \u2192 {os.getloadavg()[0]:.1f}")
     add_ms = ctx.add_seconds * 1e3 if ctx.add_seconds else None
     command = "python3 bench/run.py" + (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else "")
-    text = document(machine, rows, import_table(imports, add_ms), command, ctx.problems, extra=[part for part in extra if part])
+    text = document(
+        machine, rows, import_table(imports, add_ms), command, ctx.problems, extra=[part for part in extra if part], figures=figures
+    )
     print(text)
-    output = args.output or (None if args.quick or args.only else DEFAULT_DOC)
     if output is not None:
         output.write_text(text)
         print(f"bench: wrote {output}")

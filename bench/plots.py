@@ -1,0 +1,191 @@
+"""PNG plots for docs/benchmarks.md, drawn with matplotlib's Agg backend (no display).
+
+Pure functions from numbers to a PNG file, so they can be tested on made-up data and
+run either inside bench/run.py (when matplotlib imports there) or as a script in a
+venv of its own: `python3 bench/plots.py JOBS.json` renders each job of a JSON list
+(`{"plot": NAME, "path": PNG, ...keyword arguments}`, series as dicts of Series'
+fields), which is how bench/run.py draws when its own interpreter lacks matplotlib.
+
+Every point is a median, and its error bar the lowest and highest per-round median:
+the spread the report's "per round" column gives for the ratios.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+EMPTY_AT = 1.0  # where a store with 0 leases is drawn on a log axis (log 0 does not exist)
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line of a plot: x values and, per x, the median and its min-max spread."""
+
+    label: str
+    x: list[float]
+    median: list[float]
+    low: list[float]
+    high: list[float]
+    dashed: bool = False
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _errorbars(ax: Any, series: Series, x: Sequence[float], marker: str) -> None:
+    below = [max(m - lo, 0.0) for m, lo in zip(series.median, series.low, strict=True)]
+    above = [max(hi - m, 0.0) for m, hi in zip(series.median, series.high, strict=True)]
+    ax.errorbar(
+        x,
+        series.median,
+        yerr=[below, above],
+        label=series.label,
+        marker=marker,
+        markersize=7,
+        capsize=4,
+        linestyle="--" if series.dashed else "-",
+    )
+
+
+def latency_vs_leases(series: Sequence[Series], path: Path, title: str = "One ADD against the leases already in the store") -> Path:
+    """ADD latency (ms) against the number of existing leases, log scale on both axes.
+
+    A point at x = 0 (an empty store) is drawn at EMPTY_AT and its tick labelled "0".
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    try:
+        ticks: set[float] = set()
+        for index, line in enumerate(series):
+            x = [value if value > 0 else EMPTY_AT for value in line.x]
+            ticks.update(x)
+            _errorbars(ax, line, x, "osD^v<>"[index % 7])
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        _plain_y(ax)
+        ordered = sorted(ticks)
+        ax.set_xticks(ordered, [_leases(value) for value in ordered])
+        ax.xaxis.set_minor_locator(plt.NullLocator())
+        ax.set_xlabel("leases already in the store (log; 0 drawn at 1)")
+        ax.set_ylabel("wall time of one ADD, ms (log)")
+        ax.set_title(title)
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize="small")
+        fig.text(0.01, 0.01, "markers: median; bars: lowest to highest per-round median", fontsize="x-small", alpha=0.7)
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, format="png")
+    finally:
+        plt.close(fig)
+    return path
+
+
+def docker_load(
+    throughput: Sequence[Series],
+    p99: Sequence[Series],
+    path: Path,
+    ceiling: float | None = None,
+    p99_target: float | None = None,
+    title: str = "cnipam-docker: RequestAddress + ReleaseAddress by client count",
+) -> Path:
+    """Two panels against client count: requests/s, and p99 latency (ms).
+
+    `ceiling` (requests/s) is drawn as a horizontal line on the throughput panel: the
+    disk floor, raw durable SQLite commits per second; `p99_target` (ms) likewise on
+    the latency panel.
+    """
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5), dpi=100)
+    try:
+        clients: set[float] = set()
+        for index, line in enumerate(throughput):
+            clients.update(line.x)
+            _errorbars(left, line, line.x, "os^D"[index % 4])
+        if ceiling is not None:
+            left.axhline(ceiling, color="grey", linestyle=":", label=f"raw SQLite durable commits ({ceiling:,.0f}/s)")
+        for index, line in enumerate(p99):
+            clients.update(line.x)
+            _errorbars(right, line, line.x, "os^D"[index % 4])
+        for ax in (left, right):
+            ax.set_xscale("log")
+            ax.set_xticks(sorted(clients), [f"{value:g}" for value in sorted(clients)])
+            ax.xaxis.set_minor_locator(plt.NullLocator())
+            ax.set_xlabel("client processes (log)")
+            ax.grid(True, alpha=0.3)
+        left.set_ylabel("requests per second")
+        left.set_ylim(bottom=0)
+        right.set_yscale("log")
+        _plain_y(right)
+        if p99_target is not None:
+            right.axhline(p99_target, color="red", linestyle=":", label=f"target p99 < {p99_target:g} ms")
+        right.set_ylabel("p99 latency of one request, ms (log)")
+        left.legend(fontsize="small")
+        right.legend(fontsize="small")
+        fig.suptitle(title)
+        fig.text(0.01, 0.01, "markers: median over rounds; bars: lowest to highest round", fontsize="x-small", alpha=0.7)
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, format="png")
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _plain_y(ax: Any) -> None:
+    """Tick labels 2, 5, 10, 20, 50 on a log y axis instead of 2x10^0 and 10^1."""
+    from matplotlib.ticker import FuncFormatter
+
+    def minor(value: float, _position: object) -> str:
+        return f"{value:g}" if f"{value:.0e}"[0] in "25" else ""  # leading digit 2 or 5: 0.2, 5, 20
+
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _position: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+
+
+def _leases(value: float) -> str:
+    if value <= EMPTY_AT:
+        return "0"
+    if value >= 1_000_000:
+        return f"{value / 1_000_000:g}M"
+    return f"{value / 1000:g}k" if value >= 1000 else f"{value:g}"
+
+
+# --------------------------------------------------------------------------- jobs (JSON)
+
+
+def render(job: dict[str, Any]) -> Path:
+    """Draw one JSON job: {"plot": "latency_vs_leases" | "docker_load", "path": ..., ...}."""
+    job = dict(job)
+    kind, path = job.pop("plot"), Path(job.pop("path"))
+    for key in ("series", "throughput", "p99"):
+        if key in job:
+            job[key] = [Series(**line) for line in job[key]]
+    if kind == "latency_vs_leases":
+        return latency_vs_leases(path=path, **job)
+    if kind == "docker_load":
+        return docker_load(path=path, **job)
+    raise ValueError(f"unknown plot {kind!r}")
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python3 bench/plots.py JOBS.json", file=sys.stderr)
+        return 2
+    for job in json.loads(Path(argv[0]).read_text()):
+        print(render(job))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
