@@ -13,7 +13,11 @@ from __future__ import annotations
 from .addresses import format_ip
 from .errors import AddressConflict
 from .ipam_config import PoolSpec, Range
-from .leases import Lease, Owner
+from .leases import LEASE, Cursor, Lease, Owner
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def search_windows(pieces: tuple[Range, ...], cursor: int | None) -> list[Range]:
@@ -49,3 +53,35 @@ def reuse_existing(owner: Owner, spec: PoolSpec, held: list[Lease]) -> Lease | N
     if lease.family != spec.family or not spec.allows(lease.address):
         raise AddressConflict(f"{owner.describe()} already holds {lease.ip}, outside {spec}; DEL it first")
     return lease
+
+
+def grant(
+    owner: Owner,
+    pools: tuple[PoolSpec, ...],
+    held: list[Lease],
+    now: float,
+    reserve_gateways: Callable[[PoolSpec, str, float], None],
+    take_requested: Callable[[PoolSpec], int],
+    take_next: Callable[[PoolSpec], int],
+    record: Callable[[Lease], None],
+    set_cursor: Callable[[str, Cursor], None],
+) -> list[Lease]:
+    """One lease per pool for `owner`, in pool order: the steps every engine takes inside
+    its own transaction, given as that engine's operations. `held` is the owner's leases
+    as the transaction sees them; what is granted is appended to it."""
+    granted = []
+    for spec in pools:
+        lease = reuse_existing(owner, spec, held)
+        if lease is None:
+            reserve_gateways(spec, owner.network, now)
+            address = take_requested(spec) if spec.requested is not None else take_next(spec)
+            lease = Lease(
+                spec.family, address, LEASE, spec.key, spec.slot, owner.handle,
+                owner.network, owner.container_id, owner.ifname, now,
+            )  # fmt: skip
+            record(lease)
+            if not spec.lowest_free:
+                set_cursor(spec.key, Cursor(spec.family, address, spec.release_moves_cursor))
+            held.append(lease)
+        granted.append(lease)
+    return granted

@@ -35,7 +35,7 @@ import os
 import time
 
 from ..addresses import BITS, format_ip
-from ..allocator import reuse_existing, search_windows
+from ..allocator import grant, search_windows
 from ..errors import AddressConflict, CnipamError, DecodeFailure, InvalidConfig, NotFound, PoolExhausted, StoreBusy, StoreCorrupt
 from ..json_codec import dumps, loads
 from ..leases import GATEWAY, LEASE, Cursor, Lease
@@ -130,23 +130,14 @@ class EtcdStore(Store):
     def _allocate(self, change: _Change, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
         change.prefetch(owner.handle, pools)
         held = change.held_by(owner.handle) if owner.handle else []
-        now = time.time()
-        granted = []
-        for spec in pools:
-            lease = reuse_existing(owner, spec, held)
-            if lease is None:
-                self._reserve_gateways(change, spec, owner.network, now)
-                address = self._take_requested(change, spec) if spec.requested is not None else self._take_next(change, spec)
-                lease = Lease(
-                    spec.family, address, LEASE, spec.key, spec.slot, owner.handle,
-                    owner.network, owner.container_id, owner.ifname, now,
-                )  # fmt: skip
-                change.add_lease(lease)
-                if not spec.lowest_free:
-                    change.set_cursor(spec.key, Cursor(spec.family, address, spec.release_moves_cursor))
-                held.append(lease)
-            granted.append(lease)
-        return granted
+        return grant(
+            owner, pools, held, time.time(),
+            lambda spec, network, now: self._reserve_gateways(change, spec, network, now),
+            lambda spec: self._take_requested(change, spec),
+            lambda spec: self._take_next(change, spec),
+            change.add_lease,
+            change.set_cursor,
+        )  # fmt: skip
 
     def release(self, handle: str | None, addresses: Iterable[tuple[int, int]] = ()) -> list[Lease]:
         named = list(addresses)

@@ -28,7 +28,7 @@ import time
 from fcntl import LOCK_EX, LOCK_NB, LOCK_UN, flock
 
 from ..addresses import BITS, format_ip, from_bytes, to_bytes
-from ..allocator import reuse_existing, search_windows
+from ..allocator import grant, search_windows
 from ..errors import AddressConflict, InvalidConfig, NotFound, PoolExhausted, StoreBusy, StoreCorrupt, StoreIOError
 from ..leases import GATEWAY, LEASE, Cursor, Lease
 from .base import Store
@@ -140,22 +140,7 @@ class SQLiteStore(Store):
     def _allocate(self, owner: Owner, pools: tuple[PoolSpec, ...], now: float) -> list[Lease]:
         """`allocate` inside an open write transaction."""
         held = self._select("WHERE handle = ?", (owner.handle,)) if owner.handle else []
-        granted = []
-        for spec in pools:
-            lease = reuse_existing(owner, spec, held)
-            if lease is None:
-                self._reserve_gateways(spec, owner.network, now)
-                address = self._take_requested(spec) if spec.requested is not None else self._take_next(spec)
-                lease = Lease(
-                    spec.family, address, LEASE, spec.key, spec.slot, owner.handle,
-                    owner.network, owner.container_id, owner.ifname, now,
-                )  # fmt: skip
-                self._insert(lease)
-                if not spec.lowest_free:
-                    self._set_cursor(spec.key, Cursor(spec.family, address, spec.release_moves_cursor))
-                held.append(lease)
-            granted.append(lease)
-        return granted
+        return grant(owner, pools, held, now, self._reserve_gateways, self._take_requested, self._take_next, self._insert, self._set_cursor)
 
     def release(self, handle: str | None, addresses: Iterable[tuple[int, int]] = ()) -> list[Lease]:
         with _Writing(self):
