@@ -137,11 +137,9 @@ def _read_stdin() -> bytes:
 
 
 def _read_text(path: str, what: str) -> str:
-    try:
-        with open(path, "rb") as source:
-            return source.read(1 << 16).decode("utf-8", "replace")
-    except OSError as exc:
-        raise FileUnreadable(f"{what}: cannot read {path}: {exc.strerror}") from None
+    from .config_files import read_config_file
+
+    return read_config_file(path, what, 1 << 16).decode("utf-8", "replace")
 
 
 def _version_answer(body: bytes) -> dict[str, object]:
