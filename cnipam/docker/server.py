@@ -127,6 +127,12 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a malformed request line, an oversized header) are
+        HTML pages; dockerd reads {"Err"}, so they are JSON too, and end the connection."""
+        self.close_connection = True
+        self._send(code, {"Err": message or f"HTTP {code}"})
+
     def log_message(self, format: str, *args: object) -> None:  # http.server's own lines: as JSON
         log("http", message=format % args)
 
