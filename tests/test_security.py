@@ -186,3 +186,11 @@ def test_an_unreachable_etcd_with_credentials_configured_names_no_secret(run_plu
     ctl = subprocess.run([installed("cnipamctl"), "leases"], capture_output=True, env=env, timeout=60)
     assert ctl.returncode in (1, 2)
     no_secret(ctl.stdout.decode() + ctl.stderr.decode(), "Sup3rSecret")
+
+
+@pytest.mark.parametrize("endpoint", ["http://a b:2379", "http://h\r\nX-Injected: 1:2379", "http://h\t:1"])
+def test_an_endpoint_that_would_inject_into_the_host_header_is_refused(endpoint: str) -> None:
+    from cnipam.store.settings import StoreSettings
+
+    with pytest.raises(InvalidConfig, match="spaces or control characters"):
+        StoreSettings.from_env({}, None, {"type": "etcd", "endpoints": [endpoint]})
