@@ -160,6 +160,12 @@ def cut_out(first: int, last: int, excluded: Sequence[int]) -> tuple[Range, ...]
     return tuple(ranges)
 
 
+# The integer fields of a CNI route (Go's types.Route: int, so int64): they are echoed in
+# the result, which a runtime cannot decode once the ADD has been committed.
+_ROUTE_INTEGERS = ("mtu", "advmss", "priority", "table", "scope")
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
 def parse_routes(value: object, family: int | None, what: str) -> tuple[dict[str, object], ...]:
     """Validate a route list; every route needs a `dst`, and families must match `family` if given."""
     if value is None:
@@ -180,5 +186,9 @@ def parse_routes(value: object, family: int | None, what: str) -> tuple[dict[str
             gw_family, _ = parse_ip(route["gw"], f"{where}.gw")
             if gw_family != dst.family:
                 raise InvalidConfig(f"{where}.gw: {route['gw']} is not in the same family as dst {route['dst']}")
+        for key in _ROUTE_INTEGERS:
+            number = route.get(key)
+            if number is not None and (type(number) is not int or not _INT64_MIN <= number <= _INT64_MAX):
+                raise InvalidConfig(f"{where}.{key}: expected an integer, got {str(number)[:40]}")
         routes.append(dict(route))
     return tuple(routes)

@@ -19,13 +19,22 @@ def _refuse_constant(name: str) -> object:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    """`1e999` would decode to infinity, which no JSON encoder writes back (ours raises,
+    after the store was changed) and Go refuses as out of range: refuse it on the way in."""
+    value = float(text)
+    if value - value != 0.0:  # inf or nan, without importing math
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
 class _ScannerContext:
     """The attributes `_json.make_scanner` reads, as `json.JSONDecoder` would set them."""
 
     strict = True
     object_hook = None
     object_pairs_hook = None
-    parse_float = float
+    parse_float = staticmethod(_finite_float)
     parse_int = int
     parse_constant = staticmethod(_refuse_constant)
     memo: dict[str, str] = {}  # noqa: RUF012 - the scanner shares this cache by design
@@ -83,7 +92,7 @@ def _explain(text: str) -> str:
     import json
 
     try:
-        json.loads(text, parse_constant=_refuse_constant)
+        json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except ValueError as exc:
         return str(exc)
     return "not a JSON document"

@@ -183,11 +183,9 @@ def _read_stdin() -> bytes:
 
 
 def _read_text(path: str, what: str, cwd: str) -> str:
-    try:
-        with open(os.path.join(cwd, path) if cwd else path, "rb") as source:
-            return source.read(1 << 16).decode("utf-8", "replace")
-    except OSError as exc:
-        raise FileUnreadable(f"{what}: cannot read {path}: {exc.strerror}") from None
+    from .config_files import read_config_file
+
+    return read_config_file(os.path.join(cwd, path) if cwd else path, what, 1 << 16).decode("utf-8", "replace")
 
 
 def _version_answer(body: bytes) -> dict[str, object]:

@@ -143,8 +143,8 @@ def test_a_dead_hosts_leases_and_blocks_are_released_only_after_the_grace_period
 def test_an_etcd_restart_in_the_middle_of_a_run_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
     need_etcd()
     with EtcdServer("restart") as server:
-        started = run_hosts(server.endpoint, "/restart/", tmp_path, per_process=150, processes=1, busy_ok=True)
-        time.sleep(1.0)
+        started = run_hosts(server.endpoint, "/restart/", tmp_path, per_process=600, processes=1, busy_ok=True)
+        time.sleep(0.7)
         server.restart()
         held, _, busy = collect(tmp_path, started)
         assert busy > 0  # the restart did land in the middle of the run

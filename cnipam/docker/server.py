@@ -78,6 +78,7 @@ class Handler(BaseHTTPRequestHandler):
             reply, status = {"Err": exc.message}, status_of(exc)
         except Exception as exc:  # a bug: still a JSON error, and logged
             reply, status = {"Err": f"internal error: {type(exc).__name__}: {exc}"}, 500
+            self.close_connection = True  # the body may be unread: never parse it as the next request
         self._send(status, reply)
         fields: dict[str, object] = {"method": self.path, "status": status, "ms": round((time.monotonic() - started) * 1000, 2)}
         if status != 200:
@@ -94,9 +95,11 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise DecodeFailure("chunked request bodies are not supported; send Content-Length")
         raw = self.headers.get("Content-Length", "0") or "0"
-        if not raw.isdigit():
+        # ASCII digits only, and short: str.isdigit() accepts "²", which int() refuses, and
+        # int() refuses more than 4,300 digits; either would be a 500 instead of a 400.
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
             self.close_connection = True
-            raise DecodeFailure(f"bad Content-Length {raw!r}")
+            raise DecodeFailure(f"bad Content-Length {raw[:40]!r}")
         length = int(raw)
         if length > MAX_BODY:
             self.close_connection = True
@@ -123,6 +126,12 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(payload)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a malformed request line, an oversized header) are
+        HTML pages; dockerd reads {"Err"}, so they are JSON too, and end the connection."""
+        self.close_connection = True
+        self._send(code, {"Err": message or f"HTTP {code}"})
 
     def log_message(self, format: str, *args: object) -> None:  # http.server's own lines: as JSON
         log("http", message=format % args)
@@ -153,9 +162,18 @@ class Server:
             threading.Thread(target=self.http.shutdown, daemon=True).start()
 
 
+def _connection_failed(server: socketserver.BaseServer, request: object, client_address: object) -> None:
+    """socketserver prints a multi-line traceback to stderr when a connection fails outside
+    a request (a client that hangs up before our reply: BrokenPipeError); the log is JSON
+    lines, so it becomes one line, and a bug still names its exception."""
+    error = sys.exc_info()[1]
+    log("connection", error=f"{type(error).__name__}: {error}")
+
+
 class _UnixHTTPServer(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True  # idle keep-alive connections must not hold the exit
     request_queue_size = 128  # dockerd retries a full backlog only with multi-second back-off
+    handle_error = _connection_failed
 
     def __init__(self, path: str, server: Server) -> None:
         super().__init__(path, Handler, bind_and_activate=False)
@@ -193,6 +211,7 @@ class _UnixHTTPServer(socketserver.ThreadingUnixStreamServer):
 class _TCPHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
+    handle_error = _connection_failed
 
     def __init__(self, address: tuple[str, int], server: Server) -> None:
         if ":" in address[0]:

@@ -233,6 +233,8 @@ class _Endpoint(Record):
 
 
 def _parse_endpoint(url: str) -> _Endpoint:
+    if "@" in url:  # never echo user:password@ in a message
+        raise StoreIOError("etcd endpoint with credentials in its URL: use a username and a password instead")
     text = url.strip().rstrip("/")
     scheme, sep, rest = text.partition("://")
     if not sep or scheme not in ("http", "https") or not rest or "/" in rest:

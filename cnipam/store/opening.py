@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import FileUnreadable, StoreIOError
+from ..errors import StoreIOError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,11 +36,9 @@ def open_etcd(etcd: EtcdSettings, timeout: float) -> Store:
 
     password = etcd.password
     if etcd.password_file is not None:
-        try:
-            with open(etcd.password_file, "rb") as source:
-                password = source.read(4096).decode("utf-8", "replace").rstrip("\r\n")
-        except OSError as exc:
-            raise FileUnreadable(f"ipam.store.passwordFile: cannot read {etcd.password_file}: {exc.strerror}") from None
+        from ..config_files import read_config_file
+
+        password = read_config_file(etcd.password_file, "ipam.store.passwordFile", 4096).decode("utf-8", "replace").rstrip("\r\n")
     client = EtcdClient(etcd.endpoints, max(timeout, 0.05), etcd.username, password, etcd.ca_file, etcd.cert_file, etcd.key_file)
     lock = f"{etcd.lock_dir.rstrip('/')}/{LOCK_FILE}" if etcd.lock_dir else None
     return EtcdStore(client, etcd.prefix, etcd.host or os.uname().nodename, timeout, lock)

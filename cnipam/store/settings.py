@@ -147,6 +147,10 @@ def _parse_store(raw: object, where: str) -> EtcdSettings | str | None:
     if not isinstance(endpoints, list) or not endpoints or not all(isinstance(item, str) for item in endpoints):
         raise InvalidConfig(f'{where}.endpoints: expected a non-empty list of URLs such as "https://10.0.0.5:2379"')
     for endpoint in endpoints:
+        if "@" in endpoint:  # user:password@host would be echoed by every message naming the endpoint
+            raise InvalidConfig(f"{where}.endpoints: credentials in an endpoint URL are not accepted; use username and passwordFile")
+        if any(c.isspace() or not c.isprintable() for c in endpoint):  # it becomes the Host header
+            raise InvalidConfig(f"{where}.endpoints: {endpoint[:80]!r} contains spaces or control characters")
         scheme, _, rest = endpoint.partition("://")
         if scheme not in ("http", "https") or not rest or "/" in rest.rstrip("/"):
             raise InvalidConfig(f"{where}.endpoints: {endpoint!r} is not an http:// or https:// host:port")

@@ -1,0 +1,196 @@
+"""The security pass (docs/security.md): file and socket modes, what a config value may
+name, request size limits, and etcd credentials kept out of every message. Each test
+backs one finding of that document."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import RunPlugin, installed, snapshot
+from etcd_server import free_port, need_etcd
+from hypothesis import given
+from hypothesis import strategies as st
+from test_etcdv3 import PASSWORD, auth_etcd, private_etcd  # noqa: F401 - fixtures: an etcd with auth enabled
+
+from cnipam.docker.settings import load
+from cnipam.errors import InvalidConfig, StoreIOError
+from cnipam.store.etcd import _escape, _unescape
+from cnipam.store.etcdv3 import EtcdClient
+
+V4 = {"type": "cnipam", "ipv4-subnet": "10.0.0.0/24"}
+
+
+def config(ipam: dict[str, Any], name: str = "net1") -> dict[str, Any]:
+    return {"cniVersion": "1.0.0", "name": name, "ipam": ipam}
+
+
+# -- modes --------------------------------------------------------------------------------
+
+
+def test_store_files_stay_private_even_under_umask_0(plugin_exe: str, tmp_path: Path) -> None:
+    """umask 0 is what a careless service manager hands down; the store must not follow it."""
+    db = tmp_path / "x" / "y" / "ipam.db"
+    env = {"PATH": "/usr/bin:/bin", "CNI_COMMAND": "ADD", "CNI_IFNAME": "eth0", "CNI_CONTAINERID": "c1", "IPAM_DB_PATH": str(db)}
+    proc = subprocess.run([plugin_exe], input=json.dumps(config(V4)).encode(), env=env, capture_output=True, umask=0, timeout=30)
+    assert proc.returncode == 0, proc.stdout
+    for folder in (tmp_path / "x", tmp_path / "x" / "y"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o750, folder
+    for path in db.parent.iterdir():  # the file, its lock, and SQLite's -wal/-shm when present
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_etcd_lock_folder_and_file_are_private(run_plugin: RunPlugin, tmp_path: Path) -> None:
+    lock_dir = tmp_path / "run" / "cnipam"
+    store = {"type": "etcd", "endpoints": [f"http://127.0.0.1:{free_port()}"], "lockDir": str(lock_dir)}
+    run_plugin("ADD", config({**V4, "store": store}), {"CNI_CONTAINERID": "c1", "IPAM_DB_CONNECTION_TIMEOUT": "100ms"})
+    assert stat.S_IMODE(lock_dir.stat().st_mode) & 0o027 == 0
+    assert stat.S_IMODE((lock_dir / "etcd.lock").stat().st_mode) == 0o600
+
+
+def test_docker_tcp_is_off_by_default_and_loopback_only_unless_public() -> None:
+    assert load([], {}).address == ""  # the UNIX socket (0660: test_docker_server)
+    for address in ("0.0.0.0:9000", "[::]:9000", "10.1.2.3:9000", "example.com:9000"):
+        with pytest.raises(InvalidConfig, match="loopback"):
+            load(["-address", address], {})
+        with pytest.raises(InvalidConfig, match="loopback"):
+            load([], {"GIPAM_ADDRESS": address})
+        assert load(["-address", address, "--public"], {}).public
+    assert load(["-address", "127.0.0.1:9000"], {}).address == "127.0.0.1:9000"
+
+
+# -- config values as paths ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../../etc", "..", "a/b", "/etc/passwd", "net\x00"])
+def test_a_path_like_network_name_is_refused(run_plugin: RunPlugin, db_path: Path, name: str) -> None:
+    answer = run_plugin("ADD", config(V4, name), {"CNI_CONTAINERID": "c1"})
+    assert (answer.code, answer.out["code"]) == (1, 7), answer.out
+    assert snapshot(db_path) is None
+
+
+def test_the_network_name_never_becomes_a_path_in_data_dir(run_plugin: RunPlugin, tmp_path: Path) -> None:
+    """host-local keeps `<dataDir>/<network name>/`; cnipam keeps one file for every network."""
+    data_dir = tmp_path / "networks"
+    for name in ("net1", "net.2", "x-3"):
+        ipam = {"type": "cnipam", "subnet": f"10.{len(name)}.{name[-1]}.0/24", "dataDir": str(data_dir)}
+        assert run_plugin("ADD", config(ipam, name), {"CNI_CONTAINERID": "c1"}).code == 0
+    assert {path.name for path in data_dir.iterdir()} <= {"cnipam.db", "cnipam.db-shm", "cnipam.db-wal", "cnipam.db.lock"}
+
+
+@pytest.mark.parametrize("key", ["resolvConf", "passwordFile"])
+def test_a_fifo_or_a_folder_named_by_the_config_is_refused_not_waited_on(run_plugin: RunPlugin, tmp_path: Path, key: str) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for target in (fifo, tmp_path):
+        ipam: dict[str, Any] = {"type": "cnipam", "subnet": "10.0.0.0/24"}
+        if key == "resolvConf":
+            ipam["resolvConf"] = str(target)
+        else:
+            ipam["store"] = {"type": "etcd", "endpoints": ["http://127.0.0.1:1"], "username": "u", key: str(target), "lockDir": "l"}
+        started = time.monotonic()
+        answer = run_plugin("ADD", config(ipam), {"CNI_CONTAINERID": "c1"})
+        assert time.monotonic() - started < 10
+        assert (answer.code, answer.out["code"]) == (1, 5), answer.out
+        assert str(target) in answer.out["msg"]
+
+
+@given(st.text())
+def test_etcd_key_escaping_is_reversible_and_never_adds_a_separator(text: str) -> None:
+    escaped = _escape(text)
+    assert "/" not in escaped and _unescape(escaped) == text
+
+
+@given(st.text(), st.text())
+def test_etcd_key_escaping_keeps_distinct_names_distinct(a: str, b: str) -> None:
+    assert (_escape(a) == _escape(b)) == (a == b)
+
+
+# -- size limits ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nX: " + b"a" * (64 << 10) + b"\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffff\r\n",
+    ],
+    ids=["content-length", "header-line", "chunk-size"],
+)
+def test_an_oversized_etcd_answer_is_refused_without_reading_it(answer: bytes) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            try:
+                conn.sendall(answer)
+                time.sleep(1)
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(StoreIOError, match="malformed"), EtcdClient([f"http://127.0.0.1:{listener.getsockname()[1]}"], 3.0) as etcd:
+            etcd.range(b"k")
+    finally:
+        thread.join(5)
+        listener.close()
+
+
+# -- etcd credentials ------------------------------------------------------------------------
+
+
+def no_secret(text: str, *secrets: str) -> None:
+    for secret in secrets:
+        assert secret not in text, f"secret leaked: {text}"
+
+
+def test_a_wrong_password_is_named_without_the_password(run_plugin: RunPlugin, auth_etcd: str, tmp_path: Path) -> None:  # noqa: F811
+    need_etcd()
+    wrong = PASSWORD + "-wrong"
+    (tmp_path / "password").write_text(wrong + "\n")
+    for credentials in ({"password": wrong}, {"passwordFile": str(tmp_path / "password")}):
+        store = {"type": "etcd", "endpoints": [auth_etcd], "username": "root", "lockDir": str(tmp_path / "l"), **credentials}
+        answer = run_plugin("ADD", config({**V4, "store": store}), {"CNI_CONTAINERID": "c1"})
+        assert (answer.code, answer.out["code"]) == (1, 5), answer.out
+        assert "authentication" in answer.out["msg"] and "root" in answer.out["msg"]
+        no_secret(json.dumps(answer.out) + answer.err, wrong, PASSWORD)
+        ctl = subprocess.run([installed("cnipamctl"), "--store", json.dumps(store), "leases"], capture_output=True, timeout=60)
+        assert ctl.returncode == 1
+        no_secret(ctl.stdout.decode() + ctl.stderr.decode(), wrong, PASSWORD)
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [f"http://127.0.0.1:{free_port()}", "http://root:Sup3rSecret@127.0.0.1:1", "https://127.0.0.1:1"],
+    ids=["unreachable", "credentials-in-url", "tls-unreachable"],
+)
+def test_an_unreachable_etcd_with_credentials_configured_names_no_secret(run_plugin: RunPlugin, tmp_path: Path, endpoint: str) -> None:
+    store = {"type": "etcd", "endpoints": [endpoint], "username": "root", "password": "Sup3rSecret", "lockDir": str(tmp_path / "l")}
+    answer = run_plugin("ADD", config({**V4, "store": store}), {"CNI_CONTAINERID": "c1", "IPAM_DB_CONNECTION_TIMEOUT": "300ms"})
+    assert answer.code == 1 and answer.out["code"] in (7, 11), answer.out
+    no_secret(json.dumps(answer.out) + answer.err, "Sup3rSecret")
+    env = {"CNIPAM_STORE": json.dumps(store), "IPAM_DB_CONNECTION_TIMEOUT": "300ms", "PATH": "/usr/bin:/bin"}
+    ctl = subprocess.run([installed("cnipamctl"), "leases"], capture_output=True, env=env, timeout=60)
+    assert ctl.returncode in (1, 2)
+    no_secret(ctl.stdout.decode() + ctl.stderr.decode(), "Sup3rSecret")
+
+
+@pytest.mark.parametrize("endpoint", ["http://a b:2379", "http://h\r\nX-Injected: 1:2379", "http://h\t:1"])
+def test_an_endpoint_that_would_inject_into_the_host_header_is_refused(endpoint: str) -> None:
+    from cnipam.store.settings import StoreSettings
+
+    with pytest.raises(InvalidConfig, match="spaces or control characters"):
+        StoreSettings.from_env({}, None, {"type": "etcd", "endpoints": [endpoint]})
