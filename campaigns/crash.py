@@ -776,7 +776,7 @@ def etcd_store(endpoint: str | None, workdir: Path) -> Iterator[dict[str, Any]]:
         yield {"type": "etcd", "endpoints": [endpoint], "prefix": prefix, "host": "node-1", "lockDir": str(workdir / "lock")}
         return
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from etcd_server import EtcdServer  # the tests' way of running a private etcd
+    from etcd_server import EtcdServer  # type: ignore[import-not-found]  # tests/, put on the path above: the tests' private etcd
 
     with EtcdServer("crash") as server:
         yield {"type": "etcd", "endpoints": [server.endpoint], "prefix": prefix, "host": "node-1", "lockDir": str(workdir / "lock")}

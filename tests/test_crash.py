@@ -221,3 +221,22 @@ def test_lock_released_while_waiting_lets_the_add_through(run_plugin: RunPlugin,
     run = waiter.finish(timeout=10)
     assert run.code == 0, run
     assert [entry["address"] for entry in run.out["ips"]] == ["10.40.0.3/22", "2001:db8:40::3/64"]
+
+
+def test_etcd_releases_in_batches_that_never_split_an_owner() -> None:
+    """The etcd engine releases many leases (GC, a dead host) in several Txns; a process
+    killed between two of them must leave each owner whole. In address order a dual-stack
+    attachment's two leases are far apart, so plain slicing split them (the etcd crash
+    campaign caught a GC leaving half an attachment)."""
+    from cnipam.leases import LEASE, Lease
+    from cnipam.store.etcd import BATCH, _owner_batches
+
+    def lease(family: int, address: int, owner: int) -> tuple[Lease, int]:
+        return Lease(family, address, LEASE, "pool", "slot", f"cni:net/c{owner}/eth0", "net", f"c{owner}", "eth0", 0.0), 1
+
+    victims = [lease(4, n, n) for n in range(30)] + [lease(6, n, n) for n in range(30)]  # address order: every IPv4 first
+    batches = _owner_batches(victims)
+    assert [victim for batch in batches for victim in batch] == sorted(victims, key=lambda victim: int(victim[0].container_id[1:]))
+    assert all(len(batch) <= BATCH for batch in batches)
+    owners = [{victim[0].handle for victim in batch} for batch in batches]
+    assert all(not (a & b) for i, a in enumerate(owners) for b in owners[i + 1 :]), "an owner's leases span two Txns"
