@@ -11,12 +11,13 @@ consistent. This file is the one implementation of that proof, in two sizes: the
     python campaigns/crash.py --runs 3000 --engine sqlite     # or etcd, or docker
 
 Plugin campaigns (sqlite, etcd) run waves of concurrent plugin processes (ADD single- and
-dual-stack, by id and by attachment; DEL; GC) and SIGKILL about half of them after a
-delay drawn from [0, 1.25 x the slowest uncontended-wave run], measured first on the same
-machine, so kills land in start-up, in the lock queue, inside the store transaction and
-after the result is printed. After every wave (no process running) the store is read
-back and each operation's outcome is checked against what it may have done; the
-observed state then becomes the model for the next wave. The Docker campaign hammers a
+dual-stack, by id and by attachment; DEL; GC) and SIGKILL about half of them: a third
+after a delay drawn from [0, 1.25 x the slowest recent run], the rest near a measured run
+time of the same verb (run times are measured on this machine, not assumed), so kills land
+in start-up, in the lock queue, inside the store transaction and after the result is
+printed. After every wave (no process running) the store is read back and each
+operation's outcome is checked against what it may have done; the observed state then
+becomes the model for the next wave. The Docker campaign hammers a
 real `cnipam-docker` with concurrent RequestPool/RequestAddress/ReleaseAddress clients,
 SIGKILLs it at random moments, checks the store while it is down, restarts it on the same
 store and continues.
