@@ -31,7 +31,6 @@ PLUGIN_RUNS = 160
 DRIVER_REQUESTS = 600
 
 IPAM = {"type": "ecs-ipam", "ipv4-subnet": "10.40.0.0/22", "ipv6-subnet": "2001:db8:40::/64"}
-WAVES = 12
 WAVE_SIZE = 24
 KILL_WINDOW = 0.1  # seconds after a victim starts: start-up, lock queue, transaction or output (an ADD takes 20-100 ms here)
 TIME_BUDGET = 20.0  # seconds; a storm stops starting waves after this
@@ -109,7 +108,6 @@ def check_after_storm(db: Path, runs: list[tuple[str, Spawned, bool]]) -> Counte
         if row[2] == "lease":
             assert row[5] is not None
             by_handle.setdefault(row[5], set()).add(row[1])
-    by_handle.pop("id:before-the-storm", None)
 
     outcomes: Counter[str] = Counter()
     for handle, process, killed in runs:
