@@ -50,8 +50,8 @@ debian_packages() {
 test_all() {
   debian_packages
   install ".[test]"
-  "$VENV/bin/ruff" check cnipam tests bench setup.py
-  "$VENV/bin/ruff" format --check cnipam tests bench setup.py
+  "$VENV/bin/ruff" check cnipam tests bench campaigns setup.py
+  "$VENV/bin/ruff" format --check cnipam tests bench campaigns setup.py
   "$VENV/bin/mypy"
   local status=0
   "$VENV/bin/python" -m pytest "$@" || status=$?
