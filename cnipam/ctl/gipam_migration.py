@@ -22,6 +22,7 @@ from ..docker.pool import DockerPool
 from ..leases import Lease
 from ..migration.gipam_file import GipamFileError, GipamPlan, plan_gipam
 from .failures import BadInput
+from .json_files import read_operator_file
 from .output import Listing, emit_json
 from .progress import Phases
 from .session import Session
@@ -87,11 +88,7 @@ class GipamReport:
 
 
 def read_gipam_file(path: str) -> GipamPlan:
-    try:
-        with open(path, "rb") as source:
-            raw = source.read()
-    except OSError as exc:
-        raise BadInput(f"cannot read {path}: {exc.strerror}") from None
+    raw = read_operator_file(path, "gipam lease file")
     try:
         return plan_gipam(raw, time.time())
     except GipamFileError as exc:

@@ -12,16 +12,20 @@ import sys
 from .failures import BadInput
 
 
-def load_json_file(path: str, what: str) -> object:
-    """A JSON file the operator named (`-`: stdin); one clear line when it cannot be read or parsed."""
+def read_operator_file(path: str, what: str) -> bytes:
+    """The bytes of a file the operator named (`-`: stdin); one clear line when unreadable."""
     try:
         if path == "-":
-            raw = sys.stdin.buffer.read()
-        else:
-            with open(path, "rb") as source:
-                raw = source.read()
+            return sys.stdin.buffer.read()
+        with open(path, "rb") as source:
+            return source.read()
     except OSError as exc:
         raise BadInput(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def load_json_file(path: str, what: str) -> object:
+    """A JSON file the operator named (`-`: stdin); one clear line when it cannot be read or parsed."""
+    raw = read_operator_file(path, what)
     try:
         return json.loads(raw)
     except UnicodeDecodeError:
