@@ -77,8 +77,10 @@ class Agent:
                 return
             frame, fields = self.answer(reader.payload)
             conn.settimeout(None)
-            conn.sendall(frame)
+            # Logged before the answer goes out: once the plugin has its answer, the log
+            # already shows the call (what an operator, or a test, reads next).
             log("call", **fields, ms=round((time.monotonic() - started) * 1000, 2))
+            conn.sendall(frame)
         except ProtocolError as exc:
             log("dropped", reason=f"not a cnipamd request: {exc}")
         except OSError as exc:
