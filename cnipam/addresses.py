@@ -142,6 +142,9 @@ class Network(Record):
     def size(self) -> int:
         return 1 << (BITS[self.family] - self.prefix)
 
+    def overlaps(self, other: Network) -> bool:
+        return self.family == other.family and self.value <= other.last and other.value <= self.last
+
     def __contains__(self, value: int) -> bool:
         return self.value <= value <= self.last
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from .addresses import format_ip
 from .errors import AddressConflict
 from .ipam_config import PoolSpec, Range
-from .leases import LEASE, Cursor, Lease, Owner
+from .leases import GATEWAY, LEASE, Cursor, Lease, Owner
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -53,6 +53,30 @@ def reuse_existing(owner: Owner, spec: PoolSpec, held: list[Lease]) -> Lease | N
     if lease.family != spec.family or not spec.allows(lease.address):
         raise AddressConflict(f"{owner.describe()} already holds {lease.ip}, outside {spec}; DEL it first")
     return lease
+
+
+def gateway_reservations(spec: PoolSpec, network: str, now: float, lookup: Callable[[int, int], Lease | None]) -> list[Lease]:
+    """The gateway reservations a pool still needs recorded (`lookup`: the lease of an
+    address as the transaction sees it). A gateway already reserved needs nothing; one
+    leased to an owner is refused, since its container would answer for the subnet."""
+    needed = []
+    for address_range in spec.ranges:
+        gateway = address_range.gateway
+        if gateway is None or gateway not in address_range.network:
+            continue
+        found = lookup(spec.family, gateway)
+        if found is None:
+            needed.append(Lease(spec.family, gateway, GATEWAY, spec.key, GATEWAY, None, network, "", "", now))
+        elif found.kind != GATEWAY:
+            raise AddressConflict(f"gateway {found.ip} of {address_range.network} is already leased to {found.describe_holder()}")
+    return needed
+
+
+def refuse_taken(found: Lease | None) -> None:
+    """A requested address must be free: refused naming who holds it."""
+    if found is not None:
+        what = "reserved as a gateway" if found.kind == GATEWAY else f"already leased to {found.describe_holder()}"
+        raise AddressConflict(f"requested address {found.ip} is {what}")
 
 
 def grant(

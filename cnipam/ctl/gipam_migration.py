@@ -126,7 +126,7 @@ def store_conflicts(
     accepted: list[DockerPool] = []
     refused: list[tuple[str, str]] = []
     for pool in pools:
-        clash = next((other for other in existing_pools if _overlap(pool, other)), None)
+        clash = next((other for other in existing_pools if other.network.overlaps(pool.network)), None)
         if pool.id in ids:
             refused.append((f"pool {pool.id} ({pool.network})", "a pool with this id is already in the store"))
         elif clash is not None:
@@ -144,11 +144,6 @@ def store_conflicts(
         else:
             accepted_leases.append(lease)
     return accepted, accepted_leases, refused
-
-
-def _overlap(pool: DockerPool, other: DockerPool) -> bool:
-    a, b = pool.network, other.network
-    return a.family == b.family and a.value <= b.last and b.value <= a.last
 
 
 def _holder(lease: Lease) -> str:

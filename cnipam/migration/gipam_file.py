@@ -75,7 +75,7 @@ def plan_gipam(raw: bytes, now: float) -> GipamPlan:
                 raise GipamFileError(f"pool id {block.id!r} appears twice")
             ids.add(block.id)
             for other, other_id in networks:
-                if other.family == block.network.family and other.value <= block.network.last and block.network.value <= other.last:
+                if other.overlaps(block.network):
                     raise GipamFileError(f"block {block.id} ({block.network}) overlaps block {other_id} ({other})")
             networks.append((block.network, block.id))
             if where == "free":

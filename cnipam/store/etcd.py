@@ -33,15 +33,17 @@ from __future__ import annotations
 
 import os
 import time
+from fcntl import LOCK_UN, flock
 
 from ..addresses import BITS, format_ip
-from ..allocator import grant, search_windows
+from ..allocator import gateway_reservations, grant, refuse_taken, search_windows
 from ..errors import AddressConflict, CnipamError, DecodeFailure, InvalidConfig, NotFound, PoolExhausted, StoreBusy, StoreCorrupt
 from ..json_codec import dumps, loads
 from ..leases import GATEWAY, LEASE, Cursor, Lease
 from ..record import Record
 from .base import Store
 from .etcdv3 import create_revision_is, delete_op, mod_revision_is, prefix_end, put_op, range_op
+from .write_lock import take_lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -60,7 +62,6 @@ BLOCK_BITS = 8
 BLOCK_SIZE = 1 << BLOCK_BITS
 CHUNK = 64  # blocks per bounded range read
 HEX = {4: 8, 6: 32}  # hex digits of an address
-FULL = (1 << BLOCK_SIZE) - 1
 MAX_TXN_OPS = 128  # etcd's default limit on the compares, and on the operations, of one Txn
 STALE_LIMIT = 5
 BATCH = 25  # leases per Txn when releasing or importing many: each costs up to four operations
@@ -172,8 +173,7 @@ class EtcdStore(Store):
         return sorted(_Change(self).held_by(handle), key=_address_order)
 
     def lookup(self, family: int, address: int) -> Lease | None:
-        found = _Change(self).leases_at([(family, address)])
-        return found[0] if found else None
+        return _Change(self).lease_at(family, address)
 
     def leases(self, network: str | None = None) -> list[Lease]:
         return [lease for lease, _, _ in self._scan_leases() if network is None or lease.network == network]
@@ -196,8 +196,8 @@ class EtcdStore(Store):
         return [spec for spec in pools if all(change.find_free(spec.family, *window, True) is None for window in spec.pieces)]
 
     def import_leases(self, leases: Iterable[Lease], cursors: dict[str, Cursor]) -> int:
-        """Checked as a whole first, then written in Txns of at most 120 operations (etcd's
-        limit): a clash found by the check refuses everything; one that appears between
+        """Checked as a whole first, then written in Txns of BATCH leases (etcd caps a Txn
+        at 128 operations): a clash found by the check refuses everything; one that appears between
         the check and the last batch (another host allocating at that moment) stops the
         import with the batches before it kept, and says so."""
         rows = list(leases)
@@ -232,29 +232,25 @@ class EtcdStore(Store):
         return written
 
     def claim_docker_pool(self, claim: PoolClaim) -> DockerPool:
-        from ..docker.pool import DockerPool, lowest_free_block
+        from ..docker.pool import DockerPool, lowest_free_block, pool_id
 
         def plan(change: _Change) -> DockerPool:
             pools, serial = change.docker_pools()
             network = claim.network
             if network is not None:
                 for pool in pools:
-                    if pool.family == network.family and pool.network.value <= network.last and network.value <= pool.network.last:
+                    if pool.network.overlaps(network):
                         raise AddressConflict(f"pool {network} overlaps pool {pool.network} already in use")
             else:
                 main = claim.main
                 if main is None:
                     raise InvalidConfig(f"no IPv{claim.family} main pool is configured for dynamic pools; give --subnet or configure one")
-                taken = sorted(
-                    (p.network.value, p.network.last)
-                    for p in pools
-                    if p.family == main.family and p.network.last >= main.value and p.network.value <= main.last
-                )
+                taken = sorted((p.network.value, p.network.last) for p in pools if p.network.overlaps(main))
                 network = lowest_free_block(main, claim.prefix, taken)
                 if network is None:
                     raise PoolExhausted(f"no free /{claim.prefix} block left in main pool {main}")
             pool = DockerPool(
-                f"{claim.address_space}/{network}/{serial + 1}", claim.address_space, network, claim.sub_pool, claim.options, time.time()
+                pool_id(claim.address_space, network, serial + 1), claim.address_space, network, claim.sub_pool, claim.options, time.time()
             )
             change.put_docker_pool(pool, serial + 1)
             return pool
@@ -276,7 +272,7 @@ class EtcdStore(Store):
             if any(other.id == pool.id for other in existing) or pool.lease_network in by_lease_network:
                 raise AddressConflict(f"import refused: pool id {pool.id!r} already exists")
             for other in [*existing, *by_lease_network.values()]:
-                if other.family == pool.family and other.network.value <= pool.network.last and pool.network.value <= other.network.last:
+                if other.network.overlaps(pool.network):
                     raise AddressConflict(f"import refused: pool {pool.network} ({pool.id}) overlaps pool {other.network} already in use")
             by_lease_network[pool.lease_network] = pool
         for lease in rows:
@@ -438,24 +434,14 @@ class EtcdStore(Store):
     # -- steps of a change ---------------------------------------------------------------
 
     def _reserve_gateways(self, change: _Change, spec: PoolSpec, network: str, now: float) -> None:
-        for address_range in spec.ranges:
-            gateway = address_range.gateway
-            if gateway is None or gateway not in address_range.network:
-                continue
-            found = change.leases_at([(spec.family, gateway)])
-            if not found:
-                change.take(spec.family, gateway, claim=False)
-                change.add_lease(Lease(spec.family, gateway, GATEWAY, spec.key, GATEWAY, None, network, "", "", now))
-            elif found[0].kind != GATEWAY:
-                raise AddressConflict(f"gateway {found[0].ip} of {address_range.network} is already leased to {found[0].describe_holder()}")
+        for reservation in gateway_reservations(spec, network, now, change.lease_at):
+            change.take(reservation.family, reservation.address, claim=False)
+            change.add_lease(reservation)
 
     def _take_requested(self, change: _Change, spec: PoolSpec) -> int:
         address = spec.requested
         assert address is not None
-        found = change.leases_at([(spec.family, address)])
-        if found:
-            what = "reserved as a gateway" if found[0].kind == GATEWAY else f"already leased to {found[0].describe_holder()}"
-            raise AddressConflict(f"requested address {found[0].ip} is {what}")
+        refuse_taken(change.lease_at(spec.family, address))
         change.take(spec.family, address, claim=True)
         return address
 
@@ -579,21 +565,11 @@ class EtcdStore(Store):
     # -- the host's writers' queue ------------------------------------------------------
 
     def _lock(self) -> None:
-        if self._lock_fd is None:
-            return
-        from fcntl import LOCK_EX, LOCK_NB, flock
-
-        try:
-            flock(self._lock_fd, LOCK_EX | LOCK_NB)
-        except BlockingIOError:
-            from .write_lock import wait_for_lock
-
-            wait_for_lock(self._lock_fd, self.timeout, self._lock_path)
+        if self._lock_fd is not None:
+            take_lock(self._lock_fd, self.timeout, self._lock_path)
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
-            from fcntl import LOCK_UN, flock
-
             flock(self._lock_fd, LOCK_UN)
 
 
@@ -697,6 +673,10 @@ class _Change:
             key = self.store._lease_key(*pair)
             self.compares.setdefault(key, mod_revision_is(key, self.found[pair][1]))
         return [lease for lease in (self.found[pair][0] for pair in wanted) if lease is not None]
+
+    def lease_at(self, family: int, address: int) -> Lease | None:
+        found = self.leases_at([(family, address)])
+        return found[0] if found else None
 
     def _found(self, pair: tuple[int, int], kvs: list[KeyValue] | None) -> None:
         if kvs:

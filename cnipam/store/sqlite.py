@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import os
 import time
-from fcntl import LOCK_EX, LOCK_NB, LOCK_UN, flock
+from fcntl import LOCK_UN, flock
 
 from ..addresses import BITS, format_ip, from_bytes, to_bytes
-from ..allocator import grant, search_windows
+from ..allocator import gateway_reservations, grant, refuse_taken, search_windows
 from ..errors import AddressConflict, InvalidConfig, NotFound, PoolExhausted, StoreBusy, StoreCorrupt, StoreIOError
 from ..leases import GATEWAY, LEASE, Cursor, Lease
 from .base import Store
 from .sqlite_module import Connection, DatabaseError, IntegrityError, OperationalError, connect
+from .write_lock import take_lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -341,24 +342,14 @@ class SQLiteStore(Store):
         return None
 
     def _reserve_gateways(self, spec: PoolSpec, network: str, now: float) -> None:
-        for address_range in spec.ranges:
-            gateway = address_range.gateway
-            if gateway is None or gateway not in address_range.network:
-                continue
-            found = self.lookup(spec.family, gateway)
-            if found is None:
-                self._take(spec.family, gateway)
-                self._insert(Lease(spec.family, gateway, GATEWAY, spec.key, GATEWAY, None, network, "", "", now))
-            elif found.kind != GATEWAY:
-                raise AddressConflict(f"gateway {found.ip} of {address_range.network} is already leased to {found.describe_holder()}")
+        for reservation in gateway_reservations(spec, network, now, self.lookup):
+            self._take(reservation.family, reservation.address)
+            self._insert(reservation)
 
     def _take_requested(self, spec: PoolSpec) -> int:
         address = spec.requested
         assert address is not None
-        found = self.lookup(spec.family, address)
-        if found is not None:
-            what = "reserved as a gateway" if found.kind == GATEWAY else f"already leased to {found.describe_holder()}"
-            raise AddressConflict(f"requested address {found.ip} is {what}")
+        refuse_taken(self.lookup(spec.family, address))
         self._take(spec.family, address)
         return address
 
@@ -562,12 +553,7 @@ class SQLiteStore(Store):
         return problems
 
     def _lock(self) -> None:
-        try:
-            flock(self._lock_fd, LOCK_EX | LOCK_NB)
-        except BlockingIOError:
-            from .write_lock import wait_for_lock  # only under contention
-
-            wait_for_lock(self._lock_fd, self.timeout, self.path)
+        take_lock(self._lock_fd, self.timeout, self.path)
 
     def _unlock(self) -> None:
         flock(self._lock_fd, LOCK_UN)

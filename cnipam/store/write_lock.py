@@ -4,13 +4,12 @@ A blocking `flock` lets the kernel queue writers fairly, which is what keeps tai
 latency low under contention; polling with `LOCK_NB` (what bbolt does every 50 ms)
 is not. In the main thread the wait is a blocking `flock` interrupted by a one-shot
 SIGALRM at the deadline; threads cannot take signals, so a daemon's worker threads poll
-with a short back-off instead. Only imported when the lock is already taken, so the
-uncontended path does not pay for `signal` (which imports enum).
+with a short back-off instead. `signal` (which imports enum) is only imported when the
+lock is already taken, so the uncontended path does not pay for it.
 """
 
 from __future__ import annotations
 
-import signal
 import time
 from fcntl import LOCK_EX, LOCK_NB, LOCK_UN, flock
 
@@ -25,8 +24,18 @@ def _on_alarm(signum: int, frame: object) -> None:
     raise _Deadline
 
 
+def take_lock(fd: int, timeout: float, path: str) -> None:
+    """The writers' queue of a store: the lock at once when it is free, the common case."""
+    try:
+        flock(fd, LOCK_EX | LOCK_NB)
+    except BlockingIOError:
+        wait_for_lock(fd, timeout, path)
+
+
 def wait_for_lock(fd: int, timeout: float, path: str) -> None:
     """Take the exclusive lock on `fd`, held by someone else now, within `timeout` seconds."""
+    import signal  # only under contention
+
     if timeout <= 0:
         raise StoreBusy(f"store {path} is locked by another process")
     try:
