@@ -24,7 +24,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each contention campaign")
     args = parser.parse_args()
     crash = [sys.executable, str(ROOT / "campaigns" / "crash.py")]
-    contention = [sys.executable, str(ROOT / "tests" / "campaigns" / "contention.py"), "--seconds", str(args.seconds)]
+    contention = [sys.executable, str(ROOT / "campaigns" / "contention.py"), "--seconds", str(args.seconds)]
     steps = [
         [*crash, "--engine", "sqlite", "--runs", str(args.runs)],
         [*crash, "--engine", "etcd", "--runs", str(args.runs)],

@@ -1,13 +1,16 @@
 """The contention campaign in short form for CI: 64 plugin processes in flight for a few
 seconds on one SQLite store, and on etcd shared by four simulated hosts. The full run is
-`python tests/campaigns/contention.py --seconds 60` (same code; docs/campaigns.md)."""
+`python campaigns/contention.py --seconds 60` (same code; docs/campaigns.md)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from campaigns.contention import Campaign, Outcome, Target, markdown
 from etcd_server import need_etcd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "campaigns"))
+from contention import Campaign, Outcome, Target, markdown  # the campaign lives outside the tests, runnable on its own
 
 WORKERS = 64
 SECONDS = 5.0

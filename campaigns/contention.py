@@ -12,8 +12,8 @@ exactly what the successful calls say (`cnipamctl leases`) and passes `cnipamctl
 The CI test (tests/test_contention_campaign.py) runs this for a few seconds; the full
 campaign is the same code from the command line:
 
-    python tests/campaigns/contention.py --seconds 60 --store sqlite
-    python tests/campaigns/contention.py --seconds 60 --store etcd --hosts 4
+    python campaigns/contention.py --seconds 60 --store sqlite
+    python campaigns/contention.py --seconds 60 --store etcd --hosts 4
 
 Documented errors are the only ones tolerated: code 11 (the store stayed locked, or
 etcd stayed unreachable or contended, past IPAM_DB_CONNECTION_TIMEOUT: try again). An
@@ -322,8 +322,8 @@ def etcd_for_campaign(endpoint: str | None) -> Iterator[str]:
     if endpoint:
         yield endpoint
         return
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from etcd_server import EtcdServer
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from etcd_process import EtcdServer  # type: ignore[import-not-found]  # tests/, put on the path above: the tests' private etcd
 
     with EtcdServer("contention") as server:
         yield server.endpoint
