@@ -175,13 +175,25 @@ def test_settings_flags_win_over_environment() -> None:
     settings = load(["-v4=172.16.0.0/12", "--name", "x", "--db", "/tmp/x.db"], env)
     assert settings.main_pool(4) == (Network(4, 0xAC100000, 12), 16)
     assert settings.main_pool(6) == (None, 64)
-    assert (settings.name, settings.socket, settings.address, settings.db) == (
+    assert (settings.name, settings.socket, settings.address, settings.store.path, settings.store.etcd) == (
         "x",
         "/run/docker/plugins/x.sock",
         "127.0.0.1:9999",
         "/tmp/x.db",
+        None,
     )
     assert settings.spec_file == "/etc/docker/plugins/x.spec"
+
+
+def test_store_is_chosen_as_the_plugin_chooses_it_unless_named() -> None:
+    etcd = '{"type": "etcd", "endpoints": ["http://127.0.0.1:1"], "host": "h1"}'
+    assert load([], {"CNIPAM_STORE": etcd}).store.etcd is not None
+    assert load(["--store", etcd], {"IPAM_DB_PATH": "/tmp/y.db"}).store.etcd is not None
+    named = load(["--db", "/tmp/x.db"], {"CNIPAM_STORE": etcd, "IPAM_DB_CONNECTION_TIMEOUT": "2s"}).store
+    assert (named.path, named.etcd, named.timeout, named.origin) == ("/tmp/x.db", None, 2.0, "--db /tmp/x.db")
+    assert load([], {"IPAM_DB_PATH": "/tmp/y.db"}).store.path == "/tmp/y.db"
+    with pytest.raises(InvalidEnvironment):
+        load(["--store", "{nope"], {})
 
 
 @pytest.mark.parametrize(

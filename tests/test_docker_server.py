@@ -32,18 +32,23 @@ class UnixConnection(http.client.HTTPConnection):
 
 
 class Driver:
-    def __init__(self, folder: Path, *args: str) -> None:
+    """`args` choose the pools; the store is --db FOLDER/ipam.db unless `store` names it
+    (then `env` is the driver's whole environment, as CNIPAM_STORE would be set)."""
+
+    def __init__(self, folder: Path, *args: str, store: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         self.folder = folder
         self.socket = str(folder / "run" / "cnipam.sock")
         self.args = args
+        self.store = ["--db", str(folder / "ipam.db")] if store is None else store
+        self.env = env
         self.start()
 
     def start(self) -> None:
-        command = [EXECUTABLE, "--socket", self.socket, "--spec-dir", str(self.folder / "spec"), "--db", str(self.folder / "ipam.db")]
+        command = [EXECUTABLE, "--socket", self.socket, "--spec-dir", str(self.folder / "spec"), *self.store]
         log = self.folder / "stderr.log"
         seen = log.stat().st_size if log.exists() else 0
         self.stderr = open(log, "ab")  # noqa: SIM115
-        self.process = subprocess.Popen([*command, *self.args], stderr=self.stderr)
+        self.process = subprocess.Popen([*command, *self.args], stderr=self.stderr, env=self.env)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -218,3 +223,35 @@ def test_tcp_mode_writes_and_removes_the_spec_file(tmp_path: Path) -> None:
     assert process.wait(timeout=15) == 0
     log.close()
     assert not spec.exists()
+
+
+def test_two_hosts_drivers_share_one_etcd_address_space(tmp_path: Path, etcd_endpoint: str, etcd_prefix: bytes) -> None:
+    """A cluster's drivers, one per host, on one etcd: `--store` on one, CNIPAM_STORE on the
+    other. A pool one host holds is refused to the other, dynamic pools never overlap, and
+    the other host's cnipamctl sees every address."""
+    store = {"type": "etcd", "endpoints": [etcd_endpoint], "prefix": etcd_prefix.decode()}
+    pools = ("-v4", "198.18.0.0/22")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = Driver(tmp_path / "a", *pools, store=["--store", json.dumps({**store, "host": "a"})])
+    environment = {**os.environ, "CNIPAM_STORE": json.dumps(store), "CNIPAM_HOST": "b", "IPAM_DB_PATH": str(tmp_path / "unused.db")}
+    second = Driver(tmp_path / "b", *pools, store=[], env=environment)
+    try:
+        explicit = first.ok("RequestPool", {"Pool": "198.18.0.0/24"})
+        address = first.ok("RequestAddress", {"PoolID": explicit["PoolID"], "Address": ""})["Address"]
+        status, reply = second.call("RequestPool", {"Pool": "198.18.0.0/25"})
+        assert status == 409 and "198.18.0.0/24" in str(reply["Err"])
+        dynamic = {first.ok("RequestPool", {})["Pool"], second.ok("RequestPool", {})["Pool"]}
+        assert dynamic == {"198.18.1.0/24", "198.18.2.0/24"}
+        assert not (tmp_path / "unused.db").exists(), "CNIPAM_STORE wins over IPAM_DB_PATH"
+        listing = subprocess.run(
+            [os.path.join(os.path.dirname(sys.executable), "cnipamctl"), "--store", json.dumps(store), "leases", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert listing.returncode == 0, listing.stderr
+        assert str(address).split("/")[0] in listing.stdout
+    finally:
+        for running in (first, second):
+            assert running.stop() == 0

@@ -31,9 +31,7 @@ class Session:
 
     def settings(self, data_dir: str | None = None, store: object = None) -> StoreSettings:
         if self.db:
-            env = {key: value for key, value in self.env.items() if key != "CNIPAM_STORE"}
-            settings = StoreSettings.from_env({**env, "IPAM_DB_PATH": self.db})
-            return StoreSettings(settings.path, settings.timeout, f"--db {self.db}")
+            return StoreSettings.for_file(dict(self.env), self.db)
         return StoreSettings.from_env(dict(self.env), data_dir, store)
 
     @contextmanager

@@ -248,13 +248,13 @@ def _make_room(path: str) -> None:
 
 
 def serve(settings: config.DriverSettings) -> int:
-    from ..store.sqlite import SQLiteStore
+    from ..store.opening import open_store
 
-    store = SQLiteStore(settings.db, settings.timeout)
+    store = open_store(settings.store)
     try:
         problems = store.problems()
         if problems:
-            raise StoreCorrupt(f"store {settings.db} is inconsistent ({problems[0]}); run `cnipamctl check`. Refusing to serve.")
+            raise StoreCorrupt(f"store ({settings.store.origin}) is inconsistent ({problems[0]}); run `cnipamctl check`. Not serving.")
         if settings.gipam_file and os.path.exists(settings.gipam_file):
             log("notice", message=f"gipam lease file {settings.gipam_file} is not read; import it with `cnipamctl migrate gipam`")
         server = Server(Driver(store, settings))
@@ -285,7 +285,7 @@ def serve(settings: config.DriverSettings) -> int:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        log("listening", **ready, db=settings.db)
+        log("listening", **ready, store=settings.store.origin)
         try:
             http.serve_forever(poll_interval=0.2)
         finally:

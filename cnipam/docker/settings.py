@@ -25,7 +25,7 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 class DriverSettings(Record):
-    __slots__ = ("name", "socket", "spec_dir", "address", "public", "db", "timeout", "gipam_file", "mains", "blocks")
+    __slots__ = ("name", "socket", "spec_dir", "address", "public", "store", "gipam_file", "mains", "blocks")
 
     def __init__(
         self,
@@ -34,8 +34,7 @@ class DriverSettings(Record):
         spec_dir: str,
         address: str,
         public: bool,
-        db: str,
-        timeout: float,
+        store: StoreSettings,
         gipam_file: str,
         mains: dict[int, Network | None],
         blocks: dict[int, int],
@@ -45,8 +44,7 @@ class DriverSettings(Record):
         self.spec_dir = spec_dir
         self.address = address  # host:port for TCP, "" for the UNIX socket
         self.public = public  # TCP on a non-loopback address was asked for explicitly
-        self.db = db
-        self.timeout = timeout
+        self.store = store  # as the plugin chooses it (CNIPAM_STORE, IPAM_DB_PATH), unless --db or --store names it
         self.gipam_file = gipam_file
         self.mains = mains  # the main pool per family that dynamic pools are cut from
         self.blocks = blocks  # the prefix length of a dynamic pool per family
@@ -68,7 +66,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help=f"plugin name, as in --ipam-driver NAME (default {DEFAULT_NAME})")
     p.add_argument("--socket", help=f"UNIX socket path (default {SOCKET_DIR}/NAME.sock)")
     p.add_argument("--spec-dir", help=f"where TCP mode writes NAME.spec (default {SPEC_DIR})")
-    p.add_argument("--db", help="the store file (default: IPAM_DB_PATH, else cnipam's default store)")
+    p.add_argument("--db", help="the SQLite store file (default: CNIPAM_STORE, else IPAM_DB_PATH, else cnipam's default store)")
+    p.add_argument(
+        "--store", metavar="JSON", help='the store as an ipam.store object, e.g. \'{"type": "etcd", "endpoints": [...]}\' (as CNIPAM_STORE)'
+    )
     p.add_argument("-address", "--address", dest="address", help="host:port: serve TCP instead of the UNIX socket (GIPAM_ADDRESS)")
     p.add_argument("--public", action="store_true", help="allow TCP on a non-loopback address (no authentication!)")
     p.add_argument("-file", "--file", dest="file", help="gipam's lease file (GIPAM_FILE); import it with `cnipamctl migrate gipam`")
@@ -110,12 +111,14 @@ def load(argv: list[str], env: dict[str, str]) -> DriverSettings:
             raise InvalidConfig(f"address {address!r}: expected host:port")
         if host.strip("[]") not in ("", *LOOPBACK) and not args.public:
             raise InvalidConfig(f"address {address!r} is not a loopback address; the plugin API has no authentication (add --public)")
-    db = args.db or StoreSettings.from_env(env).path
-    timeout = StoreSettings.from_env(env).timeout
+    if args.db:
+        store = StoreSettings.for_file(env, args.db)
+    else:
+        store = StoreSettings.from_env({**env, "CNIPAM_STORE": args.store} if args.store else env)
     gipam_file, _ = pick(args.file, "GIPAM_FILE")
     return DriverSettings(
         name, args.socket or f"{SOCKET_DIR}/{name}.sock", args.spec_dir or SPEC_DIR, address, args.public,
-        db, timeout, gipam_file, mains, blocks,
+        store, gipam_file, mains, blocks,
     )  # fmt: skip
 
 

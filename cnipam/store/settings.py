@@ -83,6 +83,14 @@ class StoreSettings(Record):
         self.etcd = etcd
 
     @classmethod
+    def for_file(cls, env: dict[str, str], path: str) -> StoreSettings:
+        """An operator's `--db PATH`: that SQLite file, whatever CNIPAM_STORE says (naming a
+        file means that file), with the timeout the environment sets."""
+        others = {key: value for key, value in env.items() if key != "CNIPAM_STORE"}
+        settings = cls.from_env({**others, "IPAM_DB_PATH": path})
+        return cls(settings.path, settings.timeout, f"--db {path}")
+
+    @classmethod
     def from_env(cls, env: dict[str, str], data_dir: str | None = None, store: object = None) -> StoreSettings:
         """`store` is the config's `ipam.store` object, if any."""
         path = env.get("IPAM_DB_PATH", "").strip()
