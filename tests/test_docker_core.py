@@ -205,6 +205,9 @@ def test_store_is_chosen_as_the_plugin_chooses_it_unless_named() -> None:
         (["-address", "0.0.0.0:80"], {}, InvalidConfig),
         (["-address", "nope"], {}, InvalidConfig),
         (["--name", "a/b"], {}, InvalidConfig),
+        (["--read-timeout", "soon"], {}, InvalidConfig),
+        (["--read-timeout", "0s"], {}, InvalidConfig),
+        (["--read-timeout", "48h"], {}, InvalidConfig),
     ],
 )
 def test_bad_settings_are_refused(argv: list[str], env: dict[str, str], error: type[Exception]) -> None:

@@ -255,3 +255,31 @@ def test_two_hosts_drivers_share_one_etcd_address_space(tmp_path: Path, etcd_end
     finally:
         for running in (first, second):
             assert running.stop() == 0
+
+
+def test_idle_and_stalled_connections_are_closed_after_the_read_timeout(tmp_path: Path) -> None:
+    """A client that connects and sends nothing, or stops in the middle of its body, must
+    not hold one of the server's threads forever; the others are served meanwhile."""
+    running = Driver(tmp_path, "--read-timeout", "300ms")
+    try:
+        idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stalled = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        for client in (idle, stalled):
+            client.settimeout(10)
+            client.connect(running.socket)
+        stalled.sendall(b"POST /IpamDriver.RequestPool HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{")
+        assert running.raw("/Plugin.Activate")[0] == 200
+        started = time.monotonic()
+        assert idle.recv(100) == b"", "the server closed the idle connection"
+        answer = b""
+        while chunk := stalled.recv(4096):
+            answer += chunk
+        assert time.monotonic() - started < 5
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408") and b"Connection: close" in head
+        assert "did not arrive within 0.3 s" in json.loads(body)["Err"]
+        idle.close()
+        stalled.close()
+        assert running.raw("/Plugin.Activate")[0] == 200
+    finally:
+        assert running.stop() == 0

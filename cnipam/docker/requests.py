@@ -16,6 +16,10 @@ from ..errors import DecodeFailure, InvalidConfig
 MAX_BODY = 1 << 20  # dockerd's bodies are a few hundred bytes; anything this large is not dockerd
 
 
+class BodyTimedOut(DecodeFailure):
+    """The client stopped sending its body for longer than the read timeout."""
+
+
 class BodyTooLarge(DecodeFailure):
     """The request body exceeds MAX_BODY; it is not read."""
 

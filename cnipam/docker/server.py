@@ -35,7 +35,7 @@ from ..errors import (
 )
 from . import settings as config
 from .driver import Driver
-from .requests import MAX_BODY, BodyTooLarge
+from .requests import MAX_BODY, BodyTimedOut, BodyTooLarge
 
 CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
 
@@ -43,6 +43,7 @@ CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
 # treats every non-200 as an error and shows {"Err"} to the user.
 STATUSES: tuple[tuple[type[BaseException], int], ...] = (
     (BodyTooLarge, 413),
+    (BodyTimedOut, 408),
     (DecodeFailure, 400),
     (InvalidConfig, 400),
     (NotFound, 404),
@@ -69,6 +70,10 @@ def log(event: str, **fields: object) -> None:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # dockerd's Go client keeps connections alive
     server: Server  # type: ignore[assignment]
+
+    def setup(self) -> None:
+        self.timeout = self.server.driver.settings.read_timeout  # StreamRequestHandler applies it to every read
+        super().setup()
 
     def do_POST(self) -> None:
         started = time.monotonic()
@@ -105,17 +110,24 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._discard(length)  # so the client reads our reply instead of a broken pipe
             raise BodyTooLarge(f"request body of {length} bytes exceeds the limit of {MAX_BODY}")
-        return self.rfile.read(length)
+        try:
+            return self.rfile.read(length)
+        except TimeoutError:
+            self.close_connection = True
+            raise BodyTimedOut(f"the request body did not arrive within {self.timeout:g} s") from None
 
     def _discard(self, length: int) -> None:
         """Read and drop an oversized body in bounded chunks (up to 64 MiB; beyond that
         the connection is simply closed)."""
         left = length if length <= 64 * MAX_BODY else 0
-        while left > 0:
-            chunk = self.rfile.read(min(left, 1 << 16))
-            if not chunk:
-                break
-            left -= len(chunk)
+        try:
+            while left > 0:
+                chunk = self.rfile.read(min(left, 1 << 16))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except TimeoutError:
+            pass  # the reply says why; the connection closes after it
 
     def _send(self, status: int, reply: dict[str, object]) -> None:
         payload = json.dumps(reply).encode() + b"\n"

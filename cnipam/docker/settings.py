@@ -22,10 +22,11 @@ SOCKET_DIR = "/run/docker/plugins"  # fixed in dockerd: --exec-root does not mov
 SPEC_DIR = "/etc/docker/plugins"
 DEFAULT_BLOCK = {4: 24, 6: 64}  # gipam's GIPAM_V4AB and GIPAM_V6AB defaults
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+DEFAULT_READ_TIMEOUT = 120.0  # seconds; dockerd's plugin client keeps idle connections and reconnects when one was closed
 
 
 class DriverSettings(Record):
-    __slots__ = ("name", "socket", "spec_dir", "address", "public", "store", "gipam_file", "mains", "blocks")
+    __slots__ = ("name", "socket", "spec_dir", "address", "public", "store", "gipam_file", "mains", "blocks", "read_timeout")
 
     def __init__(
         self,
@@ -38,6 +39,7 @@ class DriverSettings(Record):
         gipam_file: str,
         mains: dict[int, Network | None],
         blocks: dict[int, int],
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
     ) -> None:
         self.name = name
         self.socket = socket  # the UNIX socket, unless `address` asks for TCP
@@ -48,6 +50,7 @@ class DriverSettings(Record):
         self.gipam_file = gipam_file
         self.mains = mains  # the main pool per family that dynamic pools are cut from
         self.blocks = blocks  # the prefix length of a dynamic pool per family
+        self.read_timeout = read_timeout  # longest wait for a client's next bytes: an idle or stalled connection holds a thread
 
     def main_pool(self, family: int) -> tuple[Network | None, int]:
         return self.mains[family], self.blocks[family]
@@ -71,6 +74,9 @@ def parser() -> argparse.ArgumentParser:
         "--store", metavar="JSON", help='the store as an ipam.store object, e.g. \'{"type": "etcd", "endpoints": [...]}\' (as CNIPAM_STORE)'
     )
     p.add_argument("-address", "--address", dest="address", help="host:port: serve TCP instead of the UNIX socket (GIPAM_ADDRESS)")
+    p.add_argument(
+        "--read-timeout", metavar="DURATION", help=f"close a silent connection after this long (default {DEFAULT_READ_TIMEOUT:.0f}s)"
+    )
     p.add_argument("--public", action="store_true", help="allow TCP on a non-loopback address (no authentication!)")
     p.add_argument("-file", "--file", dest="file", help="gipam's lease file (GIPAM_FILE); import it with `cnipamctl migrate gipam`")
     for family in (4, 6):
@@ -116,10 +122,23 @@ def load(argv: list[str], env: dict[str, str]) -> DriverSettings:
     else:
         store = StoreSettings.from_env({**env, "CNIPAM_STORE": args.store} if args.store else env)
     gipam_file, _ = pick(args.file, "GIPAM_FILE")
+    read_timeout = _duration(args.read_timeout, "--read-timeout") if args.read_timeout is not None else DEFAULT_READ_TIMEOUT
     return DriverSettings(
         name, args.socket or f"{SOCKET_DIR}/{name}.sock", args.spec_dir or SPEC_DIR, address, args.public,
-        store, gipam_file, mains, blocks,
+        store, gipam_file, mains, blocks, read_timeout,
     )  # fmt: skip
+
+
+def _duration(raw: str, origin: str) -> float:
+    from ..durations import parse_go_duration
+
+    try:
+        seconds = parse_go_duration(raw)
+    except ValueError as exc:
+        raise InvalidConfig(f"{origin} {raw!r} is not a duration such as 2m or 500ms ({exc})") from None
+    if not 0 < seconds <= 86400:
+        raise InvalidConfig(f"{origin} {raw!r} must be more than 0 and at most 24h")
+    return seconds
 
 
 def _prefix(raw: str, origin: str, family: int) -> int:
