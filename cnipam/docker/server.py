@@ -72,8 +72,8 @@ class Handler(BaseHTTPRequestHandler):
     server: Server  # type: ignore[assignment]
 
     def setup(self) -> None:
-        self.timeout = self.server.driver.settings.read_timeout  # StreamRequestHandler applies it to every read
         super().setup()
+        self.connection.settimeout(self.server.driver.settings.read_timeout)  # every read and write of this connection
 
     def do_POST(self) -> None:
         started = time.monotonic()
@@ -114,7 +114,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.rfile.read(length)
         except TimeoutError:
             self.close_connection = True
-            raise BodyTimedOut(f"the request body did not arrive within {self.timeout:g} s") from None
+            raise BodyTimedOut(f"the request body did not arrive within {self.server.driver.settings.read_timeout:g} s") from None
 
     def _discard(self, length: int) -> None:
         """Read and drop an oversized body in bounded chunks (up to 64 MiB; beyond that
