@@ -16,7 +16,7 @@ from .addresses import BITS, format_ip, parse_cidr, parse_ip
 from .cni_args import parse_cni_args
 from .cni_version import parse as parse_version
 from .errors import InvalidConfig
-from .ipam_config import AddressRange, IPAMConfig, PoolSpec, default_bounds, parse_routes, pool_key
+from .ipam_config import AddressRange, IPAMConfig, PoolSpec, default_bounds, optional_text, parse_routes, pool_key
 
 
 def parse_host_local(ipam: dict[str, object], config: dict[str, object], cni_args: str) -> IPAMConfig:
@@ -43,8 +43,8 @@ def parse_host_local(ipam: dict[str, object], config: dict[str, object], cni_arg
         parse_routes(ipam.get("routes"), None, "ipam.routes"),
         {},
         None,
-        _optional_text(ipam, "resolvConf"),
-        _optional_text(ipam, "dataDir"),
+        optional_text(ipam, "resolvConf", "ipam"),
+        optional_text(ipam, "dataDir", "ipam"),
     )
 
 
@@ -159,12 +159,3 @@ def _take_requested(ranges: tuple[AddressRange, ...], requested: list[tuple[int,
                 requested.remove((family, address))
                 return address
     return None
-
-
-def _optional_text(ipam: dict[str, object], key: str) -> str | None:
-    value = ipam.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value or "\x00" in value:
-        raise InvalidConfig(f"ipam.{key}: expected a non-empty path string")
-    return value

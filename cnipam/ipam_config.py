@@ -166,6 +166,17 @@ _ROUTE_INTEGERS = ("mtu", "advmss", "priority", "table", "scope")
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
+def optional_text(raw: dict[str, object], key: str, where: str) -> str | None:
+    """A string setting that may be absent but never empty or NUL-bearing: most of them end
+    up as file paths, host names or key prefixes, where either would mean something else."""
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise InvalidConfig(f"{where}.{key}: expected a non-empty string")
+    return value
+
+
 def parse_routes(value: object, family: int | None, what: str) -> tuple[dict[str, object], ...]:
     """Validate a route list; every route needs a `dst`, and families must match `family` if given."""
     if value is None:

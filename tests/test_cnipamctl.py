@@ -454,6 +454,25 @@ def test_migrate_host_local_refusals_abort_unless_skipped(tmp_path: Path) -> Non
 
 
 @needs_fixtures
+def test_migrate_host_local_into_etcd_lists_every_conflict_first(tmp_path: Path, etcd_endpoint: str, etcd_prefix: bytes) -> None:
+    """On etcd, as on SQLite, the store is checked before the import: a second migration
+    lists every address already held (not just the first the engine trips on), and the
+    report names the etcd store, not an SQLite file that is not used."""
+    manifest, data_dir, conf = host_local_fixture(tmp_path, "dual")
+    config = json.loads(conf.read_text())
+    del config["ipam"]["dataDir"]  # the store comes from --store, as CNIPAM_STORE for every network of a host
+    conf.write_text(json.dumps(config))
+    store = json.dumps({"type": "etcd", "endpoints": [etcd_endpoint], "prefix": etcd_prefix.decode(), "host": "h1"})
+    migrate = ("--store", store, "migrate", "host-local", str(data_dir / "dual"), "--config", str(conf), "--json")
+    first = ok(*migrate).json()
+    assert first["imported"] == manifest["lease_count"] and first["store"].startswith(f"etcd {etcd_endpoint} prefix ")
+    again = call(*migrate)
+    refused(again, says=f"{manifest['lease_count']} items cannot be imported")
+    assert {item["what"] for item in again.json()["refused"]} == {lease["address"] for lease in manifest["leases"]}
+    assert len(ok("--store", store, "leases", "--json").json()) == manifest["lease_count"]
+
+
+@needs_fixtures
 def test_migrate_host_local_from_a_conflist_into_db(tmp_path: Path) -> None:
     _, data_dir, conf = host_local_fixture(tmp_path, "dual")
     config = json.loads(conf.read_text())

@@ -12,38 +12,27 @@ leaves the store unchanged.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
-
-import click
 
 from ..docker.pool import DockerPool
 from ..leases import Lease
 from ..migration.gipam_file import GipamFileError, GipamPlan, plan_gipam
 from .failures import BadInput
 from .json_files import read_operator_file
-from .output import Listing, emit_json
+from .migration_report import MigrationReport, plural
+from .output import Listing
 from .progress import Phases
-from .session import Session
+from .session import Session, has_store
 
 SOURCE_KIND = "gipam lease file"
 
 
-@dataclass
-class GipamReport:
-    source: str
-    store: str
-    dry_run: bool
+@dataclass(kw_only=True)
+class GipamReport(MigrationReport):
+    source_kind: str = SOURCE_KIND
     pools: list[DockerPool] = field(default_factory=list)  # what is (or would be) imported
     leases: list[Lease] = field(default_factory=list)
-    refused: list[tuple[str, str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    aborted: bool = False
-
-    @property
-    def imported(self) -> bool:
-        return not (self.dry_run or self.aborted)
 
     def per_pool(self) -> list[tuple[DockerPool, int]]:
         counts: dict[str, int] = {}
@@ -51,40 +40,23 @@ class GipamReport:
             counts[lease.network] = counts.get(lease.network, 0) + 1
         return [(pool, counts.get(pool.lease_network, 0)) for pool in self.pools]
 
-    def as_json(self) -> dict[str, object]:
+    def planned(self) -> str:
+        return f"{plural(len(self.pools), 'pool')} and {plural(len(self.leases), 'address', 'es')}"
+
+    def details(self) -> dict[str, object]:
+        planned = {"pools": len(self.pools), "addresses": len(self.leases)}
         return {
-            "source": {"kind": SOURCE_KIND, "path": self.source},
-            "store": self.store,
-            "dry_run": self.dry_run,
-            "aborted": self.aborted,
-            "planned": {"pools": len(self.pools), "addresses": len(self.leases)},
-            "imported": {"pools": len(self.pools), "addresses": len(self.leases)} if self.imported else {"pools": 0, "addresses": 0},
+            "planned": planned,
+            "imported": planned if self.imported else {"pools": 0, "addresses": 0},
             "pools": [{"id": pool.id, "pool": str(pool.network), "addresses": used} for pool, used in self.per_pool()],
-            "refused": [{"what": what, "why": why} for what, why in self.refused],
-            "notes": self.notes,
         }
 
-    def show(self, as_json: bool) -> None:
-        if as_json:
-            emit_json(self.as_json())
-            return
-        verb = "would import" if self.dry_run or self.aborted else "imported"
-        click.echo(f"{SOURCE_KIND} {self.source} -> {self.store}")
-        click.echo(
-            f"{verb} {len(self.pools)} pool{'s' if len(self.pools) != 1 else ''} and {len(self.leases)} "
-            f"address{'es' if len(self.leases) != 1 else ''}" + (" (dry run)" if self.dry_run else "")
-        )
+    def table(self) -> None:
         if self.pools:
             table = Listing("pool id", "pool", "addresses", wide=("pool id",), right=("addresses",))
             for pool, used in self.per_pool():
                 table.add(pool.id, str(pool.network), str(used))
             table.print()
-        if self.refused:
-            click.echo(f"refused {len(self.refused)}:")
-            for what, why in self.refused:
-                click.echo(f"  {what}: {why}")
-        for note in self.notes:
-            click.echo(f"note: {note}")
 
 
 def read_gipam_file(path: str) -> GipamPlan:
@@ -99,11 +71,11 @@ def migrate_gipam(session: Session, path: str, dry_run: bool, skip_refused: bool
     """Read, check against the store and (unless a dry run or refused) import."""
     planned = read_gipam_file(path)
     settings = session.settings()
-    report = GipamReport(path, settings.path, dry_run, refused=list(planned.refused))
+    report = GipamReport(source=path, store=settings.name, dry_run=dry_run, refused=list(planned.refused))
     report.notes.extend(_notes(path, planned))
     pools, leases = planned.pools, planned.leases
     with Phases(len(leases)) as phases:
-        if os.path.exists(settings.path):
+        if has_store(settings):
             with phases.phase("checking the store"), session.existing() as store:
                 pools, leases, conflicts = store_conflicts(store.docker_pools(), store.leases(), pools, leases)
             report.refused += conflicts

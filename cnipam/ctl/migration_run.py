@@ -11,20 +11,14 @@ store unchanged.
 
 from __future__ import annotations
 
-import os
-
 from ..leases import GATEWAY, Lease
 from ..migration.plan import plan
 from .failures import CtlError
-from .migration_report import Report
+from .migration_report import MigrationReport, Report
 from .migration_sources import Source
 from .netconf import NetworkConfig
 from .progress import Phases
-from .session import Session
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from .gipam_migration import GipamReport
+from .session import Session, has_store
 
 
 def migrate(session: Session, source: Source, config: NetworkConfig, dry_run: bool, skip_refused: bool, phases: Phases) -> Report:
@@ -32,14 +26,14 @@ def migrate(session: Session, source: Source, config: NetworkConfig, dry_run: bo
     with phases.phase("planning"):
         planned = plan(source.found, source.positions, config.ipam, config.name, source.moves_on_release)
     settings = session.settings(config.ipam.data_dir)
-    report = Report(source.kind, source.path, config.name, settings.path, dry_run)
+    report = Report(source_kind=source.kind, source=source.path, network=config.name, store=settings.name, dry_run=dry_run)
     report.refused = source.refused + planned.refused
     report.notes = source.notes + planned.notes
     if session.db and config.ipam.data_dir:
         plugin_store = Session(None, session.env).settings(config.ipam.data_dir).path
         report.notes.append(f"this config's ipam.dataDir makes the plugin use {plugin_store}, not {settings.path}")
     leases = planned.leases
-    if os.path.exists(settings.path):
+    if has_store(settings):
         with phases.phase("checking the store"), session.existing(config.ipam.data_dir) as store:
             leases, conflicts, present = store_conflicts(store.leases(), leases)
         report.refused += conflicts
@@ -53,7 +47,7 @@ def migrate(session: Session, source: Source, config: NetworkConfig, dry_run: bo
     return report
 
 
-def conclude(report: Report | GipamReport, as_json: bool) -> None:
+def conclude(report: MigrationReport, as_json: bool) -> None:
     """Print the report; an aborted migration then fails with one line (the list is above)."""
     report.show(as_json)
     if report.aborted:

@@ -50,6 +50,12 @@ class Session:
             yield opened
 
 
+def has_store(settings: StoreSettings) -> bool:
+    """Whether there is a store to check an import against: an etcd prefix always (one with
+    no keys is an empty store), a file once it exists."""
+    return settings.etcd is not None or os.path.exists(settings.path)
+
+
 @contextmanager
 def _opened(settings: StoreSettings) -> Iterator[Store]:
     store = open_store(settings)

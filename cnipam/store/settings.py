@@ -19,6 +19,7 @@ A cluster shares its address space through etcd: a network's `ipam.store` object
 from __future__ import annotations
 
 from ..errors import CnipamError, InvalidConfig, InvalidEnvironment
+from ..ipam_config import optional_text
 from ..record import Record
 
 DEFAULT_PATH = "/data/eni-ipam.db"
@@ -81,6 +82,11 @@ class StoreSettings(Record):
         self.timeout = timeout
         self.origin = origin
         self.etcd = etcd
+
+    @property
+    def name(self) -> str:
+        """The store as reports name it: its file, or its etcd cluster and prefix."""
+        return self.etcd.describe() if self.etcd is not None else self.path
 
     @classmethod
     def for_file(cls, env: dict[str, str], path: str) -> StoreSettings:
@@ -145,7 +151,7 @@ def _parse_store(raw: object, where: str) -> EtcdSettings | str | None:
         raise InvalidConfig(f"{where}: unknown key {unknown[0]!r}")
     kind = raw.get("type", "sqlite")
     if kind == "sqlite":
-        path = _text(raw, "path", where)
+        path = optional_text(raw, "path", where)
         if path is not None and ("\x00" in path or path.endswith("/")):
             raise InvalidConfig(f"{where}.path: {path!r} is not a file path")
         return path
@@ -162,33 +168,24 @@ def _parse_store(raw: object, where: str) -> EtcdSettings | str | None:
         scheme, _, rest = endpoint.partition("://")
         if scheme not in ("http", "https") or not rest or "/" in rest.rstrip("/"):
             raise InvalidConfig(f"{where}.endpoints: {endpoint!r} is not an http:// or https:// host:port")
-    prefix = _text(raw, "prefix", where) or DEFAULT_PREFIX
+    prefix = optional_text(raw, "prefix", where) or DEFAULT_PREFIX
     if not prefix.endswith("/"):
         raise InvalidConfig(f"{where}.prefix: {prefix!r} must end with '/'")
     tls = raw.get("tls", {})
     if not isinstance(tls, dict) or set(tls) - {"ca", "cert", "key"}:
         raise InvalidConfig(f"{where}.tls: expected an object with ca, cert and key file paths")
-    files = [_text(tls, name, f"{where}.tls") for name in ("ca", "cert", "key")]
+    files = [optional_text(tls, name, f"{where}.tls") for name in ("ca", "cert", "key")]
     if (files[1] is None) != (files[2] is None):
         raise InvalidConfig(f"{where}.tls: a client certificate needs both cert and key")
     if any(files) and not all(endpoint.startswith("https://") for endpoint in endpoints):
         raise InvalidConfig(f"{where}.tls: TLS files are given but an endpoint is not https://")
-    username, password, password_file = (_text(raw, name, where) for name in ("username", "password", "passwordFile"))
+    username, password, password_file = (optional_text(raw, name, where) for name in ("username", "password", "passwordFile"))
     if (password is not None or password_file is not None) and not username:
         raise InvalidConfig(f"{where}: a password needs a username")
     if password is not None and password_file is not None:
         raise InvalidConfig(f"{where}: give password or passwordFile, not both")
-    lock_dir = _text(raw, "lockDir", where) if "lockDir" in raw else DEFAULT_LOCK_DIR
+    lock_dir = optional_text(raw, "lockDir", where) if "lockDir" in raw else DEFAULT_LOCK_DIR
     return EtcdSettings(
-        tuple(item.rstrip("/") for item in endpoints), prefix, _text(raw, "host", where), username, password, password_file,
+        tuple(item.rstrip("/") for item in endpoints), prefix, optional_text(raw, "host", where), username, password, password_file,
         files[0], files[1], files[2], lock_dir,
     )  # fmt: skip
-
-
-def _text(raw: dict[str, object], key: str, where: str) -> str | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value or "\x00" in value:
-        raise InvalidConfig(f"{where}.{key}: expected a non-empty string")
-    return value
