@@ -147,14 +147,12 @@ def _dispatch(request: Request, env: dict[str, str], cwd: str, open_store: Store
 
 
 def store_settings(env: dict[str, str], data_dir: str | None, cwd: str, store: object = None) -> StoreSettings:
-    """The store a call uses (`store`: the config's `ipam.store`), a file name anchored at
-    the caller's working folder."""
+    """The store a call uses (`store`: the config's `ipam.store`), its file names anchored
+    at the caller's working folder."""
     from .store.settings import StoreSettings
 
     settings = StoreSettings.from_env(env, data_dir, store)
-    if cwd and settings.etcd is None and not settings.path.startswith("/"):
-        settings = StoreSettings(os.path.join(cwd, settings.path), settings.timeout, settings.origin)
-    return settings
+    return settings.anchored(cwd) if cwd else settings
 
 
 class open_for_call:

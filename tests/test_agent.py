@@ -379,3 +379,20 @@ def test_agent_serves_an_etcd_store_as_the_plugin_does(
             == 0
         )
     assert not (tmp_path / "unused.db").exists()
+
+
+def test_relative_etcd_files_are_the_callers_not_the_agents(
+    agent: Agent, tmp_path: Path, caller: Path, etcd_endpoint: str, etcd_prefix: bytes
+) -> None:
+    """`lockDir` and `passwordFile` name files the way `dataDir` does: relative to the
+    runtime's working folder, whether the call is answered directly or by cnipamd."""
+    need_etcd()
+    store = {"type": "etcd", "endpoints": [etcd_endpoint], "prefix": etcd_prefix.decode(), "host": "node-1", "lockDir": "lk"}
+    config = ecs(V4) | {"ipam": {**ecs(V4)["ipam"], "store": store}}
+    assert call("ADD", config, tmp_path / "unused.db", caller, agent.socket).code == 0
+    assert (caller / "lk" / "etcd.lock").exists() and not (tmp_path / "agent-cwd" / "lk").exists()
+    secret = {**store, "username": "cni", "passwordFile": "no-such-secret"}
+    config = ecs(V4) | {"ipam": {**ecs(V4)["ipam"], "store": secret}}
+    served, direct = (call("ADD", config, tmp_path / "unused.db", caller, socket) for socket in (agent.socket, None))
+    assert served.code == direct.code != 0 and served.stdout == direct.stdout
+    assert str(caller / "no-such-secret").encode() in served.stdout

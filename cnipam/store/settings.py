@@ -18,6 +18,8 @@ A cluster shares its address space through etcd: a network's `ipam.store` object
 
 from __future__ import annotations
 
+import os
+
 from ..errors import CnipamError, InvalidConfig, InvalidEnvironment
 from ..ipam_config import optional_text
 from ..record import Record
@@ -82,6 +84,25 @@ class StoreSettings(Record):
         self.timeout = timeout
         self.origin = origin
         self.etcd = etcd
+
+    def anchored(self, folder: str) -> StoreSettings:
+        """The same settings with every relative file name (the SQLite file, the etcd
+        password, TLS and lock files) made absolute at `folder`, the caller's working
+        folder: a call forwarded to cnipamd must find what the plugin itself would have."""
+
+        def at(path: str) -> str:
+            return path if path.startswith("/") else os.path.join(folder, path)
+
+        def maybe(path: str | None) -> str | None:
+            return None if path is None else at(path)
+
+        etcd = self.etcd
+        if etcd is not None:
+            etcd = EtcdSettings(
+                etcd.endpoints, etcd.prefix, etcd.host, etcd.username, etcd.password, maybe(etcd.password_file),
+                maybe(etcd.ca_file), maybe(etcd.cert_file), maybe(etcd.key_file), maybe(etcd.lock_dir),
+            )  # fmt: skip
+        return StoreSettings(at(self.path), self.timeout, self.origin, etcd)
 
     @property
     def name(self) -> str:
