@@ -86,21 +86,27 @@ def test_the_network_name_never_becomes_a_path_in_data_dir(run_plugin: RunPlugin
     assert {path.name for path in data_dir.iterdir()} <= {"cnipam.db", "cnipam.db-shm", "cnipam.db-wal", "cnipam.db.lock"}
 
 
-@pytest.mark.parametrize("key", ["resolvConf", "passwordFile"])
+@pytest.mark.parametrize("key", ["resolvConf", "passwordFile", "tls.ca", "tls.cert"])
 def test_a_fifo_or_a_folder_named_by_the_config_is_refused_not_waited_on(run_plugin: RunPlugin, tmp_path: Path, key: str) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
+    listener = socket.create_server(("127.0.0.1", 0))  # TLS files are read once a TCP connection stands
+    port = listener.getsockname()[1]
     for target in (fifo, tmp_path):
         ipam: dict[str, Any] = {"type": "cnipam", "subnet": "10.0.0.0/24"}
+        etcd: dict[str, Any] = {"type": "etcd", "endpoints": [f"https://127.0.0.1:{port}"], "lockDir": "l"}
         if key == "resolvConf":
             ipam["resolvConf"] = str(target)
+        elif key == "passwordFile":
+            ipam["store"] = {**etcd, "username": "u", key: str(target)}
         else:
-            ipam["store"] = {"type": "etcd", "endpoints": ["http://127.0.0.1:1"], "username": "u", key: str(target), "lockDir": "l"}
+            ipam["store"] = {**etcd, "tls": {"ca": str(target)} if key == "tls.ca" else {"cert": str(target), "key": str(target)}}
         started = time.monotonic()
         answer = run_plugin("ADD", config(ipam), {"CNI_CONTAINERID": "c1"})
         assert time.monotonic() - started < 10
         assert (answer.code, answer.out["code"]) == (1, 5), answer.out
         assert str(target) in answer.out["msg"]
+    listener.close()
 
 
 @given(st.text())

@@ -25,7 +25,7 @@ import _socket
 import binascii
 from time import monotonic
 
-from ..errors import DecodeFailure, StoreBusy, StoreIOError
+from ..errors import DecodeFailure, FileUnreadable, StoreBusy, StoreIOError
 from ..json_codec import dumps, loads
 from ..record import Record
 
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 MAX_RESPONSE = 64 << 20  # a safety net only: the engine's ranges are bounded far below this
 _MAX_HEADER_LINE = 16 << 10
+TLS_FILE_LIMIT = 1 << 20  # a CA bundle is a few hundred KiB at most
 
 # etcd's words for "the cluster cannot serve right now": a later try may succeed.
 _BUSY_TEXTS = ("connection is closing", "no leader", "request timed out", "too many requests", "leader changed", "timed out", "unhealthy")
@@ -696,10 +697,19 @@ class EtcdClient:
     def _make_ssl_context(self) -> SSLContext:
         import ssl
 
+        from ..config_files import read_config_file
+
         try:
-            context = ssl.create_default_context(cafile=self._ca_file)
+            # Each file is first read through read_config_file, which refuses anything but a
+            # regular file: ssl's own reads would block for ever on a FIFO.
+            named = [(path, what) for path, what in ((self._ca_file, "ca"), (self._cert_file, "cert"), (self._key_file, "key")) if path]
+            pem = {what: read_config_file(path, f"ipam.store.tls.{what}", TLS_FILE_LIMIT) for path, what in named}
+            ca = pem["ca"].decode("utf-8", "replace") if "ca" in pem else None
+            context = ssl.create_default_context(cadata=ca)
             if self._cert_file:
                 context.load_cert_chain(self._cert_file, self._key_file)
+        except FileUnreadable as exc:
+            raise _TLSSetupError(f"cannot load TLS files: {exc.message}") from None
         except (OSError, ssl.SSLError) as exc:
             files = ", ".join(f for f in (self._ca_file, self._cert_file, self._key_file) if f)
             raise _TLSSetupError(f"cannot load TLS files ({files}): {exc}") from None
