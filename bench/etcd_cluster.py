@@ -267,7 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     folder = Path(tempfile.mkdtemp(prefix="cnipam-etcd-bench-"))
     try:
-        rows = measure_etcd(plan, folder, Path(sysconfig.get_path("scripts")))
+        scripts = Path(sysconfig.get_path("scripts"))
+        rows = measure_etcd(plan, folder, scripts, progress=lambda text: print(text, file=sys.stderr, flush=True))  # stdout: the section
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print(section(rows, plan))
