@@ -285,3 +285,33 @@ def test_a_long_lived_store_allocating_from_what_it_knew_never_duplicates(etcd_e
     finally:
         agent.close()
         direct.close()
+
+
+def test_a_long_lived_store_adds_in_one_round_trip_also_after_a_del(etcd_endpoint: str, etcd_prefix: bytes, tmp_path: Path) -> None:
+    """What the agent pays per ADD in an ADD/DEL churn: the DEL reads what it removes, and
+    what it read joins what the process knew, so the next ADD still commits blind in one Txn
+    (all of it compared), and the lowest-free / round-robin order is the fresh path's."""
+    need_etcd()
+    pools = parse_ecs({"ipv4-subnet": "10.71.0.0/24", "ipv6-subnet": "fd71::/120"}).pools
+    store = open_host(etcd_endpoint, etcd_prefix.decode(), "node", tmp_path)
+    assert isinstance(store, EtcdStore)
+    sent: list[str] = []
+    post = store.client._post
+
+    def counting(path: str, *args: Any, **kwargs: Any) -> Any:
+        sent.append(path)
+        return post(path, *args, **kwargs)
+
+    store.client._post = counting  # type: ignore[method-assign]
+    try:
+        granted = []
+        for n in range(6):
+            sent.clear()
+            granted.append([lease.ip for lease in store.allocate(Owner.for_request(None, "n", f"c{n}", "eth0"), pools)])
+            if n:  # the first ADD of the process reads what it needs
+                assert sent == ["/v3/kv/txn"], sent
+            assert store.release(Owner.for_request(None, "n", f"c{n}", "eth0").handle)
+        assert granted == [[f"10.71.0.{n + 2}", f"fd71::{n + 2:x}"] for n in range(6)]  # ecs-ipam: round-robin past the last one
+        assert store.warm_misses == 0 and store.problems() == []
+    finally:
+        store.close()

@@ -487,7 +487,7 @@ class EtcdStore(Store):
         from that knowledge is not trusted: it is computed again from fresh reads."""
         deadline = time.monotonic() + max(self.timeout, 0.001)
         self._lock()
-        stale = 0
+        earlier, stale = self._warm, 0
         try:
             while True:
                 change = _Change(self, self._warm if warm else None)
@@ -510,7 +510,7 @@ class EtcdStore(Store):
                 revision = change.commit()
                 if revision is not None:
                     if revision:
-                        self._warm = change.settled(revision)
+                        self._warm = change.settled(revision, earlier)
                     return outcome
                 self._warm = None
                 if change.warm:
@@ -600,13 +600,26 @@ class _Change:
             self.found = dict(warm.found)
             self.cursors = dict(warm.cursors)
 
-    def settled(self, revision: int) -> _Change:
-        """This change as committed at `revision`: what the next warm change may start from."""
+    def settled(self, revision: int, earlier: _Change | None) -> _Change:
+        """This change as committed at `revision`: what the next warm change may start from,
+        completed with what `earlier` knew and this change did not read (a DEL reads no
+        positions or gateways, and the ADD after it should not have to read them again).
+        Older facts are compared like any other, so a stale one costs a retry, never an error."""
         for at in self.written_blocks:
             block = self.blocks[at]
             block.revision = revision if block.used or block.host else 0
         for pair, put in self.written_leases.items():
             self.found[pair] = (self.found[pair][0], revision) if put else (None, 0)
+        if earlier is not None and earlier is not self:
+            for family, chunk in earlier.chunks - self.chunks:
+                self.chunks.add((family, chunk))
+                for at, block in earlier.blocks.items():
+                    if at[0] == family and at[1] // CHUNK == chunk:
+                        self.blocks.setdefault(at, block)
+            for pair, fact in earlier.found.items():
+                self.found.setdefault(pair, fact)
+            for pool, cursor in earlier.cursors.items():
+                self.cursors.setdefault(pool, cursor)
         self.compares, self.ops, self.owners = {}, {}, {}
         self.written_blocks, self.written_leases = set(), {}
         return self
