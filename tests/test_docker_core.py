@@ -54,6 +54,22 @@ def test_dynamic_pools_are_lowest_free_blocks_skipping_explicit_ones(driver: Dri
         pool(driver, "{}")
 
 
+def test_serial_option_hands_addresses_out_round_robin(driver: Driver) -> None:
+    """Swarm sets com.docker.network.ipam.serial on RequestAddress: a freed address is not
+    reused at once, as with Docker's own IPAM; without it, lowest free first."""
+    pool_id, _ = pool(driver, '{"Pool":"10.20.0.0/24"}')
+    serial = '"Options":{"com.docker.network.ipam.serial":"true"}'
+
+    def address(options: str) -> str:
+        return str(call(driver, "RequestAddress", f'{{"PoolID":"{pool_id}","Address":"",{options}}}')["Address"])
+
+    assert [address(serial) for _ in range(2)] == ["10.20.0.1/24", "10.20.0.2/24"]
+    call(driver, "ReleaseAddress", f'{{"PoolID":"{pool_id}","Address":"10.20.0.1"}}')
+    assert address(serial) == "10.20.0.3/24"
+    assert address('"Options":{}') == "10.20.0.1/24"  # first free
+    assert address('"Options":{"com.docker.network.ipam.serial":"false"}') == "10.20.0.4/24"
+
+
 def test_size_request_and_v6(driver: Driver) -> None:
     assert pool(driver, '{"Pool":"0.0.0.0/28"}')[1] == "198.18.0.0/28"
     assert pool(driver, '{"Pool":"0.0.0.0/28"}')[1] == "198.18.0.16/28"

@@ -258,6 +258,23 @@ def test_docker_addresses_are_lowest_free_leases_released_with_their_pool(store:
         store.request_docker_address(pool.id, None)
 
 
+def test_serial_docker_addresses_go_round_robin_and_skip_what_is_held(store: Store) -> None:
+    """Docker's `com.docker.network.ipam.serial`: the next free address after the last one
+    handed out, wrapping; a freed address is not handed out again at once. A named address
+    and a first-free request in between do not move the position."""
+    pool = store.claim_docker_pool(_claim("10.6.0.0/29"))  # type: ignore[arg-type]  # .1 to .6
+    serial = [store.request_docker_address(pool.id, None, serial=True).ip for _ in range(3)]
+    assert serial == ["10.6.0.1", "10.6.0.2", "10.6.0.3"]
+    assert store.release_docker_address(pool.id, 4, parse_ip("10.6.0.2")[1]) is not None
+    assert store.request_docker_address(pool.id, parse_ip("10.6.0.5")[1], serial=True).ip == "10.6.0.5"
+    assert store.request_docker_address(pool.id, None, serial=True).ip == "10.6.0.4"  # not .2: it was freed just now
+    assert store.request_docker_address(pool.id, None, serial=True).ip == "10.6.0.6"  # .5 is held
+    assert store.request_docker_address(pool.id, None, serial=True).ip == "10.6.0.2"  # wrapped
+    with pytest.raises(PoolExhausted):
+        store.request_docker_address(pool.id, None, serial=True)
+    assert store.problems() == []
+
+
 def _imported(pool_id: str, network: str, *addresses: str) -> tuple[object, list[Lease]]:
     from cnipam.addresses import parse_cidr
     from cnipam.docker.pool import DockerPool

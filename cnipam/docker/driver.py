@@ -23,8 +23,7 @@ if TYPE_CHECKING:
 
     Reply = dict[str, object]
 
-GATEWAY_OPTION = "RequestAddressType"
-GATEWAY_TYPE = "com.docker.network.gateway"
+SERIAL = "com.docker.network.ipam.serial"  # "true": addresses round-robin, as swarm asks of Docker's IPAM
 LOCAL_SPACE = "CnipamLocal"  # non-empty and distinct: current moby keys its host-route
 GLOBAL_SPACE = "CnipamGlobal"  # overlap check on the global space (reference section 2, item 6)
 
@@ -103,12 +102,12 @@ class Driver:
     def request_address(self, fields: dict[str, object]) -> Reply:
         pool_id = rq.text(fields, "PoolID", required=True)
         wanted = rq.text(fields, "Address")
-        # Options are checked for shape only: the gateway request (RequestAddressType) is an
-        # ordinary address of the pool, the named one or else the lowest free (.1 in a fresh
-        # pool), as in Docker's own IPAM; a MAC address is not needed.
-        rq.options(fields)
+        # The gateway request (RequestAddressType) is an ordinary address of the pool, the
+        # named one or else the lowest free (.1 in a fresh pool), as in Docker's own IPAM;
+        # a MAC address is not needed. Only the serial option changes the choice.
+        serial = rq.options(fields).get(SERIAL) == "true"
         requested = rq.address(wanted, "Address")[1] if wanted else None
-        lease = self.store.request_docker_address(pool_id, requested)
+        lease = self.store.request_docker_address(pool_id, requested, serial)
         return {"Address": rq.with_prefix(lease.family, lease.address, _prefix_of(lease.pool)), "Data": {}}
 
     def release_address(self, fields: dict[str, object]) -> Reply:

@@ -90,17 +90,20 @@ class DockerPool(Record):
         row, so an imported address is released and counted exactly like a requested one."""
         return Lease(self.family, address, LEASE, self.key, SLOT, None, self.lease_network, "", "", created)
 
-    def spec(self, requested: int | None) -> PoolSpec:
+    def spec(self, requested: int | None, serial: bool = False) -> PoolSpec:
         """The PoolSpec of one RequestAddress: a named address may be anywhere in the
         pool (Docker's rule: `--ip` outside `--ip-range` is fine); a dynamic one comes
-        from the sub-pool when there is one, lowest free first."""
+        from the sub-pool when there is one, lowest free first, or with `serial` (Docker's
+        `com.docker.network.ipam.serial`, which swarm sets) the next free one after the
+        last handed out, wrapping, so a freed address is not reused at once."""
         whole = self.whole
         ranges = (whole,)
         if requested is None and self.sub_pool is not None:
             first = max(whole.first, self.sub_pool.value)
             last = min(whole.last, self.sub_pool.last)
             ranges = (AddressRange(self.network, first, last, None),)
-        return PoolSpec(SLOT, self.key, ranges, requested, release_moves_cursor=False, lowest_free=True)
+        round_robin = serial and requested is None  # a named address leaves Docker's position where it was
+        return PoolSpec(SLOT, self.key, ranges, requested, release_moves_cursor=False, lowest_free=not round_robin)
 
 
 def pool_id(address_space: str, network: Network, serial: int) -> str:

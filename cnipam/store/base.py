@@ -118,8 +118,9 @@ class Store(abc.ABC):
         """Every Docker pool, oldest first."""
 
     @abc.abstractmethod
-    def request_docker_address(self, pool_id: str, requested: int | None) -> Lease:
-        """Lease the named address of a Docker pool, or its lowest free one, atomically.
+    def request_docker_address(self, pool_id: str, requested: int | None, serial: bool = False) -> Lease:
+        """Lease the named address of a Docker pool, or its lowest free one (`serial`: the
+        next free one after the last dynamic one, wrapping), atomically.
 
         Raises NotFound (pool), InvalidConfig (address outside the pool or of another
         family), AddressConflict (taken), PoolExhausted.

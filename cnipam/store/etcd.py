@@ -312,7 +312,7 @@ class EtcdStore(Store):
     def docker_pools(self) -> list[DockerPool]:
         return sorted(_Change(self).docker_pools()[0], key=lambda pool: (pool.created, pool.id))
 
-    def request_docker_address(self, pool_id: str, requested: int | None) -> Lease:
+    def request_docker_address(self, pool_id: str, requested: int | None, serial: bool = False) -> Lease:
         from ..leases import Owner
 
         def plan(change: _Change) -> Lease:
@@ -320,7 +320,7 @@ class EtcdStore(Store):
             if requested is not None:
                 pool.check_named(requested)
             owner = Owner(None, False, pool.lease_network, "", "")
-            return self._allocate(change, owner, (pool.spec(requested),))[0]
+            return self._allocate(change, owner, (pool.spec(requested, serial),))[0]
 
         return self._optimistic(plan, warm=True)
 

@@ -284,7 +284,7 @@ class SQLiteStore(Store):
         query = f"SELECT {_POOL_COLUMNS} FROM docker_pools ORDER BY created, id"
         return self._read(lambda: [_docker_pool(row) for row in self._db.execute(query)])
 
-    def request_docker_address(self, pool_id: str, requested: int | None) -> Lease:
+    def request_docker_address(self, pool_id: str, requested: int | None, serial: bool = False) -> Lease:
         from ..leases import Owner
 
         with _Writing(self):
@@ -292,7 +292,7 @@ class SQLiteStore(Store):
             if requested is not None:
                 pool.check_named(requested)
             owner = Owner(None, False, pool.lease_network, "", "")
-            return self._allocate(owner, (pool.spec(requested),), time.time())[0]
+            return self._allocate(owner, (pool.spec(requested, serial),), time.time())[0]
 
     def release_docker_address(self, pool_id: str, family: int, address: int) -> Lease | None:
         with _Writing(self):
