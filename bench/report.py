@@ -210,7 +210,7 @@ def document(
         results_table(rows),
         "",
         *([figures] if figures else []),
-        *extra,
+        *(line for section in extra for line in (section.rstrip("\n"), "")),
         "## Where the time of one ADD goes",
         "",
         imports,
