@@ -146,6 +146,12 @@ METHOD = """\
   hyperfine's CPU time does not. The bench checks from the agent's log that it answered
   the calls. The ADD+DEL rows run both calls in one command with no prepare step, against
   two bare interpreters in one command.
+* **Peers**: Go `host-local` from Debian's `containernetworking-plugins` (the installed
+  peer of the plugin), and a bare interpreter start (the floor). gipam, the Docker driver's
+  peer, is **not measured**: its source is not on the machine and cannot be fetched or
+  built offline (only the PyPI, Debian and npm registries are reachable, and Debian does
+  not package it), so the driver is compared with a do-nothing HTTP server on the same
+  socket and with raw durable SQLite commits on the same disk instead.
 * Everything is written under one `tempfile.mkdtemp()` folder, removed at the end; nothing
   goes to `/var/lib/cni`.
 """
