@@ -27,14 +27,12 @@ import argparse
 import json
 import multiprocessing
 import os
-import shutil
 import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +40,7 @@ from pathlib import Path
 
 from report import Row, results_table
 from timing import Sample, ratio
+from tooling import in_temp_folder
 
 TARGET_RATE = 1000.0  # durable address requests per second (issue 5)
 TARGET_P99_MS = 10.0
@@ -404,11 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = DockerPlan(tuple(int(n) for n in args.clients.split(",")), plan.cycles, plan.rounds, plan.commits)
     if not os.access(args.exe, os.X_OK):
         raise SystemExit(f"bench: {args.exe} is not executable; pip install . first, or pass --exe")
-    folder = Path(tempfile.mkdtemp(prefix="cnipam-docker-bench-"))
-    try:
-        result = measure_docker(args.exe, plan, folder)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    result = in_temp_folder("cnipam-docker-bench-", lambda folder: measure_docker(args.exe, plan, folder))
     print(section(result.rows, plan))
     return 0
 

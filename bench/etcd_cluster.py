@@ -23,12 +23,10 @@ import argparse
 import json
 import multiprocessing
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ from pathlib import Path
 from agent import RunningAgent
 from report import Row, Target, results_table
 from timing import Ratio, Sample, ratio
+from tooling import in_temp_folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from etcd_process import EtcdServer, etcd_binary  # the tests' etcd launcher: standard library only
@@ -265,13 +264,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if etcd_binary() is None:
         raise SystemExit("bench: etcd is not installed (Debian: apt-get install etcd-server)")
     plan = QUICK if args.quick else FULL
-    folder = Path(tempfile.mkdtemp(prefix="cnipam-etcd-bench-"))
-    try:
-        scripts = Path(sysconfig.get_path("scripts"))
-        rows = measure_etcd(plan, folder, scripts, progress=lambda text: print(text, file=sys.stderr, flush=True))  # stdout: the section
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    print(section(rows, plan))
+    scripts = Path(sysconfig.get_path("scripts"))
+
+    def progress(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    rows = in_temp_folder("cnipam-etcd-bench-", lambda folder: measure_etcd(plan, folder, scripts, progress))
+    print(section(rows, plan))  # alone on stdout: bench/run.py reads it from there
     return 0
 
 

@@ -82,10 +82,7 @@ def latency_vs_leases(series: Sequence[Series], path: Path, title: str = "One AD
         ax.set_title(title)
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize="small")
-        fig.text(0.01, 0.01, "markers: median; bars: lowest to highest per-round median", fontsize="x-small", alpha=0.7)
-        fig.tight_layout(rect=(0, 0.03, 1, 1))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, format="png")
+        _save(fig, path, "markers: median; bars: lowest to highest per-round median")
     finally:
         plt.close(fig)
     return path
@@ -133,13 +130,18 @@ def docker_load(
         left.legend(fontsize="small")
         right.legend(fontsize="small")
         fig.suptitle(title)
-        fig.text(0.01, 0.01, "markers: median over rounds; bars: lowest to highest round", fontsize="x-small", alpha=0.7)
-        fig.tight_layout(rect=(0, 0.03, 1, 1))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, format="png")
+        _save(fig, path, "markers: median over rounds; bars: lowest to highest round")
     finally:
         plt.close(fig)
     return path
+
+
+def _save(fig: Any, path: Path, footnote: str) -> None:
+    """Every figure's footer: how to read its markers, then the PNG itself."""
+    fig.text(0.01, 0.01, footnote, fontsize="x-small", alpha=0.7)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
 
 
 def _plain_y(ax: Any) -> None:

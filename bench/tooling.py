@@ -12,8 +12,11 @@ import os
 import platform
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 HOST_LOCAL = Path("/usr/lib/cni/host-local")
 HOST_LOCAL_PACKAGE = "containernetworking-plugins"
@@ -22,6 +25,19 @@ GNU_TIME = "/usr/bin/time"
 _apt_updated = False
 # version and the real binary behind a venv's symlink (the venv itself is deleted at exit)
 _DESCRIBE_PYTHON = "import os, sys; print(sys.version.split()[0], os.path.realpath(sys.executable))"
+
+
+T = TypeVar("T")
+
+
+def in_temp_folder(prefix: str, work: Callable[[Path], T]) -> T:
+    """`work` in a new temp folder, removed afterwards whatever happens: a section's own
+    command line runs it the way bench/run.py runs it inside its own folder."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        return work(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _is_root() -> bool:
