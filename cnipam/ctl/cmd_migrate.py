@@ -27,11 +27,10 @@ from .session import Session
 F = TypeVar("F", bound=Callable[..., object])
 
 
-def migration_options(command: F) -> F:
+def import_options(command: F) -> F:
+    """What every migration takes: a dry run, skipping refusals, JSON output, the store."""
     for option in reversed(
         (
-            click.option("--config", "config_path", metavar="CONF", required=True, help="the network config (or conflist) to serve"),
-            click.option("--network", help="the network name leases record (default: the config's name)"),
             click.option("--dry-run", is_flag=True, help="report what would be imported; write nothing"),
             click.option("--skip-refused", is_flag=True, help="import what can be, leaving out (and listing) the rest"),
             json_option,
@@ -40,6 +39,13 @@ def migration_options(command: F) -> F:
     ):
         command = option(command)
     return command
+
+
+def migration_options(command: F) -> F:
+    """A CNI network's migration: the config it is served with, then import_options."""
+    command = import_options(command)
+    command = click.option("--network", help="the network name leases record (default: the config's name)")(command)
+    return click.option("--config", "config_path", metavar="CONF", required=True, help="the network config (or conflist) to serve")(command)
 
 
 @click.group()
@@ -83,10 +89,7 @@ def ecs_boltdb(
 
 @migrate.command("gipam")
 @click.argument("path", metavar="FILE")
-@click.option("--dry-run", is_flag=True, help="report what would be imported; write nothing")
-@click.option("--skip-refused", is_flag=True, help="import what can be, leaving out (and listing) the rest")
-@json_option
-@db_option
+@import_options
 @click.pass_obj
 def gipam(session: Session, path: str, dry_run: bool, skip_refused: bool, as_json: bool) -> None:
     """A gipam lease file (its lease.json): Docker pools under their ids, with their addresses."""

@@ -611,11 +611,9 @@ class _Change:
         for pair, put in self.written_leases.items():
             self.found[pair] = (self.found[pair][0], revision) if put else (None, 0)
         if earlier is not None and earlier is not self:
-            for family, chunk in earlier.chunks - self.chunks:
-                self.chunks.add((family, chunk))
-                for at, block in earlier.blocks.items():
-                    if at[0] == family and at[1] // CHUNK == chunk:
-                        self.blocks.setdefault(at, block)
+            unread = earlier.chunks - self.chunks
+            self.chunks |= unread
+            self.blocks.update({at: block for at, block in earlier.blocks.items() if (at[0], at[1] // CHUNK) in unread})
             for pair, fact in earlier.found.items():
                 self.found.setdefault(pair, fact)
             for pool, cursor in earlier.cursors.items():

@@ -173,7 +173,7 @@ def _parse_store(raw: object, where: str) -> EtcdSettings | str | None:
     kind = raw.get("type", "sqlite")
     if kind == "sqlite":
         path = optional_text(raw, "path", where)
-        if path is not None and ("\x00" in path or path.endswith("/")):
+        if path is not None and path.endswith("/"):  # optional_text refused empty and NUL already
             raise InvalidConfig(f"{where}.path: {path!r} is not a file path")
         return path
     if kind != "etcd":
