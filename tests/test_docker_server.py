@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import installed
 
 EXECUTABLE = os.path.join(os.path.dirname(sys.executable), "cnipam-docker")
 pytestmark = pytest.mark.skipif(not os.path.exists(EXECUTABLE), reason="cnipam-docker is not installed next to this Python")
@@ -245,7 +246,7 @@ def test_two_hosts_drivers_share_one_etcd_address_space(tmp_path: Path, etcd_end
         assert dynamic == {"198.18.1.0/24", "198.18.2.0/24"}
         assert not (tmp_path / "unused.db").exists(), "CNIPAM_STORE wins over IPAM_DB_PATH"
         listing = subprocess.run(
-            [os.path.join(os.path.dirname(sys.executable), "cnipamctl"), "--store", json.dumps(store), "leases", "--json"],
+            [installed("cnipamctl"), "--store", json.dumps(store), "leases", "--json"],
             capture_output=True,
             text=True,
             timeout=30,
