@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import time
@@ -225,6 +226,45 @@ def test_agent_and_direct_calls_in_parallel_on_one_store(agent: Agent, tmp_path:
     assert sorted(held(store)) == sorted((answers[name], f"cni:{NET}/{name}/eth0") for name in kept)
     served = [event for event in agent.events("call") if event["status"] == 0]
     assert len(served) == (workers // 2) * (per_worker + per_worker // 2)
+
+
+def deleted_store_files(pid: int) -> list[str]:
+    """Descriptors of `pid` on store files that no longer exist under their name: an
+    agent writing into a WAL that another process deleted (issue 19)."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.endswith(" (deleted)") and (".db" in target):
+            found.append(target)
+    return found
+
+
+def test_two_spellings_of_one_store_and_a_direct_reader_leave_the_agent_locks_intact(agent: Agent, tmp_path: Path, caller: Path) -> None:
+    """Issue 19's sequence: two calls through the agent that name one file under two
+    timeouts made the agent open the file twice, and closing the second descriptor
+    dropped the first connection's locks; a direct reader then deleted the WAL the agent
+    still wrote into, and a direct ADD handed out the agent's last address again."""
+    store = caller / "s.db"
+    config = host_local({"subnet": "10.94.0.0/24"}, "1.0.0")
+    first = call("ADD", config, store, caller, agent.socket, {"CNI_CONTAINERID": "e1"})
+    (caller / "sub").mkdir()
+    second = call("ADD", config, "./sub/../s.db", caller, agent.socket, {"CNI_CONTAINERID": "e2", "IPAM_DB_CONNECTION_TIMEOUT": "3s"})
+    assert (first.code, second.code) == (0, 0), (first, second)
+    ctl = subprocess.run([installed("cnipamctl"), "--db", str(store), "leases", "--json"], capture_output=True, timeout=CALL_TIMEOUT)
+    assert ctl.returncode == 0, ctl.stderr
+    assert deleted_store_files(agent.proc.pid) == []
+    third = call("ADD", config, store, caller, agent.socket, {"CNI_CONTAINERID": "e3"})
+    direct = call("ADD", config, store, caller, None, {"CNI_CONTAINERID": "d1"})
+    addresses = [run.out["ips"][0]["address"] for run in (first, second, third, direct)]
+    assert len(set(addresses)) == 4, addresses
+    assert agent.stop() == 0
+    handles = {handle for _, handle in held(store)}
+    assert handles == {f"cni:{NET}/{name}/eth0" for name in ("e1", "e2", "e3", "d1")}
+    with sqlite3.connect(store) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
 
 # -- when the agent is not there --------------------------------------------------------------

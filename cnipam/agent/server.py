@@ -32,7 +32,7 @@ from ..store.opening import open_store
 from . import options as agent_options
 from .log import log
 from .reconciler import reconcile
-from .store_cache import StoreCache
+from .store_cache import StoreCache, file_identity
 
 BACKLOG = 512  # a node starting many pods at once connects in a burst
 REQUEST_TIMEOUT = 10.0  # a forwarding plugin sends its request at once; a silent peer is dropped
@@ -117,9 +117,10 @@ class Agent:
         seen: set[object] = set()
         for settings in self.stores.held():
             path = getattr(settings, "path", settings)
-            if path in seen:  # one file held under several timeouts
+            identity = file_identity(settings) or path
+            if identity in seen:  # one file held under several spellings or timeouts
                 continue
-            seen.add(path)
+            seen.add(identity)
             try:
                 with self.stores.using(settings) as store:
                     released = reconcile(store, self.opts.cache_dir, self.opts.reconcile_grace)

@@ -2,12 +2,12 @@
 
 Keyed by the settings value the plugin path computes for a call (today `StoreSettings`:
 file, timeout, origin), so whatever selects a store for a direct call selects the same
-one here, whatever the engine. Each held store has its own lock, and a call holds it for
-as long as it uses the store. That lock is what makes the agent safe, not an
-optimisation: SQLiteStore serialises writers with an `flock`, and every thread of one
-process shares the one lock file descriptor, so the flock cannot keep two threads apart;
-and an SQLite connection must be used by one thread at a time. Calls on different stores
-run in parallel.
+one here, whatever the engine. Two settings that name one file (another spelling of the
+path, another timeout) are two entries here but one connection underneath: the SQLite
+engine keeps one connection per file per process (store/sqlite.py, `_SharedFile`),
+because a second one opened beside it would drop the first one's locks. Each held store
+has its own lock, and a call holds it for as long as it uses the store; the engine's own
+mutex keeps entries that share a file apart. Calls on different stores run in parallel.
 
 A held SQLite file can be deleted or replaced under the agent (an operator starting
 over, a restore from backup). A direct call would then open the new file while the agent

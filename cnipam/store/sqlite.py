@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import time
+from _thread import RLock
 from fcntl import LOCK_UN, flock
 
 from ..addresses import BITS, format_ip, from_bytes, to_bytes
@@ -115,22 +116,14 @@ class SQLiteStore(Store):
     def __init__(self, path: str, timeout: float = 5.0) -> None:
         self.path = path
         self.timeout = timeout
-        _refuse_foreign_file(path)
-        try:
-            _make_parents(path)
-            self._lock_fd = _open_private(path + ".lock")
-            os.close(_open_private(path))
-        except OSError as exc:
-            raise StoreIOError(f"cannot create store {path}: {exc.strerror}") from None
-        try:
-            self._db: Connection = connect(path, timeout=max(timeout, 0.001), isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA synchronous=FULL")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        except DatabaseError as exc:
-            self._close_quietly()
-            raise _store_error(path, exc) from None
-        if version != SCHEMA_VERSION:
-            self._migrate()
+        self._file = _attach(path, timeout)
+        self._db: Connection = self._file.db
+        if self._file.version != SCHEMA_VERSION:
+            try:
+                self._migrate()
+            except BaseException:
+                self._close_quietly()
+                raise
 
     # -- the interface ---------------------------------------------------------------
 
@@ -464,10 +457,17 @@ class SQLiteStore(Store):
         return [_lease(row) for row in self._db.execute(f"SELECT {_COLUMNS} FROM leases {where}", params)]
 
     def _read(self, query: Callable[[], T]) -> T:
+        """A read on the shared connection, by one thread at a time (re-entrant: reads run
+        inside write transactions too)."""
+        mutex = self._file.mutex
+        if not mutex.acquire(timeout=max(self.timeout, 0.05)):
+            raise StoreBusy(f"store {self.path} stayed busy with other threads of this process for {self.timeout:g}s")
         try:
             return query()
         except DatabaseError as exc:
             raise _store_error(self.path, exc) from None
+        finally:
+            mutex.release()
 
     def _migrate(self) -> None:
         with _Locked(self):
@@ -489,6 +489,7 @@ class SQLiteStore(Store):
                     except BaseException:
                         self._db.execute("ROLLBACK")
                         raise
+                self._file.version = SCHEMA_VERSION
             except DatabaseError as exc:
                 raise _store_error(self.path, exc) from None
 
@@ -553,19 +554,26 @@ class SQLiteStore(Store):
         return problems
 
     def _lock(self) -> None:
-        take_lock(self._lock_fd, self.timeout, self.path)
+        shared = self._file
+        if not shared.mutex.acquire(timeout=max(self.timeout, 0.05)):
+            raise StoreBusy(f"store {self.path} stayed busy with other threads of this process for {self.timeout:g}s")
+        try:
+            take_lock(shared.lock_fd, self.timeout, self.path)
+        except BaseException:
+            shared.mutex.release()
+            raise
 
     def _unlock(self) -> None:
-        flock(self._lock_fd, LOCK_UN)
+        try:
+            flock(self._file.lock_fd, LOCK_UN)
+        finally:
+            self._file.mutex.release()
 
     def _close_quietly(self) -> None:
-        db = getattr(self, "_db", None)
-        if db is not None:
-            db.close()
-        fd = getattr(self, "_lock_fd", None)
-        if fd is not None:
-            os.close(fd)
-            del self._lock_fd
+        shared = getattr(self, "_file", None)
+        if shared is not None:
+            del self._file
+            _detach(shared)
 
 
 class _Locked:
@@ -634,6 +642,99 @@ def _row(lease: Lease) -> tuple[object, ...]:
 
 def _span(family: int, first: int, last: int) -> str:
     return format_ip(family, first) if first == last else f"{format_ip(family, first)}-{format_ip(family, last)}"
+
+
+class _SharedFile:
+    """One database file as this process holds it: the one connection, the one descriptor
+    of its writers' lock, and a mutex that lets one thread at a time use them.
+
+    A process must never hold a database file twice. POSIX drops *every* advisory lock a
+    process holds on a file when *any* of its descriptors of that file is closed, so a
+    second open (even a short one, to read the header) behind a live connection silently
+    unlocks that connection; the next process to close its own connection then believes
+    it is the last user and deletes the WAL still being written ("How To Corrupt An SQLite
+    Database File" section 2.2; issue 19 corrupted stores exactly so, through cnipamd).
+    And two descriptors of `<db>.lock` would be two independent flocks, so the writers'
+    queue would no longer keep two stores of one process apart. Hence one `_SharedFile`
+    per (device, inode), however the path is spelled, shared by every `SQLiteStore` of the
+    process, and counted so that the last `close` closes it.
+    """
+
+    __slots__ = ("key", "db", "lock_fd", "mutex", "users", "version")
+
+    def __init__(self, key: tuple[int, int], db: Connection, lock_fd: int, version: int) -> None:
+        self.key = key
+        self.db = db
+        self.lock_fd = lock_fd
+        self.mutex = RLock()
+        self.users = 1
+        self.version = version
+
+
+_OPEN: dict[tuple[int, int], _SharedFile] = {}
+_OPEN_GUARD = RLock()  # held while a file is attached or detached: never while one is in use
+
+
+def _attach(path: str, timeout: float) -> _SharedFile:
+    """The process's connection to the database at `path`, opened if it holds none yet."""
+    with _OPEN_GUARD:
+        key = _identity(path)
+        shared = _OPEN.get(key) if key is not None else None
+        if shared is not None:
+            shared.users += 1
+            return shared
+        # No connection of this process holds this file, so opening and closing it here
+        # (the header check, the creation with a private mode) cannot drop any lock of ours.
+        _refuse_foreign_file(path)
+        try:
+            _make_parents(path)
+            lock_fd = _open_private(path + ".lock")
+        except OSError as exc:
+            raise StoreIOError(f"cannot create store {path}: {exc.strerror}") from None
+        try:
+            if key is None:
+                os.close(_open_private(path))
+                key = _identity(path)
+            db = connect(path, timeout=max(timeout, 0.001), isolation_level=None, check_same_thread=False)
+        except OSError as exc:
+            os.close(lock_fd)
+            raise StoreIOError(f"cannot create store {path}: {exc.strerror}") from None
+        except DatabaseError as exc:
+            os.close(lock_fd)
+            raise _store_error(path, exc) from None
+        try:
+            db.execute("PRAGMA synchronous=FULL")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if key is None or _identity(path) != key:  # replaced while we opened it: its key would lie
+                raise OperationalError("the file was replaced while it was being opened")
+        except DatabaseError as exc:
+            db.close()
+            os.close(lock_fd)
+            raise _store_error(path, exc) from None
+        shared = _OPEN[key] = _SharedFile(key, db, lock_fd, version)
+        return shared
+
+
+def _detach(shared: _SharedFile) -> None:
+    with _OPEN_GUARD:
+        shared.users -= 1
+        if shared.users > 0:
+            return
+        if _OPEN.get(shared.key) is shared:
+            del _OPEN[shared.key]
+    with shared.mutex:  # a thread still inside a call on it finishes first
+        shared.db.close()
+        os.close(shared.lock_fd)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StoreIOError(f"cannot open store {path}: {exc.strerror}") from None
+    return info.st_dev, info.st_ino
 
 
 def _refuse_foreign_file(path: str) -> None:
