@@ -10,6 +10,7 @@ from .addresses import format_ip
 from .cni_result import encode_result, result_addresses
 from .cni_version import at_least
 from .errors import IncompatibleVersion, InvalidConfig, InvalidEnvironment, LeaseMissing, Unavailable
+from .ipam_config import ECS, HOST_LOCAL
 from .leases import LEASE, Owner
 
 TYPE_CHECKING = False
@@ -20,6 +21,11 @@ if TYPE_CHECKING:
 
 
 def _owner(request: Request, config: IPAMConfig) -> Owner:
+    """Who the call acts for. host-local's dialect owns leases by attachment, so, as skel
+    (and so host-local) does, it refuses ADD, CHECK and DEL without a container id instead
+    of making an anonymous lease that no later DEL of that container could find."""
+    if config.dialect == HOST_LOCAL and not request.container_id:
+        raise InvalidEnvironment(f"CNI_CONTAINERID env variable missing: {request.command} needs the container id to own the lease")
     return Owner.for_request(config.owner_id, request.network, request.container_id, request.ifname)
 
 
@@ -29,14 +35,18 @@ def add(request: Request, config: IPAMConfig, store: Store) -> dict[str, object]
 
 
 def delete(request: Request, config: IPAMConfig, store: Store) -> None:
-    """With an ecs id: release every address of that id. With only addresses named:
-    release exactly those (whoever holds them, as upstream). Otherwise: release the
-    attachment's leases. Releasing what is not held succeeds (DEL is idempotent)."""
+    """With an ecs id: release every address of that id. In the ecs dialect with only
+    addresses named: release exactly those (whoever holds them, as upstream documents).
+    Otherwise: release the attachment's leases, and only those. In host-local's dialect a
+    requested address on DEL is never a key: runtimes repeat the ADD's arguments on DEL
+    and DEL after every failed ADD, so a refused `--ip` would otherwise free the address
+    of the container that holds it (issue 12). Releasing what is not held succeeds (DEL
+    is idempotent)."""
     owner = _owner(request, config)
     named = [(spec.family, spec.requested) for spec in config.pools if spec.requested is not None]
     if config.owner_id:
         store.release(owner.handle)
-    elif named:
+    elif named and config.dialect == ECS:
         store.release(owner.handle, named)
     elif owner.handle:
         store.release(owner.handle)

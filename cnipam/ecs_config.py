@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .addresses import BITS, Network, format_ip, parse_cidr, parse_ip
 from .errors import InvalidConfig
-from .ipam_config import AddressRange, IPAMConfig, PoolSpec, default_bounds, parse_routes
+from .ipam_config import ECS, AddressRange, IPAMConfig, PoolSpec, default_bounds, parse_routes
 
 
 def parse_ecs(ipam: dict[str, object]) -> IPAMConfig:
@@ -32,7 +32,7 @@ def parse_ecs(ipam: dict[str, object]) -> IPAMConfig:
         routes.extend(parse_routes(ipam.get(prefix + "routes"), family, f"ipam.{prefix}routes"))
     if not pools:
         raise InvalidConfig("ipam: at least one subnet (ipv4-subnet or ipv6-subnet) is required")
-    return IPAMConfig(tuple(pools), tuple(routes), {}, owner_id or None)
+    return IPAMConfig(ECS, tuple(pools), tuple(routes), {}, owner_id or None)
 
 
 def _parse_family(ipam: dict[str, object], family: int) -> PoolSpec:

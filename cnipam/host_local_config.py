@@ -16,7 +16,7 @@ from .addresses import BITS, format_ip, parse_cidr, parse_ip
 from .cni_args import parse_cni_args
 from .cni_version import parse as parse_version
 from .errors import InvalidConfig
-from .ipam_config import AddressRange, IPAMConfig, PoolSpec, default_bounds, optional_text, parse_routes, pool_key
+from .ipam_config import HOST_LOCAL, AddressRange, IPAMConfig, PoolSpec, default_bounds, optional_text, parse_routes, pool_key
 
 
 def parse_host_local(ipam: dict[str, object], config: dict[str, object], cni_args: str) -> IPAMConfig:
@@ -39,6 +39,7 @@ def parse_host_local(ipam: dict[str, object], config: dict[str, object], cni_arg
         left = ", ".join(format_ip(family, address) for family, address in requested)
         raise InvalidConfig(f"requested address {left} is outside every range")
     return IPAMConfig(
+        HOST_LOCAL,
         tuple(pools),
         parse_routes(ipam.get("routes"), None, "ipam.routes"),
         {},

@@ -119,14 +119,26 @@ def default_bounds(network: Network) -> Range:
     return network.value + 1, network.last - (1 if network.family == 4 else 0)
 
 
-class IPAMConfig(Record):
-    """A parsed config: the pools, what the result echoes, the ecs owner id if any, and
-    the two things only the edge may act on (files to read, where the store is)."""
+ECS = "ecs"
+HOST_LOCAL = "host-local"
 
-    __slots__ = ("pools", "routes", "dns", "owner_id", "resolv_conf", "data_dir")
+
+class IPAMConfig(Record):
+    """A parsed config: its dialect, the pools, what the result echoes, the ecs owner id
+    if any, and the two things only the edge may act on (files to read, where the store is).
+
+    The dialect decides what identifies the caller, because the upstreams differ: ecs-ipam
+    owns addresses by `ipam.id` and releases a named address whoever holds it (its
+    README: "either id or an IP address must be specified in delete operation"), while
+    host-local owns them by the attachment (container id + interface) and a DEL touches
+    only that attachment's leases, whatever addresses the runtime repeats on it.
+    """
+
+    __slots__ = ("dialect", "pools", "routes", "dns", "owner_id", "resolv_conf", "data_dir")
 
     def __init__(
         self,
+        dialect: str,
         pools: tuple[PoolSpec, ...],
         routes: tuple[dict[str, object], ...],
         dns: dict[str, object],
@@ -134,6 +146,7 @@ class IPAMConfig(Record):
         resolv_conf: str | None = None,
         data_dir: str | None = None,
     ) -> None:
+        self.dialect = dialect  # ECS or HOST_LOCAL
         self.pools = pools
         self.routes = routes
         self.dns = dns
@@ -142,7 +155,7 @@ class IPAMConfig(Record):
         self.data_dir = data_dir  # the folder the store lives in, when the config says (host-local's dataDir)
 
     def with_dns(self, dns: dict[str, object]) -> IPAMConfig:
-        return IPAMConfig(self.pools, self.routes, dns, self.owner_id, self.resolv_conf, self.data_dir)
+        return IPAMConfig(self.dialect, self.pools, self.routes, dns, self.owner_id, self.resolv_conf, self.data_dir)
 
 
 def cut_out(first: int, last: int, excluded: Sequence[int]) -> tuple[Range, ...]:

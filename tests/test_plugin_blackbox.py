@@ -529,3 +529,60 @@ def test_store_file_modes(run_plugin: RunPlugin, tmp_path: Path) -> None:
         assert stat.S_IMODE(os.stat(folder).st_mode) == 0o750, folder
     for leftover in db.parent.iterdir():  # -wal / -shm, if SQLite leaves any, must be private too
         assert stat.S_IMODE(leftover.stat().st_mode) & 0o077 == 0, leftover
+
+
+# -- host-local's dialect: a DEL touches only its own attachment (issue 12) -------------------
+
+
+def host_local(ipam: dict[str, Any], version: str = "1.0.0", **top: Any) -> dict[str, Any]:
+    return {"cniVersion": version, "name": "n1", "type": "bridge", "ipam": {"type": "cnipam", **ipam}, **top}
+
+
+HOST_LOCAL_V4 = {"ranges": [[{"subnet": "10.9.0.0/24"}]]}
+REQUEST_FIFTY: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
+    "CNI_ARGS IP=": (host_local(HOST_LOCAL_V4), {"CNI_ARGS": "IgnoreUnknown=1;IP=10.9.0.50"}),
+    "args.cni.ips": (host_local(HOST_LOCAL_V4, args={"cni": {"ips": ["10.9.0.50"]}}), {}),
+    "runtimeConfig.ips": (host_local({**HOST_LOCAL_V4}, runtimeConfig={"ips": ["10.9.0.50/24"]}), {}),
+}
+
+
+@pytest.mark.parametrize("how", list(REQUEST_FIFTY))
+def test_a_refused_request_then_its_del_never_frees_the_holders_address(run_plugin: RunPlugin, db_path: Path, how: str) -> None:
+    """podman's sequence: A runs with --ip .50; B asks for .50 too and is refused; podman
+    tears B down with a DEL carrying the same arguments. A must keep .50, and the next
+    container must not get it."""
+    config, env = REQUEST_FIFTY[how]
+    if "capabilities" not in config and "runtimeConfig" in config:
+        config["capabilities"] = {"ips": True}
+    holder = add_ok(run_plugin, config, {"CNI_CONTAINERID": "a", **env})
+    assert addresses(holder) == ["10.9.0.50/24"]
+    assert_refused(run_plugin, db_path, "ADD", config, 100, ("10.9.0.50",), {"CNI_CONTAINERID": "b", **env})
+    ok_silent(run_plugin, "DEL", config, {"CNI_CONTAINERID": "b", **env})
+    assert held(db_path) == [("10.9.0.50", "cni:n1/a/eth0")]
+    fresh = add_ok(run_plugin, host_local(HOST_LOCAL_V4), {"CNI_CONTAINERID": "c"})
+    assert addresses(fresh) != ["10.9.0.50/24"]
+    ok_silent(run_plugin, "DEL", config, {"CNI_CONTAINERID": "a", **env})  # the holder's own DEL frees it
+    assert ("10.9.0.50", "cni:n1/a/eth0") not in held(db_path)
+
+
+def test_a_host_local_del_with_a_requested_address_releases_the_whole_attachment(run_plugin: RunPlugin, db_path: Path) -> None:
+    """host-local releases by container id and interface; the address on DEL only repeats
+    the ADD's arguments, so a dual-stack attachment loses both its addresses."""
+    dual = {"ranges": [[{"subnet": "10.9.0.0/24"}], [{"subnet": "2001:db8:9::/64"}]]}
+    add_ok(run_plugin, host_local(dual), {"CNI_CONTAINERID": "a", "CNI_ARGS": "IgnoreUnknown=1;IP=10.9.0.50"})
+    ok_silent(run_plugin, "DEL", host_local(dual), {"CNI_CONTAINERID": "a", "CNI_ARGS": "IgnoreUnknown=1;IP=10.9.0.50"})
+    assert held(db_path) == []
+
+
+@pytest.mark.parametrize("command", ["ADD", "CHECK", "DEL"])
+def test_host_local_dialect_needs_a_container_id(run_plugin: RunPlugin, db_path: Path, command: str) -> None:
+    """As skel (and so host-local) answers: code 4 naming the variable; nothing changes."""
+    add_ok(run_plugin, host_local(HOST_LOCAL_V4), {"CNI_CONTAINERID": "other"})
+    assert_refused(run_plugin, db_path, command, host_local(HOST_LOCAL_V4), 4, ("CNI_CONTAINERID",), {"CNI_CONTAINERID": None})
+
+
+def test_ecs_dialect_keeps_del_by_address_without_a_container(run_plugin: RunPlugin, db_path: Path) -> None:
+    """Upstream's documented DEL: "either id or an IP address must be specified"."""
+    add_ok(run_plugin, ecs({**V4, "id": "task", "ipv4-address": "10.0.0.9/24"}), {"CNI_CONTAINERID": None})
+    ok_silent(run_plugin, "DEL", ecs({**V4, "ipv4-address": "10.0.0.9/24"}), {"CNI_CONTAINERID": None})
+    assert held(db_path) == []
