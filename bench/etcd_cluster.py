@@ -115,9 +115,9 @@ def interleave(benches: Sequence[PluginBench | CommandBench], plan: EtcdPlan, pr
 
 def populate(endpoint: str, prefix: str, count: int) -> None:
     """`count` leases in SUBNET through the engine's own import (the migration path)."""
-    from cnipam.addresses import parse_cidr
-    from cnipam.ecs_config import parse_ecs
-    from cnipam.leases import LEASE, Lease
+    from cnipam.core.addresses import parse_cidr
+    from cnipam.core.ecs_config import parse_ecs
+    from cnipam.core.leases import LEASE, Lease
     from cnipam.store.opening import open_etcd
     from cnipam.store.settings import EtcdSettings
 
@@ -135,8 +135,8 @@ def populate(endpoint: str, prefix: str, count: int) -> None:
 
 
 def allocate_worker(settings: tuple[str, str, str, str | None], count: int, out: multiprocessing.Queue[object]) -> None:
-    from cnipam.ecs_config import parse_ecs
-    from cnipam.leases import Owner
+    from cnipam.core.ecs_config import parse_ecs
+    from cnipam.core.leases import Owner
     from cnipam.store.etcd import EtcdStore
     from cnipam.store.opening import open_etcd
     from cnipam.store.settings import EtcdSettings

@@ -60,7 +60,7 @@ def populate_cnipam(venv_python: Path, db_path: Path, network_name: str, subnet:
 def _cnipam_import(db_path: str, network_name: str, subnet: str, n: int) -> None:
     """Venv-side helper: n leases from network + 2 up, owned the way a CNI ADD of
     container `pop<i>` would own them, cursor after the last (like host-local's)."""
-    from cnipam.leases import LEASE, Cursor, Lease  # only importable inside the venv
+    from cnipam.core.leases import LEASE, Cursor, Lease  # only importable inside the venv
     from cnipam.store.sqlite import SQLiteStore
 
     net = ipaddress.ip_network(subnet)

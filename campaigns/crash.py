@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnipam.leases import LEASE
+from cnipam.core.leases import LEASE
 from cnipam.store.base import Store
 from cnipam.store.opening import open_etcd
 from cnipam.store.settings import EtcdSettings

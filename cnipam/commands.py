@@ -6,17 +6,17 @@ result object to print (ADD) or None. Store-agnostic: they speak only `Store`.
 
 from __future__ import annotations
 
-from .addresses import format_ip
-from .cni_result import encode_result, result_addresses
-from .cni_version import at_least
-from .errors import IncompatibleVersion, InvalidConfig, InvalidEnvironment, LeaseMissing, Unavailable
-from .ipam_config import ECS, HOST_LOCAL
-from .leases import LEASE, Owner
+from .core.addresses import format_ip
+from .core.cni_result import encode_result, result_addresses
+from .core.cni_version import at_least
+from .core.errors import IncompatibleVersion, InvalidConfig, InvalidEnvironment, LeaseMissing, Unavailable
+from .core.ipam_config import ECS, HOST_LOCAL
+from .core.leases import LEASE, Owner
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .cni_request import Request
-    from .ipam_config import IPAMConfig
+    from .core.cni_request import Request
+    from .core.ipam_config import IPAMConfig
     from .store.base import Store
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import stat
 
-from .errors import FileUnreadable
+from .core.errors import FileUnreadable
 
 
 def read_config_file(path: str, what: str, limit: int) -> bytes:

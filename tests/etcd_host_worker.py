@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from cnipam.ecs_config import parse_ecs
-from cnipam.errors import StoreBusy
-from cnipam.leases import Owner
+from cnipam.core.ecs_config import parse_ecs
+from cnipam.core.errors import StoreBusy
+from cnipam.core.leases import Owner
 from cnipam.store.etcd import EtcdStore
 from cnipam.store.opening import open_etcd
 from cnipam.store.settings import EtcdSettings

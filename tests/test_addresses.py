@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cnipam.addresses import format_ip, parse_cidr, parse_ip
-from cnipam.errors import InvalidConfig
+from cnipam.core.addresses import format_ip, parse_cidr, parse_ip
+from cnipam.core.errors import InvalidConfig
 
 
 @given(st.integers(0, 2**32 - 1))

@@ -18,7 +18,7 @@ from cnipam.agent_protocol import (
     encode_request,
     frame,
 )
-from cnipam.json_codec import MAX_INPUT
+from cnipam.core.json_codec import MAX_INPUT
 
 
 def feed_all(data: bytes, limit: int, step: int = 3) -> bytes:

@@ -2,11 +2,11 @@
 
 import pytest
 
-from cnipam.addresses import Network
-from cnipam.allocator import reuse_existing, search_windows
-from cnipam.errors import AddressConflict
-from cnipam.ipam_config import AddressRange, PoolSpec, cut_out
-from cnipam.leases import LEASE, Lease, Owner
+from cnipam.core.addresses import Network
+from cnipam.core.allocator import reuse_existing, search_windows
+from cnipam.core.errors import AddressConflict
+from cnipam.core.ipam_config import AddressRange, PoolSpec, cut_out
+from cnipam.core.leases import LEASE, Lease, Owner
 
 
 def test_without_a_cursor_the_ranges_are_searched_in_order() -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnipam.ecs_config import parse_ecs
-from cnipam.errors import PoolExhausted
-from cnipam.leases import LEASE, Owner
+from cnipam.core.ecs_config import parse_ecs
+from cnipam.core.errors import PoolExhausted
+from cnipam.core.leases import LEASE, Owner
 from cnipam.store.sqlite import SQLiteStore
 
 subnets = st.one_of(
@@ -32,7 +32,7 @@ def test_any_sequence_keeps_addresses_unique_and_legal(
     ipam: dict[str, object] = {key + "subnet": text}
     (spec,) = parse_ecs(ipam).pools
     if gateway_offset is not None:
-        from cnipam.addresses import format_ip
+        from cnipam.core.addresses import format_ip
 
         ipam[key + "gateway"] = format_ip(family, spec.ranges[0].network.value + gateway_offset)
         (spec,) = parse_ecs(ipam).pools

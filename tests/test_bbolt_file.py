@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shared_files import FIXTURES as SHARED_FIXTURES
 
-from cnipam.addresses import parse_ip
+from cnipam.core.addresses import parse_ip
 from cnipam.migration import bbolt_file
 from cnipam.migration.bbolt_file import BoltFile, BoltFormatError, fnv1a_64, read_bucket
 from cnipam.migration.ecs_boltdb import GATEWAY_MARKERS, Gateway, Lease, interpret_bucket, interpret_file, read_ecs_boltdb

@@ -2,13 +2,13 @@
 
 import pytest
 
-from cnipam.cni_request import is_valid_ifname, is_valid_name, parse_request
-from cnipam.cni_result import encode_result, result_addresses
-from cnipam.cni_version import SUPPORTED, require_supported
-from cnipam.durations import parse_go_duration
-from cnipam.ecs_config import parse_ecs
-from cnipam.errors import DecodeFailure, IncompatibleVersion, InvalidConfig, InvalidEnvironment
-from cnipam.leases import LEASE, Lease
+from cnipam.core.cni_request import is_valid_ifname, is_valid_name, parse_request
+from cnipam.core.cni_result import encode_result, result_addresses
+from cnipam.core.cni_version import SUPPORTED, require_supported
+from cnipam.core.durations import parse_go_duration
+from cnipam.core.ecs_config import parse_ecs
+from cnipam.core.errors import DecodeFailure, IncompatibleVersion, InvalidConfig, InvalidEnvironment
+from cnipam.core.leases import LEASE, Lease
 from cnipam.store.settings import DEFAULT_PATH, StoreSettings
 
 CONFIG = parse_ecs(

@@ -226,7 +226,7 @@ def test_etcd_releases_in_batches_that_never_split_an_owner() -> None:
     killed between two of them must leave each owner whole. In address order a dual-stack
     attachment's two leases are far apart, so plain slicing split them (the etcd crash
     campaign caught a GC leaving half an attachment)."""
-    from cnipam.leases import LEASE, Lease
+    from cnipam.core.leases import LEASE, Lease
     from cnipam.store.etcd import BATCH, _owner_batches
 
     def lease(family: int, address: int, owner: int) -> tuple[Lease, int]:

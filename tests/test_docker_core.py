@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from store_engines import ENGINES
 
-from cnipam.addresses import Network
+from cnipam.core.addresses import Network
+from cnipam.core.docker_pools import lowest_free_block
+from cnipam.core.errors import AddressConflict, DecodeFailure, InvalidConfig, InvalidEnvironment, NotFound, PoolExhausted
 from cnipam.docker.driver import Driver, UnknownMethod
-from cnipam.docker.pool import lowest_free_block
 from cnipam.docker.requests import MAX_BODY, BodyTooLarge
 from cnipam.docker.settings import load
-from cnipam.errors import AddressConflict, DecodeFailure, InvalidConfig, InvalidEnvironment, NotFound, PoolExhausted
 from cnipam.store.sqlite import SQLiteStore
 
 

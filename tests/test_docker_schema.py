@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from cnipam.ecs_config import parse_ecs
-from cnipam.leases import Owner
+from cnipam.core.ecs_config import parse_ecs
+from cnipam.core.leases import Owner
 from cnipam.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteStore
 
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from cnipam.addresses import parse_ip
-from cnipam.ecs_config import parse_ecs
-from cnipam.errors import InvalidConfig
+from cnipam.core.addresses import parse_ip
+from cnipam.core.ecs_config import parse_ecs
+from cnipam.core.errors import InvalidConfig
 
 
 def ip(text: str) -> int:

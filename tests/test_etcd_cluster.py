@@ -16,10 +16,10 @@ import pytest
 from conftest import RunPlugin
 from etcd_server import EtcdServer, free_port, need_etcd
 
-from cnipam.addresses import parse_ip
-from cnipam.ecs_config import parse_ecs
-from cnipam.errors import AddressConflict, NotFound
-from cnipam.leases import LEASE, Owner
+from cnipam.core.addresses import parse_ip
+from cnipam.core.ecs_config import parse_ecs
+from cnipam.core.errors import AddressConflict, NotFound
+from cnipam.core.leases import LEASE, Owner
 from cnipam.store.etcd import BLOCK_BITS, EtcdStore
 from cnipam.store.opening import open_etcd
 from cnipam.store.settings import EtcdSettings

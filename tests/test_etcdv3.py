@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from etcd_server import EtcdServer, free_port, need_etcd
 
-from cnipam.errors import StoreBusy, StoreIOError
+from cnipam.core.errors import StoreBusy, StoreIOError
 from cnipam.store.etcdv3 import (
     EtcdClient,
     KeyValue,

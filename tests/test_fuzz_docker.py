@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_docker_server import Driver as RunningDriver
 
+from cnipam.core.errors import CnipamError
 from cnipam.docker.driver import Driver
 from cnipam.docker.server import status_of
 from cnipam.docker.settings import load
-from cnipam.errors import CnipamError
 from cnipam.store.sqlite import SQLiteStore
 
 METHODS = [

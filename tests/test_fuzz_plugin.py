@@ -25,9 +25,9 @@ from etcd_server import free_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnipam.cni_request import parse_request
-from cnipam.errors import CnipamError
-from cnipam.ipam_dialect import parse_ipam
+from cnipam.core.cni_request import parse_request
+from cnipam.core.errors import CnipamError
+from cnipam.core.ipam_dialect import parse_ipam
 from cnipam.plugin import CNI_CODES
 from cnipam.store.settings import StoreSettings
 

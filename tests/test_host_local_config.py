@@ -2,11 +2,11 @@
 
 import pytest
 
-from cnipam.addresses import parse_ip
-from cnipam.cni_args import parse_cni_args
-from cnipam.errors import InvalidConfig, InvalidEnvironment
-from cnipam.ipam_dialect import parse_ipam
-from cnipam.resolv_conf import parse_resolv_conf
+from cnipam.core.addresses import parse_ip
+from cnipam.core.cni_args import parse_cni_args
+from cnipam.core.errors import InvalidConfig, InvalidEnvironment
+from cnipam.core.ipam_dialect import parse_ipam
+from cnipam.core.resolv_conf import parse_resolv_conf
 
 
 def ip(text: str) -> int:
@@ -162,7 +162,7 @@ def test_resolv_conf() -> None:
     ],
 )
 def test_pool_keys_parse_back_to_their_ranges(ipam: dict[str, object]) -> None:
-    from cnipam.ipam_config import parse_pool_key, pool_key
+    from cnipam.core.ipam_config import parse_pool_key, pool_key
 
     (pool,) = parse_ipam(config(ipam)).pools
     parsed = parse_pool_key(pool.key)

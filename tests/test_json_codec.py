@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cnipam.errors import DecodeFailure
-from cnipam.json_codec import MAX_INPUT, dumps, loads
+from cnipam.core.errors import DecodeFailure
+from cnipam.core.json_codec import MAX_INPUT, dumps, loads
 
 documents = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from conftest import installed
 
-from cnipam.cni_version import SUPPORTED, at_least
+from cnipam.core.cni_version import SUPPORTED, at_least
 from cnipam.libcni import (
     CNI,
     CacheError,

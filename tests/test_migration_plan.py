@@ -1,7 +1,7 @@
 """Matching upstream records against the config before anything is imported."""
 
-from cnipam.addresses import parse_ip
-from cnipam.ipam_dialect import parse_ipam
+from cnipam.core.addresses import parse_ip
+from cnipam.core.ipam_dialect import parse_ipam
 from cnipam.migration.plan import Found, Position, plan
 
 CONFIG = parse_ipam({"ipam": {"ipv4-subnet": "10.0.0.0/24", "ipv4-gateway": "10.0.0.253"}})

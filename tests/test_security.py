@@ -21,8 +21,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_etcdv3 import PASSWORD, auth_etcd, private_etcd  # noqa: F401 - fixtures: an etcd with auth enabled
 
+from cnipam.core.errors import InvalidConfig, StoreIOError
 from cnipam.docker.settings import load
-from cnipam.errors import InvalidConfig, StoreIOError
 from cnipam.store.etcd import _escape, _unescape
 from cnipam.store.etcdv3 import EtcdClient
 

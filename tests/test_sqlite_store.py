@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cnipam.errors import StoreCorrupt
+from cnipam.core.errors import StoreCorrupt
 from cnipam.store.sqlite import SQLiteStore
 
 
@@ -39,8 +39,8 @@ def test_new_store_file_modes(tmp_path: Path) -> None:
 
 
 def test_check_reports_orphans(tmp_path: Path) -> None:
-    from cnipam.ecs_config import parse_ecs
-    from cnipam.leases import Owner
+    from cnipam.core.ecs_config import parse_ecs
+    from cnipam.core.leases import Owner
 
     path = tmp_path / "ipam.db"
     store = SQLiteStore(str(path))

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from store_engines import ENGINES
 
-from cnipam.addresses import format_ip, parse_ip
-from cnipam.ecs_config import parse_ecs
-from cnipam.errors import AddressConflict, PoolExhausted
-from cnipam.ipam_config import PoolSpec
-from cnipam.leases import GATEWAY, LEASE, Cursor, Lease, Owner
+from cnipam.core.addresses import format_ip, parse_ip
+from cnipam.core.ecs_config import parse_ecs
+from cnipam.core.errors import AddressConflict, PoolExhausted
+from cnipam.core.ipam_config import PoolSpec
+from cnipam.core.leases import GATEWAY, LEASE, Cursor, Lease, Owner
 from cnipam.store.base import Store
 
 
@@ -167,7 +167,7 @@ def test_text_forms_match_go(store: Store) -> None:
 
 
 def test_host_local_positions_move_only_on_allocation(store: Store) -> None:
-    from cnipam.ipam_dialect import parse_ipam
+    from cnipam.core.ipam_dialect import parse_ipam
 
     (spec,) = parse_ipam({"cniVersion": "1.0.0", "ipam": {"subnet": "10.0.0.0/29"}}).pools
     for container in "abcde":
@@ -182,7 +182,7 @@ def test_host_local_positions_move_only_on_allocation(store: Store) -> None:
 
 
 def test_a_range_set_walks_its_ranges_in_config_order(store: Store) -> None:
-    from cnipam.ipam_dialect import parse_ipam
+    from cnipam.core.ipam_dialect import parse_ipam
 
     ipam = {"ranges": [[{"subnet": "10.1.0.0/30"}, {"subnet": "10.0.0.0/30"}]]}
     (spec,) = parse_ipam({"cniVersion": "1.0.0", "ipam": ipam}).pools
@@ -208,8 +208,8 @@ def test_a_gateway_is_freed_only_by_name_and_only_once_unused(store: Store) -> N
 
 
 def _claim(network: str | None = None, prefix: int = 24, main: str | None = "198.18.0.0/23", sub: str | None = None) -> object:
-    from cnipam.addresses import parse_cidr
-    from cnipam.docker.pool import PoolClaim
+    from cnipam.core.addresses import parse_cidr
+    from cnipam.core.docker_pools import PoolClaim
 
     def cidr(text: str | None) -> object:
         return None if text is None else parse_cidr(text, "test")[1]
@@ -232,7 +232,7 @@ def test_docker_pools_explicit_dynamic_overlap_and_ids(store: Store) -> None:
 
 
 def test_docker_addresses_are_lowest_free_leases_released_with_their_pool(store: Store) -> None:
-    from cnipam.errors import InvalidConfig, NotFound
+    from cnipam.core.errors import InvalidConfig, NotFound
 
     pool = store.claim_docker_pool(_claim("10.5.0.0/29"))  # type: ignore[arg-type]
     assert store.request_docker_address(pool.id, None).ip == "10.5.0.1"
@@ -276,15 +276,15 @@ def test_serial_docker_addresses_go_round_robin_and_skip_what_is_held(store: Sto
 
 
 def _imported(pool_id: str, network: str, *addresses: str) -> tuple[object, list[Lease]]:
-    from cnipam.addresses import parse_cidr
-    from cnipam.docker.pool import DockerPool
+    from cnipam.core.addresses import parse_cidr
+    from cnipam.core.docker_pools import DockerPool
 
     pool = DockerPool(pool_id, "space", parse_cidr(network, "test")[1], None, "{}", 1.0)
     return pool, [pool.lease(parse_ip(text)[1], 1.0) for text in addresses]
 
 
 def test_imported_docker_pools_keep_their_ids_and_serve_like_claimed_ones(store: Store) -> None:
-    from cnipam.errors import NotFound
+    from cnipam.core.errors import NotFound
 
     v4, v4_leases = _imported("R0KGSOeJ4n3thSpz", "198.18.0.0/24", "198.18.0.1", "198.18.0.3")
     v6, v6_leases = _imported("a8Fz0qLmN3xY7bWc", "2001:db8::/64", "2001:db8::1")
@@ -305,7 +305,7 @@ def test_imported_docker_pools_keep_their_ids_and_serve_like_claimed_ones(store:
 
 
 def test_docker_import_refuses_whole_and_names_the_clash(store: Store) -> None:
-    from cnipam.errors import InvalidConfig
+    from cnipam.core.errors import InvalidConfig
 
     existing = store.claim_docker_pool(_claim("198.18.0.0/24"))  # type: ignore[arg-type]
     cni = store.allocate(attachment("a"), pools(ipv4_subnet="10.9.0.0/24"))

@@ -10,8 +10,8 @@ import argparse
 import os
 
 from ..agent_client import DEFAULT_SOCKET, SOCKET_VARIABLE
-from ..durations import parse_go_duration
-from ..record import Record
+from ..core.durations import parse_go_duration
+from ..core.record import Record
 
 DEFAULT_CACHE_DIR = "/var/lib/cni"  # libcni's default cache folder
 DEFAULT_GRACE = 600.0

@@ -26,7 +26,7 @@ import threading
 import time
 
 from ..agent_protocol import MAX_REQUEST, FrameReader, ProtocolError, decode_request, encode_answer
-from ..errors import CnipamError, InvalidConfig
+from ..core.errors import CnipamError, InvalidConfig
 from ..plugin import run, store_settings
 from ..store.opening import open_store
 from . import options as agent_options

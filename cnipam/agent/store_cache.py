@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import threading
 
-from ..errors import StoreBusy, StoreIOError
+from ..core.errors import StoreBusy, StoreIOError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from ..errors import CnipamError
+from ..core.errors import CnipamError
 from .cmd_check import check
 from .cmd_exchange import export, import_
 from .cmd_gc import gc
@@ -31,7 +31,7 @@ EXIT_STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (click.UsageError, 2),  # unknown command or option, missing argument, bad value
     (click.ClickException, 1),  # click's own refusals (e.g. a file it cannot open)
     (click.Abort, 1),  # the operator answered no, or pressed Ctrl-C
-    (CnipamError, 1),  # the core's and the CLI's refusals (cnipam.errors, ctl.failures)
+    (CnipamError, 1),  # the core's and the CLI's refusals (cnipam.core.errors, ctl.failures)
 )
 UNEXPECTED = 3  # anything else is a bug: still one line, never a traceback
 

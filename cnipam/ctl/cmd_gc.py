@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import click
 
-from ..leases import LEASE, Lease
+from ..core.leases import LEASE, Lease
 from .failures import BadInput
 from .json_files import load_json_file
 from .lease_json import lease_view

@@ -14,8 +14,8 @@ import time
 
 import click
 
-from ..addresses import format_ip
-from ..durations import parse_go_duration
+from ..core.addresses import format_ip
+from ..core.durations import parse_go_duration
 from ..store.etcd import BLOCK_BITS, EtcdStore
 from .failures import CtlError
 from .lease_json import lease_view

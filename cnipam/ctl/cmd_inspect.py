@@ -10,9 +10,9 @@ import time
 
 import click
 
-from ..addresses import parse_cidr
-from ..errors import InvalidConfig
-from ..leases import Lease
+from ..core.addresses import parse_cidr
+from ..core.errors import InvalidConfig
+from ..core.leases import Lease
 from .failures import BadInput
 from .lease_json import lease_view
 from .options import db_option, json_option

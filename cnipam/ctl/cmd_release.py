@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from ..leases import GATEWAY
+from ..core.leases import GATEWAY
 from .failures import CtlError
 from .lease_json import lease_view
 from .options import db_option, json_option

@@ -7,7 +7,7 @@ non-zero exit, whoever raised it.
 
 from __future__ import annotations
 
-from ..errors import CnipamError
+from ..core.errors import CnipamError
 
 
 class CtlError(CnipamError):

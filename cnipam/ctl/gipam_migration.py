@@ -15,8 +15,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ..docker.pool import DockerPool
-from ..leases import Lease
+from ..core.docker_pools import DockerPool
+from ..core.leases import Lease
 from ..migration.gipam_file import GipamFileError, GipamPlan, plan_gipam
 from .failures import BadInput
 from .json_files import read_operator_file

@@ -9,9 +9,9 @@ constraints would only say "conflict").
 
 from __future__ import annotations
 
-from ..addresses import format_ip, parse_ip
-from ..errors import InvalidConfig
-from ..leases import GATEWAY, LEASE, Cursor, Lease
+from ..core.addresses import format_ip, parse_ip
+from ..core.errors import InvalidConfig
+from ..core.leases import GATEWAY, LEASE, Cursor, Lease
 from .failures import BadInput
 
 FIELDS = ("family", "address", "kind", "pool", "slot", "handle", "network", "container_id", "ifname", "created")

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import click
 
-from ..addresses import format_ip
-from ..leases import GATEWAY, Cursor, Lease
+from ..core.addresses import format_ip
+from ..core.leases import GATEWAY, Cursor, Lease
 from .output import Listing, emit_json
 
 

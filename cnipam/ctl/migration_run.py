@@ -11,7 +11,7 @@ store unchanged.
 
 from __future__ import annotations
 
-from ..leases import GATEWAY, Lease
+from ..core.leases import GATEWAY, Lease
 from ..migration.plan import plan
 from .failures import CtlError
 from .migration_report import MigrationReport, Report

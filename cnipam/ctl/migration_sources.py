@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ..addresses import format_ip
+from ..core.addresses import format_ip
 from ..migration.plan import Found, Position
 from .failures import BadInput
 

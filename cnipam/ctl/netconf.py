@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import CnipamError, InvalidConfig
-from ..ipam_config import IPAMConfig
-from ..ipam_dialect import parse_ipam
+from ..core.errors import CnipamError, InvalidConfig
+from ..core.ipam_config import IPAMConfig
+from ..core.ipam_dialect import parse_ipam
 from .failures import BadInput
 from .json_files import load_json_file
 

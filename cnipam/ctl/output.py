@@ -20,7 +20,7 @@ from rich.console import Console, JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
-from ..leases import Lease
+from ..core.leases import Lease
 
 
 def stdout_is_terminal() -> bool:

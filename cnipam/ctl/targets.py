@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..addresses import format_ip, parse_ip
-from ..errors import InvalidConfig
-from ..leases import Lease
+from ..core.addresses import format_ip, parse_ip
+from ..core.errors import InvalidConfig
+from ..core.leases import Lease
 from ..store.base import Store
 from .failures import BadInput, NotFound
 

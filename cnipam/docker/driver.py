@@ -2,17 +2,17 @@
 
 Each method validates its request completely before touching the store and then makes
 exactly one store call (one write transaction, durable before the reply). Failures are
-the exceptions of cnipam.errors; the server maps them to HTTP statuses in one table.
+the exceptions of cnipam.core.errors; the server maps them to HTTP statuses in one table.
 """
 
 from __future__ import annotations
 
 import json
 
-from ..addresses import Network
-from ..errors import InvalidConfig, NotFound
+from ..core.addresses import Network
+from ..core.docker_pools import PoolClaim
+from ..core.errors import InvalidConfig, NotFound
 from . import requests as rq
-from .pool import PoolClaim
 from .settings import DriverSettings
 
 TYPE_CHECKING = False

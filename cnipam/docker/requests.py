@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 
-from ..addresses import BITS, Network, format_ip, parse_cidr, parse_ip
-from ..errors import DecodeFailure, InvalidConfig
+from ..core.addresses import BITS, Network, format_ip, parse_cidr, parse_ip
+from ..core.errors import DecodeFailure, InvalidConfig
 
 MAX_BODY = 1 << 20  # dockerd's bodies are a few hundred bytes; anything this large is not dockerd
 

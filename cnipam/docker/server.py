@@ -21,7 +21,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from ..errors import (
+from ..core.errors import (
     AddressConflict,
     CnipamError,
     DecodeFailure,

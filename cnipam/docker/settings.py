@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..addresses import BITS, Network
-from ..errors import InvalidConfig, InvalidEnvironment
-from ..record import Record
+from ..core.addresses import BITS, Network
+from ..core.errors import InvalidConfig, InvalidEnvironment
+from ..core.record import Record
 from ..store.settings import StoreSettings
 from .requests import subnet, usable
 
@@ -130,7 +130,7 @@ def load(argv: list[str], env: dict[str, str]) -> DriverSettings:
 
 
 def _duration(raw: str, origin: str) -> float:
-    from ..durations import parse_go_duration
+    from ..core.durations import parse_go_duration
 
     try:
         seconds = parse_go_duration(raw)

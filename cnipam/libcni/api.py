@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from ..cni_version import at_least
+from ..core.cni_version import at_least
 from .cache import decode_config, delete_entry, encode_entry, entry_path, list_entries, read_entry, read_result, runtime_of, write_entry
 from .config import NetworkConfigList
 from .errors import CacheError, CNIError, IncompatibleVersion, MultipleErrors

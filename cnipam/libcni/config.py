@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ..cni_version import CURRENT, parse
-from ..errors import IncompatibleVersion
+from ..core.cni_version import CURRENT, parse
+from ..core.errors import IncompatibleVersion
 from .errors import ConfigNotFound, InvalidConfig
 from .gojson import marshal_bytes
 

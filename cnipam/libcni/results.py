@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from ..cni_version import SUPPORTED
+from ..core.cni_version import SUPPORTED
 from .errors import ResultError
 
 _FAMILIES = {"0.1.0": "02x", "0.2.0": "02x", "0.3.0": "04x", "0.3.1": "04x", "0.4.0": "04x", "1.0.0": "1x", "1.1.0": "1x"}

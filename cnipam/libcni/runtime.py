@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..cni_request import is_valid_ifname, is_valid_name
+from ..core.cni_request import is_valid_ifname, is_valid_name
 from .errors import InvalidArguments
 
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import struct
 
-from ..errors import CnipamError
+from ..core.errors import CnipamError
 
 __all__ = ["BoltFile", "BoltFormatError", "Bucket", "open_file", "read_bucket"]
 

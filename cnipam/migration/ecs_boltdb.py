@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..addresses import format_ip, parse_ip
-from ..errors import InvalidConfig
+from ..core.addresses import format_ip, parse_ip
+from ..core.errors import InvalidConfig
 from .bbolt_file import BoltFile, BoltFormatError, open_file
 
 __all__ = [

@@ -27,10 +27,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from ..addresses import BITS, Network, format_ip, parse_cidr, parse_ip
-from ..docker.pool import DockerPool
-from ..errors import CnipamError, InvalidConfig
-from ..leases import Lease
+from ..core.addresses import BITS, Network, format_ip, parse_cidr, parse_ip
+from ..core.docker_pools import DockerPool
+from ..core.errors import CnipamError, InvalidConfig
+from ..core.leases import Lease
 
 ADDRESS_SPACE = "CnipamLocal"  # gipam answered "" for both spaces; dockerd only keeps the ids
 MAIN_KEYS = {4: ("v4", "v4ab", "v4idx"), 6: ("v6", "v6ab", "v6idx")}

@@ -12,8 +12,8 @@ import fcntl
 import os
 import time
 
-from ..addresses import parse_ip
-from ..errors import CnipamError, InvalidConfig
+from ..core.addresses import parse_ip
+from ..core.errors import CnipamError, InvalidConfig
 from .plan import Found, Position
 
 LAST_RESERVED = "last_reserved_ip."

@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ..addresses import format_ip
-from ..ipam_config import AddressRange, IPAMConfig, PoolSpec
-from ..leases import GATEWAY, LEASE, Cursor, Lease, Owner
+from ..core.addresses import format_ip
+from ..core.ipam_config import AddressRange, IPAMConfig, PoolSpec
+from ..core.leases import GATEWAY, LEASE, Cursor, Lease, Owner
 
 
 @dataclass(frozen=True)

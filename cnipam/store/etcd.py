@@ -35,12 +35,12 @@ import os
 import time
 from fcntl import LOCK_UN, flock
 
-from ..addresses import BITS, format_ip
-from ..allocator import gateway_reservations, grant, refuse_taken, search_windows
-from ..errors import AddressConflict, CnipamError, DecodeFailure, InvalidConfig, NotFound, PoolExhausted, StoreBusy, StoreCorrupt
-from ..json_codec import dumps, loads
-from ..leases import GATEWAY, LEASE, Cursor, Lease
-from ..record import Record
+from ..core.addresses import BITS, format_ip
+from ..core.allocator import gateway_reservations, grant, refuse_taken, search_windows
+from ..core.errors import AddressConflict, CnipamError, DecodeFailure, InvalidConfig, NotFound, PoolExhausted, StoreBusy, StoreCorrupt
+from ..core.json_codec import dumps, loads
+from ..core.leases import GATEWAY, LEASE, Cursor, Lease
+from ..core.record import Record
 from .base import Store
 from .etcdv3 import create_revision_is, delete_op, mod_revision_is, prefix_end, put_op, range_op
 from .write_lock import take_lock
@@ -52,10 +52,10 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-    from ..addresses import Network
-    from ..docker.pool import DockerPool, PoolClaim
-    from ..ipam_config import PoolSpec
-    from ..leases import Owner
+    from ..core.addresses import Network
+    from ..core.docker_pools import DockerPool, PoolClaim
+    from ..core.ipam_config import PoolSpec
+    from ..core.leases import Owner
     from .etcdv3 import EtcdClient, KeyValue
 
 BLOCK_BITS = 8
@@ -232,7 +232,7 @@ class EtcdStore(Store):
         return written
 
     def claim_docker_pool(self, claim: PoolClaim) -> DockerPool:
-        from ..docker.pool import DockerPool, lowest_free_block, pool_id
+        from ..core.docker_pools import DockerPool, lowest_free_block, pool_id
 
         def plan(change: _Change) -> DockerPool:
             pools, serial = change.docker_pools()
@@ -262,7 +262,7 @@ class EtcdStore(Store):
         last in one Txn that fails if any of them appeared meanwhile. A crash in between
         leaves addresses held for a pool that is not there yet (`cnipamctl check` names
         them), never a pool whose addresses could be handed out twice."""
-        from ..docker.pool import imported_pool_of, pool_serial
+        from ..core.docker_pools import imported_pool_of, pool_serial
 
         wanted = list(pools)
         rows = list(leases)
@@ -313,7 +313,7 @@ class EtcdStore(Store):
         return sorted(_Change(self).docker_pools()[0], key=lambda pool: (pool.created, pool.id))
 
     def request_docker_address(self, pool_id: str, requested: int | None, serial: bool = False) -> Lease:
-        from ..leases import Owner
+        from ..core.leases import Owner
 
         def plan(change: _Change) -> Lease:
             pool = change.docker_pool(pool_id)
@@ -537,7 +537,7 @@ class EtcdStore(Store):
                     yield _lease(self, kv)
 
     def _leases_of_pool(self, pool: str) -> list[Lease]:
-        from ..ipam_config import parse_pool_key
+        from ..core.ipam_config import parse_pool_key
 
         found: list[Lease] = []
         for address_range in parse_pool_key(pool):
@@ -969,8 +969,8 @@ def _docker_pool_value(pool: DockerPool) -> bytes:
 
 
 def _docker_pool(value: bytes) -> DockerPool:
-    from ..addresses import parse_cidr
-    from ..docker.pool import DockerPool
+    from ..core.addresses import parse_cidr
+    from ..core.docker_pools import DockerPool
 
     try:
         record = _record(value)

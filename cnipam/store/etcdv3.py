@@ -25,9 +25,9 @@ import _socket
 import binascii
 from time import monotonic
 
-from ..errors import DecodeFailure, FileUnreadable, StoreBusy, StoreIOError
-from ..json_codec import dumps, loads
-from ..record import Record
+from ..core.errors import DecodeFailure, FileUnreadable, StoreBusy, StoreIOError
+from ..core.json_codec import dumps, loads
+from ..core.record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import StoreIOError
+from ..core.errors import StoreIOError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -9,17 +9,17 @@ by hand or by a bug.
 
 from __future__ import annotations
 
-from ..addresses import format_ip
-from ..errors import InvalidConfig
-from ..ipam_config import parse_pool_key
-from ..leases import GATEWAY
+from ..core.addresses import format_ip
+from ..core.errors import InvalidConfig
+from ..core.ipam_config import parse_pool_key
+from ..core.leases import GATEWAY
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from ..ipam_config import AddressRange
-    from ..leases import Cursor, Lease
+    from ..core.ipam_config import AddressRange
+    from ..core.leases import Cursor, Lease
 
 
 def orphans(leases: Iterable[Lease], cursors: dict[str, Cursor]) -> list[str]:

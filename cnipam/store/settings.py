@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import os
 
-from ..errors import CnipamError, InvalidConfig, InvalidEnvironment
-from ..ipam_config import optional_text
-from ..record import Record
+from ..core.errors import CnipamError, InvalidConfig, InvalidEnvironment
+from ..core.ipam_config import optional_text
+from ..core.record import Record
 
 DEFAULT_PATH = "/data/eni-ipam.db"
 DEFAULT_TIMEOUT = 5.0
@@ -124,7 +124,7 @@ class StoreSettings(Record):
         origin = f"IPAM_DB_PATH={path}" if path else f"default {DEFAULT_PATH}"
         etcd = None
         if store is None and not data_dir and env.get("CNIPAM_STORE", "").strip():
-            from ..json_codec import loads
+            from ..core.json_codec import loads
 
             try:
                 store = loads(env["CNIPAM_STORE"].encode())
@@ -149,7 +149,7 @@ class StoreSettings(Record):
         raw = env.get("IPAM_DB_CONNECTION_TIMEOUT", "").strip()
         timeout = DEFAULT_TIMEOUT
         if raw:
-            from ..durations import parse_go_duration  # only when the variable is set
+            from ..core.durations import parse_go_duration  # only when the variable is set
 
             try:
                 timeout = parse_go_duration(raw)

@@ -12,7 +12,7 @@ Layout (schema version 1):
 * `docker_pools` (version 2): the Docker driver's pools, one block per row with its
   bounds as BLOBs for an overlap seek; ids come from the `counters` row `docker_pool`,
   which only ever grows, so an id is never handed out twice. A pool's addresses are
-  ordinary rows of `leases` (cnipam.docker.pool says how they are marked).
+  ordinary rows of `leases` (cnipam.core.docker_pools says how they are marked).
 
 Writers serialise on an `flock` of `<db>.lock` before `BEGIN IMMEDIATE`: the kernel
 queues waiters in order, where SQLite's own busy handler sleeps and polls (measured in
@@ -28,10 +28,10 @@ import time
 from _thread import RLock
 from fcntl import LOCK_UN, flock
 
-from ..addresses import BITS, format_ip, from_bytes, to_bytes
-from ..allocator import gateway_reservations, grant, refuse_taken, search_windows
-from ..errors import AddressConflict, InvalidConfig, NotFound, PoolExhausted, StoreBusy, StoreCorrupt, StoreIOError
-from ..leases import GATEWAY, LEASE, Cursor, Lease
+from ..core.addresses import BITS, format_ip, from_bytes, to_bytes
+from ..core.allocator import gateway_reservations, grant, refuse_taken, search_windows
+from ..core.errors import AddressConflict, InvalidConfig, NotFound, PoolExhausted, StoreBusy, StoreCorrupt, StoreIOError
+from ..core.leases import GATEWAY, LEASE, Cursor, Lease
 from .base import Store
 from .sqlite_module import Connection, DatabaseError, IntegrityError, OperationalError, connect
 from .write_lock import take_lock
@@ -43,10 +43,10 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-    from ..addresses import Network
-    from ..docker.pool import DockerPool, PoolClaim
-    from ..ipam_config import PoolSpec
-    from ..leases import Owner
+    from ..core.addresses import Network
+    from ..core.docker_pools import DockerPool, PoolClaim
+    from ..core.ipam_config import PoolSpec
+    from ..core.leases import Owner
 
 SCHEMA_VERSION = 2
 
@@ -211,7 +211,7 @@ class SQLiteStore(Store):
             return len(rows)
 
     def claim_docker_pool(self, claim: PoolClaim) -> DockerPool:
-        from ..docker.pool import DockerPool, lowest_free_block, pool_id
+        from ..core.docker_pools import DockerPool, lowest_free_block, pool_id
 
         with _Writing(self):
             network = claim.network
@@ -240,7 +240,7 @@ class SQLiteStore(Store):
             return pool
 
     def import_docker_pools(self, pools: Iterable[DockerPool], leases: Iterable[Lease]) -> int:
-        from ..docker.pool import imported_pool_of, pool_serial
+        from ..core.docker_pools import imported_pool_of, pool_serial
 
         with _Writing(self):
             by_lease_network: dict[str, DockerPool] = {}
@@ -278,7 +278,7 @@ class SQLiteStore(Store):
         return self._read(lambda: [_docker_pool(row) for row in self._db.execute(query)])
 
     def request_docker_address(self, pool_id: str, requested: int | None, serial: bool = False) -> Lease:
-        from ..leases import Owner
+        from ..core.leases import Owner
 
         with _Writing(self):
             pool = self._docker_pool(pool_id)
@@ -625,8 +625,8 @@ def _store_error(path: str, exc: Exception) -> StoreIOError | StoreBusy:
 
 
 def _docker_pool(row: Sequence[object]) -> DockerPool:
-    from ..addresses import parse_cidr
-    from ..docker.pool import DockerPool
+    from ..core.addresses import parse_cidr
+    from ..core.docker_pools import DockerPool
 
     pool_id, space, network, sub_pool, options, created = row
     sub = None if sub_pool is None else parse_cidr(sub_pool, "sub_pool")[1]

@@ -14,9 +14,9 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from cnipam.cni_request import parse_request
-    from cnipam.errors import CnipamError
-    from cnipam.ipam_dialect import parse_ipam
+    from cnipam.core.cni_request import parse_request
+    from cnipam.core.errors import CnipamError
+    from cnipam.core.ipam_dialect import parse_ipam
     from cnipam.store.settings import StoreSettings
 
 COMMANDS = ["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION", "add", ""]

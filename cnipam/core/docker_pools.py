@@ -9,11 +9,11 @@ its leases from a CNI network's that happen to share a subnet.
 
 from __future__ import annotations
 
-from ..addresses import BITS, Network, format_ip
-from ..errors import InvalidConfig
-from ..ipam_config import AddressRange, PoolSpec, default_bounds, pool_key
-from ..leases import LEASE, Lease
-from ..record import Record
+from .addresses import BITS, Network, format_ip
+from .errors import InvalidConfig
+from .ipam_config import AddressRange, PoolSpec, default_bounds, pool_key
+from .leases import LEASE, Lease
+from .record import Record
 
 SLOT = "docker"  # every Docker lease is anonymous (handle NULL); the slot only labels it
 NETWORK_PREFIX = "docker:"
