@@ -5,15 +5,25 @@ inside it by pool id. The pool's addresses are ordinary leases of the shared sto
 under the pool's key (`pool_key` of its whole usable range, so `cnipamctl check` and
 `usage` understand them) and with `network` = `docker:<pool id>`, so the driver can tell
 its leases from a CNI network's that happen to share a subnet.
+
+The Docker pool policy lives here once, as `allocator.grant` holds the CNI one: where a
+claimed pool goes (`place_pool`), which imported pools and addresses a store accepts
+(`import_verdict`, `refuse_import`), which addresses a pool may name or release. The
+engines only read what a rule asks about (through callbacks, in their own transaction)
+and write the outcome.
 """
 
 from __future__ import annotations
 
 from .addresses import BITS, Network, format_ip
-from .errors import InvalidConfig
+from .errors import AddressConflict, InvalidConfig, PoolExhausted
 from .ipam_config import AddressRange, PoolSpec, default_bounds, pool_key
-from .leases import LEASE, Lease
+from .leases import LEASE, Lease, Owner
 from .record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
 
 SLOT = "docker"  # every Docker lease is anonymous (handle NULL); the slot only labels it
 NETWORK_PREFIX = "docker:"
@@ -85,6 +95,21 @@ class DockerPool(Record):
             what = "outside" if address not in self.network else "a reserved address of"
             raise InvalidConfig(f"address {format_ip(self.family, address)} is {what} pool {self.network}")
 
+    def check_own(self, family: int, address: int) -> None:
+        """Refuse an address ReleaseAddress names outside the pool's network."""
+        if family != self.family or address not in self.network:
+            raise InvalidConfig(f"address {format_ip(family, address)} is outside pool {self.network}")
+
+    def holds(self, lease: Lease | None) -> bool:
+        """Whether `lease` is one of this pool's address leases (what ReleaseAddress frees;
+        anything else at the address is left alone, as in Docker's own IPAM)."""
+        return lease is not None and lease.kind == LEASE and lease.network == self.lease_network
+
+    def owner(self) -> Owner:
+        """The owner of every address the pool hands out: anonymous, marked only by the
+        pool's lease network, so a CNI network sharing the subnet never mistakes them."""
+        return Owner(None, False, self.lease_network, "", "")
+
     def lease(self, address: int, created: float) -> Lease:
         """The lease row RequestAddress writes for `address`; an import writes the same
         row, so an imported address is released and counted exactly like a requested one."""
@@ -104,6 +129,115 @@ class DockerPool(Record):
             ranges = (AddressRange(self.network, first, last, None),)
         round_robin = serial and requested is None  # a named address leaves Docker's position where it was
         return PoolSpec(SLOT, self.key, ranges, requested, release_moves_cursor=False, lowest_free=not round_robin)
+
+
+def pool_region(claim: PoolClaim) -> Network:
+    """The block a claim is decided in: its explicit network, or the main pool a dynamic
+    block is cut from (refused when none is configured for the family)."""
+    if claim.network is not None:
+        return claim.network
+    if claim.main is None:
+        raise InvalidConfig(f"no IPv{claim.family} main pool is configured for dynamic pools; give --subnet or configure one")
+    return claim.main
+
+
+def place_pool(claim: PoolClaim, in_use: Iterable[DockerPool], serial: int, created: float) -> DockerPool:
+    """The pool a claim gets, under the id of counter value `serial`.
+
+    `in_use`: the existing pools that overlap `pool_region(claim)`, as the engine found
+    them (others may be included; they are ignored). An explicit network is honoured or
+    refused when it overlaps one of them (the first named), never replaced by another
+    block; a dynamic claim gets the lowest free block of its size in the main pool.
+    """
+    region = pool_region(claim)
+    network = claim.network
+    if network is not None:
+        for pool in in_use:
+            if pool.network.overlaps(network):
+                raise AddressConflict(f"pool {network} overlaps pool {pool.network} already in use")
+    else:
+        taken = sorted((pool.network.value, pool.network.last) for pool in in_use if pool.network.overlaps(region))
+        network = lowest_free_block(region, claim.prefix, taken)
+        if network is None:
+            raise PoolExhausted(f"no free /{claim.prefix} block left in main pool {region}")
+    return DockerPool(pool_id(claim.address_space, network, serial), claim.address_space, network, claim.sub_pool, claim.options, created)
+
+
+def import_verdict(
+    pools: Iterable[DockerPool],
+    leases: Iterable[Lease],
+    id_taken: Callable[[str], bool],
+    overlap: Callable[[Network], DockerPool | None],
+    held: Callable[[int, int], Lease | None],
+) -> tuple[list[DockerPool], list[Lease], list[tuple[str, str]]]:
+    """Split the pools and addresses of an import (Store.import_docker_pools) into those
+    the store can take and the refusals, (what, why), in input order.
+
+    The store is asked through the callbacks: whether a pool id is already used, which
+    Docker pool already there overlaps a network, which lease holds an address. A pool is
+    refused for an id already used (in the store or earlier in the import) or for a block
+    overlapping another pool (likewise); its addresses go with it, unlisted. An address is
+    refused when the store or the import already holds it. An address that is not one its
+    pool could have handed out is an input error (InvalidConfig), not a refusal.
+    """
+    accepted: dict[str, DockerPool] = {}  # by lease network
+    ids: set[str] = set()
+    dropped: set[str] = set()
+    refused: list[tuple[str, str]] = []
+    for pool in pools:
+        what = f"pool {pool.id} ({pool.network})"
+        clash = overlap(pool.network)
+        twin = next((other for other in accepted.values() if other.network.overlaps(pool.network)), None)
+        if id_taken(pool.id):
+            refused.append((what, "a pool with this id is already in the store"))
+        elif pool.id in ids:
+            refused.append((what, f"its id {pool.id!r} appears twice in the import"))
+        elif clash is not None:
+            refused.append((what, f"overlaps pool {clash.network} ({clash.id}) already in the store"))
+        elif twin is not None:
+            refused.append((what, f"overlaps pool {twin.network} ({twin.id}) of the same import"))
+        else:
+            accepted[pool.lease_network] = pool
+        if pool.lease_network not in accepted:
+            dropped.add(pool.lease_network)
+        ids.add(pool.id)
+    taken: set[tuple[int, int]] = set()
+    kept: list[Lease] = []
+    for lease in leases:
+        if lease.network in dropped:
+            continue
+        what = f"{lease.ip} of pool {imported_pool_of(lease, accepted).id}"
+        if (lease.family, lease.address) in taken:
+            refused.append((what, "appears twice in the import"))
+            continue
+        holder = held(lease.family, lease.address)
+        if holder is not None:
+            refused.append((what, f"already in the store, held by {holder_text(holder)}"))
+        else:
+            taken.add((lease.family, lease.address))
+            kept.append(lease)
+    return list(accepted.values()), kept, refused
+
+
+def refuse_import(
+    pools: Sequence[DockerPool],
+    leases: Sequence[Lease],
+    id_taken: Callable[[str], bool],
+    overlap: Callable[[Network], DockerPool | None],
+    held: Callable[[int, int], Lease | None],
+) -> None:
+    """An engine's import is all or nothing: AddressConflict naming the first refusal."""
+    refused = import_verdict(pools, leases, id_taken, overlap, held)[2]
+    if refused:
+        what, why = refused[0]
+        raise AddressConflict(f"import refused: {what}: {why}")
+
+
+def holder_text(lease: Lease) -> str:
+    """Who holds an address, for a refusal: a Docker pool by its id, else the owner and its network."""
+    if lease.network.startswith(NETWORK_PREFIX):
+        return f"Docker pool {lease.network[len(NETWORK_PREFIX) :]}"
+    return lease.describe_holder() + (f" of network {lease.network!r}" if lease.network else "")
 
 
 def pool_id(address_space: str, network: Network, serial: int) -> str:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ..core.docker_pools import DockerPool
+from ..core.addresses import Network
+from ..core.docker_pools import DockerPool, import_verdict
 from ..core.leases import Lease
 from ..migration.gipam_file import GipamFileError, GipamPlan, plan_gipam
 from .failures import BadInput
@@ -77,7 +78,7 @@ def migrate_gipam(session: Session, path: str, dry_run: bool, skip_refused: bool
     with Phases(len(leases)) as phases:
         if has_store(settings):
             with phases.phase("checking the store"), session.existing() as store:
-                pools, leases, conflicts = store_conflicts(store.docker_pools(), store.leases(), pools, leases)
+                pools, leases, conflicts = _verdict(store.docker_pools(), store.leases(), pools, leases)
             report.refused += conflicts
         report.pools, report.leases = pools, leases
         report.aborted = bool(report.refused) and not skip_refused
@@ -87,41 +88,18 @@ def migrate_gipam(session: Session, path: str, dry_run: bool, skip_refused: bool
     return report
 
 
-def store_conflicts(
+def _verdict(
     existing_pools: list[DockerPool], existing: list[Lease], pools: list[DockerPool], leases: list[Lease]
 ) -> tuple[list[DockerPool], list[Lease], list[tuple[str, str]]]:
-    """Split the incoming pools and leases into those the store accepts and the refusals
-    with why: an id already used, a block overlapping a pool already there (its addresses
-    go with it), an address already held."""
+    """The store's own import rules (docker_pools.import_verdict) over what it holds now,
+    every refusal listed instead of the first one only."""
     ids = {pool.id for pool in existing_pools}
     by_address = {(lease.family, lease.address): lease for lease in existing}
-    accepted: list[DockerPool] = []
-    refused: list[tuple[str, str]] = []
-    for pool in pools:
-        clash = next((other for other in existing_pools if other.network.overlaps(pool.network)), None)
-        if pool.id in ids:
-            refused.append((f"pool {pool.id} ({pool.network})", "a pool with this id is already in the store"))
-        elif clash is not None:
-            refused.append((f"pool {pool.id} ({pool.network})", f"overlaps pool {clash.network} ({clash.id}) already in the store"))
-        else:
-            accepted.append(pool)
-    kept = {pool.lease_network for pool in accepted}
-    accepted_leases: list[Lease] = []
-    for lease in leases:
-        held = by_address.get((lease.family, lease.address))
-        if lease.network not in kept:
-            continue  # its pool is refused above
-        if held is not None:
-            refused.append((f"{lease.ip} of pool {lease.network.partition(':')[2]}", f"already in the store, held by {_holder(held)}"))
-        else:
-            accepted_leases.append(lease)
-    return accepted, accepted_leases, refused
 
+    def overlap(network: Network) -> DockerPool | None:
+        return next((other for other in existing_pools if other.network.overlaps(network)), None)
 
-def _holder(lease: Lease) -> str:
-    if lease.network.startswith("docker:"):
-        return f"Docker pool {lease.network.partition(':')[2]}"
-    return lease.describe_holder() + (f" of network {lease.network!r}" if lease.network else "")
+    return import_verdict(pools, leases, ids.__contains__, overlap, lambda family, address: by_address.get((family, address)))
 
 
 def _notes(path: str, planned: GipamPlan) -> list[str]:

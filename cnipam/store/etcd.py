@@ -35,9 +35,10 @@ import os
 import time
 from fcntl import LOCK_UN, flock
 
-from ..core.addresses import BITS, format_ip
+from ..core.addresses import BITS, format_ip, parse_cidr
 from ..core.allocator import gateway_reservations, grant, refuse_taken, search_windows
 from ..core.errors import AddressConflict, CnipamError, DecodeFailure, InvalidConfig, NotFound, PoolExhausted, StoreBusy, StoreCorrupt
+from ..core.ipam_config import parse_pool_key
 from ..core.json_codec import dumps, loads
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease
 from ..core.record import Record
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
     T = TypeVar("T")
 
     from ..core.addresses import Network
-    from ..core.docker_pools import DockerPool, PoolClaim
+    from ..core.docker_pools import DockerPool, PoolClaim  # run time: in the Docker methods
     from ..core.ipam_config import PoolSpec
     from ..core.leases import Owner
     from .etcdv3 import EtcdClient, KeyValue
@@ -232,26 +233,11 @@ class EtcdStore(Store):
         return written
 
     def claim_docker_pool(self, claim: PoolClaim) -> DockerPool:
-        from ..core.docker_pools import DockerPool, lowest_free_block, pool_id
+        from ..core.docker_pools import place_pool  # not at the top: the plugin never needs it
 
         def plan(change: _Change) -> DockerPool:
             pools, serial = change.docker_pools()
-            network = claim.network
-            if network is not None:
-                for pool in pools:
-                    if pool.network.overlaps(network):
-                        raise AddressConflict(f"pool {network} overlaps pool {pool.network} already in use")
-            else:
-                main = claim.main
-                if main is None:
-                    raise InvalidConfig(f"no IPv{claim.family} main pool is configured for dynamic pools; give --subnet or configure one")
-                taken = sorted((p.network.value, p.network.last) for p in pools if p.network.overlaps(main))
-                network = lowest_free_block(main, claim.prefix, taken)
-                if network is None:
-                    raise PoolExhausted(f"no free /{claim.prefix} block left in main pool {main}")
-            pool = DockerPool(
-                pool_id(claim.address_space, network, serial + 1), claim.address_space, network, claim.sub_pool, claim.options, time.time()
-            )
+            pool = place_pool(claim, pools, serial + 1, time.time())
             change.put_docker_pool(pool, serial + 1)
             return pool
 
@@ -262,21 +248,18 @@ class EtcdStore(Store):
         last in one Txn that fails if any of them appeared meanwhile. A crash in between
         leaves addresses held for a pool that is not there yet (`cnipamctl check` names
         them), never a pool whose addresses could be handed out twice."""
-        from ..core.docker_pools import imported_pool_of, pool_serial
+        from ..core.docker_pools import pool_serial, refuse_import
 
         wanted = list(pools)
         rows = list(leases)
-        existing, _ = _Change(self).docker_pools()
-        by_lease_network: dict[str, DockerPool] = {}
-        for pool in wanted:
-            if any(other.id == pool.id for other in existing) or pool.lease_network in by_lease_network:
-                raise AddressConflict(f"import refused: pool id {pool.id!r} already exists")
-            for other in [*existing, *by_lease_network.values()]:
-                if other.network.overlaps(pool.network):
-                    raise AddressConflict(f"import refused: pool {pool.network} ({pool.id}) overlaps pool {other.network} already in use")
-            by_lease_network[pool.lease_network] = pool
-        for lease in rows:
-            imported_pool_of(lease, by_lease_network)
+        check = _Change(self)
+        existing, _ = check.docker_pools()
+        check.leases_at((lease.family, lease.address) for lease in rows)  # one round trip per MAX_TXN_OPS
+
+        def overlap(network: Network) -> DockerPool | None:
+            return next((pool for pool in existing if pool.network.overlaps(network)), None)
+
+        refuse_import(wanted, rows, lambda pool_id: any(pool.id == pool_id for pool in existing), overlap, check.lease_at)
         self.import_leases(rows, {})
 
         def plan(change: _Change) -> None:
@@ -313,24 +296,20 @@ class EtcdStore(Store):
         return sorted(_Change(self).docker_pools()[0], key=lambda pool: (pool.created, pool.id))
 
     def request_docker_address(self, pool_id: str, requested: int | None, serial: bool = False) -> Lease:
-        from ..core.leases import Owner
-
         def plan(change: _Change) -> Lease:
             pool = change.docker_pool(pool_id)
             if requested is not None:
                 pool.check_named(requested)
-            owner = Owner(None, False, pool.lease_network, "", "")
-            return self._allocate(change, owner, (pool.spec(requested, serial),))[0]
+            return self._allocate(change, pool.owner(), (pool.spec(requested, serial),))[0]
 
         return self._optimistic(plan, warm=True)
 
     def release_docker_address(self, pool_id: str, family: int, address: int) -> Lease | None:
         def plan(change: _Change) -> Lease | None:
             pool = change.docker_pool(pool_id)
-            if family != pool.family or address not in pool.network:
-                raise InvalidConfig(f"address {format_ip(family, address)} is outside pool {pool.network}")
+            pool.check_own(family, address)
             found = change.leases_at([(family, address)])
-            if not found or found[0].kind != LEASE or found[0].network != pool.lease_network:
+            if not found or not pool.holds(found[0]):
                 return None
             change.remove_leases(found)
             return found[0]
@@ -537,8 +516,6 @@ class EtcdStore(Store):
                     yield _lease(self, kv)
 
     def _leases_of_pool(self, pool: str) -> list[Lease]:
-        from ..core.ipam_config import parse_pool_key
-
         found: list[Lease] = []
         for address_range in parse_pool_key(pool):
             network = address_range.network
@@ -969,7 +946,6 @@ def _docker_pool_value(pool: DockerPool) -> bytes:
 
 
 def _docker_pool(value: bytes) -> DockerPool:
-    from ..core.addresses import parse_cidr
     from ..core.docker_pools import DockerPool
 
     try:

@@ -28,9 +28,9 @@ import time
 from _thread import RLock
 from fcntl import LOCK_UN, flock
 
-from ..core.addresses import BITS, format_ip, from_bytes, to_bytes
+from ..core.addresses import BITS, format_ip, from_bytes, parse_cidr, to_bytes
 from ..core.allocator import gateway_reservations, grant, refuse_taken, search_windows
-from ..core.errors import AddressConflict, InvalidConfig, NotFound, PoolExhausted, StoreBusy, StoreCorrupt, StoreIOError
+from ..core.errors import AddressConflict, NotFound, PoolExhausted, StoreBusy, StoreCorrupt, StoreIOError
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease
 from .base import Store
 from .sqlite_module import Connection, DatabaseError, IntegrityError, OperationalError, connect
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     T = TypeVar("T")
 
     from ..core.addresses import Network
-    from ..core.docker_pools import DockerPool, PoolClaim
+    from ..core.docker_pools import DockerPool, PoolClaim  # run time: in the Docker methods
     from ..core.ipam_config import PoolSpec
     from ..core.leases import Owner
 
@@ -211,59 +211,35 @@ class SQLiteStore(Store):
             return len(rows)
 
     def claim_docker_pool(self, claim: PoolClaim) -> DockerPool:
-        from ..core.docker_pools import DockerPool, lowest_free_block, pool_id
+        from ..core.docker_pools import place_pool, pool_region  # not at the top: the plugin never needs it
 
         with _Writing(self):
-            network = claim.network
-            if network is not None:
-                clash = self._docker_overlap(network)
-                if clash is not None:
-                    raise AddressConflict(f"pool {network} overlaps pool {clash} already in use")
-            else:
-                if claim.main is None:
-                    raise InvalidConfig(f"no IPv{claim.family} main pool is configured for dynamic pools; give --subnet or configure one")
-                main = claim.main
-                rows = self._db.execute(
-                    "SELECT first, last FROM docker_pools WHERE family = ? AND last >= ? AND first <= ? ORDER BY first",
-                    (main.family, to_bytes(main.family, main.value), to_bytes(main.family, main.last)),
-                )
-                taken = [(int.from_bytes(a, "big"), int.from_bytes(b, "big")) for a, b in rows]
-                network = lowest_free_block(main, claim.prefix, taken)
-                if network is None:
-                    raise PoolExhausted(f"no free /{claim.prefix} block left in main pool {main}")
-            self._db.execute("UPDATE counters SET value = value + 1 WHERE name = 'docker_pool'")
-            serial = self._db.execute("SELECT value FROM counters WHERE name = 'docker_pool'").fetchone()[0]
-            pool = DockerPool(
-                pool_id(claim.address_space, network, serial), claim.address_space, network, claim.sub_pool, claim.options, time.time()
-            )
+            region = pool_region(claim)
+            if claim.network is None:
+                in_use = self._docker_pools_within(region)
+            else:  # pools are disjoint: one overlapping pool is enough to refuse
+                in_use = [clash for clash in (self._docker_overlap(region),) if clash is not None]
+            serial = self._db.execute("SELECT value FROM counters WHERE name = 'docker_pool'").fetchone()[0] + 1
+            pool = place_pool(claim, in_use, serial, time.time())
+            self._db.execute("UPDATE counters SET value = ? WHERE name = 'docker_pool'", (serial,))
             self._insert_docker_pool(pool)
             return pool
 
     def import_docker_pools(self, pools: Iterable[DockerPool], leases: Iterable[Lease]) -> int:
-        from ..core.docker_pools import imported_pool_of, pool_serial
+        from ..core.docker_pools import pool_serial, refuse_import
 
+        wanted, rows = list(pools), list(leases)
         with _Writing(self):
-            by_lease_network: dict[str, DockerPool] = {}
-            for pool in pools:
-                if self._db.execute("SELECT 1 FROM docker_pools WHERE id = ?", (pool.id,)).fetchone():
-                    raise AddressConflict(f"import refused: pool id {pool.id!r} already exists")
-                clash = self._docker_overlap(pool.network)  # also sees the pools inserted just before
-                if clash is not None:
-                    raise AddressConflict(f"import refused: pool {pool.network} ({pool.id}) overlaps pool {clash} already in use")
+            refuse_import(wanted, rows, self._docker_pool_exists, self._docker_overlap, self.lookup)
+            for pool in wanted:
                 self._insert_docker_pool(pool)
                 serial = pool_serial(pool.id)
                 if serial is not None:
                     self._db.execute("UPDATE counters SET value = max(value, ?) WHERE name = 'docker_pool'", (serial,))
-                by_lease_network[pool.lease_network] = pool
-            for lease in leases:
-                owner = imported_pool_of(lease, by_lease_network)
-                found = self.lookup(lease.family, lease.address)
-                if found is not None:
-                    holder = "the same import" if found.network == lease.network else found.describe_holder()
-                    raise AddressConflict(f"import refused: {lease.ip} of pool {owner.id} is already held by {holder}")
+            for lease in rows:
                 self._take(lease.family, lease.address)
                 self._insert(lease)
-            return len(by_lease_network)
+            return len(wanted)
 
     def release_docker_pool(self, pool_id: str) -> DockerPool:
         with _Writing(self):
@@ -278,22 +254,18 @@ class SQLiteStore(Store):
         return self._read(lambda: [_docker_pool(row) for row in self._db.execute(query)])
 
     def request_docker_address(self, pool_id: str, requested: int | None, serial: bool = False) -> Lease:
-        from ..core.leases import Owner
-
         with _Writing(self):
             pool = self._docker_pool(pool_id)
             if requested is not None:
                 pool.check_named(requested)
-            owner = Owner(None, False, pool.lease_network, "", "")
-            return self._allocate(owner, (pool.spec(requested, serial),), time.time())[0]
+            return self._allocate(pool.owner(), (pool.spec(requested, serial),), time.time())[0]
 
     def release_docker_address(self, pool_id: str, family: int, address: int) -> Lease | None:
         with _Writing(self):
             pool = self._docker_pool(pool_id)
-            if family != pool.family or address not in pool.network:
-                raise InvalidConfig(f"address {format_ip(family, address)} is outside pool {pool.network}")
+            pool.check_own(family, address)
             found = self.lookup(family, address)
-            if found is None or found.kind != LEASE or found.network != pool.lease_network:
+            if found is None or not pool.holds(found):
                 return None
             self._remove(found)
             return found
@@ -323,16 +295,27 @@ class SQLiteStore(Store):
             ),
         )  # fmt: skip
 
-    def _docker_overlap(self, network: Network) -> str | None:
-        """The Docker pool that overlaps `network`, if any: pools are disjoint, so the one
-        starting last at or before network's end is the only candidate."""
+    def _docker_pool_exists(self, pool_id: str) -> bool:
+        return self._db.execute("SELECT 1 FROM docker_pools WHERE id = ?", (pool_id,)).fetchone() is not None
+
+    def _docker_overlap(self, network: Network) -> DockerPool | None:
+        """A Docker pool that overlaps `network`, if any: pools are disjoint, so the one
+        starting last at or before network's end is the only candidate to look at."""
         row = self._db.execute(
-            "SELECT pool, last FROM docker_pools WHERE family = ? AND first <= ? ORDER BY first DESC LIMIT 1",
+            f"SELECT {_POOL_COLUMNS}, last FROM docker_pools WHERE family = ? AND first <= ? ORDER BY first DESC LIMIT 1",
             (network.family, to_bytes(network.family, network.last)),
         ).fetchone()
-        if row is not None and int.from_bytes(row[1], "big") >= network.value:
-            return str(row[0])
+        if row is not None and int.from_bytes(row[-1], "big") >= network.value:
+            return _docker_pool(row[:-1])
         return None
+
+    def _docker_pools_within(self, main: Network) -> list[DockerPool]:
+        """The Docker pools overlapping `main`, lowest first."""
+        rows = self._db.execute(
+            f"SELECT {_POOL_COLUMNS} FROM docker_pools WHERE family = ? AND last >= ? AND first <= ? ORDER BY first",
+            (main.family, to_bytes(main.family, main.value), to_bytes(main.family, main.last)),
+        )
+        return [_docker_pool(row) for row in rows]
 
     def _reserve_gateways(self, spec: PoolSpec, network: str, now: float) -> None:
         for reservation in gateway_reservations(spec, network, now, self.lookup):
@@ -625,7 +608,6 @@ def _store_error(path: str, exc: Exception) -> StoreIOError | StoreBusy:
 
 
 def _docker_pool(row: Sequence[object]) -> DockerPool:
-    from ..core.addresses import parse_cidr
     from ..core.docker_pools import DockerPool
 
     pool_id, space, network, sub_pool, options, created = row
