@@ -23,7 +23,7 @@ from test_etcdv3 import PASSWORD, auth_etcd, private_etcd  # noqa: F401 - fixtur
 
 from cnipam.core.errors import InvalidConfig, StoreIOError
 from cnipam.docker.settings import load
-from cnipam.store.etcd import _escape, _unescape
+from cnipam.store.etcd import escape, unescape
 from cnipam.store.etcdv3 import EtcdClient
 
 V4 = {"type": "cnipam", "ipv4-subnet": "10.0.0.0/24"}
@@ -111,13 +111,13 @@ def test_a_fifo_or_a_folder_named_by_the_config_is_refused_not_waited_on(run_plu
 
 @given(st.text())
 def test_etcd_key_escaping_is_reversible_and_never_adds_a_separator(text: str) -> None:
-    escaped = _escape(text)
-    assert "/" not in escaped and _unescape(escaped) == text
+    escaped = escape(text)
+    assert "/" not in escaped and unescape(escaped) == text
 
 
 @given(st.text(), st.text())
 def test_etcd_key_escaping_keeps_distinct_names_distinct(a: str, b: str) -> None:
-    assert (_escape(a) == _escape(b)) == (a == b)
+    assert (escape(a) == escape(b)) == (a == b)
 
 
 # -- size limits ---------------------------------------------------------------------------

@@ -68,7 +68,7 @@ STALE_LIMIT = 5
 BATCH = 25  # leases per Txn when releasing or importing many: each costs up to four operations
 
 
-class _StaleRead(Exception):
+class StaleRead(Exception):
     """Two reads of one change disagree: another host wrote between them. The change is
     computed again; only when it persists is it the store's fault."""
 
@@ -110,18 +110,57 @@ class HostSeen(Record):
         self.leases = leases
 
 
+class Keys(Record):
+    """The key layout (see the module docstring) under one prefix, as one host sees it:
+    its own positions live under its name."""
+
+    __slots__ = ("prefix", "host")
+
+    def __init__(self, prefix: bytes, host: str) -> None:
+        self.prefix = prefix
+        self.host = host
+
+    def key(self, *parts: str) -> bytes:
+        return self.prefix + "/".join(parts).encode()
+
+    def under(self, *parts: str) -> bytes:
+        """The first key of everything below `parts` (the range ends at etcdv3.prefix_end)."""
+        return self.key(*parts, "")
+
+    def lease(self, family: int, address: int) -> bytes:
+        return self.key("lease", str(family), f"{address:0{HEX[family]}x}")
+
+    def block(self, family: int, number: int) -> bytes:
+        return self.key("block", str(family), f"{number:0{HEX[family] - 2}x}")
+
+    def owner(self, handle: str, slot: str) -> bytes:
+        return self.key("owner", escape(handle), escape(slot))
+
+    def cursor(self, pool: str) -> bytes:
+        return self.key("cursor", escape(self.host), escape(pool))
+
+    def host_seen(self, host: str) -> bytes:
+        return self.key("host", escape(host))
+
+    def docker_pool(self, pool_id: str) -> bytes:
+        return self.key("dpool", escape(pool_id))
+
+    @property
+    def docker_counter(self) -> bytes:
+        return self.key("counter", "docker_pool")
+
+
 class EtcdStore(Store):
     def __init__(self, client: EtcdClient, prefix: str, host: str, timeout: float, lock_path: str | None = None) -> None:
         if not host or "\x00" in host:
             raise InvalidConfig("store: the host name must be a non-empty string")
         self.client = client
-        self.prefix = prefix.encode()
-        self.host = host
+        self.keys = Keys(prefix.encode(), host)
         self.timeout = timeout
         self.retries = 0  # transactions computed again after a failed compare (benchmarks)
         self.warm_misses = 0  # attempts from this process's own earlier knowledge that turned out stale
         self._lock_fd = _open_lock(lock_path) if lock_path else None
-        self._warm: _Change | None = None
+        self._warm: Change | None = None
         self._lock_path = lock_path or ""
 
     # -- the interface ---------------------------------------------------------------
@@ -129,7 +168,7 @@ class EtcdStore(Store):
     def allocate(self, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
         return self._optimistic(lambda change: self._allocate(change, owner, pools), warm=True)
 
-    def _allocate(self, change: _Change, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
+    def _allocate(self, change: Change, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
         change.prefetch(owner.handle, pools)
         held = change.held_by(owner.handle) if owner.handle else []
         return grant(
@@ -144,7 +183,7 @@ class EtcdStore(Store):
     def release(self, handle: str | None, addresses: Iterable[tuple[int, int]] = ()) -> list[Lease]:
         named = list(addresses)
 
-        def plan(change: _Change) -> list[Lease]:
+        def plan(change: Change) -> list[Lease]:
             victims = {}
             if handle:
                 for lease in change.held_by(handle):
@@ -158,7 +197,7 @@ class EtcdStore(Store):
         return self._optimistic(plan)
 
     def release_gateway(self, family: int, address: int) -> Lease | None:
-        def plan(change: _Change) -> Lease | None:
+        def plan(change: Change) -> Lease | None:
             found = change.leases_at([(family, address)])
             if not found or found[0].kind != GATEWAY:
                 return None
@@ -171,18 +210,18 @@ class EtcdStore(Store):
         return self._optimistic(plan)
 
     def held_by(self, handle: str) -> list[Lease]:
-        return sorted(_Change(self).held_by(handle), key=_address_order)
+        return sorted(Change(self.client, self.keys).held_by(handle), key=_address_order)
 
     def lookup(self, family: int, address: int) -> Lease | None:
-        return _Change(self).lease_at(family, address)
+        return Change(self.client, self.keys).lease_at(family, address)
 
     def leases(self, network: str | None = None) -> list[Lease]:
         return [lease for lease, _, _ in self._scan_leases() if network is None or lease.network == network]
 
     def cursors(self) -> dict[str, Cursor]:
-        start = self._key("cursor", _escape(self.host), "")
+        start = self.keys.under("cursor", escape(self.keys.host))
         kvs, _ = self.client.range(start, prefix_end(start))
-        return {_unescape(kv.key[len(start) :].decode()): _cursor(kv.value) for kv in kvs}
+        return {unescape(kv.key[len(start) :].decode()): decode_cursor(kv.value) for kv in kvs}
 
     def collect_garbage(self, network: str, valid: set[tuple[str, str]]) -> list[Lease]:
         victims = [
@@ -193,7 +232,7 @@ class EtcdStore(Store):
         return self._release_seen(victims)
 
     def exhausted(self, pools: tuple[PoolSpec, ...]) -> list[PoolSpec]:
-        change = _Change(self)
+        change = Change(self.client, self.keys)
         return [spec for spec in pools if all(change.find_free(spec.family, *window, True) is None for window in spec.pieces)]
 
     def import_leases(self, leases: Iterable[Lease], cursors: dict[str, Cursor]) -> int:
@@ -207,14 +246,14 @@ class EtcdStore(Store):
             if (lease.family, lease.address) in seen:
                 raise AddressConflict(f"import refused: {lease.ip} appears twice in the input")
             seen.add((lease.family, lease.address))
-        check = _Change(self)
+        check = Change(self.client, self.keys)
         for lease in check.leases_at(sorted(seen)):
             raise AddressConflict(f"import refused: {lease.ip} is already held by {lease.handle or 'a reservation'}")
         written = 0
         for start in range(0, len(rows), BATCH):
             current = rows[start : start + BATCH]
 
-            def plan(change: _Change, current: list[Lease] = current, done: int = written) -> None:
+            def plan(change: Change, current: list[Lease] = current, done: int = written) -> None:
                 for one in current:
                     if change.leases_at([(one.family, one.address)]):
                         raise AddressConflict(f"import stopped after {done} lease(s): {one.ip} was taken meanwhile")
@@ -225,7 +264,7 @@ class EtcdStore(Store):
             written += len(current)
         if cursors:
 
-            def positions(change: _Change) -> None:
+            def positions(change: Change) -> None:
                 for pool, cursor in cursors.items():
                     change.set_cursor(pool, cursor)
 
@@ -235,7 +274,7 @@ class EtcdStore(Store):
     def claim_docker_pool(self, claim: PoolClaim) -> DockerPool:
         from ..core.docker_pools import place_pool  # not at the top: the plugin never needs it
 
-        def plan(change: _Change) -> DockerPool:
+        def plan(change: Change) -> DockerPool:
             pools, serial = change.docker_pools()
             pool = place_pool(claim, pools, serial + 1, time.time())
             change.put_docker_pool(pool, serial + 1)
@@ -252,7 +291,7 @@ class EtcdStore(Store):
 
         wanted = list(pools)
         rows = list(leases)
-        check = _Change(self)
+        check = Change(self.client, self.keys)
         existing, _ = check.docker_pools()
         check.leases_at((lease.family, lease.address) for lease in rows)  # one round trip per MAX_TXN_OPS
 
@@ -262,7 +301,7 @@ class EtcdStore(Store):
         refuse_import(wanted, rows, lambda pool_id: any(pool.id == pool_id for pool in existing), overlap, check.lease_at)
         self.import_leases(rows, {})
 
-        def plan(change: _Change) -> None:
+        def plan(change: Change) -> None:
             current, serial = change.docker_pools()
             for pool in wanted:
                 if any(other.id == pool.id for other in current):
@@ -277,14 +316,14 @@ class EtcdStore(Store):
         """Its addresses in Txns of BATCH, the pool itself with the last of them: a crash
         in between leaves the pool with fewer addresses, never addresses without a pool."""
 
-        def plan(change: _Change) -> DockerPool | None:
+        def plan(change: Change) -> DockerPool | None:
             pool = change.docker_pool(pool_id)
             between = change.leases_between(pool.family, pool.network.value, pool.network.last)
             victims = [lease for lease in between if lease.network == pool.lease_network]
             change.remove_leases(victims[:BATCH])
             if len(victims) > BATCH:
                 return None
-            change.delete(self._key("dpool", _escape(pool_id)))
+            change.delete(self.keys.docker_pool(pool_id))
             return pool
 
         while True:
@@ -293,10 +332,10 @@ class EtcdStore(Store):
                 return released
 
     def docker_pools(self) -> list[DockerPool]:
-        return sorted(_Change(self).docker_pools()[0], key=lambda pool: (pool.created, pool.id))
+        return sorted(Change(self.client, self.keys).docker_pools()[0], key=lambda pool: (pool.created, pool.id))
 
     def request_docker_address(self, pool_id: str, requested: int | None, serial: bool = False) -> Lease:
-        def plan(change: _Change) -> Lease:
+        def plan(change: Change) -> Lease:
             pool = change.docker_pool(pool_id)
             if requested is not None:
                 pool.check_named(requested)
@@ -305,7 +344,7 @@ class EtcdStore(Store):
         return self._optimistic(plan, warm=True)
 
     def release_docker_address(self, pool_id: str, family: int, address: int) -> Lease | None:
-        def plan(change: _Change) -> Lease | None:
+        def plan(change: Change) -> Lease | None:
             pool = change.docker_pool(pool_id)
             pool.check_own(family, address)
             found = change.leases_at([(family, address)])
@@ -334,19 +373,19 @@ class EtcdStore(Store):
                 used &= used - 1
                 if (block.family, block.first + bit) not in by_address:
                     problems.append(f"{format_ip(block.family, block.first + bit)}: taken in its block's bitmap but not leased")
-        start = self._key("owner", "")
+        start = self.keys.under("owner")
         indexed = set()
-        for kv in _paged(self.client, start, prefix_end(start)):
+        for kv in paged(self.client, start, prefix_end(start)):
             indexed.add(kv.key)
             handle, _, slot = kv.key[len(start) :].decode().partition("/")
-            target = _address_of(kv.value)
+            target = decode_address(kv.value)
             pointed = by_address.get(target) if target else None
-            if pointed is None or pointed.handle != _unescape(handle) or pointed.slot != _unescape(slot):
+            if pointed is None or pointed.handle != unescape(handle) or pointed.slot != unescape(slot):
                 problems.append(
-                    f"owner index {_unescape(handle)}/{_unescape(slot)} points to {kv.value.decode(errors='replace')}, not its lease"
+                    f"owner index {unescape(handle)}/{unescape(slot)} points to {kv.value.decode(errors='replace')}, not its lease"
                 )
         for lease in by_address.values():
-            if lease.handle and self._owner_key(lease.handle, lease.slot) not in indexed:
+            if lease.handle and self.keys.owner(lease.handle, lease.slot) not in indexed:
                 problems.append(f"{lease.ip}: its owner {lease.handle} has no index entry")
         problems.extend(orphans(by_address.values(), self.cursors()))
         return problems[:50]
@@ -363,14 +402,14 @@ class EtcdStore(Store):
         """Every claimed block of both families, in address order."""
         found: list[Block] = []
         for family in (4, 6):
-            start = self._key("block", str(family), "")
-            found.extend(_block(family, int(kv.key[len(start) :], 16), kv) for kv in _paged(self.client, start, prefix_end(start)))
+            start = self.keys.under("block", str(family))
+            found.extend(decode_block(family, int(kv.key[len(start) :], 16), kv) for kv in paged(self.client, start, prefix_end(start)))
         return found
 
     def hosts(self) -> list[HostSeen]:
         """Every host that ever wrote, with what it holds: who may be dead."""
-        start = self._key("host", "")
-        seen = {_unescape(kv.key[len(start) :].decode()): float(kv.value or 0) for kv in _paged(self.client, start, prefix_end(start))}
+        start = self.keys.under("host")
+        seen = {unescape(kv.key[len(start) :].decode()): float(kv.value or 0) for kv in paged(self.client, start, prefix_end(start))}
         blocks: dict[str, int] = {}
         for block in self.blocks():
             if block.host:
@@ -402,29 +441,29 @@ class EtcdStore(Store):
             if block.host != host:
                 continue
 
-            def plan(change: _Change, block: Block = block) -> None:
+            def plan(change: Change, block: Block = block) -> None:
                 change.disown(block)
 
             self._optimistic(plan)
             given_up += 1
-        self.client.delete(self._key("host", _escape(host)))
+        self.client.delete(self.keys.host_seen(host))
         return released, given_up
 
     # -- steps of a change ---------------------------------------------------------------
 
-    def _reserve_gateways(self, change: _Change, spec: PoolSpec, network: str, now: float) -> None:
+    def _reserve_gateways(self, change: Change, spec: PoolSpec, network: str, now: float) -> None:
         for reservation in gateway_reservations(spec, network, now, change.lease_at):
             change.take(reservation.family, reservation.address, claim=False)
             change.add_lease(reservation)
 
-    def _take_requested(self, change: _Change, spec: PoolSpec) -> int:
+    def _take_requested(self, change: Change, spec: PoolSpec) -> int:
         address = spec.requested
         assert address is not None
         refuse_taken(change.lease_at(spec.family, address))
         change.take(spec.family, address, claim=True)
         return address
 
-    def _take_next(self, change: _Change, spec: PoolSpec) -> int:
+    def _take_next(self, change: Change, spec: PoolSpec) -> int:
         cursor = None
         if not spec.lowest_free:
             position = change.cursor(spec.key)
@@ -443,7 +482,7 @@ class EtcdStore(Store):
         released: list[Lease] = []
         for batch in _owner_batches(victims):
 
-            def plan(change: _Change, batch: list[tuple[Lease, int]] = batch) -> list[Lease]:
+            def plan(change: Change, batch: list[tuple[Lease, int]] = batch) -> list[Lease]:
                 current = {(lease.family, lease.address): lease for lease in change.leases_at([(v.family, v.address) for v, _ in batch])}
                 still = [
                     lease for lease, revision in batch
@@ -455,7 +494,7 @@ class EtcdStore(Store):
             released.extend(self._optimistic(plan))
         return released
 
-    def _optimistic(self, plan: Callable[[_Change], T], warm: bool = False) -> T:
+    def _optimistic(self, plan: Callable[[Change], T], warm: bool = False) -> T:
         """Compute a change from fresh reads and commit it if nothing it read has changed;
         otherwise compute it again, until the timeout (then StoreBusy: CNI code 11).
 
@@ -469,11 +508,11 @@ class EtcdStore(Store):
         earlier, stale = self._warm, 0
         try:
             while True:
-                change = _Change(self, self._warm if warm else None)
+                change = Change(self.client, self.keys, self._warm if warm else None)
                 warm = False
                 try:
                     outcome = plan(change)
-                except _StaleRead as seen:
+                except StaleRead as seen:
                     self._warm = None
                     stale += 1
                     if stale > STALE_LIMIT:  # not a race: the store really is inconsistent
@@ -497,7 +536,7 @@ class EtcdStore(Store):
                 else:
                     self.retries += 1
                 if time.monotonic() > deadline:
-                    raise StoreBusy(f"etcd store {self.prefix.decode()}: too much contention, gave up after {self.retries} retries")
+                    raise StoreBusy(f"etcd store {self.keys.prefix.decode()}: too much contention, gave up after {self.retries} retries")
         finally:
             self._unlock()
 
@@ -507,37 +546,24 @@ class EtcdStore(Store):
         """Every lease with its key's revision and the host that wrote it, in address
         order, read block chunk by block chunk so each range stays bounded."""
         for family in (4, 6):
-            start = self._key("block", str(family), "")
-            numbers = [int(kv.key[len(start) :], 16) for kv in _paged(self.client, start, prefix_end(start), keys_only=True)]
+            start = self.keys.under("block", str(family))
+            numbers = [int(kv.key[len(start) :], 16) for kv in paged(self.client, start, prefix_end(start), keys_only=True)]
             for index in range(0, len(numbers), CHUNK):
                 chunk = numbers[index : index + CHUNK]
                 first, last = chunk[0] << BLOCK_BITS, ((chunk[-1] + 1) << BLOCK_BITS) - 1
-                for kv in _paged(self.client, self._lease_key(family, first), self._lease_key(family, last) + b"\x00"):
-                    yield _lease(self, kv)
+                for kv in paged(self.client, self.keys.lease(family, first), self.keys.lease(family, last) + b"\x00"):
+                    yield decode_lease(self.keys, kv)
 
     def _leases_of_pool(self, pool: str) -> list[Lease]:
         found: list[Lease] = []
         for address_range in parse_pool_key(pool):
             network = address_range.network
-            found.extend(lease for lease in _Change(self).leases_between(network.family, network.value, network.last) if lease.pool == pool)
+            found.extend(
+                lease
+                for lease in Change(self.client, self.keys).leases_between(network.family, network.value, network.last)
+                if lease.pool == pool
+            )
         return found
-
-    # -- keys -------------------------------------------------------------------------------
-
-    def _key(self, *parts: str) -> bytes:
-        return self.prefix + "/".join(parts).encode()
-
-    def _lease_key(self, family: int, address: int) -> bytes:
-        return self._key("lease", str(family), f"{address:0{HEX[family]}x}")
-
-    def _block_key(self, family: int, number: int) -> bytes:
-        return self._key("block", str(family), f"{number:0{HEX[family] - 2}x}")
-
-    def _owner_key(self, handle: str, slot: str) -> bytes:
-        return self._key("owner", _escape(handle), _escape(slot))
-
-    def _cursor_key(self, pool: str) -> bytes:
-        return self._key("cursor", _escape(self.host), _escape(pool))
 
     # -- the host's writers' queue ------------------------------------------------------
 
@@ -550,7 +576,7 @@ class EtcdStore(Store):
             flock(self._lock_fd, LOCK_UN)
 
 
-class _Change:
+class Change:
     """One optimistic transaction: what was read (and at which revision) and what to write.
 
     Reads are cached, so a plan that looks at a key twice sees it once; writes go to
@@ -558,9 +584,9 @@ class _Change:
     as one Txn.
     """
 
-    def __init__(self, store: EtcdStore, warm: _Change | None = None) -> None:
-        self.store = store
-        self.client = store.client
+    def __init__(self, client: EtcdClient, keys: Keys, warm: Change | None = None) -> None:
+        self.client = client
+        self.keys = keys
         self.compares: dict[bytes, dict[str, object]] = {}
         self.ops: dict[bytes, dict[str, object]] = {}
         self.blocks: dict[tuple[int, int], Block] = {}
@@ -577,7 +603,7 @@ class _Change:
             self.found = dict(warm.found)
             self.cursors = dict(warm.cursors)
 
-    def settled(self, revision: int, earlier: _Change | None) -> _Change:
+    def settled(self, revision: int, earlier: Change | None) -> Change:
         """This change as committed at `revision`: what the next warm change may start from,
         completed with what `earlier` knew and this change did not read (a DEL reads no
         positions or gateways, and the ADD after it should not have to read them again).
@@ -609,17 +635,17 @@ class _Change:
         if handle and handle not in self.owners and self.warm:
             self.owners[handle] = []  # assumed none: the new owner key's create compare checks it
         elif handle and handle not in self.owners:
-            start = self.store._key("owner", _escape(handle), "")
+            start = self.keys.under("owner", escape(handle))
             ops.append(range_op(start, prefix_end(start)))
             parse.append(("owner", handle))
         for spec in pools:
             for address_range in spec.ranges:
                 gateway = address_range.gateway
                 if gateway is not None and gateway in address_range.network and (spec.family, gateway) not in self.found:
-                    ops.append(range_op(self.store._lease_key(spec.family, gateway)))
+                    ops.append(range_op(self.keys.lease(spec.family, gateway)))
                     parse.append(("lease", (spec.family, gateway)))
             if not spec.lowest_free and spec.key not in self.cursors:
-                ops.append(range_op(self.store._cursor_key(spec.key)))
+                ops.append(range_op(self.keys.cursor(spec.key)))
                 parse.append(("cursor", spec.key))
         if ops:
             for (kind, what), kvs in zip(parse, self.client.txn([], ops).responses, strict=True):
@@ -628,7 +654,7 @@ class _Change:
                 elif kind == "owner":
                     self.owners[what] = kvs or []
                 else:
-                    self.cursors[what] = _cursor(kvs[0].value) if kvs else None
+                    self.cursors[what] = decode_cursor(kvs[0].value) if kvs else None
         chunks: list[tuple[int, int]] = []
         for spec in pools:
             position = self.cursors.get(spec.key)
@@ -638,12 +664,12 @@ class _Change:
         self.load_blocks(chunks)
 
     def held_by(self, handle: str) -> list[Lease]:
-        start = self.store._key("owner", _escape(handle), "")
+        start = self.keys.under("owner", escape(handle))
         if handle in self.owners:
             kvs = self.owners[handle]
         else:
             kvs, _ = self.client.range(start, prefix_end(start))
-        targets = [target for target in (_address_of(kv.value) for kv in kvs) if target is not None]
+        targets = [target for target in (decode_address(kv.value) for kv in kvs) if target is not None]
         for kv in kvs:
             self.compares[kv.key] = mod_revision_is(kv.key, kv.mod_revision)
         return [lease for lease in self.leases_at(targets) if lease.handle == handle]
@@ -654,11 +680,11 @@ class _Change:
         missing = [pair for pair in wanted if pair not in self.found]
         for start in range(0, len(missing), MAX_TXN_OPS):
             some = missing[start : start + MAX_TXN_OPS]
-            result = self.client.txn([], [range_op(self.store._lease_key(*pair)) for pair in some])
+            result = self.client.txn([], [range_op(self.keys.lease(*pair)) for pair in some])
             for pair, kvs in zip(some, result.responses, strict=True):
                 self._found(pair, kvs)
         for pair in wanted:  # a fact known from an earlier change is compared all the same
-            key = self.store._lease_key(*pair)
+            key = self.keys.lease(*pair)
             self.compares.setdefault(key, mod_revision_is(key, self.found[pair][1]))
         return [lease for lease in (self.found[pair][0] for pair in wanted) if lease is not None]
 
@@ -668,11 +694,11 @@ class _Change:
 
     def _found(self, pair: tuple[int, int], kvs: list[KeyValue] | None) -> None:
         if kvs:
-            lease, revision, _ = _lease(self.store, kvs[0])
+            lease, revision, _ = decode_lease(self.keys, kvs[0])
             self.found[pair] = (lease, revision)
         else:
             self.found[pair] = (None, 0)
-        key = self.store._lease_key(*pair)
+        key = self.keys.lease(*pair)
         self.compares.setdefault(key, mod_revision_is(key, self.found[pair][1]))
 
     def lease_revision(self, family: int, address: int) -> int:
@@ -680,8 +706,8 @@ class _Change:
 
     def leases_between(self, family: int, first: int, last: int) -> list[Lease]:
         found = []
-        for kv in _paged(self.client, self.store._lease_key(family, first), self.store._lease_key(family, last) + b"\x00"):
-            lease, revision, _ = _lease(self.store, kv)
+        for kv in paged(self.client, self.keys.lease(family, first), self.keys.lease(family, last) + b"\x00"):
+            lease, revision, _ = decode_lease(self.keys, kv)
             self.found[lease.family, lease.address] = (lease, revision)
             found.append(lease)
         return found
@@ -701,12 +727,12 @@ class _Change:
         ops = []
         for family, chunk in chunks:
             first, end = chunk * CHUNK, min(chunk * CHUNK + CHUNK, 1 << (BITS[family] - BLOCK_BITS))
-            ops.append(range_op(self.store._block_key(family, first), self.store._block_key(family, end - 1) + b"\x00"))
+            ops.append(range_op(self.keys.block(family, first), self.keys.block(family, end - 1) + b"\x00"))
         for (family, chunk), kvs in zip(chunks, self.client.txn([], ops).responses, strict=True):
             self.chunks.add((family, chunk))
-            start = len(self.store._block_key(family, 0)) - (HEX[family] - 2)
+            start = len(self.keys.block(family, 0)) - (HEX[family] - 2)
             for kv in kvs or []:
-                block = _block(family, int(kv.key[start:], 16), kv)
+                block = decode_block(family, int(kv.key[start:], 16), kv)
                 self.blocks.setdefault((family, block.number), block)
             first, end = chunk * CHUNK, min(chunk * CHUNK + CHUNK, 1 << (BITS[family] - BLOCK_BITS))
             for missing in range(first, end):
@@ -715,7 +741,7 @@ class _Change:
     def find_free(self, family: int, first: int, last: int, borrow: bool) -> int | None:
         """The lowest free address of [first, last] in a block this host may use: its
         own or an unclaimed one, or any block when `borrow`."""
-        me = self.store.host
+        me = self.keys.host
         number = first >> BLOCK_BITS
         while number <= last >> BLOCK_BITS:
             block = self.block(family, number)
@@ -730,29 +756,29 @@ class _Change:
 
     def cursor(self, pool: str) -> Cursor | None:
         if pool not in self.cursors:
-            kvs, _ = self.client.range(self.store._cursor_key(pool))
-            self.cursors[pool] = _cursor(kvs[0].value) if kvs else None
+            kvs, _ = self.client.range(self.keys.cursor(pool))
+            self.cursors[pool] = decode_cursor(kvs[0].value) if kvs else None
         return self.cursors[pool]
 
     def docker_pools(self) -> tuple[list[DockerPool], int]:
         """Every Docker pool and the id counter, both compared at commit: a pool claim
         decided on this view fails if any pool appeared or went meanwhile."""
-        counter = self.store._key("counter", "docker_pool")
-        start = self.store._key("dpool", "")
+        counter = self.keys.docker_counter
+        start = self.keys.under("dpool")
         result = self.client.txn([], [range_op(counter), range_op(start, prefix_end(start))])
         counter_kvs, pool_kvs = result.responses[0] or [], result.responses[1] or []
         self.compares[counter] = mod_revision_is(counter, counter_kvs[0].mod_revision if counter_kvs else 0)
         for kv in pool_kvs:
             self.compares[kv.key] = mod_revision_is(kv.key, kv.mod_revision)
-        return [_docker_pool(kv.value) for kv in pool_kvs], int(counter_kvs[0].value) if counter_kvs else 0
+        return [decode_docker_pool(kv.value) for kv in pool_kvs], int(counter_kvs[0].value) if counter_kvs else 0
 
     def docker_pool(self, pool_id: str) -> DockerPool:
-        key = self.store._key("dpool", _escape(pool_id))
+        key = self.keys.docker_pool(pool_id)
         kvs, _ = self.client.range(key)
         if not kvs:
             raise NotFound(f"unknown pool id {pool_id!r}")
         self.compares[key] = mod_revision_is(key, kvs[0].mod_revision)
-        return _docker_pool(kvs[0].value)
+        return decode_docker_pool(kvs[0].value)
 
     # writes
 
@@ -761,31 +787,31 @@ class _Change:
         block = self.block(family, address >> BLOCK_BITS)
         bit = 1 << (address - block.first)
         if block.used & bit:
-            raise _StaleRead(f"{format_ip(family, address)} is taken in its block but not leased; run `cnipamctl check`")
+            raise StaleRead(f"{format_ip(family, address)} is taken in its block but not leased; run `cnipamctl check`")
         block.used |= bit
         if claim and not block.host:
-            block.host = self.store.host
+            block.host = self.keys.host
         self._write_block(block)
 
     def add_lease(self, lease: Lease) -> None:
-        key = self.store._lease_key(lease.family, lease.address)
+        key = self.keys.lease(lease.family, lease.address)
         self.compares[key] = create_revision_is(key, 0)
-        self.ops[key] = put_op(key, _lease_value(lease, self.store.host))
+        self.ops[key] = put_op(key, encode_lease(lease, self.keys.host))
         self.found[lease.family, lease.address] = (lease, 0)
         self.written_leases[lease.family, lease.address] = True
         if lease.handle:
-            owner = self.store._owner_key(lease.handle, lease.slot)
+            owner = self.keys.owner(lease.handle, lease.slot)
             self.compares[owner] = create_revision_is(owner, 0)
-            self.ops[owner] = put_op(owner, f"{lease.family}/{lease.address:x}".encode())
+            self.ops[owner] = put_op(owner, encode_address(lease.family, lease.address))
 
     def remove_leases(self, leases: list[Lease]) -> None:
         for lease in leases:
-            key = self.store._lease_key(lease.family, lease.address)
+            key = self.keys.lease(lease.family, lease.address)
             self.compares[key] = mod_revision_is(key, self.found[lease.family, lease.address][1])  # still that lease
             self.ops[key] = delete_op(key)
             self.written_leases[lease.family, lease.address] = False
             if lease.handle:
-                owner = self.store._owner_key(lease.handle, lease.slot)
+                owner = self.keys.owner(lease.handle, lease.slot)
                 self.ops[owner] = delete_op(owner)
             block = self.block(lease.family, lease.address >> BLOCK_BITS)
             block.used &= ~(1 << (lease.address - block.first))
@@ -796,10 +822,8 @@ class _Change:
 
     def set_cursor(self, pool: str, cursor: Cursor) -> None:
         self.cursors[pool] = cursor
-        key = self.store._cursor_key(pool)
-        self.ops[key] = put_op(
-            key, dumps({"family": cursor.family, "address": f"{cursor.address:x}", "moves": cursor.moves_on_release}).encode()
-        )
+        key = self.keys.cursor(pool)
+        self.ops[key] = put_op(key, encode_cursor(cursor))
 
     def disown(self, block: Block) -> None:
         """Give a dead host's block up: deleted when empty, else left to whoever claims it."""
@@ -810,21 +834,21 @@ class _Change:
         self._write_block(current)
 
     def put_docker_pool(self, pool: DockerPool, serial: int) -> None:
-        counter = self.store._key("counter", "docker_pool")
+        counter = self.keys.docker_counter
         self.ops[counter] = put_op(counter, str(serial).encode())
-        key = self.store._key("dpool", _escape(pool.id))
+        key = self.keys.docker_pool(pool.id)
         self.compares[key] = create_revision_is(key, 0)
-        self.ops[key] = put_op(key, _docker_pool_value(pool))
+        self.ops[key] = put_op(key, encode_docker_pool(pool))
 
     def delete(self, key: bytes) -> None:
         self.ops[key] = delete_op(key)
 
     def _write_block(self, block: Block) -> None:
         self.written_blocks.add((block.family, block.number))
-        key = self.store._block_key(block.family, block.number)
+        key = self.keys.block(block.family, block.number)
         self.compares[key] = mod_revision_is(key, block.revision) if block.revision else create_revision_is(key, 0)
         if block.used or block.host:
-            self.ops[key] = put_op(key, dumps({"host": block.host, "used": f"{block.used:x}"}).encode())
+            self.ops[key] = put_op(key, encode_block(block))
         else:
             self.ops[key] = delete_op(key)
 
@@ -833,7 +857,7 @@ class _Change:
         None when something it read changed meanwhile."""
         if not self.ops:
             return 0
-        host = self.store._key("host", _escape(self.store.host))
+        host = self.keys.host_seen(self.keys.host)
         self.ops[host] = put_op(host, f"{time.time():.3f}".encode())
         compares = [self.compares[key] for key in sorted(self.compares)]
         if max(len(compares), len(self.ops)) > MAX_TXN_OPS:
@@ -870,12 +894,12 @@ def _owner_batches(victims: list[tuple[Lease, int]]) -> list[list[tuple[Lease, i
     return batches
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
     """Keys are split on '/': a handle or pool name must not contain one."""
     return text.replace("%", "%25").replace("/", "%2F")
 
 
-def _unescape(text: str) -> str:
+def unescape(text: str) -> str:
     return text.replace("%2F", "/").replace("%25", "%")
 
 
@@ -883,7 +907,12 @@ def _address_order(lease: Lease) -> tuple[int, int]:
     return lease.family, lease.address
 
 
-def _address_of(value: bytes) -> tuple[int, int] | None:
+def encode_address(family: int, address: int) -> bytes:
+    """The value of an owner index key: the address its lease is at."""
+    return f"{family}/{address:x}".encode()
+
+
+def decode_address(value: bytes) -> tuple[int, int] | None:
     family, _, address = value.decode(errors="replace").partition("/")
     try:
         return int(family), int(address, 16)
@@ -891,7 +920,7 @@ def _address_of(value: bytes) -> tuple[int, int] | None:
         return None
 
 
-def _lease_value(lease: Lease, host: str) -> bytes:
+def encode_lease(lease: Lease, host: str) -> bytes:
     record = {
         "kind": lease.kind, "pool": lease.pool, "slot": lease.slot, "handle": lease.handle, "network": lease.network,
         "container": lease.container_id, "ifname": lease.ifname, "created": lease.created, "host": host,
@@ -899,9 +928,9 @@ def _lease_value(lease: Lease, host: str) -> bytes:
     return dumps(record).encode()
 
 
-def _lease(store: EtcdStore, kv: KeyValue) -> tuple[Lease, int, str]:
+def decode_lease(keys: Keys, kv: KeyValue) -> tuple[Lease, int, str]:
     """A lease key read back: the lease, its revision, and the host that wrote it."""
-    family_text, _, address_text = kv.key[len(store._key("lease", "")) :].decode().partition("/")
+    family_text, _, address_text = kv.key[len(keys.under("lease")) :].decode().partition("/")
     try:
         record = _record(kv.value)
         family, address = int(family_text), int(address_text, 16)
@@ -914,7 +943,11 @@ def _lease(store: EtcdStore, kv: KeyValue) -> tuple[Lease, int, str]:
         raise StoreCorrupt(f"etcd key {kv.key.decode(errors='replace')} is not a lease record ({exc})") from None
 
 
-def _block(family: int, number: int, kv: KeyValue) -> Block:
+def encode_block(block: Block) -> bytes:
+    return dumps({"host": block.host, "used": f"{block.used:x}"}).encode()
+
+
+def decode_block(family: int, number: int, kv: KeyValue) -> Block:
     try:
         record = _record(kv.value)
         return Block(family, number, str(record["host"]), int(record["used"], 16), kv.mod_revision)
@@ -922,7 +955,11 @@ def _block(family: int, number: int, kv: KeyValue) -> Block:
         raise StoreCorrupt(f"etcd key {kv.key.decode(errors='replace')} is not a block record ({exc})") from None
 
 
-def _cursor(value: bytes) -> Cursor:
+def encode_cursor(cursor: Cursor) -> bytes:
+    return dumps({"family": cursor.family, "address": f"{cursor.address:x}", "moves": cursor.moves_on_release}).encode()
+
+
+def decode_cursor(value: bytes) -> Cursor:
     try:
         record = _record(value)
         return Cursor(int(record["family"]), int(record["address"], 16), bool(record["moves"]))
@@ -937,7 +974,7 @@ def _record(value: bytes) -> dict[str, Any]:
     return record
 
 
-def _docker_pool_value(pool: DockerPool) -> bytes:
+def encode_docker_pool(pool: DockerPool) -> bytes:
     record = {
         "id": pool.id, "space": pool.address_space, "pool": str(pool.network),
         "sub_pool": None if pool.sub_pool is None else str(pool.sub_pool), "options": pool.options, "created": pool.created,
@@ -945,7 +982,7 @@ def _docker_pool_value(pool: DockerPool) -> bytes:
     return dumps(record).encode()
 
 
-def _docker_pool(value: bytes) -> DockerPool:
+def decode_docker_pool(value: bytes) -> DockerPool:
     from ..core.docker_pools import DockerPool
 
     try:
@@ -957,7 +994,7 @@ def _docker_pool(value: bytes) -> DockerPool:
         raise StoreCorrupt(f"an etcd Docker pool record is damaged ({exc})") from None
 
 
-def _paged(client: EtcdClient, start: bytes, end: bytes, keys_only: bool = False) -> Iterator[KeyValue]:
+def paged(client: EtcdClient, start: bytes, end: bytes, keys_only: bool = False) -> Iterator[KeyValue]:
     """Every key of [start, end) in pages of 500, each page one bounded read."""
     while True:
         kvs, _ = client.range(start, end, limit=500, keys_only=keys_only)
