@@ -20,7 +20,8 @@ from cnipam.core.addresses import parse_ip
 from cnipam.core.ecs_config import parse_ecs
 from cnipam.core.errors import AddressConflict, NotFound
 from cnipam.core.leases import LEASE, Owner
-from cnipam.store.etcd import BLOCK_BITS, EtcdStore
+from cnipam.store.etcd import EtcdStore
+from cnipam.store.etcd_keys import BLOCK_BITS
 from cnipam.store.opening import open_etcd
 from cnipam.store.settings import EtcdSettings
 

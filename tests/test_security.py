@@ -23,7 +23,7 @@ from test_etcdv3 import PASSWORD, auth_etcd, private_etcd  # noqa: F401 - fixtur
 
 from cnipam.core.errors import InvalidConfig, StoreIOError
 from cnipam.docker.settings import load
-from cnipam.store.etcd import escape, unescape
+from cnipam.store.etcd_keys import escape, unescape
 from cnipam.store.etcdv3 import EtcdClient
 
 V4 = {"type": "cnipam", "ipv4-subnet": "10.0.0.0/24"}

@@ -16,7 +16,8 @@ import click
 
 from ..core.addresses import format_ip
 from ..core.durations import parse_go_duration
-from ..store.etcd import BLOCK_BITS, EtcdStore
+from ..store.etcd import EtcdStore
+from ..store.etcd_keys import BLOCK_BITS
 from .failures import CtlError
 from .lease_json import lease_view
 from .options import json_option
