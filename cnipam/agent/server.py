@@ -20,7 +20,6 @@ import os
 import select
 import signal
 import socket
-import stat
 import sys
 import threading
 import time
@@ -28,9 +27,9 @@ import time
 from ..agent_protocol import MAX_REQUEST, FrameReader, ProtocolError, decode_request, encode_answer
 from ..core.errors import CnipamError, InvalidConfig
 from ..plugin import run, store_settings
+from ..service import clear_stale_socket, log, make_folder, remove_if_ours, socket_mode_0660, start_failed
 from ..store.opening import open_store
 from . import options as agent_options
-from .log import log
 from .reconciler import reconcile
 from .store_cache import StoreCache, file_identity
 
@@ -146,10 +145,7 @@ def claim_socket(path: str) -> int:
     """Make `path` ours: take the agent's lock, then remove a stale socket left by a
     killed agent. Refuses while another agent lives. Returns the lock's descriptor,
     held for the life of the process."""
-    folder = os.path.dirname(path)
-    if not os.path.isdir(folder):
-        os.makedirs(folder, mode=0o750, exist_ok=True)
-        os.chmod(folder, 0o750)  # the umask may have narrowed or widened makedirs' mode
+    make_folder(os.path.dirname(path), 0o750)
     lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -157,31 +153,17 @@ def claim_socket(path: str) -> int:
         os.close(lock_fd)
         raise InvalidConfig(f"{path}: another cnipamd is running (it holds {path}.lock)") from None
     try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return lock_fd
-    if not stat.S_ISSOCK(mode):
+        clear_stale_socket(path, "process")  # not a cnipamd: that would hold the lock
+    except BaseException:
         os.close(lock_fd)
-        raise InvalidConfig(f"{path} exists and is not a socket; refusing to replace it")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)  # nobody accepts: left by an agent that was killed
-        return lock_fd
-    finally:
-        probe.close()
-    os.close(lock_fd)
-    raise InvalidConfig(f"{path}: another process is listening there")
+        raise
+    return lock_fd
 
 
 def listen(path: str) -> socket.socket:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o117)  # born 0660: never wider, not even for an instant
-    try:
+    with socket_mode_0660():
         listener.bind(path)
-    finally:
-        os.umask(old)
     os.chmod(path, 0o660)
     listener.listen(BACKLOG)
     listener.setblocking(False)
@@ -246,7 +228,7 @@ def serve(opts: agent_options.AgentOptions) -> int:
         log("stopping", signal=stop_signal[0])
     finally:
         agent.stopping.set()
-        _unlink_if_ours(opts.socket, inode)  # new plugins now run directly
+        remove_if_ours(opts.socket, inode)  # new plugins now run directly
         accept_queued(agent, listener)  # those already queued have sent their request: answer them
         listener.close()
         if reconciler is not None:
@@ -258,24 +240,12 @@ def serve(opts: agent_options.AgentOptions) -> int:
     return 0
 
 
-def _unlink_if_ours(path: str, inode: int) -> None:
-    try:
-        if os.stat(path).st_ino == inode:
-            os.unlink(path)
-    except OSError:
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     opts = agent_options.parse(sys.argv[1:] if argv is None else argv, dict(os.environ))
     try:
         return serve(opts)
-    except CnipamError as exc:
-        log("fatal", error=exc.message)
-        return 2
-    except OSError as exc:
-        log("fatal", error=str(exc))
-        return 1
+    except Exception as exc:
+        return start_failed(exc)
 
 
 if __name__ == "__main__":
