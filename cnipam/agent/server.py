@@ -29,8 +29,8 @@ from ..core.errors import CnipamError, InvalidConfig
 from ..plugin import run, store_settings
 from ..service import clear_stale_socket, log, make_folder, remove_if_ours, socket_mode_0660, start_failed
 from ..store.opening import open_store
-from . import options as agent_options
 from .reconciler import reconcile
+from .settings import AgentSettings, load
 from .store_cache import StoreCache, file_identity
 
 BACKLOG = 512  # a node starting many pods at once connects in a burst
@@ -38,8 +38,8 @@ REQUEST_TIMEOUT = 10.0  # a forwarding plugin sends its request at once; a silen
 
 
 class Agent:
-    def __init__(self, opts: agent_options.AgentOptions) -> None:
-        self.opts = opts
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
         self.stores = StoreCache(open_store)  # type: ignore[arg-type]  # keyed by StoreSettings
         self.stopping = threading.Event()
         self.calls: set[threading.Thread] = set()
@@ -114,15 +114,15 @@ class Agent:
 
     def reconcile_once(self) -> None:
         seen: set[object] = set()
-        for settings in self.stores.held():
-            path = getattr(settings, "path", settings)
-            identity = file_identity(settings) or path
+        for held in self.stores.held():
+            path = getattr(held, "path", held)
+            identity = file_identity(held) or path
             if identity in seen:  # one file held under several spellings or timeouts
                 continue
             seen.add(identity)
             try:
-                with self.stores.using(settings) as store:
-                    released = reconcile(store, self.opts.cache_dir, self.opts.reconcile_grace)
+                with self.stores.using(held) as store:
+                    released = reconcile(store, self.settings.cache_dir, self.settings.reconcile_grace)
             except (CnipamError, OSError) as exc:
                 log("reconcile-failed", store=str(path), error=getattr(exc, "message", str(exc)))
                 continue
@@ -183,14 +183,14 @@ def accept_queued(agent: Agent, listener: socket.socket) -> None:
         agent.start_call(conn)
 
 
-def serve(opts: agent_options.AgentOptions) -> int:
-    agent = Agent(opts)
-    for path in opts.stores:  # open now: a broken store is reported at start, and reconciled from the start
+def serve(settings: AgentSettings) -> int:
+    agent = Agent(settings)
+    for path in settings.stores:  # open now: a broken store is reported at start, and reconciled from the start
         with agent.stores.using(store_settings({"IPAM_DB_PATH": path}, None, "")):
             pass
-    lock_fd = claim_socket(opts.socket)
-    listener = listen(opts.socket)
-    inode = os.stat(opts.socket).st_ino
+    lock_fd = claim_socket(settings.socket)
+    listener = listen(settings.socket)
+    inode = os.stat(settings.socket).st_ino
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_write)
     stop_signal: list[str] = []
@@ -201,16 +201,16 @@ def serve(opts: agent_options.AgentOptions) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     reconciler = None
-    if opts.reconcile_interval is not None:
-        reconciler = threading.Thread(target=agent.reconcile_forever, args=(opts.reconcile_interval,), name="reconciler")
+    if settings.reconcile_interval is not None:
+        reconciler = threading.Thread(target=agent.reconcile_forever, args=(settings.reconcile_interval,), name="reconciler")
         reconciler.start()
     log(
         "listening",
-        socket=opts.socket,
+        socket=settings.socket,
         pid=os.getpid(),
-        reconcile_interval=opts.reconcile_interval,
-        reconcile_grace=opts.reconcile_grace,
-        cni_cache_dir=opts.cache_dir,
+        reconcile_interval=settings.reconcile_interval,
+        reconcile_grace=settings.reconcile_grace,
+        cni_cache_dir=settings.cache_dir,
     )
     poller = select.poll()
     poller.register(listener.fileno(), select.POLLIN)
@@ -228,7 +228,7 @@ def serve(opts: agent_options.AgentOptions) -> int:
         log("stopping", signal=stop_signal[0])
     finally:
         agent.stopping.set()
-        remove_if_ours(opts.socket, inode)  # new plugins now run directly
+        remove_if_ours(settings.socket, inode)  # new plugins now run directly
         accept_queued(agent, listener)  # those already queued have sent their request: answer them
         listener.close()
         if reconciler is not None:
@@ -241,9 +241,9 @@ def serve(opts: agent_options.AgentOptions) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    opts = agent_options.parse(sys.argv[1:] if argv is None else argv, dict(os.environ))
+    settings = load(sys.argv[1:] if argv is None else argv, dict(os.environ))
     try:
-        return serve(opts)
+        return serve(settings)
     except Exception as exc:
         return start_failed(exc)
 

@@ -32,9 +32,9 @@ from ..core.errors import (
     StoreIOError,
 )
 from ..service import clear_stale_socket, log, make_folder, remove_if_ours, socket_mode_0660, start_failed
-from . import settings as config
 from .driver import Driver
 from .requests import MAX_BODY, BodyTimedOut, BodyTooLarge
+from .settings import DriverSettings, load
 
 CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
 
@@ -220,7 +220,7 @@ class _TCPHTTPServer(_Listener, ThreadingHTTPServer):
         self.owner = server
 
 
-def serve(settings: config.DriverSettings) -> int:
+def serve(settings: DriverSettings) -> int:
     from ..store.opening import open_store
 
     store = open_store(settings.store)
@@ -279,7 +279,7 @@ def serve(settings: config.DriverSettings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        settings = config.load(sys.argv[1:] if argv is None else argv, dict(os.environ))
+        settings = load(sys.argv[1:] if argv is None else argv, dict(os.environ))
         return serve(settings)
     except Exception as exc:
         return start_failed(exc, "cnipam-docker")

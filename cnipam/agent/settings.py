@@ -17,7 +17,7 @@ DEFAULT_CACHE_DIR = "/var/lib/cni"  # libcni's default cache folder
 DEFAULT_GRACE = 600.0
 
 
-class AgentOptions(Record):
+class AgentSettings(Record):
     __slots__ = ("socket", "reconcile_interval", "reconcile_grace", "cache_dir", "stores")
 
     def __init__(
@@ -50,7 +50,7 @@ def positive_duration(text: str) -> float:
     return seconds
 
 
-def parse(argv: list[str], env: dict[str, str]) -> AgentOptions:
+def load(argv: list[str], env: dict[str, str]) -> AgentSettings:
     parser = argparse.ArgumentParser(
         prog="cnipamd",
         description="cnipam's node agent: holds the stores open and answers the CNI calls that `cnipam` plugins forward to it.",
@@ -83,4 +83,4 @@ def parse(argv: list[str], env: dict[str, str]) -> AgentOptions:
     )
     args = parser.parse_args(argv)
     stores = tuple(os.path.abspath(path) for path in args.db)
-    return AgentOptions(os.path.abspath(args.socket), args.reconcile_interval, args.reconcile_grace, args.cni_cache_dir, stores)
+    return AgentSettings(os.path.abspath(args.socket), args.reconcile_interval, args.reconcile_grace, args.cni_cache_dir, stores)
