@@ -49,7 +49,7 @@ def encode_request(cwd: bytes, stdin: bytes, environ: dict[bytes, bytes]) -> byt
     return frame(payload)
 
 
-class Request:
+class ForwardedCall:
     """A decoded request: working folder, stdin and environment, still as bytes."""
 
     __slots__ = ("cwd", "stdin", "environ")
@@ -60,7 +60,7 @@ class Request:
         self.environ = environ
 
 
-def decode_request(payload: bytes) -> Request:
+def decode_request(payload: bytes) -> ForwardedCall:
     if payload[:1] != REQUEST_TAG:
         raise ProtocolError("not a request")
     items = _items(payload, 1)
@@ -75,7 +75,7 @@ def decode_request(payload: bytes) -> Request:
         if not sep or not key:
             raise ProtocolError("environment entry without KEY=")
         environ[key] = value
-    return Request(cwd, stdin, environ)
+    return ForwardedCall(cwd, stdin, environ)
 
 
 def encode_answer(text: bytes, status: int) -> bytes:

@@ -30,7 +30,7 @@ from shared_files import FIXTURES as SHARED_FIXTURES
 from cnipam.core.addresses import parse_ip
 from cnipam.migration import bbolt_file
 from cnipam.migration.bbolt_file import BoltFile, BoltFormatError, fnv1a_64, read_bucket
-from cnipam.migration.ecs_boltdb import GATEWAY_MARKERS, Gateway, Lease, interpret_bucket, interpret_file, read_ecs_boltdb
+from cnipam.migration.ecs_boltdb import GATEWAY_MARKERS, EcsLease, Gateway, interpret_bucket, interpret_file, read_ecs_boltdb
 
 FIXTURES = SHARED_FIXTURES / "ecs-ipam-boltdb"
 MANIFESTS = sorted(FIXTURES.glob("*.json"))
@@ -176,7 +176,7 @@ def test_fixture_matches_its_manifest(manifest_path: Path, tmp_path: Path) -> No
     assert [(lease.text, lease.family, lease.id) for lease in store.leases] == [
         (lease["address"], lease["family"], lease["id"]) for lease in manifest["leases"]
     ]
-    assert [Lease(lease.family, parse_ip(lease.text)[1], lease.id) for lease in store.leases] == store.leases
+    assert [EcsLease(lease.family, parse_ip(lease.text)[1], lease.id) for lease in store.leases] == store.leases
     assert [(gw.text, gw.family, GATEWAY_MARKERS[gw.family]) for gw in store.gateways] == [
         (gw["address"], gw["family"], gw["value"]) for gw in manifest["gateways"]
     ]
@@ -322,7 +322,11 @@ def test_interpretation_of_every_kind_of_entry() -> None:
             b"hello": index(b"x"),
         }
     )
-    assert store.leases == [Lease(4, 0x0A000002, "task-a"), Lease(4, 0x0A000003, ""), Lease(6, parse_ip("2001:db8::2")[1], "task-a")]
+    assert store.leases == [
+        EcsLease(4, 0x0A000002, "task-a"),
+        EcsLease(4, 0x0A000003, ""),
+        EcsLease(6, parse_ip("2001:db8::2")[1], "task-a"),
+    ]
     assert store.gateways == [Gateway(4, 0x0A000001), Gateway(6, parse_ip("2001:db8::1")[1])]
     assert store.last_known_ip == 0x0A000003
     assert store.last_known_ipv6 == parse_ip("2001:db8::2")[1]
@@ -350,7 +354,7 @@ def test_interpretation_of_every_kind_of_entry() -> None:
 def test_nested_and_foreign_buckets_are_reported_not_dropped() -> None:
     data = build_db({b"IPAM": {b"10.0.0.2": index(b"a"), b"sub": {b"k": b"v"}}, b"EXTRA": {b"k": b"v"}})
     store = interpret_file(BoltFile(data))
-    assert store.leases == [Lease(4, 0x0A000002, "a")]
+    assert store.leases == [EcsLease(4, 0x0A000002, "a")]
     assert [key for key, _ in store.unrecognised] == [b"sub", b"EXTRA"]
     assert store.key_count == 2
 

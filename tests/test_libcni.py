@@ -24,14 +24,14 @@ from cnipam.libcni import (
     CacheError,
     CNIError,
     ConfigNotFound,
-    IncompatibleVersion,
     InvalidArguments,
-    InvalidConfig,
+    InvalidNetworkConfig,
     MultipleErrors,
     NetworkConfigList,
     PluginNotFound,
     PluginTimeout,
     RuntimeConf,
+    UnsupportedVersion,
     load_network_list,
     network_list_from_bytes,
     network_list_from_file,
@@ -168,7 +168,7 @@ def test_load_skips_unrelated_broken_files_but_not_a_broken_match(tmp_path: Path
     write(tmp_path, "02-good.conflist", {"cniVersion": "1.0.0", "name": "good", "plugins": [{"type": "x"}]})
     write(tmp_path, "03-bad.conflist", {"cniVersion": "1.0.0", "name": "bad", "plugins": [{"no": "type"}]})
     assert load_network_list(str(tmp_path), "good").plugins == [{"type": "x"}]
-    with pytest.raises(InvalidConfig, match="missing 'type'") as bad:
+    with pytest.raises(InvalidNetworkConfig, match="missing 'type'") as bad:
         load_network_list(str(tmp_path), "bad")
     assert not isinstance(bad.value, ConfigNotFound) and "03-bad.conflist" in str(bad.value)
     with pytest.raises(ConfigNotFound) as missing:
@@ -221,7 +221,7 @@ def test_version_negotiation(top: dict[str, Any], expected: str) -> None:
     ],
 )
 def test_invalid_lists_are_refused_with_code_7(doc: Any, match: str) -> None:
-    with pytest.raises(InvalidConfig, match=match) as err:
+    with pytest.raises(InvalidNetworkConfig, match=match) as err:
         network_list_from_bytes(json.dumps(doc).encode())
     assert err.value.code == 7
 
@@ -386,7 +386,7 @@ def test_results_are_returned_in_the_list_version(env: Env) -> None:
 def test_check_needs_0_4_0_and_honours_disable_check(env: Env) -> None:
     env.script("rec")
     for version in ("0.1.0", "0.2.0", "0.3.0", "0.3.1"):
-        with pytest.raises(IncompatibleVersion, match="does not support the CHECK command") as err:
+        with pytest.raises(UnsupportedVersion, match="does not support the CHECK command") as err:
             env.cni.check_network_list(conflist("net", version, [{"type": "rec"}]), rt())
         assert err.value.code == 1
     env.cni.check_network_list(conflist("net", "1.0.0", [{"type": "rec"}], disableCheck=True), rt())
@@ -605,7 +605,7 @@ def test_validate_network_list_with_go_host_local(env: Env, tmp_path: Path) -> N
     plugins = [{**ipam("cnipam", tmp_path), "capabilities": {"ips": True}}, {**ipam("host-local", tmp_path), "capabilities": {"b": True}}]
     assert env.cni.validate_network_list(conflist("net", "1.0.0", plugins)) == ["b", "ips"]
     if "1.1.0" not in env.cni.get_version_info("host-local"):
-        with pytest.raises(IncompatibleVersion, match='plugin host-local does not support config version "1.1.0"'):
+        with pytest.raises(UnsupportedVersion, match='plugin host-local does not support config version "1.1.0"'):
             env.cni.validate_network_list(conflist("net", "1.1.0", plugins))
     with pytest.raises(PluginNotFound):
         env.cni.validate_network_list(conflist("net", "1.0.0", [{"type": "nothere"}]))

@@ -14,7 +14,7 @@ class CtlError(CnipamError):
     """A command cannot do what it was asked; the message says what to do instead."""
 
 
-class NotFound(CtlError):
+class NothingHeld(CtlError):
     """The address or owner named holds nothing in the store."""
 
 

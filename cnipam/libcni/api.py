@@ -11,7 +11,7 @@ from typing import Any
 from ..core.cni_version import at_least
 from .cache import decode_config, delete_entry, encode_entry, entry_path, list_entries, read_entry, read_result, runtime_of, write_entry
 from .config import NetworkConfigList
-from .errors import CacheError, CNIError, IncompatibleVersion, MultipleErrors
+from .errors import CacheError, CNIError, MultipleErrors, UnsupportedVersion
 from .gojson import marshal_bytes
 from .invoke import exec_plugin, find_plugin, parse_result, plugin_env, require_version, version_info
 from .runtime import RuntimeConf, validate_attachment
@@ -90,7 +90,7 @@ class CNI:
     def check_network_list(self, net: NetworkConfigList, rt: RuntimeConf) -> None:
         """CHECK every plugin in order with the cached ADD result as prevResult."""
         if not at_least(net.cni_version, "0.4.0"):
-            raise IncompatibleVersion(f'configuration version "{net.cni_version}" does not support the CHECK command')
+            raise UnsupportedVersion(f'configuration version "{net.cni_version}" does not support the CHECK command')
         if net.disable_check:
             return
         validate_attachment(net.name, rt)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .errors import CNIError, IncompatibleVersion, PluginError, PluginNotFound, PluginTimeout, ResultError
+from .errors import CNIError, PluginError, PluginNotFound, PluginTimeout, ResultError, UnsupportedVersion
 from .results import convert
 
 ETXTBSY_RETRIES = 5
@@ -140,4 +140,4 @@ def version_info(path: str, timeout: float) -> list[str]:
 
 def require_version(plugin_type: str, supported: list[str], version: str) -> None:
     if version not in supported:
-        raise IncompatibleVersion(f'plugin {plugin_type} does not support config version "{version}"', f"plugin supports {supported}")
+        raise UnsupportedVersion(f'plugin {plugin_type} does not support config version "{version}"', f"plugin supports {supported}")
