@@ -27,7 +27,7 @@ USAGE_LINE = "cnitool: Add, check, remove, gc or status network interfaces from 
 
 
 def cid(netns: str) -> str:
-    """Upstream's rule, written out independently of cnipam.cnitool."""
+    """Upstream's rule, written out independently of cnipam.libcni.cnitool."""
     return "cnitool-" + hashlib.sha512(netns.encode()).hexdigest()[:20]
 
 

@@ -39,7 +39,7 @@ class StoreIOError(CnipamError):
 
 
 class FileUnreadable(CnipamError):
-    """A file the config names (resolvConf) cannot be read."""
+    """A file the config (resolvConf) or a command (a migration's input) names cannot be read."""
 
 
 class StoreBusy(CnipamError):

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from ..core.leases import GATEWAY, Lease
 from ..migration.plan import plan
+from ..migration.sources import Source
 from .failures import CtlError
 from .migration_report import MigrationReport, Report
-from .migration_sources import Source
 from .netconf import NetworkConfig
 from .progress import Phases
 from .session import Session, has_store
 
 
-def migrate(session: Session, source: Source, config: NetworkConfig, dry_run: bool, skip_refused: bool, phases: Phases) -> Report:
+def run_migration(session: Session, source: Source, config: NetworkConfig, dry_run: bool, skip_refused: bool, phases: Phases) -> Report:
     """Plan, check and (unless a dry run or refused) import; the report says which happened."""
     with phases.phase("planning"):
         planned = plan(source.found, source.positions, config.ipam, config.name, source.moves_on_release)

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
-from cnipam.libcni import CNI, CNIError, RuntimeConf, load_network_list
+from . import CNI, CNIError, RuntimeConf, load_network_list
 
 PROG = "cnitool"
 VERBS = ("add", "check", "del", "gc", "status")
@@ -77,7 +77,7 @@ def _parser() -> _Parser:
     return parser
 
 
-def parse_cni_args(text: str) -> tuple[tuple[str, str], ...]:
+def split_cni_args(text: str) -> tuple[tuple[str, str], ...]:
     """`K=V;K=V` as upstream reads CNI_ARGS: every pair needs exactly one '=', a key and a value."""
     if not text:
         return ()
@@ -115,7 +115,7 @@ def container_id(netns: str) -> str:
 def run(verb: str, network: str, netns: str | None, env: Mapping[str, str]) -> int:
     net = load_network_list(env.get("NETCONFPATH") or DEFAULT_NETCONFPATH, network)
     capability_args = parse_cap_args(env.get("CAP_ARGS", ""))
-    cni_args = parse_cni_args(env.get("CNI_ARGS", ""))
+    cni_args = split_cni_args(env.get("CNI_ARGS", ""))
     ifname = env.get("CNI_IFNAME", DEFAULT_IFNAME)
     plugin_dirs = [folder for folder in env.get("CNI_PATH", "").split(":") if folder]
     cni = CNI(plugin_dirs, cache_dir=env.get("CNI_CACHE_DIR") or DEFAULT_CACHE_DIR)

@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass, field
 
 from ..core.addresses import format_ip
-from ..migration.plan import Found, Position
-from .failures import BadInput
+from ..core.errors import FileUnreadable
+from .plan import Found, Position
 
 
 @dataclass
@@ -44,7 +44,7 @@ def count_entries(folder: str) -> int:
 
 
 def read_host_local_source(folder: str) -> Source:
-    from ..migration.host_local_dir import read_host_local
+    from .host_local_dir import read_host_local
 
     found, positions, refused = read_host_local(folder)
     source = Source("host-local folder", folder, moves_on_release=False, found=found, positions=positions, refused=refused)
@@ -53,12 +53,12 @@ def read_host_local_source(folder: str) -> Source:
 
 
 def read_ecs_source(path: str) -> Source:
-    from ..migration.ecs_boltdb import read_ecs_boltdb
+    from .ecs_boltdb import read_ecs_boltdb
 
     try:
         store = read_ecs_boltdb(path)
     except OSError as exc:
-        raise BadInput(f"cannot read {path}: {exc.strerror}") from None
+        raise FileUnreadable(f"cannot read {path}: {exc.strerror}") from None
     source = Source("ecs-ipam boltdb file", path, moves_on_release=True)
     for lease in store.leases:
         source.found.append(Found(lease.family, lease.address, lease.id or None, source=f"key {_key(lease.family, lease.address)}"))
