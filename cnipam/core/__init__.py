@@ -9,5 +9,13 @@ file system, a network or a timer, and the edges (`plugin.py`, `store/`, `docker
 and the standard library, never a layer above.
 
 This file stays empty: the plugin starts once per CNI call and imports this package on
-its start-up path.
+its start-up path. For the same reason modules across cnipam say
+
+    TYPE_CHECKING = False
+    if TYPE_CHECKING:
+        from collections.abc import Callable
+
+instead of `from typing import TYPE_CHECKING`: mypy treats any variable of that name as
+the constant, and the plugin never pays for importing `typing` (docs/benchmarks.md lists
+what its start-up imports).
 """

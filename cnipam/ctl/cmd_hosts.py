@@ -16,8 +16,7 @@ import click
 
 from ..core.addresses import format_ip
 from ..core.durations import parse_go_duration
-from ..store.etcd import EtcdStore
-from ..store.etcd_keys import BLOCK_BITS
+from ..store.cluster import ClusterStore
 from .failures import CtlError
 from .lease_json import lease_view
 from .options import json_option
@@ -61,13 +60,13 @@ def blocks(session: Session, only: str | None, as_json: bool) -> None:
     """Every claimed block: its addresses, its host, how many are taken."""
     with _cluster(session) as store:
         found = [block for block in store.blocks() if only is None or block.host == only]
-    rows = [(f"{format_ip(b.family, b.first)}/{(32 if b.family == 4 else 128) - BLOCK_BITS}", b.host or "-", b.taken) for b in found]
+    rows = [(f"{format_ip(b.family, b.first)}/{b.prefix}", b.host or "-", b.taken, b.size) for b in found]
     if as_json:
-        emit_json([{"block": block, "host": host, "taken": taken} for block, host, taken in rows])
+        emit_json([{"block": block, "host": host, "taken": taken} for block, host, taken, _ in rows])
         return
     table = Listing("block", "host", "taken", wide=("host",), right=("taken",))
-    for block, host, taken in rows:
-        table.add(block, host, f"{taken}/{1 << BLOCK_BITS}")
+    for block, host, taken, size in rows:
+        table.add(block, host, f"{taken}/{size}")
     table.print()
 
 
@@ -102,9 +101,9 @@ class _cluster:
     def __init__(self, session: Session) -> None:
         self.context = session.existing()
 
-    def __enter__(self) -> EtcdStore:
+    def __enter__(self) -> ClusterStore:
         store: Store = self.context.__enter__()
-        if not isinstance(store, EtcdStore):
+        if not isinstance(store, ClusterStore):
             self.context.__exit__(None, None, None)
             raise CtlError("hosts and blocks exist only in a cluster store: select etcd with --store or CNIPAM_STORE")
         return store

@@ -40,7 +40,7 @@ from ..core.allocator import gateway_reservations, grant, refuse_taken, search_w
 from ..core.errors import AddressConflict, CnipamError, InvalidConfig, NotFound, PoolExhausted, StoreBusy, StoreCorrupt
 from ..core.ipam_config import parse_pool_key
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease
-from .base import Store
+from .cluster import ClusterStore
 from .etcd_change import CHUNK, Change, StaleRead, paged
 from .etcd_keys import (
     BLOCK_BITS,
@@ -75,7 +75,7 @@ STALE_LIMIT = 5
 BATCH = 25  # leases per Txn when releasing or importing many: each costs up to four operations
 
 
-class EtcdStore(Store):
+class EtcdStore(ClusterStore):
     def __init__(self, client: EtcdClient, prefix: str, host: str, timeout: float, lock_path: str | None = None) -> None:
         if not host or "\x00" in host:
             raise InvalidConfig("store: the host name must be a non-empty string")
@@ -324,7 +324,6 @@ class EtcdStore(Store):
     # -- the cluster's own operations (cnipamctl hosts) --------------------------------
 
     def blocks(self) -> list[Block]:
-        """Every claimed block of both families, in address order."""
         found: list[Block] = []
         for family in (4, 6):
             start = self.keys.under("block", str(family))
@@ -332,7 +331,6 @@ class EtcdStore(Store):
         return found
 
     def hosts(self) -> list[HostSeen]:
-        """Every host that ever wrote, with what it holds: who may be dead."""
         start = self.keys.under("host")
         seen = {unescape(kv.key[len(start) :].decode()): float(kv.value or 0) for kv in paged(self.client, start, prefix_end(start))}
         blocks: dict[str, int] = {}
@@ -346,13 +344,9 @@ class EtcdStore(Store):
         return [HostSeen(name, seen.get(name, 0.0), blocks.get(name, 0), leases.get(name, 0)) for name in names if name]
 
     def release_host(self, host: str, grace: float) -> tuple[list[Lease], int]:
-        """Release every lease a dead host allocated and give up its blocks.
-
-        Refused while the host wrote less than `grace` seconds ago: a host that is only
-        quiet would keep using addresses we hand out again. Each release compares the
-        lease's revision as read, so a lease that changed meanwhile is left alone.
-        Returns the released leases and the number of blocks given up.
-        """
+        """A host that is only quiet would keep using the addresses handed out again,
+        hence the grace period. Each release compares the lease's revision as read, so a
+        lease that changed meanwhile is left alone."""
         last = {record.host: record.seen for record in self.hosts()}.get(host)
         if last is None:
             raise NotFound(f"no host {host!r} in the store")

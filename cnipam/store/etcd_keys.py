@@ -6,7 +6,7 @@ A value that does not decode is StoreCorrupt naming the key: the engine never gu
 
 from __future__ import annotations
 
-from ..core.addresses import parse_cidr
+from ..core.addresses import BITS, parse_cidr
 from ..core.errors import DecodeFailure, InvalidConfig, StoreCorrupt
 from ..core.json_codec import dumps, loads
 from ..core.leases import Cursor, Lease
@@ -88,6 +88,15 @@ class Block(Record):
     @property
     def taken(self) -> int:
         return self.used.bit_count()
+
+    @property
+    def size(self) -> int:
+        return BLOCK_SIZE
+
+    @property
+    def prefix(self) -> int:
+        """The prefix length of the block as a network."""
+        return BITS[self.family] - BLOCK_BITS
 
 
 class HostSeen(Record):
