@@ -1,6 +1,6 @@
 """cnipamctl, driven as an operator drives it: the installed executable against real
 SQLite stores that the installed plugin populated, and migrations of the files the real
-upstream tools wrote (shared/fixtures; read-only, so each test works on a copy).
+upstream tools wrote (tests/fixtures; read-only, so each test works on a copy).
 
 Every refusal must be one line `cnipamctl: ...` on stderr with a non-zero status and
 never a traceback; `call` checks the traceback part for every invocation.
@@ -21,18 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from shared_files import FIXTURES as SHARED_FIXTURES
+from fixture_files import FIXTURES
 
 SCRIPTS = sysconfig.get_path("scripts")
 CTL = os.path.join(SCRIPTS, "cnipamctl")
 PLUGIN = os.path.join(SCRIPTS, "cnipam")
-FIXTURES = SHARED_FIXTURES
 HOST_LOCAL = next((p for p in ("/usr/lib/cni/host-local", "/opt/cni/bin/host-local") if os.path.exists(p)), None)
 BASE_ENV = {"PATH": "/usr/bin:/bin", "CNI_NETNS": "/var/run/netns/test", "CNI_PATH": "/opt/cni/bin", "LANG": "C.UTF-8"}
 LEASE_KEYS = {"ip", "family", "address", "kind", "pool", "slot", "handle", "network", "container_id", "ifname", "created"}
-
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"{FIXTURES} (shared/fixtures) is not beside the checkout")
-
 
 class Run:
     def __init__(self, done: subprocess.CompletedProcess[str]) -> None:
@@ -400,7 +396,6 @@ def next_host_local_address(tmp_path: Path, name: str, container: str) -> list[s
     return ips(json.loads(done.stdout))
 
 
-@needs_fixtures
 @pytest.mark.parametrize(("name", "expected_next"), [("v4", ["10.22.0.25"]), ("dual", ["10.23.0.10", "2001:db8:23::a"])])
 def test_migrate_host_local(tmp_path: Path, name: str, expected_next: list[str]) -> None:
     manifest, data_dir, conf = host_local_fixture(tmp_path, name)
@@ -430,7 +425,6 @@ def test_migrate_host_local(tmp_path: Path, name: str, expected_next: list[str])
     assert sorted(os.listdir(data_dir / network)) == sorted(entry["name"] for entry in manifest["files"])  # the source is only read
 
 
-@needs_fixtures
 def test_migrate_host_local_refusals_abort_unless_skipped(tmp_path: Path) -> None:
     manifest, data_dir, conf = host_local_fixture(tmp_path, "v4")
     folder = data_dir / "net1"
@@ -453,7 +447,6 @@ def test_migrate_host_local_refusals_abort_unless_skipped(tmp_path: Path) -> Non
     assert len(ok("--db", str(data_dir / "cnipam.db"), "leases", "--json").json()) == manifest["lease_count"]
 
 
-@needs_fixtures
 def test_migrate_host_local_into_etcd_lists_every_conflict_first(tmp_path: Path, etcd_endpoint: str, etcd_prefix: bytes) -> None:
     """On etcd, as on SQLite, the store is checked before the import: a second migration
     lists every address already held (not just the first the engine trips on), and the
@@ -472,7 +465,6 @@ def test_migrate_host_local_into_etcd_lists_every_conflict_first(tmp_path: Path,
     assert len(ok("--store", store, "leases", "--json").json()) == manifest["lease_count"]
 
 
-@needs_fixtures
 def test_migrate_host_local_from_a_conflist_into_db(tmp_path: Path) -> None:
     _, data_dir, conf = host_local_fixture(tmp_path, "dual")
     config = json.loads(conf.read_text())
@@ -507,7 +499,6 @@ def expected_next(manifest: dict[str, Any], family: int) -> str:
     raise AssertionError("full")
 
 
-@needs_fixtures
 @pytest.mark.parametrize("name", ECS_FIXTURES)
 def test_migrate_ecs_boltdb(tmp_path: Path, name: str) -> None:
     manifest = json.loads((FIXTURES / "ecs-ipam-boltdb" / f"{name}.json").read_text())
@@ -536,7 +527,6 @@ def test_migrate_ecs_boltdb(tmp_path: Path, name: str) -> None:
     assert ok("--db", str(store), "check").out == "ok\n"
 
 
-@needs_fixtures
 def test_migrate_ecs_boltdb_errors(tmp_path: Path) -> None:
     manifest = json.loads((FIXTURES / "ecs-ipam-boltdb" / "ipv4-basic.json").read_text())
     (tmp_path / "ecs.conf").write_text(json.dumps(manifest["config_base"]))
