@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 import pytest
+from fixture_files import FIXTURES as UPSTREAM_FIXTURES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from fixture_files import FIXTURES as UPSTREAM_FIXTURES
 
 from cnipam.addresses import parse_ip
 from cnipam.migration import bbolt_file

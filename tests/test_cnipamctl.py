@@ -30,6 +30,7 @@ HOST_LOCAL = next((p for p in ("/usr/lib/cni/host-local", "/opt/cni/bin/host-loc
 BASE_ENV = {"PATH": "/usr/bin:/bin", "CNI_NETNS": "/var/run/netns/test", "CNI_PATH": "/opt/cni/bin", "LANG": "C.UTF-8"}
 LEASE_KEYS = {"ip", "family", "address", "kind", "pool", "slot", "handle", "network", "container_id", "ifname", "created"}
 
+
 class Run:
     def __init__(self, done: subprocess.CompletedProcess[str]) -> None:
         self.code, self.out, self.err = done.returncode, done.stdout, done.stderr
