@@ -543,3 +543,73 @@ def test_migrate_ecs_boltdb_errors(tmp_path: Path) -> None:
     refused(run, says=f"{manifest['lease_count'] + 1} items cannot be imported")
     assert "outside every configured pool (key 169.254.172.2)" in run.out
     assert not (tmp_path / "s.db").exists()
+
+
+# -- install-plugin: the launchers linked into a CNI bin folder --------------------------------
+
+
+def host_local_add(exe: Path, data_dir: Path, container: str) -> dict[str, Any]:
+    """An ADD through `exe` as a runtime makes it (host-local's dialect, store in data_dir)."""
+    config = {"cniVersion": "1.0.0", "name": "net", "ipam": {"type": "cnipam", "subnet": "10.60.0.0/24", "dataDir": str(data_dir)}}
+    env = {**BASE_ENV, "CNI_COMMAND": "ADD", "CNI_CONTAINERID": container, "CNI_IFNAME": "eth0"}
+    done = subprocess.run([str(exe)], input=json.dumps(config), capture_output=True, text=True, env=env, timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_install_plugin_links_both_launchers_and_changes_nothing_the_second_time(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "opt" / "cni" / "bin"  # missing, with its parents
+    first = ok("install-plugin", "--bin-dir", str(bin_dir))
+    assert first.out.splitlines() == [f"linked {bin_dir / name} -> {os.path.join(SCRIPTS, name)}" for name in ("cnipam", "ecs-ipam")]
+    for name in ("cnipam", "ecs-ipam"):
+        assert os.readlink(bin_dir / name) == os.path.join(SCRIPTS, name)
+    inodes = {name: os.lstat(bin_dir / name).st_ino for name in ("cnipam", "ecs-ipam")}
+    assert ips(host_local_add(bin_dir / "cnipam", tmp_path / "store", "c1")) == ["10.60.0.2"]  # a runtime's call through the link
+
+    again = ok("install-plugin", "--bin-dir", str(bin_dir))
+    assert again.out.splitlines() == [f"unchanged {bin_dir / name} -> {os.path.join(SCRIPTS, name)}" for name in ("cnipam", "ecs-ipam")]
+    assert {name: os.lstat(bin_dir / name).st_ino for name in ("cnipam", "ecs-ipam")} == inodes
+    assert sorted(os.listdir(bin_dir)) == ["cnipam", "ecs-ipam"]  # no temporary link left
+
+
+def test_install_plugin_refuses_another_file_of_that_name_unless_forced(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    amazon = bin_dir / "ecs-ipam"
+    amazon.write_text("#!/bin/sh\necho the real one\n")
+    refused(call("install-plugin", "--bin-dir", str(bin_dir)), says=f"{amazon} is another file")
+    assert sorted(os.listdir(bin_dir)) == ["ecs-ipam"] and amazon.read_text() == "#!/bin/sh\necho the real one\n"  # nothing changed
+
+    ok("install-plugin", "cnipam", "--bin-dir", str(bin_dir))  # the other name alone is fine
+    assert os.readlink(bin_dir / "cnipam") == os.path.join(SCRIPTS, "cnipam") and not amazon.is_symlink()
+
+    forced = ok("install-plugin", "--bin-dir", str(bin_dir), "--force")
+    assert forced.out.splitlines()[1] == f"replaced {amazon} -> {os.path.join(SCRIPTS, 'ecs-ipam')}"
+    assert os.readlink(amazon) == os.path.join(SCRIPTS, "ecs-ipam")
+
+
+def test_install_plugin_link_into_another_environment(tmp_path: Path) -> None:
+    other = tmp_path / "old-venv" / "bin"
+    other.mkdir(parents=True)
+    (other / "cnipam").write_text("#!/bin/sh\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "cnipam").symlink_to(other / "cnipam")
+    refused(call("install-plugin", "cnipam", "--bin-dir", str(bin_dir)), says=f"links to {other / 'cnipam'}, not to")
+    assert os.readlink(bin_dir / "cnipam") == str(other / "cnipam")
+
+    (other / "cnipam").unlink()  # the old environment is gone: the link is stale, replacing it breaks nothing
+    run = ok("install-plugin", "cnipam", "--bin-dir", str(bin_dir))
+    assert run.out == f"replaced {bin_dir / 'cnipam'} -> {os.path.join(SCRIPTS, 'cnipam')}\n"
+
+
+def test_install_plugin_refusals(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    refused(call("install-plugin", "--bin-dir", str(not_a_folder)), says="is not a folder")
+    (tmp_path / "bin" / "cnipam").mkdir(parents=True)
+    refused(call("install-plugin", "--bin-dir", str(tmp_path / "bin")), says="is a folder")
+    assert os.listdir(tmp_path / "bin") == ["cnipam"]
+    refused(call("install-plugin", "host-local", "--bin-dir", str(tmp_path / "bin")), status=2, says="host-local")
+    assert "[default: /opt/cni/bin]" in " ".join(ok("install-plugin", "--help").out.split())
