@@ -18,33 +18,47 @@ class Owner(Record):
     refused a second address per slot, as the ECS agent expects; attachment owners get
     their existing lease back, so a retried ADD is idempotent. The attachment fields are
     recorded whichever handle is used, so GC and inspection always work.
+
+    `netns` and `boot` say where and when the attachment lives: its CNI_NETNS and the
+    kernel boot it was made in ("" for owners that outlive a reboot, Docker's pools, or
+    when unknown). A reboot ends every attachment of earlier boots (core.reboot).
     """
 
-    __slots__ = ("handle", "exclusive", "network", "container_id", "ifname")
+    __slots__ = ("handle", "exclusive", "network", "container_id", "ifname", "netns", "boot")
 
-    def __init__(self, handle: str | None, exclusive: bool, network: str, container_id: str, ifname: str) -> None:
+    def __init__(
+        self, handle: str | None, exclusive: bool, network: str, container_id: str, ifname: str, netns: str = "", boot: str = ""
+    ) -> None:
         self.handle = handle
         self.exclusive = exclusive
         self.network = network
         self.container_id = container_id
         self.ifname = ifname
+        self.netns = netns
+        self.boot = boot
 
     def describe(self) -> str:
         return describe_holder(self.handle, self.container_id, self.ifname)
 
     @classmethod
-    def for_request(cls, owner_id: str | None, network: str, container_id: str, ifname: str) -> Owner:
+    def for_request(cls, owner_id: str | None, network: str, container_id: str, ifname: str, netns: str = "", boot: str = "") -> Owner:
         if owner_id:
-            return cls("id:" + owner_id, True, network, container_id, ifname)
+            return cls("id:" + owner_id, True, network, container_id, ifname, netns, boot)
         if container_id:
-            return cls(f"cni:{network}/{container_id}/{ifname}", False, network, container_id, ifname)
-        return cls(None, False, network, container_id, ifname)
+            return cls(f"cni:{network}/{container_id}/{ifname}", False, network, container_id, ifname, netns, boot)
+        return cls(None, False, network, container_id, ifname, netns, boot)
 
 
 class Lease(Record):
-    """One row of the store: an address held by an owner (or reserved as a gateway)."""
+    """One row of the store: an address held by an owner (or reserved as a gateway).
 
-    __slots__ = ("family", "address", "kind", "pool", "slot", "handle", "network", "container_id", "ifname", "created")
+    `boot` is the kernel boot id of the host when a CNI attachment made the lease, and
+    `netns` its CNI_NETNS; both are "" for gateway reservations, Docker addresses,
+    migrated leases and leases older than these fields."""
+
+    __slots__ = (
+        "family", "address", "kind", "pool", "slot", "handle", "network", "container_id", "ifname", "created", "boot", "netns",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -58,6 +72,8 @@ class Lease(Record):
         container_id: str,
         ifname: str,
         created: float,
+        boot: str = "",
+        netns: str = "",
     ) -> None:
         self.family = family
         self.address = address
@@ -69,6 +85,8 @@ class Lease(Record):
         self.container_id = container_id
         self.ifname = ifname
         self.created = created
+        self.boot = boot
+        self.netns = netns
 
     @property
     def ip(self) -> str:

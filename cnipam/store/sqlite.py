@@ -13,6 +13,13 @@ Layout (schema version 1):
   bounds as BLOBs for an overlap seek; ids come from the `counters` row `docker_pool`,
   which only ever grows, so an id is never handed out twice. A pool's addresses are
   ordinary rows of `leases` (cnipam.core.docker_pools says how they are marked).
+* version 3, the life of an address after its first day: `leases.boot` and `leases.netns`
+  (the kernel boot and the CNI_NETNS a CNI lease was made in); `released`, the free
+  addresses released within the last hour with the time of release (the reuse delay,
+  core.reuse), and for those a reboot took from an attachment, that attachment's handle
+  and slot (it gets the address back if it returns); `repaired_boot`, the boot whose
+  earlier boots' leases were last released (core.reboot); `sightings`, when a collector
+  first saw an owner leaked (core.collector: released only when seen again later).
 
 Writers serialise on an `flock` of `<db>.lock` before `BEGIN IMMEDIATE`: the kernel
 queues waiters in order, where SQLite's own busy handler sleeps and polls (measured in
@@ -48,7 +55,7 @@ if TYPE_CHECKING:
     from ..core.ipam_config import PoolSpec
     from ..core.leases import Owner
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Forward migrations: MIGRATIONS[n] takes a store from schema version n to n + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -100,9 +107,31 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
         "INSERT INTO counters VALUES ('docker_pool', 0)",
     ),
+    (
+        "ALTER TABLE leases ADD COLUMN boot TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE leases ADD COLUMN netns TEXT NOT NULL DEFAULT ''",
+        """CREATE TABLE released (
+            family INTEGER NOT NULL CHECK (family IN (4, 6)),
+            address BLOB NOT NULL CHECK (length(address) = CASE family WHEN 4 THEN 4 ELSE 16 END),
+            released REAL NOT NULL,
+            handle TEXT,
+            slot TEXT CHECK ((handle IS NULL) = (slot IS NULL)),
+            PRIMARY KEY (family, address)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX released_age ON released (released)",
+        "CREATE UNIQUE INDEX released_return ON released (handle, slot) WHERE handle IS NOT NULL",
+        "CREATE INDEX released_held ON released (released) WHERE handle IS NOT NULL",
+        "CREATE TABLE repaired_boot (one INTEGER PRIMARY KEY CHECK (one = 1), boot TEXT NOT NULL)",
+        """CREATE TABLE sightings (
+            network TEXT NOT NULL,
+            handle TEXT NOT NULL,
+            first_seen REAL NOT NULL,
+            PRIMARY KEY (network, handle)
+        ) WITHOUT ROWID""",
+    ),
 )
 
-_COLUMNS = "family, address, kind, pool, slot, handle, network, container_id, ifname, created"
+_COLUMNS = "family, address, kind, pool, slot, handle, network, container_id, ifname, created, boot, netns"
 _POOL_COLUMNS = "id, address_space, pool, sub_pool, options, created"
 _FIND_FREE = "SELECT first, last FROM free WHERE family = ? AND last >= ? ORDER BY last LIMIT 1"
 
@@ -200,7 +229,7 @@ class SQLiteStore(Store):
         with _Writing(self):
             self._db.execute("SAVEPOINT import_rows")
             try:
-                self._db.executemany(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                self._db.executemany(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             except IntegrityError:
                 self._db.execute("ROLLBACK TO import_rows")  # undo the rows before the clash, then name it
                 raise AddressConflict(f"import refused: {self._first_conflict(rows)}") from None
@@ -387,7 +416,7 @@ class SQLiteStore(Store):
 
     def _insert(self, lease: Lease) -> None:
         try:
-            self._db.execute(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", _row(lease))
+            self._db.execute(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", _row(lease))
         except IntegrityError as exc:
             raise StoreCorrupt(f"cannot record {lease.ip}: {exc}; run `cnipamctl check`") from None
 
@@ -618,7 +647,7 @@ def _docker_pool(row: Sequence[object]) -> DockerPool:
 def _row(lease: Lease) -> tuple[object, ...]:
     return (
         lease.ip, lease.family, to_bytes(lease.family, lease.address), lease.kind, lease.pool, lease.slot,
-        lease.handle, lease.network, lease.container_id, lease.ifname, lease.created,
+        lease.handle, lease.network, lease.container_id, lease.ifname, lease.created, lease.boot, lease.netns,
     )  # fmt: skip
 
 
