@@ -15,6 +15,7 @@ from ..core.leases import GATEWAY, LEASE, Cursor, Lease
 from .failures import BadInput
 
 FIELDS = ("family", "address", "kind", "pool", "slot", "handle", "network", "container_id", "ifname", "created")
+LATER_FIELDS = ("boot", "netns")  # since schema 3; files written before lack them
 _TEXT_FIELDS = ("pool", "slot", "network", "container_id", "ifname")
 
 
@@ -31,6 +32,8 @@ def lease_to_json(lease: Lease) -> dict[str, object]:
         "container_id": lease.container_id,
         "ifname": lease.ifname,
         "created": lease.created,
+        "boot": lease.boot,
+        "netns": lease.netns,
     }
 
 
@@ -60,9 +63,14 @@ def lease_from_json(item: object, where: str) -> Lease:
     created = item["created"]
     if isinstance(created, bool) or not isinstance(created, (int, float)):
         raise BadInput(f"{where}.created: expected a number (seconds since 1970), got {created!r}")
+    later = [item.get(name, "") for name in LATER_FIELDS]
+    for name, value in zip(LATER_FIELDS, later, strict=True):
+        if not isinstance(value, str):
+            raise BadInput(f"{where}.{name}: expected a string, got {value!r}")
     return Lease(
-        family, address, kind, item["pool"], item["slot"], handle, item["network"], item["container_id"], item["ifname"], float(created)
-    )
+        family, address, kind, item["pool"], item["slot"], handle, item["network"], item["container_id"], item["ifname"], float(created),
+        *later,
+    )  # fmt: skip
 
 
 def cursor_to_json(cursor: Cursor) -> dict[str, object]:

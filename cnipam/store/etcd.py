@@ -18,6 +18,16 @@ Keys, under the configured prefix (reference/distributed.md sections 0 and 3):
 * `host/<host>`: when the host last wrote, so an operator can tell a dead host from a
   quiet one before releasing its leases (`cnipamctl hosts`).
 * `dpool/<id>` and `counter/docker_pool`: the Docker driver's pools.
+* The life of an address after day one: `boot/<host>`, the boot the host last repaired
+  for, and `bootlease/<host>/<boot>/<family>/<address hex>`, an index of the host's CNI
+  leases by boot, so a reboot repair reads only earlier boots' leases (core.reboot);
+  `kept/<host>/<handle>/<slot>`, the address a repair keeps for an attachment that may
+  come back; `sighting/<network>/<handle>`, when a collector first saw an owner leaked
+  (core.collector). A block also records when its addresses were released (the reuse
+  delay, core.reuse), the pool it was claimed for and when its host last used it: an
+  empty block its host left idle for `blockIdle` is taken over by the next host that
+  allocates there (or given back by `cnipamd`), compared like every other change, and
+  never a host's last block of a pool.
 
 Every change is one Txn: the compares are the revisions of every key the change was
 computed from, so a change computed from a stale read fails as a whole and is computed
@@ -36,12 +46,13 @@ import time
 from fcntl import LOCK_UN, flock
 
 from ..core.addresses import format_ip
-from ..core.allocator import gateway_reservations, grant, refuse_taken, search_windows
-from ..core.errors import AddressConflict, CnipamError, InvalidConfig, NotFound, PoolExhausted, StoreBusy, StoreCorrupt
+from ..core.allocator import gateway_reservations, grant, refuse_taken, returned_address, search_windows
+from ..core.errors import AddressConflict, CnipamError, InvalidConfig, NotFound, StoreBusy, StoreCorrupt
 from ..core.ipam_config import parse_pool_key
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease
+from ..core.reuse import eligibility, last_resort, older
 from .cluster import ClusterStore
-from .etcd_change import CHUNK, Change, StaleRead, paged
+from .etcd_change import CHUNK, MAX_TXN_OPS, Change, StaleRead, paged
 from .etcd_keys import (
     BLOCK_BITS,
     BLOCK_SIZE,
@@ -55,33 +66,55 @@ from .etcd_keys import (
     escape,
     unescape,
 )
-from .etcdv3 import prefix_end
+from .etcdv3 import delete_op, mod_revision_is, prefix_end, put_op
+from .settings import DEFAULT_BLOCK_IDLE
 from .write_lock import take_lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
     from typing import TypeVar
 
     T = TypeVar("T")
 
     from ..core.addresses import Network
+    from ..core.collector import Collection  # run time: in collect_garbage
     from ..core.docker_pools import DockerPool, PoolClaim  # run time: in the Docker methods
     from ..core.ipam_config import PoolSpec
     from ..core.leases import Owner
+    from ..core.reuse import ReuseDelay
     from .etcdv3 import EtcdClient
 
 STALE_LIMIT = 5
-BATCH = 25  # leases per Txn when releasing or importing many: each costs up to four operations
+BATCH = 25  # leases per Txn when releasing or importing many: each costs up to five operations
+
+
+class Rebooted(Exception):
+    """An ADD found the host's store repaired for another boot: repair, then compute it again."""
 
 
 class EtcdStore(ClusterStore):
-    def __init__(self, client: EtcdClient, prefix: str, host: str, timeout: float, lock_path: str | None = None) -> None:
+    def __init__(
+        self,
+        client: EtcdClient,
+        prefix: str,
+        host: str,
+        timeout: float,
+        lock_path: str | None = None,
+        boot: str = "",
+        block_idle: float = DEFAULT_BLOCK_IDLE,
+    ) -> None:
         if not host or "\x00" in host:
             raise InvalidConfig("store: the host name must be a non-empty string")
         self.client = client
         self.keys = Keys(prefix.encode(), host)
         self.timeout = timeout
+        self.boot = boot
+        self.block_idle = block_idle
+        self.clock = time.time
+        self._repaired = False  # this process saw the store repaired for its boot (a boot outlives no process)
+        self._repairing = False
+        self._lock_depth = 0
         self.retries = 0  # transactions computed again after a failed compare (benchmarks)
         self.warm_misses = 0  # attempts from this process's own earlier knowledge that turned out stale
         self._lock_fd = _open_lock(lock_path) if lock_path else None
@@ -91,16 +124,18 @@ class EtcdStore(ClusterStore):
     # -- the interface ---------------------------------------------------------------
 
     def allocate(self, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
-        return self._optimistic(lambda change: self._allocate(change, owner, pools), warm=True)
+        return self._optimistic(lambda change: self._allocate(change, owner, pools), warm=True, reads_boot=True)
 
     def _allocate(self, change: Change, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
-        change.prefetch(owner.handle, pools)
+        change.prefetch(owner.handle, pools, boot=self._repair_due())
+        if change.repaired is not None and change.repaired[0] != self.boot:
+            raise Rebooted()
         held = change.held_by(owner.handle) if owner.handle else []
         return grant(
-            owner, pools, held, time.time(),
+            owner, pools, held, change.now,
             lambda spec, network, now: self._reserve_gateways(change, spec, network, now),
             lambda spec: self._take_requested(change, spec),
-            lambda spec: self._take_next(change, spec),
+            lambda spec, owner: self._take_next(change, spec, owner),
             change.add_lease,
             change.set_cursor,
         )  # fmt: skip
@@ -135,10 +170,10 @@ class EtcdStore(ClusterStore):
         return self._optimistic(plan)
 
     def held_by(self, handle: str) -> list[Lease]:
-        return sorted(Change(self.client, self.keys).held_by(handle), key=_address_order)
+        return sorted(self._change().held_by(handle), key=_address_order)
 
     def lookup(self, family: int, address: int) -> Lease | None:
-        return Change(self.client, self.keys).lease_at(family, address)
+        return self._change().lease_at(family, address)
 
     def leases(self, network: str | None = None) -> list[Lease]:
         return [lease for lease, _, _ in self._scan_leases() if network is None or lease.network == network]
@@ -148,16 +183,175 @@ class EtcdStore(ClusterStore):
         kvs, _ = self.client.range(start, prefix_end(start))
         return {unescape(kv.key[len(start) :].decode()): decode_cursor(kv.value) for kv in kvs}
 
-    def collect_garbage(self, network: str, valid: set[tuple[str, str]]) -> list[Lease]:
-        victims = [
-            (lease, revision)
-            for lease, revision, _ in self._scan_leases()
-            if lease.network == network and lease.kind == LEASE and lease.container_id and (lease.container_id, lease.ifname) not in valid
+    def collect_garbage(self, network: str, valid: Container[tuple[str, str]], grace: float = 0.0) -> Collection:
+        from ..core.collector import Collection, judge, leaked_owners  # not at the top: ADD and DEL never need it
+
+        """core.collector's pass: the network's leases are scanned and judged, the
+        sightings written, then each due owner is released in a Txn that reads its leases
+        again (compared at commit) and asks `valid` again: all of an owner or nothing."""
+        self._ensure_repaired()
+        now = self.clock()
+        revisions = {}
+        leased = []
+        for lease, revision, _ in self._scan_leases():
+            if lease.network == network and lease.kind == LEASE and lease.container_id:
+                leased.append(lease)
+                revisions[lease.family, lease.address] = revision
+        leaked = leaked_owners(leased, network, valid)
+        seen = self._sightings(network) if grace > 0 else {}
+        due, keep = judge(leaked, seen, now, grace)
+        self._write_sightings(network, seen if grace > 0 else dict.fromkeys(due, now), keep)
+        released: list[Lease] = []
+        for owner in due:
+            held = leaked[owner]
+
+            def plan(change: Change, held: list[Lease] = held) -> list[Lease]:
+                current = change.leases_at([(lease.family, lease.address) for lease in held])
+                unchanged = [
+                    lease
+                    for lease in current
+                    if lease in held and change.lease_revision(lease.family, lease.address) == revisions[lease.family, lease.address]
+                ]
+                if len(unchanged) != len(held) or not leaked_owners(unchanged, network, valid):
+                    return []  # changed or valid again: the owner keeps everything
+                change.remove_leases(unchanged)
+                return unchanged
+
+            released += self._optimistic(plan)
+        return Collection([lease for held in leaked.values() for lease in held], released, keep)
+
+    def sightings(self, network: str) -> dict[str, float]:
+        return self._sightings(network)
+
+    def _sightings(self, network: str) -> dict[str, float]:
+        start = self.keys.under("sighting", escape(network))
+        found = {}
+        for kv in paged(self.client, start, prefix_end(start)):
+            try:
+                found[unescape(kv.key[len(start) :].decode())] = float(kv.value)
+            except ValueError:
+                continue  # a damaged sighting is a sighting not made: the owner waits one more grace period
+        return found
+
+    def _write_sightings(self, network: str, seen: dict[str, float], keep: dict[str, float]) -> None:
+        """Sightings only delay a release, never cause one unchecked, so they are written
+        without compares, in Txns of at most MAX_TXN_OPS operations."""
+        ops = [put_op(self.keys.sighting(network, owner), repr(at).encode()) for owner, at in keep.items() if seen.get(owner) != at]
+        ops += [delete_op(self.keys.sighting(network, owner)) for owner in seen if owner not in keep]
+        for start in range(0, len(ops), MAX_TXN_OPS):
+            self.client.txn([], ops[start : start + MAX_TXN_OPS])
+
+    def earlier_boot_leases(self) -> list[Lease]:
+        return [lease for lease, _ in self._earlier_boot_leases(self._change())]
+
+    def _earlier_boot_leases(self, change: Change) -> list[tuple[Lease, int]]:
+        """This host's leases of earlier boots, found through the boot index (only those
+        boots' entries are read), with the revisions read."""
+        from ..core.reboot import ended_by_reboot  # once per boot, or by hand
+
+        if not self.boot:
+            return []
+        host = escape(self.keys.host)
+        start = self.keys.under("bootlease", host)
+        current = self.keys.under("bootlease", host, escape(self.boot))
+        pairs = []
+        for first, end in ((start, current), (prefix_end(current), prefix_end(start))):
+            for kv in paged(self.client, first, end, keys_only=True):
+                _, family, address = kv.key[len(start) :].decode().split("/")
+                pairs.append((int(family), int(address, 16)))
+        return [
+            (lease, change.lease_revision(lease.family, lease.address))
+            for lease in change.leases_at(pairs)
+            if ended_by_reboot(lease, self.boot) and change.lease_hosts.get((lease.family, lease.address)) == self.keys.host
         ]
-        return self._release_seen(victims)
+
+    def release_earlier_boots(self) -> list[Lease]:
+        if not self.boot:
+            return []
+        self._lock()
+        try:
+            return self._release_earlier_boots()
+        finally:
+            self._unlock()
+
+    def _release_earlier_boots(self) -> list[Lease]:
+        """The repair (core.reboot), under the host's lock: the addresses the host's
+        earlier repairs kept and nobody came back for are forgotten, the earlier boots'
+        leases are released in batches that never split an owner (each lease only if
+        unchanged since read; each address kept for its attachment; positions left),
+        and the boot is recorded last, so a repair cut short is finished by the next call."""
+        self._repairing = True
+        try:
+            check = self._change()
+            check.repaired_boot()
+            recorded = check.repaired[1] if check.repaired else 0
+            start = self.keys.under("kept", escape(self.keys.host))
+            stale = [delete_op(kv.key) for kv in paged(self.client, start, prefix_end(start), keys_only=True) if kv.mod_revision < recorded]
+            for first in range(0, len(stale), MAX_TXN_OPS):
+                self.client.txn([], stale[first : first + MAX_TXN_OPS])
+            released = self._release_seen(self._earlier_boot_leases(check), repair=True)
+
+            def record(change: Change) -> None:
+                change.repaired_boot()
+                key = self.keys.repaired_boot(self.keys.host)
+                change.ops[key] = put_op(key, self.boot.encode())
+
+            self._optimistic(record)
+        finally:
+            self._repairing = False
+        self._repaired = True
+        return released
+
+    def _repair_due(self) -> bool:
+        return bool(self.boot) and not self._repaired and not self._repairing
+
+    def _ensure_repaired(self) -> None:
+        """The check a call that does not read the boot with its own reads makes first
+        (one read, once per process: a process never outlives its boot)."""
+        if not self._repair_due():
+            return
+        self._lock()
+        try:
+            if self._change().repaired_boot() == self.boot:
+                self._repaired = True
+            else:
+                self._release_earlier_boots()
+        finally:
+            self._unlock()
+
+    def release_exactly(self, leases: Sequence[Lease], cursors: Mapping[str, Cursor]) -> None:
+        """Checked whole in one read first; then one Txn when it fits, else batches by
+        owner, each compared with what the check read."""
+        self._ensure_repaired()
+        check = self._change()
+        current = check.leases_at([(lease.family, lease.address) for lease in leases])
+        for lease in leases:
+            if lease not in current:
+                raise AddressConflict(f"{lease.ip} changed since the report was made (or is not held any more); nothing was released")
+        positions = self.cursors()
+        for pool, cursor in cursors.items():
+            if positions.get(pool) != cursor:
+                raise AddressConflict(f"the position of pool {pool} changed since the report was made; nothing was released")
+        victims = [(lease, check.lease_revision(lease.family, lease.address)) for lease in leases]
+        done = len(self._release_seen(victims))
+        if done != len(victims):
+            raise AddressConflict(f"release stopped after {done} of {len(victims)} lease(s): the rest changed meanwhile")
+
+        def forget(change: Change) -> None:
+            for pool, cursor in cursors.items():
+                key = self.keys.cursor(pool)
+                kvs, _ = self.client.range(key)
+                if not kvs or decode_cursor(kvs[0].value) != cursor:
+                    raise AddressConflict(f"the position of pool {pool} changed meanwhile; the leases are released")
+                change.compares[key] = mod_revision_is(key, kvs[0].mod_revision)
+                change.delete(key)
+
+        if cursors:
+            self._optimistic(forget)
 
     def exhausted(self, pools: tuple[PoolSpec, ...]) -> list[PoolSpec]:
-        change = Change(self.client, self.keys)
+        self._ensure_repaired()
+        change = self._change()
         return [spec for spec in pools if all(change.find_free(spec.family, *window, True) is None for window in spec.pieces)]
 
     def import_leases(self, leases: Iterable[Lease], cursors: dict[str, Cursor]) -> int:
@@ -171,7 +365,7 @@ class EtcdStore(ClusterStore):
             if (lease.family, lease.address) in seen:
                 raise AddressConflict(f"import refused: {lease.ip} appears twice in the input")
             seen.add((lease.family, lease.address))
-        check = Change(self.client, self.keys)
+        check = self._change()
         for lease in check.leases_at(sorted(seen)):
             raise AddressConflict(f"import refused: {lease.ip} is already held by {lease.handle or 'a reservation'}")
         written = 0
@@ -216,7 +410,7 @@ class EtcdStore(ClusterStore):
 
         wanted = list(pools)
         rows = list(leases)
-        check = Change(self.client, self.keys)
+        check = self._change()
         existing, _ = check.docker_pools()
         check.leases_at((lease.family, lease.address) for lease in rows)  # one round trip per MAX_TXN_OPS
 
@@ -257,14 +451,15 @@ class EtcdStore(ClusterStore):
                 return released
 
     def docker_pools(self) -> list[DockerPool]:
-        return sorted(Change(self.client, self.keys).docker_pools()[0], key=lambda pool: (pool.created, pool.id))
+        return sorted(self._change().docker_pools()[0], key=lambda pool: (pool.created, pool.id))
 
-    def request_docker_address(self, pool_id: str, requested: int | None, serial: bool = False) -> Lease:
+    def request_docker_address(self, pool_id: str, requested: int | None, serial: bool = False, reuse: ReuseDelay | None = None) -> Lease:
         def plan(change: Change) -> Lease:
             pool = change.docker_pool(pool_id)
             if requested is not None:
                 pool.check_named(requested)
-            return self._allocate(change, pool.owner(), (pool.spec(requested, serial),))[0]
+            spec = pool.spec(requested, serial) if reuse is None else pool.spec(requested, serial, reuse)
+            return self._allocate(change, pool.owner(), (spec,))[0]
 
         return self._optimistic(plan, warm=True)
 
@@ -312,8 +507,25 @@ class EtcdStore(ClusterStore):
         for lease in by_address.values():
             if lease.handle and self.keys.owner(lease.handle, lease.slot) not in indexed:
                 problems.append(f"{lease.ip}: its owner {lease.handle} has no index entry")
+        problems.extend(self._boot_index_problems(leases))
+        for block in blocks.values():
+            for offset in (*block.freed, *block.kept):
+                if block.used >> offset & 1:
+                    problems.append(f"{format_ip(block.family, block.first + offset)}: taken, yet recorded as released in its block")
         problems.extend(orphans(by_address.values(), self.cursors()))
         return problems[:50]
+
+    def _boot_index_problems(self, leases: list[tuple[Lease, int, str]]) -> list[str]:
+        """Every lease that records a boot has its entry in the boot index, and every
+        entry names such a lease: a repair trusts the index to find them all."""
+        problems = []
+        expected = {self.keys.boot_lease(host, lease.boot, lease.family, lease.address): lease for lease, _, host in leases if lease.boot}
+        start = self.keys.under("bootlease")
+        for kv in paged(self.client, start, prefix_end(start), keys_only=True):
+            if expected.pop(kv.key, None) is None:
+                problems.append(f"boot index entry {kv.key[len(start) :].decode(errors='replace')} names no lease of that host and boot")
+        problems.extend(f"{lease.ip}: its boot {lease.boot} has no index entry" for lease in expected.values())
+        return problems
 
     def close(self) -> None:
         self.client.close()
@@ -324,10 +536,15 @@ class EtcdStore(ClusterStore):
     # -- the cluster's own operations (cnipamctl hosts) --------------------------------
 
     def blocks(self) -> list[Block]:
+        """Blocks a host claimed or that hold an address (not those kept only to remember
+        when their addresses were released)."""
         found: list[Block] = []
         for family in (4, 6):
             start = self.keys.under("block", str(family))
-            found.extend(decode_block(family, int(kv.key[len(start) :], 16), kv) for kv in paged(self.client, start, prefix_end(start)))
+            for kv in paged(self.client, start, prefix_end(start)):
+                block = decode_block(family, int(kv.key[len(start) :], 16), kv)
+                if block.host or block.used:
+                    found.append(block)
         return found
 
     def hosts(self) -> list[HostSeen]:
@@ -342,6 +559,54 @@ class EtcdStore(ClusterStore):
             leases[host] = leases.get(host, 0) + 1
         names = sorted(set(seen) | set(blocks) | set(leases))
         return [HostSeen(name, seen.get(name, 0.0), blocks.get(name, 0), leases.get(name, 0)) for name in names if name]
+
+    def return_idle_blocks(self) -> list[Block]:
+        """Give every empty block whose host left it unused for `block_idle` back to the
+        shared pool, except one block per host and pool: a non-empty one if the host has
+        one, else the one it touched last. Each return compares the block and the one its
+        host keeps, so a block used meanwhile, or two returns that each counted on the
+        other's block, never land."""
+        if not self.block_idle:
+            return []
+        now = self.clock()
+        groups: dict[tuple[str, str], list[Block]] = {}
+        for block in self.blocks():
+            if block.host:
+                groups.setdefault((block.host, block.pool), []).append(block)
+        returned: list[Block] = []
+        for blocks in groups.values():
+            keeper = max(blocks, key=lambda block: (block.used != 0, block.touched))
+            for block in blocks:
+                if block is keeper or block.used or block.touched > now - self.block_idle:
+                    continue
+
+                def plan(change: Change, block: Block = block, keeper: Block = keeper) -> bool:
+                    current = change.block(block.family, block.number)
+                    if current.revision != block.revision:
+                        return False
+                    change.disown(current, keeper)
+                    return True
+
+                if self._optimistic(plan):
+                    returned.append(block)
+        return returned
+
+    def repair_block(self, family: int, number: int, revision: int, clear: int, disown: bool) -> None:
+        def plan(change: Change) -> None:
+            block = change.block(family, number)
+            where = f"{format_ip(family, block.first)}/{block.prefix}"
+            if block.revision != revision:
+                raise AddressConflict(f"block {where} changed since the report was made; nothing was changed in it")
+            bits = [offset for offset in range(BLOCK_SIZE) if clear >> offset & 1]
+            held = change.leases_at([(family, block.first + offset) for offset in bits])
+            if held:
+                raise AddressConflict(f"{held[0].ip} in block {where} is leased now; nothing was changed in it")
+            block.used &= ~clear
+            if disown:
+                block.host, block.pool = "", ""
+            change.rewrite_block(block)
+
+        self._optimistic(plan)
 
     def release_host(self, host: str, grace: float) -> tuple[list[Lease], int]:
         """A host that is only quiet would keep using the addresses handed out again,
@@ -379,24 +644,44 @@ class EtcdStore(ClusterStore):
         address = spec.requested
         assert address is not None
         refuse_taken(change.lease_at(spec.family, address))
-        change.take(spec.family, address, claim=True)
+        change.take(spec.family, address, claim=True, pool=spec.key)
         return address
 
-    def _take_next(self, change: Change, spec: PoolSpec) -> int:
+    def _take_next(self, change: Change, spec: PoolSpec, owner: Owner) -> int:
+        """The address a repair kept for the owner, else the first eligible one (core.reuse):
+        own and unclaimed blocks first, other hosts' only when none is left; else what
+        core.reuse.last_resort says."""
+        family = spec.family
+        if owner.handle is not None:
+            kept = change.kept_address(owner.handle, spec.slot)
+            address = returned_address(spec, kept)
+            if address is not None and not change.block(family, address >> BLOCK_BITS).used >> (address & (BLOCK_SIZE - 1)) & 1:
+                change.take(family, address, claim=True, pool=spec.key)
+                change.forget_kept(owner.handle, spec.slot)
+                return address
+            if kept is not None:
+                change.forget_kept(owner.handle, spec.slot)  # taken by another meanwhile: nothing to keep any more
         cursor = None
         if not spec.lowest_free:
             position = change.cursor(spec.key)
             cursor = position.address if position is not None and position.family == spec.family else None
         windows = search_windows(spec.pieces, cursor)
+        rule = eligibility(spec.reuse, change.now)
         for borrow in (False, True):  # own and unclaimed blocks first; other hosts' only when none is left
             for first, last in windows:
-                address = change.find_free(spec.family, first, last, borrow)
+                address = change.find_free(family, first, last, borrow, rule)
                 if address is not None:
-                    change.take(spec.family, address, claim=True)
+                    change.take(family, address, claim=True, pool=spec.key)
                     return address
-        raise PoolExhausted(f"no free address left in {spec}")
+        cooling = held = None
+        for first, last in windows:
+            cooling = older(cooling, change.oldest_released(family, first, last, False))
+            held = older(held, change.oldest_released(family, first, last, True))
+        address = last_resort(spec, cooling, held, change.now)
+        change.take(family, address, claim=True, pool=spec.key)
+        return address
 
-    def _release_seen(self, victims: list[tuple[Lease, int]]) -> list[Lease]:
+    def _release_seen(self, victims: list[tuple[Lease, int]], repair: bool = False) -> list[Lease]:
         """Release leases as they were read: each one only if its key is unchanged since."""
         released: list[Lease] = []
         for batch in _owner_batches(victims):
@@ -407,13 +692,16 @@ class EtcdStore(ClusterStore):
                     lease for lease, revision in batch
                     if (lease.family, lease.address) in current and change.lease_revision(lease.family, lease.address) == revision
                 ]  # fmt: skip
-                change.remove_leases(still)
+                change.remove_leases(still, repair)
                 return still
 
             released.extend(self._optimistic(plan))
         return released
 
-    def _optimistic(self, plan: Callable[[Change], T], warm: bool = False) -> T:
+    def _change(self, warm: Change | None = None) -> Change:
+        return Change(self.client, self.keys, warm, self.clock(), self.block_idle)
+
+    def _optimistic(self, plan: Callable[[Change], T], warm: bool = False, reads_boot: bool = False) -> T:
         """Compute a change from fresh reads and commit it if nothing it read has changed;
         otherwise compute it again, until the timeout (then StoreBusy: CNI code 11).
 
@@ -421,16 +709,25 @@ class EtcdStore(ClusterStore):
         gateways, positions) without reading anything; every fact used is compared, so a
         stale one only costs a failed Txn and a fresh attempt. A long-lived process (the
         agent, the Docker driver) then allocates in one round trip. A refusal computed
-        from that knowledge is not trusted: it is computed again from fresh reads."""
+        from that knowledge is not trusted: it is computed again from fresh reads.
+
+        In a store opened with a boot, the reboot repair comes first when due: checked
+        here with one read, unless the plan reads the boot with its own reads
+        (`reads_boot`) and raises Rebooted."""
         deadline = time.monotonic() + max(self.timeout, 0.001)
         self._lock()
         earlier, stale = self._warm, 0
         try:
+            if not reads_boot:
+                self._ensure_repaired()
             while True:
-                change = Change(self.client, self.keys, self._warm if warm else None)
+                change = self._change(self._warm if warm else None)
                 warm = False
                 try:
                     outcome = plan(change)
+                except Rebooted:
+                    self._release_earlier_boots()
+                    continue
                 except StaleRead as seen:
                     self._warm = None
                     stale += 1
@@ -446,6 +743,8 @@ class EtcdStore(ClusterStore):
                     continue
                 revision = change.commit()
                 if revision is not None:
+                    if change.repaired is not None and change.repaired[0] == self.boot:
+                        self._repaired = True
                     if revision:
                         self._warm = change.settled(revision, earlier)
                     return outcome
@@ -478,20 +777,21 @@ class EtcdStore(ClusterStore):
         for address_range in parse_pool_key(pool):
             network = address_range.network
             found.extend(
-                lease
-                for lease in Change(self.client, self.keys).leases_between(network.family, network.value, network.last)
-                if lease.pool == pool
+                lease for lease in self._change().leases_between(network.family, network.value, network.last) if lease.pool == pool
             )
         return found
 
     # -- the host's writers' queue ------------------------------------------------------
 
     def _lock(self) -> None:
-        if self._lock_fd is not None:
+        """Re-entrant: a repair runs inside the change that found it due."""
+        if self._lock_depth == 0 and self._lock_fd is not None:
             take_lock(self._lock_fd, self.timeout, self._lock_path)
+        self._lock_depth += 1
 
     def _unlock(self) -> None:
-        if self._lock_fd is not None:
+        self._lock_depth -= 1
+        if self._lock_depth == 0 and self._lock_fd is not None:
             flock(self._lock_fd, LOCK_UN)
 
 

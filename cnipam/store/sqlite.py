@@ -36,24 +36,27 @@ from _thread import RLock
 from fcntl import LOCK_UN, flock
 
 from ..core.addresses import BITS, format_ip, from_bytes, parse_cidr, to_bytes
-from ..core.allocator import gateway_reservations, grant, refuse_taken, search_windows
-from ..core.errors import AddressConflict, NotFound, PoolExhausted, StoreBusy, StoreCorrupt, StoreIOError
+from ..core.allocator import gateway_reservations, grant, refuse_taken, returned_address, search_windows
+from ..core.errors import AddressConflict, NotFound, StoreBusy, StoreCorrupt, StoreIOError
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease
+from ..core.reuse import FORGET_AFTER, Freed, eligibility, last_resort, older
 from .base import Store
 from .sqlite_module import Connection, DatabaseError, IntegrityError, OperationalError, connect
 from .write_lock import take_lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Container, Iterable, Mapping, Sequence
     from typing import TypeVar
 
     T = TypeVar("T")
 
     from ..core.addresses import Network
+    from ..core.collector import Collection  # run time: in collect_garbage
     from ..core.docker_pools import DockerPool, PoolClaim  # run time: in the Docker methods
     from ..core.ipam_config import PoolSpec
     from ..core.leases import Owner
+    from ..core.reuse import Eligibility, ReuseDelay
 
 SCHEMA_VERSION = 3
 
@@ -134,6 +137,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 _COLUMNS = "family, address, kind, pool, slot, handle, network, container_id, ifname, created, boot, netns"
 _POOL_COLUMNS = "id, address_space, pool, sub_pool, options, created"
 _FIND_FREE = "SELECT first, last FROM free WHERE family = ? AND last >= ? ORDER BY last LIMIT 1"
+_RESTING = "SELECT address, released, handle IS NOT NULL FROM released WHERE family = ? AND address >= ? AND address <= ? ORDER BY address"
+_OLDEST = (
+    "SELECT address, released FROM released WHERE family = ? AND address >= ? AND address <= ? AND (handle IS NOT NULL) = ?"
+    " ORDER BY released LIMIT 1"
+)
+_REBUILD_AT = 64  # a repair releasing more than this rebuilds the free index instead of merging address by address
 
 
 def _lease(row: Sequence[object]) -> Lease:
@@ -142,9 +151,11 @@ def _lease(row: Sequence[object]) -> Lease:
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: str, timeout: float = 5.0) -> None:
+    def __init__(self, path: str, timeout: float = 5.0, boot: str = "") -> None:
         self.path = path
         self.timeout = timeout
+        self.boot = boot
+        self.clock = time.time
         self._file = _attach(path, timeout)
         self._db: Connection = self._file.db
         if self._file.version != SCHEMA_VERSION:
@@ -158,12 +169,17 @@ class SQLiteStore(Store):
 
     def allocate(self, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
         with _Writing(self):
-            return self._allocate(owner, pools, time.time())
+            return self._allocate(owner, pools, self.clock())
 
     def _allocate(self, owner: Owner, pools: tuple[PoolSpec, ...], now: float) -> list[Lease]:
         """`allocate` inside an open write transaction."""
+        self._db.execute("DELETE FROM released WHERE released < ?", (now - FORGET_AFTER,))
         held = self._select("WHERE handle = ?", (owner.handle,)) if owner.handle else []
-        return grant(owner, pools, held, now, self._reserve_gateways, self._take_requested, self._take_next, self._insert, self._set_cursor)
+
+        def take_next(spec: PoolSpec, owner: Owner) -> int:
+            return self._take_next(spec, owner, now)
+
+        return grant(owner, pools, held, now, self._reserve_gateways, self._take_requested, take_next, self._insert, self._set_cursor)
 
     def release(self, handle: str | None, addresses: Iterable[tuple[int, int]] = ()) -> list[Lease]:
         with _Writing(self):
@@ -175,8 +191,9 @@ class SQLiteStore(Store):
                 found = self.lookup(family, address)
                 if found is not None and found.kind == LEASE:
                     victims[family, address] = found
+            now = self.clock()
             for lease in victims.values():
-                self._remove(lease)
+                self._remove(lease, now)
             return list(victims.values())
 
     def release_gateway(self, family: int, address: int) -> Lease | None:
@@ -210,15 +227,94 @@ class SQLiteStore(Store):
 
         return self._read(scan)
 
-    def collect_garbage(self, network: str, valid: set[tuple[str, str]]) -> list[Lease]:
+    def collect_garbage(self, network: str, valid: Container[tuple[str, str]], grace: float = 0.0) -> Collection:
+        from ..core.collector import Collection, judge, leaked_owners  # not at the top: ADD and DEL never need it
+
         with _Writing(self):
-            candidates = self._select("WHERE network = ? AND kind = 'lease' AND container_id != ''", (network,))
-            victims = [lease for lease in candidates if (lease.container_id, lease.ifname) not in valid]
-            for lease in victims:
-                self._remove(lease)
-            return victims
+            now = self.clock()
+            leased = self._select("WHERE network = ? AND kind = 'lease' AND container_id != ''", (network,))
+            leaked = leaked_owners(leased, network, valid)
+            seen = self._sightings(network) if grace > 0 else {}
+            due, keep = judge(leaked, seen, now, grace)
+            released = [lease for owner in due for lease in leaked[owner]]
+            for lease in released:
+                self._remove(lease, now)
+            if grace > 0:
+                self._db.execute("DELETE FROM sightings WHERE network = ?", (network,))
+                self._db.executemany("INSERT INTO sightings VALUES (?, ?, ?)", [(network, owner, at) for owner, at in keep.items()])
+            else:  # one pass: no sighting is made, and those of the owners released are of no use any more
+                self._db.executemany("DELETE FROM sightings WHERE network = ? AND handle = ?", [(network, owner) for owner in due])
+            return Collection([lease for held in leaked.values() for lease in held], released, keep)
+
+    def sightings(self, network: str) -> dict[str, float]:
+        return self._read(lambda: self._sightings(network))
+
+    def _sightings(self, network: str) -> dict[str, float]:
+        return dict(self._db.execute("SELECT handle, first_seen FROM sightings WHERE network = ?", (network,)).fetchall())
+
+    def earlier_boot_leases(self) -> list[Lease]:
+        return self._read(self._earlier_boot_leases)
+
+    def _earlier_boot_leases(self) -> list[Lease]:
+        from ..core.reboot import ended_by_reboot  # once per boot, or by hand
+
+        rows = self._select("WHERE kind = 'lease' AND boot != '' AND boot != ? ORDER BY family, address", (self.boot,))
+        return [lease for lease in rows if ended_by_reboot(lease, self.boot)]
+
+    def release_earlier_boots(self) -> list[Lease]:
+        if not self.boot:
+            return []
+        with _Writing(self, repair=False):
+            return self._release_earlier_boots()
+
+    def _release_earlier_boots(self) -> list[Lease]:
+        """Inside a write transaction: the repair (core.reboot), in bulk. The round-robin
+        positions stay where they are: no container asked for these releases."""
+        from ..core.reboot import kept_for
+
+        now = self.clock()
+        victims = self._earlier_boot_leases()
+        if victims:
+            keys = [(lease.family, to_bytes(lease.family, lease.address)) for lease in victims]
+            self._db.executemany("DELETE FROM leases WHERE family = ? AND address = ?", keys)
+            kept = [(*key, now, *(kept_for(lease) or (None, None))) for key, lease in zip(keys, victims, strict=True)]
+            self._db.executemany("INSERT OR REPLACE INTO released VALUES (?, ?, ?, ?, ?)", kept)
+            for family in sorted({lease.family for lease in victims}):
+                freed = [lease.address for lease in victims if lease.family == family]
+                if len(freed) > _REBUILD_AT:
+                    self._rebuild_free(family)
+                else:
+                    for address in freed:
+                        self._give_back(family, address)
+        self._db.execute("INSERT OR REPLACE INTO repaired_boot VALUES (1, ?)", (self.boot,))
+        return victims
+
+    def _repair_if_rebooted(self) -> None:
+        """The check every write of a call makes first: one row compared."""
+        row = self._db.execute("SELECT boot FROM repaired_boot").fetchone()
+        if row is None or row[0] != self.boot:
+            self._release_earlier_boots()
+
+    def release_exactly(self, leases: Sequence[Lease], cursors: Mapping[str, Cursor]) -> None:
+        with _Writing(self):
+            for lease in leases:
+                if self.lookup(lease.family, lease.address) != lease:
+                    raise AddressConflict(f"{lease.ip} changed since the report was made (or is not held any more); nothing was released")
+            current = self.cursors()
+            for pool, cursor in cursors.items():
+                if current.get(pool) != cursor:
+                    raise AddressConflict(f"the position of pool {pool} changed since the report was made; nothing was released")
+            now = self.clock()
+            for lease in leases:
+                self._remove(lease, now)
+            for pool in cursors:
+                self._db.execute("DELETE FROM cursors WHERE pool = ?", (pool,))
 
     def exhausted(self, pools: tuple[PoolSpec, ...]) -> list[PoolSpec]:
+        if self.boot and self._read(lambda: self._db.execute("SELECT boot FROM repaired_boot").fetchone()) != (self.boot,):
+            with _Writing(self):  # STATUS after a reboot: the repair first, or a pool full before it would say so
+                pass
+
         def scan() -> list[PoolSpec]:
             return [spec for spec in pools if all(self._first_free(spec.family, *window) is None for window in spec.pieces)]
 
@@ -233,6 +329,7 @@ class SQLiteStore(Store):
             except IntegrityError:
                 self._db.execute("ROLLBACK TO import_rows")  # undo the rows before the clash, then name it
                 raise AddressConflict(f"import refused: {self._first_conflict(rows)}") from None
+            self._db.executemany("DELETE FROM released WHERE family = ? AND address = ?", [lease_row[1:3] for lease_row in rows])
             for family in sorted({lease_row[1] for lease_row in rows}):  # type: ignore[type-var]
                 self._rebuild_free(family)  # type: ignore[arg-type]
             for pool, cursor in cursors.items():
@@ -273,8 +370,9 @@ class SQLiteStore(Store):
     def release_docker_pool(self, pool_id: str) -> DockerPool:
         with _Writing(self):
             pool = self._docker_pool(pool_id)
+            now = self.clock()
             for lease in self._select("WHERE network = ? AND kind = 'lease'", (pool.lease_network,)):
-                self._remove(lease)
+                self._remove(lease, now)
             self._db.execute("DELETE FROM docker_pools WHERE id = ?", (pool_id,))
             return pool
 
@@ -282,12 +380,13 @@ class SQLiteStore(Store):
         query = f"SELECT {_POOL_COLUMNS} FROM docker_pools ORDER BY created, id"
         return self._read(lambda: [_docker_pool(row) for row in self._db.execute(query)])
 
-    def request_docker_address(self, pool_id: str, requested: int | None, serial: bool = False) -> Lease:
+    def request_docker_address(self, pool_id: str, requested: int | None, serial: bool = False, reuse: ReuseDelay | None = None) -> Lease:
         with _Writing(self):
             pool = self._docker_pool(pool_id)
             if requested is not None:
                 pool.check_named(requested)
-            return self._allocate(pool.owner(), (pool.spec(requested, serial),), time.time())[0]
+            spec = pool.spec(requested, serial) if reuse is None else pool.spec(requested, serial, reuse)
+            return self._allocate(pool.owner(), (spec,), self.clock())[0]
 
     def release_docker_address(self, pool_id: str, family: int, address: int) -> Lease | None:
         with _Writing(self):
@@ -296,7 +395,7 @@ class SQLiteStore(Store):
             found = self.lookup(family, address)
             if found is None or not pool.holds(found):
                 return None
-            self._remove(found)
+            self._remove(found, self.clock())
             return found
 
     def problems(self) -> list[str]:
@@ -358,18 +457,59 @@ class SQLiteStore(Store):
         self._take(spec.family, address)
         return address
 
-    def _take_next(self, spec: PoolSpec) -> int:
+    def _take_next(self, spec: PoolSpec, owner: Owner, now: float) -> int:
+        """The address a reboot kept for the owner, else the first eligible one in search
+        order (core.reuse), else what core.reuse.last_resort says."""
+        family = spec.family
+        if owner.handle is not None:
+            row = self._db.execute(
+                "SELECT family, address FROM released WHERE handle = ? AND slot = ?", (owner.handle, spec.slot)
+            ).fetchone()
+            address = returned_address(spec, from_bytes(row[1]) if row else None)
+            if address is not None:
+                self._take(family, address)
+                return address
         cursor = None
         if not spec.lowest_free:
             row = self._db.execute("SELECT family, address FROM cursors WHERE pool = ?", (spec.key,)).fetchone()
-            cursor = from_bytes(row[1])[1] if row and row[0] == spec.family else None
-        for first, last in search_windows(spec.pieces, cursor):
-            found = self._seek_free(spec.family, first)
-            if found is not None and max(found[0], first) <= last:
-                address = max(found[0], first)
-                self._split(spec.family, address, found)
-                return address
-        raise PoolExhausted(f"no free address left in {spec}")
+            cursor = from_bytes(row[1])[1] if row and row[0] == family else None
+        rule = eligibility(spec.reuse, now)
+        held = self._db.execute("SELECT 1 FROM released WHERE handle IS NOT NULL AND released > ? LIMIT 1", (rule.held_since,))
+        anything_rests = not rule.trivial or held.fetchone() is not None
+        windows = search_windows(spec.pieces, cursor)
+        for first, last in windows:
+            position = first
+            while position <= last:
+                found = self._seek_free(family, position)
+                if found is None or max(found[0], position) > last:
+                    break
+                start, end = max(found[0], position), min(found[1], last)
+                address = self._first_unresting(family, start, end, rule) if anything_rests else start
+                if address is not None:
+                    self._split(family, address, found)
+                    return address
+                position = end + 1
+        cooling = kept = None
+        for first, last in windows:
+            cooling = older(cooling, self._oldest_released(family, first, last, False))
+            kept = older(kept, self._oldest_released(family, first, last, True))
+        address = last_resort(spec, cooling, kept, now)
+        self._take(family, address)
+        return address
+
+    def _first_unresting(self, family: int, start: int, end: int, rule: Eligibility) -> int | None:
+        """The first address of the free run [start, end] that `rule` allows: one pass over
+        the run's released rows, stopping at the first gap or allowed one."""
+        expected = start
+        for raw, released, held in self._db.execute(_RESTING, (family, to_bytes(family, start), to_bytes(family, end))):
+            if int.from_bytes(raw, "big") != expected or rule.allows(released, bool(held)):
+                return expected
+            expected += 1
+        return expected if expected <= end else None
+
+    def _oldest_released(self, family: int, first: int, last: int, held: bool) -> Freed | None:
+        row = self._db.execute(_OLDEST, (family, to_bytes(family, first), to_bytes(family, last), int(held))).fetchone()
+        return Freed(int.from_bytes(row[0], "big"), row[1], held) if row else None
 
     def _seek_free(self, family: int, start: int) -> tuple[int, int] | None:
         """The first free interval that ends at or after `start`: one index seek."""
@@ -415,15 +555,19 @@ class SQLiteStore(Store):
         self._db.execute("INSERT INTO free VALUES (?, ?, ?)", (family, to_bytes(family, last), to_bytes(family, first)))
 
     def _insert(self, lease: Lease) -> None:
+        row = _row(lease)
         try:
-            self._db.execute(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", _row(lease))
+            self._db.execute(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
         except IntegrityError as exc:
             raise StoreCorrupt(f"cannot record {lease.ip}: {exc}; run `cnipamctl check`") from None
+        self._db.execute("DELETE FROM released WHERE family = ? AND address = ?", row[1:3])
 
-    def _remove(self, lease: Lease) -> None:
+    def _remove(self, lease: Lease, now: float) -> None:
         raw = to_bytes(lease.family, lease.address)
         self._db.execute("DELETE FROM leases WHERE family = ? AND address = ?", (lease.family, raw))
         self._give_back(lease.family, lease.address)
+        if lease.kind == LEASE:
+            self._db.execute("INSERT OR REPLACE INTO released VALUES (?, ?, ?, NULL, NULL)", (lease.family, raw, now))
         self._db.execute(
             "UPDATE cursors SET family = ?, address = ? WHERE pool = ? AND moves_on_release = 1",
             (lease.family, to_bytes(lease.family, lease.address), lease.pool),
@@ -532,6 +676,8 @@ class SQLiteStore(Store):
                 problems.append(f"{ip}: text form does not match the stored address {format_ip(*from_bytes(raw))}")
         for family in (4, 6):
             problems.extend(self._free_index_problems(family))
+        for (ip,) in self._db.execute("SELECT ip FROM leases JOIN released USING (family, address)"):
+            problems.append(f"{ip}: leased, yet recorded as released (its reuse delay would apply to its next holder)")
         from .orphans import orphans  # only when checking
 
         problems.extend(orphans(self._select("", ()), self.cursors()))
@@ -602,15 +748,27 @@ class _Locked:
 
 
 class _Writing(_Locked):
-    """One write transaction under the flock: committed on success, rolled back on any error."""
+    """One write transaction under the flock: committed on success, rolled back on any
+    error. In a store opened with a boot, it starts with the reboot repair when due."""
+
+    def __init__(self, store: SQLiteStore, repair: bool = True) -> None:
+        super().__init__(store)
+        self.repair = repair and bool(store.boot)
 
     def __enter__(self) -> None:
         super().__enter__()
         try:
             self.store._db.execute("BEGIN IMMEDIATE")
-        except DatabaseError as exc:
+            if self.repair:
+                self.store._repair_if_rebooted()
+        except BaseException as exc:
+            db = self.store._db
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             self.store._unlock()
-            raise _store_error(self.store.path, exc) from None
+            if isinstance(exc, DatabaseError):
+                raise _store_error(self.store.path, exc) from None
+            raise
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         db = self.store._db
