@@ -99,7 +99,7 @@ class Agent:
         return self.proc.wait(CALL_TIMEOUT)
 
 
-def start_agent(tmp: Path, *args: str, sock: Path | None = None, expect_listening: bool = True) -> Agent:
+def start_agent(tmp: Path, *args: str, sock: Path | None = None, expect_listening: bool = True, env: dict[str, str] | None = None) -> Agent:
     sock = sock or tmp / "run" / "cnipamd.sock"
     log = tmp / f"cnipamd-{time.monotonic_ns()}.log"
     workdir = tmp / "agent-cwd"  # not the callers' folder: relative paths must not resolve here
@@ -111,7 +111,7 @@ def start_agent(tmp: Path, *args: str, sock: Path | None = None, expect_listenin
             stdout=subprocess.DEVNULL,
             stderr=err,
             cwd=workdir,
-            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **(env or {})},
         )
     agent = Agent(proc, sock, log)
     if not expect_listening:
@@ -386,6 +386,24 @@ def test_reconciler_releases_a_lease_without_cache_entry_after_the_grace_period(
         assert sorted(handle or "" for _, handle in held(store)) == [f"cni:{NET}/alive/eth0", "cni:uncached/other/eth0", "id:anonymous"]
         released = agent.events("released-leak")
         assert [(event["network"], event["container"], event["ip"]) for event in released] == [(NET, "gone", "10.9.0.3")]
+    finally:
+        assert agent.stop() == 0
+
+
+def test_cnipamd_finishes_the_reboot_repair_at_its_start(tmp_path: Path, caller: Path) -> None:
+    store = tmp_path / "rb.db"
+    before = {}
+    for container in ("a", "b"):
+        run = call("ADD", ecs(V4), store, caller, None, {"CNI_CONTAINERID": container, "CNIPAM_BOOT_ID": "boot-before"})
+        assert run.code == 0
+        before[container] = json.loads(run.stdout)["ips"][0]["address"]
+    agent = start_agent(tmp_path, f"--db={store}", env={"CNIPAM_BOOT_ID": "boot-after"})
+    try:
+        assert held(store) == []  # released before the first call came
+        (event,) = agent.events("released-earlier-boots")
+        assert (event["leases"], event["boot"]) == (2, "boot-after")
+        again = call("ADD", ecs(V4), store, caller, agent.socket, {"CNI_CONTAINERID": "b", "CNIPAM_BOOT_ID": "boot-after"})
+        assert json.loads(again.stdout)["ips"][0]["address"] == before["b"]  # the returning container gets its address back
     finally:
         assert agent.stop() == 0
 

@@ -86,6 +86,35 @@ def test_a_full_pool_serves_at_once_after_a_reboot_and_a_returning_attachment_ge
     assert len(held) == len(set(held)) == 10
 
 
+def test_a_full_pool_beyond_the_first_step_serves_at_once_and_is_not_called_exhausted(opener: Opener) -> None:
+    """The step of the first call releases the lowest addresses first; a full pool higher up
+    is served all the same (its own earlier boots' leases are released by the ADD that
+    needs one), and STATUS does not call it exhausted meanwhile."""
+    busy = parse_ecs({"ipv4-subnet": "10.1.0.0/24"}).pools
+    small = parse_ecs({"ipv4-subnet": "10.9.0.0/29"}).pools  # above the busy pool: the first steps do not reach it
+    before = opener("boot-1")
+    for n in range(100):
+        before.allocate(attachment(f"busy{n}", "boot-1"), busy)
+    for name in "abcde":
+        before.allocate(attachment(name, "boot-1"), small)
+    after = opener("boot-2")
+    assert after.exhausted(small) == []  # full of leases a reboot ended: not exhausted
+    assert after.allocate(attachment("new", "boot-2"), small)[0].ip.startswith("10.9.0.")
+    assert len(after.earlier_boot_leases()) > 30  # the repair itself is still under way
+
+
+def test_a_step_of_the_repair_releases_owners_whole(opener: Opener) -> None:
+    before = opener("boot-1")
+    for n in range(80):
+        before.allocate(attachment(f"d{n}", "boot-1"), WIDE)  # dual-stack: IPv4 and IPv6 lie far apart
+    after = opener("boot-2")
+    after.allocate(attachment("new", "boot-2"), WIDE)
+    left: dict[str, int] = {}
+    for lease in after.earlier_boot_leases():
+        left[lease.container_id] = left.get(lease.container_id, 0) + 1
+    assert 0 < len(left) < 80 and set(left.values()) == {2}  # a step, and no owner split by it
+
+
 def test_a_repair_touches_nothing_that_records_no_boot(opener: Opener) -> None:
     before = opener("")  # a process that does not know its boot (cnipamctl, or no /proc)
     before.allocate(attachment("old", ""), POOLS)  # made before boots were recorded, or migrated
@@ -125,16 +154,17 @@ def test_on_etcd_only_the_rebooted_hosts_leases_are_released(request: pytest.Fix
 
 
 @pytest.mark.parametrize("engine", sorted(ENGINES))
-def test_a_repair_cut_short_is_finished_by_the_next_call(
+def test_the_repair_goes_a_step_per_call_and_a_crash_leaves_it_to_the_next(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str
 ) -> None:
-    """etcd releases in batches (a Txn holds 128 operations): a crash after the first batch
-    leaves the boot unrecorded, so the next call goes on where it stopped; SQLite's repair is
-    one transaction, so a crash leaves nothing of it."""
+    """Each write releases a bounded step of the earlier boots' leases (SQLite REPAIR_CHUNK
+    in its transaction, etcd one Txn's worth), so the first call after a reboot stays cheap;
+    a crash inside a step leaves the store as the last commit left it, and the calls after
+    it go on until the boot is recorded."""
     pools = parse_ecs({"ipv4-subnet": "10.0.0.0/24"}).pools
     before = ENGINES[engine](request, tmp_path)
     before.boot = "boot-1"
-    for n in range(60):
+    for n in range(150):
         before.allocate(attachment(f"c{n}", "boot-1"), pools)
     before.close()
     crashing = ENGINES[engine](request, tmp_path)
@@ -149,19 +179,24 @@ def test_a_repair_cut_short_is_finished_by_the_next_call(
         return real_commit(change)
 
     with monkeypatch.context() as patched:
-        if engine == "etcd":
+        if engine == "etcd":  # killed after the step's first Txn
             patched.setattr(Change, "commit", dying_commit)
-        else:
+        else:  # killed inside the step's transaction
             patched.setattr(crashing, "_db", _Proxy(crashing._db))  # type: ignore[attr-defined]
         with pytest.raises(SystemExit):
             crashing.allocate(attachment("new", "boot-2"), pools)
     left = len(cni_leases(crashing))
-    assert (left < 60) if engine == "etcd" else (left == 60), left
+    assert (left < 150) if engine == "etcd" else (left == 150), left
+    assert crashing.problems() == []
     crashing.close()
     after = ENGINES[engine](request, tmp_path)
     after.boot = "boot-2"
-    assert [lease.ip for lease in after.allocate(attachment("new", "boot-2"), pools)]
-    assert [lease.container_id for lease in cni_leases(after)] == ["new"]
+    after.allocate(attachment("new", "boot-2"), pools)
+    assert len(after.earlier_boot_leases()) > 50  # one step, not the whole repair
+    for n in range(12):
+        after.allocate(attachment(f"later{n}", "boot-2"), pools)
+    assert after.earlier_boot_leases() == []
+    assert sorted(lease.container_id for lease in cni_leases(after)) == sorted(["new", *(f"later{n}" for n in range(12))])
     assert after.problems() == []
     after.close()
 

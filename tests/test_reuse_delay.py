@@ -182,3 +182,38 @@ def test_the_plugin_keeps_a_released_address_inside_the_delay(run_plugin: RunPlu
         assert got == "10.1.0.4/29"
     assert run_plugin("DEL", config, {"CNI_CONTAINERID": "f"}).code == 0
     assert add("g", no_delay) == "10.1.0.2/29"  # no delay asked: host-local's order, after .4 (the last handed out) wrapping to .2
+
+
+# -- the Docker driver ---------------------------------------------------------------------------
+
+
+def test_the_driver_reads_its_reuse_delay_from_flags_or_the_environment() -> None:
+    from cnipam.docker.settings import load
+
+    assert load([], {}).reuse == NO_DELAY  # Docker's own IPAM reuses at once: so does the driver unless told
+    assert load([], {"CNIPAM_REUSE_DELAY": "30s"}).reuse == ReuseDelay(30.0, REUSE)
+    assert load(["--reuse-delay", "1m", "--when-only-cooling", "wait"], {"CNIPAM_REUSE_DELAY": "5s"}).reuse == ReuseDelay(60.0, WAIT)
+    with pytest.raises(InvalidConfig, match="--reuse-delay"):
+        load(["--reuse-delay", "soon"], {})
+    with pytest.raises(InvalidConfig, match="CNIPAM_WHEN_ONLY_COOLING"):
+        load([], {"CNIPAM_WHEN_ONLY_COOLING": "never"})
+
+
+def test_the_driver_keeps_a_released_address_inside_its_delay(engine: tuple[Store, FakeClock, Any]) -> None:
+    from cnipam.docker.driver import Driver
+    from cnipam.docker.settings import load
+
+    store, clock, _ = engine
+    driver = Driver(store, load(["--reuse-delay", "30s"], {}))
+    pool_id = str(driver.handle("/IpamDriver.RequestPool", b'{"Pool":"10.20.0.0/29"}')["PoolID"])
+
+    def ask(body: str = '"Address":""') -> str:
+        return str(driver.handle("/IpamDriver.RequestAddress", f'{{"PoolID":"{pool_id}",{body}}}'.encode())["Address"])
+
+    assert [ask() for _ in range(2)] == ["10.20.0.1/29", "10.20.0.2/29"]
+    driver.handle("/IpamDriver.ReleaseAddress", f'{{"PoolID":"{pool_id}","Address":"10.20.0.1"}}'.encode())
+    assert ask() == "10.20.0.3/29"  # lowest free, less the one resting
+    assert ask('"Address":"10.20.0.1"') == "10.20.0.1/29"  # --ip: never delayed
+    driver.handle("/IpamDriver.ReleaseAddress", f'{{"PoolID":"{pool_id}","Address":"10.20.0.1"}}'.encode())
+    clock.now += 30
+    assert ask() == "10.20.0.1/29"

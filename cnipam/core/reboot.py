@@ -8,17 +8,26 @@ flush the store by hand), and libcni's result cache survives too, so a reconcile
 comparing leases with it sees nothing wrong. So every CNI lease records the kernel's
 boot id (`/proc/sys/kernel/random/boot_id`, a random UUID the kernel draws at each boot).
 
-The repair runs inside the store, on the first write of the first call after a reboot:
-the store records the boot it last repaired for (per host on etcd), every write compares
-that one string with the caller's boot, and the first one that differs releases, in the
-same transaction on SQLite (in batches that never split an owner on etcd, the record
-written last), every lease this host's CNI attachments made in another boot. Nothing has
-to run at boot (a unit or tmpfiles.d rule that operators forget, that runs before the
-store's disk is mounted, or that races the first container), no daemon is needed, a
-crash leaves the repair to the next call, and the cost is paid once per boot, not per
-call. Leases that record no boot are never touched: gateway reservations, Docker's
-addresses (Docker networks outlive a reboot: the driver records no boot), leases
-migrated from another tool or made before cnipam recorded boots.
+The repair runs inside the store, in the plugin's own calls: the store records the boot
+whose repair is complete (per host on etcd), and every write compares that one string
+with the caller's boot. While they differ, each write first releases at most
+`REPAIR_CHUNK` leases this host's CNI attachments made in another boot (etcd: one Txn's
+worth), and records the boot once none is left. So however many leases a host had, the
+first call after a reboot pays for a chunk, not for all of them (bench/reboot.py), and
+what the rules below need is released at once, in the call that needs it:
+
+* an ADD for an attachment whose leases an earlier boot made releases those first, and
+  the attachment takes its addresses again;
+* an ADD that finds no free address in its pool releases the earlier boots' leases in
+  that pool, so a pool full before the reboot serves a new container at once;
+* STATUS does not call such a pool exhausted.
+
+Nothing has to run at boot (a unit or tmpfiles.d rule that operators forget, that runs
+before the store's disk is mounted, or that races the first container), no daemon is
+needed (cnipamd finishes the repair at its start), every step is one transaction, so a
+crash leaves the rest to the next call. Leases that record no boot are never touched:
+gateway reservations, Docker's addresses (Docker networks outlive a reboot: the driver
+records no boot), leases migrated from another tool or made before cnipam recorded boots.
 
 The addresses freed this way stay reserved for their attachments (core.reuse,
 RETURN_HOLD): a runtime that starts the same container again after the reboot (same
@@ -33,6 +42,8 @@ from .leases import LEASE
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .leases import Lease
+
+REPAIR_CHUNK = 64  # earlier boots' leases a write releases at most, besides those its call needs
 
 
 def ended_by_reboot(lease: Lease, boot: str) -> bool:

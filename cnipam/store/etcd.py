@@ -114,6 +114,7 @@ class EtcdStore(ClusterStore):
         self.clock = time.time
         self._repaired = False  # this process saw the store repaired for its boot (a boot outlives no process)
         self._repairing = False
+        self._stepped = False  # the current call made its step of a due repair
         self._lock_depth = 0
         self.retries = 0  # transactions computed again after a failed compare (benchmarks)
         self.warm_misses = 0  # attempts from this process's own earlier knowledge that turned out stale
@@ -128,9 +129,14 @@ class EtcdStore(ClusterStore):
 
     def _allocate(self, change: Change, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
         change.prefetch(owner.handle, pools, boot=self._repair_due())
-        if change.repaired is not None and change.repaired[0] != self.boot:
+        due = change.repaired is not None and change.repaired[0] != self.boot
+        if due and not self._stepped:
             raise Rebooted()
         held = change.held_by(owner.handle) if owner.handle else []
+        if due and held:  # an attachment back after a reboot: its leases are kept for it, it takes them again
+            ended = self._ended(change, held)
+            change.remove_leases(ended, repair=True)
+            held = [lease for lease in held if lease not in ended]
         return grant(
             owner, pools, held, change.now,
             lambda spec, network, now: self._reserve_gateways(change, spec, network, now),
@@ -189,7 +195,7 @@ class EtcdStore(ClusterStore):
         """core.collector's pass: the network's leases are scanned and judged, the
         sightings written, then each due owner is released in a Txn that reads its leases
         again (compared at commit) and asks `valid` again: all of an owner or nothing."""
-        self._ensure_repaired()
+        self._repair_if_due()
         now = self.clock()
         revisions = {}
         leased = []
@@ -244,52 +250,72 @@ class EtcdStore(ClusterStore):
     def earlier_boot_leases(self) -> list[Lease]:
         return [lease for lease, _ in self._earlier_boot_leases(self._change())]
 
-    def _earlier_boot_leases(self, change: Change) -> list[tuple[Lease, int]]:
+    def _earlier_boot_leases(self, change: Change, limit: int = 0) -> list[tuple[Lease, int]]:
         """This host's leases of earlier boots, found through the boot index (only those
-        boots' entries are read), with the revisions read."""
-        from ..core.reboot import ended_by_reboot  # once per boot, or by hand
-
+        boots' entries are read), with the revisions read; with `limit`, about that many,
+        completed with the other leases of their owners (a step never splits an owner)."""
         if not self.boot:
             return []
         host = escape(self.keys.host)
         start = self.keys.under("bootlease", host)
         current = self.keys.under("bootlease", host, escape(self.boot))
-        pairs = []
+        pairs: list[tuple[int, int]] = []
         for first, end in ((start, current), (prefix_end(current), prefix_end(start))):
-            for kv in paged(self.client, first, end, keys_only=True):
+            if limit:
+                kvs, _ = self.client.range(first, end, limit=limit - len(pairs), keys_only=True)
+            else:
+                kvs = list(paged(self.client, first, end, keys_only=True))
+            for kv in kvs:
                 _, family, address = kv.key[len(start) :].decode().split("/")
                 pairs.append((int(family), int(address, 16)))
+            if limit and len(pairs) >= limit:
+                break
+        found = self._ended(change, change.leases_at(pairs))
+        if limit:
+            handles = sorted({lease.handle for lease in found if lease.handle is not None})
+            found += [lease for lease in self._ended(change, change.held_by_all(handles)) if lease not in found]
+        return [(lease, change.lease_revision(lease.family, lease.address)) for lease in found]
+
+    def _ended(self, change: Change, leases: Iterable[Lease]) -> list[Lease]:
+        """The leases a reboot of this host ended (core.reboot), among leases `change` read."""
+        from ..core.reboot import ended_by_reboot  # only while a repair is due, or by hand
+
         return [
-            (lease, change.lease_revision(lease.family, lease.address))
-            for lease in change.leases_at(pairs)
+            lease for lease in leases
             if ended_by_reboot(lease, self.boot) and change.lease_hosts.get((lease.family, lease.address)) == self.keys.host
-        ]
+        ]  # fmt: skip
 
     def release_earlier_boots(self) -> list[Lease]:
         if not self.boot:
             return []
         self._lock()
         try:
-            return self._release_earlier_boots()
+            return self._repair_step(everything=True)
         finally:
             self._unlock()
 
-    def _release_earlier_boots(self) -> list[Lease]:
-        """The repair (core.reboot), under the host's lock: the addresses the host's
-        earlier repairs kept and nobody came back for are forgotten, the earlier boots'
-        leases are released in batches that never split an owner (each lease only if
-        unchanged since read; each address kept for its attachment; positions left),
-        and the boot is recorded last, so a repair cut short is finished by the next call."""
+    def _repair_step(self, everything: bool = False) -> list[Lease]:
+        """One step of the repair (core.reboot), under the host's lock: about one Txn's
+        worth of the earlier boots' leases released (all of them when `everything`), each
+        only if unchanged since read, each address kept for its attachment, positions
+        left; when none is left, the addresses earlier repairs kept and nobody came back
+        for are forgotten and the boot is recorded, last, so a repair cut short is
+        finished by the next call."""
         self._repairing = True
         try:
             check = self._change()
-            check.repaired_boot()
+            if check.repaired_boot() == self.boot:
+                self._repaired = True
+                return []
             recorded = check.repaired[1] if check.repaired else 0
+            victims = self._earlier_boot_leases(check, 0 if everything else BATCH)
+            released = self._release_seen(victims, repair=True)
+            if not everything and len(victims) >= BATCH:
+                return released
             start = self.keys.under("kept", escape(self.keys.host))
             stale = [delete_op(kv.key) for kv in paged(self.client, start, prefix_end(start), keys_only=True) if kv.mod_revision < recorded]
             for first in range(0, len(stale), MAX_TXN_OPS):
                 self.client.txn([], stale[first : first + MAX_TXN_OPS])
-            released = self._release_seen(self._earlier_boot_leases(check), repair=True)
 
             def record(change: Change) -> None:
                 change.repaired_boot()
@@ -305,24 +331,30 @@ class EtcdStore(ClusterStore):
     def _repair_due(self) -> bool:
         return bool(self.boot) and not self._repaired and not self._repairing
 
-    def _ensure_repaired(self) -> None:
-        """The check a call that does not read the boot with its own reads makes first
-        (one read, once per process: a process never outlives its boot)."""
-        if not self._repair_due():
+    def _repair_if_due(self) -> None:
+        """A step of the repair, once per call while it is due (one read when it is not,
+        once per process: a process never outlives its boot)."""
+        if not self._repair_due() or self._stepped:
             return
+        self._stepped = True
         self._lock()
         try:
-            if self._change().repaired_boot() == self.boot:
-                self._repaired = True
-            else:
-                self._release_earlier_boots()
+            self._repair_step()
         finally:
             self._unlock()
+
+    def _release_ended_within(self, change: Change, family: int, first: int, last: int) -> bool:
+        """While a repair is due: release, in `change`, this host's earlier boots' leases
+        inside [first, last] (as many as one Txn holds), so a pool full of them serves."""
+        if change.repaired is None or change.repaired[0] == self.boot:
+            return False
+        ended = self._ended(change, change.leases_between(family, first, last))[: BATCH // 2]
+        change.remove_leases(ended, repair=True)
+        return bool(ended)
 
     def release_exactly(self, leases: Sequence[Lease], cursors: Mapping[str, Cursor]) -> None:
         """Checked whole in one read first; then one Txn when it fits, else batches by
         owner, each compared with what the check read."""
-        self._ensure_repaired()
         check = self._change()
         current = check.leases_at([(lease.family, lease.address) for lease in leases])
         for lease in leases:
@@ -350,9 +382,20 @@ class EtcdStore(ClusterStore):
             self._optimistic(forget)
 
     def exhausted(self, pools: tuple[PoolSpec, ...]) -> list[PoolSpec]:
-        self._ensure_repaired()
+        """While a reboot repair is due, a pool whose only addresses are earlier boots'
+        leases is not exhausted: the next ADD frees one (core.reboot)."""
+        self._stepped = False
+        self._repair_if_due()
         change = self._change()
-        return [spec for spec in pools if all(change.find_free(spec.family, *window, True) is None for window in spec.pieces)]
+        if self.boot:
+            change.repaired_boot()
+        return [
+            spec for spec in pools
+            if all(change.find_free(spec.family, *window, True) is None for window in spec.pieces)
+            and not (change.repaired is not None and change.repaired[0] != self.boot and any(
+                self._ended(change, change.leases_between(spec.family, *window)) for window in spec.pieces
+            ))
+        ]  # fmt: skip
 
     def import_leases(self, leases: Iterable[Lease], cursors: dict[str, Cursor]) -> int:
         """Checked as a whole first, then written in Txns of BATCH leases (etcd caps a Txn
@@ -673,6 +716,8 @@ class EtcdStore(ClusterStore):
                 if address is not None:
                     change.take(family, address, claim=True, pool=spec.key)
                     return address
+        for first, last in windows:  # a pool full of earlier boots' leases serves a new container at once
+            self._release_ended_within(change, family, first, last)
         cooling = held = None
         for first, last in windows:
             cooling = older(cooling, change.oldest_released(family, first, last, False))
@@ -715,18 +760,20 @@ class EtcdStore(ClusterStore):
         here with one read, unless the plan reads the boot with its own reads
         (`reads_boot`) and raises Rebooted."""
         deadline = time.monotonic() + max(self.timeout, 0.001)
+        if self._lock_depth == 0:
+            self._stepped = False  # a new call
         self._lock()
         earlier, stale = self._warm, 0
         try:
             if not reads_boot:
-                self._ensure_repaired()
+                self._repair_if_due()
             while True:
                 change = self._change(self._warm if warm else None)
                 warm = False
                 try:
                     outcome = plan(change)
                 except Rebooted:
-                    self._release_earlier_boots()
+                    self._repair_if_due()
                     continue
                 except StaleRead as seen:
                     self._warm = None

@@ -211,6 +211,16 @@ class Change:
             self.compares[kv.key] = mod_revision_is(kv.key, kv.mod_revision)
         return [lease for lease in self.leases_at(targets) if lease.handle == handle]
 
+    def held_by_all(self, handles: list[str]) -> list[Lease]:
+        """The leases of several owners: their index ranges in one round trip, then their leases."""
+        for start in range(0, len(handles), MAX_TXN_OPS):
+            some = [handle for handle in handles[start : start + MAX_TXN_OPS] if handle not in self.owners]
+            firsts = [self.keys.under("owner", escape(handle)) for handle in some]
+            if some:
+                for handle, kvs in zip(some, self.client.txn([], [range_op(f, prefix_end(f)) for f in firsts]).responses, strict=True):
+                    self.owners[handle] = kvs or []
+        return [lease for handle in handles for lease in self.held_by(handle)]
+
     def leases_at(self, addresses: Iterable[tuple[int, int]]) -> list[Lease]:
         """The leases of these addresses, read in one round trip for those not yet read."""
         wanted = list(dict.fromkeys(addresses))
@@ -382,8 +392,12 @@ class Change:
         self._write_block(block)
 
     def add_lease(self, lease: Lease) -> None:
+        """A new lease, its key created only if absent; or, where this change removed a
+        lease (an attachment back after a reboot takes its address again), written over
+        it while that lease's key is unchanged."""
         key = self.keys.lease(lease.family, lease.address)
-        self.compares[key] = create_revision_is(key, 0)
+        if self.written_leases.get((lease.family, lease.address)) is not False:
+            self.compares[key] = create_revision_is(key, 0)
         self.ops[key] = put_op(key, encode_lease(lease, self.keys.host))
         self.found[lease.family, lease.address] = (lease, 0)
         self.lease_hosts[lease.family, lease.address] = self.keys.host
@@ -393,7 +407,8 @@ class Change:
             self.ops[index] = put_op(index, b"")
         if lease.handle:
             owner = self.keys.owner(lease.handle, lease.slot)
-            self.compares[owner] = create_revision_is(owner, 0)
+            if owner not in self.ops:  # else its deletion in this change is overwritten: the lease's compare guards it
+                self.compares[owner] = create_revision_is(owner, 0)
             self.ops[owner] = put_op(owner, encode_address(lease.family, lease.address))
 
     def remove_leases(self, leases: list[Lease], repair: bool = False) -> None:
@@ -419,6 +434,7 @@ class Change:
                 block.kept[offset] = self.now
                 kept = self.keys.kept(self.keys.host, lease.handle, lease.slot)
                 self.ops[kept] = put_op(kept, encode_address(*pair))
+                self.kept[lease.handle, lease.slot] = pair
             elif lease.kind == LEASE:
                 block.freed[offset] = self.now
             if block.host == self.keys.host:

@@ -142,7 +142,7 @@ _OLDEST = (
     "SELECT address, released FROM released WHERE family = ? AND address >= ? AND address <= ? AND (handle IS NOT NULL) = ?"
     " ORDER BY released LIMIT 1"
 )
-_REBUILD_AT = 64  # a repair releasing more than this rebuilds the free index instead of merging address by address
+_ENDED = "kind = 'lease' AND boot != '' AND boot != ?"  # core.reboot.ended_by_reboot, as an index-free filter
 
 
 def _lease(row: Sequence[object]) -> Lease:
@@ -156,6 +156,7 @@ class SQLiteStore(Store):
         self.timeout = timeout
         self.boot = boot
         self.clock = time.time
+        self._repair_due = False  # as the current write transaction found it (core.reboot)
         self._file = _attach(path, timeout)
         self._db: Connection = self._file.db
         if self._file.version != SCHEMA_VERSION:
@@ -175,6 +176,10 @@ class SQLiteStore(Store):
         """`allocate` inside an open write transaction."""
         self._db.execute("DELETE FROM released WHERE released < ?", (now - FORGET_AFTER,))
         held = self._select("WHERE handle = ?", (owner.handle,)) if owner.handle else []
+        if self._repair_due and held:  # an attachment back after a reboot: its leases are kept for it, it takes them again
+            ended = [lease for lease in held if lease.kind == LEASE and lease.boot and lease.boot != self.boot]
+            self._release_ended(ended)
+            held = [lease for lease in held if lease not in ended]
 
         def take_next(spec: PoolSpec, owner: Owner) -> int:
             return self._take_next(spec, owner, now)
@@ -255,45 +260,70 @@ class SQLiteStore(Store):
     def earlier_boot_leases(self) -> list[Lease]:
         return self._read(self._earlier_boot_leases)
 
-    def _earlier_boot_leases(self) -> list[Lease]:
-        from ..core.reboot import ended_by_reboot  # once per boot, or by hand
+    def _earlier_boot_leases(self, within: tuple[int, int, int] | None = None, limit: int = -1) -> list[Lease]:
+        """This host's leases of earlier boots (`within`: family, first, last), in address order."""
+        from ..core.reboot import ended_by_reboot  # only while a repair is due, or by hand
 
-        rows = self._select("WHERE kind = 'lease' AND boot != '' AND boot != ? ORDER BY family, address", (self.boot,))
+        where: str = _ENDED
+        params: tuple[object, ...] = (self.boot,)
+        if within is not None:
+            family, first, last = within
+            where, params = (
+                f"{where} AND family = ? AND address >= ? AND address <= ?",
+                (*params, family, *_span_bytes(family, first, last)),
+            )
+        rows = self._select(f"WHERE {where} ORDER BY family, address LIMIT ?", (*params, limit))
         return [lease for lease in rows if ended_by_reboot(lease, self.boot)]
 
     def release_earlier_boots(self) -> list[Lease]:
         if not self.boot:
             return []
         with _Writing(self, repair=False):
-            return self._release_earlier_boots()
+            ended = self._earlier_boot_leases()
+            self._release_ended(ended)
+            self._db.execute("INSERT OR REPLACE INTO repaired_boot VALUES (1, ?)", (self.boot,))
+            self._repair_due = False
+            return ended
 
-    def _release_earlier_boots(self) -> list[Lease]:
-        """Inside a write transaction: the repair (core.reboot), in bulk. The round-robin
+    def _repair_step(self) -> None:
+        """The start of every write of a store opened with a boot: one row compared, and
+        while the repair is due, at most REPAIR_CHUNK of the earlier boots' leases released
+        (core.reboot): the first call after a reboot stays cheap however many there are."""
+        from ..core.reboot import REPAIR_CHUNK
+
+        row = self._db.execute("SELECT boot FROM repaired_boot").fetchone()
+        self._repair_due = row is None or row[0] != self.boot
+        if not self._repair_due:
+            return
+        ended = self._earlier_boot_leases(limit=REPAIR_CHUNK)
+        self._release_ended(ended + self._partners(ended))
+        if len(ended) < REPAIR_CHUNK:
+            self._db.execute("INSERT OR REPLACE INTO repaired_boot VALUES (1, ?)", (self.boot,))
+            self._repair_due = False
+
+    def _partners(self, ended: list[Lease]) -> list[Lease]:
+        """The other earlier-boot leases of the owners of `ended`: a step releases owners whole."""
+        handles = sorted({lease.handle for lease in ended if lease.handle is not None})
+        found = []
+        for handle in handles:
+            found += [lease for lease in self._select(f"WHERE handle = ? AND {_ENDED}", (handle, self.boot)) if lease not in ended]
+        return found
+
+    def _release_ended(self, leases: list[Lease]) -> None:
+        """Release leases a reboot ended, each address kept for its attachment (core.reboot),
+        runs of neighbouring addresses given back to the free index together. The round-robin
         positions stay where they are: no container asked for these releases."""
+        if not leases:
+            return
         from ..core.reboot import kept_for
 
         now = self.clock()
-        victims = self._earlier_boot_leases()
-        if victims:
-            keys = [(lease.family, to_bytes(lease.family, lease.address)) for lease in victims]
-            self._db.executemany("DELETE FROM leases WHERE family = ? AND address = ?", keys)
-            kept = [(*key, now, *(kept_for(lease) or (None, None))) for key, lease in zip(keys, victims, strict=True)]
-            self._db.executemany("INSERT OR REPLACE INTO released VALUES (?, ?, ?, ?, ?)", kept)
-            for family in sorted({lease.family for lease in victims}):
-                freed = [lease.address for lease in victims if lease.family == family]
-                if len(freed) > _REBUILD_AT:
-                    self._rebuild_free(family)
-                else:
-                    for address in freed:
-                        self._give_back(family, address)
-        self._db.execute("INSERT OR REPLACE INTO repaired_boot VALUES (1, ?)", (self.boot,))
-        return victims
-
-    def _repair_if_rebooted(self) -> None:
-        """The check every write of a call makes first: one row compared."""
-        row = self._db.execute("SELECT boot FROM repaired_boot").fetchone()
-        if row is None or row[0] != self.boot:
-            self._release_earlier_boots()
+        keys = [(lease.family, to_bytes(lease.family, lease.address)) for lease in leases]
+        self._db.executemany("DELETE FROM leases WHERE family = ? AND address = ?", keys)
+        kept = [(*key, now, *(kept_for(lease) or (None, None))) for key, lease in zip(keys, leases, strict=True)]
+        self._db.executemany("INSERT OR REPLACE INTO released VALUES (?, ?, ?, ?, ?)", kept)
+        for family, first, last in _runs(leases):
+            self._give_back(family, first, last)
 
     def release_exactly(self, leases: Sequence[Lease], cursors: Mapping[str, Cursor]) -> None:
         with _Writing(self):
@@ -311,12 +341,16 @@ class SQLiteStore(Store):
                 self._db.execute("DELETE FROM cursors WHERE pool = ?", (pool,))
 
     def exhausted(self, pools: tuple[PoolSpec, ...]) -> list[PoolSpec]:
-        if self.boot and self._read(lambda: self._db.execute("SELECT boot FROM repaired_boot").fetchone()) != (self.boot,):
-            with _Writing(self):  # STATUS after a reboot: the repair first, or a pool full before it would say so
-                pass
+        """While a reboot repair is due, a pool whose only addresses are earlier boots'
+        leases is not exhausted: the next ADD frees one (core.reboot)."""
 
         def scan() -> list[PoolSpec]:
-            return [spec for spec in pools if all(self._first_free(spec.family, *window) is None for window in spec.pieces)]
+            due = bool(self.boot) and self._db.execute("SELECT boot FROM repaired_boot").fetchone() != (self.boot,)
+            return [
+                spec for spec in pools
+                if all(self._first_free(spec.family, *window) is None for window in spec.pieces)
+                and not (due and any(self._earlier_boot_leases((spec.family, *window), 1) for window in spec.pieces))
+            ]  # fmt: skip
 
         return self._read(scan)
 
@@ -489,6 +523,12 @@ class SQLiteStore(Store):
                     self._split(family, address, found)
                     return address
                 position = end + 1
+        if self._repair_due:  # a pool full of earlier boots' leases serves a new container at once
+            from ..core.reboot import REPAIR_CHUNK
+
+            for first, last in windows:
+                ended = self._earlier_boot_leases((family, first, last), REPAIR_CHUNK)
+                self._release_ended(ended + self._partners(ended))
         cooling = kept = None
         for first, last in windows:
             cooling = older(cooling, self._oldest_released(family, first, last, False))
@@ -539,17 +579,19 @@ class SQLiteStore(Store):
         if first < address:
             self._db.execute("INSERT INTO free VALUES (?, ?, ?)", (family, to_bytes(family, address - 1), to_bytes(family, first)))
 
-    def _give_back(self, family: int, address: int) -> None:
-        """Return one address to the free index, merging it with its neighbours."""
-        first = last = address
+    def _give_back(self, family: int, address: int, until: int | None = None) -> None:
+        """Return one address (or the run `address`..`until`) to the free index, merging it
+        with its neighbours."""
+        first, last = address, address if until is None else until
+        end = last
         if address > 0:
             below = to_bytes(family, address - 1)
             left = self._db.execute("SELECT first FROM free WHERE family = ? AND last = ?", (family, below)).fetchone()
             if left:
                 first = int.from_bytes(left[0], "big")
                 self._db.execute("DELETE FROM free WHERE family = ? AND last = ?", (family, below))
-        right = self._db.execute(_FIND_FREE, (family, to_bytes(family, address))).fetchone()
-        if right and int.from_bytes(right[0], "big") == address + 1:
+        right = self._db.execute(_FIND_FREE, (family, to_bytes(family, end))).fetchone()
+        if right and int.from_bytes(right[0], "big") == end + 1:
             last = int.from_bytes(right[1], "big")
             self._db.execute("DELETE FROM free WHERE family = ? AND last = ?", (family, right[1]))
         self._db.execute("INSERT INTO free VALUES (?, ?, ?)", (family, to_bytes(family, last), to_bytes(family, first)))
@@ -760,7 +802,7 @@ class _Writing(_Locked):
         try:
             self.store._db.execute("BEGIN IMMEDIATE")
             if self.repair:
-                self.store._repair_if_rebooted()
+                self.store._repair_step()
         except BaseException as exc:
             db = self.store._db
             if db.in_transaction:
@@ -807,6 +849,21 @@ def _row(lease: Lease) -> tuple[object, ...]:
         lease.ip, lease.family, to_bytes(lease.family, lease.address), lease.kind, lease.pool, lease.slot,
         lease.handle, lease.network, lease.container_id, lease.ifname, lease.created, lease.boot, lease.netns,
     )  # fmt: skip
+
+
+def _span_bytes(family: int, first: int, last: int) -> tuple[bytes, bytes]:
+    return to_bytes(family, first), to_bytes(family, last)
+
+
+def _runs(leases: list[Lease]) -> list[tuple[int, int, int]]:
+    """(family, first, last) of each run of neighbouring addresses among `leases`."""
+    runs: list[tuple[int, int, int]] = []
+    for family, address in sorted((lease.family, lease.address) for lease in leases):
+        if runs and runs[-1][0] == family and runs[-1][2] == address - 1:
+            runs[-1] = (family, runs[-1][1], address)
+        else:
+            runs.append((family, address, address))
+    return runs
 
 
 def _span(family: int, first: int, last: int) -> str:
