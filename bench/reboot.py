@@ -2,6 +2,9 @@
 
 Usage: python3 bench/reboot.py [--quick] [--leases N] [--exe PATH] [--etcd]
 
+Runnable alone, and by bench/run.py (section R of docs/benchmarks.md, with --etcd when
+etcd is installed).
+
 Two stores of N leases each (default 50,000) in one IPv4 /8, written in bulk: in one the
 leases were made in an earlier boot, in the other in the current one. Each timed ADD is
 a fresh plugin process (as a runtime runs it, `CNIPAM_AGENT=off`):
@@ -115,7 +118,7 @@ def measure(
             f"{leases:,} leases of an earlier boot: {ms(first)}",
             f"{leases:,} leases of this boot, normal ADD: {ms(normal)}",
             ratio(first, normal),
-            note="each first ADD makes one step of the repair (core/reboot.py REPAIR_CHUNK; etcd: one Txn's worth)",
+            note="each first ADD makes one step of the repair (core/reboot.py REPAIR_CHUNK; etcd: ADD_STEP, in the ADD's own Txn)",
         )
     ], normal
 
@@ -171,8 +174,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows += measure(args.exe, python, (stores[0], stores[1]), max(args.leases // 10, 100), rounds, runs, "etcd")[0]
         return rows
 
-    print(results_table(in_temp_folder("cnipam-reboot-bench-", work)))
+    rows = in_temp_folder("cnipam-reboot-bench-", work)
+    print(section(rows, args.leases, rounds, runs))
     return 0
+
+
+def section(rows: Sequence[Row], leases: int, rounds: int, runs: int) -> str:
+    return "\n".join(
+        [
+            "## R. The first call after a reboot",
+            "",
+            f"`bench/reboot.py`: {rounds} rounds x {runs} fresh `cnipam` ADD processes per row, interleaved. The first ADD "
+            f"after a reboot runs on a store holding {leases:,} leases of an earlier boot (SQLite; etcd a tenth of that), each "
+            "with a boot id no call used before, so each is the first of its boot and makes one step of the repair "
+            "(core/reboot.py); the normal ADD runs on a store holding as many leases of its own boot. Releasing all 50,000 in "
+            "the first call, as a first version did, took 0.56 s (35x a normal ADD).",
+            "",
+            results_table(rows),
+            "",
+        ]
+    )
 
 
 if __name__ == "__main__":

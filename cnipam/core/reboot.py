@@ -11,8 +11,9 @@ boot id (`/proc/sys/kernel/random/boot_id`, a random UUID the kernel draws at ea
 The repair runs inside the store, in the plugin's own calls: the store records the boot
 whose repair is complete (per host on etcd), and every write compares that one string
 with the caller's boot. While they differ, each write first releases at most
-`REPAIR_CHUNK` leases this host's CNI attachments made in another boot (etcd: one Txn's
-worth), and records the boot once none is left. So however many leases a host had, the
+`REPAIR_CHUNK` leases this host's CNI attachments made in another boot (etcd: a few in
+an ADD's own Txn, one Txn's worth before other calls), and records the boot once none is
+left. So however many leases a host had, the
 first call after a reboot pays for a chunk, not for all of them (bench/reboot.py), and
 what the rules below need is released at once, in the call that needs it:
 

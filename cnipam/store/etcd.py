@@ -89,8 +89,12 @@ STALE_LIMIT = 5
 BATCH = 25  # leases per Txn when releasing or importing many: each costs up to five operations
 
 
+ADD_STEP = 6  # earlier boots' leases (and their owners' others) an ADD releases in its own Txn: well within 128 operations
+
+
 class Rebooted(Exception):
-    """An ADD found the host's store repaired for another boot: repair, then compute it again."""
+    """An ADD found the host's repair due and the rest of it small: make that last step
+    apart (it records the boot), then compute the ADD again."""
 
 
 class EtcdStore(ClusterStore):
@@ -130,13 +134,18 @@ class EtcdStore(ClusterStore):
     def _allocate(self, change: Change, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
         change.prefetch(owner.handle, pools, boot=self._repair_due())
         due = change.repaired is not None and change.repaired[0] != self.boot
-        if due and not self._stepped:
-            raise Rebooted()
+        if due and not self._stepped:  # this call's step of the repair, in the ADD's own Txn while it fits
+            self._stepped = True
+            step = self._earlier_boot_leases(change, ADD_STEP)
+            if len(step) < ADD_STEP:
+                raise Rebooted()  # the last step: made apart, it also records the boot
+            change.remove_leases([lease for lease, _ in step], repair=True)
         held = change.held_by(owner.handle) if owner.handle else []
         if due and held:  # an attachment back after a reboot: its leases are kept for it, it takes them again
             ended = self._ended(change, held)
             change.remove_leases(ended, repair=True)
-            held = [lease for lease in held if lease not in ended]
+            gone = {(lease.family, lease.address) for lease in ended}
+            held = [lease for lease in held if (lease.family, lease.address) not in gone]
         return grant(
             owner, pools, held, change.now,
             lambda spec, network, now: self._reserve_gateways(change, spec, network, now),
@@ -273,7 +282,8 @@ class EtcdStore(ClusterStore):
         found = self._ended(change, change.leases_at(pairs))
         if limit:
             handles = sorted({lease.handle for lease in found if lease.handle is not None})
-            found += [lease for lease in self._ended(change, change.held_by_all(handles)) if lease not in found]
+            known = {(lease.family, lease.address) for lease in found}
+            found += [lease for lease in self._ended(change, change.held_by_all(handles)) if (lease.family, lease.address) not in known]
         return [(lease, change.lease_revision(lease.family, lease.address)) for lease in found]
 
     def _ended(self, change: Change, leases: Iterable[Lease]) -> list[Lease]:
@@ -773,6 +783,7 @@ class EtcdStore(ClusterStore):
                 try:
                     outcome = plan(change)
                 except Rebooted:
+                    self._stepped = False
                     self._repair_if_due()
                     continue
                 except StaleRead as seen:

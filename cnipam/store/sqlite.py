@@ -179,7 +179,7 @@ class SQLiteStore(Store):
         if self._repair_due and held:  # an attachment back after a reboot: its leases are kept for it, it takes them again
             ended = [lease for lease in held if lease.kind == LEASE and lease.boot and lease.boot != self.boot]
             self._release_ended(ended)
-            held = [lease for lease in held if lease not in ended]
+            held = [lease for lease in held if lease.kind != LEASE or not lease.boot or lease.boot == self.boot]
 
         def take_next(spec: PoolSpec, owner: Owner) -> int:
             return self._take_next(spec, owner, now)
@@ -304,10 +304,11 @@ class SQLiteStore(Store):
     def _partners(self, ended: list[Lease]) -> list[Lease]:
         """The other earlier-boot leases of the owners of `ended`: a step releases owners whole."""
         handles = sorted({lease.handle for lease in ended if lease.handle is not None})
-        found = []
-        for handle in handles:
-            found += [lease for lease in self._select(f"WHERE handle = ? AND {_ENDED}", (handle, self.boot)) if lease not in ended]
-        return found
+        if not handles:
+            return []
+        known = {(lease.family, lease.address) for lease in ended}
+        rows = self._select(f"WHERE handle IN ({','.join('?' * len(handles))}) AND {_ENDED}", (*handles, self.boot))
+        return [lease for lease in rows if (lease.family, lease.address) not in known]
 
     def _release_ended(self, leases: list[Lease]) -> None:
         """Release leases a reboot ended, each address kept for its attachment (core.reboot),
