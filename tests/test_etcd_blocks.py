@@ -8,7 +8,7 @@ takeovers that each count on the other's block being kept.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,25 @@ def next_ip(store: EtcdStore, owner: str) -> str:
     return store.allocate(Owner.for_request(None, "n", owner, "eth0"), POOL)[0].ip
 
 
+def next_ip_racing(store: EtcdStore, owner: str, meanwhile: Callable[[], object]) -> str:
+    """`next_ip`, with `meanwhile` run just before its first commit reaches etcd."""
+    real_txn = store.client.txn
+    fired: list[bool] = []
+
+    def racing(compares: list[Any], ops: list[Any]) -> Any:
+        if compares and not fired:
+            fired.append(True)
+            meanwhile()
+        return real_txn(compares, ops)
+
+    store.client.txn = racing  # type: ignore[method-assign]
+    try:
+        return next_ip(store, owner)
+    finally:
+        store.client.txn = real_txn  # type: ignore[method-assign]
+        assert fired
+
+
 def owners(store: EtcdStore) -> dict[str, str]:
     """Each claimed block (by its first address) and its host."""
     return {format_ip(block.family, block.first): block.host for block in store.blocks() if block.host}
@@ -83,21 +102,8 @@ def test_an_allocation_racing_the_takeover_keeps_its_block(hosts: dict[str, Etcd
     at(a, "keep", "10.0.3.9")
     at(a, "x", "10.0.1.7", LONG_AGO)
     gone(a, "x", LONG_AGO)
-    real_txn = b.client.txn
-    fired: list[bool] = []
-
-    def racing(compares: list[Any], ops: list[Any]) -> Any:
-        if compares and not fired:  # b's first commit: a allocates in the block b decided to take over
-            fired.append(True)
-            at(a, "racer", "10.0.1.5")
-        return real_txn(compares, ops)
-
-    b.client.txn = racing  # type: ignore[method-assign]
-    try:
-        got = next_ip(b, "b1")
-    finally:
-        b.client.txn = real_txn  # type: ignore[method-assign]
-    assert fired and b.retries >= 1  # b's takeover failed its compare and was computed again
+    got = next_ip_racing(b, "b1", lambda: at(a, "racer", "10.0.1.5"))  # a allocates in the block b decided to take over
+    assert b.retries >= 1  # b's takeover failed its compare and was computed again
     assert got == "10.0.2.0"  # a's block is in use again: b claims a free one
     assert owners(a)["10.0.1.0"] == "host-a"
     held = [lease.ip for lease in a.leases() if lease.kind == LEASE]
@@ -109,20 +115,8 @@ def test_two_takeovers_cannot_leave_a_host_without_a_block(hosts: dict[str, Etcd
     for owner, address in (("x", "10.0.1.7"), ("y", "10.0.2.7")):
         at(a, owner, address, LONG_AGO)
         gone(a, owner, LONG_AGO)  # a holds two empty idle blocks of the pool: each may go, not both
-    real_txn = b.client.txn
-    fired: list[bool] = []
-
-    def racing(compares: list[Any], ops: list[Any]) -> Any:
-        if compares and not fired:  # b counts on a keeping 10.0.2.0; c takes that one over meanwhile
-            fired.append(True)
-            c.allocate(Owner.for_request(None, "n", "c1", "eth0"), SECOND_BLOCK)
-        return real_txn(compares, ops)
-
-    b.client.txn = racing  # type: ignore[method-assign]
-    try:
-        got = next_ip(b, "b1")
-    finally:
-        b.client.txn = real_txn  # type: ignore[method-assign]
+    # b counts on a keeping 10.0.2.0; c takes that one over meanwhile
+    got = next_ip_racing(b, "b1", lambda: c.allocate(Owner.for_request(None, "n", "c1", "eth0"), SECOND_BLOCK))
     blocks = owners(a)
     assert "host-a" in blocks.values(), blocks  # a still has a block of the pool
     assert got == "10.0.3.0" and blocks == {"10.0.1.0": "host-a", "10.0.2.0": "host-c", "10.0.3.0": "host-b"}

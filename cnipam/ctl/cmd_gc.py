@@ -78,11 +78,7 @@ def gc(session: Session, valid_path: str | None, network: str | None, grace: str
         waiting = {owner: round(at, 3) for owner, at in recorded.items()}
         emit_json({"network": network, "applied": apply, "leases": [lease_view(lease) for lease in chosen], "waiting": waiting})
         return
-    verb = "released" if apply else "would release"
-    suffix = "" if apply else " (dry run: --apply releases them)"
-    click.echo(f"{verb} {_count(chosen)} of network {network!r}{suffix}")
-    if chosen:
-        lease_listing(chosen).print()
+    _print_outcome(chosen, apply, f"of network {network!r}")
     if recorded:
         click.echo(f"{len(recorded)} owner(s) seen leaked: released by a run {grace} after the first one that saw them, if still leaked")
 
@@ -96,15 +92,15 @@ def _previous_boots(session: Session, apply: bool, as_json: bool) -> None:
     if as_json:
         emit_json({"boot": boot, "applied": apply, "leases": [lease_view(lease) for lease in chosen]})
         return
+    _print_outcome(chosen, apply, f"of earlier boots than {boot}")
+
+
+def _print_outcome(chosen: list[Lease], apply: bool, what: str) -> None:
     verb = "released" if apply else "would release"
     suffix = "" if apply else " (dry run: --apply releases them)"
-    click.echo(f"{verb} {_count(chosen)} of earlier boots than {boot}{suffix}")
+    click.echo(f"{verb} {len(chosen)} lease{'s' if len(chosen) != 1 else ''} {what}{suffix}")
     if chosen:
         lease_listing(chosen).print()
-
-
-def _count(leases: list[Lease]) -> str:
-    return f"{len(leases)} lease{'s' if len(leases) != 1 else ''}"
 
 
 def read_valid_attachments(path: str) -> set[tuple[str, str]]:
