@@ -68,7 +68,9 @@ s.close()
 def add_once(exe: str, store: dict[str, str], container: str, boot: str) -> float:
     env = {"PATH": "/usr/bin:/bin", "CNI_COMMAND": "ADD", "CNI_CONTAINERID": container, "CNI_IFNAME": "eth0",
            "CNI_NETNS": "/run/netns/x", "CNIPAM_AGENT": "off", "CNIPAM_BOOT_ID": boot, **store}  # fmt: skip
-    config = json.dumps({"cniVersion": "1.0.0", "name": "net", "ipam": {"type": "cnipam", "ipv4-subnet": SUBNET}}).encode()
+    config = json.dumps(
+        {"cniVersion": "1.0.0", "name": "net", "ipam": {"type": "cnipam", "ipv4-subnet": SUBNET}}
+    ).encode()
     started = time.perf_counter()
     done = subprocess.run([exe], input=config, env=env, capture_output=True, check=False)
     elapsed = time.perf_counter() - started
@@ -97,7 +99,13 @@ def ms(sample: Sample) -> str:
 
 
 def measure(
-    exe: str, python: str, stores: tuple[dict[str, str], dict[str, str]], leases: int, rounds: int, runs: int, label: str
+    exe: str,
+    python: str,
+    stores: tuple[dict[str, str], dict[str, str]],
+    leases: int,
+    rounds: int,
+    runs: int,
+    label: str,
 ) -> tuple[list[Row], Sample]:
     """The rows, and the normal ADD's sample (the denominator of the boot id figure)."""
     rebooted, steady = stores
@@ -105,7 +113,9 @@ def measure(
     populate(python, steady, leases, "boot-now")
     samples = interleaved(
         {
-            "first": lambda n: add_once(exe, rebooted, f"first{n}", f"boot-{n}"),  # a boot no call used before: its first call
+            "first": lambda n: add_once(
+                exe, rebooted, f"first{n}", f"boot-{n}"
+            ),  # a boot no call used before: its first call
             "normal": lambda n: add_once(exe, steady, f"normal{n}", "boot-now"),
         },
         rounds,
@@ -132,7 +142,10 @@ def boot_id_cost(python: str, normal: Sample) -> list[Row]:
     )
     reads = Sample("boot id")
     for _ in normal.round_medians:
-        got = [float(subprocess.run([python, "-c", code], capture_output=True, check=True, text=True).stdout) for _ in range(5)]
+        got = [
+            float(subprocess.run([python, "-c", code], capture_output=True, check=True, text=True).stdout)
+            for _ in range(5)
+        ]
         reads.values += got
         reads.round_medians.append(statistics.median(got))
     return [
@@ -171,7 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     return {"CNIPAM_STORE": json.dumps({**selector, "lockDir": str(folder / name)})}
 
                 stores = (etcd("rebooted"), etcd("steady"))
-                rows += measure(args.exe, python, (stores[0], stores[1]), max(args.leases // 10, 100), rounds, runs, "etcd")[0]
+                rows += measure(
+                    args.exe, python, (stores[0], stores[1]), max(args.leases // 10, 100), rounds, runs, "etcd"
+                )[0]
         return rows
 
     rows = in_temp_folder("cnipam-reboot-bench-", work)

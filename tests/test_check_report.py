@@ -20,7 +20,11 @@ from cnipam.store.base import Store
 from cnipam.store.etcd import EtcdStore
 from cnipam.store.etcd_keys import Block, encode_block
 
-NET = {"cniVersion": "1.0.0", "name": "net", "ipam": {"type": "cnipam", "ipv4-subnet": "10.0.0.0/24", "ipv6-subnet": "fd00::/64"}}
+NET = {
+    "cniVersion": "1.0.0",
+    "name": "net",
+    "ipam": {"type": "cnipam", "ipv4-subnet": "10.0.0.0/24", "ipv6-subnet": "fd00::/64"},
+}
 DUAL = parse_ecs(NET["ipam"]).pools  # type: ignore[arg-type]
 
 
@@ -29,7 +33,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Stor
     engine = ENGINES[request.param](request, tmp_path)
     if isinstance(engine, EtcdStore):
         endpoint = request.getfixturevalue("etcd_endpoint")
-        selector = {"type": "etcd", "endpoints": [endpoint], "prefix": engine.keys.prefix.decode(), "host": engine.keys.host}
+        selector = {
+            "type": "etcd",
+            "endpoints": [endpoint],
+            "prefix": engine.keys.prefix.decode(),
+            "host": engine.keys.host,
+        }
         where = ["--store", json.dumps(selector)]
     else:
         where = ["--db", str(tmp_path / "ipam.db")]
@@ -69,7 +78,9 @@ def test_the_report_round_trip(store: tuple[Store, list[str]], tmp_path: Path) -
     assert problems == sorted(expected + (["orphan-block"] if isinstance(engine, EtcdStore) else []))
     assert len(json.loads(checked.stdout)["findings"]) == len(problems)
 
-    engine.release(owner("stray", network="other").handle)  # the store changes under the report: the stray lease is made again
+    engine.release(
+        owner("stray", network="other").handle
+    )  # the store changes under the report: the stray lease is made again
     engine.allocate(owner("stray", network="other"), parse_ecs({"ipv4-subnet": "10.9.0.0/24"}).pools)
     before = engine.leases()
     refused = ctl(where, "release", "--from-report", str(report), "--yes")
@@ -82,8 +93,12 @@ def test_the_report_round_trip(store: tuple[Store, list[str]], tmp_path: Path) -
     released = json.loads(applied.stdout)
     assert sorted(lease["container_id"] for lease in released["leases"]) == ["half", "old", "old", "stray"]
     assert released["positions"] == 1 and released["blocks"] == (1 if isinstance(engine, EtcdStore) else 0)
-    again = ctl(where, "check", "--report", str(report), "--config", str(config))  # the stray pool's position is nobody's now
-    assert again.stdout == "found: the position of pool 10.9.0.0/24 (10.9.0.3) belongs to no lease and no config named\n"
+    again = ctl(
+        where, "check", "--report", str(report), "--config", str(config)
+    )  # the stray pool's position is nobody's now
+    assert (
+        again.stdout == "found: the position of pool 10.9.0.0/24 (10.9.0.3) belongs to no lease and no config named\n"
+    )
     assert ctl(where, "release", "--from-report", str(report), "--yes").returncode == 0
     clean = ctl(where, "check", "--report", str(report), "--config", str(config))
     assert (clean.returncode, clean.stdout) == (0, "ok\n"), clean.stderr
@@ -98,7 +113,10 @@ def test_a_bad_report_is_refused_by_name(store: tuple[Store, list[str]], tmp_pat
         ({"kind": "other"}, "is not a report"),
         ({"kind": "cnipam-check-report", "version": 9}, "version 9"),
         ({"kind": "cnipam-check-report", "version": 1, "findings": [{"problem": "x"}]}, "unknown problem"),
-        ({"kind": "cnipam-check-report", "version": 1, "store": "elsewhere", "boot": "", "made": 1, "findings": []}, "not on"),
+        (
+            {"kind": "cnipam-check-report", "version": 1, "store": "elsewhere", "boot": "", "made": 1, "findings": []},
+            "not on",
+        ),
     ):
         bad.write_text(json.dumps(document))
         done = ctl(where, "release", "--from-report", str(bad), "--yes")

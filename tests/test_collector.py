@@ -34,14 +34,20 @@ def lease(handle: str, container: str, ifname: str = "eth0", created: float = T0
 def test_an_owner_is_leaked_only_when_none_of_its_attachments_is_valid() -> None:
     leases = [lease("id:x", "c1"), lease("id:x", "c2", family=6), lease("cni:net/c3/eth0", "c3"), lease("anon", "")]
     assert sorted(leaked_owners(leases, "net", {("c2", "eth0")})) == ["cni:net/c3/eth0"]  # id:x is valid through c2
-    assert sorted(leaked_owners(leases, "net", set())) == ["cni:net/c3/eth0", "id:x"]  # never the lease without a container
+    assert sorted(leaked_owners(leases, "net", set())) == [
+        "cni:net/c3/eth0",
+        "id:x",
+    ]  # never the lease without a container
     assert leaked_owners(leases, "other", set()) == {}
 
 
 def test_two_sightings_a_grace_apart_and_a_new_lease_starts_over() -> None:
     leaked = {"a": [lease("a", "a")]}
     assert judge(leaked, {}, T0, GRACE) == ([], {"a": T0})
-    assert judge(leaked, {"a": T0, "gone": T0}, T0 + GRACE - 1, GRACE) == ([], {"a": T0})  # an owner not leaked any more is forgotten
+    assert judge(leaked, {"a": T0, "gone": T0}, T0 + GRACE - 1, GRACE) == (
+        [],
+        {"a": T0},
+    )  # an owner not leaked any more is forgotten
     leaked["b"] = [lease("b", "b", created=T0 + 5)]  # b's sighting was of an attachment before this lease
     assert judge(leaked, {"a": T0, "b": T0}, T0 + GRACE, GRACE) == (["a"], {"b": T0 + GRACE})
     assert judge(leaked, {"gone": T0}, T0 + GRACE, 0) == (["a", "b"], {})  # no grace: one pass (CNI's GC)
@@ -119,7 +125,9 @@ class TurnsValid:
         return self.asked > 1
 
 
-def test_the_valid_set_is_asked_again_inside_the_releasing_transaction(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+def test_the_valid_set_is_asked_again_inside_the_releasing_transaction(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     """etcd judges from a scan, then releases in a Txn of its own: the attachment that
     became valid in between keeps its addresses. (SQLite judges inside the releasing
     transaction itself: there is no in between.)"""
@@ -140,7 +148,9 @@ def gc_config(**top: object) -> dict[str, object]:
     return {"cniVersion": "1.1.0", "name": "gcnet", "ipam": {"type": "cnipam", "subnet": "10.5.0.0/24"}, **top}
 
 
-@pytest.mark.parametrize(("flag", "kept"), [(True, True), ("TRUE", True), (False, False), ("false", False), (None, False)])
+@pytest.mark.parametrize(
+    ("flag", "kept"), [(True, True), ("TRUE", True), (False, False), ("false", False), (None, False)]
+)
 def test_the_plugins_gc_honours_disable_gc(run_plugin: RunPlugin, db_path: Path, flag: object, kept: bool) -> None:
     assert run_plugin("ADD", gc_config(), {"CNI_CONTAINERID": "c1"}).code == 0
     top = {} if flag is None else {"disableGC": flag}

@@ -21,7 +21,9 @@ from cnipam.core.leases import LEASE, Owner
 from cnipam.store.etcd import EtcdStore
 
 # One pool over blocks 10.0.1.0/24 .. 10.0.3.0/24 (block 0 is outside it).
-POOL = parse_host_local({"subnet": "10.0.0.0/22", "rangeStart": "10.0.1.0", "rangeEnd": "10.0.3.255"}, {"cniVersion": "1.0.0"}, "").pools
+POOL = parse_host_local(
+    {"subnet": "10.0.0.0/22", "rangeStart": "10.0.1.0", "rangeEnd": "10.0.3.255"}, {"cniVersion": "1.0.0"}, ""
+).pools
 SECOND_BLOCK = parse_host_local(
     {"subnet": "10.0.0.0/22", "rangeStart": "10.0.2.0", "rangeEnd": "10.0.2.255"}, {"cniVersion": "1.0.0"}, ""
 ).pools  # another network's pool, over 10.0.2.0/24 only

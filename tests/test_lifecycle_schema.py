@@ -21,9 +21,15 @@ def version_2_store(path: str) -> None:
             db.execute(statement)
     db.execute("PRAGMA user_version = 2")
     # A lease and its gateway as version 2 wrote them (no boot, no netns columns).
-    columns = "INSERT INTO leases (ip, family, address, kind, pool, slot, handle, network, container_id, ifname, created)"
-    db.execute(f"{columns} VALUES ('10.0.0.2', 4, x'0a000002', 'lease', '10.0.0.0/24', '4', 'cni:net/c1/eth0', 'net', 'c1', 'eth0', 1.5)")
-    db.execute(f"{columns} VALUES ('10.0.0.1', 4, x'0a000001', 'gateway', '10.0.0.0/24', 'gateway', NULL, 'net', '', '', 1.5)")
+    columns = (
+        "INSERT INTO leases (ip, family, address, kind, pool, slot, handle, network, container_id, ifname, created)"
+    )
+    db.execute(
+        f"{columns} VALUES ('10.0.0.2', 4, x'0a000002', 'lease', '10.0.0.0/24', '4', 'cni:net/c1/eth0', 'net', 'c1', 'eth0', 1.5)"
+    )
+    db.execute(
+        f"{columns} VALUES ('10.0.0.1', 4, x'0a000001', 'gateway', '10.0.0.0/24', 'gateway', NULL, 'net', '', '', 1.5)"
+    )
     db.execute("DELETE FROM free WHERE family = 4")
     db.execute("INSERT INTO free VALUES (4, x'0a000000', x'00000000')")
     db.execute("INSERT INTO free VALUES (4, x'ffffffff', x'0a000003')")
@@ -40,7 +46,9 @@ def test_a_version_2_store_upgrades_in_place(tmp_path: Path) -> None:
         assert [(lease.ip, lease.boot, lease.netns) for lease in old] == [("10.0.0.2", "", "")]
         assert store.problems() == []
         pools = parse_ecs({"ipv4-subnet": "10.0.0.0/24"}).pools
-        assert [lease.ip for lease in store.allocate(Owner.for_request(None, "net", "c2", "eth0"), pools)] == ["10.0.0.3"]
+        assert [lease.ip for lease in store.allocate(Owner.for_request(None, "net", "c2", "eth0"), pools)] == [
+            "10.0.0.3"
+        ]
     finally:
         store.close()
     db = sqlite3.connect(path)

@@ -63,7 +63,9 @@ def test_a_full_pool_serves_at_once_after_a_reboot_and_a_returning_attachment_ge
     before = opener("boot-1")
     old = {name: [lease.ip for lease in before.allocate(attachment(name, "boot-1"), POOLS)] for name in "abcde"}
     assert {(lease.boot, lease.netns) for lease in before.held_by("cni:net/c/eth0")} == {("boot-1", "/run/netns/c")}
-    pool = before.claim_docker_pool(PoolClaim("CnipamLocal", 4, parse_cidr("10.7.0.0/24", "pool")[1], None, 24, None, "{}"))
+    pool = before.claim_docker_pool(
+        PoolClaim("CnipamLocal", 4, parse_cidr("10.7.0.0/24", "pool")[1], None, 24, None, "{}")
+    )
     docker = before.request_docker_address(pool.id, None)
 
     after = opener("boot-2")
@@ -82,7 +84,9 @@ def test_a_full_pool_serves_at_once_after_a_reboot_and_a_returning_attachment_ge
     assert returned >= 3
     with pytest.raises(PoolExhausted):
         after.allocate(attachment("a", "boot-2"), POOLS)
-    assert after.docker_pools() == [pool] and after.lookup(docker.family, docker.address) == docker  # Docker outlives reboots
+    assert (
+        after.docker_pools() == [pool] and after.lookup(docker.family, docker.address) == docker
+    )  # Docker outlives reboots
     held = [lease.ip for lease in cni_leases(after)]
     assert len(held) == len(set(held)) == 10
 
@@ -122,7 +126,9 @@ def test_a_repair_touches_nothing_that_records_no_boot(opener: Opener) -> None:
     before.allocate(Owner.for_request("task", "net", "", "eth0", "", "boot-1"), POOLS)
     after = opener("boot-2")
     after.allocate(attachment("new", "boot-2"), POOLS)
-    assert sorted(lease.handle or "" for lease in cni_leases(after)) == ["cni:net/new/eth0"] * 2 + ["cni:net/old/eth0"] * 2
+    assert (
+        sorted(lease.handle or "" for lease in cni_leases(after)) == ["cni:net/new/eth0"] * 2 + ["cni:net/old/eth0"] * 2
+    )
 
 
 def test_statuses_after_a_reboot_see_the_pool_whole(opener: Opener) -> None:
@@ -231,7 +237,9 @@ def test_the_plugin_repairs_by_itself_after_a_reboot(run_plugin: RunPlugin, db_p
     assert add("f", "11111111-boot").code == 1  # full
     ctl = installed("cnipamctl")
     env = {"PATH": "/usr/bin:/bin", "IPAM_DB_PATH": str(db_path), "CNIPAM_BOOT_ID": "22222222-boot"}
-    dry = json.loads(subprocess.run([ctl, "gc", "--previous-boots", "--json"], env=env, capture_output=True, check=True).stdout)
+    dry = json.loads(
+        subprocess.run([ctl, "gc", "--previous-boots", "--json"], env=env, capture_output=True, check=True).stdout
+    )
     assert (dry["applied"], len(dry["leases"]), dry["boot"]) == (False, 5, "22222222-boot")
     table = subprocess.run([ctl, "leases"], env=env, capture_output=True, text=True, check=True).stdout
     assert table.count("11111111") == 5  # the boot column
@@ -240,7 +248,9 @@ def test_the_plugin_repairs_by_itself_after_a_reboot(run_plugin: RunPlugin, db_p
     first = add("new", "22222222-boot")  # after the reboot: no operator, no daemon
     assert first.code == 0, first
     assert add("c", "22222222-boot").out["ips"][0]["address"] == before["c"]  # the runtime starts c again
-    again = json.loads(subprocess.run([ctl, "gc", "--previous-boots", "--json"], env=env, capture_output=True, check=True).stdout)
+    again = json.loads(
+        subprocess.run([ctl, "gc", "--previous-boots", "--json"], env=env, capture_output=True, check=True).stdout
+    )
     assert again["leases"] == []
 
 
@@ -253,7 +263,9 @@ def test_cnipamctl_gc_previous_boots_applies_what_its_dry_run_lists(run_plugin: 
     out = subprocess.run([ctl, "gc", "--previous-boots"], env=env, capture_output=True, text=True, check=True).stdout
     assert out.startswith("would release 3 leases of earlier boots than boot-two (dry run")
     applied = json.loads(
-        subprocess.run([ctl, "gc", "--previous-boots", "--apply", "--json"], env=env, capture_output=True, check=True).stdout
+        subprocess.run(
+            [ctl, "gc", "--previous-boots", "--apply", "--json"], env=env, capture_output=True, check=True
+        ).stdout
     )
     assert sorted(lease["container_id"] for lease in applied["leases"]) == ["a", "b", "c"]
     left = json.loads(subprocess.run([ctl, "leases", "--json"], env=env, capture_output=True, check=True).stdout)

@@ -22,7 +22,18 @@ from cnipam.core.errors import AddressesCooling, InvalidConfig, PoolExhausted
 from cnipam.core.host_local_config import parse_host_local
 from cnipam.core.ipam_config import PoolSpec
 from cnipam.core.leases import Owner
-from cnipam.core.reuse import MAX_DELAY, NO_DELAY, RETURN_HOLD, REUSE, WAIT, Freed, ReuseDelay, eligibility, last_resort, parse_reuse
+from cnipam.core.reuse import (
+    MAX_DELAY,
+    NO_DELAY,
+    RETURN_HOLD,
+    REUSE,
+    WAIT,
+    Freed,
+    ReuseDelay,
+    eligibility,
+    last_resort,
+    parse_reuse,
+)
 from cnipam.store.base import Store
 
 T0 = 1_800_000_000.0
@@ -48,7 +59,9 @@ def test_eligibility_counts_the_delay_from_the_release() -> None:
 
 
 def spec(reuse: ReuseDelay) -> PoolSpec:
-    return parse_ecs({"ipv4-subnet": "10.0.0.0/29", "reuse-delay": reuse.delay, "when-only-cooling": reuse.when_only_cooling}).pools[0]
+    return parse_ecs(
+        {"ipv4-subnet": "10.0.0.0/29", "reuse-delay": reuse.delay, "when-only-cooling": reuse.when_only_cooling}
+    ).pools[0]
 
 
 def test_last_resort_prefers_what_rested_longest_then_what_a_reboot_kept() -> None:
@@ -74,7 +87,11 @@ def test_bad_reuse_settings_are_refused_by_name(delay: object, when: object, mes
 def test_both_dialects_read_the_keys_and_default_to_no_delay() -> None:
     assert parse_ecs({"ipv4-subnet": "10.0.0.0/24"}).pools[0].reuse == NO_DELAY
     assert parse_ecs({"ipv4-subnet": "10.0.0.0/24", "reuse-delay": "2m"}).pools[0].reuse == ReuseDelay(120.0, REUSE)
-    hl = {"ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "fd00::/64"}]], "reuseDelay": 15, "whenOnlyCooling": "wait"}
+    hl = {
+        "ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "fd00::/64"}]],
+        "reuseDelay": 15,
+        "whenOnlyCooling": "wait",
+    }
     assert {pool.reuse for pool in parse_host_local(hl, {"cniVersion": "1.0.0"}, "").pools} == {ReuseDelay(15.0, WAIT)}
     assert parse_host_local({"subnet": "10.0.0.0/24"}, {"cniVersion": "1.0.0"}, "").pools[0].reuse == NO_DELAY
     with pytest.raises(InvalidConfig, match="ipam.reuseDelay"):
@@ -108,13 +125,21 @@ def ip(store: Store, name: str, pools: tuple[PoolSpec, ...]) -> str:
 
 
 def pools(**keys: object) -> tuple[PoolSpec, ...]:
-    return parse_ecs({"ipv4-subnet": "10.0.0.0/29", **{key.replace("_", "-"): value for key, value in keys.items()}}).pools
+    return parse_ecs(
+        {"ipv4-subnet": "10.0.0.0/29", **{key.replace("_", "-"): value for key, value in keys.items()}}
+    ).pools
 
 
 def test_a_released_address_rests_for_the_delay(engine: tuple[Store, FakeClock, Any]) -> None:
     store, clock, _ = engine
     delayed = pools(reuse_delay="30s")  # usable .2-.6
-    assert [ip(store, name, delayed) for name in "abcde"] == ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]
+    assert [ip(store, name, delayed) for name in "abcde"] == [
+        "10.0.0.2",
+        "10.0.0.3",
+        "10.0.0.4",
+        "10.0.0.5",
+        "10.0.0.6",
+    ]
     store.release(owner("b").handle)
     clock.now += 10
     store.release(owner("d").handle)
@@ -124,10 +149,14 @@ def test_a_released_address_rests_for_the_delay(engine: tuple[Store, FakeClock, 
     clock.now += 25  # .5 released 35 s ago, .3 just 25 s ago
     assert ip(store, "g", delayed) == "10.0.0.5"  # round robin from .3: .4 .. .6 taken, wraps; .3 still rests
     store.release(owner("g").handle)
-    assert ip(store, "h", pools()) == "10.0.0.3"  # a pool without a delay: upstream's order, the release does not matter
+    assert (
+        ip(store, "h", pools()) == "10.0.0.3"
+    )  # a pool without a delay: upstream's order, the release does not matter
 
 
-def test_wait_fails_with_try_again_and_requested_addresses_are_never_delayed(engine: tuple[Store, FakeClock, Any]) -> None:
+def test_wait_fails_with_try_again_and_requested_addresses_are_never_delayed(
+    engine: tuple[Store, FakeClock, Any],
+) -> None:
     store, clock, _ = engine
     waiting = pools(reuse_delay=60, when_only_cooling="wait")
     for name in "abcde":
@@ -136,7 +165,9 @@ def test_wait_fails_with_try_again_and_requested_addresses_are_never_delayed(eng
     clock.now += 59
     with pytest.raises(AddressesCooling, match="try again in 1s"):
         store.allocate(owner("x"), waiting)
-    assert store.allocate(owner("y"), pools(reuse_delay=60, ipv4_address="10.0.0.4/29"))[0].ip == "10.0.0.4"  # asked for: at once
+    assert (
+        store.allocate(owner("y"), pools(reuse_delay=60, ipv4_address="10.0.0.4/29"))[0].ip == "10.0.0.4"
+    )  # asked for: at once
     store.release(owner("y").handle)
     clock.now += 60
     assert ip(store, "x", waiting) == "10.0.0.4"
@@ -165,7 +196,11 @@ def test_the_delay_is_kept_in_the_store(engine: tuple[Store, FakeClock, Any]) ->
 
 
 def test_the_plugin_keeps_a_released_address_inside_the_delay(run_plugin: RunPlugin) -> None:
-    config = {"cniVersion": "1.0.0", "name": "cool", "ipam": {"type": "cnipam", "subnet": "10.1.0.0/29", "reuseDelay": "2s"}}
+    config = {
+        "cniVersion": "1.0.0",
+        "name": "cool",
+        "ipam": {"type": "cnipam", "subnet": "10.1.0.0/29", "reuseDelay": "2s"},
+    }
     no_delay = {**config, "ipam": {"type": "cnipam", "subnet": "10.1.0.0/29"}}
 
     def add(container: str, cfg: dict[str, Any] = config) -> str:
@@ -181,7 +216,9 @@ def test_the_plugin_keeps_a_released_address_inside_the_delay(run_plugin: RunPlu
     if time.monotonic() - released < 2:
         assert got == "10.1.0.4/29"
     assert run_plugin("DEL", config, {"CNI_CONTAINERID": "f"}).code == 0
-    assert add("g", no_delay) == "10.1.0.2/29"  # no delay asked: host-local's order, after .4 (the last handed out) wrapping to .2
+    assert (
+        add("g", no_delay) == "10.1.0.2/29"
+    )  # no delay asked: host-local's order, after .4 (the last handed out) wrapping to .2
 
 
 # -- the Docker driver ---------------------------------------------------------------------------
@@ -192,7 +229,9 @@ def test_the_driver_reads_its_reuse_delay_from_flags_or_the_environment() -> Non
 
     assert load([], {}).reuse == NO_DELAY  # Docker's own IPAM reuses at once: so does the driver unless told
     assert load([], {"CNIPAM_REUSE_DELAY": "30s"}).reuse == ReuseDelay(30.0, REUSE)
-    assert load(["--reuse-delay", "1m", "--when-only-cooling", "wait"], {"CNIPAM_REUSE_DELAY": "5s"}).reuse == ReuseDelay(60.0, WAIT)
+    assert load(
+        ["--reuse-delay", "1m", "--when-only-cooling", "wait"], {"CNIPAM_REUSE_DELAY": "5s"}
+    ).reuse == ReuseDelay(60.0, WAIT)
     with pytest.raises(InvalidConfig, match="--reuse-delay"):
         load(["--reuse-delay", "soon"], {})
     with pytest.raises(InvalidConfig, match="CNIPAM_WHEN_ONLY_COOLING"):

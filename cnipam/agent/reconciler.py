@@ -88,7 +88,9 @@ class Reconciler:
         seen = 0
         if networks:
             for network in sorted(networks & {lease.network for lease in store.leases()}):
-                collection = store.collect_garbage(network, CacheEntries(self.cache_dir, network), max(self.grace, 1e-9))
+                collection = store.collect_garbage(
+                    network, CacheEntries(self.cache_dir, network), max(self.grace, 1e-9)
+                )
                 seen += len(collection.candidates)
                 released += collection.released
         if isinstance(store, ClusterStore):

@@ -65,7 +65,9 @@ def load(argv: list[str], env: dict[str, str]) -> AgentSettings:
     )
     default_socket = env.get(SOCKET_VARIABLE.decode()) or DEFAULT_SOCKET.decode()
     parser.add_argument(
-        "--socket", default=default_socket, help=f"UNIX socket to listen on (default: ${SOCKET_VARIABLE.decode()} or %(default)s)"
+        "--socket",
+        default=default_socket,
+        help=f"UNIX socket to listen on (default: ${SOCKET_VARIABLE.decode()} or %(default)s)",
     )
     parser.add_argument(
         "--reconcile-interval",
@@ -82,7 +84,9 @@ def load(argv: list[str], env: dict[str, str]) -> AgentSettings:
         help="release a leaked owner only once two passes at least this far apart saw it leaked (default: 10m): "
         "a runtime writes its cache entry after the ADD",
     )
-    parser.add_argument("--cni-cache-dir", default=DEFAULT_CACHE_DIR, metavar="DIR", help="libcni's cache folder (default: %(default)s)")
+    parser.add_argument(
+        "--cni-cache-dir", default=DEFAULT_CACHE_DIR, metavar="DIR", help="libcni's cache folder (default: %(default)s)"
+    )
     parser.add_argument(
         "--db",
         action="append",
@@ -93,4 +97,11 @@ def load(argv: list[str], env: dict[str, str]) -> AgentSettings:
     args = parser.parse_args(argv)
     stores = tuple(os.path.abspath(path) for path in args.db)
     boot_env = {VARIABLE: env[VARIABLE]} if env.get(VARIABLE) else {}
-    return AgentSettings(os.path.abspath(args.socket), args.reconcile_interval, args.reconcile_grace, args.cni_cache_dir, stores, boot_env)
+    return AgentSettings(
+        os.path.abspath(args.socket),
+        args.reconcile_interval,
+        args.reconcile_grace,
+        args.cni_cache_dir,
+        stores,
+        boot_env,
+    )

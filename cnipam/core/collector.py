@@ -68,7 +68,9 @@ def leaked_owners(leases: Iterable[Lease], network: str, valid: Container[tuple[
     return leaked
 
 
-def judge(leaked: dict[str, list[Lease]], seen: dict[str, float], now: float, grace: float) -> tuple[list[str], dict[str, float]]:
+def judge(
+    leaked: dict[str, list[Lease]], seen: dict[str, float], now: float, grace: float
+) -> tuple[list[str], dict[str, float]]:
     """The leaked owners to release now, and the sightings to keep (handle -> first seen).
 
     With `grace` > 0, an owner is released when it was first seen leaked at least `grace`

@@ -22,7 +22,9 @@ def parse_ecs(ipam: dict[str, object]) -> IPAMConfig:
         raise InvalidConfig(f"ipam.id: expected a string, got {type(owner_id).__name__}")
     reuse = NO_DELAY  # upstream's order exactly, unless the config asks for a delay
     if ipam.get("reuse-delay") is not None or ipam.get("when-only-cooling") is not None:
-        reuse = parse_reuse(ipam.get("reuse-delay"), ipam.get("when-only-cooling"), "ipam.reuse-delay", "ipam.when-only-cooling")
+        reuse = parse_reuse(
+            ipam.get("reuse-delay"), ipam.get("when-only-cooling"), "ipam.reuse-delay", "ipam.when-only-cooling"
+        )
     pools = []
     routes: list[dict[str, object]] = []
     for family in (4, 6):
@@ -61,7 +63,9 @@ def _parse_family(ipam: dict[str, object], family: int, reuse: ReuseDelay) -> Po
         address, address_net = parse_cidr(ipam[prefix + "address"], what)
         _address_in(network, first, last, format_ip(address_net.family, address), what, address_net.family)
         if address_net.prefix != network.prefix:
-            raise InvalidConfig(f"{what}: prefix length /{address_net.prefix} differs from the subnet's /{network.prefix}")
+            raise InvalidConfig(
+                f"{what}: prefix length /{address_net.prefix} differs from the subnet's /{network.prefix}"
+            )
         if address == gateway:
             raise InvalidConfig(f"{what}: {format_ip(family, address)} is the gateway")
         requested = address

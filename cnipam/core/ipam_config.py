@@ -95,7 +95,9 @@ class PoolSpec(Record):
         return ", ".join(str(address_range) for address_range in self.ranges)
 
     def with_requested(self, address: int | None) -> PoolSpec:
-        return PoolSpec(self.slot, self.key, self.ranges, address, self.release_moves_cursor, self.lowest_free, self.reuse)
+        return PoolSpec(
+            self.slot, self.key, self.ranges, address, self.release_moves_cursor, self.lowest_free, self.reuse
+        )
 
 
 def pool_key(ranges: tuple[AddressRange, ...]) -> str:

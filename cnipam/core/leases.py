@@ -27,7 +27,14 @@ class Owner(Record):
     __slots__ = ("handle", "exclusive", "network", "container_id", "ifname", "netns", "boot")
 
     def __init__(
-        self, handle: str | None, exclusive: bool, network: str, container_id: str, ifname: str, netns: str = "", boot: str = ""
+        self,
+        handle: str | None,
+        exclusive: bool,
+        network: str,
+        container_id: str,
+        ifname: str,
+        netns: str = "",
+        boot: str = "",
     ) -> None:
         self.handle = handle
         self.exclusive = exclusive
@@ -41,7 +48,9 @@ class Owner(Record):
         return describe_holder(self.handle, self.container_id, self.ifname)
 
     @classmethod
-    def for_request(cls, owner_id: str | None, network: str, container_id: str, ifname: str, netns: str = "", boot: str = "") -> Owner:
+    def for_request(
+        cls, owner_id: str | None, network: str, container_id: str, ifname: str, netns: str = "", boot: str = ""
+    ) -> Owner:
         if owner_id:
             return cls("id:" + owner_id, True, network, container_id, ifname, netns, boot)
         if container_id:

@@ -108,7 +108,9 @@ def last_resort(spec: PoolSpec, cooling: Freed | None, held: Freed | None, now: 
         return held.address
     if cooling is not None:
         wait = max(cooling.released + spec.reuse.delay - now, 0.0)
-        raise AddressesCooling(f"only addresses released less than {spec.reuse.delay:g}s ago are free in {spec}; try again in {wait:.0f}s")
+        raise AddressesCooling(
+            f"only addresses released less than {spec.reuse.delay:g}s ago are free in {spec}; try again in {wait:.0f}s"
+        )
     raise PoolExhausted(f"no free address left in {spec}")
 
 

@@ -73,12 +73,21 @@ class Report:
         return [finding["block"] for finding in self.findings if finding["problem"] == ORPHAN_BLOCK]
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": KIND, "version": VERSION, "store": self.store, "boot": self.boot, "made": self.made, "findings": self.findings}
+        return {
+            "kind": KIND,
+            "version": VERSION,
+            "store": self.store,
+            "boot": self.boot,
+            "made": self.made,
+            "findings": self.findings,
+        }
 
 
 def make_report(store: Store, name: str, named: Named) -> Report:
     leases = [lease for lease in store.leases() if lease.kind == LEASE and not lease.network.startswith(NETWORK_PREFIX)]
-    findings = _outside(leases, named) + _earlier_boots(store) + _half_pairs(leases, named) + _cursors(store, leases, named)
+    findings = (
+        _outside(leases, named) + _earlier_boots(store) + _half_pairs(leases, named) + _cursors(store, leases, named)
+    )
     if isinstance(store, ClusterStore):
         findings += _blocks(store)
     return Report(name, store.boot, time.time(), findings)
@@ -100,7 +109,9 @@ def _outside(leases: list[Lease], named: Named) -> list[dict[str, Any]]:
 
 def _earlier_boots(store: Store) -> list[dict[str, Any]]:
     return [
-        _lease_finding(EARLIER_BOOT, f"{lease.ip} ({lease.describe_holder()}) was made in boot {lease.boot}, not this one", [lease])
+        _lease_finding(
+            EARLIER_BOOT, f"{lease.ip} ({lease.describe_holder()}) was made in boot {lease.boot}, not this one", [lease]
+        )
         for lease in store.earlier_boot_leases()
     ]
 
@@ -163,7 +174,13 @@ def _blocks(store: ClusterStore) -> list[dict[str, Any]]:
         reasons = [f"{unexplained.bit_count()} address(es) taken that no lease holds"] if unexplained else []
         reasons += [f"host {block.host!r} is gone"] if gone else []
         what = f"block {network}: {' and '.join(reasons)}"
-        fix = {"family": block.family, "number": block.number, "revision": block.revision, "clear": f"{unexplained:x}", "disown": gone}
+        fix = {
+            "family": block.family,
+            "number": block.number,
+            "revision": block.revision,
+            "clear": f"{unexplained:x}",
+            "disown": gone,
+        }
         findings.append({"problem": ORPHAN_BLOCK, "what": what, "block": fix})
     return findings
 
@@ -186,7 +203,9 @@ def read_report(document: object, path: str) -> Report:
     if document.get("version") != VERSION:
         raise BadInput(f"{path}: report version {document.get('version')!r}; this cnipamctl reads version {VERSION}")
     findings = document.get("findings")
-    if not isinstance(findings, list) or not all(isinstance(item, dict) and isinstance(item.get("problem"), str) for item in findings):
+    if not isinstance(findings, list) or not all(
+        isinstance(item, dict) and isinstance(item.get("problem"), str) for item in findings
+    ):
         raise BadInput(f"{path}: findings: expected a list of objects with a problem")
     for index, finding in enumerate(findings):
         if finding["problem"] not in (OUTSIDE, EARLIER_BOOT, HALF_PAIR, ORPHAN_CURSOR, ORPHAN_BLOCK):
@@ -218,5 +237,7 @@ def apply_report(store: Store, report: Report) -> tuple[list[Lease], int, int]:
         store.release_exactly(leases, cursors)
     for block in blocks:
         assert isinstance(store, ClusterStore)
-        store.repair_block(block["family"], block["number"], block["revision"], int(block["clear"] or "0", 16), block["disown"])
+        store.repair_block(
+            block["family"], block["number"], block["revision"], int(block["clear"] or "0", 16), block["disown"]
+        )
     return leases, len(cursors), len(blocks)

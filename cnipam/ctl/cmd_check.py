@@ -25,15 +25,28 @@ from .session import Session
 
 
 @click.command()
-@click.option("--report", "report_path", metavar="FILE", help="also write what could be released to FILE (for release --from-report)")
 @click.option(
-    "--config", "config_paths", metavar="FILE", multiple=True, help="with --report: a network config whose pools the store serves"
+    "--report",
+    "report_path",
+    metavar="FILE",
+    help="also write what could be released to FILE (for release --from-report)",
 )
-@click.option("--subnet", "subnets", metavar="CIDR", multiple=True, help="with --report: a pool the store serves (repeatable)")
+@click.option(
+    "--config",
+    "config_paths",
+    metavar="FILE",
+    multiple=True,
+    help="with --report: a network config whose pools the store serves",
+)
+@click.option(
+    "--subnet", "subnets", metavar="CIDR", multiple=True, help="with --report: a pool the store serves (repeatable)"
+)
 @json_option
 @db_option
 @click.pass_obj
-def check(session: Session, report_path: str | None, config_paths: tuple[str, ...], subnets: tuple[str, ...], as_json: bool) -> None:
+def check(
+    session: Session, report_path: str | None, config_paths: tuple[str, ...], subnets: tuple[str, ...], as_json: bool
+) -> None:
     """Check the store's integrity.
 
     Prints "ok" (exit 0), or each problem (exit 1): constraints, the free index against
@@ -42,7 +55,9 @@ def check(session: Session, report_path: str | None, config_paths: tuple[str, ..
     boots, owners holding half of a dual-stack pair, and positions and blocks nothing
     explains; any finding also exits 1."""
     if (config_paths or subnets) and report_path is None:
-        raise click.UsageError("--config and --subnet say what --report compares the store with; give --report FILE too")
+        raise click.UsageError(
+            "--config and --subnet say what --report compares the store with; give --report FILE too"
+        )
     configs = [load_network_config(path) for path in config_paths]
     networks = []
     for text in subnets:

@@ -38,14 +38,26 @@ DEFAULT_GRACE = "10m"
 @click.option("--valid", "valid_path", metavar="FILE", help='JSON list of {"containerID", "ifname"} still in use')
 @click.option("--network", help="the network whose leases are collected (with --valid)")
 @click.option(
-    "--grace", default=DEFAULT_GRACE, show_default=True, metavar="DURATION", help="how far apart two runs must see an owner leaked"
+    "--grace",
+    default=DEFAULT_GRACE,
+    show_default=True,
+    metavar="DURATION",
+    help="how far apart two runs must see an owner leaked",
 )
 @click.option("--previous-boots", is_flag=True, help="instead: this host's leases of earlier boots")
 @click.option("--apply", is_flag=True, help="release them (default: only list what would be released)")
 @json_option
 @db_option
 @click.pass_obj
-def gc(session: Session, valid_path: str | None, network: str | None, grace: str, previous_boots: bool, apply: bool, as_json: bool) -> None:
+def gc(
+    session: Session,
+    valid_path: str | None,
+    network: str | None,
+    grace: str,
+    previous_boots: bool,
+    apply: bool,
+    as_json: bool,
+) -> None:
     """Release the leases of containers that are gone.
 
     With --valid FILE --network N: the owners of N none of whose (containerID, ifname) is
@@ -76,11 +88,20 @@ def gc(session: Session, valid_path: str | None, network: str | None, grace: str
     chosen.sort(key=lambda lease: (lease.family, lease.address))
     if as_json:
         waiting = {owner: round(at, 3) for owner, at in recorded.items()}
-        emit_json({"network": network, "applied": apply, "leases": [lease_view(lease) for lease in chosen], "waiting": waiting})
+        emit_json(
+            {
+                "network": network,
+                "applied": apply,
+                "leases": [lease_view(lease) for lease in chosen],
+                "waiting": waiting,
+            }
+        )
         return
     _print_outcome(chosen, apply, f"of network {network!r}")
     if recorded:
-        click.echo(f"{len(recorded)} owner(s) seen leaked: released by a run {grace} after the first one that saw them, if still leaked")
+        click.echo(
+            f"{len(recorded)} owner(s) seen leaked: released by a run {grace} after the first one that saw them, if still leaked"
+        )
 
 
 def _previous_boots(session: Session, apply: bool, as_json: bool) -> None:
@@ -109,7 +130,9 @@ def read_valid_attachments(path: str) -> set[tuple[str, str]]:
         raise BadInput(f'valid list {path}: expected a JSON list of {{"containerID": string, "ifname": string}}')
     valid = set()
     for index, item in enumerate(listed):
-        if not (isinstance(item, dict) and isinstance(item.get("containerID"), str) and isinstance(item.get("ifname"), str)):
+        if not (
+            isinstance(item, dict) and isinstance(item.get("containerID"), str) and isinstance(item.get("ifname"), str)
+        ):
             raise BadInput(f'valid list {path}[{index}]: expected {{"containerID": string, "ifname": string}}')
         valid.add((item["containerID"], item["ifname"]))
     return valid

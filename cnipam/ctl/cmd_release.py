@@ -34,7 +34,9 @@ from .targets import select
 @json_option
 @db_option
 @click.pass_obj
-def release(session: Session, target: str | None, yes: bool, gateway: bool, report_path: str | None, as_json: bool) -> None:
+def release(
+    session: Session, target: str | None, yes: bool, gateway: bool, report_path: str | None, as_json: bool
+) -> None:
     """Release an address or an owner's leases.
 
     OWNER is an ecs id, a handle (id:..., cni:...) or a container id. Asks first,
@@ -57,9 +59,15 @@ def release(session: Session, target: str | None, yes: bool, gateway: bool, repo
         count = f"{len(selection.leases)} lease{'s' if len(selection.leases) != 1 else ''}"
         if not yes:
             if not sys.stdin.isatty():
-                raise CtlError(f"releasing {count} of {selection.what} needs confirmation, but stdin is not a terminal: pass --yes")
+                raise CtlError(
+                    f"releasing {count} of {selection.what} needs confirmation, but stdin is not a terminal: pass --yes"
+                )
             print_lines(
-                [f"  {lease.ip}  {lease.describe_holder()}  network {lease.network or '-'}" for lease in selection.leases], err=True
+                [
+                    f"  {lease.ip}  {lease.describe_holder()}  network {lease.network or '-'}"
+                    for lease in selection.leases
+                ],
+                err=True,
             )
             click.confirm(f"Release {count} of {selection.what}?", abort=True, err=True)
         if gateway:

@@ -74,7 +74,11 @@ def lease_from_json(item: object, where: str) -> Lease:
 
 
 def cursor_to_json(cursor: Cursor) -> dict[str, object]:
-    return {"family": cursor.family, "address": format_ip(cursor.family, cursor.address), "moves_on_release": cursor.moves_on_release}
+    return {
+        "family": cursor.family,
+        "address": format_ip(cursor.family, cursor.address),
+        "moves_on_release": cursor.moves_on_release,
+    }
 
 
 def cursor_from_json(item: object, where: str) -> Cursor:

@@ -157,7 +157,9 @@ class Store(abc.ABC):
         """Every Docker pool, oldest first."""
 
     @abc.abstractmethod
-    def request_docker_address(self, pool_id: str, requested: int | None, serial: bool = False, reuse: ReuseDelay | None = None) -> Lease:
+    def request_docker_address(
+        self, pool_id: str, requested: int | None, serial: bool = False, reuse: ReuseDelay | None = None
+    ) -> Lease:
         """Lease the named address of a Docker pool, or its lowest free one (`serial`: the
         next free one after the last dynamic one, wrapping), atomically. `reuse` is the
         driver's reuse delay for a dynamic address (core.reuse; None: none).

@@ -89,7 +89,9 @@ STALE_LIMIT = 5
 BATCH = 25  # leases per Txn when releasing or importing many: each costs up to five operations
 
 
-ADD_STEP = 6  # earlier boots' leases (and their owners' others) an ADD releases in its own Txn: well within 128 operations
+ADD_STEP = (
+    6  # earlier boots' leases (and their owners' others) an ADD releases in its own Txn: well within 128 operations
+)
 
 
 class Rebooted(Exception):
@@ -178,7 +180,9 @@ class EtcdStore(ClusterStore):
                 return None
             users = [lease for lease in self._leases_of_pool(found[0].pool) if lease.kind == LEASE]
             if users:
-                raise AddressConflict(f"gateway {found[0].ip} still serves {len(users)} lease(s) of pool {found[0].pool}")
+                raise AddressConflict(
+                    f"gateway {found[0].ip} still serves {len(users)} lease(s) of pool {found[0].pool}"
+                )
             change.remove_leases(found)
             return found[0]
 
@@ -225,7 +229,8 @@ class EtcdStore(ClusterStore):
                 unchanged = [
                     lease
                     for lease in current
-                    if lease in held and change.lease_revision(lease.family, lease.address) == revisions[lease.family, lease.address]
+                    if lease in held
+                    and change.lease_revision(lease.family, lease.address) == revisions[lease.family, lease.address]
                 ]
                 if len(unchanged) != len(held) or not leaked_owners(unchanged, network, valid):
                     return []  # changed or valid again: the owner keeps everything
@@ -251,7 +256,11 @@ class EtcdStore(ClusterStore):
     def _write_sightings(self, network: str, seen: dict[str, float], keep: dict[str, float]) -> None:
         """Sightings only delay a release, never cause one unchecked, so they are written
         without compares, in Txns of at most MAX_TXN_OPS operations."""
-        ops = [put_op(self.keys.sighting(network, owner), repr(at).encode()) for owner, at in keep.items() if seen.get(owner) != at]
+        ops = [
+            put_op(self.keys.sighting(network, owner), repr(at).encode())
+            for owner, at in keep.items()
+            if seen.get(owner) != at
+        ]
         ops += [delete_op(self.keys.sighting(network, owner)) for owner in seen if owner not in keep]
         for start in range(0, len(ops), MAX_TXN_OPS):
             self.client.txn([], ops[start : start + MAX_TXN_OPS])
@@ -283,7 +292,11 @@ class EtcdStore(ClusterStore):
         if limit:
             handles = sorted({lease.handle for lease in found if lease.handle is not None})
             known = {(lease.family, lease.address) for lease in found}
-            found += [lease for lease in self._ended(change, change.held_by_all(handles)) if (lease.family, lease.address) not in known]
+            found += [
+                lease
+                for lease in self._ended(change, change.held_by_all(handles))
+                if (lease.family, lease.address) not in known
+            ]
         return [(lease, change.lease_revision(lease.family, lease.address)) for lease in found]
 
     def _ended(self, change: Change, leases: Iterable[Lease]) -> list[Lease]:
@@ -323,7 +336,11 @@ class EtcdStore(ClusterStore):
             if not everything and len(victims) >= BATCH:
                 return released
             start = self.keys.under("kept", escape(self.keys.host))
-            stale = [delete_op(kv.key) for kv in paged(self.client, start, prefix_end(start), keys_only=True) if kv.mod_revision < recorded]
+            stale = [
+                delete_op(kv.key)
+                for kv in paged(self.client, start, prefix_end(start), keys_only=True)
+                if kv.mod_revision < recorded
+            ]
             for first in range(0, len(stale), MAX_TXN_OPS):
                 self.client.txn([], stale[first : first + MAX_TXN_OPS])
 
@@ -369,15 +386,21 @@ class EtcdStore(ClusterStore):
         current = check.leases_at([(lease.family, lease.address) for lease in leases])
         for lease in leases:
             if lease not in current:
-                raise AddressConflict(f"{lease.ip} changed since the report was made (or is not held any more); nothing was released")
+                raise AddressConflict(
+                    f"{lease.ip} changed since the report was made (or is not held any more); nothing was released"
+                )
         positions = self.cursors()
         for pool, cursor in cursors.items():
             if positions.get(pool) != cursor:
-                raise AddressConflict(f"the position of pool {pool} changed since the report was made; nothing was released")
+                raise AddressConflict(
+                    f"the position of pool {pool} changed since the report was made; nothing was released"
+                )
         victims = [(lease, check.lease_revision(lease.family, lease.address)) for lease in leases]
         done = len(self._release_seen(victims))
         if done != len(victims):
-            raise AddressConflict(f"release stopped after {done} of {len(victims)} lease(s): the rest changed meanwhile")
+            raise AddressConflict(
+                f"release stopped after {done} of {len(victims)} lease(s): the rest changed meanwhile"
+            )
 
         def forget(change: Change) -> None:
             for pool, cursor in cursors.items():
@@ -470,14 +493,18 @@ class EtcdStore(ClusterStore):
         def overlap(network: Network) -> DockerPool | None:
             return next((pool for pool in existing if pool.network.overlaps(network)), None)
 
-        refuse_import(wanted, rows, lambda pool_id: any(pool.id == pool_id for pool in existing), overlap, check.lease_at)
+        refuse_import(
+            wanted, rows, lambda pool_id: any(pool.id == pool_id for pool in existing), overlap, check.lease_at
+        )
         self.import_leases(rows, {})
 
         def plan(change: Change) -> None:
             current, serial = change.docker_pools()
             for pool in wanted:
                 if any(other.id == pool.id for other in current):
-                    raise AddressConflict(f"import stopped: pool id {pool.id!r} appeared meanwhile; its addresses are imported")
+                    raise AddressConflict(
+                        f"import stopped: pool id {pool.id!r} appeared meanwhile; its addresses are imported"
+                    )
                 serial = max(serial, pool_serial(pool.id) or 0)
                 change.put_docker_pool(pool, serial)
 
@@ -506,7 +533,9 @@ class EtcdStore(ClusterStore):
     def docker_pools(self) -> list[DockerPool]:
         return sorted(self._change().docker_pools()[0], key=lambda pool: (pool.created, pool.id))
 
-    def request_docker_address(self, pool_id: str, requested: int | None, serial: bool = False, reuse: ReuseDelay | None = None) -> Lease:
+    def request_docker_address(
+        self, pool_id: str, requested: int | None, serial: bool = False, reuse: ReuseDelay | None = None
+    ) -> Lease:
         def plan(change: Change) -> Lease:
             pool = change.docker_pool(pool_id)
             if requested is not None:
@@ -545,7 +574,9 @@ class EtcdStore(ClusterStore):
                 bit = (used & -used).bit_length() - 1
                 used &= used - 1
                 if (block.family, block.first + bit) not in by_address:
-                    problems.append(f"{format_ip(block.family, block.first + bit)}: taken in its block's bitmap but not leased")
+                    problems.append(
+                        f"{format_ip(block.family, block.first + bit)}: taken in its block's bitmap but not leased"
+                    )
         start = self.keys.under("owner")
         indexed = set()
         for kv in paged(self.client, start, prefix_end(start)):
@@ -564,7 +595,9 @@ class EtcdStore(ClusterStore):
         for block in blocks.values():
             for offset in (*block.freed, *block.kept):
                 if block.used >> offset & 1:
-                    problems.append(f"{format_ip(block.family, block.first + offset)}: taken, yet recorded as released in its block")
+                    problems.append(
+                        f"{format_ip(block.family, block.first + offset)}: taken, yet recorded as released in its block"
+                    )
         problems.extend(orphans(by_address.values(), self.cursors()))
         return problems[:50]
 
@@ -572,11 +605,17 @@ class EtcdStore(ClusterStore):
         """Every lease that records a boot has its entry in the boot index, and every
         entry names such a lease: a repair trusts the index to find them all."""
         problems = []
-        expected = {self.keys.boot_lease(host, lease.boot, lease.family, lease.address): lease for lease, _, host in leases if lease.boot}
+        expected = {
+            self.keys.boot_lease(host, lease.boot, lease.family, lease.address): lease
+            for lease, _, host in leases
+            if lease.boot
+        }
         start = self.keys.under("bootlease")
         for kv in paged(self.client, start, prefix_end(start), keys_only=True):
             if expected.pop(kv.key, None) is None:
-                problems.append(f"boot index entry {kv.key[len(start) :].decode(errors='replace')} names no lease of that host and boot")
+                problems.append(
+                    f"boot index entry {kv.key[len(start) :].decode(errors='replace')} names no lease of that host and boot"
+                )
         problems.extend(f"{lease.ip}: its boot {lease.boot} has no index entry" for lease in expected.values())
         return problems
 
@@ -602,7 +641,10 @@ class EtcdStore(ClusterStore):
 
     def hosts(self) -> list[HostSeen]:
         start = self.keys.under("host")
-        seen = {unescape(kv.key[len(start) :].decode()): float(kv.value or 0) for kv in paged(self.client, start, prefix_end(start))}
+        seen = {
+            unescape(kv.key[len(start) :].decode()): float(kv.value or 0)
+            for kv in paged(self.client, start, prefix_end(start))
+        }
         blocks: dict[str, int] = {}
         for block in self.blocks():
             if block.host:
@@ -670,7 +712,9 @@ class EtcdStore(ClusterStore):
             raise NotFound(f"no host {host!r} in the store")
         age = time.time() - last
         if age < grace:
-            raise AddressConflict(f"host {host!r} wrote {age:.0f}s ago, within the grace period of {grace:.0f}s; is it really dead?")
+            raise AddressConflict(
+                f"host {host!r} wrote {age:.0f}s ago, within the grace period of {grace:.0f}s; is it really dead?"
+            )
         victims = [(lease, revision) for lease, revision, owner in self._scan_leases() if owner == host]
         released = self._release_seen(victims)
         given_up = 0
@@ -708,7 +752,10 @@ class EtcdStore(ClusterStore):
         if owner.handle is not None:
             kept = change.kept_address(owner.handle, spec.slot)
             address = returned_address(spec, kept)
-            if address is not None and not change.block(family, address >> BLOCK_BITS).used >> (address & (BLOCK_SIZE - 1)) & 1:
+            if (
+                address is not None
+                and not change.block(family, address >> BLOCK_BITS).used >> (address & (BLOCK_SIZE - 1)) & 1
+            ):
                 change.take(family, address, claim=True, pool=spec.key)
                 change.forget_kept(owner.handle, spec.slot)
                 return address
@@ -742,7 +789,10 @@ class EtcdStore(ClusterStore):
         for batch in _owner_batches(victims):
 
             def plan(change: Change, batch: list[tuple[Lease, int]] = batch) -> list[Lease]:
-                current = {(lease.family, lease.address): lease for lease in change.leases_at([(v.family, v.address) for v, _ in batch])}
+                current = {
+                    (lease.family, lease.address): lease
+                    for lease in change.leases_at([(v.family, v.address) for v, _ in batch])
+                }
                 still = [
                     lease for lease, revision in batch
                     if (lease.family, lease.address) in current and change.lease_revision(lease.family, lease.address) == revision
@@ -812,7 +862,9 @@ class EtcdStore(ClusterStore):
                 else:
                     self.retries += 1
                 if time.monotonic() > deadline:
-                    raise StoreBusy(f"etcd store {self.keys.prefix.decode()}: too much contention, gave up after {self.retries} retries")
+                    raise StoreBusy(
+                        f"etcd store {self.keys.prefix.decode()}: too much contention, gave up after {self.retries} retries"
+                    )
         finally:
             self._unlock()
 
@@ -823,7 +875,9 @@ class EtcdStore(ClusterStore):
         order, read block chunk by block chunk so each range stays bounded."""
         for family in (4, 6):
             start = self.keys.under("block", str(family))
-            numbers = [int(kv.key[len(start) :], 16) for kv in paged(self.client, start, prefix_end(start), keys_only=True)]
+            numbers = [
+                int(kv.key[len(start) :], 16) for kv in paged(self.client, start, prefix_end(start), keys_only=True)
+            ]
             for index in range(0, len(numbers), CHUNK):
                 chunk = numbers[index : index + CHUNK]
                 first, last = chunk[0] << BLOCK_BITS, ((chunk[-1] + 1) << BLOCK_BITS) - 1
@@ -835,7 +889,9 @@ class EtcdStore(ClusterStore):
         for address_range in parse_pool_key(pool):
             network = address_range.network
             found.extend(
-                lease for lease in self._change().leases_between(network.family, network.value, network.last) if lease.pool == pool
+                lease
+                for lease in self._change().leases_between(network.family, network.value, network.last)
+                if lease.pool == pool
             )
         return found
 
@@ -861,7 +917,9 @@ def _owner_batches(victims: list[tuple[Lease, int]]) -> list[list[tuple[Lease, i
     owners: dict[object, list[tuple[Lease, int]]] = {}
     for victim in victims:
         lease = victim[0]
-        owners.setdefault(lease.handle if lease.handle is not None else (lease.family, lease.address), []).append(victim)
+        owners.setdefault(lease.handle if lease.handle is not None else (lease.family, lease.address), []).append(
+            victim
+        )
     batches: list[list[tuple[Lease, int]]] = []
     current: list[tuple[Lease, int]] = []
     for leases in owners.values():

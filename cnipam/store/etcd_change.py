@@ -60,7 +60,9 @@ class Change:
     as one Txn.
     """
 
-    def __init__(self, client: EtcdClient, keys: Keys, warm: Change | None = None, now: float | None = None, idle: float = 0.0) -> None:
+    def __init__(
+        self, client: EtcdClient, keys: Keys, warm: Change | None = None, now: float | None = None, idle: float = 0.0
+    ) -> None:
         self.client = client
         self.keys = keys
         self.now = time.time() if now is None else now  # the engine's clock, read once per attempt
@@ -140,7 +142,11 @@ class Change:
         for spec in pools:
             for address_range in spec.ranges:
                 gateway = address_range.gateway
-                if gateway is not None and gateway in address_range.network and (spec.family, gateway) not in self.found:
+                if (
+                    gateway is not None
+                    and gateway in address_range.network
+                    and (spec.family, gateway) not in self.found
+                ):
                     ops.append(range_op(self.keys.lease(spec.family, gateway)))
                     parse.append(("lease", (spec.family, gateway)))
             if not spec.lowest_free and spec.key not in self.cursors:
@@ -217,7 +223,9 @@ class Change:
             some = [handle for handle in handles[start : start + MAX_TXN_OPS] if handle not in self.owners]
             firsts = [self.keys.under("owner", escape(handle)) for handle in some]
             if some:
-                for handle, kvs in zip(some, self.client.txn([], [range_op(f, prefix_end(f)) for f in firsts]).responses, strict=True):
+                for handle, kvs in zip(
+                    some, self.client.txn([], [range_op(f, prefix_end(f)) for f in firsts]).responses, strict=True
+                ):
                     self.owners[handle] = kvs or []
         return [lease for handle in handles for lease in self.held_by(handle)]
 
@@ -287,7 +295,9 @@ class Change:
             for missing in range(first, end):
                 self.blocks.setdefault((family, missing), Block(family, missing, "", 0, 0))
 
-    def find_free(self, family: int, first: int, last: int, borrow: bool, rule: Eligibility | None = None) -> int | None:
+    def find_free(
+        self, family: int, first: int, last: int, borrow: bool, rule: Eligibility | None = None
+    ) -> int | None:
         """The lowest free address of [first, last] that `rule` allows (None: any free
         one), in a block this host may use: its own, an unclaimed one, or another host's
         empty block that host left idle (taken over, if that host keeps another block of
@@ -324,7 +334,13 @@ class Change:
         loaded here shows that host keeps another block of the same pool (a live host
         always keeps one). The block kept is compared at commit, so two takeovers that
         each counted on the other's block cannot both land."""
-        if not self.idle or not block.host or block.host == self.keys.host or block.used or block.touched > self.now - self.idle:
+        if (
+            not self.idle
+            or not block.host
+            or block.host == self.keys.host
+            or block.used
+            or block.touched > self.now - self.idle
+        ):
             return False
         at = (block.family, block.number)
         if at in self.taken_over:
@@ -440,7 +456,9 @@ class Change:
             if block.host == self.keys.host:
                 block.touched = self.now
             self._write_block(block)
-            position = self.cursor(lease.pool) if lease.kind == LEASE and not repair else None  # a freed gateway leaves it too
+            position = (
+                self.cursor(lease.pool) if lease.kind == LEASE and not repair else None
+            )  # a freed gateway leaves it too
             if position is not None and position.moves_on_release:
                 self.set_cursor(lease.pool, Cursor(lease.family, lease.address, True))
 

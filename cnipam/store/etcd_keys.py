@@ -117,7 +117,15 @@ class Block(Record):
 
     def copy(self) -> Block:
         return Block(
-            self.family, self.number, self.host, self.used, self.revision, self.pool, self.touched, dict(self.freed), dict(self.kept)
+            self.family,
+            self.number,
+            self.host,
+            self.used,
+            self.revision,
+            self.pool,
+            self.touched,
+            dict(self.freed),
+            dict(self.kept),
         )
 
     @property
@@ -220,7 +228,9 @@ def encode_block(block: Block) -> bytes:
 def decode_block(family: int, number: int, kv: KeyValue) -> Block:
     try:
         record = _record(kv.value)
-        times = [{int(offset, 16): float(at) for offset, at in record.get(name, {}).items()} for name in ("freed", "kept")]
+        times = [
+            {int(offset, 16): float(at) for offset, at in record.get(name, {}).items()} for name in ("freed", "kept")
+        ]
         return Block(
             family, number, str(record["host"]), int(record["used"], 16), kv.mod_revision,
             str(record.get("pool", "")), float(record.get("touched", 0.0)), *times,

@@ -38,7 +38,10 @@ class PoolKeys:
         ranges = self.pools[pool]
         if ranges is None:
             return None
-        return any(r.network.family == family and (address in r.network if whole_subnet else r.first <= address <= r.last) for r in ranges)
+        return any(
+            r.network.family == family and (address in r.network if whole_subnet else r.first <= address <= r.last)
+            for r in ranges
+        )
 
 
 def orphans(leases: Iterable[Lease], cursors: dict[str, Cursor]) -> list[str]:
@@ -52,5 +55,7 @@ def orphans(leases: Iterable[Lease], cursors: dict[str, Cursor]) -> list[str]:
             found.append(f"orphan: {lease.ip} ({lease.kind}) lies outside its pool {lease.pool}")
     for pool, cursor in cursors.items():
         if not inside(pool, cursor.family, cursor.address, False):
-            found.append(f"orphan: the position of pool {pool!r} ({format_ip(cursor.family, cursor.address)}) lies outside it")
+            found.append(
+                f"orphan: the position of pool {pool!r} ({format_ip(cursor.family, cursor.address)}) lies outside it"
+            )
     return found

@@ -88,7 +88,9 @@ class StoreSettings(Record):
 
     __slots__ = ("path", "timeout", "origin", "etcd", "boot")
 
-    def __init__(self, path: str, timeout: float, origin: str = "default", etcd: EtcdSettings | None = None, boot: str = "") -> None:
+    def __init__(
+        self, path: str, timeout: float, origin: str = "default", etcd: EtcdSettings | None = None, boot: str = ""
+    ) -> None:
         self.path = path  # the SQLite file, when `etcd` is None
         self.timeout = timeout
         self.origin = origin
@@ -167,13 +169,27 @@ class StoreSettings(Record):
             try:
                 timeout = parse_go_duration(raw)
             except ValueError as exc:
-                raise InvalidEnvironment(f"IPAM_DB_CONNECTION_TIMEOUT={raw!r} is not a duration such as 5s or 1500ms ({exc})") from None
+                raise InvalidEnvironment(
+                    f"IPAM_DB_CONNECTION_TIMEOUT={raw!r} is not a duration such as 5s or 1500ms ({exc})"
+                ) from None
             if timeout < 0 or timeout > MAX_TIMEOUT:
                 raise InvalidEnvironment(f"IPAM_DB_CONNECTION_TIMEOUT={raw!r} must be between 0 and 24h")
         return cls(path, timeout, origin, etcd)
 
 
-STORE_KEYS = {"type", "path", "endpoints", "prefix", "host", "username", "password", "passwordFile", "tls", "lockDir", "blockIdle"}
+STORE_KEYS = {
+    "type",
+    "path",
+    "endpoints",
+    "prefix",
+    "host",
+    "username",
+    "password",
+    "passwordFile",
+    "tls",
+    "lockDir",
+    "blockIdle",
+}
 
 
 def _parse_store(raw: object, where: str) -> EtcdSettings | str | None:
@@ -196,7 +212,9 @@ def _parse_store(raw: object, where: str) -> EtcdSettings | str | None:
         raise InvalidConfig(f'{where}.endpoints: expected a non-empty list of URLs such as "https://10.0.0.5:2379"')
     for endpoint in endpoints:
         if "@" in endpoint:  # user:password@host would be echoed by every message naming the endpoint
-            raise InvalidConfig(f"{where}.endpoints: credentials in an endpoint URL are not accepted; use username and passwordFile")
+            raise InvalidConfig(
+                f"{where}.endpoints: credentials in an endpoint URL are not accepted; use username and passwordFile"
+            )
         if any(c.isspace() or not c.isprintable() for c in endpoint):  # it becomes the Host header
             raise InvalidConfig(f"{where}.endpoints: {endpoint[:80]!r} contains spaces or control characters")
         scheme, _, rest = endpoint.partition("://")
@@ -213,7 +231,9 @@ def _parse_store(raw: object, where: str) -> EtcdSettings | str | None:
         raise InvalidConfig(f"{where}.tls: a client certificate needs both cert and key")
     if any(files) and not all(endpoint.startswith("https://") for endpoint in endpoints):
         raise InvalidConfig(f"{where}.tls: TLS files are given but an endpoint is not https://")
-    username, password, password_file = (optional_text(raw, name, where) for name in ("username", "password", "passwordFile"))
+    username, password, password_file = (
+        optional_text(raw, name, where) for name in ("username", "password", "passwordFile")
+    )
     if (password is not None or password_file is not None) and not username:
         raise InvalidConfig(f"{where}: a password needs a username")
     if password is not None and password_file is not None:

@@ -176,7 +176,9 @@ class SQLiteStore(Store):
         """`allocate` inside an open write transaction."""
         self._db.execute("DELETE FROM released WHERE released < ?", (now - FORGET_AFTER,))
         held = self._select("WHERE handle = ?", (owner.handle,)) if owner.handle else []
-        if self._repair_due and held:  # an attachment back after a reboot: its leases are kept for it, it takes them again
+        if (
+            self._repair_due and held
+        ):  # an attachment back after a reboot: its leases are kept for it, it takes them again
             ended = [lease for lease in held if lease.kind == LEASE and lease.boot and lease.boot != self.boot]
             self._release_ended(ended)
             held = [lease for lease in held if lease.kind != LEASE or not lease.boot or lease.boot == self.boot]
@@ -184,7 +186,17 @@ class SQLiteStore(Store):
         def take_next(spec: PoolSpec, owner: Owner) -> int:
             return self._take_next(spec, owner, now)
 
-        return grant(owner, pools, held, now, self._reserve_gateways, self._take_requested, take_next, self._insert, self._set_cursor)
+        return grant(
+            owner,
+            pools,
+            held,
+            now,
+            self._reserve_gateways,
+            self._take_requested,
+            take_next,
+            self._insert,
+            self._set_cursor,
+        )
 
     def release(self, handle: str | None, addresses: Iterable[tuple[int, int]] = ()) -> list[Lease]:
         with _Writing(self):
@@ -206,7 +218,9 @@ class SQLiteStore(Store):
             found = self.lookup(family, address)
             if found is None or found.kind != GATEWAY:
                 return None
-            users = self._db.execute("SELECT count(*) FROM leases WHERE pool = ? AND kind = 'lease'", (found.pool,)).fetchone()[0]
+            users = self._db.execute(
+                "SELECT count(*) FROM leases WHERE pool = ? AND kind = 'lease'", (found.pool,)
+            ).fetchone()[0]
             if users:
                 raise AddressConflict(f"gateway {found.ip} still serves {users} lease(s) of pool {found.pool}")
             self._db.execute("DELETE FROM leases WHERE family = ? AND address = ?", (family, to_bytes(family, address)))
@@ -246,16 +260,22 @@ class SQLiteStore(Store):
                 self._remove(lease, now)
             if grace > 0:
                 self._db.execute("DELETE FROM sightings WHERE network = ?", (network,))
-                self._db.executemany("INSERT INTO sightings VALUES (?, ?, ?)", [(network, owner, at) for owner, at in keep.items()])
+                self._db.executemany(
+                    "INSERT INTO sightings VALUES (?, ?, ?)", [(network, owner, at) for owner, at in keep.items()]
+                )
             else:  # one pass: no sighting is made, and those of the owners released are of no use any more
-                self._db.executemany("DELETE FROM sightings WHERE network = ? AND handle = ?", [(network, owner) for owner in due])
+                self._db.executemany(
+                    "DELETE FROM sightings WHERE network = ? AND handle = ?", [(network, owner) for owner in due]
+                )
             return Collection([lease for held in leaked.values() for lease in held], released, keep)
 
     def sightings(self, network: str) -> dict[str, float]:
         return self._read(lambda: self._sightings(network))
 
     def _sightings(self, network: str) -> dict[str, float]:
-        return dict(self._db.execute("SELECT handle, first_seen FROM sightings WHERE network = ?", (network,)).fetchall())
+        return dict(
+            self._db.execute("SELECT handle, first_seen FROM sightings WHERE network = ?", (network,)).fetchall()
+        )
 
     def earlier_boot_leases(self) -> list[Lease]:
         return self._read(self._earlier_boot_leases)
@@ -330,11 +350,15 @@ class SQLiteStore(Store):
         with _Writing(self):
             for lease in leases:
                 if self.lookup(lease.family, lease.address) != lease:
-                    raise AddressConflict(f"{lease.ip} changed since the report was made (or is not held any more); nothing was released")
+                    raise AddressConflict(
+                        f"{lease.ip} changed since the report was made (or is not held any more); nothing was released"
+                    )
             current = self.cursors()
             for pool, cursor in cursors.items():
                 if current.get(pool) != cursor:
-                    raise AddressConflict(f"the position of pool {pool} changed since the report was made; nothing was released")
+                    raise AddressConflict(
+                        f"the position of pool {pool} changed since the report was made; nothing was released"
+                    )
             now = self.clock()
             for lease in leases:
                 self._remove(lease, now)
@@ -364,7 +388,9 @@ class SQLiteStore(Store):
             except IntegrityError:
                 self._db.execute("ROLLBACK TO import_rows")  # undo the rows before the clash, then name it
                 raise AddressConflict(f"import refused: {self._first_conflict(rows)}") from None
-            self._db.executemany("DELETE FROM released WHERE family = ? AND address = ?", [lease_row[1:3] for lease_row in rows])
+            self._db.executemany(
+                "DELETE FROM released WHERE family = ? AND address = ?", [lease_row[1:3] for lease_row in rows]
+            )
             for family in sorted({lease_row[1] for lease_row in rows}):  # type: ignore[type-var]
                 self._rebuild_free(family)  # type: ignore[arg-type]
             for pool, cursor in cursors.items():
@@ -415,7 +441,9 @@ class SQLiteStore(Store):
         query = f"SELECT {_POOL_COLUMNS} FROM docker_pools ORDER BY created, id"
         return self._read(lambda: [_docker_pool(row) for row in self._db.execute(query)])
 
-    def request_docker_address(self, pool_id: str, requested: int | None, serial: bool = False, reuse: ReuseDelay | None = None) -> Lease:
+    def request_docker_address(
+        self, pool_id: str, requested: int | None, serial: bool = False, reuse: ReuseDelay | None = None
+    ) -> Lease:
         with _Writing(self):
             pool = self._docker_pool(pool_id)
             if requested is not None:
@@ -509,7 +537,9 @@ class SQLiteStore(Store):
             row = self._db.execute("SELECT family, address FROM cursors WHERE pool = ?", (spec.key,)).fetchone()
             cursor = from_bytes(row[1])[1] if row and row[0] == family else None
         rule = eligibility(spec.reuse, now)
-        held = self._db.execute("SELECT 1 FROM released WHERE handle IS NOT NULL AND released > ? LIMIT 1", (rule.held_since,))
+        held = self._db.execute(
+            "SELECT 1 FROM released WHERE handle IS NOT NULL AND released > ? LIMIT 1", (rule.held_since,)
+        )
         anything_rests = not rule.trivial or held.fetchone() is not None
         windows = search_windows(spec.pieces, cursor)
         for first, last in windows:
@@ -573,12 +603,15 @@ class SQLiteStore(Store):
         first, last = interval
         if address < last:
             self._db.execute(
-                "UPDATE free SET first = ? WHERE family = ? AND last = ?", (to_bytes(family, address + 1), family, to_bytes(family, last))
+                "UPDATE free SET first = ? WHERE family = ? AND last = ?",
+                (to_bytes(family, address + 1), family, to_bytes(family, last)),
             )
         else:
             self._db.execute("DELETE FROM free WHERE family = ? AND last = ?", (family, to_bytes(family, last)))
         if first < address:
-            self._db.execute("INSERT INTO free VALUES (?, ?, ?)", (family, to_bytes(family, address - 1), to_bytes(family, first)))
+            self._db.execute(
+                "INSERT INTO free VALUES (?, ?, ?)", (family, to_bytes(family, address - 1), to_bytes(family, first))
+            )
 
     def _give_back(self, family: int, address: int, until: int | None = None) -> None:
         """Return one address (or the run `address`..`until`) to the free index, merging it
@@ -641,11 +674,15 @@ class SQLiteStore(Store):
             if key in seen:
                 return f"{row[0]} appears twice in the input"
             seen.add(key)
-            existing = self._db.execute("SELECT ip, handle FROM leases WHERE family = ? AND address = ?", key).fetchone()
+            existing = self._db.execute(
+                "SELECT ip, handle FROM leases WHERE family = ? AND address = ?", key
+            ).fetchone()
             if existing:
                 return f"{row[0]} is already held by {existing[1] or 'a reservation'}"
             if row[6] is not None:
-                owner = self._db.execute("SELECT ip FROM leases WHERE handle = ? AND slot = ?", (row[6], row[5])).fetchone()
+                owner = self._db.execute(
+                    "SELECT ip FROM leases WHERE handle = ? AND slot = ?", (row[6], row[5])
+                ).fetchone()
                 if owner:
                     return f"owner {row[6]} already holds {owner[0]} in slot {row[5]}"
         return "a lease conflicts with the store"
@@ -672,9 +709,13 @@ class SQLiteStore(Store):
         with _Locked(self):
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise StoreCorrupt(f"store {self.path} has schema version {version}; this cnipam knows up to {SCHEMA_VERSION}")
+                raise StoreCorrupt(
+                    f"store {self.path} has schema version {version}; this cnipam knows up to {SCHEMA_VERSION}"
+                )
             if version == 0 and self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                raise StoreCorrupt(f"{self.path} is an SQLite database of something else; refusing to add cnipam's tables to it")
+                raise StoreCorrupt(
+                    f"{self.path} is an SQLite database of something else; refusing to add cnipam's tables to it"
+                )
             try:
                 if version == 0:
                     self._switch_to_wal()
@@ -732,7 +773,9 @@ class SQLiteStore(Store):
         query = "SELECT address FROM leases WHERE family = ? ORDER BY address"
         leased = (int.from_bytes(raw, "big") for (raw,) in self._db.execute(query, (family,)))
         query = "SELECT first, last FROM free WHERE family = ? ORDER BY last"
-        intervals = [(int.from_bytes(a, "big"), int.from_bytes(b, "big")) for a, b in self._db.execute(query, (family,))]
+        intervals = [
+            (int.from_bytes(a, "big"), int.from_bytes(b, "big")) for a, b in self._db.execute(query, (family,))
+        ]
         position, pending = 0, next(leased, None)  # position: the next address still to account for
 
         def account_for_leases_below(limit: int) -> None:
@@ -747,11 +790,15 @@ class SQLiteStore(Store):
         for first, last in intervals:
             account_for_leases_below(first)
             if first != position:
-                problems.append(f"IPv{family}: free interval {_span(family, first, last)} does not start where expected")
+                problems.append(
+                    f"IPv{family}: free interval {_span(family, first, last)} does not start where expected"
+                )
             position = max(position, last + 1)
         account_for_leases_below(1 << BITS[family])
         if position != 1 << BITS[family]:
-            problems.append(f"IPv{family}: {_span(family, position, (1 << BITS[family]) - 1)} is neither leased nor free")
+            problems.append(
+                f"IPv{family}: {_span(family, position, (1 << BITS[family]) - 1)} is neither leased nor free"
+            )
         return problems
 
     def _lock(self) -> None:
