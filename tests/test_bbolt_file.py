@@ -1,6 +1,6 @@
 """The read-only bbolt reader and the ecs-ipam interpretation of its `IPAM` bucket.
 
-* Every fixture written by the real upstream ecs-ipam (shared/fixtures/ecs-ipam-boltdb,
+* Every fixture written by the real upstream ecs-ipam (tests/fixtures/ecs-ipam-boltdb,
   see its README.md) must read back exactly as its manifest says: leases, gateway markers,
   lastKnownIP/lastKnownIPv6 and key count; reading must leave the file byte-for-byte unchanged.
 * Structures the fixtures do not contain (overflow pages, branch trees several levels deep,
@@ -23,16 +23,16 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 import pytest
+from fixture_files import FIXTURES as UPSTREAM_FIXTURES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from shared_files import FIXTURES as SHARED_FIXTURES
 
 from cnipam.core.addresses import parse_ip
 from cnipam.migration import bbolt_file
 from cnipam.migration.bbolt_file import BoltFile, BoltFormatError, fnv1a_64, read_bucket
 from cnipam.migration.ecs_boltdb import GATEWAY_MARKERS, EcsLease, Gateway, interpret_bucket, interpret_file, read_ecs_boltdb
 
-FIXTURES = SHARED_FIXTURES / "ecs-ipam-boltdb"
+FIXTURES = UPSTREAM_FIXTURES / "ecs-ipam-boltdb"
 MANIFESTS = sorted(FIXTURES.glob("*.json"))
 EXPECTED_FIXTURES = {"dualstack", "ipv4-basic", "ipv4-explicit", "large", "old-ipv4-only"}
 SMALL = FIXTURES / "ipv4-explicit.db"  # 32 KiB, 6 pages in use, meta 0 current (txid 26), IPAM inline

@@ -1,6 +1,6 @@
 """cnipamctl, driven as an operator drives it: the installed executable against real
 SQLite stores that the installed plugin populated, and migrations of the files the real
-upstream tools wrote (shared/fixtures; read-only, so each test works on a copy).
+upstream tools wrote (tests/fixtures; read-only, so each test works on a copy).
 
 Every refusal must be one line `cnipamctl: ...` on stderr with a non-zero status and
 never a traceback; `call` checks the traceback part for every invocation.
@@ -21,17 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from shared_files import FIXTURES as SHARED_FIXTURES
+from fixture_files import FIXTURES
 
 SCRIPTS = sysconfig.get_path("scripts")
 CTL = os.path.join(SCRIPTS, "cnipamctl")
 PLUGIN = os.path.join(SCRIPTS, "cnipam")
-FIXTURES = SHARED_FIXTURES
 HOST_LOCAL = next((p for p in ("/usr/lib/cni/host-local", "/opt/cni/bin/host-local") if os.path.exists(p)), None)
 BASE_ENV = {"PATH": "/usr/bin:/bin", "CNI_NETNS": "/var/run/netns/test", "CNI_PATH": "/opt/cni/bin", "LANG": "C.UTF-8"}
 LEASE_KEYS = {"ip", "family", "address", "kind", "pool", "slot", "handle", "network", "container_id", "ifname", "created"}
-
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"{FIXTURES} (shared/fixtures) is not beside the checkout")
 
 
 class Run:
@@ -400,7 +397,6 @@ def next_host_local_address(tmp_path: Path, name: str, container: str) -> list[s
     return ips(json.loads(done.stdout))
 
 
-@needs_fixtures
 @pytest.mark.parametrize(("name", "expected_next"), [("v4", ["10.22.0.25"]), ("dual", ["10.23.0.10", "2001:db8:23::a"])])
 def test_migrate_host_local(tmp_path: Path, name: str, expected_next: list[str]) -> None:
     manifest, data_dir, conf = host_local_fixture(tmp_path, name)
@@ -430,7 +426,6 @@ def test_migrate_host_local(tmp_path: Path, name: str, expected_next: list[str])
     assert sorted(os.listdir(data_dir / network)) == sorted(entry["name"] for entry in manifest["files"])  # the source is only read
 
 
-@needs_fixtures
 def test_migrate_host_local_refusals_abort_unless_skipped(tmp_path: Path) -> None:
     manifest, data_dir, conf = host_local_fixture(tmp_path, "v4")
     folder = data_dir / "net1"
@@ -453,7 +448,6 @@ def test_migrate_host_local_refusals_abort_unless_skipped(tmp_path: Path) -> Non
     assert len(ok("--db", str(data_dir / "cnipam.db"), "leases", "--json").json()) == manifest["lease_count"]
 
 
-@needs_fixtures
 def test_migrate_host_local_into_etcd_lists_every_conflict_first(tmp_path: Path, etcd_endpoint: str, etcd_prefix: bytes) -> None:
     """On etcd, as on SQLite, the store is checked before the import: a second migration
     lists every address already held (not just the first the engine trips on), and the
@@ -472,7 +466,6 @@ def test_migrate_host_local_into_etcd_lists_every_conflict_first(tmp_path: Path,
     assert len(ok("--store", store, "leases", "--json").json()) == manifest["lease_count"]
 
 
-@needs_fixtures
 def test_migrate_host_local_from_a_conflist_into_db(tmp_path: Path) -> None:
     _, data_dir, conf = host_local_fixture(tmp_path, "dual")
     config = json.loads(conf.read_text())
@@ -507,7 +500,6 @@ def expected_next(manifest: dict[str, Any], family: int) -> str:
     raise AssertionError("full")
 
 
-@needs_fixtures
 @pytest.mark.parametrize("name", ECS_FIXTURES)
 def test_migrate_ecs_boltdb(tmp_path: Path, name: str) -> None:
     manifest = json.loads((FIXTURES / "ecs-ipam-boltdb" / f"{name}.json").read_text())
@@ -536,7 +528,6 @@ def test_migrate_ecs_boltdb(tmp_path: Path, name: str) -> None:
     assert ok("--db", str(store), "check").out == "ok\n"
 
 
-@needs_fixtures
 def test_migrate_ecs_boltdb_errors(tmp_path: Path) -> None:
     manifest = json.loads((FIXTURES / "ecs-ipam-boltdb" / "ipv4-basic.json").read_text())
     (tmp_path / "ecs.conf").write_text(json.dumps(manifest["config_base"]))
@@ -552,3 +543,73 @@ def test_migrate_ecs_boltdb_errors(tmp_path: Path) -> None:
     refused(run, says=f"{manifest['lease_count'] + 1} items cannot be imported")
     assert "outside every configured pool (key 169.254.172.2)" in run.out
     assert not (tmp_path / "s.db").exists()
+
+
+# -- install-plugin: the launchers linked into a CNI bin folder --------------------------------
+
+
+def host_local_add(exe: Path, data_dir: Path, container: str) -> dict[str, Any]:
+    """An ADD through `exe` as a runtime makes it (host-local's dialect, store in data_dir)."""
+    config = {"cniVersion": "1.0.0", "name": "net", "ipam": {"type": "cnipam", "subnet": "10.60.0.0/24", "dataDir": str(data_dir)}}
+    env = {**BASE_ENV, "CNI_COMMAND": "ADD", "CNI_CONTAINERID": container, "CNI_IFNAME": "eth0"}
+    done = subprocess.run([str(exe)], input=json.dumps(config), capture_output=True, text=True, env=env, timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_install_plugin_links_both_launchers_and_changes_nothing_the_second_time(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "opt" / "cni" / "bin"  # missing, with its parents
+    first = ok("install-plugin", "--bin-dir", str(bin_dir))
+    assert first.out.splitlines() == [f"linked {bin_dir / name} -> {os.path.join(SCRIPTS, name)}" for name in ("cnipam", "ecs-ipam")]
+    for name in ("cnipam", "ecs-ipam"):
+        assert os.readlink(bin_dir / name) == os.path.join(SCRIPTS, name)
+    inodes = {name: os.lstat(bin_dir / name).st_ino for name in ("cnipam", "ecs-ipam")}
+    assert ips(host_local_add(bin_dir / "cnipam", tmp_path / "store", "c1")) == ["10.60.0.2"]  # a runtime's call through the link
+
+    again = ok("install-plugin", "--bin-dir", str(bin_dir))
+    assert again.out.splitlines() == [f"unchanged {bin_dir / name} -> {os.path.join(SCRIPTS, name)}" for name in ("cnipam", "ecs-ipam")]
+    assert {name: os.lstat(bin_dir / name).st_ino for name in ("cnipam", "ecs-ipam")} == inodes
+    assert sorted(os.listdir(bin_dir)) == ["cnipam", "ecs-ipam"]  # no temporary link left
+
+
+def test_install_plugin_refuses_another_file_of_that_name_unless_forced(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    amazon = bin_dir / "ecs-ipam"
+    amazon.write_text("#!/bin/sh\necho the real one\n")
+    refused(call("install-plugin", "--bin-dir", str(bin_dir)), says=f"{amazon} is another file")
+    assert sorted(os.listdir(bin_dir)) == ["ecs-ipam"] and amazon.read_text() == "#!/bin/sh\necho the real one\n"  # nothing changed
+
+    ok("install-plugin", "cnipam", "--bin-dir", str(bin_dir))  # the other name alone is fine
+    assert os.readlink(bin_dir / "cnipam") == os.path.join(SCRIPTS, "cnipam") and not amazon.is_symlink()
+
+    forced = ok("install-plugin", "--bin-dir", str(bin_dir), "--force")
+    assert forced.out.splitlines()[1] == f"replaced {amazon} -> {os.path.join(SCRIPTS, 'ecs-ipam')}"
+    assert os.readlink(amazon) == os.path.join(SCRIPTS, "ecs-ipam")
+
+
+def test_install_plugin_link_into_another_environment(tmp_path: Path) -> None:
+    other = tmp_path / "old-venv" / "bin"
+    other.mkdir(parents=True)
+    (other / "cnipam").write_text("#!/bin/sh\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "cnipam").symlink_to(other / "cnipam")
+    refused(call("install-plugin", "cnipam", "--bin-dir", str(bin_dir)), says=f"links to {other / 'cnipam'}, not to")
+    assert os.readlink(bin_dir / "cnipam") == str(other / "cnipam")
+
+    (other / "cnipam").unlink()  # the old environment is gone: the link is stale, replacing it breaks nothing
+    run = ok("install-plugin", "cnipam", "--bin-dir", str(bin_dir))
+    assert run.out == f"replaced {bin_dir / 'cnipam'} -> {os.path.join(SCRIPTS, 'cnipam')}\n"
+
+
+def test_install_plugin_refusals(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    refused(call("install-plugin", "--bin-dir", str(not_a_folder)), says="is not a folder")
+    (tmp_path / "bin" / "cnipam").mkdir(parents=True)
+    refused(call("install-plugin", "--bin-dir", str(tmp_path / "bin")), says="is a folder")
+    assert os.listdir(tmp_path / "bin") == ["cnipam"]
+    refused(call("install-plugin", "host-local", "--bin-dir", str(tmp_path / "bin")), status=2, says="host-local")
+    assert "[default: /opt/cni/bin]" in " ".join(ok("install-plugin", "--help").out.split())

@@ -23,15 +23,12 @@ import contextlib
 import ipaddress
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
 import sqlite3
-import struct
 import subprocess
 import sysconfig
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from container_image import busybox_missing, global_addresses, unmount_under, write_rootfs
 from host_network import ipv6_enabled
 
 SCRIPTS = sysconfig.get_path("scripts")
@@ -46,31 +44,15 @@ DRIVER = os.path.join(SCRIPTS, "cnipam-docker")
 HOST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 DOCKERD = "/usr/sbin/dockerd"
 DOCKER = "/usr/bin/docker"  # the package's 20.10 client, not /usr/local/bin/docker (28.x refuses some flags at API 1.41)
-BUSYBOX = "/bin/busybox"
 PLUGIN_DIR = Path("/run/docker/plugins")
 KEY_JSON = Path("/etc/docker/key.json")
 IMAGE = "cnipam-e2e-busybox"
-APPLETS = ("sh", "ip", "cat", "sleep", "echo", "ls", "true")
 MAIN4 = ipaddress.ip_network("198.18.0.0/16")
 BLOCK4 = 24
 MAIN6 = ipaddress.ip_network("2001:db8:77::/56")
 BLOCK6 = 64
 DOCKER_TIMEOUT = 120.0  # one docker command; generous, only to turn a hang into a failure
 START_TIMEOUT = 60.0
-
-
-def _is_static_elf(path: str) -> bool:
-    """True when the ELF file has no PT_INTERP program header (no dynamic loader needed)."""
-    with open(path, "rb") as f:
-        head = f.read(64)
-        if head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit only; Debian amd64/arm64
-            return False
-        endian = "<" if head[5] == 1 else ">"
-        phoff = struct.unpack_from(endian + "Q", head, 0x20)[0]
-        phentsize, phnum = struct.unpack_from(endian + "HH", head, 0x36)
-        f.seek(phoff)
-        table = f.read(phentsize * phnum)
-    return all(struct.unpack_from(endian + "I", table, i * phentsize)[0] != 3 for i in range(phnum))
 
 
 def _why_skip() -> str | None:
@@ -80,9 +62,7 @@ def _why_skip() -> str | None:
         return f"{DOCKERD} is missing (Debian package docker.io)"
     if not os.access(DOCKER, os.X_OK):
         return f"{DOCKER} is missing (Debian package docker.io)"
-    if not os.path.isfile(BUSYBOX) or not _is_static_elf(BUSYBOX):
-        return f"{BUSYBOX} is missing or not static (Debian package busybox-static), needed for the test image"
-    return None
+    return busybox_missing()
 
 
 SKIP_REASON = _why_skip()
@@ -139,18 +119,6 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
-
-
-def _unmount_under(root: Path) -> None:
-    """Lazily unmount anything dockerd left mounted below `root` (deepest first) before rmtree."""
-    mounts = []
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            point = line.split()[4].replace("\\040", " ")
-            if point == str(root) or point.startswith(f"{root}/"):
-                mounts.append(point)
-    for point in sorted(mounts, key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True, env={"PATH": HOST_PATH}, check=False)
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -244,7 +212,7 @@ def dockerd() -> Iterator[Dockerd]:
         yield daemon
     finally:
         daemon.stop()
-        _unmount_under(root)
+        unmount_under(root)
         shutil.rmtree(root, ignore_errors=True)
         if not key_existed:
             KEY_JSON.unlink(missing_ok=True)
@@ -258,16 +226,7 @@ def dockerd() -> Iterator[Dockerd]:
 def image(dockerd: Dockerd) -> str:
     """A rootfs of busybox-static and a few applet symlinks, imported without a registry."""
     rootfs = dockerd.root / "image.tar"
-    with tarfile.open(rootfs, "w") as tar:
-        for directory in ("bin", "proc", "sys", "dev", "etc", "tmp"):
-            info = tarfile.TarInfo(directory)
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            tar.addfile(info)
-        tar.add(BUSYBOX, arcname="bin/busybox")
-        for applet in APPLETS:
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(link)
+    write_rootfs(rootfs)
     dockerd.run("import", "-", IMAGE, stdin=rootfs.read_bytes())
     return IMAGE
 
@@ -376,7 +335,7 @@ class Lab:
     def addresses(self, network: str, *run_options: str) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
         """Run a throwaway container on `network` and return eth0's global addresses as it sees them."""
         out = self.docker.run("run", "--rm", "--network", network, *run_options, self.image, "ip", "-o", "addr", "show", "eth0").stdout
-        return _global_addresses(out)
+        return global_addresses(out)
 
     def start_container(self, network: str, *run_options: str) -> str:
         cid = self.docker.run("run", "-d", "--network", network, *run_options, self.image, "sleep", "600").stdout.strip()
@@ -384,7 +343,7 @@ class Lab:
         return cid
 
     def container_addresses(self, cid: str) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
-        return _global_addresses(self.docker.run("exec", cid, "ip", "-o", "addr", "show", "eth0").stdout)
+        return global_addresses(self.docker.run("exec", cid, "ip", "-o", "addr", "show", "eth0").stdout)
 
     def remove_container(self, cid: str) -> None:
         self.docker.run("rm", "-f", cid)
@@ -399,14 +358,6 @@ class Lab:
                 sh("ip", "link", "delete", bridge, check=False)
         self.containers.clear()
         self.networks.clear()
-
-
-def _global_addresses(ip_output: str) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
-    found: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
-    for match in re.finditer(r"\binet6? (\S+) .*?scope (\w+)", ip_output):
-        if match.group(2) == "global":
-            found.append(ipaddress.ip_interface(match.group(1)))
-    return found
 
 
 @pytest.fixture
@@ -482,7 +433,7 @@ def test_dynamic_pool(lab: Lab) -> None:
     assert pool.prefixlen == BLOCK4 and pool.subnet_of(MAIN4), f"dynamic pool {pool} is not a /{BLOCK4} of {MAIN4}"
     gateway = ipaddress.ip_address(config["Gateway"])
     assert gateway in pool and gateway not in (pool.network_address, pool.broadcast_address)
-    bridge_addresses = _global_addresses(sh("ip", "-o", "addr", "show", "dev", bridge).stdout)
+    bridge_addresses = global_addresses(sh("ip", "-o", "addr", "show", "dev", bridge).stdout)
     assert bridge_addresses == [ipaddress.ip_interface(f"{gateway}/{BLOCK4}")], "the bridge carries the gateway"
 
     held = lab.start_container(name)
@@ -518,7 +469,7 @@ def test_subnet_gateway_ip_range_aux_address_and_ip(lab: Lab) -> None:
     config = only(lab.inspect_network(name)["IPAM"]["Config"], "IPAM config")
     assert config["Subnet"] == str(subnet) and config["Gateway"] == gateway and config["IPRange"] == str(ip_range)
     assert config["AuxiliaryAddresses"] == {"a": aux}
-    assert _global_addresses(sh("ip", "-o", "addr", "show", "dev", bridge).stdout) == [ipaddress.ip_interface(f"{gateway}/24")]
+    assert global_addresses(sh("ip", "-o", "addr", "show", "dev", bridge).stdout) == [ipaddress.ip_interface(f"{gateway}/24")]
 
     held = lab.start_container(name)
     ranged = only(lab.container_addresses(held), "address on eth0")
@@ -576,7 +527,7 @@ def test_ipv6_subnet_and_ip6(lab: Lab) -> None:
     pool4 = ipaddress.ip_network(configs[4]["Subnet"]) if 4 in configs else None
     assert pool4 is not None and pool4.prefixlen == BLOCK4 and pool4.subnet_of(MAIN4), f"no dynamic /24 from the driver: {configs}"
     # 20.10's inspect shows no gateway for a --subnet without --gateway: the bridge carries it.
-    on_bridge = _global_addresses(sh("ip", "-o", "addr", "show", "dev", bridge).stdout)
+    on_bridge = global_addresses(sh("ip", "-o", "addr", "show", "dev", bridge).stdout)
     gateway6 = only([a for a in on_bridge if a.version == 6], "IPv6 address on the bridge")
     assert gateway6.network == subnet6 and gateway6.ip != subnet6.network_address, f"gateway {gateway6}"
     assert [a for a in on_bridge if a.version == 4] == [ipaddress.ip_interface(f"{configs[4]['Gateway']}/{BLOCK4}")]
@@ -604,7 +555,7 @@ def test_ipv6_dynamic_pool(lab: Lab) -> None:
     pool4, pool6 = (ipaddress.ip_network(configs[v]["Subnet"]) for v in (4, 6))
     assert pool6.prefixlen == BLOCK6 and pool6.subnet_of(MAIN6), f"dynamic IPv6 pool {pool6}"
     assert pool4.prefixlen == BLOCK4 and pool4.subnet_of(MAIN4), f"dynamic IPv4 pool {pool4}"
-    gateway6 = only([a for a in _global_addresses(sh("ip", "-o", "addr", "show", "dev", bridge).stdout) if a.version == 6], "IPv6 gateway")
+    gateway6 = only([a for a in global_addresses(sh("ip", "-o", "addr", "show", "dev", bridge).stdout) if a.version == 6], "IPv6 gateway")
     assert gateway6.network == pool6
     addresses = lab.addresses(name)
     v6 = only([a for a in addresses if a.version == 6], "IPv6 address")

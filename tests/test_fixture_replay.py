@@ -1,5 +1,5 @@
 """Replay the exact command sequences the real upstream ecs-ipam ran (the `steps` of each
-fixture manifest in shared/fixtures/ecs-ipam-boltdb, see its README.md) against our
+fixture manifest in tests/fixtures/ecs-ipam-boltdb, see its README.md) against our
 `ecs-ipam` on an empty store, and require upstream's answers: the same `ips` at every ADD,
 the same addresses released by every DEL, the same gateway markers, and at the end the
 same set of held (address, id).
@@ -28,9 +28,9 @@ from typing import Any
 
 import pytest
 from conftest import BASE_ENV, CALL_TIMEOUT, dump_leases, parse_output
-from shared_files import FIXTURES as SHARED_FIXTURES
+from fixture_files import FIXTURES as UPSTREAM_FIXTURES
 
-FIXTURES = SHARED_FIXTURES / "ecs-ipam-boltdb"
+FIXTURES = UPSTREAM_FIXTURES / "ecs-ipam-boltdb"
 MANIFESTS = sorted(FIXTURES.glob("*.json"))
 # `large` has 2,040 steps: about 60 s as separate processes on this box. Its first steps run
 # in-process through cnipam.plugin.main (the function the executable's launcher calls);

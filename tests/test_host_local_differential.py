@@ -1,6 +1,6 @@
 """The host-local dialect against the real Go host-local (Debian's containernetworking-plugins):
 the same configs and the same sequence of calls give the same addresses in the same
-order and the same refusals. Also replays the steps recorded in shared/fixtures/host-local.
+order and the same refusals. Also replays the steps recorded in tests/fixtures/host-local.
 
 Where cnipam differs on purpose it is not compared: a repeated ADD for the same
 attachment (host-local errors, cnipam returns the lease it has), and CNI_ARGS IP together
@@ -17,10 +17,10 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from shared_files import FIXTURES as SHARED_FIXTURES
+from fixture_files import FIXTURES as UPSTREAM_FIXTURES
 
 HOST_LOCAL = next((p for p in ("/usr/lib/cni/host-local", "/opt/cni/bin/host-local") if os.path.exists(p)), None)
-FIXTURES = SHARED_FIXTURES / "host-local"
+FIXTURES = UPSTREAM_FIXTURES / "host-local"
 CNIPAM = os.path.join(sysconfig.get_path("scripts"), "cnipam")
 
 needs_host_local = pytest.mark.skipif(

@@ -36,6 +36,7 @@ from cnipam.libcni import (
     network_list_from_bytes,
     network_list_from_file,
 )
+from cnipam.libcni.results import as_go_types
 
 HOST_LOCAL = "/usr/lib/cni/host-local"
 needs_host_local = pytest.mark.skipif(not os.access(HOST_LOCAL, os.X_OK), reason="Debian's containernetworking-plugins is not installed")
@@ -243,7 +244,7 @@ def add_del_round_trip(env: Env, net: NetworkConfigList, data_dir: Path) -> None
     assert result["cniVersion"] == net.cni_version
     address = result["ips"][0]["address"] if "ips" in result else result["ip4"]["ip"]
     assert address == "10.77.0.9/24"
-    assert env.cni.get_cached_result(net, runtime) == result
+    assert env.cni.get_cached_result(net, runtime) == as_go_types(result)  # as Go's typed result keeps it
 
     path = env.cache_file(net.name, "c1")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -257,7 +258,8 @@ def add_del_round_trip(env: Env, net: NetworkConfigList, data_dir: Path) -> None
     assert entry["networkName"] == net.name
     assert entry["netns"] == "/run/netns/c1"
     assert entry["cniArgs"] == [["IgnoreUnknown", "1"], ["K8S_POD_NAME", "p"]]
-    assert entry["result"] == result
+    assert entry["result"] == as_go_types(result)
+    assert ("dns" in entry["result"]) == (not at_least(net.cni_version, "1.0.0"))  # cnipam prints "dns":{}; Go 1.2+ drops it in 1.x
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary files left
 
     with pytest.raises(CNIError):
@@ -613,17 +615,31 @@ def test_validate_network_list_with_go_host_local(env: Env, tmp_path: Path) -> N
 
 # --------------------------------------------------------------------------------------
 # the cache, checked against Go's format
+#
+# The expected bytes are what Go libcni 1.2 and later writes, read off its source
+# (libcni/api.go cacheAdd and cachedInfo, pkg/types/{020,040,100}/types.go, pkg/types/types.go
+# at v1.2.0..v1.3.0): the cachedInfo struct's field order with omitempty, []byte config as
+# padded standard base64, and the result read into the typed result of its own version,
+# marshalled, read back into a map and marshalled again (so every key sorted, unknown keys
+# gone, numbers as float64, and an empty `dns` dropped from a 1.x result by types100's
+# MarshalJSON while 0.x results keep `"dns":{}`).
 
 GO_CONFIG = b'{"cniVersion":"1.0.0","name":"gonet","plugins":[{"type":"rec"}]}'
-# What Go's libcni writes after an ADD at 0.4.0 for that list: struct field order, no spaces,
-# []byte as padded standard base64, omitempty fields absent, maps with sorted keys.
-GO_ENTRY = (
+GO_ENTRY = (  # after an ADD whose last plugin answered at 0.4.0
     '{"kind":"cniCacheV1","containerId":"gocontainer","config":"'
     + base64.b64encode(GO_CONFIG).decode()
     + '","ifName":"eth0","networkName":"gonet","netns":"/var/run/netns/go","cniArgs":[["IgnoreUnknown","1"]],'
     '"capabilityArgs":{"ips":["10.1.2.3/24"]},'
     '"result":{"cniVersion":"0.4.0","dns":{},"interfaces":[{"mac":"aa:bb:cc:dd:ee:ff","name":"eth0","sandbox":"/var/run/netns/go"}],'
     '"ips":[{"address":"10.1.2.3/24","gateway":"10.1.2.1","interface":0,"version":"4"}],"routes":[{"dst":"0.0.0.0/0"}]}}'
+)
+# What libcni 1.1 (podman 4.3's) wrote for a 1.0.0 result: no `netns`, and `"dns":{}`.
+GO_11_ENTRY = (
+    '{"kind":"cniCacheV1","containerId":"gocontainer","config":"'
+    + base64.b64encode(GO_CONFIG).decode()
+    + '","ifName":"eth0","networkName":"gonet",'
+    '"result":{"cniVersion":"1.0.0","dns":{},"interfaces":[{"name":"eth0","sandbox":"/var/run/netns/go"}],'
+    '"ips":[{"address":"10.1.2.3/24","gateway":"10.1.2.1","interface":0}]}}'
 )
 
 
@@ -652,29 +668,90 @@ def test_a_go_written_cache_entry_feeds_our_del(env: Env) -> None:
     assert not path.exists()
 
 
+def test_a_libcni_1_1_cache_entry_is_still_read(env: Env) -> None:
+    env.script("rec")
+    path = env.cache_file("gonet", "gocontainer")
+    path.parent.mkdir(parents=True)
+    path.write_text(GO_11_ENTRY)
+    net = network_list_from_bytes(GO_CONFIG)
+    runtime = RuntimeConf("gocontainer", "/var/run/netns/go")
+    expected = json.loads(GO_11_ENTRY)["result"]
+    assert env.cni.get_cached_result(net, runtime) == expected
+    (attachment,) = env.cni.get_cached_attachments("gocontainer")
+    assert "netns" not in attachment
+    env.cni.del_network_list(net, runtime)
+    (call,) = env.calls()
+    assert call["conf"]["prevResult"] == expected and call["env"]["CNI_NETNS"] == "/var/run/netns/go"
+    assert not path.exists()
+
+
 def test_our_cache_entry_is_byte_identical_to_gos(env: Env) -> None:
     env.script("rec")
     go_result = json.loads(GO_ENTRY)["result"]
-    plugin = {"type": "rec", "behave": {"result": go_result}}
+    plugin = {"type": "rec", "behave": {"result": {**go_result, "unknown": [1]}}}  # Go's struct has no `unknown`
     net = network_list_from_bytes(json.dumps({"cniVersion": "0.4.0", "name": "gonet", "plugins": [plugin]}).encode())
     runtime = RuntimeConf("gocontainer", "/var/run/netns/go", args=(("IgnoreUnknown", "1"),), capability_args={"ips": ["10.1.2.3/24"]})
     env.cni.add_network_list(net, runtime)
     expected = GO_ENTRY.replace(base64.b64encode(GO_CONFIG).decode(), base64.b64encode(net.raw).decode())
     assert env.cache_file("gonet", "gocontainer").read_text() == expected
 
-    # no netns, args or capability args: Go's omitempty drops the keys; Go's escaping and numbers
-    bare = RuntimeConf("c2", "", capability_args={})
-    odd = {"cniVersion": "0.4.0", "ips": [{"version": "4", "address": "10.0.0.1/8"}], "x": ["<&>", 1.0, 1e21, 2.5e-7, "é\u2028"]}
-    net2 = conflist("n2", "0.4.0", [{"type": "rec", "behave": {"result": odd}}])
+    # no netns or args: Go's omitempty drops the keys; capability args are a map of anything,
+    # so Go's escaping and number formats show there
+    odd = {"x": ["<&>", 1.0, 1e21, 2.5e-7, "é\u2028"]}
+    bare = RuntimeConf("c2", "", capability_args=odd)
+    result = {"cniVersion": "0.4.0", "ips": [{"version": "4", "address": "10.0.0.1/8"}]}
+    net2 = conflist("n2", "0.4.0", [{"type": "rec", "behave": {"result": result}}])
     env.cni.add_network_list(net2, bare)
     assert (
         env.cache_file("n2", "c2").read_bytes()
         == (
             '{"kind":"cniCacheV1","containerId":"c2","config":"' + base64.b64encode(net2.raw).decode() + '","ifName":"eth0",'
-            '"networkName":"n2","result":{"cniVersion":"0.4.0","ips":[{"address":"10.0.0.1/8","version":"4"}],'
-            '"x":["\\u003c\\u0026\\u003e",1,1e+21,2.5e-7,"é\\u2028"]}}'
+            '"networkName":"n2","capabilityArgs":{"x":["\\u003c\\u0026\\u003e",1,1e+21,2.5e-7,"é\\u2028"]},'
+            '"result":{"cniVersion":"0.4.0","dns":{},"ips":[{"address":"10.0.0.1/8","version":"4"}]}}'
         ).encode()
     )
+
+
+@pytest.mark.parametrize(
+    ("answer", "cached"),
+    [
+        # an empty dns, given or not, is left out of a 1.x result (libcni 1.2+); a set one is kept
+        ({"ips": [{"address": "10.0.0.2/24"}], "dns": {}}, '{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.2/24"}]}'),
+        ({"ips": [{"address": "10.0.0.2/24"}], "dns": {"nameservers": []}}, '{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.2/24"}]}'),
+        (
+            {"dns": {"nameservers": ["10.0.0.1"], "search": []}, "ips": [{"address": "10.0.0.2/24"}]},
+            '{"cniVersion":"1.0.0","dns":{"nameservers":["10.0.0.1"]},"ips":[{"address":"10.0.0.2/24"}]}',
+        ),
+        # addresses as net.IP prints them; empty lists, "" and a 0 mtu omitted, a 0 table and interface kept
+        (
+            {
+                "interfaces": [{"name": "eth0", "mac": "", "mtu": 0, "socketPath": "/s", "other": 1}, {"mac": "m"}],
+                "ips": [{"address": "2001:DB8:0:0::0:5/64", "gateway": "2001:db8::0001", "interface": 0}],
+                "routes": [{"dst": "::/0", "gw": "2001:db8::1", "mtu": 0, "table": 0, "advmss": 1400}, {"dst": "::ffff:10.0.0.0/104"}],
+            },
+            '{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","socketPath":"/s"},{"mac":"m","name":""}],'
+            '"ips":[{"address":"2001:db8::5/64","gateway":"2001:db8::1","interface":0}],'
+            '"routes":[{"advmss":1400,"dst":"::/0","gw":"2001:db8::1","table":0},{"dst":"10.0.0.0/8"}]}',
+        ),
+        ({"ips": [], "routes": [], "interfaces": []}, '{"cniVersion":"1.0.0"}'),
+    ],
+)
+def test_a_1x_result_is_cached_as_gos_typed_result_writes_it(env: Env, answer: dict[str, Any], cached: str) -> None:
+    env.script("rec")
+    net = conflist("n", "1.0.0", [{"type": "rec", "behave": {"result": {"cniVersion": "1.0.0", **answer}}}])
+    assert env.cni.add_network_list(net, rt()) == {"cniVersion": "1.0.0", **answer}  # the caller gets what the plugin said
+    entry = env.cache_file("n", "c1").read_text()
+    assert entry.endswith(f',"result":{cached}}}')
+
+
+def test_the_cache_keeps_the_last_plugins_own_version(env: Env) -> None:
+    """libcni caches the result as the plugin gave it; both sides convert when reading."""
+    env.script("rec")
+    answer = {"cniVersion": "0.4.0", "ips": [{"version": "4", "address": "10.0.0.2/24"}]}
+    net = conflist("n", "1.0.0", [{"type": "rec", "behave": {"result": answer}}])
+    assert env.cni.add_network_list(net, rt()) == {"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/24"}]}
+    assert json.loads(env.cache_file("n", "c1").read_text())["result"] == {**answer, "dns": {}}
+    assert env.cni.get_cached_result(net, rt()) == {"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/24"}], "dns": {}}
 
 
 def test_a_legacy_bare_result_cache_is_read(env: Env) -> None:

@@ -1,5 +1,6 @@
-"""cnipam.libcni's result conversion between spec versions (cni-spec.md section 2) and its
-Go-identical JSON writer. Pure functions: no plugins run here."""
+"""cnipam.libcni's result conversion between spec versions (cni-spec.md section 2), a result
+as Go's typed structs keep it (what Go libcni caches), and its Go-identical JSON writer.
+Pure functions: no plugins run here."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from cnipam.libcni import ResultError, convert_result
 from cnipam.libcni.gojson import marshal
+from cnipam.libcni.results import as_go_types
 
 V020 = {
     "cniVersion": "0.2.0",
@@ -108,6 +110,46 @@ def test_1x_through_04x_and_back_is_lossless(result: dict[str, Any], middle: str
     assert all(ip["version"] == ("6" if ":" in ip["address"] else "4") for ip in down.get("ips", []))
     assert convert_result(down, result["cniVersion"]) == result
     assert convert_result(convert_result(down, "1.0.0"), middle) == down
+
+
+@settings(max_examples=200, deadline=None)
+@given(results_1x)
+def test_a_result_in_gos_typed_shape_stays_as_it_is(result: dict[str, Any]) -> None:
+    typed = as_go_types(result)
+    assert as_go_types(typed) == typed
+    assert {k for k, v in result.items() if v} - {"dns"} == set(typed) - {"dns"}  # only empty lists go
+    assert convert_result(as_go_types(convert_result(result, "0.4.0")), result["cniVersion"]) == {**typed, "dns": typed.get("dns", {})}
+
+
+@pytest.mark.parametrize(
+    ("result", "typed"),
+    [
+        (V020, V020),
+        (
+            {"cniVersion": "0.2.0", "ip4": {"ip": "10.1.0.5/16", "routes": [], "extra": 1}, "ip6": None, "other": 2},
+            {"cniVersion": "0.2.0", "ip4": {"ip": "10.1.0.5/16"}, "dns": {}},
+        ),
+        (V040, V040),
+        (
+            {"cniVersion": "0.3.1", "interfaces": [{"name": "eth0", "mtu": 1500}], "ips": [{"address": "10.1.0.5/16", "interface": 0}]},
+            {
+                "cniVersion": "0.3.1",
+                "interfaces": [{"name": "eth0"}],
+                "ips": [{"version": "", "address": "10.1.0.5/16", "interface": 0}],
+                "dns": {},
+            },
+        ),
+        (V100, V100),
+        (
+            {"cniVersion": "1.1.0", "ips": [{"address": "10.1.0.5"}], "dns": {"domain": ""}},
+            {"cniVersion": "1.1.0", "ips": [{"address": "10.1.0.5"}]},
+        ),
+    ],
+    ids=["020", "020-extra", "040", "031-no-version", "100", "110-no-prefix"],
+)
+def test_gos_typed_result_of_each_version(result: dict[str, Any], typed: dict[str, Any]) -> None:
+    """An address Go could not parse (no prefix length) is kept as given: cnipam accepted the result already."""
+    assert as_go_types(result) == typed
 
 
 @settings(max_examples=200, deadline=None)

@@ -1,7 +1,7 @@
 """`cnipamctl migrate gipam FILE`, driven through the installed executables: the file
 into a real SQLite store, then the real `cnipam-docker` serving the imported pool ids.
 
-No lease file written by gipam itself is in shared/fixtures; the ones here follow gipam's
+No lease file written by gipam itself is in tests/fixtures; the ones here follow gipam's
 encoder (Go's MarshalIndent of pkg/leaser's structs, reference docker-ipam.md section 2),
 with its omitted zero indexes and `null` lists.
 """

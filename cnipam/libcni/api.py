@@ -14,6 +14,7 @@ from .config import NetworkConfigList
 from .errors import CacheError, CNIError, MultipleErrors, UnsupportedVersion
 from .gojson import marshal_bytes
 from .invoke import exec_plugin, find_plugin, parse_result, plugin_env, require_version, version_info
+from .results import convert
 from .runtime import RuntimeConf, validate_attachment
 
 DEFAULT_CACHE_DIR = "/var/lib/cni"
@@ -73,18 +74,21 @@ class CNI:
 
     def add_network_list(self, net: NetworkConfigList, rt: RuntimeConf) -> dict[str, Any]:
         """ADD every plugin in order, each getting the previous one's result as prevResult;
-        the last result (in net.cni_version) is cached and returned. A failure stops the
-        list and leaves cleaning up to the caller's DEL, as the spec requires."""
+        the last result is returned in net.cni_version and cached in the plugin's own, as
+        libcni caches it. A failure stops the list and leaves cleaning up to the caller's
+        DEL, as the spec requires."""
         validate_attachment(net.name, rt)
+        answer: dict[str, Any] = {}
         result: dict[str, Any] | None = None
         for plugin in net.plugins:
             stdout = self._run("ADD", net, plugin, request_config(net, plugin, result, rt), rt)
             try:
-                result = parse_result(stdout, net.cni_version)
+                answer = parse_result(stdout, net.cni_version)
+                result = convert(answer, net.cni_version)
             except CNIError as err:
                 raise err.in_plugin(str(plugin["type"]), "add", net.name) from None
         assert result is not None  # a list has at least one plugin
-        write_entry(self._cache_path(net, rt), encode_entry(net.raw, net.name, rt, result))
+        write_entry(self._cache_path(net, rt), encode_entry(net.raw, net.name, rt, answer))
         return result
 
     def check_network_list(self, net: NetworkConfigList, rt: RuntimeConf) -> None:

@@ -2,10 +2,13 @@
 `<cache_dir>/results/<network>-<containerID>-<ifname>`, in Go libcni's `cniCacheV1` format.
 
 The files are shared with Go runtimes on the same host (a containerd that did the ADD, our
-DEL, or the other way round), so they are written exactly as Go writes them: the struct's
-field order, omitempty fields left out, `config` as standard padded base64, maps with sorted
-keys (see gojson). Unlike libcni we write through a temporary file and rename, so a crash
-never leaves a torn entry that a later DEL would have to drop.
+DEL, or the other way round), so they are written exactly as Go libcni 1.2 and later writes
+them: the struct's field order, omitempty fields left out, `netns` kept, `config` as
+standard padded base64, maps with sorted keys (see gojson), and the last plugin's result in
+its own version as Go's typed result writes it (results.as_go_types). Entries of older
+libcnis (1.1: no `netns`, `"dns":{}` in 1.x results) and the bare results before
+`cniCacheV1` are read as well. Unlike libcni we write through a temporary file and rename,
+so a crash never leaves a torn entry that a later DEL would have to drop.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 from .errors import CacheError
 from .gojson import marshal
-from .results import convert
+from .results import as_go_types, convert
 from .runtime import RuntimeConf
 
 KIND = "cniCacheV1"
@@ -35,7 +38,8 @@ def entry_path(cache_dir: str, network: str, container_id: str, ifname: str) -> 
 
 
 def encode_entry(config: bytes, network: str, rt: RuntimeConf, result: dict[str, Any]) -> bytes:
-    """The bytes Go's json.Marshal(&cachedInfo{...}) produces for the same values."""
+    """The bytes Go libcni's cacheAdd writes for the same call: json.Marshal(&cachedInfo{...})
+    with the result read into its typed struct and written out again."""
     fields = [
         ("kind", marshal(KIND)),
         ("containerId", marshal(rt.container_id)),
@@ -50,7 +54,7 @@ def encode_entry(config: bytes, network: str, rt: RuntimeConf, result: dict[str,
     if rt.capability_args:
         fields.append(("capabilityArgs", marshal(dict(rt.capability_args))))
     if result:
-        fields.append(("result", marshal(result)))
+        fields.append(("result", marshal(as_go_types(result))))
     return ("{" + ",".join(f'"{key}":{value}' for key, value in fields) + "}").encode()
 
 

@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import CNIError, PluginError, PluginNotFound, PluginTimeout, ResultError, UnsupportedVersion
-from .results import convert
 
 ETXTBSY_RETRIES = 5
 ETXTBSY_SLEEP = 1.0
@@ -94,8 +93,10 @@ def exec_plugin(path: str, stdin: bytes, env: Mapping[str, str], timeout: float,
 
 
 def parse_result(stdout: bytes, config_version: str) -> dict[str, Any]:
-    """The ADD result, in `config_version`: a result without cniVersion is taken to be in the
-    config's version (libcni's fixupResultVersion), one in another version is converted."""
+    """The ADD result as the plugin gave it, in its own version: a result without cniVersion
+    is taken to be in the config's version (libcni's fixupResultVersion). Converting it to
+    the config's version is the caller's step; the result cache keeps it unconverted, as
+    libcni's does."""
     try:
         doc = json.loads(stdout) if stdout.strip() else None
     except (ValueError, UnicodeDecodeError) as err:
@@ -106,7 +107,7 @@ def parse_result(stdout: bytes, config_version: str) -> dict[str, Any]:
         raise ResultError("failed to unmarshal raw result: not a JSON object", stdout.decode(errors="replace"))
     if not isinstance(doc.get("cniVersion"), str) or not doc["cniVersion"]:
         doc["cniVersion"] = config_version
-    return convert(doc, config_version) if doc["cniVersion"] != config_version else doc
+    return doc
 
 
 VERSION_STDIN = b'{"cniVersion":"1.1.0"}'

@@ -11,6 +11,9 @@ back, so results move between the three shapes:
 The rules are libcni's converters (02x <-> 04x <-> 1.x). Where Go keeps fields that the
 target spec does not define (1.1.0 route fields in a 0.4.0 result), we keep only what the
 target spec defines; within a family only `cniVersion` changes.
+
+`as_go_types` is a different step: what a result becomes when Go libcni reads it into its
+typed structs and writes it out again, which is what its result cache holds.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from .errors import ResultError
 
 _FAMILIES = {"0.1.0": "02x", "0.2.0": "02x", "0.3.0": "04x", "0.3.1": "04x", "0.4.0": "04x", "1.0.0": "1x", "1.1.0": "1x"}
 _INTERFACE_04X = ("name", "mac", "sandbox")
+_INTERFACE_1X = ("name", "mac", "mtu", "sandbox", "socketPath", "pciID")  # libcni 1.2+: mtu, socketPath, pciID (CNI 1.1.0)
+_DNS = ("nameservers", "domain", "search", "options")
 
 
 def family(version: str) -> str:
@@ -131,3 +136,92 @@ def _to_1x(result: dict[str, Any], to_version: str) -> dict[str, Any]:
     if "routes" in result:
         out["routes"] = [_route(r) for r in result["routes"] or []]
     return _dns(result, out)
+
+
+def as_go_types(result: dict[str, Any]) -> dict[str, Any]:
+    """`result` as Go libcni 1.2 and later keeps it: read into the typed result of its
+    version (types020/040/100) and marshalled again, as its cacheAdd does.
+
+    That drops every key the structs do not have and every empty `omitempty` field (empty
+    lists, "" strings, a 0 `mtu`), prints addresses as Go's net.IP prints them, always
+    writes an interface's `name` and a 0.x `version`, and keeps `dns` in 0.x results even
+    when empty (`"dns":{}`), while a 1.x result leaves an empty `dns` out (types100's
+    MarshalJSON since libcni 1.2). Values of the wrong type, which Go would refuse at ADD,
+    are kept as they are: the result has already been accepted.
+    """
+    shape = family(result_version(result))
+    out: dict[str, Any] = {"cniVersion": result["cniVersion"]} if result.get("cniVersion") else {}
+    if shape == "02x":
+        for key in ("ip4", "ip6"):
+            config = result.get(key)
+            if isinstance(config, dict):
+                out[key] = _go_fields(
+                    {"ip": _go_cidr(config.get("ip")), "gateway": _go_ip(config.get("gateway")), "routes": _go_routes(config.get("routes"))}
+                )
+    else:
+        keys = _INTERFACE_04X if shape == "04x" else _INTERFACE_1X
+        interfaces = [
+            _go_fields({**{k: i.get(k) for k in keys}, "name": i.get("name") or ""}, keep=("name",))
+            for i in _dicts(result.get("interfaces"))
+        ]
+        ips = []
+        for ip in _dicts(result.get("ips")):
+            fields = {"version": ip.get("version") or ""} if shape == "04x" else {}
+            fields.update(interface=ip.get("interface"), address=_go_cidr(ip.get("address")), gateway=_go_ip(ip.get("gateway")))
+            ips.append(_go_fields(fields, keep=("version", "interface")))
+        out.update(_go_fields({"interfaces": interfaces, "ips": ips, "routes": _go_routes(result.get("routes"))}))
+    dns = result.get("dns")
+    dns = _go_fields({k: dns.get(k) for k in _DNS}) if isinstance(dns, dict) else {}
+    if dns or shape != "1x":
+        out["dns"] = dns
+    return out
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _go_fields(fields: dict[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fields Go's `omitempty` writes: none that is absent (None), "", 0 or an empty
+    list, except those in `keep` (no omitempty, or a pointer), which go out unless absent."""
+    return {k: v for k, v in fields.items() if v is not None and (k in keep or v not in ("", [], 0))}
+
+
+def _go_routes(routes: Any) -> list[dict[str, Any]]:
+    """types.Route: `table` and `scope` are pointers (0 is written), the other numbers are not."""
+    return [
+        _go_fields(
+            {
+                "dst": _go_cidr(route.get("dst")),
+                "gw": _go_ip(route.get("gw")),
+                **{k: route.get(k) for k in ("mtu", "advmss", "priority", "table", "scope")},
+            },
+            keep=("dst", "table", "scope"),
+        )
+        for route in _dicts(routes)
+    ]
+
+
+def _go_ip(text: Any) -> Any:
+    """net.IP's String(): canonical, and an IPv4-mapped IPv6 address printed as IPv4."""
+    if not isinstance(text, str) or not text:
+        return text
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return text
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return str(mapped or ip)
+
+
+def _go_cidr(text: Any) -> Any:
+    """types.IPNet's String(): the address as given (host bits kept) and the prefix length;
+    an IPv4-mapped address is IPv4, its prefix counted in the last 32 bits."""
+    if not isinstance(text, str) or "/" not in text:
+        return text
+    try:
+        net = ipaddress.ip_interface(text)
+    except ValueError:
+        return text
+    mapped = net.ip.ipv4_mapped if isinstance(net, ipaddress.IPv6Interface) else None
+    return f"{mapped}/{max(net.network.prefixlen - 96, 0)}" if mapped else f"{net.ip}/{net.network.prefixlen}"
