@@ -37,8 +37,7 @@ from report import Row, Target, results_table
 from timing import Ratio, Sample, ratio
 from tooling import in_temp_folder
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from etcd_process import EtcdServer, etcd_binary  # the tests' etcd launcher: standard library only
+from cnipam.testing.etcd_server import EtcdServer, etcd_binary
 
 SUBNET = "10.66.0.0/15"
 HOSTS, WORKERS_PER_HOST = 4, 4

@@ -322,8 +322,7 @@ def etcd_for_campaign(endpoint: str | None) -> Iterator[str]:
     if endpoint:
         yield endpoint
         return
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from etcd_process import EtcdServer  # type: ignore[import-not-found]  # tests/, put on the path above: the tests' private etcd
+    from cnipam.testing.etcd_server import EtcdServer
 
     with EtcdServer("contention") as server:
         yield server.endpoint

@@ -23,7 +23,7 @@ SIGKILLs it at random moments, checks the store while it is down, restarts it on
 store and continues.
 
 It needs the installed package (`pip install .`): the executables next to this Python.
-The etcd campaign starts a private etcd (tests/etcd_process.py) unless --etcd is given.
+The etcd campaign starts a private etcd (cnipam.testing.etcd_server) unless --etcd is given.
 """
 
 from __future__ import annotations
@@ -776,8 +776,7 @@ def etcd_store(endpoint: str | None, workdir: Path) -> Iterator[dict[str, Any]]:
     if endpoint:
         yield {"type": "etcd", "endpoints": [endpoint], "prefix": prefix, "host": "node-1", "lockDir": str(workdir / "lock")}
         return
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from etcd_process import EtcdServer  # type: ignore[import-not-found]  # tests/, put on the path above: the tests' private etcd
+    from cnipam.testing.etcd_server import EtcdServer
 
     with EtcdServer("crash") as server:
         yield {"type": "etcd", "endpoints": [server.endpoint], "prefix": prefix, "host": "node-1", "lockDir": str(workdir / "lock")}

@@ -2,7 +2,7 @@
 
 The shared server is what `etcd_endpoint` yields; a test that has to break its server
 (stop it mid-session, enable auth, serve TLS) starts its own `EtcdServer`
-(etcd_process.py), so the shared one never changes under other tests.
+(cnipam.testing.etcd_server), so the shared one never changes under other tests.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from etcd_process import EtcdServer, etcd_binary, free_port
+
+from cnipam.testing.etcd_server import EtcdServer, etcd_binary, free_port
 
 __all__ = ["EtcdServer", "etcd_endpoint", "etcd_prefix", "free_port", "need_etcd"]
 

@@ -1,5 +1,5 @@
-"""A real etcd on loopback, started and stopped by PID: for the tests (etcd_server.py)
-and the benchmarks (bench/etcd_cluster.py), so it imports nothing but the standard library.
+"""A real etcd on loopback, started and stopped by PID: for the tests, the benchmarks
+(bench/etcd_cluster.py) and the campaigns, so it imports nothing but the standard library.
 
 Each server gets free loopback ports (never 2379: a host's own etcd.service may own
 it), a data folder on tmpfs when there is one (fsync is then free, as in
