@@ -30,14 +30,13 @@ import os
 import random
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from campaign import etcd_endpoint, executable
 
 DOCUMENTED = {11: "try again later: the store stayed locked or busy past the timeout"}
 NETWORK = "net1"
@@ -87,14 +86,6 @@ class Target(NamedTuple):
             assert store is not None
             return ["--store", json.dumps({**store, "host": "inspector", "lockDir": str(self.folder / "inspector")})]
         return ["--db", str(self.db)]
-
-
-def executable(name: str) -> str:
-    """The installed executable next to this interpreter (never a PATH shim)."""
-    path = os.path.join(sysconfig.get_path("scripts"), name)
-    if not os.access(path, os.X_OK):
-        raise SystemExit(f"{path} is missing: run `pip install .` first")
-    return path
 
 
 class Owner:
@@ -316,18 +307,6 @@ def markdown(target: Target, outcome: Outcome, workers: int, seconds: float) -> 
     return "\n".join(summary)
 
 
-@contextmanager
-def etcd_for_campaign(endpoint: str | None) -> Iterator[str]:
-    """An etcd to run against: the given one, or a private one started here."""
-    if endpoint:
-        yield endpoint
-        return
-    from cnipam.testing.etcd_server import EtcdServer
-
-    with EtcdServer("contention") as server:
-        yield server.endpoint
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60.0)
@@ -341,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="cnipam-contention-") as folder:
         if args.store == "etcd":
-            with etcd_for_campaign(args.etcd) as endpoint:
+            with etcd_endpoint(args.etcd, "contention") as endpoint:
                 prefix = f"/cnipam-contention/{os.getpid()}-{time.time_ns()}/"
                 target = Target("etcd", Path(folder) / "unused.db", endpoint, prefix, args.hosts, Path(folder))
                 outcome = Campaign(target, args.seconds, args.workers, args.seed, args.timeout).run()
