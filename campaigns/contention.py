@@ -9,7 +9,7 @@ keeping one call running at all times, and checks while it runs that no address 
 handed to an owner while another owner holds it, and after it that the store holds
 exactly what the successful calls say (`cnipamctl leases`) and passes `cnipamctl check`.
 
-The CI test (tests/test_contention_campaign.py) runs this for a few seconds; the full
+The CI test (tests/campaigns/test_contention_campaign.py) runs this for a few seconds; the full
 campaign is the same code from the command line:
 
     python campaigns/contention.py --seconds 60 --store sqlite

@@ -6,7 +6,7 @@ A CNI plugin can die at any instruction (OOM killer, node shutdown, a runtime's 
 and a driver can be killed while dockerd waits on it. The promise is: a printed result or
 a 200 answer is durable, an interrupted change is all or nothing, and the store stays
 consistent. This file is the one implementation of that proof, in two sizes: the tests
-(tests/test_crash.py) run it short in CI, and an operator runs it long:
+(tests/campaigns/test_crash.py) run it short in CI, and an operator runs it long:
 
     python campaigns/crash.py --runs 3000 --engine sqlite     # or etcd, or docker
 

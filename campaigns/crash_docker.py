@@ -3,7 +3,7 @@ ReleaseAddress clients hammer a real `cnipam-docker`, which is SIGKILLed at rand
 moments; the store is checked while the driver is down, then the driver is started again
 on the same store and the clients go on.
 
-campaigns/crash.py runs it (`--engine docker`); tests/test_crash.py runs it short.
+campaigns/crash.py runs it (`--engine docker`); tests/campaigns/test_crash.py runs it short.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ and after the result is printed. After every wave (no process running) the store
 back and each operation's outcome is checked against what it may have done; the observed
 state then becomes the model for the next wave.
 
-campaigns/crash.py runs it (`--engine sqlite|etcd`); tests/test_crash.py runs it short.
+campaigns/crash.py runs it (`--engine sqlite|etcd`); tests/campaigns/test_crash.py runs it short.
 """
 
 from __future__ import annotations
