@@ -35,7 +35,7 @@ def test_latency_vs_leases_writes_a_png_with_an_empty_store_point(tmp_path: Path
 
 
 def test_docker_load_writes_a_png(tmp_path: Path) -> None:
-    clients = [1, 4, 16]
+    clients: list[float] = [1, 4, 16]
     throughput = [
         plots.Series("cnipam-docker", clients, [900, 1500, 1400], [850, 1400, 1200], [950, 1600, 1500]),
         plots.Series("do-nothing HTTP server", clients, [4000, 6000, 5500], [3900, 5800, 5000], [4100, 6100, 5900]),

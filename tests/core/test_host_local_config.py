@@ -1,5 +1,7 @@
 """host-local's dialect: range sets, canonicalisation, refusals, requested addresses."""
 
+from collections.abc import Mapping
+
 import pytest
 
 from cnipam.core.addresses import parse_ip
@@ -13,7 +15,7 @@ def ip(text: str) -> int:
     return parse_ip(text)[1]
 
 
-def config(ipam: dict[str, object], **top: object) -> dict[str, object]:
+def config(ipam: Mapping[str, object], **top: object) -> dict[str, object]:
     return {"cniVersion": "1.0.0", "name": "net", "ipam": {"type": "cnipam", **ipam}, **top}
 
 

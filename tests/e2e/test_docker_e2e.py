@@ -48,9 +48,9 @@ DOCKER = "/usr/bin/docker"  # the package's 20.10 client, not /usr/local/bin/doc
 PLUGIN_DIR = Path("/run/docker/plugins")
 KEY_JSON = Path("/etc/docker/key.json")
 IMAGE = "cnipam-e2e-busybox"
-MAIN4 = ipaddress.ip_network("198.18.0.0/16")
+MAIN4 = ipaddress.IPv4Network("198.18.0.0/16")
 BLOCK4 = 24
-MAIN6 = ipaddress.ip_network("2001:db8:77::/56")
+MAIN6 = ipaddress.IPv6Network("2001:db8:77::/56")
 BLOCK6 = 64
 DOCKER_TIMEOUT = 120.0  # one docker command; generous, only to turn a hang into a failure
 START_TIMEOUT = 60.0
@@ -430,7 +430,7 @@ def test_dynamic_pool(lab: Lab) -> None:
     name, bridge = lab.create_network()
     config = only(lab.inspect_network(name)["IPAM"]["Config"], "IPAM config")
     assert lab.inspect_network(name)["IPAM"]["Driver"] == lab.driver.name
-    pool = ipaddress.ip_network(config["Subnet"])
+    pool = ipaddress.IPv4Network(config["Subnet"])
     assert pool.prefixlen == BLOCK4 and pool.subnet_of(MAIN4), f"dynamic pool {pool} is not a /{BLOCK4} of {MAIN4}"
     gateway = ipaddress.ip_address(config["Gateway"])
     assert gateway in pool and gateway not in (pool.network_address, pool.broadcast_address)
@@ -447,7 +447,7 @@ def test_dynamic_pool(lab: Lab) -> None:
     assert_held(lab.driver.db, pool, gateway, first.ip)
 
     other_name, _ = lab.create_network()
-    other = ipaddress.ip_network(only(lab.inspect_network(other_name)["IPAM"]["Config"], "IPAM config")["Subnet"])
+    other = ipaddress.IPv4Network(only(lab.inspect_network(other_name)["IPAM"]["Config"], "IPAM config")["Subnet"])
     assert other.prefixlen == BLOCK4 and other.subnet_of(MAIN4) and not other.overlaps(pool), f"second dynamic pool {other}"
 
     lab.remove_container(held)
@@ -525,7 +525,7 @@ def test_ipv6_subnet_and_ip6(lab: Lab) -> None:
     assert inspected["EnableIPv6"] is True
     configs = {ipaddress.ip_network(c["Subnet"]).version: c for c in inspected["IPAM"]["Config"]}
     assert ipaddress.ip_network(configs[6]["Subnet"]) == subnet6
-    pool4 = ipaddress.ip_network(configs[4]["Subnet"]) if 4 in configs else None
+    pool4 = ipaddress.IPv4Network(configs[4]["Subnet"]) if 4 in configs else None
     assert pool4 is not None and pool4.prefixlen == BLOCK4 and pool4.subnet_of(MAIN4), f"no dynamic /24 from the driver: {configs}"
     # 20.10's inspect shows no gateway for a --subnet without --gateway: the bridge carries it.
     on_bridge = global_addresses(sh("ip", "-o", "addr", "show", "dev", bridge).stdout)
@@ -553,7 +553,7 @@ def test_ipv6_dynamic_pool(lab: Lab) -> None:
     name, bridge = lab.create_network("--ipv6")
     configs = {ipaddress.ip_network(c["Subnet"]).version: c for c in lab.inspect_network(name)["IPAM"]["Config"]}
     assert set(configs) == {4, 6}, f"expected a dynamic pool per family: {configs}"
-    pool4, pool6 = (ipaddress.ip_network(configs[v]["Subnet"]) for v in (4, 6))
+    pool4, pool6 = ipaddress.IPv4Network(configs[4]["Subnet"]), ipaddress.IPv6Network(configs[6]["Subnet"])
     assert pool6.prefixlen == BLOCK6 and pool6.subnet_of(MAIN6), f"dynamic IPv6 pool {pool6}"
     assert pool4.prefixlen == BLOCK4 and pool4.subnet_of(MAIN4), f"dynamic IPv4 pool {pool4}"
     gateway6 = only([a for a in global_addresses(sh("ip", "-o", "addr", "show", "dev", bridge).stdout) if a.version == 6], "IPv6 gateway")

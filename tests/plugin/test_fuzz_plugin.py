@@ -85,7 +85,7 @@ BASES: list[dict[str, Any]] = [
 @st.composite
 def configs(draw: st.DrawFn) -> dict[str, Any]:
     """A valid config with one to three keys replaced by hostile values."""
-    config = json.loads(json.dumps(draw(st.sampled_from(BASES))))
+    config: dict[str, Any] = json.loads(json.dumps(draw(st.sampled_from(BASES))))
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
         where = draw(st.sampled_from(["top", "ipam", "ipam", "store"]))
         if where == "top":

@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sysconfig
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,7 @@ needs_host_local = pytest.mark.skipif(
 )
 
 
-def call(exe: str, command: str, config: dict[str, object], container: str, ifname: str = "eth0", **env: str) -> tuple[int, dict]:
+def call(exe: str, command: str, config: dict[str, object], container: str, ifname: str = "eth0", **env: str) -> tuple[int, dict[str, Any]]:
     environ = {
         "PATH": "/usr/bin:/bin", "CNI_COMMAND": command, "CNI_CONTAINERID": container, "CNI_IFNAME": ifname,
         "CNI_NETNS": "/var/run/netns/none", "CNI_PATH": "/usr/lib/cni", **env,
@@ -48,7 +49,7 @@ class Pair:
             for exe, kind in ((HOST_LOCAL, "host-local"), (CNIPAM, "cnipam"))
         }
 
-    def both(self, command: str, container: str, ifname: str = "eth0", **env: str) -> tuple[int, dict]:
+    def both(self, command: str, container: str, ifname: str = "eth0", **env: str) -> tuple[int, dict[str, Any]]:
         go, ours = (call(exe, command, config, container, ifname, **env) for exe, config in self.configs.items())  # type: ignore[arg-type]
         assert (go[0] == 0) == (ours[0] == 0), f"{command} {container}: host-local {go} vs cnipam {ours}"
         if go[0] == 0 and command == "ADD":
@@ -58,7 +59,7 @@ class Pair:
         return ours
 
 
-SCENARIOS = {
+SCENARIOS: dict[str, dict[str, object]] = {
     "range bounds": {"ranges": [[{"subnet": "10.22.0.0/24", "rangeStart": "10.22.0.10", "rangeEnd": "10.22.0.14"}]],
                      "routes": [{"dst": "0.0.0.0/0"}]},
     "single-range keys, gateway at the end": {"subnet": "10.24.0.0/29", "gateway": "10.24.0.6"},

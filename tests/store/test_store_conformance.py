@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cnipam.core.addresses import format_ip, parse_ip
+from cnipam.core.addresses import Network, format_ip, parse_cidr, parse_ip
+from cnipam.core.docker_pools import DockerPool, PoolClaim
 from cnipam.core.ecs_config import parse_ecs
 from cnipam.core.errors import AddressConflict, PoolExhausted
 from cnipam.core.ipam_config import PoolSpec
@@ -207,34 +208,31 @@ def test_a_gateway_is_freed_only_by_name_and_only_once_unused(store: Store) -> N
 # -- Docker pools (schema version 2) ----------------------------------------------------
 
 
-def _claim(network: str | None = None, prefix: int = 24, main: str | None = "198.18.0.0/23", sub: str | None = None) -> object:
-    from cnipam.core.addresses import parse_cidr
-    from cnipam.core.docker_pools import PoolClaim
-
-    def cidr(text: str | None) -> object:
+def _claim(network: str | None = None, prefix: int = 24, main: str | None = "198.18.0.0/23", sub: str | None = None) -> PoolClaim:
+    def cidr(text: str | None) -> Network | None:
         return None if text is None else parse_cidr(text, "test")[1]
 
     return PoolClaim("space", 4, cidr(network), cidr(sub), prefix, cidr(main), "{}")
 
 
 def test_docker_pools_explicit_dynamic_overlap_and_ids(store: Store) -> None:
-    explicit = store.claim_docker_pool(_claim("198.18.0.0/24"))  # type: ignore[arg-type]
-    dynamic = store.claim_docker_pool(_claim())  # type: ignore[arg-type]
+    explicit = store.claim_docker_pool(_claim("198.18.0.0/24"))
+    dynamic = store.claim_docker_pool(_claim())
     assert (str(explicit.network), str(dynamic.network)) == ("198.18.0.0/24", "198.18.1.0/24")
     with pytest.raises(AddressConflict):
-        store.claim_docker_pool(_claim("198.18.1.128/25"))  # type: ignore[arg-type]
+        store.claim_docker_pool(_claim("198.18.1.128/25"))
     with pytest.raises(PoolExhausted):
-        store.claim_docker_pool(_claim())  # type: ignore[arg-type]
+        store.claim_docker_pool(_claim())
     assert [pool.id for pool in store.docker_pools()] == [explicit.id, dynamic.id]
     store.release_docker_pool(explicit.id)
-    again = store.claim_docker_pool(_claim())  # type: ignore[arg-type]
+    again = store.claim_docker_pool(_claim())
     assert str(again.network) == "198.18.0.0/24" and again.id not in (explicit.id, dynamic.id)
 
 
 def test_docker_addresses_are_lowest_free_leases_released_with_their_pool(store: Store) -> None:
     from cnipam.core.errors import InvalidConfig, NotFound
 
-    pool = store.claim_docker_pool(_claim("10.5.0.0/29"))  # type: ignore[arg-type]
+    pool = store.claim_docker_pool(_claim("10.5.0.0/29"))
     assert store.request_docker_address(pool.id, None).ip == "10.5.0.1"
     assert store.request_docker_address(pool.id, parse_ip("10.5.0.4")[1]).ip == "10.5.0.4"
     assert store.request_docker_address(pool.id, None).ip == "10.5.0.2"
@@ -262,7 +260,7 @@ def test_serial_docker_addresses_go_round_robin_and_skip_what_is_held(store: Sto
     """Docker's `com.docker.network.ipam.serial`: the next free address after the last one
     handed out, wrapping; a freed address is not handed out again at once. A named address
     and a first-free request in between do not move the position."""
-    pool = store.claim_docker_pool(_claim("10.6.0.0/29"))  # type: ignore[arg-type]  # .1 to .6
+    pool = store.claim_docker_pool(_claim("10.6.0.0/29"))  # .1 to .6
     serial = [store.request_docker_address(pool.id, None, serial=True).ip for _ in range(3)]
     assert serial == ["10.6.0.1", "10.6.0.2", "10.6.0.3"]
     assert store.release_docker_address(pool.id, 4, parse_ip("10.6.0.2")[1]) is not None
@@ -275,10 +273,7 @@ def test_serial_docker_addresses_go_round_robin_and_skip_what_is_held(store: Sto
     assert store.problems() == []
 
 
-def _imported(pool_id: str, network: str, *addresses: str) -> tuple[object, list[Lease]]:
-    from cnipam.core.addresses import parse_cidr
-    from cnipam.core.docker_pools import DockerPool
-
+def _imported(pool_id: str, network: str, *addresses: str) -> tuple[DockerPool, list[Lease]]:
     pool = DockerPool(pool_id, "space", parse_cidr(network, "test")[1], None, "{}", 1.0)
     return pool, [pool.lease(parse_ip(text)[1], 1.0) for text in addresses]
 
@@ -288,7 +283,7 @@ def test_imported_docker_pools_keep_their_ids_and_serve_like_claimed_ones(store:
 
     v4, v4_leases = _imported("R0KGSOeJ4n3thSpz", "198.18.0.0/24", "198.18.0.1", "198.18.0.3")
     v6, v6_leases = _imported("a8Fz0qLmN3xY7bWc", "2001:db8::/64", "2001:db8::1")
-    assert store.import_docker_pools([v4, v6], v4_leases + v6_leases) == 2  # type: ignore[list-item]
+    assert store.import_docker_pools([v4, v6], v4_leases + v6_leases) == 2
     assert [pool.id for pool in store.docker_pools()] == ["R0KGSOeJ4n3thSpz", "a8Fz0qLmN3xY7bWc"]
     assert store.request_docker_address("R0KGSOeJ4n3thSpz", None).ip == "198.18.0.2"  # lowest free, around the imported ones
     with pytest.raises(AddressConflict):
@@ -300,18 +295,18 @@ def test_imported_docker_pools_keep_their_ids_and_serve_like_claimed_ones(store:
     with pytest.raises(NotFound):
         store.request_docker_address("R0KGSOeJ4n3thSpz", None)
     # A dynamic claim now skips the imported IPv6 block only, and mints a fresh id.
-    claimed = store.claim_docker_pool(_claim(main="198.18.0.0/23"))  # type: ignore[arg-type]
+    claimed = store.claim_docker_pool(_claim(main="198.18.0.0/23"))
     assert str(claimed.network) == "198.18.0.0/24" and claimed.id != "R0KGSOeJ4n3thSpz"
 
 
 def test_docker_import_refuses_whole_and_names_the_clash(store: Store) -> None:
     from cnipam.core.errors import InvalidConfig
 
-    existing = store.claim_docker_pool(_claim("198.18.0.0/24"))  # type: ignore[arg-type]
+    existing = store.claim_docker_pool(_claim("198.18.0.0/24"))
     cni = store.allocate(attachment("a"), pools(ipv4_subnet="10.9.0.0/24"))
     fine, fine_leases = _imported("fine", "198.18.5.0/24", "198.18.5.1")
     taken = cni[0].ip
-    cases: list[tuple[list[object], list[Lease], type[Exception], str]] = [
+    cases: list[tuple[list[DockerPool], list[Lease], type[Exception], str]] = [
         ([_imported(existing.id, "198.18.9.0/24")[0]], [], AddressConflict, existing.id),  # the id exists
         ([_imported("x", "198.18.0.128/25")[0]], [], AddressConflict, "198.18.0.0/24"),  # overlaps a pool
         ([_imported("x", "198.18.6.0/24")[0], _imported("y", "198.18.6.0/23")[0]], [], AddressConflict, "198.18.6.0/24"),
@@ -323,12 +318,12 @@ def test_docker_import_refuses_whole_and_names_the_clash(store: Store) -> None:
     before = (store.docker_pools(), store.leases())
     for pools_in, leases_in, error, named in cases:
         with pytest.raises(error, match=named.replace(".", r"\.")):
-            store.import_docker_pools([fine, *pools_in], [*fine_leases, *leases_in])  # type: ignore[list-item]
+            store.import_docker_pools([fine, *pools_in], [*fine_leases, *leases_in])
         assert (store.docker_pools(), store.leases()) == before  # nothing of it, not even `fine`
 
 
 def test_docker_import_moves_the_id_counter_past_an_imported_serial(store: Store) -> None:
     pool, _ = _imported("space/198.18.9.0/24/41", "198.18.9.0/24")
-    store.import_docker_pools([pool], [])  # type: ignore[list-item]
-    claimed = store.claim_docker_pool(_claim("198.18.0.0/24"))  # type: ignore[arg-type]
+    store.import_docker_pools([pool], [])
+    claimed = store.claim_docker_pool(_claim("198.18.0.0/24"))
     assert claimed.id == "space/198.18.0.0/24/42"
