@@ -72,7 +72,9 @@ def _errorbars(ax: Any, series: Series, x: Sequence[float], marker: str) -> None
     )
 
 
-def latency_vs_leases(series: Sequence[Series], path: Path, title: str = "One ADD against the leases already in the store") -> Path:
+def latency_vs_leases(
+    series: Sequence[Series], path: Path, title: str = "One ADD against the leases already in the store"
+) -> Path:
     """ADD latency (ms) against the number of existing leases, log scale on both axes.
 
     A point at x = 0 (an empty store) is drawn at EMPTY_AT and its tick labelled "0".
@@ -199,15 +201,18 @@ def lease_series(label: str, points: Sequence[tuple[int, Sample]]) -> dict[str, 
     }
 
 
-def plot_jobs(lease_curves: Curves, docker_plot: dict[str, Any] | None, folder: Path) -> list[tuple[str, dict[str, Any]]]:
+def plot_jobs(
+    lease_curves: Curves, docker_plot: dict[str, Any] | None, folder: Path
+) -> list[tuple[str, dict[str, Any]]]:
     """(caption, job) for every plot the run has data for."""
     jobs: list[tuple[str, dict[str, Any]]] = []
     lines = [line for label, points in lease_curves.items() if (line := lease_series(label, points))]
     if lines:
         caption = (
             "One ADD against the leases already in the store, log scale on both axes (an empty store is drawn at 1). "
-            "The /16 lines are figure 2's group (0, 10,000, 50,000 leases, measured interleaved); the dashed /8 and /64 "
-            "lines are figure 3's (empty vs 1,000,000 leases, cnipam only: host-local is not run at 1M). "
+            "The /16 lines are figure 2's group (0, 10,000, 50,000 leases, measured interleaved); "
+            "the dashed /8 and /64 lines are figure 3's (empty vs 1,000,000 leases, cnipam only: "
+            "host-local is not run at 1M). "
             "Markers are medians of all runs; bars the lowest and highest per-round median."
         )
         jobs.append((caption, {"plot": "latency_vs_leases", "path": str(folder / LEASE_PLOT), "series": lines}))
@@ -215,7 +220,8 @@ def plot_jobs(lease_curves: Curves, docker_plot: dict[str, Any] | None, folder: 
         caption = (
             "The Docker driver under 1 to 16 clients (section D): requests per second and p99 latency, "
             "against the do-nothing HTTP server measured in the same rounds; the dotted lines are raw durable "
-            "SQLite commits per second and the p99 target. Markers are medians over rounds; bars the lowest and highest round."
+            "SQLite commits per second and the p99 target. Markers are medians over rounds; "
+            "bars the lowest and highest round."
         )
         jobs.append((caption, {**docker_plot, "path": str(folder / DOCKER_PLOT)}))
     return jobs
@@ -236,7 +242,10 @@ def draw(jobs: Sequence[dict[str, Any]], tmp: Path) -> str | None:
         except Exception as exc:  # a broken plot must not cost the measured tables
             return f"plots omitted: bench/plots.py failed: {type(exc).__name__}: {exc}"
         return None
-    print(f"bench: matplotlib is not importable by {sys.executable}; installing it into a venv for the plots ...", flush=True)
+    print(
+        f"bench: matplotlib is not importable by {sys.executable}; installing it into a venv for the plots ...",
+        flush=True,
+    )
     venv, spec = tmp / "plot-venv", tmp / "plots.json"
     spec.write_text(json.dumps(list(jobs)))
     steps = [
@@ -252,7 +261,9 @@ def draw(jobs: Sequence[dict[str, Any]], tmp: Path) -> str | None:
     return None
 
 
-def make_plots(lease_curves: Curves, docker_plot: dict[str, Any] | None, document_dir: Path | None, tmp: Path) -> tuple[str, str | None]:
+def make_plots(
+    lease_curves: Curves, docker_plot: dict[str, Any] | None, document_dir: Path | None, tmp: Path
+) -> tuple[str, str | None]:
     """Draw every plot bench/run.py has data for: the Markdown section linking them ('' when
     none), and why they were not drawn (None when they were).
 

@@ -53,15 +53,21 @@ def etcd_store(endpoint: str | None, workdir: Path) -> Iterator[dict[str, Any]]:
         yield {"type": "etcd", "endpoints": [url], "prefix": prefix, "host": "node-1", "lockDir": str(workdir / "lock")}
 
 
-def run(engine: str, runs: int, seed: int, workdir: Path, etcd: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(
+    engine: str, runs: int, seed: int, workdir: Path, etcd: str | None = None, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     started = time.monotonic()
     if engine == "docker":
         report = run_docker_campaign(workdir, runs, seed, log)
     elif engine == "sqlite":
-        report = run_plugin_campaign(executable("cnipam"), Target(workdir / "store" / "ipam.db"), workdir, runs, seed, log)
+        report = run_plugin_campaign(
+            executable("cnipam"), Target(workdir / "store" / "ipam.db"), workdir, runs, seed, log
+        )
     else:
         with etcd_store(etcd, workdir) as store:
-            report = run_plugin_campaign(executable("cnipam"), Target(workdir / "unused.db", store), workdir, runs, seed, log)
+            report = run_plugin_campaign(
+                executable("cnipam"), Target(workdir / "unused.db", store), workdir, runs, seed, log
+            )
     report["engine"] = engine
     report["seconds"] = round(time.monotonic() - started, 1)
     return report
@@ -70,14 +76,23 @@ def run(engine: str, runs: int, seed: int, workdir: Path, etcd: str | None = Non
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--engine", choices=("sqlite", "etcd", "docker"), required=True)
-    parser.add_argument("--runs", type=int, default=3000, help="plugin processes (sqlite, etcd) or driver requests (docker)")
+    parser.add_argument(
+        "--runs", type=int, default=3000, help="plugin processes (sqlite, etcd) or driver requests (docker)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--etcd", help="an etcd endpoint to use instead of starting a private one")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (stores, outputs) for inspection")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix=f"cnipam-crash-{args.engine}-"))
     try:
-        report = run(args.engine, args.runs, args.seed, workdir, args.etcd, log=lambda line: print(line, file=sys.stderr, flush=True))
+        report = run(
+            args.engine,
+            args.runs,
+            args.seed,
+            workdir,
+            args.etcd,
+            log=lambda line: print(line, file=sys.stderr, flush=True),
+        )
     except CampaignFailure as failure:
         print(f"DEFECT: {failure} (work folder kept: {workdir})", file=sys.stderr)
         return 1

@@ -55,7 +55,15 @@ class DriverProcess:
         self.starts = 0
 
     def start(self) -> None:
-        command = [executable("cnipam-docker"), "--socket", self.socket, "--spec-dir", str(self.folder / "spec"), "--db", str(self.db)]
+        command = [
+            executable("cnipam-docker"),
+            "--socket",
+            self.socket,
+            "--spec-dir",
+            str(self.folder / "spec"),
+            "--db",
+            str(self.db),
+        ]
         command += ["-v4", "10.96.0.0/16", "-v4ab", "26", "-v6", "fd96::/48", "-v6ab", "120"]
         seen = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
@@ -210,7 +218,9 @@ class DockerCampaign:
                     pool.unnamed += 1
                 self.outcomes["RequestAddress interrupted"] += 1
             raise
-        if status == 503 and "no free address" in str(reply.get("Err")):  # unknown leftovers filled a small pool: documented
+        if status == 503 and "no free address" in str(
+            reply.get("Err")
+        ):  # unknown leftovers filled a small pool: documented
             with self.lock:
                 self.outcomes["RequestAddress 503 pool full"] += 1
             return
@@ -320,7 +330,9 @@ def pool_addresses(cidr: str, count: int) -> list[str]:
     return [str(ipaddress.ip_address(first + n)) for n in range(min(count, network.num_addresses - 2))]
 
 
-def run_docker_campaign(folder: Path, runs: int, seed: int, log: Callable[[str], None], clients: int = 4) -> dict[str, Any]:
+def run_docker_campaign(
+    folder: Path, runs: int, seed: int, log: Callable[[str], None], clients: int = 4
+) -> dict[str, Any]:
     """`runs` requests from `clients` concurrent clients; the driver is SIGKILLed after a
     random number of answered requests (1-60) plus a delay drawn from [0, 2 x the median
     request latency], so kills land between requests and inside them."""
@@ -368,7 +380,9 @@ def run_docker_campaign(folder: Path, runs: int, seed: int, log: Callable[[str],
     finally:
         if driver.process is not None and driver.process.poll() is None:
             driver.kill()
-    ctl = subprocess.run([executable("cnipamctl"), "--db", str(driver.db), "check"], capture_output=True, text=True, timeout=WAIT)
+    ctl = subprocess.run(
+        [executable("cnipamctl"), "--db", str(driver.db), "check"], capture_output=True, text=True, timeout=WAIT
+    )
     expect(ctl.returncode == 0 and ctl.stdout.strip() == "ok", f"cnipamctl check: {ctl.stdout}{ctl.stderr}")
     median = sorted(campaign.latencies)[len(campaign.latencies) // 2]
     log(f"median request latency {median * 1000:.1f} ms")

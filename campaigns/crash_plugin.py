@@ -51,12 +51,17 @@ class Target:
         if self.store is None:
             return SQLiteStore(str(self.db), timeout=5.0)
         lock_dir = str(self.db.parent / "inspector-lock")
-        return open_etcd(EtcdSettings(tuple(self.store["endpoints"]), self.store["prefix"], "inspector", lock_dir=lock_dir), 10.0)
+        return open_etcd(
+            EtcdSettings(tuple(self.store["endpoints"]), self.store["prefix"], "inspector", lock_dir=lock_dir), 10.0
+        )
 
     def ctl_args(self) -> list[str]:
         if self.store is None:
             return ["--db", str(self.db)]
-        return ["--store", json.dumps({**self.store, "host": "inspector", "lockDir": str(self.db.parent / "inspector-lock")})]
+        return [
+            "--store",
+            json.dumps({**self.store, "host": "inspector", "lockDir": str(self.db.parent / "inspector-lock")}),
+        ]
 
 
 @dataclass
@@ -85,7 +90,9 @@ class PluginCampaign:
     runs: int = 0
     kills: int = 0
     span: float = 0.0
-    durations: dict[str, list[float]] = field(default_factory=dict)  # calibration: start to exit of recent runs, per verb
+    durations: dict[str, list[float]] = field(
+        default_factory=dict
+    )  # calibration: start to exit of recent runs, per verb
     timeout: str = "60s"  # survivors wait out the lock queue: only kills interrupt a run
 
     def ipam(self, dual: bool) -> dict[str, Any]:
@@ -111,12 +118,19 @@ class PluginCampaign:
             env["CNI_CONTAINERID"] = container
         return env
 
-    def start(self, kind: str, config: dict[str, Any], container: str | None, tag: str) -> tuple[subprocess.Popen[bytes], Path]:
+    def start(
+        self, kind: str, config: dict[str, Any], container: str | None, tag: str
+    ) -> tuple[subprocess.Popen[bytes], Path]:
         stdin, out = self.workdir / f"{tag}.in", self.workdir / f"{tag}.out"
         stdin.write_text(json.dumps(config))
         with open(stdin, "rb") as source, open(out, "wb") as sink:
             process = subprocess.Popen(
-                [self.exe], stdin=source, stdout=sink, stderr=subprocess.STDOUT, env=self.env(kind, container), cwd=self.workdir
+                [self.exe],
+                stdin=source,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env=self.env(kind, container),
+                cwd=self.workdir,
             )
         self.runs += 1
         return process, out
@@ -150,7 +164,12 @@ class PluginCampaign:
         """GC as libcni sends it: every attachment still alive (including those being
         added right now) is valid; `garbage` are the ones the runtime forgot."""
         valid = [{"containerID": self.attachment[handle], "ifname": "eth0"} for handle in keep]
-        config = {"cniVersion": "1.1.0", "name": NETWORK, "ipam": self.ipam(dual=True), "cni.dev/valid-attachments": valid}
+        config = {
+            "cniVersion": "1.1.0",
+            "name": NETWORK,
+            "ipam": self.ipam(dual=True),
+            "cni.dev/valid-attachments": valid,
+        }
         self.serial += 1
         process, out = self.start("GC", config, None, f"gc{self.serial}")
         return Op("GC", "", process, out, garbage=tuple(garbage))
@@ -248,7 +267,9 @@ class PluginCampaign:
         touched = {op.handle for op in ops} | {handle for op in ops for handle in op.garbage}
         for handle, before in self.live.items():
             if handle not in touched and held.get(handle, frozenset()) != before:
-                raise CampaignFailure(f"{handle} changed without being asked: held {sorted(before)}, now {sorted(held.get(handle, ()))}")
+                raise CampaignFailure(
+                    f"{handle} changed without being asked: held {sorted(before)}, now {sorted(held.get(handle, ()))}"
+                )
         strangers = set(held) - set(self.live) - touched
         if strangers:
             raise CampaignFailure(f"leases nobody asked for: {sorted(strangers)}")
@@ -266,7 +287,9 @@ class PluginCampaign:
             raise CampaignFailure(f"ADD {op.handle} exited 0 without a result: {printed}")
         families = sorted(6 if ":" in ip else 4 for ip in now)
         if now and families != list(op.families):
-            raise CampaignFailure(f"interrupted ADD {op.handle} of families {op.families} holds {sorted(now)}: half an ADD")
+            raise CampaignFailure(
+                f"interrupted ADD {op.handle} of families {op.families} holds {sorted(now)}: half an ADD"
+            )
         self.outcomes["ADD killed after commit, before printing" if now else "ADD killed before commit"] += 1
 
     def settle_del(self, op: Op, now: frozenset[str]) -> None:
@@ -284,7 +307,9 @@ class PluginCampaign:
         kept = [handle for handle in op.garbage if held.get(handle)]
         for handle in kept:
             if held[handle] != self.live[handle]:
-                raise CampaignFailure(f"GC left {sorted(held[handle])} of {handle}'s {sorted(self.live[handle])}: half an attachment")
+                raise CampaignFailure(
+                    f"GC left {sorted(held[handle])} of {handle}'s {sorted(self.live[handle])}: half an attachment"
+                )
         if not op.killed:
             if kept:
                 raise CampaignFailure(f"GC succeeded but kept the garbage {kept}")
@@ -320,7 +345,9 @@ class PluginCampaign:
 
     def finish(self) -> None:
         """`cnipamctl check` agrees, and the store still serves at once (no stale lock)."""
-        ctl = subprocess.run([executable("cnipamctl"), *self.target.ctl_args(), "check"], capture_output=True, text=True, timeout=WAIT)
+        ctl = subprocess.run(
+            [executable("cnipamctl"), *self.target.ctl_args(), "check"], capture_output=True, text=True, timeout=WAIT
+        )
         if ctl.returncode != 0 or ctl.stdout.strip() != "ok":
             raise CampaignFailure(f"cnipamctl check: exit {ctl.returncode}: {ctl.stdout}{ctl.stderr}")
         self.timeout = "3s"  # a lock left behind by a killed process would make this ADD fail with code 11
@@ -341,7 +368,9 @@ def printed_json(path: Path) -> Any:
         return None
 
 
-def run_plugin_campaign(exe: str, target: Target, workdir: Path, runs: int, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
+def run_plugin_campaign(
+    exe: str, target: Target, workdir: Path, runs: int, seed: int, log: Callable[[str], None]
+) -> dict[str, Any]:
     campaign = PluginCampaign(exe, target, workdir, random.Random(seed))
     span = campaign.calibrate()
     measured = sorted(run for runs in campaign.durations.values() for run in runs)

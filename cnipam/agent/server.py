@@ -202,7 +202,9 @@ def serve(settings: AgentSettings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     reconciler = None
     if settings.reconcile_interval is not None:
-        reconciler = threading.Thread(target=agent.reconcile_forever, args=(settings.reconcile_interval,), name="reconciler")
+        reconciler = threading.Thread(
+            target=agent.reconcile_forever, args=(settings.reconcile_interval,), name="reconciler"
+        )
         reconciler.start()
     log(
         "listening",

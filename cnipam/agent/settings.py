@@ -21,7 +21,12 @@ class AgentSettings(Record):
     __slots__ = ("socket", "reconcile_interval", "reconcile_grace", "cache_dir", "stores")
 
     def __init__(
-        self, socket: str, reconcile_interval: float | None, reconcile_grace: float, cache_dir: str, stores: tuple[str, ...]
+        self,
+        socket: str,
+        reconcile_interval: float | None,
+        reconcile_grace: float,
+        cache_dir: str,
+        stores: tuple[str, ...],
     ) -> None:
         self.socket = socket
         self.reconcile_interval = reconcile_interval  # None: the reconciler is off
@@ -53,11 +58,14 @@ def positive_duration(text: str) -> float:
 def load(argv: list[str], env: dict[str, str]) -> AgentSettings:
     parser = argparse.ArgumentParser(
         prog="cnipamd",
-        description="cnipam's node agent: holds the stores open and answers the CNI calls that `cnipam` plugins forward to it.",
+        description="cnipam's node agent: holds the stores open and answers the CNI calls "
+        "that `cnipam` plugins forward to it.",
     )
     default_socket = env.get(SOCKET_VARIABLE.decode()) or DEFAULT_SOCKET.decode()
     parser.add_argument(
-        "--socket", default=default_socket, help=f"UNIX socket to listen on (default: ${SOCKET_VARIABLE.decode()} or %(default)s)"
+        "--socket",
+        default=default_socket,
+        help=f"UNIX socket to listen on (default: ${SOCKET_VARIABLE.decode()} or %(default)s)",
     )
     parser.add_argument(
         "--reconcile-interval",
@@ -73,14 +81,19 @@ def load(argv: list[str], env: dict[str, str]) -> AgentSettings:
         metavar="DURATION",
         help="leave leases younger than this alone (default: 10m): a runtime writes its cache entry after the ADD",
     )
-    parser.add_argument("--cni-cache-dir", default=DEFAULT_CACHE_DIR, metavar="DIR", help="libcni's cache folder (default: %(default)s)")
+    parser.add_argument(
+        "--cni-cache-dir", default=DEFAULT_CACHE_DIR, metavar="DIR", help="libcni's cache folder (default: %(default)s)"
+    )
     parser.add_argument(
         "--db",
         action="append",
         default=[],
         metavar="FILE",
-        help="a store file to open at start (and reconcile), repeatable; stores that calls name are opened on first use anyway",
+        help="a store file to open at start (and reconcile), repeatable; "
+        "stores that calls name are opened on first use anyway",
     )
     args = parser.parse_args(argv)
     stores = tuple(os.path.abspath(path) for path in args.db)
-    return AgentSettings(os.path.abspath(args.socket), args.reconcile_interval, args.reconcile_grace, args.cni_cache_dir, stores)
+    return AgentSettings(
+        os.path.abspath(args.socket), args.reconcile_interval, args.reconcile_grace, args.cni_cache_dir, stores
+    )

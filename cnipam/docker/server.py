@@ -78,13 +78,19 @@ class Handler(BaseHTTPRequestHandler):
             reply, status = {"Err": f"internal error: {type(exc).__name__}: {exc}"}, 500
             self.close_connection = True  # the body may be unread: never parse it as the next request
         self._send(status, reply)
-        fields: dict[str, object] = {"method": self.path, "status": status, "ms": round((time.monotonic() - started) * 1000, 2)}
+        fields: dict[str, object] = {
+            "method": self.path,
+            "status": status,
+            "ms": round((time.monotonic() - started) * 1000, 2),
+        }
         if status != 200:
             fields["err"] = reply["Err"]
         log("request", **fields)
 
     def do_GET(self) -> None:
-        self._send(405 if self.path in self.server.driver.methods else 404, {"Err": f"{self.command} {self.path}: use POST"})
+        self._send(
+            405 if self.path in self.server.driver.methods else 404, {"Err": f"{self.command} {self.path}: use POST"}
+        )
 
     do_PUT = do_DELETE = do_GET
 
@@ -107,7 +113,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.rfile.read(length)
         except TimeoutError:
             self.close_connection = True
-            raise BodyTimedOut(f"the request body did not arrive within {self.server.driver.settings.read_timeout:g} s") from None
+            raise BodyTimedOut(
+                f"the request body did not arrive within {self.server.driver.settings.read_timeout:g} s"
+            ) from None
 
     def _discard(self, length: int) -> None:
         """Read and drop an oversized body in bounded chunks (up to 64 MiB; beyond that
@@ -227,9 +235,14 @@ def serve(settings: DriverSettings) -> int:
     try:
         problems = store.problems()
         if problems:
-            raise StoreCorrupt(f"store ({settings.store.origin}) is inconsistent ({problems[0]}); run `cnipamctl check`. Not serving.")
+            raise StoreCorrupt(
+                f"store ({settings.store.origin}) is inconsistent ({problems[0]}); run `cnipamctl check`. Not serving."
+            )
         if settings.gipam_file and os.path.exists(settings.gipam_file):
-            log("notice", message=f"gipam lease file {settings.gipam_file} is not read; import it with `cnipamctl migrate gipam`")
+            log(
+                "notice",
+                message=f"gipam lease file {settings.gipam_file} is not read; import it with `cnipamctl migrate gipam`",
+            )
         server = Server(Driver(store, settings))
         spec_file = ""
         http: _UnixHTTPServer | _TCPHTTPServer

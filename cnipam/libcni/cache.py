@@ -32,7 +32,8 @@ RESULTS = "results"
 def entry_path(cache_dir: str, network: str, container_id: str, ifname: str) -> str:
     if not (network and container_id and ifname):
         raise CacheError(
-            f"cache file path requires network name ({network!r}), container ID ({container_id!r}), and interface name ({ifname!r})"
+            f"cache file path requires network name ({network!r}), container ID ({container_id!r}), "
+            f"and interface name ({ifname!r})"
         )
     return os.path.join(cache_dir, RESULTS, f"{network}-{container_id}-{ifname}")
 

@@ -107,7 +107,10 @@ def _plan_block(block: _Block, now: float, result: GipamPlan) -> None:
             result.leases.append(pool.lease(address, now))
         else:
             what = "broadcast" if network.family == 4 and address == network.last else "network"
-            why = f"the {what} address of {network}, which gipam hands out by mistake; give that container another address"
+            why = (
+                f"the {what} address of {network}, which gipam hands out by mistake; "
+                "give that container another address"
+            )
             result.refused.append((f"{format_ip(network.family, address)} of pool {block.id}", why))
 
 
@@ -208,6 +211,11 @@ def _count(value: object, where: str) -> int:
 def _kind(value: object) -> str:
     if value is None:
         return "null"
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}.get(
-        type(value), type(value).__name__
-    )
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)

@@ -27,8 +27,8 @@ class Run:
 
 def call(*args: str, stdin: str | None = None, cwd: Path | None = None, **env: str) -> Run:
     done = subprocess.run(
-        [CTL, *args], input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL, capture_output=True, text=True,
-        env={**BASE_ENV, **env}, cwd=cwd, timeout=60,
+        [CTL, *args], input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True, text=True, env={**BASE_ENV, **env}, cwd=cwd, timeout=60,
     )  # fmt: skip
     assert "Traceback" not in done.stdout + done.stderr, done.stderr
     return Run(done)
@@ -49,7 +49,9 @@ def refused(run: Run, status: int = 1, says: str = "") -> str:
     return lines[0]
 
 
-def plugin(command: str, config: dict[str, Any], container: str, ifname: str = "eth0", db: Path | None = None) -> dict[str, Any]:
+def plugin(
+    command: str, config: dict[str, Any], container: str, ifname: str = "eth0", db: Path | None = None
+) -> dict[str, Any]:
     env = {**BASE_ENV, "CNI_COMMAND": command, "CNI_CONTAINERID": container, "CNI_IFNAME": ifname}
     if db is not None:
         env["IPAM_DB_PATH"] = str(db)

@@ -32,7 +32,9 @@ class RunningDriver:
     """`args` choose the pools; the store is --db FOLDER/ipam.db unless `store` names it
     (then `env` is the driver's whole environment, as CNIPAM_STORE would be set)."""
 
-    def __init__(self, folder: Path, *args: str, store: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, folder: Path, *args: str, store: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.folder = folder
         self.socket = str(folder / "run" / "cnipam.sock")
         self.args = args
@@ -66,7 +68,9 @@ class RunningDriver:
             connection.close()
 
     def call(self, method: str, fields: dict[str, object] | None = None) -> tuple[int, dict[str, object]]:
-        status, reply, _ = self.raw("/IpamDriver." + method, b"" if fields is None else json.dumps(fields).encode() + b"\n")
+        status, reply, _ = self.raw(
+            "/IpamDriver." + method, b"" if fields is None else json.dumps(fields).encode() + b"\n"
+        )
         return status, reply
 
     def ok(self, method: str, fields: dict[str, object] | None = None) -> dict[str, object]:

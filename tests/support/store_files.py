@@ -20,7 +20,8 @@ def dump_leases(db_path: Path | str) -> list[tuple[Any, ...]] | None:
         if not has_table:
             return []
         return db.execute(
-            "SELECT family, ip, kind, pool, slot, handle, network, container_id, ifname, created FROM leases ORDER BY family, address"
+            "SELECT family, ip, kind, pool, slot, handle, network, container_id, ifname, created"
+            " FROM leases ORDER BY family, address"
         ).fetchall()
     finally:
         db.close()
