@@ -350,7 +350,7 @@ def figure_million(ctx: Context) -> list[Row]:
 
 
 PAR_SCRIPT = """\
-# 500 ADDs, distinct container ids, P workers of 50 ids each (baseline.md's par_add.sh).
+# 500 ADDs, distinct container ids, P workers of 50 ids each (shared/reference/baseline.md's par_add.sh).
 # EXE, CONF, N, P and the CNI variables come from the environment; OUT, when set, keeps
 # every result (for the untimed correctness check).
 seq 1 "$N" | xargs -P "$P" -n {batch} sh -c '

@@ -1,4 +1,4 @@
-"""Decoding and validating the bodies dockerd sends (reference docker-ipam.md section 1).
+"""Decoding and validating the bodies dockerd sends (shared/reference/docker-ipam.md §1).
 
 dockerd encodes with Go's JSON encoder and sends no body at all for the calls without
 arguments, so an empty body, `null` and `{}` all mean "no fields". Unknown fields are

@@ -1,4 +1,4 @@
-"""The result cache (reference cni-spec.md section 4): one file per attachment,
+"""The result cache (shared/reference/cni-spec.md §4): one file per attachment,
 `<cache_dir>/results/<network>-<containerID>-<ifname>`, in Go libcni's `cniCacheV1` format.
 
 The files are shared with Go runtimes on the same host (a containerd that did the ADD, our

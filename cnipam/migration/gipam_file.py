@@ -1,6 +1,6 @@
 """gipam's lease file (`lease.json`), read into Docker pools and their address leases.
 
-gipam (archekb/gipam, reference docker-ipam.md section 2) keeps its whole state in one
+gipam (archekb/gipam, shared/reference/docker-ipam.md §2) keeps its whole state in one
 JSON file, written by Go's encoder from these structures:
 
     {"v6": CIDR or "", "v6ab": N, "v6idx": N, "v4": CIDR or "", "v4ab": N, "v4idx": N,

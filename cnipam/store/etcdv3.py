@@ -2,7 +2,7 @@
 
 Why its own: the CNI plugin is a new process per call, and every Python etcd library
 costs 80-130 ms to import (gRPC, protobuf or requests), against about 1 ms here
-(reference/distributed.md section 2). For the same reason it speaks HTTP/1.1 over
+(shared/reference/distributed.md §2). For the same reason it speaks HTTP/1.1 over
 `_socket` itself: `http.client` imports `email.*` (about 25 ms) and `socket` imports
 `enum` and `selectors` (about 9 ms under `-S`). JSON goes through json_codec (the C
 accelerator without `re`), base64 through `binascii`; `ssl` is imported only when an
@@ -455,7 +455,7 @@ class EtcdClient:
         serializable: bool = False,
     ) -> tuple[list[KeyValue], int]:
         """(KeyValues in key order, the store's revision). Bound `range_end`: etcd 3.4 counts
-        every key of the range even with a limit (reference/distributed.md section 3.1)."""
+        every key of the range even with a limit (shared/reference/distributed.md §3.1)."""
         answer = self._call(
             "/v3/kv/range", _range_request(key, range_end, limit, keys_only, serializable), replayable=True
         )

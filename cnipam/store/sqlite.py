@@ -8,7 +8,7 @@ Layout (schema version 1):
 * `free`: the complement of `leases`, as disjoint intervals per family. Finding the next
   free address at or after X is one index seek, whatever the number of leases or the
   size of the subnet (an IPv6 /48 is one interval until something is taken from it).
-* `cursors`: the round-robin position per pool (reference ecs-ipam.md section 6).
+* `cursors`: the round-robin position per pool (shared/reference/ecs-ipam.md §6).
 * `docker_pools` (version 2): the Docker driver's pools, one block per row with its
   bounds as BLOBs for an overlap seek; ids come from the `counters` row `docker_pool`,
   which only ever grows, so an id is never handed out twice. A pool's addresses are
@@ -16,7 +16,7 @@ Layout (schema version 1):
 
 Writers serialise on an `flock` of `<db>.lock` before `BEGIN IMMEDIATE`: the kernel
 queues waiters in order, where SQLite's own busy handler sleeps and polls (measured in
-reference/distributed.md section 3.2: 430-930 ms tails with busy_timeout alone, 14-31 ms
+shared/reference/distributed.md §3.2: 430-930 ms tails with busy_timeout alone, 14-31 ms
 with the flock). WAL with `synchronous=FULL` makes every commit durable before the
 plugin prints its result; a process killed at any moment leaves the last commit intact.
 """

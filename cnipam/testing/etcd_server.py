@@ -3,8 +3,8 @@
 
 Each server gets free loopback ports (never 2379: a host's own etcd.service may own
 it), a data folder on tmpfs when there is one (fsync is then free, as in
-reference/distributed.md section 5) and auto-compaction (without it etcd slows to a
-crawl under churn, same reference, section 3.1).
+shared/reference/distributed.md §5) and auto-compaction (without it etcd slows to a
+crawl under churn, shared/reference/distributed.md §3.1).
 """
 
 from __future__ import annotations

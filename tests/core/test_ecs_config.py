@@ -1,4 +1,4 @@
-"""The ecs dialect: upstream's keys and defaults, with its bugs (reference section 11) fixed."""
+"""The ecs dialect: upstream's keys and defaults, with its bugs (shared/reference/ecs-ipam.md §11) fixed."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""cnipam.libcni's result conversion between spec versions (cni-spec.md section 2), a result
+"""cnipam.libcni's result conversion between spec versions (shared/reference/cni-spec.md §2), a result
 as Go's typed structs keep it (what Go libcni caches), and its Go-identical JSON writer.
 Pure functions: no plugins run here."""
 

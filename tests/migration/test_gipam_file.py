@@ -2,7 +2,7 @@
 
 No file written by gipam itself is in tests/fixtures, so the documents here follow
 gipam's own encoder (pkg/leaser: Go's MarshalIndent of the Leaser and Subnet structs,
-reference docker-ipam.md section 2): `v6idx`/`v4idx` omitted when 0, a block's lists
+shared/reference/docker-ipam.md §2): `v6idx`/`v4idx` omitted when 0, a block's lists
 `null` until first used, `v6` "" when no IPv6 pool is set.
 """
 

@@ -2,7 +2,7 @@
 into a real SQLite store, then the real `cnipam-docker` serving the imported pool ids.
 
 No lease file written by gipam itself is in tests/fixtures; the ones here follow gipam's
-encoder (Go's MarshalIndent of pkg/leaser's structs, reference docker-ipam.md section 2),
+encoder (Go's MarshalIndent of pkg/leaser's structs, shared/reference/docker-ipam.md §2),
 with its omitted zero indexes and `null` lists.
 """
 

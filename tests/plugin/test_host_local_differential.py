@@ -112,7 +112,7 @@ def test_requested_addresses_match(tmp_path: Path) -> None:
 @needs_host_local
 def test_a_refused_add_does_not_move_the_position_unlike_host_local(tmp_path: Path) -> None:
     """host-local allocates the other range sets before it finds a requested address that
-    fits no set, then releases them but keeps their last_reserved_ip (reference 6.4 item 7)."""
+    fits no set, then releases them but keeps their last_reserved_ip (shared/reference/cni-spec.md §6.4, item 7)."""
     pair = Pair(tmp_path, SCENARIOS["dual stack"])
     pair.both("ADD", "a")
     pair.both("ADD", "b", CNI_ARGS="IP=10.23.1.3")  # outside every range: both refuse

@@ -265,7 +265,7 @@ print(" ".join(sorted(sys.modules)))
 
 
 def test_a_call_imports_nothing_heavy(etcd_endpoint: str, etcd_prefix: bytes) -> None:
-    """The plugin pays for every import on every call (reference/distributed.md section 2)."""
+    """The plugin pays for every import on every call (shared/reference/distributed.md §2)."""
     import cnipam
 
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(cnipam.__file__)))
