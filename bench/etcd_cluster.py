@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import RunningAgent
-from report import Row, Target, results_table
+from report import Row, Target, results_section
 from timing import Ratio, Sample, ratio
 from tooling import in_temp_folder
 
@@ -263,19 +263,13 @@ def _single(value: float) -> Ratio:
 
 
 def section(rows: Sequence[Row], plan: EtcdPlan) -> str:
-    return "\n".join(
-        [
-            "## etcd cluster engine",
-            "",
-            f"`bench/etcd_cluster.py`: a private etcd 3.4 on loopback (data on tmpfs), sharing the 2 cores with the "
-            f"benchmark. E1-E2: {plan.rounds} rounds x {plan.add_runs} fresh `cnipam` processes per row, interleaved, "
-            "each an ADD of one IPv4 address (then an untimed DEL). E3-E4: long-lived worker processes started "
-            f"together, {plan.allocations} allocations each from one /16, each host with its own identity and lock.",
-            "",
-            results_table(rows),
-            "",
-        ]
+    method = (
+        f"`bench/etcd_cluster.py`: a private etcd 3.4 on loopback (data on tmpfs), sharing the 2 cores with the "
+        f"benchmark. E1-E2: {plan.rounds} rounds x {plan.add_runs} fresh `cnipam` processes per row, interleaved, "
+        "each an ADD of one IPv4 address (then an untimed DEL). E3-E4: long-lived worker processes started "
+        f"together, {plan.allocations} allocations each from one /16, each host with its own identity and lock."
     )
+    return results_section("etcd cluster engine", method, rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

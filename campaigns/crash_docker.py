@@ -13,7 +13,6 @@ import http.client
 import json
 import random
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -26,17 +25,7 @@ from typing import Any
 from campaign import WAIT, CampaignFailure, executable, expect
 
 from cnipam.store.sqlite import SQLiteStore
-
-
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=10)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(10)
-        self.sock.connect(self.socket_path)
+from cnipam.testing.unix_http import UnixConnection
 
 
 class Interrupted(Exception):

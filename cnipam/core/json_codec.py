@@ -102,3 +102,11 @@ def _explain(text: str) -> str:
 def dumps(value: object) -> str:
     """Compact JSON; non-ASCII escaped so the output is safe for any reader's encoding."""
     return "".join(_encode(value, 0))
+
+
+def json_kind(value: object) -> str:
+    """What a decoded JSON value is, as a message names it ("a string", "null")."""
+    if value is None:
+        return "null"
+    kinds = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}
+    return kinds.get(type(value), type(value).__name__)

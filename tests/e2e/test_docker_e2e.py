@@ -38,11 +38,10 @@ from typing import Any
 import pytest
 
 from tests.support.container_image import busybox_missing, global_addresses, unmount_under, write_rootfs
-from tests.support.host_network import ipv6_enabled
+from tests.support.host_network import HOST_PATH, host_command, ipv6_enabled
 
 SCRIPTS = sysconfig.get_path("scripts")
 DRIVER = os.path.join(SCRIPTS, "cnipam-docker")
-HOST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 DOCKERD = "/usr/sbin/dockerd"
 DOCKER = (
     "/usr/bin/docker"  # the package's 20.10 client, not /usr/local/bin/docker (28.x refuses some flags at API 1.41)
@@ -125,10 +124,7 @@ def _cmdline(pid: int) -> str:
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(list(args), capture_output=True, text=True, env={"PATH": HOST_PATH}, timeout=DOCKER_TIMEOUT)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {done.returncode}: {done.stderr.strip()}")
-    return done
+    return host_command(*args, timeout=DOCKER_TIMEOUT, check=check)
 
 
 def link_exists(name: str) -> bool:

@@ -27,14 +27,13 @@ from typing import Any
 
 import pytest
 
-from tests.support.host_network import ipv6_enabled
+from tests.support.host_network import HOST_PATH, host_command, ipv6_enabled
 
 SCRIPTS = sysconfig.get_path("scripts")
 CNITOOL = os.path.join(SCRIPTS, "cnitool")
 PLUGIN_DIR = "/usr/lib/cni"
 BRIDGE = os.path.join(PLUGIN_DIR, "bridge")
 NETNS_DIR = "/var/run/netns"
-HOST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 TIMEOUT = 30.0
 
 
@@ -57,10 +56,7 @@ pytestmark = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(list(args), capture_output=True, text=True, env={"PATH": HOST_PATH}, timeout=TIMEOUT)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {done.returncode}: {done.stderr.strip()}")
-    return done
+    return host_command(*args, timeout=TIMEOUT, check=check)
 
 
 def netns_exists(name: str) -> bool:

@@ -36,8 +36,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.container_image import HOST_PATH, busybox_missing, global_addresses, unmount_under, write_rootfs
-from tests.support.host_network import ipv6_enabled
+from tests.support.container_image import busybox_missing, global_addresses, unmount_under, write_rootfs
+from tests.support.host_network import HOST_PATH, host_command, ipv6_enabled
 from tests.support.store_files import dump_leases
 
 SCRIPTS = sysconfig.get_path("scripts")
@@ -69,10 +69,7 @@ pytestmark = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(list(args), capture_output=True, text=True, env={"PATH": HOST_PATH}, timeout=PODMAN_TIMEOUT)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {done.returncode}: {done.stderr.strip()}")
-    return done
+    return host_command(*args, timeout=PODMAN_TIMEOUT, check=check)
 
 
 def wait_until(condition: Any, what: str, seconds: float = 20.0) -> None:

@@ -678,11 +678,17 @@ GO_11_ENTRY = (
 )
 
 
-def test_a_go_written_cache_entry_feeds_our_del(env: Env) -> None:
+def go_cache_entry(env: Env, text: str) -> Path:
+    """A cache entry Go libcni wrote for the gonet network, and the script plugin it names."""
     env.script("rec")
     path = env.cache_file("gonet", "gocontainer")
     path.parent.mkdir(parents=True)
-    path.write_text(GO_ENTRY)
+    path.write_text(text)
+    return path
+
+
+def test_a_go_written_cache_entry_feeds_our_del(env: Env) -> None:
+    path = go_cache_entry(env, GO_ENTRY)
     net = network_list_from_bytes(GO_CONFIG)
     runtime = RuntimeConf("gocontainer", "/var/run/netns/go")
     expected = {
@@ -706,10 +712,7 @@ def test_a_go_written_cache_entry_feeds_our_del(env: Env) -> None:
 
 
 def test_a_libcni_1_1_cache_entry_is_still_read(env: Env) -> None:
-    env.script("rec")
-    path = env.cache_file("gonet", "gocontainer")
-    path.parent.mkdir(parents=True)
-    path.write_text(GO_11_ENTRY)
+    path = go_cache_entry(env, GO_11_ENTRY)
     net = network_list_from_bytes(GO_CONFIG)
     runtime = RuntimeConf("gocontainer", "/var/run/netns/go")
     expected = json.loads(GO_11_ENTRY)["result"]

@@ -14,9 +14,10 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+from .host_network import HOST_PATH
+
 BUSYBOX = "/bin/busybox"
 APPLETS = ("sh", "ip", "cat", "sleep", "echo", "ls", "true", "ping")
-HOST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def _is_static_elf(path: str) -> bool:

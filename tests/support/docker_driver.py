@@ -4,28 +4,17 @@ as dockerd drives it.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from cnipam.testing.unix_http import UnixConnection
+
 EXECUTABLE = os.path.join(os.path.dirname(sys.executable), "cnipam-docker")
-
-
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=10)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(10)
-        self.sock.connect(self.path)
 
 
 class RunningDriver:
