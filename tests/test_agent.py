@@ -267,6 +267,30 @@ def test_two_spellings_of_one_store_and_a_direct_reader_leave_the_agent_locks_in
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
 
+def test_a_config_file_naming_a_held_store_is_refused(agent: Agent, tmp_path: Path, caller: Path) -> None:
+    """A `resolvConf` that names the store (or its -shm) would make cnipamd open and
+    close a descriptor of a database it holds, which drops the connection's locks just
+    as issue 19's second open did: refused (code 5), and the agent's files stay intact."""
+    store = caller / "s.db"
+    config = host_local({"subnet": "10.94.0.0/24"}, "1.0.0")
+    assert call("ADD", config, store, caller, agent.socket, {"CNI_CONTAINERID": "e1"}).code == 0
+    for named in ("s.db", "./s.db-shm", str(store)):
+        bad = host_local({"subnet": "10.94.0.0/24", "resolvConf": named}, "1.0.0")
+        run = call("ADD", bad, store, caller, agent.socket, {"CNI_CONTAINERID": "e2"})
+        assert run.code == 1 and run.out["code"] == 5 and "holds open" in run.out["msg"], run
+    naming_the_store = host_local({"subnet": "10.94.0.0/24", "resolvConf": "s.db"}, "1.0.0")
+    alone = call("ADD", naming_the_store, store, caller, None, {"CNI_CONTAINERID": "d0"})
+    assert alone.code == 0, alone  # the plugin on its own reads it before it opens the store: harmless, and not refused
+    ctl = subprocess.run([installed("cnipamctl"), "--db", str(store), "leases", "--json"], capture_output=True, timeout=CALL_TIMEOUT)
+    assert ctl.returncode == 0, ctl.stderr
+    assert deleted_store_files(agent.proc.pid) == []
+    second = call("ADD", config, store, caller, agent.socket, {"CNI_CONTAINERID": "e3"})
+    direct = call("ADD", config, store, caller, None, {"CNI_CONTAINERID": "d1"})
+    assert second.out["ips"][0]["address"] != direct.out["ips"][0]["address"], (second, direct)
+    assert agent.stop() == 0
+    assert {handle for _, handle in held(store)} == {f"cni:{NET}/{name}/eth0" for name in ("e1", "d0", "e3", "d1")}
+
+
 # -- when the agent is not there --------------------------------------------------------------
 
 

@@ -30,6 +30,7 @@ from fcntl import LOCK_UN, flock
 
 from ..addresses import BITS, format_ip, from_bytes, to_bytes
 from ..allocator import gateway_reservations, grant, refuse_taken, search_windows
+from ..config_files import HELD_DATABASES
 from ..errors import AddressConflict, InvalidConfig, NotFound, PoolExhausted, StoreBusy, StoreCorrupt, StoreIOError
 from ..leases import GATEWAY, LEASE, Cursor, Lease
 from .base import Store
@@ -672,7 +673,7 @@ class _SharedFile:
 
 
 _OPEN: dict[tuple[int, int], _SharedFile] = {}
-_OPEN_GUARD = RLock()  # held while a file is attached or detached: never while one is in use
+_OPEN_GUARD = RLock()  # held while a file is attached or detached (a detach waits for the call in progress)
 
 
 def _attach(path: str, timeout: float) -> _SharedFile:
@@ -712,6 +713,7 @@ def _attach(path: str, timeout: float) -> _SharedFile:
             os.close(lock_fd)
             raise _store_error(path, exc) from None
         shared = _OPEN[key] = _SharedFile(key, db, lock_fd, version)
+        HELD_DATABASES[key] = os.path.abspath(path)  # a config may not name it now (config_files)
         return shared
 
 
@@ -720,11 +722,14 @@ def _detach(shared: _SharedFile) -> None:
         shared.users -= 1
         if shared.users > 0:
             return
+        # Closed before it leaves the registry: until then, an `_attach` of the same file
+        # finds it held and shares it instead of opening (and closing) the file beside it.
+        with shared.mutex:  # a thread still inside a call on it finishes first
+            shared.db.close()
+            os.close(shared.lock_fd)
         if _OPEN.get(shared.key) is shared:
             del _OPEN[shared.key]
-    with shared.mutex:  # a thread still inside a call on it finishes first
-        shared.db.close()
-        os.close(shared.lock_fd)
+            HELD_DATABASES.pop(shared.key, None)
 
 
 def _identity(path: str) -> tuple[int, int] | None:
