@@ -300,7 +300,7 @@ class SQLiteStore(Store):
             return found
 
     def problems(self) -> list[str]:
-        return self._read(self._find_problems)
+        return self._read(self._find_problems_in_one_snapshot)
 
     def close(self) -> None:
         self._close_quietly()
@@ -507,6 +507,18 @@ class SQLiteStore(Store):
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.002)
+
+    def _find_problems_in_one_snapshot(self) -> list[str]:
+        """`cnipamctl check` runs beside live writers: every table is read in one read
+        transaction, so a lease committed between two of the checks' reads is never
+        mistaken for an address that is neither leased nor free."""
+        if self._db.in_transaction:
+            return self._find_problems()
+        self._db.execute("BEGIN")
+        try:
+            return self._find_problems()
+        finally:
+            self._db.execute("ROLLBACK")
 
     def _find_problems(self) -> list[str]:
         problems: list[str] = []
