@@ -148,6 +148,7 @@ class Route(NamedTuple):
 
 
 SPELLINGS = ("absolute", "relative", "detour", "dataDir absolute", "dataDir relative", "dataDir detour")
+PATH_SPELLINGS = SPELLINGS[:3]  # IPAM_DB_PATH or --db; the others need a host-local config
 
 
 def spell(db: Path, cwd: Path, spelling: str) -> tuple[str, str | None]:
@@ -175,11 +176,11 @@ def random_route(
     sockets: Sequence[Path],
     timeouts: Sequence[str | None],
     direct_share: float = 0.4,
-    data_dir: bool = True,
+    spellings: Sequence[str] = SPELLINGS,
 ) -> Route:
     """A call's route: through one of `sockets` or directly (CNIPAM_AGENT=off), under a
-    random spelling of `db` and a random timeout (None: the variable is unset)."""
-    spelling = rng.choice([name for name in SPELLINGS if data_dir or not name.startswith("dataDir")])
+    random one of `spellings` of `db` and a random timeout (None: the variable is unset)."""
+    spelling = rng.choice(list(spellings))
     path, folder = spell(db, cwd, spelling)
     env: dict[str, str | None] = {"IPAM_DB_PATH": path, "IPAM_DB_CONNECTION_TIMEOUT": rng.choice(list(timeouts))}
     if not sockets or rng.random() < direct_share:

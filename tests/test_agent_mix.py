@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_process import SPELLINGS, AgentProcess, Route, deleted_store_files, never_used, random_route, spell
+from agent_process import PATH_SPELLINGS, SPELLINGS, AgentProcess, Route, deleted_store_files, never_used, random_route, spell
 from conftest import CALL_TIMEOUT, installed, plugin_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "campaigns"))
@@ -182,7 +182,7 @@ def plugin_worker(mix: Mix, number: int, rng: random.Random) -> None:
 
 def ctl(mix: Mix, rng: random.Random, *args: str) -> subprocess.CompletedProcess[str]:
     """cnipamctl on the store under a random spelling (--db, or IPAM_DB_PATH as the plugin)."""
-    path, _ = spell(mix.db, mix.caller, rng.choice(SPELLINGS[:3]))
+    path, _ = spell(mix.db, mix.caller, rng.choice(PATH_SPELLINGS))
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
     where = ["--db", path] if rng.random() < 0.5 else []
     if not where:
