@@ -158,12 +158,17 @@ class PluginCampaign:
     durations: dict[str, list[float]] = field(default_factory=dict)  # calibration: start to exit of recent runs, per verb
     timeout: str = "60s"  # survivors wait out the lock queue: only kills interrupt a run
     mix: AgentMix | None = None
+    host_local: set[str] = field(default_factory=set)  # agent mode: owners whose config is in host-local's dialect
 
-    def ipam(self, dual: bool, route: Route | None = None) -> dict[str, Any]:
-        """The ecs dialect; host-local's (the same pools) when the route names a dataDir."""
-        if route is not None and route.data_dir is not None:
+    def ipam(self, dual: bool, host_local: bool = False, route: Route | None = None) -> dict[str, Any]:
+        """The ecs dialect, or host-local's on the same subnets with the route's dataDir
+        (an owner keeps its dialect: a lease's slot is named by it)."""
+        if host_local:
             ranges = [[{"subnet": V4}], [{"subnet": V6}]] if dual else [[{"subnet": V4}]]
-            return {"type": "cnipam", "ranges": ranges, "dataDir": route.data_dir}
+            hl: dict[str, Any] = {"type": "cnipam", "ranges": ranges}
+            if route is not None and route.data_dir is not None:
+                hl["dataDir"] = route.data_dir
+            return hl
         ipam: dict[str, Any] = {"type": "cnipam", "ipv4-subnet": V4}
         if dual:
             ipam["ipv6-subnet"] = V6
@@ -171,12 +176,12 @@ class PluginCampaign:
             ipam["store"] = self.target.store
         return ipam
 
-    def route(self, by_id: bool) -> Route | None:
+    def route(self, host_local: bool) -> Route | None:
         """Agent mode: through the agent or directly, a spelling of the store, a timeout.
-        An ecs id needs the ecs dialect (no dataDir); on etcd the config names the store."""
+        A dataDir needs host-local's dialect; on etcd the config names the store."""
         if self.mix is None:
             return None
-        spellings = ("absolute",) if self.target.store is not None else PATH_SPELLINGS if by_id else SPELLINGS
+        spellings = ("absolute",) if self.target.store is not None else SPELLINGS if host_local else PATH_SPELLINGS
         timeouts = LONG_TIMEOUTS if self.timeout == "60s" else (self.timeout,)
         route: Route = random_route(self.mix.rng, self.target.db, self.workdir, [self.mix.agent.socket], timeouts, DIRECT_SHARE, spellings)
         self.mix.tally[f"{route.through if route.forwarded else 'direct'} ({route.spelling})"] += 1
@@ -214,19 +219,20 @@ class PluginCampaign:
         self.serial += 1
         n, dual, by_id = self.serial, self.rng.random() < 0.5, self.rng.random() < 0.5
         container = f"ctr-{n}"
-        route = self.route(by_id)
-        ipam = self.ipam(dual, route)
-        handle = f"cni:{NETWORK}/{container}/eth0"
+        handle = f"id:task-{n}" if by_id else f"cni:{NETWORK}/{container}/eth0"
+        if self.mix is not None and self.target.store is None and not by_id and self.mix.rng.random() < 0.5:
+            self.host_local.add(handle)
+        route = self.route(handle in self.host_local)
+        ipam = self.ipam(dual, handle in self.host_local, route)
         if by_id:
             ipam["id"] = f"task-{n}"
-            handle = f"id:task-{n}"
         self.attachment[handle] = container
         process, out = self.start("ADD", {"cniVersion": "1.0.0", "name": NETWORK, "ipam": ipam}, container, f"add{n}", route)
         return Op("ADD", handle, process, out, (4, 6) if dual else (4,), route=route)
 
     def new_del(self, handle: str) -> Op:
-        route = self.route(handle.startswith("id:"))
-        ipam = self.ipam(True, route)
+        route = self.route(handle in self.host_local)
+        ipam = self.ipam(True, handle in self.host_local, route)
         if handle.startswith("id:"):
             ipam["id"] = handle[3:]
         self.serial += 1
@@ -238,8 +244,9 @@ class PluginCampaign:
         """GC as libcni sends it: every attachment still alive (including those being
         added right now) is valid; `garbage` are the ones the runtime forgot."""
         valid = [{"containerID": self.attachment[handle], "ifname": "eth0"} for handle in keep]
-        route = self.route(False)
-        config = {"cniVersion": "1.1.0", "name": NETWORK, "ipam": self.ipam(True, route), "cni.dev/valid-attachments": valid}
+        host_local = self.mix is not None and self.target.store is None and self.mix.rng.random() < 0.5  # GC goes by network
+        route = self.route(host_local)
+        config = {"cniVersion": "1.1.0", "name": NETWORK, "ipam": self.ipam(True, host_local, route), "cni.dev/valid-attachments": valid}
         self.serial += 1
         process, out = self.start("GC", config, None, f"gc{self.serial}", route)
         return Op("GC", "", process, out, garbage=tuple(garbage), route=route)
