@@ -182,7 +182,7 @@ class PluginCampaign:
         if self.mix is None:
             return None
         spellings = ("absolute",) if self.target.store is not None else SPELLINGS if host_local else PATH_SPELLINGS
-        timeouts = LONG_TIMEOUTS if self.timeout == "60s" else (self.timeout,)
+        timeouts = LONG_TIMEOUTS if self.timeout == LONG_TIMEOUTS[0] else (self.timeout,)  # finish() shortens it for all
         route: Route = random_route(self.mix.rng, self.target.db, self.workdir, [self.mix.agent.socket], timeouts, DIRECT_SHARE, spellings)
         self.mix.tally[f"{route.through if route.forwarded else 'direct'} ({route.spelling})"] += 1
         return route
