@@ -482,6 +482,7 @@ def test_migrate_host_local_into_etcd_lists_every_conflict_first(tmp_path: Path,
     refused(again, says=f"{manifest['lease_count']} items cannot be imported")
     assert {item["what"] for item in again.json()["refused"]} == {lease["address"] for lease in manifest["leases"]}
     assert len(ok("--store", store, "leases", "--json").json()) == manifest["lease_count"]
+    assert ok("--store", store, "check", "--json").json()["store"].startswith(f"etcd {etcd_endpoint} prefix ")  # not /data/eni-ipam.db
 
 
 @needs_fixtures
