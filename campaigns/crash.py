@@ -28,7 +28,10 @@ relative, a `dir/../dir` detour, a host-local dataDir) with a random timeout; th
 is SIGKILLed and started again at random moments (a call it was answering then answers
 code 11, "may or may not have been applied", and is judged like a killed process), and
 cnipamctl readers run beside the plugins. After every wave the agent must hold no
-deleted -wal or -shm (issue 19).
+deleted -wal or -shm (issue 19), and is then stopped with SIGTERM, which waits for the
+calls it still holds: a plugin killed after it handed its call over does not stop the
+call, which the agent finishes (and commits) after the plugin's death, so the store is
+read back only once the agent is idle. It starts again with the next wave.
 
 It needs the installed package (`pip install .`): the executables next to this Python.
 The etcd campaign starts a private etcd (tests/etcd_process.py) unless --etcd is given.
@@ -78,6 +81,9 @@ AGENT_KILL_SHARE = 0.3  # agent mode: the waves in which cnipamd is SIGKILLed on
 READER_SHARE = 0.5  # agent mode: the waves with a cnipamctl reader beside the plugins
 DIRECT_SHARE = 0.4  # agent mode: the calls that run directly
 LONG_TIMEOUTS = ("60s", "1m", "59s", "90000ms")  # survivors outwait the lock queue, whatever the route
+# agent mode: what cnipamctl reads beside the plugins. Not `check` on etcd: its reads are
+# not one revision, so beside live writers it can see a lease before its index entry.
+READERS = (["leases", "--json"], ["usage", "--json"], ["check"])
 
 
 class CampaignFailure(AssertionError):
@@ -258,8 +264,10 @@ class PluginCampaign:
         busy: set[str] = set()
         ops: list[Op] = []
         gc_due = self.rng.random() < 0.4 and len(self.live) > 4
-        if self.mix is not None and kill_share and self.mix.rng.random() < READER_SHARE:
-            self.start_reader(self.mix)
+        if self.mix is not None:
+            self.mix.agent.start(wait=False)  # until it listens, calls find no socket and run directly
+            if kill_share and self.mix.rng.random() < READER_SHARE:
+                self.start_reader(self.mix)
         for index in range(size):
             deleting = self.live and self.rng.random() < len(self.live) / (2 * LIVE_TARGET)
             if gc_due and index == size - 1:
@@ -327,12 +335,23 @@ class PluginCampaign:
         self.span = KILL_SPAN * max((max(measured) for measured in self.durations.values()), default=self.span)
         if self.mix is not None:
             self.mix.kill_at = None
-            if not self.mix.agent.events("listening"):
-                self.mix.agent.wait_listening()  # every wave starts with the agent up (killed ones restart at once)
             for command, reader, _ in self.mix.readers:
                 if reader.wait(WAIT) is None:
                     raise CampaignFailure(f"cnipamctl {command} hangs")
+            self.quiesce(self.mix)
         return ops
+
+    def quiesce(self, mix: AgentMix) -> None:
+        """The agent holds no deleted store file, then stops cleanly: SIGTERM waits for the
+        calls it still holds, those of plugins killed after they handed their call over."""
+        if not mix.agent.events("listening"):
+            mix.agent.wait_listening()  # restarted after a kill: judged like the one it replaced
+        if self.target.store is None:
+            deleted = deleted_store_files(mix.agent.pid)
+            if deleted:
+                raise CampaignFailure(f"cnipamd holds deleted store files: {deleted}")
+        if mix.agent.stop() != 0:
+            raise CampaignFailure(f"cnipamd did not stop cleanly: {mix.agent.log_path.read_text()[-2000:]}")
 
     def kill_due(self, ops: list[Op], until: float) -> None:
         """SIGKILL the processes whose moment has come (each is reaped by `wave`, which
@@ -346,14 +365,14 @@ class PluginCampaign:
         mix = self.mix
         if mix is not None and mix.kill_at is not None and mix.kill_at <= until:
             mix.kill_at = None
+            mix.kills.append(time.monotonic())  # before the signal: a call it cuts ends after this
             mix.agent.kill()
-            mix.kills.append(time.monotonic())
             mix.agent.start(wait=False)
 
     def start_reader(self, mix: AgentMix) -> None:
         """A cnipamctl reader beside the plugins: a direct process that opens the store and
         closes it, the very thing that deleted a WAL cnipamd still wrote into (issue 19)."""
-        command = mix.rng.choice((["leases", "--json"], ["check"], ["usage", "--json"]))
+        command = mix.rng.choice(READERS if self.target.store is None else READERS[:2])
         where = self.target.ctl_args()
         if self.target.store is None:
             where = ["--db", spell(self.target.db, self.workdir, mix.rng.choice(PATH_SPELLINGS))[0]]
@@ -364,7 +383,7 @@ class PluginCampaign:
         mix.tally[f"cnipamctl {command[0]}"] += 1
 
     def settle_readers(self, mix: AgentMix) -> None:
-        """Every reader answered as it would on a quiet store; the agent holds no deleted file."""
+        """Every reader answered as it would on a quiet store."""
         for command, reader, out in mix.readers:
             text = out.read_text(errors="replace")
             if reader.returncode != 0 or "Traceback" in text:
@@ -376,10 +395,6 @@ class PluginCampaign:
                 if len(ips) != len(set(ips)):
                     raise CampaignFailure(f"cnipamctl leases listed an address twice: {sorted(ips)}")
         mix.readers.clear()
-        if self.target.store is None and mix.agent.alive():
-            deleted = deleted_store_files(mix.agent.pid)
-            if deleted:
-                raise CampaignFailure(f"cnipamd holds deleted store files: {deleted}")
 
     def lost_with_its_agent(self, op: Op, printed: Any) -> bool:
         """Code 11 from a forwarding plugin whose agent was SIGKILLed while it waited."""
@@ -496,8 +511,6 @@ class PluginCampaign:
             raise CampaignFailure(f"cnipamctl check: exit {ctl.returncode}: {ctl.stdout}{ctl.stderr}")
         self.timeout = "3s"  # a lock left behind by a killed process would make this ADD fail with code 11
         self.settle(self.wave(1, kill_share=0.0))
-        if self.mix is not None and self.mix.agent.stop() != 0:
-            raise CampaignFailure(f"cnipamd did not stop cleanly: {self.mix.agent.log_path.read_text()[-2000:]}")
 
 
 def printed_json(path: Path) -> Any:
@@ -520,7 +533,6 @@ def run_plugin_campaign(
     mix = None
     if agent:
         mix = AgentMix(AgentProcess(executable("cnipamd"), workdir / "run" / "cnipamd.sock", workdir), random.Random(seed + 1))
-        mix.agent.start()
     campaign = PluginCampaign(exe, target, workdir, random.Random(seed), mix=mix)
     try:
         report = campaign_waves(campaign, runs, log)
