@@ -148,7 +148,7 @@ class Campaign:
         host_local = agent and target.store == "sqlite"
         self.owners = [[Owner(worker, index, host_local) for index in range(OWNERS_PER_WORKER)] for worker in range(workers)]
         self.agent = AgentProcess(executable("cnipamd"), target.folder / "run" / "cnipamd.sock", target.folder) if agent else None
-        self.agent_kills: list[float] = []  # monotonic times
+        self.agent_kills: list[tuple[float, float]] = []  # (signal sent, process reaped), monotonic
         self.tally: dict[str, int] = {}  # agent mode: forwarded, direct, lost with the agent, readers
 
     def config(self, worker: int, owner: Owner, prev: dict[str, Any] | None = None, route: Route | None = None) -> dict[str, Any]:
@@ -195,7 +195,7 @@ class Campaign:
         if not str(out.get("msg", "")).startswith("cnipamd:"):
             return False
         with self.lock:
-            killed = any(started <= moment <= ended for moment in self.agent_kills)
+            killed = any(started <= reaped and sent <= ended for sent, reaped in self.agent_kills)
         if not killed:
             self.note_unexpected(f"cnipamd lost a call although nobody killed it: {out}")
         self.count("lost with the agent")
@@ -347,9 +347,10 @@ class Campaign:
         rng = random.Random(self.seed + 1)
         while time.monotonic() + AGENT_LIFE[1] < deadline:
             time.sleep(rng.uniform(*AGENT_LIFE))
-            with self.lock:
-                self.agent_kills.append(time.monotonic())  # before the signal: a call it cuts ends after this
+            sent = time.monotonic()
             self.agent.kill()
+            with self.lock:
+                self.agent_kills.append((sent, time.monotonic()))  # a call it cut overlaps this span
             self.agent.start()
 
     def read_store(self, deadline: float) -> None:

@@ -143,7 +143,7 @@ class AgentMix:
     agent: AgentProcess
     rng: random.Random
     kill_at: float | None = None
-    kills: list[float] = field(default_factory=list)  # monotonic times of the SIGKILLs
+    kills: list[tuple[float, float]] = field(default_factory=list)  # each SIGKILL: (sent, process reaped), monotonic
     readers: list[tuple[list[str], subprocess.Popen[bytes], Path]] = field(default_factory=list)
     tally: Counter[str] = field(default_factory=Counter)
 
@@ -342,11 +342,16 @@ class PluginCampaign:
         return ops
 
     def quiesce(self, mix: AgentMix) -> None:
-        """The agent holds no deleted store file, then stops cleanly: SIGTERM waits for the
+        """One more direct reader, now that the agent may be the file's only other holder
+        (had its locks been dropped, this close would delete the WAL under it); then the
+        agent must hold no deleted store file, and stop cleanly: SIGTERM waits for the
         calls it still holds, those of plugins killed after they handed their call over."""
         if not mix.agent.events("listening"):
             mix.agent.wait_listening()  # restarted after a kill: judged like the one it replaced
         if self.target.store is None:
+            reader = self.target.open()
+            reader.leases()
+            reader.close()
             deleted = deleted_store_files(mix.agent.pid)
             if deleted:
                 raise CampaignFailure(f"cnipamd holds deleted store files: {deleted}")
@@ -365,8 +370,9 @@ class PluginCampaign:
         mix = self.mix
         if mix is not None and mix.kill_at is not None and mix.kill_at <= until:
             mix.kill_at = None
-            mix.kills.append(time.monotonic())  # before the signal: a call it cuts ends after this
+            sent = time.monotonic()
             mix.agent.kill()
+            mix.kills.append((sent, time.monotonic()))  # a call it cut overlaps this span
             mix.agent.start(wait=False)
 
     def start_reader(self, mix: AgentMix) -> None:
@@ -402,7 +408,7 @@ class PluginCampaign:
             return False
         if printed.get("code") != 11 or not str(printed.get("msg", "")).startswith("cnipamd:"):
             return False
-        return any(op.started <= moment <= op.ended for moment in self.mix.kills)
+        return any(op.started <= reaped and sent <= op.ended for sent, reaped in self.mix.kills)
 
     def calibrate(self) -> float:
         """Two kill-free waves of ADDs and DELs: the first creates the store, the second
