@@ -347,10 +347,11 @@ class Campaign:
         rng = random.Random(self.seed + 1)
         while time.monotonic() + AGENT_LIFE[1] < deadline:
             time.sleep(rng.uniform(*AGENT_LIFE))
-            sent = time.monotonic()
+            with self.lock:  # before the signal: a call it cuts may end before kill() has reaped the agent
+                self.agent_kills.append((time.monotonic(), float("inf")))
             self.agent.kill()
             with self.lock:
-                self.agent_kills.append((sent, time.monotonic()))  # a call it cut overlaps this span
+                self.agent_kills[-1] = (self.agent_kills[-1][0], time.monotonic())  # a call it cut overlaps this span
             self.agent.start()
 
     def read_store(self, deadline: float) -> None:
