@@ -325,14 +325,13 @@ def leases_in_file(db: Path) -> list[tuple[str, str, str, str]]:
 def test_agents_direct_calls_cnipamctl_and_the_driver_on_one_file(tmp_path: Path) -> None:
     mix = Mix(tmp_path)
     rng = random.Random(SEED)
-    for name in ("a", "b"):
-        agent = AgentProcess(installed("cnipamd"), tmp_path / "run" / f"{name}.sock", tmp_path)
-        agent.start()
-        mix.agents.append(agent)
     (tmp_path / "driver").mkdir()
     mix.driver = DriverProcess(tmp_path / "driver", mix.db)
-    mix.driver.start()
     try:
+        for name in ("a", "b"):
+            mix.agents.append(AgentProcess(installed("cnipamd"), tmp_path / "run" / f"{name}.sock", tmp_path))
+            mix.agents[-1].start()
+        mix.driver.start()
         actors = [run_actor(mix, plugin_worker, n, random.Random(rng.random())) for n in range(WORKERS)]
         actors += [run_actor(mix, actor, random.Random(rng.random())) for actor in (ctl_worker, docker_worker, killer)]
         time.sleep(SECONDS)
@@ -343,6 +342,7 @@ def test_agents_direct_calls_cnipamctl_and_the_driver_on_one_file(tmp_path: Path
         assert [agent.stop() for agent in mix.agents] == [0, 0]
         mix.driver.stop()
     finally:
+        mix.done.set()  # the actors stop after their current call, whatever failed
         for agent in mix.agents:
             if agent.alive():
                 agent.kill()
