@@ -22,9 +22,20 @@ real `cnipam-docker` with concurrent RequestPool/RequestAddress/ReleaseAddress c
 SIGKILLs it at random moments, checks the store while it is down, restarts it on the same
 store and continues.
 
+With --agent (sqlite, etcd) a `cnipamd` serves the same store: each plugin call goes
+through it or directly at random, naming the store under a random spelling (absolute,
+relative, a `dir/../dir` detour, a host-local dataDir) with a random timeout; the agent
+is SIGKILLed and started again at random moments (a call it was answering then answers
+code 11, "may or may not have been applied", and is judged like a killed process), and
+cnipamctl readers run beside the plugins. After every wave the agent must hold no
+deleted -wal or -shm (issue 19), and is then stopped with SIGTERM, which waits for the
+calls it still holds: a plugin killed after it handed its call over does not stop the
+call, which the agent finishes (and commits) after the plugin's death, so the store is
+read back only once the agent is idle. It starts again with the next wave.
+
 It needs the installed package (`pip install .`): the executables next to this Python.
-The two campaigns are crash_plugin.py and crash_docker.py; this file is their command.
 The etcd campaign starts a private etcd (cnipam.testing.etcd_server) unless --etcd is given.
+The two campaigns are crash_plugin.py and crash_docker.py; this file is their command.
 """
 
 from __future__ import annotations
@@ -54,21 +65,26 @@ def etcd_store(endpoint: str | None, workdir: Path) -> Iterator[dict[str, Any]]:
 
 
 def run(
-    engine: str, runs: int, seed: int, workdir: Path, etcd: str | None = None, log: Callable[[str], None] = print
+    engine: str,
+    runs: int,
+    seed: int,
+    workdir: Path,
+    etcd: str | None = None,
+    log: Callable[[str], None] = print,
+    agent: bool = False,
 ) -> dict[str, Any]:
     started = time.monotonic()
     if engine == "docker":
         report = run_docker_campaign(workdir, runs, seed, log)
     elif engine == "sqlite":
-        report = run_plugin_campaign(
-            executable("cnipam"), Target(workdir / "store" / "ipam.db"), workdir, runs, seed, log
-        )
+        db = workdir / "store" / ("cnipam.db" if agent else "ipam.db")  # cnipam.db: a dataDir names it too
+        report = run_plugin_campaign(executable("cnipam"), Target(db), workdir, runs, seed, log, agent)
     else:
         with etcd_store(etcd, workdir) as store:
             report = run_plugin_campaign(
-                executable("cnipam"), Target(workdir / "unused.db", store), workdir, runs, seed, log
+                executable("cnipam"), Target(workdir / "unused.db", store), workdir, runs, seed, log, agent
             )
-    report["engine"] = engine
+    report["engine"] = engine + (" with cnipamd" if agent else "")
     report["seconds"] = round(time.monotonic() - started, 1)
     return report
 
@@ -82,7 +98,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--etcd", help="an etcd endpoint to use instead of starting a private one")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (stores, outputs) for inspection")
+    parser.add_argument(
+        "--agent", action="store_true", help="sqlite, etcd: a cnipamd beside the plugins, killed now and then"
+    )
     args = parser.parse_args()
+    if args.agent and args.engine == "docker":
+        parser.error("--agent mixes cnipamd into the plugin campaigns (sqlite, etcd)")
     workdir = Path(tempfile.mkdtemp(prefix=f"cnipam-crash-{args.engine}-"))
     try:
         report = run(
@@ -91,7 +112,8 @@ def main() -> int:
             args.seed,
             workdir,
             args.etcd,
-            log=lambda line: print(line, file=sys.stderr, flush=True),
+            lambda line: print(line, file=sys.stderr, flush=True),
+            args.agent,
         )
     except CampaignFailure as failure:
         print(f"DEFECT: {failure} (work folder kept: {workdir})", file=sys.stderr)

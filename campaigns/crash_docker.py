@@ -35,10 +35,10 @@ class Interrupted(Exception):
 class DriverProcess:
     """The real `cnipam-docker` on a UNIX socket; started again on the same store after a kill."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, db: Path | None = None) -> None:
         self.folder = folder
         self.socket = str(folder / "run" / "cnipam.sock")
-        self.db = folder / "driver.db"
+        self.db = db or folder / "driver.db"
         self.log_path = folder / "driver.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0

@@ -28,6 +28,7 @@ import time
 from _thread import RLock
 from fcntl import LOCK_UN, flock
 
+from ..config_files import HELD_DATABASES
 from ..core.addresses import BITS, format_ip, from_bytes, parse_cidr, to_bytes
 from ..core.allocator import gateway_reservations, grant, refuse_taken, search_windows
 from ..core.errors import AddressConflict, NotFound, PoolExhausted, StoreBusy, StoreCorrupt, StoreIOError
@@ -285,7 +286,7 @@ class SQLiteStore(Store):
             return found
 
     def problems(self) -> list[str]:
-        return self._read(self._find_problems)
+        return self._read(self._find_problems_in_one_snapshot)
 
     def close(self) -> None:
         self._close_quietly()
@@ -516,6 +517,18 @@ class SQLiteStore(Store):
                     raise
                 time.sleep(0.002)
 
+    def _find_problems_in_one_snapshot(self) -> list[str]:
+        """`cnipamctl check` runs beside live writers: every table is read in one read
+        transaction, so a lease committed between two of the checks' reads is never
+        mistaken for an address that is neither leased nor free."""
+        if self._db.in_transaction:
+            return self._find_problems()
+        self._db.execute("BEGIN")
+        try:
+            return self._find_problems()
+        finally:
+            self._db.execute("ROLLBACK")
+
     def _find_problems(self) -> list[str]:
         problems: list[str] = []
         check = self._db.execute("PRAGMA integrity_check").fetchall()  # also verifies the unique indexes
@@ -686,7 +699,7 @@ class _SharedFile:
 
 
 _OPEN: dict[tuple[int, int], _SharedFile] = {}
-_OPEN_GUARD = RLock()  # held while a file is attached or detached: never while one is in use
+_OPEN_GUARD = RLock()  # held while a file is attached or detached (a detach waits for the call in progress)
 
 
 def _attach(path: str, timeout: float) -> _SharedFile:
@@ -726,6 +739,7 @@ def _attach(path: str, timeout: float) -> _SharedFile:
             os.close(lock_fd)
             raise _store_error(path, exc) from None
         shared = _OPEN[key] = _SharedFile(key, db, lock_fd, version)
+        HELD_DATABASES[key] = os.path.abspath(path)  # a config may not name it now (config_files)
         return shared
 
 
@@ -734,11 +748,14 @@ def _detach(shared: _SharedFile) -> None:
         shared.users -= 1
         if shared.users > 0:
             return
+        # Closed before it leaves the registry: until then, an `_attach` of the same file
+        # finds it held and shares it instead of opening (and closing) the file beside it.
+        with shared.mutex:  # a thread still inside a call on it finishes first
+            shared.db.close()
+            os.close(shared.lock_fd)
         if _OPEN.get(shared.key) is shared:
             del _OPEN[shared.key]
-    with shared.mutex:  # a thread still inside a call on it finishes first
-        shared.db.close()
-        os.close(shared.lock_fd)
+            HELD_DATABASES.pop(shared.key, None)
 
 
 def _identity(path: str) -> tuple[int, int] | None:

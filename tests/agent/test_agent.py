@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from cnipam.testing.agent_process import AgentProcess, deleted_store_files
 from tests.support.etcd import need_etcd
 from tests.support.plugin_calls import CALL_TIMEOUT, as_stdin, installed, plugin_env
 from tests.support.store_files import held
@@ -32,7 +33,6 @@ from tests.support.store_files import held
 NET = "agentnet"
 V4 = {"ipv4-subnet": "10.9.0.0/24"}
 DUAL = {**V4, "ipv6-subnet": "2001:db8:9::/64"}
-START_TIMEOUT = 20.0
 
 
 def ecs(ipam: Mapping[str, Any], version: str = "1.0.0", name: str = NET) -> dict[str, Any]:
@@ -83,57 +83,21 @@ def call(
     return Raw(proc)
 
 
-class Agent:
-    """A running cnipamd and its JSON-lines log."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], sock: Path, log: Path) -> None:
-        self.proc = proc
-        self.socket = sock
-        self.log_path = log
-
-    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        lines = [json.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith("{")]
-        return [line for line in lines if kind is None or line["event"] == kind]
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(CALL_TIMEOUT)
-
-
-def start_agent(tmp: Path, *args: str, sock: Path | None = None, expect_listening: bool = True) -> Agent:
-    sock = sock or tmp / "run" / "cnipamd.sock"
-    log = tmp / f"cnipamd-{time.monotonic_ns()}.log"
-    workdir = tmp / "agent-cwd"  # not the callers' folder: relative paths must not resolve here
-    workdir.mkdir(exist_ok=True)
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            [installed("cnipamd"), "--socket", str(sock), *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            cwd=workdir,
-            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-        )
-    agent = Agent(proc, sock, log)
-    if not expect_listening:
-        return agent
-    deadline = time.monotonic() + START_TIMEOUT
-    while not agent.events("listening"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"cnipamd did not start (exit {proc.poll()}): {log.read_text()}")
-        time.sleep(0.02)
+def start_agent(tmp: Path, *args: str, sock: Path | None = None, expect_listening: bool = True) -> AgentProcess:
+    agent = AgentProcess(installed("cnipamd"), sock or tmp / "run" / "cnipamd.sock", tmp, *args)
+    try:
+        agent.start(wait=expect_listening)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     return agent
 
 
 @pytest.fixture
-def agent(tmp_path: Path) -> Iterator[Agent]:
+def agent(tmp_path: Path) -> Iterator[AgentProcess]:
     running = start_agent(tmp_path)
     yield running
-    if running.proc.poll() is None:
-        running.proc.kill()
-        running.proc.wait(CALL_TIMEOUT)
+    if running.alive():
+        running.kill()
 
 
 @pytest.fixture
@@ -168,7 +132,7 @@ SCRIPT: list[tuple[str, dict[str, Any] | bytes, dict[str, str | None]]] = [
 ]
 
 
-def test_agent_answers_byte_for_byte_as_the_plugin_does(agent: Agent, tmp_path: Path, caller: Path) -> None:
+def test_agent_answers_byte_for_byte_as_the_plugin_does(agent: AgentProcess, tmp_path: Path, caller: Path) -> None:
     (caller / "resolv.conf").write_text("nameserver 192.0.2.53\nsearch example.test\n")
     served, direct = tmp_path / "served.db", tmp_path / "direct.db"
     for command, config, env in SCRIPT:
@@ -182,7 +146,7 @@ def test_agent_answers_byte_for_byte_as_the_plugin_does(agent: Agent, tmp_path: 
     assert held(served) == held(direct) == []  # DELs freed c1 and owner-a, GC freed c5
 
 
-def test_relative_store_path_is_the_callers_not_the_agents(agent: Agent, tmp_path: Path, caller: Path) -> None:
+def test_relative_store_path_is_the_callers_not_the_agents(agent: AgentProcess, tmp_path: Path, caller: Path) -> None:
     run = call("ADD", ecs(V4), "rel/store.db", caller, agent.socket)
     assert run.code == 0, run
     assert held(caller / "rel" / "store.db") == [("10.9.0.2", f"cni:{NET}/c1/eth0")]
@@ -190,7 +154,7 @@ def test_relative_store_path_is_the_callers_not_the_agents(agent: Agent, tmp_pat
     assert agent.events("call")
 
 
-def test_socket_is_0660_in_a_0750_folder(agent: Agent) -> None:
+def test_socket_is_0660_in_a_0750_folder(agent: AgentProcess) -> None:
     assert stat.S_ISSOCK(os.lstat(agent.socket).st_mode)
     assert stat.S_IMODE(os.lstat(agent.socket).st_mode) == 0o660
     assert stat.S_IMODE(os.stat(agent.socket.parent).st_mode) == 0o750
@@ -199,7 +163,7 @@ def test_socket_is_0660_in_a_0750_folder(agent: Agent) -> None:
 # -- mixing the two paths -----------------------------------------------------------------
 
 
-def test_agent_and_direct_calls_in_parallel_on_one_store(agent: Agent, tmp_path: Path, caller: Path) -> None:
+def test_agent_and_direct_calls_in_parallel_on_one_store(agent: AgentProcess, tmp_path: Path, caller: Path) -> None:
     """Eight processes, half through the agent and half direct: first each makes 12 ADDs,
     then each DELs every other one of its containers. No address is held twice, every
     answer's address is held by its container, and nothing else is held."""
@@ -243,22 +207,8 @@ def test_agent_and_direct_calls_in_parallel_on_one_store(agent: Agent, tmp_path:
     assert len(served) == (workers // 2) * (per_worker + per_worker // 2)
 
 
-def deleted_store_files(pid: int) -> list[str]:
-    """Descriptors of `pid` on store files that no longer exist under their name: an
-    agent writing into a WAL that another process deleted (issue 19)."""
-    found = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.endswith(" (deleted)") and (".db" in target):
-            found.append(target)
-    return found
-
-
 def test_two_spellings_of_one_store_and_a_direct_reader_leave_the_agent_locks_intact(
-    agent: Agent, tmp_path: Path, caller: Path
+    agent: AgentProcess, tmp_path: Path, caller: Path
 ) -> None:
     """Issue 19's sequence: two calls through the agent that name one file under two
     timeouts made the agent open the file twice, and closing the second descriptor
@@ -281,7 +231,7 @@ def test_two_spellings_of_one_store_and_a_direct_reader_leave_the_agent_locks_in
         [installed("cnipamctl"), "--db", str(store), "leases", "--json"], capture_output=True, timeout=CALL_TIMEOUT
     )
     assert ctl.returncode == 0, ctl.stderr
-    assert deleted_store_files(agent.proc.pid) == []
+    assert deleted_store_files(agent.pid) == []
     third = call("ADD", config, store, caller, agent.socket, {"CNI_CONTAINERID": "e3"})
     direct = call("ADD", config, store, caller, None, {"CNI_CONTAINERID": "d1"})
     addresses = [run.out["ips"][0]["address"] for run in (first, second, third, direct)]
@@ -291,6 +241,32 @@ def test_two_spellings_of_one_store_and_a_direct_reader_leave_the_agent_locks_in
     assert handles == {f"cni:{NET}/{name}/eth0" for name in ("e1", "e2", "e3", "d1")}
     with sqlite3.connect(store) as db:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_a_config_file_naming_a_held_store_is_refused(agent: AgentProcess, tmp_path: Path, caller: Path) -> None:
+    """A `resolvConf` that names the store (or its -shm) would make cnipamd open and
+    close a descriptor of a database it holds, which drops the connection's locks just
+    as issue 19's second open did: refused (code 5), and the agent's files stay intact."""
+    store = caller / "s.db"
+    config = host_local({"subnet": "10.94.0.0/24"}, "1.0.0")
+    assert call("ADD", config, store, caller, agent.socket, {"CNI_CONTAINERID": "e1"}).code == 0
+    for named in ("s.db", "./s.db-shm", str(store)):
+        bad = host_local({"subnet": "10.94.0.0/24", "resolvConf": named}, "1.0.0")
+        run = call("ADD", bad, store, caller, agent.socket, {"CNI_CONTAINERID": "e2"})
+        assert run.code == 1 and run.out["code"] == 5 and "holds open" in run.out["msg"], run
+    naming_the_store = host_local({"subnet": "10.94.0.0/24", "resolvConf": "s.db"}, "1.0.0")
+    alone = call("ADD", naming_the_store, store, caller, None, {"CNI_CONTAINERID": "d0"})
+    assert alone.code == 0, alone  # the plugin on its own reads it before it opens the store: harmless, and not refused
+    ctl = subprocess.run(
+        [installed("cnipamctl"), "--db", str(store), "leases", "--json"], capture_output=True, timeout=CALL_TIMEOUT
+    )
+    assert ctl.returncode == 0, ctl.stderr
+    assert deleted_store_files(agent.pid) == []
+    second = call("ADD", config, store, caller, agent.socket, {"CNI_CONTAINERID": "e3"})
+    direct = call("ADD", config, store, caller, None, {"CNI_CONTAINERID": "d1"})
+    assert second.out["ips"][0]["address"] != direct.out["ips"][0]["address"], (second, direct)
+    assert agent.stop() == 0
+    assert {handle for _, handle in held(store)} == {f"cni:{NET}/{name}/eth0" for name in ("e1", "d0", "e3", "d1")}
 
 
 # -- when the agent is not there --------------------------------------------------------------
@@ -319,20 +295,20 @@ def test_stale_socket_means_direct_and_a_new_agent_replaces_it(tmp_path: Path, c
         assert agent.stop() == 0
 
 
-def test_a_second_agent_on_a_live_socket_refuses_to_start(agent: Agent, tmp_path: Path) -> None:
+def test_a_second_agent_on_a_live_socket_refuses_to_start(agent: AgentProcess, tmp_path: Path) -> None:
     second = start_agent(tmp_path, sock=agent.socket, expect_listening=False)
-    assert second.proc.wait(CALL_TIMEOUT) == 2
+    assert second.process.wait(CALL_TIMEOUT) == 2
     assert "another cnipamd" in second.events("fatal")[0]["error"]
     assert stat.S_ISSOCK(os.lstat(agent.socket).st_mode)
     assert call("ADD", ecs(V4), tmp_path / "a.db", tmp_path, agent.socket).code == 0
     assert len(agent.events("call")) == 1
 
 
-def test_agent_killed_mid_run_then_calls_go_direct(agent: Agent, tmp_path: Path, caller: Path) -> None:
+def test_agent_killed_mid_run_then_calls_go_direct(agent: AgentProcess, tmp_path: Path, caller: Path) -> None:
     store = tmp_path / "k.db"
     assert call("ADD", ecs(V4), store, caller, agent.socket, {"CNI_CONTAINERID": "before"}).code == 0
-    agent.proc.kill()
-    agent.proc.wait(CALL_TIMEOUT)
+    agent.process.kill()
+    agent.process.wait(CALL_TIMEOUT)
     assert agent.socket.exists()  # SIGKILL leaves the socket file behind
     run = call("ADD", ecs(V4), store, caller, agent.socket, {"CNI_CONTAINERID": "after"})
     assert run.code == 0, run
@@ -340,11 +316,11 @@ def test_agent_killed_mid_run_then_calls_go_direct(agent: Agent, tmp_path: Path,
     assert held(store) == [("10.9.0.3", f"cni:{NET}/after/eth0")]
 
 
-def test_agent_dying_with_the_request_sent_answers_try_again(agent: Agent, tmp_path: Path, caller: Path) -> None:
+def test_agent_dying_with_the_request_sent_answers_try_again(agent: AgentProcess, tmp_path: Path, caller: Path) -> None:
     """The plugin cannot know whether the call happened, so it neither runs it again nor
     claims success: CNI error 11, which runtimes retry."""
     store = tmp_path / "d.db"
-    agent.proc.send_signal(signal.SIGSTOP)  # accepts nothing, but the kernel queues the connection
+    agent.process.send_signal(signal.SIGSTOP)  # accepts nothing, but the kernel queues the connection
     try:
         env = plugin_env("ADD", store, {"CNI_CONTAINERID": "c1", "CNIPAM_AGENT_SOCKET": str(agent.socket)})
         request = tmp_path / "request.json"
@@ -355,8 +331,8 @@ def test_agent_dying_with_the_request_sent_answers_try_again(agent: Agent, tmp_p
         time.sleep(1.0)  # it connects and sends, then waits for the answer
         assert plugin.poll() is None
     finally:
-        agent.proc.kill()
-        agent.proc.wait(CALL_TIMEOUT)
+        agent.process.kill()
+        agent.process.wait(CALL_TIMEOUT)
     out, err = plugin.communicate(timeout=CALL_TIMEOUT)
     assert plugin.returncode == 1, (out, err)
     answer = json.loads(out)
@@ -364,13 +340,13 @@ def test_agent_dying_with_the_request_sent_answers_try_again(agent: Agent, tmp_p
     assert held(store) is None or held(store) == []  # not run directly behind the agent's back
 
 
-def test_forwarding_switched_off_never_touches_the_agent(agent: Agent, tmp_path: Path, caller: Path) -> None:
+def test_forwarding_switched_off_never_touches_the_agent(agent: AgentProcess, tmp_path: Path, caller: Path) -> None:
     env: dict[str, str | None] = {"CNIPAM_AGENT_SOCKET": str(agent.socket), "CNIPAM_AGENT": "off"}
     assert call("ADD", ecs(V4), tmp_path / "o.db", caller, None, env).code == 0
     assert agent.events("call") == []
 
 
-def test_sigterm_removes_the_socket(agent: Agent) -> None:
+def test_sigterm_removes_the_socket(agent: AgentProcess) -> None:
     assert agent.stop() == 0
     assert not agent.socket.exists()
     assert [event["event"] for event in agent.events()][-2:] == ["stopping", "stopped"]
@@ -423,7 +399,7 @@ def test_reconciler_releases_a_lease_without_cache_entry_after_the_grace_period(
 
 
 def test_agent_serves_an_etcd_store_as_the_plugin_does(
-    agent: Agent, tmp_path: Path, caller: Path, etcd_endpoint: str, etcd_prefix: bytes
+    agent: AgentProcess, tmp_path: Path, caller: Path, etcd_endpoint: str, etcd_prefix: bytes
 ) -> None:
     """The agent keeps the etcd connection open; its answers and the leases it writes are
     the direct path's, and the two paths mixed on one etcd prefix hand out no address twice."""
@@ -465,7 +441,7 @@ def test_agent_serves_an_etcd_store_as_the_plugin_does(
 
 
 def test_relative_etcd_files_are_the_callers_not_the_agents(
-    agent: Agent, tmp_path: Path, caller: Path, etcd_endpoint: str, etcd_prefix: bytes
+    agent: AgentProcess, tmp_path: Path, caller: Path, etcd_endpoint: str, etcd_prefix: bytes
 ) -> None:
     """`lockDir` and `passwordFile` name files the way `dataDir` does: relative to the
     runtime's working folder, whether the call is answered directly or by cnipamd."""

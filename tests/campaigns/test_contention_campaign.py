@@ -1,5 +1,6 @@
 """The contention campaign in short form for CI: 64 plugin processes in flight for a few
-seconds on one SQLite store, and on etcd shared by four simulated hosts. The full run is
+seconds on one SQLite store (also with cnipamd beside them, SIGKILLed now and then), and
+on etcd shared by four simulated hosts. The full run is
 `python campaigns/contention.py --seconds 60` (same code; docs/campaigns.md)."""
 
 from __future__ import annotations
@@ -28,6 +29,18 @@ def test_64_processes_on_one_sqlite_store(tmp_path: Path) -> None:
     outcome = Campaign(target, SECONDS, WORKERS, seed=7, timeout="5s").run()
     print(markdown(target, outcome, WORKERS, SECONDS))
     assert_clean(outcome)
+
+
+def test_64_processes_and_a_killed_agent_on_one_sqlite_store(tmp_path: Path) -> None:
+    """Half the calls through cnipamd, SIGKILLed every few seconds, under every spelling
+    of the store; a cnipamctl reader all along (issue 19)."""
+    target = Target("sqlite", tmp_path / "store" / "cnipam.db", folder=tmp_path)
+    outcome = Campaign(target, SECONDS, WORKERS, seed=7, timeout="5s", agent=True).run()
+    print(markdown(target, outcome, WORKERS, SECONDS))
+    assert_clean(outcome)
+    assert outcome.agent is not None
+    assert outcome.agent["kills"] > 0 and outcome.agent["forwarded"] > 0 and outcome.agent["direct"] > 0, outcome.agent
+    assert outcome.agent["cnipamctl readers"] > 0, outcome.agent
 
 
 def test_64_processes_on_etcd_from_four_hosts(etcd_endpoint: str, etcd_prefix: bytes, tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 """A plugin process may die at any instruction (OOM killer, node shutdown, runtime timeout),
 and so may the Docker driver. The crash campaign (campaigns/crash.py, one implementation,
 run here short and there long) SIGKILLs plugin runs (ADD, dual-stack, DEL, GC) on SQLite
-and on etcd, and the driver under load, and requires a store that is consistent, holds no
-address twice, keeps every lease whose result was printed (every 200 answer), and never
-holds half of an interrupted change. Also here: kills while the store is being created,
+(also with cnipamd beside them, itself SIGKILLed now and then) and on etcd, and the
+driver under load, and requires a store that is consistent, holds no address twice,
+keeps every lease whose result was printed (every 200 answer), and never holds half of
+an interrupted change. Also here: kills while the store is being created,
 and the writer lock's timeout (IPAM_DB_CONNECTION_TIMEOUT) is honoured."""
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from cnipam.store.sqlite import SQLiteStore
 from tests.support.plugin_calls import RunPlugin, Spawned, parse_output, spawn
 from tests.support.store_files import dump_leases, snapshot
 
-# The short campaigns CI runs (the full ones: docs/campaigns.md). About 10 s each here.
+# The short campaigns CI runs (the full ones: docs/campaigns.md). About 10 s each here (the agent mode: 4 s).
 PLUGIN_RUNS = 160
 DRIVER_REQUESTS = 600
 
@@ -143,6 +144,20 @@ def test_crash_campaign_on_sqlite(plugin_exe: str, tmp_path: Path) -> None:
     assert_kills_landed_on_both_sides(
         crash_plugin.run_plugin_campaign(plugin_exe, target, tmp_path, PLUGIN_RUNS, 7, print)
     )
+
+
+def test_crash_campaign_on_sqlite_with_the_agent(plugin_exe: str, tmp_path: Path) -> None:
+    """cnipamd beside the plugins, SIGKILLed at random moments; calls through it or
+    directly under every spelling of the store; cnipamctl readers (issue 19)."""
+    target = crash_plugin.Target(tmp_path / "store" / "cnipam.db")
+    report = crash_plugin.run_plugin_campaign(plugin_exe, target, tmp_path, PLUGIN_RUNS, 7, print, agent=True)
+    assert_kills_landed_on_both_sides(report)
+    calls = report["agent"]["calls"]
+    assert report["agent"]["kills"] > 0, report["agent"]
+    assert any(route.startswith("cnipamd.sock") for route in calls) and any(
+        route.startswith("direct") for route in calls
+    ), calls
+    assert any(route.startswith("cnipamctl") for route in calls), calls
 
 
 def test_crash_campaign_on_etcd(plugin_exe: str, etcd_endpoint: str, etcd_prefix: bytes, tmp_path: Path) -> None:

@@ -307,6 +307,18 @@ def test_export_import_round_trips_byte_for_byte(db: Path, tmp_path: Path) -> No
     assert ok("--db", str(piped), "export").out == first
 
 
+def test_export_over_the_store_or_its_files_is_refused(db: Path, tmp_path: Path) -> None:
+    """Replacing the file would leave cnipamd and the Docker driver writing into the
+    unlinked one (issue 19's audit); a WAL that does not exist yet is refused by name."""
+    before = ok("--db", str(db), "export").out
+    (tmp_path / "sub").mkdir()
+    for spelling in (str(db), f"{tmp_path}/sub/../store.db", f"{db}-wal", f"{db}.lock"):
+        refused(call("--db", str(db), "export", spelling), says="is the store")
+    assert not Path(f"{db}-wal").exists()
+    assert ok("--db", str(db), "export").out == before
+    assert ok("--db", str(db), "check").out == "ok\n"
+
+
 def test_conflicting_import_changes_nothing(db: Path, tmp_path: Path) -> None:
     other = tmp_path / "other.db"
     plugin("ADD", {**NET1, "name": "other"}, "x1", db=other)
@@ -540,6 +552,9 @@ def test_migrate_host_local_into_etcd_lists_every_conflict_first(
     refused(again, says=f"{manifest['lease_count']} items cannot be imported")
     assert {item["what"] for item in again.json()["refused"]} == {lease["address"] for lease in manifest["leases"]}
     assert len(ok("--store", store, "leases", "--json").json()) == manifest["lease_count"]
+    assert (
+        ok("--store", store, "check", "--json").json()["store"].startswith(f"etcd {etcd_endpoint} prefix ")
+    )  # not /data/eni-ipam.db
 
 
 def test_migrate_host_local_from_a_conflist_into_db(tmp_path: Path) -> None:
