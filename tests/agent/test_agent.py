@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from cnipam.testing.agent_process import AgentProcess, deleted_store_files
-from tests.support.etcd import need_etcd
+from tests.support.etcd import need_etcd, store_object
 from tests.support.plugin_calls import CALL_TIMEOUT, as_stdin, installed, plugin_env
 from tests.support.store_files import held
 
@@ -207,6 +207,16 @@ def test_agent_and_direct_calls_in_parallel_on_one_store(agent: AgentProcess, tm
     assert len(served) == (workers // 2) * (per_worker + per_worker // 2)
 
 
+def a_reader_beside_leaves_the_agent_intact(agent: AgentProcess, store: Path) -> None:
+    """cnipamctl reads the store in another process while the agent holds it: the agent
+    must still hold no deleted -wal or -shm afterwards (issue 19)."""
+    ctl = subprocess.run(
+        [installed("cnipamctl"), "--db", str(store), "leases", "--json"], capture_output=True, timeout=CALL_TIMEOUT
+    )
+    assert ctl.returncode == 0, ctl.stderr
+    assert deleted_store_files(agent.pid) == []
+
+
 def test_two_spellings_of_one_store_and_a_direct_reader_leave_the_agent_locks_intact(
     agent: AgentProcess, tmp_path: Path, caller: Path
 ) -> None:
@@ -227,11 +237,7 @@ def test_two_spellings_of_one_store_and_a_direct_reader_leave_the_agent_locks_in
         {"CNI_CONTAINERID": "e2", "IPAM_DB_CONNECTION_TIMEOUT": "3s"},
     )
     assert (first.code, second.code) == (0, 0), (first, second)
-    ctl = subprocess.run(
-        [installed("cnipamctl"), "--db", str(store), "leases", "--json"], capture_output=True, timeout=CALL_TIMEOUT
-    )
-    assert ctl.returncode == 0, ctl.stderr
-    assert deleted_store_files(agent.pid) == []
+    a_reader_beside_leaves_the_agent_intact(agent, store)
     third = call("ADD", config, store, caller, agent.socket, {"CNI_CONTAINERID": "e3"})
     direct = call("ADD", config, store, caller, None, {"CNI_CONTAINERID": "d1"})
     addresses = [run.out["ips"][0]["address"] for run in (first, second, third, direct)]
@@ -257,11 +263,7 @@ def test_a_config_file_naming_a_held_store_is_refused(agent: AgentProcess, tmp_p
     naming_the_store = host_local({"subnet": "10.94.0.0/24", "resolvConf": "s.db"}, "1.0.0")
     alone = call("ADD", naming_the_store, store, caller, None, {"CNI_CONTAINERID": "d0"})
     assert alone.code == 0, alone  # the plugin on its own reads it before it opens the store: harmless, and not refused
-    ctl = subprocess.run(
-        [installed("cnipamctl"), "--db", str(store), "leases", "--json"], capture_output=True, timeout=CALL_TIMEOUT
-    )
-    assert ctl.returncode == 0, ctl.stderr
-    assert deleted_store_files(agent.pid) == []
+    a_reader_beside_leaves_the_agent_intact(agent, store)
     second = call("ADD", config, store, caller, agent.socket, {"CNI_CONTAINERID": "e3"})
     direct = call("ADD", config, store, caller, None, {"CNI_CONTAINERID": "d1"})
     assert second.out["ips"][0]["address"] != direct.out["ips"][0]["address"], (second, direct)
@@ -404,13 +406,7 @@ def test_agent_serves_an_etcd_store_as_the_plugin_does(
     """The agent keeps the etcd connection open; its answers and the leases it writes are
     the direct path's, and the two paths mixed on one etcd prefix hand out no address twice."""
     need_etcd()
-    store = {
-        "type": "etcd",
-        "endpoints": [etcd_endpoint],
-        "prefix": etcd_prefix.decode(),
-        "host": "node-1",
-        "lockDir": str(tmp_path / "lk"),
-    }
+    store = store_object(etcd_endpoint, etcd_prefix, str(tmp_path / "lk"))
     config = ecs(DUAL) | {"ipam": {**ecs(DUAL)["ipam"], "store": store}}
     answers = []
     for n in range(6):
@@ -446,13 +442,7 @@ def test_relative_etcd_files_are_the_callers_not_the_agents(
     """`lockDir` and `passwordFile` name files the way `dataDir` does: relative to the
     runtime's working folder, whether the call is answered directly or by cnipamd."""
     need_etcd()
-    store = {
-        "type": "etcd",
-        "endpoints": [etcd_endpoint],
-        "prefix": etcd_prefix.decode(),
-        "host": "node-1",
-        "lockDir": "lk",
-    }
+    store = store_object(etcd_endpoint, etcd_prefix, "lk")
     config = ecs(V4) | {"ipam": {**ecs(V4)["ipam"], "store": store}}
     assert call("ADD", config, tmp_path / "unused.db", caller, agent.socket).code == 0
     assert (caller / "lk" / "etcd.lock").exists() and not (tmp_path / "agent-cwd" / "lk").exists()

@@ -23,6 +23,7 @@ import crash_docker  # the campaigns live outside the tests (campaigns/, on pyte
 import crash_plugin
 
 from cnipam.store.sqlite import SQLiteStore
+from tests.support.etcd import store_object
 from tests.support.plugin_calls import RunPlugin, Spawned, parse_output, spawn
 from tests.support.store_files import dump_leases, snapshot
 
@@ -161,13 +162,7 @@ def test_crash_campaign_on_sqlite_with_the_agent(plugin_exe: str, tmp_path: Path
 
 
 def test_crash_campaign_on_etcd(plugin_exe: str, etcd_endpoint: str, etcd_prefix: bytes, tmp_path: Path) -> None:
-    store = {
-        "type": "etcd",
-        "endpoints": [etcd_endpoint],
-        "prefix": etcd_prefix.decode(),
-        "host": "node-1",
-        "lockDir": str(tmp_path / "lock"),
-    }
+    store = store_object(etcd_endpoint, etcd_prefix, str(tmp_path / "lock"))
     target = crash_plugin.Target(tmp_path / "unused.db", store)
     assert_kills_landed_on_both_sides(
         crash_plugin.run_plugin_campaign(plugin_exe, target, tmp_path, PLUGIN_RUNS, 7, print)

@@ -13,6 +13,7 @@ import os
 import time
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,11 @@ def etcd_endpoint() -> Iterator[str]:
 
 
 _prefix_counter = 0
+
+
+def store_object(endpoint: str, prefix: bytes, lock_dir: str, host: str = "node-1") -> dict[str, Any]:
+    """The `ipam.store` object of an etcd store under a test's own prefix, as one host."""
+    return {"type": "etcd", "endpoints": [endpoint], "prefix": prefix.decode(), "host": host, "lockDir": lock_dir}
 
 
 @pytest.fixture
