@@ -33,12 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import RunningAgent
-from report import Row, Target, results_table
+from report import Row, Target, results_section
 from timing import Ratio, Sample, ratio
 from tooling import in_temp_folder
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from etcd_process import EtcdServer, etcd_binary  # the tests' etcd launcher: standard library only
+from cnipam.testing.etcd_server import EtcdServer, etcd_binary
 
 SUBNET = "10.66.0.0/15"
 HOSTS, WORKERS_PER_HOST = 4, 4
@@ -84,11 +83,15 @@ class PluginBench:
 
     def once(self) -> float:
         started = time.perf_counter()
-        added = subprocess.run([self.exe], input=self.stdin, env={**self.env, "CNI_COMMAND": "ADD"}, capture_output=True)
+        added = subprocess.run(
+            [self.exe], input=self.stdin, env={**self.env, "CNI_COMMAND": "ADD"}, capture_output=True
+        )
         elapsed = time.perf_counter() - started
         if added.returncode != 0:
             raise RuntimeError(f"{self.name}: ADD failed: {added.stdout.decode(errors='replace')}")
-        subprocess.run([self.exe], input=self.stdin, env={**self.env, "CNI_COMMAND": "DEL"}, capture_output=True, check=True)
+        subprocess.run(
+            [self.exe], input=self.stdin, env={**self.env, "CNI_COMMAND": "DEL"}, capture_output=True, check=True
+        )
         return elapsed
 
 
@@ -102,7 +105,9 @@ class CommandBench:
         return time.perf_counter() - started
 
 
-def interleave(benches: Sequence[PluginBench | CommandBench], plan: EtcdPlan, progress: Callable[[str], None]) -> dict[str, Sample]:
+def interleave(
+    benches: Sequence[PluginBench | CommandBench], plan: EtcdPlan, progress: Callable[[str], None]
+) -> dict[str, Sample]:
     samples = {bench.name: Sample(bench.name) for bench in benches}
     for round_number in range(plan.rounds):
         for bench in benches:
@@ -115,9 +120,9 @@ def interleave(benches: Sequence[PluginBench | CommandBench], plan: EtcdPlan, pr
 
 def populate(endpoint: str, prefix: str, count: int) -> None:
     """`count` leases in SUBNET through the engine's own import (the migration path)."""
-    from cnipam.addresses import parse_cidr
-    from cnipam.ecs_config import parse_ecs
-    from cnipam.leases import LEASE, Lease
+    from cnipam.core.addresses import parse_cidr
+    from cnipam.core.ecs_config import parse_ecs
+    from cnipam.core.leases import LEASE, Lease
     from cnipam.store.opening import open_etcd
     from cnipam.store.settings import EtcdSettings
 
@@ -125,7 +130,8 @@ def populate(endpoint: str, prefix: str, count: int) -> None:
     first = parse_cidr(SUBNET, "subnet")[1].value + 2
     now = time.time()
     leases = [
-        Lease(4, first + n, LEASE, spec.key, spec.slot, f"cni:bench/fill-{n}/eth0", "bench", f"fill-{n}", "eth0", now) for n in range(count)
+        Lease(4, first + n, LEASE, spec.key, spec.slot, f"cni:bench/fill-{n}/eth0", "bench", f"fill-{n}", "eth0", now)
+        for n in range(count)
     ]
     store = open_etcd(EtcdSettings((endpoint,), prefix, "bench-host", lock_dir=None), 60.0)
     try:
@@ -135,8 +141,8 @@ def populate(endpoint: str, prefix: str, count: int) -> None:
 
 
 def allocate_worker(settings: tuple[str, str, str, str | None], count: int, out: multiprocessing.Queue[object]) -> None:
-    from cnipam.ecs_config import parse_ecs
-    from cnipam.leases import Owner
+    from cnipam.core.ecs_config import parse_ecs
+    from cnipam.core.leases import Owner
     from cnipam.store.etcd import EtcdStore
     from cnipam.store.opening import open_etcd
     from cnipam.store.settings import EtcdSettings
@@ -145,14 +151,18 @@ def allocate_worker(settings: tuple[str, str, str, str | None], count: int, out:
     engine, where, host, lock_dir = settings
     pools = parse_ecs({"ipv4-subnet": "10.67.0.0/16"}).pools
     store = (
-        SQLiteStore(where, 60.0) if engine == "sqlite" else open_etcd(EtcdSettings((where,), "/throughput/", host, lock_dir=lock_dir), 60.0)
+        SQLiteStore(where, 60.0)
+        if engine == "sqlite"
+        else open_etcd(EtcdSettings((where,), "/throughput/", host, lock_dir=lock_dir), 60.0)
     )
     latencies = []
     for n in range(count):
         started = time.perf_counter()
         store.allocate(Owner.for_request(None, "bench", f"{host}-{os.getpid()}-{n}", "eth0"), pools)
         latencies.append(time.perf_counter() - started)
-    out.put({"latencies": latencies, "retries": store.retries if isinstance(store, EtcdStore) else 0})  # cold recomputes only
+    out.put(
+        {"latencies": latencies, "retries": store.retries if isinstance(store, EtcdStore) else 0}
+    )  # cold recomputes only
     store.close()
 
 
@@ -185,7 +195,13 @@ def measure_etcd(plan: EtcdPlan, folder: Path, scripts: Path, progress: Callable
         endpoint = server.endpoint
 
         def etcd_store(prefix: str) -> dict[str, object]:
-            return {"type": "etcd", "endpoints": [endpoint], "prefix": prefix, "host": "bench-host", "lockDir": str(folder / "lock")}
+            return {
+                "type": "etcd",
+                "endpoints": [endpoint],
+                "prefix": prefix,
+                "host": "bench-host",
+                "lockDir": str(folder / "lock"),
+            }
 
         progress(f"etcd bench: populating {plan.populated:,} leases")
         populate(endpoint, "/populated/", plan.populated)
@@ -193,7 +209,10 @@ def measure_etcd(plan: EtcdPlan, folder: Path, scripts: Path, progress: Callable
         etcd = PluginBench("ADD on etcd", exe, config(etcd_store("/empty/")), {})
         full = PluginBench(f"ADD on etcd, {plan.populated:,} leases", exe, config(etcd_store("/populated/")), {})
         via = PluginBench(
-            "ADD on etcd via cnipamd", exe, config(etcd_store("/agent/")), {"CNIPAM_AGENT": "on", "CNIPAM_AGENT_SOCKET": str(agent.socket)}
+            "ADD on etcd via cnipamd",
+            exe,
+            config(etcd_store("/agent/")),
+            {"CNIPAM_AGENT": "on", "CNIPAM_AGENT_SOCKET": str(agent.socket)},
         )
         progress("etcd bench: single ADD")
         before = agent.calls()
@@ -210,19 +229,21 @@ def measure_etcd(plan: EtcdPlan, folder: Path, scripts: Path, progress: Callable
         return f"{statistics.quantiles(values, n=100)[q - 1] * 1000:.1f} ms"
 
     return [
-        Row("E1", "one ADD process on etcd", "the same ADD on SQLite", ratio(samples[etcd.name], samples[sqlite.name]), Target("<=", 1.5),
-            f"medians {samples[etcd.name].median * 1000:.1f} vs {samples[sqlite.name].median * 1000:.1f} ms; bare interpreter "
-            f"{samples[floor.name].median * 1000:.1f} ms"),
-        Row("E1b", "one ADD on etcd through cnipamd", "bare interpreter", ratio(samples[via.name], samples[floor.name]), Target("<=", 1.3),
-            f"median {samples[via.name].median * 1000:.1f} ms"),
+        Row("E1", "one ADD process on etcd", "the same ADD on SQLite", ratio(samples[etcd.name], samples[sqlite.name]),
+            Target("<=", 1.5),
+            f"medians {samples[etcd.name].median * 1000:.1f} vs {samples[sqlite.name].median * 1000:.1f} ms; "
+            f"bare interpreter {samples[floor.name].median * 1000:.1f} ms"),
+        Row("E1b", "one ADD on etcd through cnipamd", "bare interpreter", ratio(samples[via.name], samples[floor.name]),
+            Target("<=", 1.3), f"median {samples[via.name].median * 1000:.1f} ms"),
         Row("E2", f"ADD on etcd with {plan.populated:,} leases in the pool", "ADD on etcd, empty pool",
-            ratio(samples[full.name], samples[etcd.name]), Target("<=", 1.2), f"median {samples[full.name].median * 1000:.1f} ms"),
+            ratio(samples[full.name], samples[etcd.name]), Target("<=", 1.2),
+            f"median {samples[full.name].median * 1000:.1f} ms"),
         Row("E3", f"{HOSTS} hosts x {WORKERS_PER_HOST} workers on etcd: allocations/s",
             f"{HOSTS * WORKERS_PER_HOST} workers on one SQLite file", ratio(rate, sqlite_sample), None,
             f"{etcd_rate:,.0f} vs {sqlite_rate:,.0f}/s; p50/p99 {ms(etcd_latencies, 50)}/{ms(etcd_latencies, 99)} vs "
             f"{ms(sqlite_latencies, 50)}/{ms(sqlite_latencies, 99)}; {plan.allocations} allocations per worker"),
-        Row("E4", "Txns computed again per allocation (4 x 4 on etcd)", "allocations", _single(etcd_retries), Target("<=", 0.05),
-            f"{etcd_retries:.4f}"),
+        Row("E4", "Txns computed again per allocation (4 x 4 on etcd)", "allocations", _single(etcd_retries),
+            Target("<=", 0.05), f"{etcd_retries:.4f}"),
     ]  # fmt: skip
 
 
@@ -242,19 +263,13 @@ def _single(value: float) -> Ratio:
 
 
 def section(rows: Sequence[Row], plan: EtcdPlan) -> str:
-    return "\n".join(
-        [
-            "## etcd cluster engine",
-            "",
-            f"`bench/etcd_cluster.py`: a private etcd 3.4 on loopback (data on tmpfs), sharing the 2 cores with the "
-            f"benchmark. E1-E2: {plan.rounds} rounds x {plan.add_runs} fresh `cnipam` processes per row, interleaved, each an "
-            "ADD of one IPv4 address (then an untimed DEL). E3-E4: long-lived worker processes started together, "
-            f"{plan.allocations} allocations each from one /16, each host with its own identity and lock.",
-            "",
-            results_table(rows),
-            "",
-        ]
+    method = (
+        f"`bench/etcd_cluster.py`: a private etcd 3.4 on loopback (data on tmpfs), sharing the 2 cores with the "
+        f"benchmark. E1-E2: {plan.rounds} rounds x {plan.add_runs} fresh `cnipam` processes per row, interleaved, "
+        "each an ADD of one IPv4 address (then an untimed DEL). E3-E4: long-lived worker processes started "
+        f"together, {plan.allocations} allocations each from one /16, each host with its own identity and lock."
     )
+    return results_section("etcd cluster engine", method, rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

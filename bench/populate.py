@@ -3,7 +3,7 @@
 Going through N ADD processes would take hours at 1,000,000 leases, so each tool's
 store is written directly in its own on-disk format:
 
-* host-local: one file per address, as in baseline.md's populate.py (same content, so
+* host-local: one file per address, as in shared/reference/baseline.md's populate.py (same content, so
   the figures are comparable with the baseline's 131 ms / 681 ms);
 * cnipam: its bulk-import API, run inside the bench's cnipam venv (this file is also
   that helper's entry point: `venv/bin/python populate.py DB SUBNET N`).
@@ -60,7 +60,7 @@ def populate_cnipam(venv_python: Path, db_path: Path, network_name: str, subnet:
 def _cnipam_import(db_path: str, network_name: str, subnet: str, n: int) -> None:
     """Venv-side helper: n leases from network + 2 up, owned the way a CNI ADD of
     container `pop<i>` would own them, cursor after the last (like host-local's)."""
-    from cnipam.leases import LEASE, Cursor, Lease  # only importable inside the venv
+    from cnipam.core.leases import LEASE, Cursor, Lease  # only importable inside the venv
     from cnipam.store.sqlite import SQLiteStore
 
     net = ipaddress.ip_network(subnet)

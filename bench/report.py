@@ -165,10 +165,17 @@ def summary_line(rows: Sequence[Row]) -> str:
     met = len(targeted) - len(missed) - len(unmeasured)
     text = f"Targets: {met} of {len(targeted)} met"
     if missed:
-        text += "; **missed**: " + "; ".join(f"{r.figure} ({r.ratio.value:.2f}{TIMES}, target {r.target})" for r in missed if r.ratio)
+        text += "; **missed**: " + "; ".join(
+            f"{r.figure} ({r.ratio.value:.2f}{TIMES}, target {r.target})" for r in missed if r.ratio
+        )
     if unmeasured:
         text += f"; {len(unmeasured)} not measured (see notes)"
     return text + "."
+
+
+def results_section(title: str, method: str, rows: Sequence[Row]) -> str:
+    """A section of its own (the Docker driver's, the etcd engine's): how it measured, then its rows."""
+    return "\n".join([f"## {title}", "", method, "", results_table(rows), ""])
 
 
 def plots_section(images: Sequence[tuple[str, str]]) -> str:

@@ -9,7 +9,7 @@ keeping one call running at all times, and checks while it runs that no address 
 handed to an owner while another owner holds it, and after it that the store holds
 exactly what the successful calls say (`cnipamctl leases`) and passes `cnipamctl check`.
 
-The CI test (tests/test_contention_campaign.py) runs this for a few seconds; the full
+The CI test (tests/campaigns/test_contention_campaign.py) runs this for a few seconds; the full
 campaign is the same code from the command line:
 
     python campaigns/contention.py --seconds 60 --store sqlite
@@ -38,17 +38,24 @@ import os
 import random
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from agent_process import PATH_SPELLINGS, SPELLINGS, AgentProcess, Route, deleted_store_files, random_route, spell  # type: ignore[import-not-found]  # tests/, put on the path above: pytest-free
+from campaign import etcd_endpoint, executable
+
+from cnipam.testing.agent_process import (
+    PATH_SPELLINGS,
+    SPELLINGS,
+    AgentProcess,
+    Route,
+    deleted_store_files,
+    random_route,
+    spell,
+)
 
 DOCUMENTED = {11: "try again later: the store stayed locked or busy past the timeout"}
 LOST = -11  # agent mode: code 11 from a plugin whose agent died with the call (applied or not)
@@ -79,7 +86,9 @@ class Outcome(NamedTuple):
     leases: int
     check_ok: bool
     wall: float
-    agent: dict[str, int] | None = None  # agent mode: kills, forwarded and direct calls, calls lost with the agent, readers
+    agent: dict[str, int] | None = (
+        None  # agent mode: kills, forwarded and direct calls, calls lost with the agent, readers
+    )
 
 
 class Target(NamedTuple):
@@ -97,7 +106,13 @@ class Target(NamedTuple):
         if self.store != "etcd":
             return None
         host = f"host-{worker % self.hosts}"
-        return {"type": "etcd", "endpoints": [self.endpoint], "prefix": self.prefix, "host": host, "lockDir": str(self.folder / host)}
+        return {
+            "type": "etcd",
+            "endpoints": [self.endpoint],
+            "prefix": self.prefix,
+            "host": host,
+            "lockDir": str(self.folder / host),
+        }
 
     def ctl_args(self) -> list[str]:
         if self.store == "etcd":
@@ -105,14 +120,6 @@ class Target(NamedTuple):
             assert store is not None
             return ["--store", json.dumps({**store, "host": "inspector", "lockDir": str(self.folder / "inspector")})]
         return ["--db", str(self.db)]
-
-
-def executable(name: str) -> str:
-    """The installed executable next to this interpreter (never a PATH shim)."""
-    path = os.path.join(sysconfig.get_path("scripts"), name)
-    if not os.access(path, os.X_OK):
-        raise SystemExit(f"{path} is missing: run `pip install .` first")
-    return path
 
 
 class Owner:
@@ -132,7 +139,9 @@ class Owner:
 
 
 class Campaign:
-    def __init__(self, target: Target, seconds: float, workers: int, seed: int, timeout: str, agent: bool = False) -> None:
+    def __init__(
+        self, target: Target, seconds: float, workers: int, seed: int, timeout: str, agent: bool = False
+    ) -> None:
         self.target = target
         self.seconds = seconds
         self.workers = workers
@@ -146,12 +155,20 @@ class Campaign:
         self.violations: list[str] = []
         self.unexpected: list[str] = []
         host_local = agent and target.store == "sqlite"
-        self.owners = [[Owner(worker, index, host_local) for index in range(OWNERS_PER_WORKER)] for worker in range(workers)]
-        self.agent = AgentProcess(executable("cnipamd"), target.folder / "run" / "cnipamd.sock", target.folder) if agent else None
+        self.owners = [
+            [Owner(worker, index, host_local) for index in range(OWNERS_PER_WORKER)] for worker in range(workers)
+        ]
+        self.agent = (
+            AgentProcess(executable("cnipamd"), target.folder / "run" / "cnipamd.sock", target.folder)
+            if agent
+            else None
+        )
         self.agent_kills: list[tuple[float, float]] = []  # (signal sent, process reaped), monotonic
         self.tally: dict[str, int] = {}  # agent mode: forwarded, direct, lost with the agent, readers
 
-    def config(self, worker: int, owner: Owner, prev: dict[str, Any] | None = None, route: Route | None = None) -> dict[str, Any]:
+    def config(
+        self, worker: int, owner: Owner, prev: dict[str, Any] | None = None, route: Route | None = None
+    ) -> dict[str, Any]:
         """The owner's dialect: ecs, or host-local's on the same subnets with the route's dataDir."""
         if owner.host_local:
             ipam: dict[str, Any] = {
@@ -179,7 +196,9 @@ class Campaign:
             return None
         spellings = ("absolute",) if self.target.store == "etcd" else SPELLINGS if owner.host_local else PATH_SPELLINGS
         timeouts = (self.timeout, None, "4s", "6s")
-        route: Route = random_route(rng, self.target.db, self.target.folder, [self.agent.socket], timeouts, DIRECT_SHARE, spellings)
+        route: Route = random_route(
+            rng, self.target.db, self.target.folder, [self.agent.socket], timeouts, DIRECT_SHARE, spellings
+        )
         self.count("forwarded" if route.forwarded else "direct")
         return route
 
@@ -222,8 +241,8 @@ class Campaign:
         body = json.dumps(self.config(worker, owner, prev, route)).encode()
         started = time.monotonic()
         proc = subprocess.run(
-            [self.exe], input=body, env=self.env(verb, owner, route), capture_output=True, timeout=CALL_TIMEOUT, check=False,
-            cwd=self.target.folder,
+            [self.exe], input=body, env=self.env(verb, owner, route), capture_output=True, timeout=CALL_TIMEOUT,
+            check=False, cwd=self.target.folder,
         )  # fmt: skip
         elapsed = time.monotonic() - started
         text = proc.stdout.decode("utf-8", "replace")
@@ -275,7 +294,9 @@ class Campaign:
         addresses = sorted(entry["address"].split("/")[0] for entry in out["ips"])
         with self.lock:
             if owner.state == "held" and addresses != owner.addresses:
-                self.violations.append(f"repeated ADD for {owner.handle} returned {addresses}, it held {owner.addresses}")
+                self.violations.append(
+                    f"repeated ADD for {owner.handle} returned {addresses}, it held {owner.addresses}"
+                )
             for address in addresses:
                 other = self.holder.get(address)
                 if other is not None and other != owner.handle and other not in self.releasing:
@@ -312,9 +333,14 @@ class Campaign:
         try:
             started = time.monotonic()
             deadline = started + self.seconds
-            threads = [threading.Thread(target=self.run_worker, args=(worker, deadline)) for worker in range(self.workers)]
+            threads = [
+                threading.Thread(target=self.run_worker, args=(worker, deadline)) for worker in range(self.workers)
+            ]
             if self.agent is not None:
-                threads += [threading.Thread(target=self.guarded, args=(job, deadline)) for job in (self.kill_agent, self.read_store)]
+                threads += [
+                    threading.Thread(target=self.guarded, args=(job, deadline))
+                    for job in (self.kill_agent, self.read_store)
+                ]
             for thread in threads:
                 thread.start()
             for thread in threads:
@@ -328,7 +354,9 @@ class Campaign:
             if self.agent is not None and self.agent.alive():
                 self.agent.kill()
         leases = self.verify_store()
-        check = subprocess.run([executable("cnipamctl"), *self.target.ctl_args(), "check"], capture_output=True, check=False)
+        check = subprocess.run(
+            [executable("cnipamctl"), *self.target.ctl_args(), "check"], capture_output=True, check=False
+        )
         if check.returncode != 0:
             self.violations.append(f"cnipamctl check failed: {check.stdout.decode()} {check.stderr.decode()}")
         agent = None if self.agent is None else {"kills": len(self.agent_kills), **self.tally}
@@ -364,12 +392,17 @@ class Campaign:
             if self.target.store != "etcd":
                 where = ["--db", spell(self.target.db, self.target.folder, rng.choice(PATH_SPELLINGS))[0]]
             done = subprocess.run(
-                [executable("cnipamctl"), *where, *command], capture_output=True, text=True, cwd=self.target.folder, timeout=CALL_TIMEOUT
+                [executable("cnipamctl"), *where, *command],
+                capture_output=True,
+                text=True,
+                cwd=self.target.folder,
+                timeout=CALL_TIMEOUT,
             )
             self.count("cnipamctl readers")
             if done.returncode != 0 or (command[0] == "check" and done.stdout != "ok\n"):
                 self.violations.append(
-                    f"cnipamctl {' '.join(command)} beside the plugins: exit {done.returncode}: {done.stdout}{done.stderr}"
+                    f"cnipamctl {' '.join(command)} beside the plugins: "
+                    f"exit {done.returncode}: {done.stdout}{done.stderr}"
                 )
             elif command[0] == "leases":
                 ips = [row["ip"] for row in json.loads(done.stdout)]
@@ -388,7 +421,10 @@ class Campaign:
     def verify_store(self) -> int:
         """The store holds exactly what the successful calls say, and no address twice."""
         listed = subprocess.run(
-            [executable("cnipamctl"), *self.target.ctl_args(), "leases", "--json"], capture_output=True, check=False, timeout=120
+            [executable("cnipamctl"), *self.target.ctl_args(), "leases", "--json"],
+            capture_output=True,
+            check=False,
+            timeout=120,
         )
         if listed.returncode != 0:
             self.violations.append(f"cnipamctl leases failed: {listed.stderr.decode()}")
@@ -426,7 +462,11 @@ def latency_table(calls: list[Call]) -> list[dict[str, Any]]:
     for verb in ("ADD", "DEL", "CHECK"):
         chosen = [call for call in calls if call.verb == verb]
         times = sorted(call.seconds * 1000 for call in chosen)
-        row: dict[str, Any] = {"verb": verb, "calls": len(chosen), "code 11": sum(1 for call in chosen if call.code == 11)}
+        row: dict[str, Any] = {
+            "verb": verb,
+            "calls": len(chosen),
+            "code 11": sum(1 for call in chosen if call.code == 11),
+        }
         for percent in PERCENTILES:
             row[f"p{percent} ms"] = round(percentile(times, percent), 1)
         row["max ms"] = round(times[-1], 1) if times else 0.0
@@ -455,19 +495,6 @@ def markdown(target: Target, outcome: Outcome, workers: int, seconds: float) -> 
     return "\n".join(summary)
 
 
-@contextmanager
-def etcd_for_campaign(endpoint: str | None) -> Iterator[str]:
-    """An etcd to run against: the given one, or a private one started here."""
-    if endpoint:
-        yield endpoint
-        return
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from etcd_process import EtcdServer  # type: ignore[import-not-found]  # tests/, put on the path above: the tests' private etcd
-
-    with EtcdServer("contention") as server:
-        yield server.endpoint
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60.0)
@@ -475,23 +502,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", choices=("sqlite", "etcd"), default="sqlite")
     parser.add_argument("--hosts", type=int, default=4, help="simulated hosts sharing etcd")
     parser.add_argument("--etcd", help="an etcd endpoint to use instead of starting one")
-    parser.add_argument("--timeout", default="5s", help="IPAM_DB_CONNECTION_TIMEOUT of every call (default the plugin's 5s)")
+    parser.add_argument(
+        "--timeout", default="5s", help="IPAM_DB_CONNECTION_TIMEOUT of every call (default the plugin's 5s)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON instead of Markdown")
-    parser.add_argument("--agent", action="store_true", help="a cnipamd beside the plugins, SIGKILLed every few seconds")
+    parser.add_argument(
+        "--agent", action="store_true", help="a cnipamd beside the plugins, SIGKILLed every few seconds"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="cnipam-contention-") as folder:
         if args.store == "etcd":
-            with etcd_for_campaign(args.etcd) as endpoint:
+            with etcd_endpoint(args.etcd, "contention") as endpoint:
                 prefix = f"/cnipam-contention/{os.getpid()}-{time.time_ns()}/"
                 target = Target("etcd", Path(folder) / "unused.db", endpoint, prefix, args.hosts, Path(folder))
                 outcome = Campaign(target, args.seconds, args.workers, args.seed, args.timeout, args.agent).run()
         else:
-            db = Path(folder) / "store" / ("cnipam.db" if args.agent else "ipam.db")  # cnipam.db: a dataDir names it too
+            db = (
+                Path(folder) / "store" / ("cnipam.db" if args.agent else "ipam.db")
+            )  # cnipam.db: a dataDir names it too
             target = Target("sqlite", db, folder=Path(folder))
             outcome = Campaign(target, args.seconds, args.workers, args.seed, args.timeout, args.agent).run()
     if args.json:
-        report = {"latency": latency_table(outcome.calls), "violations": outcome.violations, "unexpected": outcome.unexpected}
+        report = {
+            "latency": latency_table(outcome.calls),
+            "violations": outcome.violations,
+            "unexpected": outcome.unexpected,
+        }
         print(json.dumps({**report, "agent": outcome.agent}))
     else:
         print(markdown(target, outcome, args.workers, args.seconds))

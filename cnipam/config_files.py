@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import stat
 
-from .errors import FileUnreadable
+from .core.errors import FileUnreadable
 
 # (device, inode) -> the path each database this process holds through SQLite was opened
 # under; kept by store/sqlite.py, empty in a plugin that has not opened its store yet.
@@ -66,7 +66,10 @@ def _refuse_held_database(path: str, what: str) -> None:
             except OSError:
                 pass
         if named in held:
-            raise FileUnreadable(f"{what}: {path} is the store {database} (or its WAL), which this process holds open; refusing to read it")
+            raise FileUnreadable(
+                f"{what}: {path} is the store {database} (or its WAL), which this process holds open; "
+                "refusing to read it"
+            )
 
 
 def _identity(path: str) -> tuple[int, int]:

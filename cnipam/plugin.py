@@ -13,9 +13,9 @@ import os
 import sys
 
 from . import __version__, commands
-from .cni_request import parse_request
-from .cni_version import CURRENT, SUPPORTED
-from .errors import (
+from .core.cni_request import parse_request
+from .core.cni_version import CURRENT, SUPPORTED
+from .core.errors import (
     AddressConflict,
     CnipamError,
     DecodeFailure,
@@ -29,21 +29,21 @@ from .errors import (
     StoreIOError,
     Unavailable,
 )
-from .json_codec import MAX_INPUT, dumps, loads
+from .core.json_codec import MAX_INPUT, dumps, loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from contextlib import AbstractContextManager
 
-    from .cni_request import Request
+    from .core.cni_request import Request
     from .store.base import Store
     from .store.settings import StoreSettings
 
     # Gives the store for some settings for the length of a `with` block.
     StoreOpener = Callable[[StoreSettings], AbstractContextManager[Store]]
 
-# CNI error codes (reference cni-spec.md section 1.2); 100 and up are this plugin's own.
+# CNI error codes (shared/reference/cni-spec.md §1.2); 100 and up are this plugin's own.
 CNI_CODES: dict[type[CnipamError], int] = {
     IncompatibleVersion: 1,
     InvalidEnvironment: 4,
@@ -119,7 +119,7 @@ def run(env: dict[str, str], stdin: bytes, cwd: str, open_store: StoreOpener | N
 
 
 def _dispatch(request: Request, env: dict[str, str], cwd: str, open_store: StoreOpener) -> dict[str, object] | None:
-    from .ipam_dialect import parse_ipam
+    from .core.ipam_dialect import parse_ipam
 
     if request.command == "GC" and "ipam" not in request.config:  # GC needs no pools; the store is the host's
         with open_store(store_settings(env, None, cwd)) as store:
@@ -127,7 +127,7 @@ def _dispatch(request: Request, env: dict[str, str], cwd: str, open_store: Store
         return None
     config = parse_ipam(request.config, request.args)  # fully validated before the store is opened
     if request.command == "ADD" and config.resolv_conf:
-        from .resolv_conf import parse_resolv_conf
+        from .core.resolv_conf import parse_resolv_conf
 
         config = config.with_dns(parse_resolv_conf(_read_text(config.resolv_conf, "ipam.resolvConf", cwd)))
     ipam = request.config["ipam"]

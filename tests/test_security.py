@@ -15,16 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunPlugin, installed, snapshot
-from etcd_server import free_port, need_etcd
 from hypothesis import given
 from hypothesis import strategies as st
-from test_etcdv3 import PASSWORD, auth_etcd, private_etcd  # noqa: F401 - fixtures: an etcd with auth enabled
 
+from cnipam.core.errors import InvalidConfig, StoreIOError
 from cnipam.docker.settings import load
-from cnipam.errors import InvalidConfig, StoreIOError
-from cnipam.store.etcd import _escape, _unescape
+from cnipam.store.etcd_keys import escape, unescape
 from cnipam.store.etcdv3 import EtcdClient
+from cnipam.testing.etcd_server import free_port
+from tests.support.etcd import PASSWORD, need_etcd
+from tests.support.plugin_calls import RunPlugin, installed
+from tests.support.store_files import snapshot
 
 V4 = {"type": "cnipam", "ipv4-subnet": "10.0.0.0/24"}
 
@@ -39,8 +40,16 @@ def config(ipam: dict[str, Any], name: str = "net1") -> dict[str, Any]:
 def test_store_files_stay_private_even_under_umask_0(plugin_exe: str, tmp_path: Path) -> None:
     """umask 0 is what a careless service manager hands down; the store must not follow it."""
     db = tmp_path / "x" / "y" / "ipam.db"
-    env = {"PATH": "/usr/bin:/bin", "CNI_COMMAND": "ADD", "CNI_IFNAME": "eth0", "CNI_CONTAINERID": "c1", "IPAM_DB_PATH": str(db)}
-    proc = subprocess.run([plugin_exe], input=json.dumps(config(V4)).encode(), env=env, capture_output=True, umask=0, timeout=30)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "CNI_COMMAND": "ADD",
+        "CNI_IFNAME": "eth0",
+        "CNI_CONTAINERID": "c1",
+        "IPAM_DB_PATH": str(db),
+    }
+    proc = subprocess.run(
+        [plugin_exe], input=json.dumps(config(V4)).encode(), env=env, capture_output=True, umask=0, timeout=30
+    )
     assert proc.returncode == 0, proc.stdout
     for folder in (tmp_path / "x", tmp_path / "x" / "y"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o750, folder
@@ -83,11 +92,18 @@ def test_the_network_name_never_becomes_a_path_in_data_dir(run_plugin: RunPlugin
     for name in ("net1", "net.2", "x-3"):
         ipam = {"type": "cnipam", "subnet": f"10.{len(name)}.{name[-1]}.0/24", "dataDir": str(data_dir)}
         assert run_plugin("ADD", config(ipam, name), {"CNI_CONTAINERID": "c1"}).code == 0
-    assert {path.name for path in data_dir.iterdir()} <= {"cnipam.db", "cnipam.db-shm", "cnipam.db-wal", "cnipam.db.lock"}
+    assert {path.name for path in data_dir.iterdir()} <= {
+        "cnipam.db",
+        "cnipam.db-shm",
+        "cnipam.db-wal",
+        "cnipam.db.lock",
+    }
 
 
 @pytest.mark.parametrize("key", ["resolvConf", "passwordFile", "tls.ca", "tls.cert"])
-def test_a_fifo_or_a_folder_named_by_the_config_is_refused_not_waited_on(run_plugin: RunPlugin, tmp_path: Path, key: str) -> None:
+def test_a_fifo_or_a_folder_named_by_the_config_is_refused_not_waited_on(
+    run_plugin: RunPlugin, tmp_path: Path, key: str
+) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     listener = socket.create_server(("127.0.0.1", 0))  # TLS files are read once a TCP connection stands
@@ -100,7 +116,10 @@ def test_a_fifo_or_a_folder_named_by_the_config_is_refused_not_waited_on(run_plu
         elif key == "passwordFile":
             ipam["store"] = {**etcd, "username": "u", key: str(target)}
         else:
-            ipam["store"] = {**etcd, "tls": {"ca": str(target)} if key == "tls.ca" else {"cert": str(target), "key": str(target)}}
+            ipam["store"] = {
+                **etcd,
+                "tls": {"ca": str(target)} if key == "tls.ca" else {"cert": str(target), "key": str(target)},
+            }
         started = time.monotonic()
         answer = run_plugin("ADD", config(ipam), {"CNI_CONTAINERID": "c1"})
         assert time.monotonic() - started < 10
@@ -111,13 +130,13 @@ def test_a_fifo_or_a_folder_named_by_the_config_is_refused_not_waited_on(run_plu
 
 @given(st.text())
 def test_etcd_key_escaping_is_reversible_and_never_adds_a_separator(text: str) -> None:
-    escaped = _escape(text)
-    assert "/" not in escaped and _unescape(escaped) == text
+    escaped = escape(text)
+    assert "/" not in escaped and unescape(escaped) == text
 
 
 @given(st.text(), st.text())
 def test_etcd_key_escaping_keeps_distinct_names_distinct(a: str, b: str) -> None:
-    assert (_escape(a) == _escape(b)) == (a == b)
+    assert (escape(a) == escape(b)) == (a == b)
 
 
 # -- size limits ---------------------------------------------------------------------------
@@ -148,7 +167,10 @@ def test_an_oversized_etcd_answer_is_refused_without_reading_it(answer: bytes) -
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        with pytest.raises(StoreIOError, match="malformed"), EtcdClient([f"http://127.0.0.1:{listener.getsockname()[1]}"], 3.0) as etcd:
+        with (
+            pytest.raises(StoreIOError, match="malformed"),
+            EtcdClient([f"http://127.0.0.1:{listener.getsockname()[1]}"], 3.0) as etcd,
+        ):
             etcd.range(b"k")
     finally:
         thread.join(5)
@@ -163,17 +185,25 @@ def no_secret(text: str, *secrets: str) -> None:
         assert secret not in text, f"secret leaked: {text}"
 
 
-def test_a_wrong_password_is_named_without_the_password(run_plugin: RunPlugin, auth_etcd: str, tmp_path: Path) -> None:  # noqa: F811
+def test_a_wrong_password_is_named_without_the_password(run_plugin: RunPlugin, auth_etcd: str, tmp_path: Path) -> None:
     need_etcd()
     wrong = PASSWORD + "-wrong"
     (tmp_path / "password").write_text(wrong + "\n")
     for credentials in ({"password": wrong}, {"passwordFile": str(tmp_path / "password")}):
-        store = {"type": "etcd", "endpoints": [auth_etcd], "username": "root", "lockDir": str(tmp_path / "l"), **credentials}
+        store = {
+            "type": "etcd",
+            "endpoints": [auth_etcd],
+            "username": "root",
+            "lockDir": str(tmp_path / "l"),
+            **credentials,
+        }
         answer = run_plugin("ADD", config({**V4, "store": store}), {"CNI_CONTAINERID": "c1"})
         assert (answer.code, answer.out["code"]) == (1, 5), answer.out
         assert "authentication" in answer.out["msg"] and "root" in answer.out["msg"]
         no_secret(json.dumps(answer.out) + answer.err, wrong, PASSWORD)
-        ctl = subprocess.run([installed("cnipamctl"), "--store", json.dumps(store), "leases"], capture_output=True, timeout=60)
+        ctl = subprocess.run(
+            [installed("cnipamctl"), "--store", json.dumps(store), "leases"], capture_output=True, timeout=60
+        )
         assert ctl.returncode == 1
         no_secret(ctl.stdout.decode() + ctl.stderr.decode(), wrong, PASSWORD)
 
@@ -183,9 +213,19 @@ def test_a_wrong_password_is_named_without_the_password(run_plugin: RunPlugin, a
     [f"http://127.0.0.1:{free_port()}", "http://root:Sup3rSecret@127.0.0.1:1", "https://127.0.0.1:1"],
     ids=["unreachable", "credentials-in-url", "tls-unreachable"],
 )
-def test_an_unreachable_etcd_with_credentials_configured_names_no_secret(run_plugin: RunPlugin, tmp_path: Path, endpoint: str) -> None:
-    store = {"type": "etcd", "endpoints": [endpoint], "username": "root", "password": "Sup3rSecret", "lockDir": str(tmp_path / "l")}
-    answer = run_plugin("ADD", config({**V4, "store": store}), {"CNI_CONTAINERID": "c1", "IPAM_DB_CONNECTION_TIMEOUT": "300ms"})
+def test_an_unreachable_etcd_with_credentials_configured_names_no_secret(
+    run_plugin: RunPlugin, tmp_path: Path, endpoint: str
+) -> None:
+    store = {
+        "type": "etcd",
+        "endpoints": [endpoint],
+        "username": "root",
+        "password": "Sup3rSecret",
+        "lockDir": str(tmp_path / "l"),
+    }
+    answer = run_plugin(
+        "ADD", config({**V4, "store": store}), {"CNI_CONTAINERID": "c1", "IPAM_DB_CONNECTION_TIMEOUT": "300ms"}
+    )
     assert answer.code == 1 and answer.out["code"] in (7, 11), answer.out
     no_secret(json.dumps(answer.out) + answer.err, "Sup3rSecret")
     env = {"CNIPAM_STORE": json.dumps(store), "IPAM_DB_CONNECTION_TIMEOUT": "300ms", "PATH": "/usr/bin:/bin"}

@@ -20,12 +20,12 @@ from __future__ import annotations
 import os
 import time
 
-from ..leases import LEASE
+from ..core.leases import LEASE
 from ..libcni.cache import entry_path, list_entries
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ..leases import Lease
+    from ..core.leases import Lease
     from ..store.base import Store
 
 Attachment = tuple[str, str]  # (container id, interface)

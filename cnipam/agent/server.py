@@ -20,18 +20,17 @@ import os
 import select
 import signal
 import socket
-import stat
 import sys
 import threading
 import time
 
 from ..agent_protocol import MAX_REQUEST, FrameReader, ProtocolError, decode_request, encode_answer
-from ..errors import CnipamError, InvalidConfig
+from ..core.errors import CnipamError, InvalidConfig
 from ..plugin import run, store_settings
+from ..service import clear_stale_socket, log, make_folder, remove_if_ours, socket_mode_0660, start_failed
 from ..store.opening import open_store
-from . import options as agent_options
-from .log import log
 from .reconciler import reconcile
+from .settings import AgentSettings, load
 from .store_cache import StoreCache, file_identity
 
 BACKLOG = 512  # a node starting many pods at once connects in a burst
@@ -39,8 +38,8 @@ REQUEST_TIMEOUT = 10.0  # a forwarding plugin sends its request at once; a silen
 
 
 class Agent:
-    def __init__(self, opts: agent_options.AgentOptions) -> None:
-        self.opts = opts
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
         self.stores = StoreCache(open_store)  # type: ignore[arg-type]  # keyed by StoreSettings
         self.stopping = threading.Event()
         self.calls: set[threading.Thread] = set()
@@ -115,15 +114,15 @@ class Agent:
 
     def reconcile_once(self) -> None:
         seen: set[object] = set()
-        for settings in self.stores.held():
-            path = getattr(settings, "path", settings)
-            identity = file_identity(settings) or path
+        for held in self.stores.held():
+            path = getattr(held, "path", held)
+            identity = file_identity(held) or path
             if identity in seen:  # one file held under several spellings or timeouts
                 continue
             seen.add(identity)
             try:
-                with self.stores.using(settings) as store:
-                    released = reconcile(store, self.opts.cache_dir, self.opts.reconcile_grace)
+                with self.stores.using(held) as store:
+                    released = reconcile(store, self.settings.cache_dir, self.settings.reconcile_grace)
             except (CnipamError, OSError) as exc:
                 log("reconcile-failed", store=str(path), error=getattr(exc, "message", str(exc)))
                 continue
@@ -146,10 +145,7 @@ def claim_socket(path: str) -> int:
     """Make `path` ours: take the agent's lock, then remove a stale socket left by a
     killed agent. Refuses while another agent lives. Returns the lock's descriptor,
     held for the life of the process."""
-    folder = os.path.dirname(path)
-    if not os.path.isdir(folder):
-        os.makedirs(folder, mode=0o750, exist_ok=True)
-        os.chmod(folder, 0o750)  # the umask may have narrowed or widened makedirs' mode
+    make_folder(os.path.dirname(path), 0o750)
     lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -157,31 +153,17 @@ def claim_socket(path: str) -> int:
         os.close(lock_fd)
         raise InvalidConfig(f"{path}: another cnipamd is running (it holds {path}.lock)") from None
     try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return lock_fd
-    if not stat.S_ISSOCK(mode):
+        clear_stale_socket(path, "process")  # not a cnipamd: that would hold the lock
+    except BaseException:
         os.close(lock_fd)
-        raise InvalidConfig(f"{path} exists and is not a socket; refusing to replace it")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)  # nobody accepts: left by an agent that was killed
-        return lock_fd
-    finally:
-        probe.close()
-    os.close(lock_fd)
-    raise InvalidConfig(f"{path}: another process is listening there")
+        raise
+    return lock_fd
 
 
 def listen(path: str) -> socket.socket:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o117)  # born 0660: never wider, not even for an instant
-    try:
+    with socket_mode_0660():
         listener.bind(path)
-    finally:
-        os.umask(old)
     os.chmod(path, 0o660)
     listener.listen(BACKLOG)
     listener.setblocking(False)
@@ -201,14 +183,14 @@ def accept_queued(agent: Agent, listener: socket.socket) -> None:
         agent.start_call(conn)
 
 
-def serve(opts: agent_options.AgentOptions) -> int:
-    agent = Agent(opts)
-    for path in opts.stores:  # open now: a broken store is reported at start, and reconciled from the start
+def serve(settings: AgentSettings) -> int:
+    agent = Agent(settings)
+    for path in settings.stores:  # open now: a broken store is reported at start, and reconciled from the start
         with agent.stores.using(store_settings({"IPAM_DB_PATH": path}, None, "")):
             pass
-    lock_fd = claim_socket(opts.socket)
-    listener = listen(opts.socket)
-    inode = os.stat(opts.socket).st_ino
+    lock_fd = claim_socket(settings.socket)
+    listener = listen(settings.socket)
+    inode = os.stat(settings.socket).st_ino
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_write)
     stop_signal: list[str] = []
@@ -219,16 +201,18 @@ def serve(opts: agent_options.AgentOptions) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     reconciler = None
-    if opts.reconcile_interval is not None:
-        reconciler = threading.Thread(target=agent.reconcile_forever, args=(opts.reconcile_interval,), name="reconciler")
+    if settings.reconcile_interval is not None:
+        reconciler = threading.Thread(
+            target=agent.reconcile_forever, args=(settings.reconcile_interval,), name="reconciler"
+        )
         reconciler.start()
     log(
         "listening",
-        socket=opts.socket,
+        socket=settings.socket,
         pid=os.getpid(),
-        reconcile_interval=opts.reconcile_interval,
-        reconcile_grace=opts.reconcile_grace,
-        cni_cache_dir=opts.cache_dir,
+        reconcile_interval=settings.reconcile_interval,
+        reconcile_grace=settings.reconcile_grace,
+        cni_cache_dir=settings.cache_dir,
     )
     poller = select.poll()
     poller.register(listener.fileno(), select.POLLIN)
@@ -246,7 +230,7 @@ def serve(opts: agent_options.AgentOptions) -> int:
         log("stopping", signal=stop_signal[0])
     finally:
         agent.stopping.set()
-        _unlink_if_ours(opts.socket, inode)  # new plugins now run directly
+        remove_if_ours(settings.socket, inode)  # new plugins now run directly
         accept_queued(agent, listener)  # those already queued have sent their request: answer them
         listener.close()
         if reconciler is not None:
@@ -258,24 +242,12 @@ def serve(opts: agent_options.AgentOptions) -> int:
     return 0
 
 
-def _unlink_if_ours(path: str, inode: int) -> None:
-    try:
-        if os.stat(path).st_ino == inode:
-            os.unlink(path)
-    except OSError:
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
-    opts = agent_options.parse(sys.argv[1:] if argv is None else argv, dict(os.environ))
+    settings = load(sys.argv[1:] if argv is None else argv, dict(os.environ))
     try:
-        return serve(opts)
-    except CnipamError as exc:
-        log("fatal", error=exc.message)
-        return 2
-    except OSError as exc:
-        log("fatal", error=str(exc))
-        return 1
+        return serve(settings)
+    except Exception as exc:
+        return start_failed(exc)
 
 
 if __name__ == "__main__":

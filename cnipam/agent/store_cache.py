@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import threading
 
-from ..errors import StoreBusy, StoreIOError
+from ..core.errors import StoreBusy, StoreIOError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -61,7 +61,9 @@ class HeldStore:
 
 
 class StoreCache:
-    def __init__(self, connect: Callable[[Hashable], Store], identity: Callable[[object], Identity] = file_identity) -> None:
+    def __init__(
+        self, connect: Callable[[Hashable], Store], identity: Callable[[object], Identity] = file_identity
+    ) -> None:
         self._connect = connect
         self._identity = identity
         self._guard = threading.Lock()  # the dict only; never held while a store is in use

@@ -3,7 +3,8 @@ that turns every failure into one line on stderr and an exit status.
 
 Operators run it by hand and scripts run it in pipelines, so a refusal is never a
 traceback or a page of usage text: it is `cnipamctl: <message>` and a status a script
-can test (1 refused, 2 usage, 3 a bug). The table below is the only place that decides.
+can test (1 refused, 2 usage, 3 a bug: the meanings the daemons' codes have too,
+cnipam.service). The table below is the only place that decides.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 
 import click
 
-from ..errors import CnipamError
+from ..core.errors import CnipamError
+from ..service import exit_status
 from .cmd_check import check
 from .cmd_exchange import export, import_
 from .cmd_gc import gc
@@ -27,18 +29,16 @@ from .cmd_usage import usage
 from .options import DB_HELP, STORE_HELP
 from .session import Session
 
-# The first matching class decides; order from specific to general.
+# The first matching class decides; order from specific to general. The codes mean what
+# they mean for the daemons (cnipam.service.EXIT_STATUS): 1 refused, 2 the invocation is
+# wrong, and anything not listed is a bug, 3 (still one line, never a traceback). A damaged
+# store is a refusal here: `cnipamctl check` is how an operator looks at it.
 EXIT_STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (click.UsageError, 2),  # unknown command or option, missing argument, bad value
     (click.ClickException, 1),  # click's own refusals (e.g. a file it cannot open)
     (click.Abort, 1),  # the operator answered no, or pressed Ctrl-C
-    (CnipamError, 1),  # the core's and the CLI's refusals (cnipam.errors, ctl.failures)
+    (CnipamError, 1),  # the core's and the CLI's refusals (cnipam.core.errors, ctl.failures)
 )
-UNEXPECTED = 3  # anything else is a bug: still one line, never a traceback
-
-
-def exit_status(error: BaseException) -> int:
-    return next((status for kind, status in EXIT_STATUS if isinstance(error, kind)), UNEXPECTED)
 
 
 def one_line(error: BaseException) -> str:
@@ -76,7 +76,7 @@ class CtlGroup(click.Group):
             status = 0
         except Exception as error:  # click.Abort (answer no, Ctrl-C) is a RuntimeError, so it is caught here too
             click.echo(one_line(error), err=True)
-            status = exit_status(error)
+            status = exit_status(error, EXIT_STATUS)
         if standalone_mode:
             sys.exit(status)
         return status

@@ -14,9 +14,9 @@ import time
 
 import click
 
-from ..addresses import format_ip
-from ..durations import parse_go_duration
-from ..store.etcd import BLOCK_BITS, EtcdStore
+from ..core.addresses import format_ip
+from ..core.durations import parse_go_duration
+from ..store.cluster import ClusterStore
 from .failures import CtlError
 from .lease_json import lease_view
 from .options import json_option
@@ -48,7 +48,12 @@ def list_hosts(session: Session, as_json: bool) -> None:
         return
     table = Listing("host", "last write", "blocks", "leases", wide=("host",), right=("blocks", "leases"))
     for record in found:
-        table.add(record.host, age(record.seen, now) + " ago" if record.seen else "never", str(record.blocks), str(record.leases))
+        table.add(
+            record.host,
+            age(record.seen, now) + " ago" if record.seen else "never",
+            str(record.blocks),
+            str(record.leases),
+        )
     table.print()
 
 
@@ -60,19 +65,21 @@ def blocks(session: Session, only: str | None, as_json: bool) -> None:
     """Every claimed block: its addresses, its host, how many are taken."""
     with _cluster(session) as store:
         found = [block for block in store.blocks() if only is None or block.host == only]
-    rows = [(f"{format_ip(b.family, b.first)}/{(32 if b.family == 4 else 128) - BLOCK_BITS}", b.host or "-", b.taken) for b in found]
+    rows = [(f"{format_ip(b.family, b.first)}/{b.prefix}", b.host or "-", b.taken, b.size) for b in found]
     if as_json:
-        emit_json([{"block": block, "host": host, "taken": taken} for block, host, taken in rows])
+        emit_json([{"block": block, "host": host, "taken": taken} for block, host, taken, _ in rows])
         return
     table = Listing("block", "host", "taken", wide=("host",), right=("taken",))
-    for block, host, taken in rows:
-        table.add(block, host, f"{taken}/{1 << BLOCK_BITS}")
+    for block, host, taken, size in rows:
+        table.add(block, host, f"{taken}/{size}")
     table.print()
 
 
 @hosts.command()
 @click.argument("host")
-@click.option("--grace", default="1h", show_default=True, metavar="DURATION", help="refuse if HOST wrote more recently than this")
+@click.option(
+    "--grace", default="1h", show_default=True, metavar="DURATION", help="refuse if HOST wrote more recently than this"
+)
 @click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
 @json_option
 @click.pass_obj
@@ -81,7 +88,9 @@ def release(session: Session, host: str, grace: str, yes: bool, as_json: bool) -
     try:
         seconds = parse_go_duration(grace)
     except ValueError as exc:
-        raise click.BadParameter(f"{grace!r} is not a duration such as 10m or 1h ({exc})", param_hint="--grace") from None
+        raise click.BadParameter(
+            f"{grace!r} is not a duration such as 10m or 1h ({exc})", param_hint="--grace"
+        ) from None
     if not yes and not sys.stdin.isatty():
         raise CtlError(f"releasing host {host!r} needs confirmation, but stdin is not a terminal: pass --yes")
     with _cluster(session) as store:
@@ -101,12 +110,14 @@ class _cluster:
     def __init__(self, session: Session) -> None:
         self.context = session.existing()
 
-    def __enter__(self) -> EtcdStore:
+    def __enter__(self) -> ClusterStore:
         store: Store = self.context.__enter__()
-        if not isinstance(store, EtcdStore):
+        if not isinstance(store, ClusterStore):
             self.context.__exit__(None, None, None)
             raise CtlError("hosts and blocks exist only in a cluster store: select etcd with --store or CNIPAM_STORE")
         return store
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         self.context.__exit__(kind, error, trace)

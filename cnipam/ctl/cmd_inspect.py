@@ -10,9 +10,9 @@ import time
 
 import click
 
-from ..addresses import parse_cidr
-from ..errors import InvalidConfig
-from ..leases import Lease
+from ..core.addresses import parse_cidr
+from ..core.errors import InvalidConfig
+from ..core.leases import Lease
 from .failures import BadInput
 from .lease_json import lease_view
 from .options import db_option, json_option
@@ -29,7 +29,9 @@ from .targets import select
 @json_option
 @db_option
 @click.pass_obj
-def leases(session: Session, network: str | None, subnet: str | None, owner: str | None, container: str | None, as_json: bool) -> None:
+def leases(
+    session: Session, network: str | None, subnet: str | None, owner: str | None, container: str | None, as_json: bool
+) -> None:
     """List leases and gateway reservations.
 
     In address order, IPv4 first; the filters combine."""

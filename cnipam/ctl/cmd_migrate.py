@@ -5,7 +5,7 @@ pool each lease belongs to (so the plugin finds it where it looks), what the net
 called (what leases record, and what DEL and GC match), and, with `ipam.dataDir`, where
 the plugin's store is. The source is only read; see migration_run for the rules.
 gipam's file needs no config: its pools carry their own subnets and ids
-(gipam_migration).
+(migration_gipam).
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from typing import TypeVar
 
 import click
 
-from .gipam_migration import migrate_gipam
-from .migration_run import conclude
-from .migration_run import migrate as run_migration
-from .migration_sources import count_entries, host_local_folder, read_ecs_source, read_host_local_source
+from ..migration.sources import count_entries, host_local_folder, read_ecs_source, read_host_local_source
+from .migration_gipam import migrate_gipam
+from .migration_run import conclude, run_migration
 from .netconf import load_network_config
 from .options import db_option, json_option
 from .progress import Phases
@@ -45,7 +44,9 @@ def migration_options(command: F) -> F:
     """A CNI network's migration: the config it is served with, then import_options."""
     command = import_options(command)
     command = click.option("--network", help="the network name leases record (default: the config's name)")(command)
-    return click.option("--config", "config_path", metavar="CONF", required=True, help="the network config (or conflist) to serve")(command)
+    return click.option(
+        "--config", "config_path", metavar="CONF", required=True, help="the network config (or conflist) to serve"
+    )(command)
 
 
 @click.group()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from ..leases import Cursor, Lease
+from ..core.leases import Cursor, Lease
 from .failures import BadInput
 from .lease_json import cursor_from_json, cursor_to_json, lease_from_json, lease_to_json
 

@@ -7,14 +7,14 @@ non-zero exit, whoever raised it.
 
 from __future__ import annotations
 
-from ..errors import CnipamError
+from ..core.errors import CnipamError
 
 
 class CtlError(CnipamError):
     """A command cannot do what it was asked; the message says what to do instead."""
 
 
-class NotFound(CtlError):
+class NothingHeld(CtlError):
     """The address or owner named holds nothing in the store."""
 
 

@@ -9,9 +9,9 @@ constraints would only say "conflict").
 
 from __future__ import annotations
 
-from ..addresses import format_ip, parse_ip
-from ..errors import InvalidConfig
-from ..leases import GATEWAY, LEASE, Cursor, Lease
+from ..core.addresses import format_ip, parse_ip
+from ..core.errors import InvalidConfig
+from ..core.leases import GATEWAY, LEASE, Cursor, Lease
 from .failures import BadInput
 
 FIELDS = ("family", "address", "kind", "pool", "slot", "handle", "network", "container_id", "ifname", "created")
@@ -61,12 +61,25 @@ def lease_from_json(item: object, where: str) -> Lease:
     if isinstance(created, bool) or not isinstance(created, (int, float)):
         raise BadInput(f"{where}.created: expected a number (seconds since 1970), got {created!r}")
     return Lease(
-        family, address, kind, item["pool"], item["slot"], handle, item["network"], item["container_id"], item["ifname"], float(created)
+        family,
+        address,
+        kind,
+        item["pool"],
+        item["slot"],
+        handle,
+        item["network"],
+        item["container_id"],
+        item["ifname"],
+        float(created),
     )
 
 
 def cursor_to_json(cursor: Cursor) -> dict[str, object]:
-    return {"family": cursor.family, "address": format_ip(cursor.family, cursor.address), "moves_on_release": cursor.moves_on_release}
+    return {
+        "family": cursor.family,
+        "address": format_ip(cursor.family, cursor.address),
+        "moves_on_release": cursor.moves_on_release,
+    }
 
 
 def cursor_from_json(item: object, where: str) -> Cursor:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import CnipamError, InvalidConfig
-from ..ipam_config import IPAMConfig
-from ..ipam_dialect import parse_ipam
+from ..core.errors import CnipamError, InvalidConfig
+from ..core.ipam_config import IPAMConfig
+from ..core.ipam_dialect import parse_ipam
 from .failures import BadInput
 from .json_files import load_json_file
 
@@ -31,7 +31,9 @@ def load_network_config(path: str, network: str | None = None) -> NetworkConfig:
     candidates = [document]
     if isinstance(document.get("plugins"), list):
         shared = {key: document[key] for key in ("name", "cniVersion") if key in document}
-        candidates = [{**plugin, **shared} for plugin in document["plugins"] if isinstance(plugin, dict) and "ipam" in plugin]
+        candidates = [
+            {**plugin, **shared} for plugin in document["plugins"] if isinstance(plugin, dict) and "ipam" in plugin
+        ]
         if not candidates:
             raise BadInput(f"config {path}: no plugin of the conflist has an ipam section")
     first_error: CnipamError | None = None

@@ -14,9 +14,9 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from ..errors import InvalidConfig
-from ..ipam_config import AddressRange, PoolSpec, parse_pool_key
-from ..leases import GATEWAY, Lease
+from ..core.errors import InvalidConfig
+from ..core.ipam_config import AddressRange, PoolSpec, parse_pool_key
+from ..core.leases import GATEWAY, Lease
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from ..errors import StoreCorrupt
+from ..core.errors import StoreCorrupt
 from ..store.base import Store
 from ..store.opening import open_store
 from ..store.settings import StoreSettings

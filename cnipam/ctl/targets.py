@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..addresses import format_ip, parse_ip
-from ..errors import InvalidConfig
-from ..leases import Lease
+from ..core.addresses import format_ip, parse_ip
+from ..core.errors import InvalidConfig
+from ..core.leases import Lease
 from ..store.base import Store
-from .failures import BadInput, NotFound
+from .failures import BadInput, NothingHeld
 
 _ADDRESS_CHARACTERS = frozenset("0123456789abcdefABCDEF.:")
 
@@ -42,22 +42,22 @@ def parse_address(text: str) -> tuple[int, int]:
 
 
 def select(store: Store, target: str) -> Selection:
-    """The leases `target` names; NotFound when it names nothing held."""
+    """The leases `target` names; NothingHeld when it names nothing held."""
     if looks_like_address(target) and not target.startswith(("id:", "cni:")):
         family, address = parse_address(target)
         found = store.lookup(family, address)
         if found is None:
-            raise NotFound(f"{format_ip(family, address)} is not leased")
+            raise NothingHeld(f"{format_ip(family, address)} is not leased")
         return Selection(found.ip, [found], None, ((family, address),))
     if target.startswith(("id:", "cni:")):
         held = store.held_by(target)
         if not held:
-            raise NotFound(f"no lease is held by {target}")
+            raise NothingHeld(f"no lease is held by {target}")
         return Selection(target, held, target, ())
     by_id = store.held_by("id:" + target)
     by_container = [lease for lease in store.leases() if lease.container_id == target and lease not in by_id]
     if not by_id and not by_container:
-        raise NotFound(f"no lease is held by {target!r} (neither an ecs id nor a container id in the store)")
+        raise NothingHeld(f"no lease is held by {target!r} (neither an ecs id nor a container id in the store)")
     what = f"id {target!r}" if by_id else f"container {target!r}"
     if by_id and by_container:
         what = f"id or container {target!r}"

@@ -2,17 +2,17 @@
 
 Each method validates its request completely before touching the store and then makes
 exactly one store call (one write transaction, durable before the reply). Failures are
-the exceptions of cnipam.errors; the server maps them to HTTP statuses in one table.
+the exceptions of cnipam.core.errors; the server maps them to HTTP statuses in one table.
 """
 
 from __future__ import annotations
 
 import json
 
-from ..addresses import Network
-from ..errors import InvalidConfig, NotFound
+from ..core.addresses import Network
+from ..core.docker_pools import PoolClaim
+from ..core.errors import InvalidConfig, NotFound
 from . import requests as rq
-from .pool import PoolClaim
 from .settings import DriverSettings
 
 TYPE_CHECKING = False
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 SERIAL = "com.docker.network.ipam.serial"  # "true": addresses round-robin, as swarm asks of Docker's IPAM
 LOCAL_SPACE = "CnipamLocal"  # non-empty and distinct: current moby keys its host-route
-GLOBAL_SPACE = "CnipamGlobal"  # overlap check on the global space (reference section 2, item 6)
+GLOBAL_SPACE = "CnipamGlobal"  # overlap check on the global space (shared/reference/docker-ipam.md §2, item 6)
 
 
 class UnknownMethod(NotFound):
@@ -85,7 +85,9 @@ class Driver:
             if network is None:
                 raise InvalidConfig("SubPool needs an explicit Pool")
             sub_pool = rq.subnet(sub_text, "SubPool")
-            if sub_pool.family != network.family or not (network.value <= sub_pool.value and sub_pool.last <= network.last):
+            if sub_pool.family != network.family or not (
+                network.value <= sub_pool.value and sub_pool.last <= network.last
+            ):
                 raise InvalidConfig(f"SubPool {sub_pool} is not inside Pool {network}")
         elif network is None and main is not None:
             if prefix < main.prefix:

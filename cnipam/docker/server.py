@@ -15,27 +15,26 @@ import os
 import signal
 import socket
 import socketserver
-import stat
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from ..errors import (
+from ..core.errors import (
     AddressConflict,
     CnipamError,
     DecodeFailure,
     InvalidConfig,
-    InvalidEnvironment,
     NotFound,
     PoolExhausted,
     StoreBusy,
     StoreCorrupt,
     StoreIOError,
 )
-from . import settings as config
+from ..service import clear_stale_socket, log, make_folder, remove_if_ours, socket_mode_0660, start_failed
 from .driver import Driver
 from .requests import MAX_BODY, BodyTimedOut, BodyTooLarge
+from .settings import DriverSettings, load
 
 CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
 
@@ -61,15 +60,9 @@ def status_of(error: BaseException) -> int:
     return 500
 
 
-def log(event: str, **fields: object) -> None:
-    """One JSON object per line on stderr (journald keeps it as is)."""
-    sys.stderr.write(json.dumps({"ts": round(time.time(), 3), "event": event, **fields}) + "\n")
-    sys.stderr.flush()
-
-
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # dockerd's Go client keeps connections alive
-    server: Server  # type: ignore[assignment]
+    server: _Listener  # type: ignore[assignment]
 
     def setup(self) -> None:
         super().setup()
@@ -85,13 +78,19 @@ class Handler(BaseHTTPRequestHandler):
             reply, status = {"Err": f"internal error: {type(exc).__name__}: {exc}"}, 500
             self.close_connection = True  # the body may be unread: never parse it as the next request
         self._send(status, reply)
-        fields: dict[str, object] = {"method": self.path, "status": status, "ms": round((time.monotonic() - started) * 1000, 2)}
+        fields: dict[str, object] = {
+            "method": self.path,
+            "status": status,
+            "ms": round((time.monotonic() - started) * 1000, 2),
+        }
         if status != 200:
             fields["err"] = reply["Err"]
         log("request", **fields)
 
     def do_GET(self) -> None:
-        self._send(405 if self.path in self.server.driver.methods else 404, {"Err": f"{self.command} {self.path}: use POST"})
+        self._send(
+            405 if self.path in self.server.driver.methods else 404, {"Err": f"{self.command} {self.path}: use POST"}
+        )
 
     do_PUT = do_DELETE = do_GET
 
@@ -114,7 +113,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.rfile.read(length)
         except TimeoutError:
             self.close_connection = True
-            raise BodyTimedOut(f"the request body did not arrive within {self.server.driver.settings.read_timeout:g} s") from None
+            raise BodyTimedOut(
+                f"the request body did not arrive within {self.server.driver.settings.read_timeout:g} s"
+            ) from None
 
     def _discard(self, length: int) -> None:
         """Read and drop an oversized body in bounded chunks (up to 64 MiB; beyond that
@@ -182,93 +183,66 @@ def _connection_failed(server: socketserver.BaseServer, request: object, client_
     log("connection", error=f"{type(error).__name__}: {error}")
 
 
-class _UnixHTTPServer(socketserver.ThreadingUnixStreamServer):
+class _Listener:
+    """What the UNIX and the TCP listener share: the Server behind them, as the Handler
+    reaches it, and how they treat their connections."""
+
     daemon_threads = True  # idle keep-alive connections must not hold the exit
     request_queue_size = 128  # dockerd retries a full backlog only with multi-second back-off
     handle_error = _connection_failed
+    owner: Server
 
+    def answer(self, path: str, body: bytes) -> dict[str, object]:
+        return self.owner.answer(path, body)
+
+    @property
+    def driver(self) -> Driver:
+        return self.owner.driver
+
+
+class _UnixHTTPServer(_Listener, socketserver.ThreadingUnixStreamServer):
     def __init__(self, path: str, server: Server) -> None:
         super().__init__(path, Handler, bind_and_activate=False)
         self.owner = server
         self.path = path
 
     def server_bind(self) -> None:
-        _make_room(self.path)
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o755, exist_ok=True)
-        old = os.umask(0o117)  # born 0660: never world-writable, even for an instant
-        try:
+        make_folder(os.path.dirname(os.path.abspath(self.path)), 0o755)
+        clear_stale_socket(self.path, "driver")
+        with socket_mode_0660():
             super().server_bind()
-        finally:
-            os.umask(old)
         self.inode = os.stat(self.path).st_ino
 
     def finish_request(self, request: object, client_address: object) -> None:
         Handler(request, ("unix", 0), self)  # type: ignore[arg-type]
 
-    def answer(self, path: str, body: bytes) -> dict[str, object]:
-        return self.owner.answer(path, body)
-
-    @property
-    def driver(self) -> Driver:
-        return self.owner.driver
-
     def remove(self) -> None:
-        try:
-            if os.stat(self.path).st_ino == self.inode:
-                os.unlink(self.path)
-        except OSError:
-            pass
+        remove_if_ours(self.path, self.inode)
 
 
-class _TCPHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-    handle_error = _connection_failed
-
+class _TCPHTTPServer(_Listener, ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], server: Server) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
         self.owner = server
 
-    def answer(self, path: str, body: bytes) -> dict[str, object]:
-        return self.owner.answer(path, body)
 
-    @property
-    def driver(self) -> Driver:
-        return self.owner.driver
-
-
-def _make_room(path: str) -> None:
-    """Remove a stale socket left by a killed driver; refuse to replace a live one or a
-    file that is not a socket."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise InvalidConfig(f"{path} exists and is not a socket; refusing to replace it")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)  # nobody listens: stale
-        return
-    finally:
-        probe.close()
-    raise InvalidConfig(f"{path}: another driver is already listening there")
-
-
-def serve(settings: config.DriverSettings) -> int:
+def serve(settings: DriverSettings) -> int:
     from ..store.opening import open_store
 
     store = open_store(settings.store)
     try:
         problems = store.problems()
         if problems:
-            raise StoreCorrupt(f"store ({settings.store.origin}) is inconsistent ({problems[0]}); run `cnipamctl check`. Not serving.")
+            raise StoreCorrupt(
+                f"store ({settings.store.origin}) is inconsistent ({problems[0]}); run `cnipamctl check`. Not serving."
+            )
         if settings.gipam_file and os.path.exists(settings.gipam_file):
-            log("notice", message=f"gipam lease file {settings.gipam_file} is not read; import it with `cnipamctl migrate gipam`")
+            log(
+                "notice",
+                message=f"gipam lease file {settings.gipam_file} is not read; import it with `cnipamctl migrate gipam`",
+            )
         server = Server(Driver(store, settings))
         spec_file = ""
         http: _UnixHTTPServer | _TCPHTTPServer
@@ -318,21 +292,10 @@ def serve(settings: config.DriverSettings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        settings = config.load(sys.argv[1:] if argv is None else argv, dict(os.environ))
-        status = serve(settings)
-    except StoreCorrupt as exc:
-        log("fatal", error=exc.message)
-        print(f"cnipam-docker: {exc.message}", file=sys.stderr)
-        status = 3
-    except (InvalidConfig, InvalidEnvironment, CnipamError) as exc:
-        log("fatal", error=exc.message)
-        print(f"cnipam-docker: {exc.message}", file=sys.stderr)
-        status = 2
-    except OSError as exc:
-        log("fatal", error=str(exc))
-        print(f"cnipam-docker: {exc}", file=sys.stderr)
-        status = 1
-    return status
+        settings = load(sys.argv[1:] if argv is None else argv, dict(os.environ))
+        return serve(settings)
+    except Exception as exc:
+        return start_failed(exc, "cnipam-docker")
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..addresses import BITS, Network
-from ..errors import InvalidConfig, InvalidEnvironment
-from ..record import Record
+from ..core.addresses import BITS, Network
+from ..core.errors import InvalidConfig, InvalidEnvironment
+from ..core.record import Record
 from ..store.settings import StoreSettings
 from .requests import subnet, usable
 
@@ -22,11 +22,24 @@ SOCKET_DIR = "/run/docker/plugins"  # fixed in dockerd: --exec-root does not mov
 SPEC_DIR = "/etc/docker/plugins"
 DEFAULT_BLOCK = {4: 24, 6: 64}  # gipam's GIPAM_V4AB and GIPAM_V6AB defaults
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
-DEFAULT_READ_TIMEOUT = 120.0  # seconds; dockerd's plugin client keeps idle connections and reconnects when one was closed
+DEFAULT_READ_TIMEOUT = (
+    120.0  # seconds; dockerd's plugin client keeps idle connections and reconnects when one was closed
+)
 
 
 class DriverSettings(Record):
-    __slots__ = ("name", "socket", "spec_dir", "address", "public", "store", "gipam_file", "mains", "blocks", "read_timeout")
+    __slots__ = (
+        "name",
+        "socket",
+        "spec_dir",
+        "address",
+        "public",
+        "store",
+        "gipam_file",
+        "mains",
+        "blocks",
+        "read_timeout",
+    )
 
     def __init__(
         self,
@@ -50,7 +63,9 @@ class DriverSettings(Record):
         self.gipam_file = gipam_file
         self.mains = mains  # the main pool per family that dynamic pools are cut from
         self.blocks = blocks  # the prefix length of a dynamic pool per family
-        self.read_timeout = read_timeout  # longest wait for a client's next bytes: an idle or stalled connection holds a thread
+        self.read_timeout = (
+            read_timeout  # longest wait for a client's next bytes: an idle or stalled connection holds a thread
+        )
 
     def main_pool(self, family: int) -> tuple[Network | None, int]:
         return self.mains[family], self.blocks[family]
@@ -69,19 +84,33 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help=f"plugin name, as in --ipam-driver NAME (default {DEFAULT_NAME})")
     p.add_argument("--socket", help=f"UNIX socket path (default {SOCKET_DIR}/NAME.sock)")
     p.add_argument("--spec-dir", help=f"where TCP mode writes NAME.spec (default {SPEC_DIR})")
-    p.add_argument("--db", help="the SQLite store file (default: CNIPAM_STORE, else IPAM_DB_PATH, else cnipam's default store)")
     p.add_argument(
-        "--store", metavar="JSON", help='the store as an ipam.store object, e.g. \'{"type": "etcd", "endpoints": [...]}\' (as CNIPAM_STORE)'
+        "--db", help="the SQLite store file (default: CNIPAM_STORE, else IPAM_DB_PATH, else cnipam's default store)"
     )
-    p.add_argument("-address", "--address", dest="address", help="host:port: serve TCP instead of the UNIX socket (GIPAM_ADDRESS)")
     p.add_argument(
-        "--read-timeout", metavar="DURATION", help=f"close a silent connection after this long (default {DEFAULT_READ_TIMEOUT:.0f}s)"
+        "--store",
+        metavar="JSON",
+        help='the store as an ipam.store object, e.g. \'{"type": "etcd", "endpoints": [...]}\' (as CNIPAM_STORE)',
+    )
+    p.add_argument(
+        "-address", "--address", dest="address", help="host:port: serve TCP instead of the UNIX socket (GIPAM_ADDRESS)"
+    )
+    p.add_argument(
+        "--read-timeout",
+        metavar="DURATION",
+        help=f"close a silent connection after this long (default {DEFAULT_READ_TIMEOUT:.0f}s)",
     )
     p.add_argument("--public", action="store_true", help="allow TCP on a non-loopback address (no authentication!)")
-    p.add_argument("-file", "--file", dest="file", help="gipam's lease file (GIPAM_FILE); import it with `cnipamctl migrate gipam`")
+    p.add_argument(
+        "-file", "--file", dest="file", help="gipam's lease file (GIPAM_FILE); import it with `cnipamctl migrate gipam`"
+    )
     for family in (4, 6):
-        p.add_argument(f"-v{family}", f"--v{family}", dest=f"v{family}", help=f"main IPv{family} pool (GIPAM_V{family})")
-        p.add_argument(f"-v{family}ab", f"--v{family}ab", dest=f"v{family}ab", help=f"prefix length of a dynamic IPv{family} pool")
+        p.add_argument(
+            f"-v{family}", f"--v{family}", dest=f"v{family}", help=f"main IPv{family} pool (GIPAM_V{family})"
+        )
+        p.add_argument(
+            f"-v{family}ab", f"--v{family}ab", dest=f"v{family}ab", help=f"prefix length of a dynamic IPv{family} pool"
+        )
     return p
 
 
@@ -116,13 +145,17 @@ def load(argv: list[str], env: dict[str, str]) -> DriverSettings:
         if not port.isdigit() or not 0 <= int(port) < 65536:
             raise InvalidConfig(f"address {address!r}: expected host:port")
         if host.strip("[]") not in ("", *LOOPBACK) and not args.public:
-            raise InvalidConfig(f"address {address!r} is not a loopback address; the plugin API has no authentication (add --public)")
+            raise InvalidConfig(
+                f"address {address!r} is not a loopback address; the plugin API has no authentication (add --public)"
+            )
     if args.db:
         store = StoreSettings.for_file(env, args.db)
     else:
         store = StoreSettings.from_env({**env, "CNIPAM_STORE": args.store} if args.store else env)
     gipam_file, _ = pick(args.file, "GIPAM_FILE")
-    read_timeout = _duration(args.read_timeout, "--read-timeout") if args.read_timeout is not None else DEFAULT_READ_TIMEOUT
+    read_timeout = (
+        _duration(args.read_timeout, "--read-timeout") if args.read_timeout is not None else DEFAULT_READ_TIMEOUT
+    )
     return DriverSettings(
         name, args.socket or f"{SOCKET_DIR}/{name}.sock", args.spec_dir or SPEC_DIR, address, args.public,
         store, gipam_file, mains, blocks, read_timeout,
@@ -130,7 +163,7 @@ def load(argv: list[str], env: dict[str, str]) -> DriverSettings:
 
 
 def _duration(raw: str, origin: str) -> float:
-    from ..durations import parse_go_duration
+    from ..core.durations import parse_go_duration
 
     try:
         seconds = parse_go_duration(raw)

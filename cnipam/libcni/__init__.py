@@ -5,7 +5,7 @@
     result = cni.add_network_list(net, RuntimeConf("c1", "/run/netns/c1"))
     cni.del_network_list(net, RuntimeConf("c1", "/run/netns/c1"))
 
-Reference: shared/reference/cni-spec.md sections 1-4. This package is for runtimes and
+Reference: shared/reference/cni-spec.md §1-4. This package is for runtimes and
 tools; the plugin itself never imports it.
 """
 
@@ -17,14 +17,14 @@ from .errors import (
     CacheError,
     CNIError,
     ConfigNotFound,
-    IncompatibleVersion,
     InvalidArguments,
-    InvalidConfig,
+    InvalidNetworkConfig,
     MultipleErrors,
     PluginError,
     PluginNotFound,
     PluginTimeout,
     ResultError,
+    UnsupportedVersion,
 )
 from .results import convert as convert_result
 from .runtime import RuntimeConf
@@ -34,9 +34,8 @@ __all__ = [
     "CNIError",
     "CacheError",
     "ConfigNotFound",
-    "IncompatibleVersion",
     "InvalidArguments",
-    "InvalidConfig",
+    "InvalidNetworkConfig",
     "MultipleErrors",
     "NetworkConfigList",
     "PluginError",
@@ -44,6 +43,7 @@ __all__ = [
     "PluginTimeout",
     "ResultError",
     "RuntimeConf",
+    "UnsupportedVersion",
     "convert_result",
     "load_network_list",
     "network_list_from_bytes",

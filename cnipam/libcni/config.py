@@ -1,5 +1,5 @@
 """Network configuration lists: parsing, version negotiation and the /etc/cni/net.d lookup
-(reference cni-spec.md sections 3.1-3.3, libcni's conf.go)."""
+(shared/reference/cni-spec.md §3.1-3.3, libcni's conf.go)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ..cni_version import CURRENT, parse
-from ..errors import IncompatibleVersion
-from .errors import ConfigNotFound, InvalidConfig
+from ..core.cni_version import CURRENT, parse
+from ..core.errors import IncompatibleVersion
+from .errors import ConfigNotFound, InvalidNetworkConfig
 from .gojson import marshal_bytes
 
 
@@ -32,7 +32,9 @@ def _version_key(version: str, what: str) -> tuple[int, int, int]:
     try:
         return parse(version)
     except IncompatibleVersion as err:
-        raise InvalidConfig(f"error parsing configuration list: invalid {what} {version!r}", err.message) from None
+        raise InvalidNetworkConfig(
+            f"error parsing configuration list: invalid {what} {version!r}", err.message
+        ) from None
 
 
 def negotiate_version(doc: dict[str, Any]) -> str:
@@ -41,16 +43,20 @@ def negotiate_version(doc: dict[str, Any]) -> str:
     which is what an absent version means, so plugins always see an explicit one."""
     version = doc.get("cniVersion", "")
     if not isinstance(version, str):
-        raise InvalidConfig(f"error parsing configuration list: invalid cniVersion type {type(version).__name__}")
+        raise InvalidNetworkConfig(
+            f"error parsing configuration list: invalid cniVersion type {type(version).__name__}"
+        )
     if "cniVersions" in doc:
         versions = doc["cniVersions"]
         if not isinstance(versions, list):
-            raise InvalidConfig("error parsing configuration list: cniVersions must be a list of strings")
+            raise InvalidNetworkConfig("error parsing configuration list: cniVersions must be a list of strings")
         current = parse(CURRENT)
         candidates = []
         for index, entry in enumerate(versions):
             if not isinstance(entry, str):
-                raise InvalidConfig(f"error parsing configuration list: invalid type for cniVersions index {index}")
+                raise InvalidNetworkConfig(
+                    f"error parsing configuration list: invalid type for cniVersions index {index}"
+                )
             if _version_key(entry, f"cniVersions entry at index {index}") <= current:
                 candidates.append(entry)
         if version and _version_key(version, "cniVersion") <= current:
@@ -69,28 +75,28 @@ def _read_bool(doc: dict[str, Any], key: str) -> bool:
         return value
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
-    raise InvalidConfig(f"error parsing configuration list: invalid value {value!r} for {key}")
+    raise InvalidNetworkConfig(f"error parsing configuration list: invalid value {value!r} for {key}")
 
 
 def _decode(data: bytes) -> dict[str, Any]:
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as err:
-        raise InvalidConfig(f"error parsing configuration: {err}") from None
+        raise InvalidNetworkConfig(f"error parsing configuration: {err}") from None
     if not isinstance(doc, dict):
-        raise InvalidConfig("error parsing configuration: expected a JSON object")
+        raise InvalidNetworkConfig("error parsing configuration: expected a JSON object")
     return doc
 
 
 def _check_plugin(plugin: object, index: int) -> dict[str, Any]:
     if not isinstance(plugin, dict):
-        raise InvalidConfig(f"failed to parse plugin config {index}: expected a JSON object")
+        raise InvalidNetworkConfig(f"failed to parse plugin config {index}: expected a JSON object")
     kind = plugin.get("type")
     if not isinstance(kind, str) or not kind:
-        raise InvalidConfig(f"failed to parse plugin config {index}: missing 'type'")
+        raise InvalidNetworkConfig(f"failed to parse plugin config {index}: missing 'type'")
     capabilities = plugin.get("capabilities", {})
     if not isinstance(capabilities, dict) or not all(isinstance(v, bool) for v in capabilities.values()):
-        raise InvalidConfig(f"failed to parse plugin config {index}: capabilities must map names to booleans")
+        raise InvalidNetworkConfig(f"failed to parse plugin config {index}: capabilities must map names to booleans")
     return plugin
 
 
@@ -99,7 +105,7 @@ def wrap_plugin_config(doc: dict[str, Any]) -> bytes:
     same bytes (Go re-marshals it with sorted keys), so caches of both agree."""
     name, version = doc.get("name", ""), doc.get("cniVersion", "")
     if not isinstance(name, str) or not isinstance(version, str):
-        raise InvalidConfig("error parsing configuration: name and cniVersion must be strings")
+        raise InvalidNetworkConfig("error parsing configuration: name and cniVersion must be strings")
     return marshal_bytes({"name": name, "cniVersion": version, "plugins": [doc]})
 
 
@@ -111,16 +117,20 @@ def network_list_from_bytes(data: bytes) -> NetworkConfigList:
         doc = _decode(data)
     name = doc.get("name")
     if not isinstance(name, str):
-        raise InvalidConfig(
-            "error parsing configuration list: no name" if name is None else "error parsing configuration list: invalid name type"
+        raise InvalidNetworkConfig(
+            "error parsing configuration list: no name"
+            if name is None
+            else "error parsing configuration list: invalid name type"
         )
     plugins = doc.get("plugins")
     if not isinstance(plugins, list):
-        raise InvalidConfig(
-            "error parsing configuration list: 'plugins' must be a list" if plugins is not None else "no plugin configs found"
+        raise InvalidNetworkConfig(
+            "error parsing configuration list: 'plugins' must be a list"
+            if plugins is not None
+            else "no plugin configs found"
         )
     if not plugins:
-        raise InvalidConfig("error parsing configuration list: no plugins in list")
+        raise InvalidNetworkConfig("error parsing configuration list: no plugins in list")
     return NetworkConfigList(
         name=name,
         cni_version=negotiate_version(doc),
@@ -137,11 +147,11 @@ def network_list_from_file(path: str) -> NetworkConfigList:
         with open(path, "rb") as file:
             data = file.read()
     except OSError as err:
-        raise InvalidConfig(f"error reading {path}: {err.strerror}") from None
+        raise InvalidNetworkConfig(f"error reading {path}: {err.strerror}") from None
     try:
         return network_list_from_bytes(data)
-    except InvalidConfig as err:
-        raise InvalidConfig(f"{path}: {err.msg}", err.details) from None
+    except InvalidNetworkConfig as err:
+        raise InvalidNetworkConfig(f"{path}: {err.msg}", err.details) from None
 
 
 def _files(directory: str, extensions: tuple[str, ...]) -> list[str]:
@@ -177,7 +187,7 @@ def load_network_list(directory: str, name: str) -> NetworkConfigList:
         for path in _files(directory, extensions):
             try:
                 net = network_list_from_file(path)
-            except InvalidConfig as err:
+            except InvalidNetworkConfig as err:
                 if _names_network(path, name):
                     raise
                 skipped.append(f"{os.path.basename(path)}: {err.msg}")

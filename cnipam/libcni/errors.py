@@ -62,13 +62,13 @@ class PluginError(CNIError):
     """The plugin ran and exited non-zero; code/msg/details are the plugin's own."""
 
 
-class InvalidConfig(CNIError):
+class InvalidNetworkConfig(CNIError):
     """A network configuration (list) that cannot be used: bad JSON, missing keys, bad types."""
 
     default_code = 7
 
 
-class ConfigNotFound(InvalidConfig):
+class ConfigNotFound(InvalidNetworkConfig):
     """No configuration file in the folder defines the requested network."""
 
 
@@ -78,7 +78,7 @@ class InvalidArguments(CNIError):
     default_code = 4
 
 
-class IncompatibleVersion(CNIError):
+class UnsupportedVersion(CNIError):
     """The operation or the plugin does not support the configuration's spec version."""
 
     default_code = 1

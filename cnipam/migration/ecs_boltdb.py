@@ -26,16 +26,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..addresses import format_ip, parse_ip
-from ..errors import InvalidConfig
+from ..core.addresses import format_ip, parse_ip
+from ..core.errors import InvalidConfig
 from .bbolt_file import BoltFile, BoltFormatError, open_file
 
 __all__ = [
     "BUCKET",
     "BoltFormatError",
     "EcsIpamStore",
+    "EcsLease",
     "Gateway",
-    "Lease",
     "interpret_bucket",
     "interpret_file",
     "read_ecs_boltdb",
@@ -50,7 +50,7 @@ IPV6_KEY_PREFIX = "6"
 
 
 @dataclass(frozen=True, order=True)
-class Lease:
+class EcsLease:
     """An address held by `id` (`""`: the ADD had no id, so only a DEL by address frees it)."""
 
     family: int
@@ -84,7 +84,7 @@ class EcsIpamStore:
     comes from the bbolt reader (e.g. the file was read at its previous transaction).
     """
 
-    leases: list[Lease] = field(default_factory=list)
+    leases: list[EcsLease] = field(default_factory=list)
     gateways: list[Gateway] = field(default_factory=list)
     last_known_ip: int | None = None
     last_known_ipv6: int | None = None
@@ -165,7 +165,7 @@ def _classify(store: EcsIpamStore, key: bytes, raw: bytes) -> str | None:
     elif marker_family is not None:
         return f"the gateway marker {payload!r} on an IPv{family} key"
     else:
-        store.leases.append(Lease(family, address, payload))
+        store.leases.append(EcsLease(family, address, payload))
     return None
 
 

@@ -4,7 +4,7 @@ It speaks IPAM, not key-value: "allocate these pools for this owner, atomically"
 "release this owner", "collect garbage for this network". Each engine implements it
 with its own transactions (SQL for SQLite, Txn with compares for etcd), because a
 generic key-value layer forces whole-object compare-and-swap and scans (see
-reference/distributed.md section 1.3). `tests/test_store_conformance.py` runs one
+shared/reference/distributed.md §1.3). `tests/store/test_store_conformance.py` runs one
 suite against every engine.
 """
 
@@ -16,9 +16,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from ..docker.pool import DockerPool, PoolClaim
-    from ..ipam_config import PoolSpec
-    from ..leases import Cursor, Lease, Owner
+    from ..core.docker_pools import DockerPool, PoolClaim
+    from ..core.ipam_config import PoolSpec
+    from ..core.leases import Cursor, Lease, Owner
 
 
 class Store(abc.ABC):
@@ -105,7 +105,7 @@ class Store(abc.ABC):
         AddressConflict naming the clash and nothing written: an id that already exists, a
         pool overlapping an existing Docker pool or another imported one, an address the
         store already holds (any lease or reservation, CNI or Docker). An id of the
-        driver's own form (`SPACE/CIDR/N`, docker.pool.pool_serial) moves the never-reuse
+        driver's own form (`SPACE/CIDR/N`, core.docker_pools.pool_serial) moves the never-reuse
         counter to at least N, so no later claim mints that id again.
         """
 

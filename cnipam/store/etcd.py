@@ -1,6 +1,6 @@
 """The cluster engine: one address space shared by many hosts through etcd v3.
 
-Keys, under the configured prefix (reference/distributed.md sections 0 and 3):
+Keys, under the configured prefix (shared/reference/distributed.md §0 and §3):
 * `lease/<family>/<address hex>`: one key per held address, the lease record as JSON.
   Creating it is compared against `create_revision == 0`, so two hosts can never hold
   one address.
@@ -12,7 +12,8 @@ Keys, under the configured prefix (reference/distributed.md sections 0 and 3):
   block nobody has claimed, wholly free. A host allocates in its own blocks and in
   unclaimed ones (which it claims in the same transaction), and borrows from other
   hosts' blocks only when neither is left: hosts then write different keys and do not
-  fight over compare-and-swap (Calico's block affinity; section 1.2).
+  fight over compare-and-swap (Calico's block affinity; shared/reference/distributed.md
+  §1.2).
 * `cursor/<host>/<pool>`: each host's round-robin position, so the position is not a
   key every host rewrites. On one host the order is exactly the SQLite engine's.
 * `host/<host>`: when the host last wrote, so an operator can tell a dead host from a
@@ -26,7 +27,8 @@ local `flock` first, as the SQLite engine's writers do, so they never race each 
 compares only ever fail between hosts.
 
 Range reads are always bounded by `range_end` to a chunk of blocks or to one owner's
-keys: etcd 3.4 counts every key of a range to answer even a `limit=1` read (section 3.1).
+keys: etcd 3.4 counts every key of a range to answer even a `limit=1` read
+(shared/reference/distributed.md §3.1).
 """
 
 from __future__ import annotations
@@ -35,92 +37,59 @@ import os
 import time
 from fcntl import LOCK_UN, flock
 
-from ..addresses import BITS, format_ip
-from ..allocator import gateway_reservations, grant, refuse_taken, search_windows
-from ..errors import AddressConflict, CnipamError, DecodeFailure, InvalidConfig, NotFound, PoolExhausted, StoreBusy, StoreCorrupt
-from ..json_codec import dumps, loads
-from ..leases import GATEWAY, LEASE, Cursor, Lease
-from ..record import Record
-from .base import Store
-from .etcdv3 import create_revision_is, delete_op, mod_revision_is, prefix_end, put_op, range_op
+from ..core.addresses import format_ip
+from ..core.allocator import gateway_reservations, grant, refuse_taken, search_windows
+from ..core.errors import AddressConflict, CnipamError, InvalidConfig, NotFound, PoolExhausted, StoreBusy, StoreCorrupt
+from ..core.ipam_config import parse_pool_key
+from ..core.leases import GATEWAY, LEASE, Cursor, Lease
+from .cluster import ClusterStore
+from .etcd_change import CHUNK, Change, StaleRead, paged
+from .etcd_keys import (
+    BLOCK_BITS,
+    BLOCK_SIZE,
+    Block,
+    HostSeen,
+    Keys,
+    decode_address,
+    decode_block,
+    decode_cursor,
+    decode_lease,
+    escape,
+    unescape,
+)
+from .etcdv3 import prefix_end
 from .write_lock import take_lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
-    from typing import Any, TypeVar
+    from typing import TypeVar
 
     T = TypeVar("T")
 
-    from ..addresses import Network
-    from ..docker.pool import DockerPool, PoolClaim
-    from ..ipam_config import PoolSpec
-    from ..leases import Owner
-    from .etcdv3 import EtcdClient, KeyValue
+    from ..core.addresses import Network
+    from ..core.docker_pools import DockerPool, PoolClaim  # run time: in the Docker methods
+    from ..core.ipam_config import PoolSpec
+    from ..core.leases import Owner
+    from .etcdv3 import EtcdClient
 
-BLOCK_BITS = 8
-BLOCK_SIZE = 1 << BLOCK_BITS
-CHUNK = 64  # blocks per bounded range read
-HEX = {4: 8, 6: 32}  # hex digits of an address
-MAX_TXN_OPS = 128  # etcd's default limit on the compares, and on the operations, of one Txn
 STALE_LIMIT = 5
 BATCH = 25  # leases per Txn when releasing or importing many: each costs up to four operations
 
 
-class _StaleRead(Exception):
-    """Two reads of one change disagree: another host wrote between them. The change is
-    computed again; only when it persists is it the store's fault."""
-
-
-class Block(Record):
-    """A block as read: who claimed it, which addresses are taken, the revision seen."""
-
-    __slots__ = ("family", "number", "host", "used", "revision")
-
-    def __init__(self, family: int, number: int, host: str, used: int, revision: int) -> None:
-        self.family = family
-        self.number = number
-        self.host = host  # "" when nobody holds it (never claimed, or its host was released)
-        self.used = used
-        self.revision = revision  # 0: the key does not exist
-
-    @property
-    def first(self) -> int:
-        return self.number << BLOCK_BITS
-
-    @property
-    def last(self) -> int:
-        return self.first + BLOCK_SIZE - 1
-
-    @property
-    def taken(self) -> int:
-        return self.used.bit_count()
-
-
-class HostSeen(Record):
-    """A host and when it last changed the store (`cnipamctl hosts`)."""
-
-    __slots__ = ("host", "seen", "blocks", "leases")
-
-    def __init__(self, host: str, seen: float, blocks: int, leases: int) -> None:
-        self.host = host
-        self.seen = seen
-        self.blocks = blocks
-        self.leases = leases
-
-
-class EtcdStore(Store):
-    def __init__(self, client: EtcdClient, prefix: str, host: str, timeout: float, lock_path: str | None = None) -> None:
+class EtcdStore(ClusterStore):
+    def __init__(
+        self, client: EtcdClient, prefix: str, host: str, timeout: float, lock_path: str | None = None
+    ) -> None:
         if not host or "\x00" in host:
             raise InvalidConfig("store: the host name must be a non-empty string")
         self.client = client
-        self.prefix = prefix.encode()
-        self.host = host
+        self.keys = Keys(prefix.encode(), host)
         self.timeout = timeout
         self.retries = 0  # transactions computed again after a failed compare (benchmarks)
         self.warm_misses = 0  # attempts from this process's own earlier knowledge that turned out stale
         self._lock_fd = _open_lock(lock_path) if lock_path else None
-        self._warm: _Change | None = None
+        self._warm: Change | None = None
         self._lock_path = lock_path or ""
 
     # -- the interface ---------------------------------------------------------------
@@ -128,7 +97,7 @@ class EtcdStore(Store):
     def allocate(self, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
         return self._optimistic(lambda change: self._allocate(change, owner, pools), warm=True)
 
-    def _allocate(self, change: _Change, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
+    def _allocate(self, change: Change, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
         change.prefetch(owner.handle, pools)
         held = change.held_by(owner.handle) if owner.handle else []
         return grant(
@@ -143,7 +112,7 @@ class EtcdStore(Store):
     def release(self, handle: str | None, addresses: Iterable[tuple[int, int]] = ()) -> list[Lease]:
         named = list(addresses)
 
-        def plan(change: _Change) -> list[Lease]:
+        def plan(change: Change) -> list[Lease]:
             victims = {}
             if handle:
                 for lease in change.held_by(handle):
@@ -157,43 +126,52 @@ class EtcdStore(Store):
         return self._optimistic(plan)
 
     def release_gateway(self, family: int, address: int) -> Lease | None:
-        def plan(change: _Change) -> Lease | None:
+        def plan(change: Change) -> Lease | None:
             found = change.leases_at([(family, address)])
             if not found or found[0].kind != GATEWAY:
                 return None
             users = [lease for lease in self._leases_of_pool(found[0].pool) if lease.kind == LEASE]
             if users:
-                raise AddressConflict(f"gateway {found[0].ip} still serves {len(users)} lease(s) of pool {found[0].pool}")
+                raise AddressConflict(
+                    f"gateway {found[0].ip} still serves {len(users)} lease(s) of pool {found[0].pool}"
+                )
             change.remove_leases(found)
             return found[0]
 
         return self._optimistic(plan)
 
     def held_by(self, handle: str) -> list[Lease]:
-        return sorted(_Change(self).held_by(handle), key=_address_order)
+        return sorted(Change(self.client, self.keys).held_by(handle), key=_address_order)
 
     def lookup(self, family: int, address: int) -> Lease | None:
-        return _Change(self).lease_at(family, address)
+        return Change(self.client, self.keys).lease_at(family, address)
 
     def leases(self, network: str | None = None) -> list[Lease]:
         return [lease for lease, _, _ in self._scan_leases() if network is None or lease.network == network]
 
     def cursors(self) -> dict[str, Cursor]:
-        start = self._key("cursor", _escape(self.host), "")
+        start = self.keys.under("cursor", escape(self.keys.host))
         kvs, _ = self.client.range(start, prefix_end(start))
-        return {_unescape(kv.key[len(start) :].decode()): _cursor(kv.value) for kv in kvs}
+        return {unescape(kv.key[len(start) :].decode()): decode_cursor(kv.value) for kv in kvs}
 
     def collect_garbage(self, network: str, valid: set[tuple[str, str]]) -> list[Lease]:
         victims = [
             (lease, revision)
             for lease, revision, _ in self._scan_leases()
-            if lease.network == network and lease.kind == LEASE and lease.container_id and (lease.container_id, lease.ifname) not in valid
+            if lease.network == network
+            and lease.kind == LEASE
+            and lease.container_id
+            and (lease.container_id, lease.ifname) not in valid
         ]
         return self._release_seen(victims)
 
     def exhausted(self, pools: tuple[PoolSpec, ...]) -> list[PoolSpec]:
-        change = _Change(self)
-        return [spec for spec in pools if all(change.find_free(spec.family, *window, True) is None for window in spec.pieces)]
+        change = Change(self.client, self.keys)
+        return [
+            spec
+            for spec in pools
+            if all(change.find_free(spec.family, *window, True) is None for window in spec.pieces)
+        ]
 
     def import_leases(self, leases: Iterable[Lease], cursors: dict[str, Cursor]) -> int:
         """Checked as a whole first, then written in Txns of BATCH leases (etcd caps a Txn
@@ -206,14 +184,14 @@ class EtcdStore(Store):
             if (lease.family, lease.address) in seen:
                 raise AddressConflict(f"import refused: {lease.ip} appears twice in the input")
             seen.add((lease.family, lease.address))
-        check = _Change(self)
+        check = Change(self.client, self.keys)
         for lease in check.leases_at(sorted(seen)):
             raise AddressConflict(f"import refused: {lease.ip} is already held by {lease.handle or 'a reservation'}")
         written = 0
         for start in range(0, len(rows), BATCH):
             current = rows[start : start + BATCH]
 
-            def plan(change: _Change, current: list[Lease] = current, done: int = written) -> None:
+            def plan(change: Change, current: list[Lease] = current, done: int = written) -> None:
                 for one in current:
                     if change.leases_at([(one.family, one.address)]):
                         raise AddressConflict(f"import stopped after {done} lease(s): {one.ip} was taken meanwhile")
@@ -224,7 +202,7 @@ class EtcdStore(Store):
             written += len(current)
         if cursors:
 
-            def positions(change: _Change) -> None:
+            def positions(change: Change) -> None:
                 for pool, cursor in cursors.items():
                     change.set_cursor(pool, cursor)
 
@@ -232,26 +210,11 @@ class EtcdStore(Store):
         return written
 
     def claim_docker_pool(self, claim: PoolClaim) -> DockerPool:
-        from ..docker.pool import DockerPool, lowest_free_block, pool_id
+        from ..core.docker_pools import place_pool  # not at the top: the plugin never needs it
 
-        def plan(change: _Change) -> DockerPool:
+        def plan(change: Change) -> DockerPool:
             pools, serial = change.docker_pools()
-            network = claim.network
-            if network is not None:
-                for pool in pools:
-                    if pool.network.overlaps(network):
-                        raise AddressConflict(f"pool {network} overlaps pool {pool.network} already in use")
-            else:
-                main = claim.main
-                if main is None:
-                    raise InvalidConfig(f"no IPv{claim.family} main pool is configured for dynamic pools; give --subnet or configure one")
-                taken = sorted((p.network.value, p.network.last) for p in pools if p.network.overlaps(main))
-                network = lowest_free_block(main, claim.prefix, taken)
-                if network is None:
-                    raise PoolExhausted(f"no free /{claim.prefix} block left in main pool {main}")
-            pool = DockerPool(
-                pool_id(claim.address_space, network, serial + 1), claim.address_space, network, claim.sub_pool, claim.options, time.time()
-            )
+            pool = place_pool(claim, pools, serial + 1, time.time())
             change.put_docker_pool(pool, serial + 1)
             return pool
 
@@ -262,28 +225,29 @@ class EtcdStore(Store):
         last in one Txn that fails if any of them appeared meanwhile. A crash in between
         leaves addresses held for a pool that is not there yet (`cnipamctl check` names
         them), never a pool whose addresses could be handed out twice."""
-        from ..docker.pool import imported_pool_of, pool_serial
+        from ..core.docker_pools import pool_serial, refuse_import
 
         wanted = list(pools)
         rows = list(leases)
-        existing, _ = _Change(self).docker_pools()
-        by_lease_network: dict[str, DockerPool] = {}
-        for pool in wanted:
-            if any(other.id == pool.id for other in existing) or pool.lease_network in by_lease_network:
-                raise AddressConflict(f"import refused: pool id {pool.id!r} already exists")
-            for other in [*existing, *by_lease_network.values()]:
-                if other.network.overlaps(pool.network):
-                    raise AddressConflict(f"import refused: pool {pool.network} ({pool.id}) overlaps pool {other.network} already in use")
-            by_lease_network[pool.lease_network] = pool
-        for lease in rows:
-            imported_pool_of(lease, by_lease_network)
+        check = Change(self.client, self.keys)
+        existing, _ = check.docker_pools()
+        check.leases_at((lease.family, lease.address) for lease in rows)  # one round trip per MAX_TXN_OPS
+
+        def overlap(network: Network) -> DockerPool | None:
+            return next((pool for pool in existing if pool.network.overlaps(network)), None)
+
+        refuse_import(
+            wanted, rows, lambda pool_id: any(pool.id == pool_id for pool in existing), overlap, check.lease_at
+        )
         self.import_leases(rows, {})
 
-        def plan(change: _Change) -> None:
+        def plan(change: Change) -> None:
             current, serial = change.docker_pools()
             for pool in wanted:
                 if any(other.id == pool.id for other in current):
-                    raise AddressConflict(f"import stopped: pool id {pool.id!r} appeared meanwhile; its addresses are imported")
+                    raise AddressConflict(
+                        f"import stopped: pool id {pool.id!r} appeared meanwhile; its addresses are imported"
+                    )
                 serial = max(serial, pool_serial(pool.id) or 0)
                 change.put_docker_pool(pool, serial)
 
@@ -294,14 +258,14 @@ class EtcdStore(Store):
         """Its addresses in Txns of BATCH, the pool itself with the last of them: a crash
         in between leaves the pool with fewer addresses, never addresses without a pool."""
 
-        def plan(change: _Change) -> DockerPool | None:
+        def plan(change: Change) -> DockerPool | None:
             pool = change.docker_pool(pool_id)
             between = change.leases_between(pool.family, pool.network.value, pool.network.last)
             victims = [lease for lease in between if lease.network == pool.lease_network]
             change.remove_leases(victims[:BATCH])
             if len(victims) > BATCH:
                 return None
-            change.delete(self._key("dpool", _escape(pool_id)))
+            change.delete(self.keys.docker_pool(pool_id))
             return pool
 
         while True:
@@ -310,27 +274,23 @@ class EtcdStore(Store):
                 return released
 
     def docker_pools(self) -> list[DockerPool]:
-        return sorted(_Change(self).docker_pools()[0], key=lambda pool: (pool.created, pool.id))
+        return sorted(Change(self.client, self.keys).docker_pools()[0], key=lambda pool: (pool.created, pool.id))
 
     def request_docker_address(self, pool_id: str, requested: int | None, serial: bool = False) -> Lease:
-        from ..leases import Owner
-
-        def plan(change: _Change) -> Lease:
+        def plan(change: Change) -> Lease:
             pool = change.docker_pool(pool_id)
             if requested is not None:
                 pool.check_named(requested)
-            owner = Owner(None, False, pool.lease_network, "", "")
-            return self._allocate(change, owner, (pool.spec(requested, serial),))[0]
+            return self._allocate(change, pool.owner(), (pool.spec(requested, serial),))[0]
 
         return self._optimistic(plan, warm=True)
 
     def release_docker_address(self, pool_id: str, family: int, address: int) -> Lease | None:
-        def plan(change: _Change) -> Lease | None:
+        def plan(change: Change) -> Lease | None:
             pool = change.docker_pool(pool_id)
-            if family != pool.family or address not in pool.network:
-                raise InvalidConfig(f"address {format_ip(family, address)} is outside pool {pool.network}")
+            pool.check_own(family, address)
             found = change.leases_at([(family, address)])
-            if not found or found[0].kind != LEASE or found[0].network != pool.lease_network:
+            if not found or not pool.holds(found[0]):
                 return None
             change.remove_leases(found)
             return found[0]
@@ -354,20 +314,23 @@ class EtcdStore(Store):
                 bit = (used & -used).bit_length() - 1
                 used &= used - 1
                 if (block.family, block.first + bit) not in by_address:
-                    problems.append(f"{format_ip(block.family, block.first + bit)}: taken in its block's bitmap but not leased")
-        start = self._key("owner", "")
+                    problems.append(
+                        f"{format_ip(block.family, block.first + bit)}: taken in its block's bitmap but not leased"
+                    )
+        start = self.keys.under("owner")
         indexed = set()
-        for kv in _paged(self.client, start, prefix_end(start)):
+        for kv in paged(self.client, start, prefix_end(start)):
             indexed.add(kv.key)
             handle, _, slot = kv.key[len(start) :].decode().partition("/")
-            target = _address_of(kv.value)
+            target = decode_address(kv.value)
             pointed = by_address.get(target) if target else None
-            if pointed is None or pointed.handle != _unescape(handle) or pointed.slot != _unescape(slot):
+            if pointed is None or pointed.handle != unescape(handle) or pointed.slot != unescape(slot):
                 problems.append(
-                    f"owner index {_unescape(handle)}/{_unescape(slot)} points to {kv.value.decode(errors='replace')}, not its lease"
+                    f"owner index {unescape(handle)}/{unescape(slot)} "
+                    f"points to {kv.value.decode(errors='replace')}, not its lease"
                 )
         for lease in by_address.values():
-            if lease.handle and self._owner_key(lease.handle, lease.slot) not in indexed:
+            if lease.handle and self.keys.owner(lease.handle, lease.slot) not in indexed:
                 problems.append(f"{lease.ip}: its owner {lease.handle} has no index entry")
         problems.extend(orphans(by_address.values(), self.cursors()))
         return problems[:50]
@@ -381,17 +344,21 @@ class EtcdStore(Store):
     # -- the cluster's own operations (cnipamctl hosts) --------------------------------
 
     def blocks(self) -> list[Block]:
-        """Every claimed block of both families, in address order."""
         found: list[Block] = []
         for family in (4, 6):
-            start = self._key("block", str(family), "")
-            found.extend(_block(family, int(kv.key[len(start) :], 16), kv) for kv in _paged(self.client, start, prefix_end(start)))
+            start = self.keys.under("block", str(family))
+            found.extend(
+                decode_block(family, int(kv.key[len(start) :], 16), kv)
+                for kv in paged(self.client, start, prefix_end(start))
+            )
         return found
 
     def hosts(self) -> list[HostSeen]:
-        """Every host that ever wrote, with what it holds: who may be dead."""
-        start = self._key("host", "")
-        seen = {_unescape(kv.key[len(start) :].decode()): float(kv.value or 0) for kv in _paged(self.client, start, prefix_end(start))}
+        start = self.keys.under("host")
+        seen = {
+            unescape(kv.key[len(start) :].decode()): float(kv.value or 0)
+            for kv in paged(self.client, start, prefix_end(start))
+        }
         blocks: dict[str, int] = {}
         for block in self.blocks():
             if block.host:
@@ -403,19 +370,17 @@ class EtcdStore(Store):
         return [HostSeen(name, seen.get(name, 0.0), blocks.get(name, 0), leases.get(name, 0)) for name in names if name]
 
     def release_host(self, host: str, grace: float) -> tuple[list[Lease], int]:
-        """Release every lease a dead host allocated and give up its blocks.
-
-        Refused while the host wrote less than `grace` seconds ago: a host that is only
-        quiet would keep using addresses we hand out again. Each release compares the
-        lease's revision as read, so a lease that changed meanwhile is left alone.
-        Returns the released leases and the number of blocks given up.
-        """
+        """A host that is only quiet would keep using the addresses handed out again,
+        hence the grace period. Each release compares the lease's revision as read, so a
+        lease that changed meanwhile is left alone."""
         last = {record.host: record.seen for record in self.hosts()}.get(host)
         if last is None:
             raise NotFound(f"no host {host!r} in the store")
         age = time.time() - last
         if age < grace:
-            raise AddressConflict(f"host {host!r} wrote {age:.0f}s ago, within the grace period of {grace:.0f}s; is it really dead?")
+            raise AddressConflict(
+                f"host {host!r} wrote {age:.0f}s ago, within the grace period of {grace:.0f}s; is it really dead?"
+            )
         victims = [(lease, revision) for lease, revision, owner in self._scan_leases() if owner == host]
         released = self._release_seen(victims)
         given_up = 0
@@ -423,29 +388,29 @@ class EtcdStore(Store):
             if block.host != host:
                 continue
 
-            def plan(change: _Change, block: Block = block) -> None:
+            def plan(change: Change, block: Block = block) -> None:
                 change.disown(block)
 
             self._optimistic(plan)
             given_up += 1
-        self.client.delete(self._key("host", _escape(host)))
+        self.client.delete(self.keys.host_seen(host))
         return released, given_up
 
     # -- steps of a change ---------------------------------------------------------------
 
-    def _reserve_gateways(self, change: _Change, spec: PoolSpec, network: str, now: float) -> None:
+    def _reserve_gateways(self, change: Change, spec: PoolSpec, network: str, now: float) -> None:
         for reservation in gateway_reservations(spec, network, now, change.lease_at):
             change.take(reservation.family, reservation.address, claim=False)
             change.add_lease(reservation)
 
-    def _take_requested(self, change: _Change, spec: PoolSpec) -> int:
+    def _take_requested(self, change: Change, spec: PoolSpec) -> int:
         address = spec.requested
         assert address is not None
         refuse_taken(change.lease_at(spec.family, address))
         change.take(spec.family, address, claim=True)
         return address
 
-    def _take_next(self, change: _Change, spec: PoolSpec) -> int:
+    def _take_next(self, change: Change, spec: PoolSpec) -> int:
         cursor = None
         if not spec.lowest_free:
             position = change.cursor(spec.key)
@@ -464,11 +429,15 @@ class EtcdStore(Store):
         released: list[Lease] = []
         for batch in _owner_batches(victims):
 
-            def plan(change: _Change, batch: list[tuple[Lease, int]] = batch) -> list[Lease]:
-                current = {(lease.family, lease.address): lease for lease in change.leases_at([(v.family, v.address) for v, _ in batch])}
+            def plan(change: Change, batch: list[tuple[Lease, int]] = batch) -> list[Lease]:
+                current = {
+                    (lease.family, lease.address): lease
+                    for lease in change.leases_at([(v.family, v.address) for v, _ in batch])
+                }
                 still = [
                     lease for lease, revision in batch
-                    if (lease.family, lease.address) in current and change.lease_revision(lease.family, lease.address) == revision
+                    if (lease.family, lease.address) in current
+                    and change.lease_revision(lease.family, lease.address) == revision
                 ]  # fmt: skip
                 change.remove_leases(still)
                 return still
@@ -476,7 +445,7 @@ class EtcdStore(Store):
             released.extend(self._optimistic(plan))
         return released
 
-    def _optimistic(self, plan: Callable[[_Change], T], warm: bool = False) -> T:
+    def _optimistic(self, plan: Callable[[Change], T], warm: bool = False) -> T:
         """Compute a change from fresh reads and commit it if nothing it read has changed;
         otherwise compute it again, until the timeout (then StoreBusy: CNI code 11).
 
@@ -490,11 +459,11 @@ class EtcdStore(Store):
         earlier, stale = self._warm, 0
         try:
             while True:
-                change = _Change(self, self._warm if warm else None)
+                change = Change(self.client, self.keys, self._warm if warm else None)
                 warm = False
                 try:
                     outcome = plan(change)
-                except _StaleRead as seen:
+                except StaleRead as seen:
                     self._warm = None
                     stale += 1
                     if stale > STALE_LIMIT:  # not a race: the store really is inconsistent
@@ -518,7 +487,10 @@ class EtcdStore(Store):
                 else:
                     self.retries += 1
                 if time.monotonic() > deadline:
-                    raise StoreBusy(f"etcd store {self.prefix.decode()}: too much contention, gave up after {self.retries} retries")
+                    raise StoreBusy(
+                        f"etcd store {self.keys.prefix.decode()}: too much contention, "
+                        f"gave up after {self.retries} retries"
+                    )
         finally:
             self._unlock()
 
@@ -528,39 +500,26 @@ class EtcdStore(Store):
         """Every lease with its key's revision and the host that wrote it, in address
         order, read block chunk by block chunk so each range stays bounded."""
         for family in (4, 6):
-            start = self._key("block", str(family), "")
-            numbers = [int(kv.key[len(start) :], 16) for kv in _paged(self.client, start, prefix_end(start), keys_only=True)]
+            start = self.keys.under("block", str(family))
+            numbers = [
+                int(kv.key[len(start) :], 16) for kv in paged(self.client, start, prefix_end(start), keys_only=True)
+            ]
             for index in range(0, len(numbers), CHUNK):
                 chunk = numbers[index : index + CHUNK]
                 first, last = chunk[0] << BLOCK_BITS, ((chunk[-1] + 1) << BLOCK_BITS) - 1
-                for kv in _paged(self.client, self._lease_key(family, first), self._lease_key(family, last) + b"\x00"):
-                    yield _lease(self, kv)
+                for kv in paged(self.client, self.keys.lease(family, first), self.keys.lease(family, last) + b"\x00"):
+                    yield decode_lease(self.keys, kv)
 
     def _leases_of_pool(self, pool: str) -> list[Lease]:
-        from ..ipam_config import parse_pool_key
-
         found: list[Lease] = []
         for address_range in parse_pool_key(pool):
             network = address_range.network
-            found.extend(lease for lease in _Change(self).leases_between(network.family, network.value, network.last) if lease.pool == pool)
+            found.extend(
+                lease
+                for lease in Change(self.client, self.keys).leases_between(network.family, network.value, network.last)
+                if lease.pool == pool
+            )
         return found
-
-    # -- keys -------------------------------------------------------------------------------
-
-    def _key(self, *parts: str) -> bytes:
-        return self.prefix + "/".join(parts).encode()
-
-    def _lease_key(self, family: int, address: int) -> bytes:
-        return self._key("lease", str(family), f"{address:0{HEX[family]}x}")
-
-    def _block_key(self, family: int, number: int) -> bytes:
-        return self._key("block", str(family), f"{number:0{HEX[family] - 2}x}")
-
-    def _owner_key(self, handle: str, slot: str) -> bytes:
-        return self._key("owner", _escape(handle), _escape(slot))
-
-    def _cursor_key(self, pool: str) -> bytes:
-        return self._key("cursor", _escape(self.host), _escape(pool))
 
     # -- the host's writers' queue ------------------------------------------------------
 
@@ -573,301 +532,6 @@ class EtcdStore(Store):
             flock(self._lock_fd, LOCK_UN)
 
 
-class _Change:
-    """One optimistic transaction: what was read (and at which revision) and what to write.
-
-    Reads are cached, so a plan that looks at a key twice sees it once; writes go to
-    `ops`, and every key a decision was based on goes to `compares`. `commit` sends both
-    as one Txn.
-    """
-
-    def __init__(self, store: EtcdStore, warm: _Change | None = None) -> None:
-        self.store = store
-        self.client = store.client
-        self.compares: dict[bytes, dict[str, object]] = {}
-        self.ops: dict[bytes, dict[str, object]] = {}
-        self.blocks: dict[tuple[int, int], Block] = {}
-        self.chunks: set[tuple[int, int]] = set()
-        self.found: dict[tuple[int, int], tuple[Lease | None, int]] = {}  # lease reads: (lease, mod revision)
-        self.cursors: dict[str, Cursor | None] = {}
-        self.owners: dict[str, list[KeyValue]] = {}
-        self.written_blocks: set[tuple[int, int]] = set()
-        self.written_leases: dict[tuple[int, int], bool] = {}  # True: put, False: deleted
-        self.warm = warm is not None
-        if warm is not None:
-            self.blocks = {at: Block(b.family, b.number, b.host, b.used, b.revision) for at, b in warm.blocks.items()}
-            self.chunks = set(warm.chunks)
-            self.found = dict(warm.found)
-            self.cursors = dict(warm.cursors)
-
-    def settled(self, revision: int, earlier: _Change | None) -> _Change:
-        """This change as committed at `revision`: what the next warm change may start from,
-        completed with what `earlier` knew and this change did not read (a DEL reads no
-        positions or gateways, and the ADD after it should not have to read them again).
-        Older facts are compared like any other, so a stale one costs a retry, never an error."""
-        for at in self.written_blocks:
-            block = self.blocks[at]
-            block.revision = revision if block.used or block.host else 0
-        for pair, put in self.written_leases.items():
-            self.found[pair] = (self.found[pair][0], revision) if put else (None, 0)
-        if earlier is not None and earlier is not self:
-            unread = earlier.chunks - self.chunks
-            self.chunks |= unread
-            self.blocks.update({at: block for at, block in earlier.blocks.items() if (at[0], at[1] // CHUNK) in unread})
-            for pair, fact in earlier.found.items():
-                self.found.setdefault(pair, fact)
-            for pool, cursor in earlier.cursors.items():
-                self.cursors.setdefault(pool, cursor)
-        self.compares, self.ops, self.owners = {}, {}, {}
-        self.written_blocks, self.written_leases = set(), {}
-        return self
-
-    # reads
-
-    def prefetch(self, handle: str | None, pools: tuple[PoolSpec, ...]) -> None:
-        """Everything an ADD is going to read, in two round trips instead of one per
-        key: the owner's index, the gateways, the positions, then the blocks they fall in."""
-        ops: list[dict[str, object]] = []
-        parse: list[tuple[str, str | tuple[int, int]]] = []
-        if handle and handle not in self.owners and self.warm:
-            self.owners[handle] = []  # assumed none: the new owner key's create compare checks it
-        elif handle and handle not in self.owners:
-            start = self.store._key("owner", _escape(handle), "")
-            ops.append(range_op(start, prefix_end(start)))
-            parse.append(("owner", handle))
-        for spec in pools:
-            for address_range in spec.ranges:
-                gateway = address_range.gateway
-                if gateway is not None and gateway in address_range.network and (spec.family, gateway) not in self.found:
-                    ops.append(range_op(self.store._lease_key(spec.family, gateway)))
-                    parse.append(("lease", (spec.family, gateway)))
-            if not spec.lowest_free and spec.key not in self.cursors:
-                ops.append(range_op(self.store._cursor_key(spec.key)))
-                parse.append(("cursor", spec.key))
-        if ops:
-            for (kind, what), kvs in zip(parse, self.client.txn([], ops).responses, strict=True):
-                if isinstance(what, tuple):
-                    self._found(what, kvs)
-                elif kind == "owner":
-                    self.owners[what] = kvs or []
-                else:
-                    self.cursors[what] = _cursor(kvs[0].value) if kvs else None
-        chunks: list[tuple[int, int]] = []
-        for spec in pools:
-            position = self.cursors.get(spec.key)
-            next_try = spec.pieces[0][0] if position is None or position.family != spec.family else position.address + 1
-            gateways = [r.gateway for r in spec.ranges if r.gateway is not None]
-            chunks.extend((spec.family, address >> BLOCK_BITS) for address in (next_try, *gateways))
-        self.load_blocks(chunks)
-
-    def held_by(self, handle: str) -> list[Lease]:
-        start = self.store._key("owner", _escape(handle), "")
-        if handle in self.owners:
-            kvs = self.owners[handle]
-        else:
-            kvs, _ = self.client.range(start, prefix_end(start))
-        targets = [target for target in (_address_of(kv.value) for kv in kvs) if target is not None]
-        for kv in kvs:
-            self.compares[kv.key] = mod_revision_is(kv.key, kv.mod_revision)
-        return [lease for lease in self.leases_at(targets) if lease.handle == handle]
-
-    def leases_at(self, addresses: Iterable[tuple[int, int]]) -> list[Lease]:
-        """The leases of these addresses, read in one round trip for those not yet read."""
-        wanted = list(dict.fromkeys(addresses))
-        missing = [pair for pair in wanted if pair not in self.found]
-        for start in range(0, len(missing), MAX_TXN_OPS):
-            some = missing[start : start + MAX_TXN_OPS]
-            result = self.client.txn([], [range_op(self.store._lease_key(*pair)) for pair in some])
-            for pair, kvs in zip(some, result.responses, strict=True):
-                self._found(pair, kvs)
-        for pair in wanted:  # a fact known from an earlier change is compared all the same
-            key = self.store._lease_key(*pair)
-            self.compares.setdefault(key, mod_revision_is(key, self.found[pair][1]))
-        return [lease for lease in (self.found[pair][0] for pair in wanted) if lease is not None]
-
-    def lease_at(self, family: int, address: int) -> Lease | None:
-        found = self.leases_at([(family, address)])
-        return found[0] if found else None
-
-    def _found(self, pair: tuple[int, int], kvs: list[KeyValue] | None) -> None:
-        if kvs:
-            lease, revision, _ = _lease(self.store, kvs[0])
-            self.found[pair] = (lease, revision)
-        else:
-            self.found[pair] = (None, 0)
-        key = self.store._lease_key(*pair)
-        self.compares.setdefault(key, mod_revision_is(key, self.found[pair][1]))
-
-    def lease_revision(self, family: int, address: int) -> int:
-        return self.found[family, address][1]
-
-    def leases_between(self, family: int, first: int, last: int) -> list[Lease]:
-        found = []
-        for kv in _paged(self.client, self.store._lease_key(family, first), self.store._lease_key(family, last) + b"\x00"):
-            lease, revision, _ = _lease(self.store, kv)
-            self.found[lease.family, lease.address] = (lease, revision)
-            found.append(lease)
-        return found
-
-    def block(self, family: int, number: int) -> Block:
-        if (family, number) not in self.blocks:
-            self.load_blocks([(family, number)])
-        return self.blocks[family, number]
-
-    def load_blocks(self, numbers: Iterable[tuple[int, int]]) -> None:
-        """Read the chunks of CHUNK blocks these blocks fall in, in one round trip."""
-        wanted = sorted({(family, number // CHUNK) for family, number in numbers} - self.chunks)
-        for start in range(0, len(wanted), MAX_TXN_OPS):
-            self._load_chunks(wanted[start : start + MAX_TXN_OPS])
-
-    def _load_chunks(self, chunks: list[tuple[int, int]]) -> None:
-        ops = []
-        for family, chunk in chunks:
-            first, end = chunk * CHUNK, min(chunk * CHUNK + CHUNK, 1 << (BITS[family] - BLOCK_BITS))
-            ops.append(range_op(self.store._block_key(family, first), self.store._block_key(family, end - 1) + b"\x00"))
-        for (family, chunk), kvs in zip(chunks, self.client.txn([], ops).responses, strict=True):
-            self.chunks.add((family, chunk))
-            start = len(self.store._block_key(family, 0)) - (HEX[family] - 2)
-            for kv in kvs or []:
-                block = _block(family, int(kv.key[start:], 16), kv)
-                self.blocks.setdefault((family, block.number), block)
-            first, end = chunk * CHUNK, min(chunk * CHUNK + CHUNK, 1 << (BITS[family] - BLOCK_BITS))
-            for missing in range(first, end):
-                self.blocks.setdefault((family, missing), Block(family, missing, "", 0, 0))
-
-    def find_free(self, family: int, first: int, last: int, borrow: bool) -> int | None:
-        """The lowest free address of [first, last] in a block this host may use: its
-        own or an unclaimed one, or any block when `borrow`."""
-        me = self.store.host
-        number = first >> BLOCK_BITS
-        while number <= last >> BLOCK_BITS:
-            block = self.block(family, number)
-            if borrow or block.host in ("", me):
-                low = max(first, block.first) - block.first
-                high = min(last, block.last) - block.first
-                free = ~block.used & ((1 << (high + 1)) - (1 << low))
-                if free:
-                    return block.first + (free & -free).bit_length() - 1
-            number += 1
-        return None
-
-    def cursor(self, pool: str) -> Cursor | None:
-        if pool not in self.cursors:
-            kvs, _ = self.client.range(self.store._cursor_key(pool))
-            self.cursors[pool] = _cursor(kvs[0].value) if kvs else None
-        return self.cursors[pool]
-
-    def docker_pools(self) -> tuple[list[DockerPool], int]:
-        """Every Docker pool and the id counter, both compared at commit: a pool claim
-        decided on this view fails if any pool appeared or went meanwhile."""
-        counter = self.store._key("counter", "docker_pool")
-        start = self.store._key("dpool", "")
-        result = self.client.txn([], [range_op(counter), range_op(start, prefix_end(start))])
-        counter_kvs, pool_kvs = result.responses[0] or [], result.responses[1] or []
-        self.compares[counter] = mod_revision_is(counter, counter_kvs[0].mod_revision if counter_kvs else 0)
-        for kv in pool_kvs:
-            self.compares[kv.key] = mod_revision_is(kv.key, kv.mod_revision)
-        return [_docker_pool(kv.value) for kv in pool_kvs], int(counter_kvs[0].value) if counter_kvs else 0
-
-    def docker_pool(self, pool_id: str) -> DockerPool:
-        key = self.store._key("dpool", _escape(pool_id))
-        kvs, _ = self.client.range(key)
-        if not kvs:
-            raise NotFound(f"unknown pool id {pool_id!r}")
-        self.compares[key] = mod_revision_is(key, kvs[0].mod_revision)
-        return _docker_pool(kvs[0].value)
-
-    # writes
-
-    def take(self, family: int, address: int, claim: bool) -> None:
-        """Mark an address taken in its block; `claim` makes an unclaimed block this host's."""
-        block = self.block(family, address >> BLOCK_BITS)
-        bit = 1 << (address - block.first)
-        if block.used & bit:
-            raise _StaleRead(f"{format_ip(family, address)} is taken in its block but not leased; run `cnipamctl check`")
-        block.used |= bit
-        if claim and not block.host:
-            block.host = self.store.host
-        self._write_block(block)
-
-    def add_lease(self, lease: Lease) -> None:
-        key = self.store._lease_key(lease.family, lease.address)
-        self.compares[key] = create_revision_is(key, 0)
-        self.ops[key] = put_op(key, _lease_value(lease, self.store.host))
-        self.found[lease.family, lease.address] = (lease, 0)
-        self.written_leases[lease.family, lease.address] = True
-        if lease.handle:
-            owner = self.store._owner_key(lease.handle, lease.slot)
-            self.compares[owner] = create_revision_is(owner, 0)
-            self.ops[owner] = put_op(owner, f"{lease.family}/{lease.address:x}".encode())
-
-    def remove_leases(self, leases: list[Lease]) -> None:
-        for lease in leases:
-            key = self.store._lease_key(lease.family, lease.address)
-            self.compares[key] = mod_revision_is(key, self.found[lease.family, lease.address][1])  # still that lease
-            self.ops[key] = delete_op(key)
-            self.written_leases[lease.family, lease.address] = False
-            if lease.handle:
-                owner = self.store._owner_key(lease.handle, lease.slot)
-                self.ops[owner] = delete_op(owner)
-            block = self.block(lease.family, lease.address >> BLOCK_BITS)
-            block.used &= ~(1 << (lease.address - block.first))
-            self._write_block(block)
-            position = self.cursor(lease.pool) if lease.kind == LEASE else None  # a freed gateway leaves the position
-            if position is not None and position.moves_on_release:
-                self.set_cursor(lease.pool, Cursor(lease.family, lease.address, True))
-
-    def set_cursor(self, pool: str, cursor: Cursor) -> None:
-        self.cursors[pool] = cursor
-        key = self.store._cursor_key(pool)
-        self.ops[key] = put_op(
-            key, dumps({"family": cursor.family, "address": f"{cursor.address:x}", "moves": cursor.moves_on_release}).encode()
-        )
-
-    def disown(self, block: Block) -> None:
-        """Give a dead host's block up: deleted when empty, else left to whoever claims it."""
-        current = self.block(block.family, block.number)
-        if current.host != block.host:
-            return
-        current.host = ""
-        self._write_block(current)
-
-    def put_docker_pool(self, pool: DockerPool, serial: int) -> None:
-        counter = self.store._key("counter", "docker_pool")
-        self.ops[counter] = put_op(counter, str(serial).encode())
-        key = self.store._key("dpool", _escape(pool.id))
-        self.compares[key] = create_revision_is(key, 0)
-        self.ops[key] = put_op(key, _docker_pool_value(pool))
-
-    def delete(self, key: bytes) -> None:
-        self.ops[key] = delete_op(key)
-
-    def _write_block(self, block: Block) -> None:
-        self.written_blocks.add((block.family, block.number))
-        key = self.store._block_key(block.family, block.number)
-        self.compares[key] = mod_revision_is(key, block.revision) if block.revision else create_revision_is(key, 0)
-        if block.used or block.host:
-            self.ops[key] = put_op(key, dumps({"host": block.host, "used": f"{block.used:x}"}).encode())
-        else:
-            self.ops[key] = delete_op(key)
-
-    def commit(self) -> int | None:
-        """Send the change as one Txn: its revision (0 when there was nothing to write), or
-        None when something it read changed meanwhile."""
-        if not self.ops:
-            return 0
-        host = self.store._key("host", _escape(self.store.host))
-        self.ops[host] = put_op(host, f"{time.time():.3f}".encode())
-        compares = [self.compares[key] for key in sorted(self.compares)]
-        if max(len(compares), len(self.ops)) > MAX_TXN_OPS:
-            raise StoreBusy(f"etcd store: one change touches {len(self.ops)} keys, more than a Txn may hold")
-        result = self.client.txn(compares, list(self.ops.values()))
-        return result.revision if result.succeeded else None
-
-
-# -- records -----------------------------------------------------------------------------
-
-
 def _owner_batches(victims: list[tuple[Lease, int]]) -> list[list[tuple[Lease, int]]]:
     """Batches of at most BATCH leases that never split one owner's leases, so a process
     killed between two Txns leaves every owner all of its leases or none. In address order
@@ -876,7 +540,9 @@ def _owner_batches(victims: list[tuple[Lease, int]]) -> list[list[tuple[Lease, i
     owners: dict[object, list[tuple[Lease, int]]] = {}
     for victim in victims:
         lease = victim[0]
-        owners.setdefault(lease.handle if lease.handle is not None else (lease.family, lease.address), []).append(victim)
+        owners.setdefault(lease.handle if lease.handle is not None else (lease.family, lease.address), []).append(
+            victim
+        )
     batches: list[list[tuple[Lease, int]]] = []
     current: list[tuple[Lease, int]] = []
     for leases in owners.values():
@@ -893,102 +559,8 @@ def _owner_batches(victims: list[tuple[Lease, int]]) -> list[list[tuple[Lease, i
     return batches
 
 
-def _escape(text: str) -> str:
-    """Keys are split on '/': a handle or pool name must not contain one."""
-    return text.replace("%", "%25").replace("/", "%2F")
-
-
-def _unescape(text: str) -> str:
-    return text.replace("%2F", "/").replace("%25", "%")
-
-
 def _address_order(lease: Lease) -> tuple[int, int]:
     return lease.family, lease.address
-
-
-def _address_of(value: bytes) -> tuple[int, int] | None:
-    family, _, address = value.decode(errors="replace").partition("/")
-    try:
-        return int(family), int(address, 16)
-    except ValueError:
-        return None
-
-
-def _lease_value(lease: Lease, host: str) -> bytes:
-    record = {
-        "kind": lease.kind, "pool": lease.pool, "slot": lease.slot, "handle": lease.handle, "network": lease.network,
-        "container": lease.container_id, "ifname": lease.ifname, "created": lease.created, "host": host,
-    }  # fmt: skip
-    return dumps(record).encode()
-
-
-def _lease(store: EtcdStore, kv: KeyValue) -> tuple[Lease, int, str]:
-    """A lease key read back: the lease, its revision, and the host that wrote it."""
-    family_text, _, address_text = kv.key[len(store._key("lease", "")) :].decode().partition("/")
-    try:
-        record = _record(kv.value)
-        family, address = int(family_text), int(address_text, 16)
-        lease = Lease(
-            family, address, record["kind"], record["pool"], record["slot"], record["handle"],
-            record["network"], record["container"], record["ifname"], float(record["created"]),
-        )  # fmt: skip
-        return lease, kv.mod_revision, str(record.get("host", ""))
-    except (ValueError, KeyError, TypeError, DecodeFailure) as exc:
-        raise StoreCorrupt(f"etcd key {kv.key.decode(errors='replace')} is not a lease record ({exc})") from None
-
-
-def _block(family: int, number: int, kv: KeyValue) -> Block:
-    try:
-        record = _record(kv.value)
-        return Block(family, number, str(record["host"]), int(record["used"], 16), kv.mod_revision)
-    except (ValueError, KeyError, TypeError, DecodeFailure) as exc:
-        raise StoreCorrupt(f"etcd key {kv.key.decode(errors='replace')} is not a block record ({exc})") from None
-
-
-def _cursor(value: bytes) -> Cursor:
-    try:
-        record = _record(value)
-        return Cursor(int(record["family"]), int(record["address"], 16), bool(record["moves"]))
-    except (ValueError, KeyError, TypeError, DecodeFailure) as exc:
-        raise StoreCorrupt(f"an etcd cursor record is damaged ({exc})") from None
-
-
-def _record(value: bytes) -> dict[str, Any]:
-    record = loads(value, "etcd value")
-    if not isinstance(record, dict):
-        raise TypeError("not a JSON object")
-    return record
-
-
-def _docker_pool_value(pool: DockerPool) -> bytes:
-    record = {
-        "id": pool.id, "space": pool.address_space, "pool": str(pool.network),
-        "sub_pool": None if pool.sub_pool is None else str(pool.sub_pool), "options": pool.options, "created": pool.created,
-    }  # fmt: skip
-    return dumps(record).encode()
-
-
-def _docker_pool(value: bytes) -> DockerPool:
-    from ..addresses import parse_cidr
-    from ..docker.pool import DockerPool
-
-    try:
-        record = _record(value)
-        sub = None if record["sub_pool"] is None else parse_cidr(record["sub_pool"], "sub_pool")[1]
-        network: Network = parse_cidr(record["pool"], "pool")[1]
-        return DockerPool(record["id"], record["space"], network, sub, record["options"], float(record["created"]))
-    except (ValueError, KeyError, TypeError, InvalidConfig, DecodeFailure) as exc:
-        raise StoreCorrupt(f"an etcd Docker pool record is damaged ({exc})") from None
-
-
-def _paged(client: EtcdClient, start: bytes, end: bytes, keys_only: bool = False) -> Iterator[KeyValue]:
-    """Every key of [start, end) in pages of 500, each page one bounded read."""
-    while True:
-        kvs, _ = client.range(start, end, limit=500, keys_only=keys_only)
-        yield from kvs
-        if len(kvs) < 500:
-            return
-        start = kvs[-1].key + b"\x00"
 
 
 def _open_lock(path: str) -> int | None:

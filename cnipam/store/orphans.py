@@ -9,17 +9,17 @@ by hand or by a bug.
 
 from __future__ import annotations
 
-from ..addresses import format_ip
-from ..errors import InvalidConfig
-from ..ipam_config import parse_pool_key
-from ..leases import GATEWAY
+from ..core.addresses import format_ip
+from ..core.errors import InvalidConfig
+from ..core.ipam_config import parse_pool_key
+from ..core.leases import GATEWAY
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from ..ipam_config import AddressRange
-    from ..leases import Cursor, Lease
+    from ..core.ipam_config import AddressRange
+    from ..core.leases import Cursor, Lease
 
 
 def orphans(leases: Iterable[Lease], cursors: dict[str, Cursor]) -> list[str]:
@@ -35,7 +35,10 @@ def orphans(leases: Iterable[Lease], cursors: dict[str, Cursor]) -> list[str]:
         ranges = pools[pool]
         if ranges is None:
             return None
-        return any(r.network.family == family and (address in r.network if whole_subnet else r.first <= address <= r.last) for r in ranges)
+        return any(
+            r.network.family == family and (address in r.network if whole_subnet else r.first <= address <= r.last)
+            for r in ranges
+        )
 
     for lease in leases:
         verdict = inside(lease.pool, lease.family, lease.address, lease.kind == GATEWAY)
@@ -45,5 +48,7 @@ def orphans(leases: Iterable[Lease], cursors: dict[str, Cursor]) -> list[str]:
             found.append(f"orphan: {lease.ip} ({lease.kind}) lies outside its pool {lease.pool}")
     for pool, cursor in cursors.items():
         if not inside(pool, cursor.family, cursor.address, False):
-            found.append(f"orphan: the position of pool {pool!r} ({format_ip(cursor.family, cursor.address)}) lies outside it")
+            found.append(
+                f"orphan: the position of pool {pool!r} ({format_ip(cursor.family, cursor.address)}) lies outside it"
+            )
     return found

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import os
 
-from ..errors import CnipamError, InvalidConfig, InvalidEnvironment
-from ..ipam_config import optional_text
-from ..record import Record
+from ..core.errors import CnipamError, InvalidConfig, InvalidEnvironment
+from ..core.ipam_config import optional_text
+from ..core.record import Record
 
 DEFAULT_PATH = "/data/eni-ipam.db"
 DEFAULT_TIMEOUT = 5.0
@@ -39,7 +39,18 @@ class EtcdSettings(Record):
     (`passwordFile`), so CNI configs, which are often world-readable, need not hold it;
     `host` None means the machine's node name, resolved at the edge."""
 
-    __slots__ = ("endpoints", "prefix", "host", "username", "password", "password_file", "ca_file", "cert_file", "key_file", "lock_dir")
+    __slots__ = (
+        "endpoints",
+        "prefix",
+        "host",
+        "username",
+        "password",
+        "password_file",
+        "ca_file",
+        "cert_file",
+        "key_file",
+        "lock_dir",
+    )
 
     def __init__(
         self,
@@ -124,7 +135,7 @@ class StoreSettings(Record):
         origin = f"IPAM_DB_PATH={path}" if path else f"default {DEFAULT_PATH}"
         etcd = None
         if store is None and not data_dir and env.get("CNIPAM_STORE", "").strip():
-            from ..json_codec import loads
+            from ..core.json_codec import loads
 
             try:
                 store = loads(env["CNIPAM_STORE"].encode())
@@ -149,12 +160,14 @@ class StoreSettings(Record):
         raw = env.get("IPAM_DB_CONNECTION_TIMEOUT", "").strip()
         timeout = DEFAULT_TIMEOUT
         if raw:
-            from ..durations import parse_go_duration  # only when the variable is set
+            from ..core.durations import parse_go_duration  # only when the variable is set
 
             try:
                 timeout = parse_go_duration(raw)
             except ValueError as exc:
-                raise InvalidEnvironment(f"IPAM_DB_CONNECTION_TIMEOUT={raw!r} is not a duration such as 5s or 1500ms ({exc})") from None
+                raise InvalidEnvironment(
+                    f"IPAM_DB_CONNECTION_TIMEOUT={raw!r} is not a duration such as 5s or 1500ms ({exc})"
+                ) from None
             if timeout < 0 or timeout > MAX_TIMEOUT:
                 raise InvalidEnvironment(f"IPAM_DB_CONNECTION_TIMEOUT={raw!r} must be between 0 and 24h")
         return cls(path, timeout, origin, etcd)
@@ -183,7 +196,9 @@ def _parse_store(raw: object, where: str) -> EtcdSettings | str | None:
         raise InvalidConfig(f'{where}.endpoints: expected a non-empty list of URLs such as "https://10.0.0.5:2379"')
     for endpoint in endpoints:
         if "@" in endpoint:  # user:password@host would be echoed by every message naming the endpoint
-            raise InvalidConfig(f"{where}.endpoints: credentials in an endpoint URL are not accepted; use username and passwordFile")
+            raise InvalidConfig(
+                f"{where}.endpoints: credentials in an endpoint URL are not accepted; use username and passwordFile"
+            )
         if any(c.isspace() or not c.isprintable() for c in endpoint):  # it becomes the Host header
             raise InvalidConfig(f"{where}.endpoints: {endpoint[:80]!r} contains spaces or control characters")
         scheme, _, rest = endpoint.partition("://")
@@ -200,13 +215,15 @@ def _parse_store(raw: object, where: str) -> EtcdSettings | str | None:
         raise InvalidConfig(f"{where}.tls: a client certificate needs both cert and key")
     if any(files) and not all(endpoint.startswith("https://") for endpoint in endpoints):
         raise InvalidConfig(f"{where}.tls: TLS files are given but an endpoint is not https://")
-    username, password, password_file = (optional_text(raw, name, where) for name in ("username", "password", "passwordFile"))
+    username, password, password_file = (
+        optional_text(raw, name, where) for name in ("username", "password", "passwordFile")
+    )
     if (password is not None or password_file is not None) and not username:
         raise InvalidConfig(f"{where}: a password needs a username")
     if password is not None and password_file is not None:
         raise InvalidConfig(f"{where}: give password or passwordFile, not both")
     lock_dir = optional_text(raw, "lockDir", where) if "lockDir" in raw else DEFAULT_LOCK_DIR
     return EtcdSettings(
-        tuple(item.rstrip("/") for item in endpoints), prefix, optional_text(raw, "host", where), username, password, password_file,
-        files[0], files[1], files[2], lock_dir,
+        tuple(item.rstrip("/") for item in endpoints), prefix, optional_text(raw, "host", where),
+        username, password, password_file, files[0], files[1], files[2], lock_dir,
     )  # fmt: skip

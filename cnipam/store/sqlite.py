@@ -8,15 +8,15 @@ Layout (schema version 1):
 * `free`: the complement of `leases`, as disjoint intervals per family. Finding the next
   free address at or after X is one index seek, whatever the number of leases or the
   size of the subnet (an IPv6 /48 is one interval until something is taken from it).
-* `cursors`: the round-robin position per pool (reference ecs-ipam.md section 6).
+* `cursors`: the round-robin position per pool (shared/reference/ecs-ipam.md §6).
 * `docker_pools` (version 2): the Docker driver's pools, one block per row with its
   bounds as BLOBs for an overlap seek; ids come from the `counters` row `docker_pool`,
   which only ever grows, so an id is never handed out twice. A pool's addresses are
-  ordinary rows of `leases` (cnipam.docker.pool says how they are marked).
+  ordinary rows of `leases` (cnipam.core.docker_pools says how they are marked).
 
 Writers serialise on an `flock` of `<db>.lock` before `BEGIN IMMEDIATE`: the kernel
 queues waiters in order, where SQLite's own busy handler sleeps and polls (measured in
-reference/distributed.md section 3.2: 430-930 ms tails with busy_timeout alone, 14-31 ms
+shared/reference/distributed.md §3.2: 430-930 ms tails with busy_timeout alone, 14-31 ms
 with the flock). WAL with `synchronous=FULL` makes every commit durable before the
 plugin prints its result; a process killed at any moment leaves the last commit intact.
 """
@@ -28,11 +28,11 @@ import time
 from _thread import RLock
 from fcntl import LOCK_UN, flock
 
-from ..addresses import BITS, format_ip, from_bytes, to_bytes
-from ..allocator import gateway_reservations, grant, refuse_taken, search_windows
 from ..config_files import HELD_DATABASES
-from ..errors import AddressConflict, InvalidConfig, NotFound, PoolExhausted, StoreBusy, StoreCorrupt, StoreIOError
-from ..leases import GATEWAY, LEASE, Cursor, Lease
+from ..core.addresses import BITS, format_ip, from_bytes, parse_cidr, to_bytes
+from ..core.allocator import gateway_reservations, grant, refuse_taken, search_windows
+from ..core.errors import AddressConflict, NotFound, PoolExhausted, StoreBusy, StoreCorrupt, StoreIOError
+from ..core.leases import GATEWAY, LEASE, Cursor, Lease
 from .base import Store
 from .sqlite_module import Connection, DatabaseError, IntegrityError, OperationalError, connect
 from .write_lock import take_lock
@@ -44,10 +44,10 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-    from ..addresses import Network
-    from ..docker.pool import DockerPool, PoolClaim
-    from ..ipam_config import PoolSpec
-    from ..leases import Owner
+    from ..core.addresses import Network
+    from ..core.docker_pools import DockerPool, PoolClaim  # run time: in the Docker methods
+    from ..core.ipam_config import PoolSpec
+    from ..core.leases import Owner
 
 SCHEMA_VERSION = 2
 
@@ -135,7 +135,17 @@ class SQLiteStore(Store):
     def _allocate(self, owner: Owner, pools: tuple[PoolSpec, ...], now: float) -> list[Lease]:
         """`allocate` inside an open write transaction."""
         held = self._select("WHERE handle = ?", (owner.handle,)) if owner.handle else []
-        return grant(owner, pools, held, now, self._reserve_gateways, self._take_requested, self._take_next, self._insert, self._set_cursor)
+        return grant(
+            owner,
+            pools,
+            held,
+            now,
+            self._reserve_gateways,
+            self._take_requested,
+            self._take_next,
+            self._insert,
+            self._set_cursor,
+        )
 
     def release(self, handle: str | None, addresses: Iterable[tuple[int, int]] = ()) -> list[Lease]:
         with _Writing(self):
@@ -156,7 +166,9 @@ class SQLiteStore(Store):
             found = self.lookup(family, address)
             if found is None or found.kind != GATEWAY:
                 return None
-            users = self._db.execute("SELECT count(*) FROM leases WHERE pool = ? AND kind = 'lease'", (found.pool,)).fetchone()[0]
+            users = self._db.execute(
+                "SELECT count(*) FROM leases WHERE pool = ? AND kind = 'lease'", (found.pool,)
+            ).fetchone()[0]
             if users:
                 raise AddressConflict(f"gateway {found.ip} still serves {users} lease(s) of pool {found.pool}")
             self._db.execute("DELETE FROM leases WHERE family = ? AND address = ?", (family, to_bytes(family, address)))
@@ -192,7 +204,9 @@ class SQLiteStore(Store):
 
     def exhausted(self, pools: tuple[PoolSpec, ...]) -> list[PoolSpec]:
         def scan() -> list[PoolSpec]:
-            return [spec for spec in pools if all(self._first_free(spec.family, *window) is None for window in spec.pieces)]
+            return [
+                spec for spec in pools if all(self._first_free(spec.family, *window) is None for window in spec.pieces)
+            ]
 
         return self._read(scan)
 
@@ -212,59 +226,35 @@ class SQLiteStore(Store):
             return len(rows)
 
     def claim_docker_pool(self, claim: PoolClaim) -> DockerPool:
-        from ..docker.pool import DockerPool, lowest_free_block, pool_id
+        from ..core.docker_pools import place_pool, pool_region  # not at the top: the plugin never needs it
 
         with _Writing(self):
-            network = claim.network
-            if network is not None:
-                clash = self._docker_overlap(network)
-                if clash is not None:
-                    raise AddressConflict(f"pool {network} overlaps pool {clash} already in use")
-            else:
-                if claim.main is None:
-                    raise InvalidConfig(f"no IPv{claim.family} main pool is configured for dynamic pools; give --subnet or configure one")
-                main = claim.main
-                rows = self._db.execute(
-                    "SELECT first, last FROM docker_pools WHERE family = ? AND last >= ? AND first <= ? ORDER BY first",
-                    (main.family, to_bytes(main.family, main.value), to_bytes(main.family, main.last)),
-                )
-                taken = [(int.from_bytes(a, "big"), int.from_bytes(b, "big")) for a, b in rows]
-                network = lowest_free_block(main, claim.prefix, taken)
-                if network is None:
-                    raise PoolExhausted(f"no free /{claim.prefix} block left in main pool {main}")
-            self._db.execute("UPDATE counters SET value = value + 1 WHERE name = 'docker_pool'")
-            serial = self._db.execute("SELECT value FROM counters WHERE name = 'docker_pool'").fetchone()[0]
-            pool = DockerPool(
-                pool_id(claim.address_space, network, serial), claim.address_space, network, claim.sub_pool, claim.options, time.time()
-            )
+            region = pool_region(claim)
+            if claim.network is None:
+                in_use = self._docker_pools_within(region)
+            else:  # pools are disjoint: one overlapping pool is enough to refuse
+                in_use = [clash for clash in (self._docker_overlap(region),) if clash is not None]
+            serial = self._db.execute("SELECT value FROM counters WHERE name = 'docker_pool'").fetchone()[0] + 1
+            pool = place_pool(claim, in_use, serial, time.time())
+            self._db.execute("UPDATE counters SET value = ? WHERE name = 'docker_pool'", (serial,))
             self._insert_docker_pool(pool)
             return pool
 
     def import_docker_pools(self, pools: Iterable[DockerPool], leases: Iterable[Lease]) -> int:
-        from ..docker.pool import imported_pool_of, pool_serial
+        from ..core.docker_pools import pool_serial, refuse_import
 
+        wanted, rows = list(pools), list(leases)
         with _Writing(self):
-            by_lease_network: dict[str, DockerPool] = {}
-            for pool in pools:
-                if self._db.execute("SELECT 1 FROM docker_pools WHERE id = ?", (pool.id,)).fetchone():
-                    raise AddressConflict(f"import refused: pool id {pool.id!r} already exists")
-                clash = self._docker_overlap(pool.network)  # also sees the pools inserted just before
-                if clash is not None:
-                    raise AddressConflict(f"import refused: pool {pool.network} ({pool.id}) overlaps pool {clash} already in use")
+            refuse_import(wanted, rows, self._docker_pool_exists, self._docker_overlap, self.lookup)
+            for pool in wanted:
                 self._insert_docker_pool(pool)
                 serial = pool_serial(pool.id)
                 if serial is not None:
                     self._db.execute("UPDATE counters SET value = max(value, ?) WHERE name = 'docker_pool'", (serial,))
-                by_lease_network[pool.lease_network] = pool
-            for lease in leases:
-                owner = imported_pool_of(lease, by_lease_network)
-                found = self.lookup(lease.family, lease.address)
-                if found is not None:
-                    holder = "the same import" if found.network == lease.network else found.describe_holder()
-                    raise AddressConflict(f"import refused: {lease.ip} of pool {owner.id} is already held by {holder}")
+            for lease in rows:
                 self._take(lease.family, lease.address)
                 self._insert(lease)
-            return len(by_lease_network)
+            return len(wanted)
 
     def release_docker_pool(self, pool_id: str) -> DockerPool:
         with _Writing(self):
@@ -279,22 +269,18 @@ class SQLiteStore(Store):
         return self._read(lambda: [_docker_pool(row) for row in self._db.execute(query)])
 
     def request_docker_address(self, pool_id: str, requested: int | None, serial: bool = False) -> Lease:
-        from ..leases import Owner
-
         with _Writing(self):
             pool = self._docker_pool(pool_id)
             if requested is not None:
                 pool.check_named(requested)
-            owner = Owner(None, False, pool.lease_network, "", "")
-            return self._allocate(owner, (pool.spec(requested, serial),), time.time())[0]
+            return self._allocate(pool.owner(), (pool.spec(requested, serial),), time.time())[0]
 
     def release_docker_address(self, pool_id: str, family: int, address: int) -> Lease | None:
         with _Writing(self):
             pool = self._docker_pool(pool_id)
-            if family != pool.family or address not in pool.network:
-                raise InvalidConfig(f"address {format_ip(family, address)} is outside pool {pool.network}")
+            pool.check_own(family, address)
             found = self.lookup(family, address)
-            if found is None or found.kind != LEASE or found.network != pool.lease_network:
+            if found is None or not pool.holds(found):
                 return None
             self._remove(found)
             return found
@@ -324,16 +310,28 @@ class SQLiteStore(Store):
             ),
         )  # fmt: skip
 
-    def _docker_overlap(self, network: Network) -> str | None:
-        """The Docker pool that overlaps `network`, if any: pools are disjoint, so the one
-        starting last at or before network's end is the only candidate."""
+    def _docker_pool_exists(self, pool_id: str) -> bool:
+        return self._db.execute("SELECT 1 FROM docker_pools WHERE id = ?", (pool_id,)).fetchone() is not None
+
+    def _docker_overlap(self, network: Network) -> DockerPool | None:
+        """A Docker pool that overlaps `network`, if any: pools are disjoint, so the one
+        starting last at or before network's end is the only candidate to look at."""
         row = self._db.execute(
-            "SELECT pool, last FROM docker_pools WHERE family = ? AND first <= ? ORDER BY first DESC LIMIT 1",
+            f"SELECT {_POOL_COLUMNS}, last FROM docker_pools WHERE family = ? AND first <= ?"
+            " ORDER BY first DESC LIMIT 1",
             (network.family, to_bytes(network.family, network.last)),
         ).fetchone()
-        if row is not None and int.from_bytes(row[1], "big") >= network.value:
-            return str(row[0])
+        if row is not None and int.from_bytes(row[-1], "big") >= network.value:
+            return _docker_pool(row[:-1])
         return None
+
+    def _docker_pools_within(self, main: Network) -> list[DockerPool]:
+        """The Docker pools overlapping `main`, lowest first."""
+        rows = self._db.execute(
+            f"SELECT {_POOL_COLUMNS} FROM docker_pools WHERE family = ? AND last >= ? AND first <= ? ORDER BY first",
+            (main.family, to_bytes(main.family, main.value), to_bytes(main.family, main.last)),
+        )
+        return [_docker_pool(row) for row in rows]
 
     def _reserve_gateways(self, spec: PoolSpec, network: str, now: float) -> None:
         for reservation in gateway_reservations(spec, network, now, self.lookup):
@@ -381,12 +379,15 @@ class SQLiteStore(Store):
         first, last = interval
         if address < last:
             self._db.execute(
-                "UPDATE free SET first = ? WHERE family = ? AND last = ?", (to_bytes(family, address + 1), family, to_bytes(family, last))
+                "UPDATE free SET first = ? WHERE family = ? AND last = ?",
+                (to_bytes(family, address + 1), family, to_bytes(family, last)),
             )
         else:
             self._db.execute("DELETE FROM free WHERE family = ? AND last = ?", (family, to_bytes(family, last)))
         if first < address:
-            self._db.execute("INSERT INTO free VALUES (?, ?, ?)", (family, to_bytes(family, address - 1), to_bytes(family, first)))
+            self._db.execute(
+                "INSERT INTO free VALUES (?, ?, ?)", (family, to_bytes(family, address - 1), to_bytes(family, first))
+            )
 
     def _give_back(self, family: int, address: int) -> None:
         """Return one address to the free index, merging it with its neighbours."""
@@ -443,11 +444,15 @@ class SQLiteStore(Store):
             if key in seen:
                 return f"{row[0]} appears twice in the input"
             seen.add(key)
-            existing = self._db.execute("SELECT ip, handle FROM leases WHERE family = ? AND address = ?", key).fetchone()
+            existing = self._db.execute(
+                "SELECT ip, handle FROM leases WHERE family = ? AND address = ?", key
+            ).fetchone()
             if existing:
                 return f"{row[0]} is already held by {existing[1] or 'a reservation'}"
             if row[6] is not None:
-                owner = self._db.execute("SELECT ip FROM leases WHERE handle = ? AND slot = ?", (row[6], row[5])).fetchone()
+                owner = self._db.execute(
+                    "SELECT ip FROM leases WHERE handle = ? AND slot = ?", (row[6], row[5])
+                ).fetchone()
                 if owner:
                     return f"owner {row[6]} already holds {owner[0]} in slot {row[5]}"
         return "a lease conflicts with the store"
@@ -474,9 +479,13 @@ class SQLiteStore(Store):
         with _Locked(self):
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise StoreCorrupt(f"store {self.path} has schema version {version}; this cnipam knows up to {SCHEMA_VERSION}")
+                raise StoreCorrupt(
+                    f"store {self.path} has schema version {version}; this cnipam knows up to {SCHEMA_VERSION}"
+                )
             if version == 0 and self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                raise StoreCorrupt(f"{self.path} is an SQLite database of something else; refusing to add cnipam's tables to it")
+                raise StoreCorrupt(
+                    f"{self.path} is an SQLite database of something else; refusing to add cnipam's tables to it"
+                )
             try:
                 if version == 0:
                     self._switch_to_wal()
@@ -544,7 +553,9 @@ class SQLiteStore(Store):
         query = "SELECT address FROM leases WHERE family = ? ORDER BY address"
         leased = (int.from_bytes(raw, "big") for (raw,) in self._db.execute(query, (family,)))
         query = "SELECT first, last FROM free WHERE family = ? ORDER BY last"
-        intervals = [(int.from_bytes(a, "big"), int.from_bytes(b, "big")) for a, b in self._db.execute(query, (family,))]
+        intervals = [
+            (int.from_bytes(a, "big"), int.from_bytes(b, "big")) for a, b in self._db.execute(query, (family,))
+        ]
         position, pending = 0, next(leased, None)  # position: the next address still to account for
 
         def account_for_leases_below(limit: int) -> None:
@@ -559,11 +570,15 @@ class SQLiteStore(Store):
         for first, last in intervals:
             account_for_leases_below(first)
             if first != position:
-                problems.append(f"IPv{family}: free interval {_span(family, first, last)} does not start where expected")
+                problems.append(
+                    f"IPv{family}: free interval {_span(family, first, last)} does not start where expected"
+                )
             position = max(position, last + 1)
         account_for_leases_below(1 << BITS[family])
         if position != 1 << BITS[family]:
-            problems.append(f"IPv{family}: {_span(family, position, (1 << BITS[family]) - 1)} is neither leased nor free")
+            problems.append(
+                f"IPv{family}: {_span(family, position, (1 << BITS[family]) - 1)} is neither leased nor free"
+            )
         return problems
 
     def _lock(self) -> None:
@@ -638,8 +653,7 @@ def _store_error(path: str, exc: Exception) -> StoreIOError | StoreBusy:
 
 
 def _docker_pool(row: Sequence[object]) -> DockerPool:
-    from ..addresses import parse_cidr
-    from ..docker.pool import DockerPool
+    from ..core.docker_pools import DockerPool
 
     pool_id, space, network, sub_pool, options, created = row
     sub = None if sub_pool is None else parse_cidr(sub_pool, "sub_pool")[1]

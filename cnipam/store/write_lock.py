@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from fcntl import LOCK_EX, LOCK_NB, LOCK_UN, flock
 
-from ..errors import StoreBusy
+from ..core.errors import StoreBusy
 
 
 class _Deadline(Exception):

@@ -1,0 +1,116 @@
+"""What both daemons, `cnipamd` and `cnipam-docker`, do alike: their log, their socket
+path, and how a failed start ends.
+
+* The log is one JSON object per line on stderr, which journald keeps as is and any log
+  shipper parses without a grammar; requests are answered on many threads, so each line
+  is written whole under a lock.
+* A socket path is claimed only from a daemon that is gone: a socket file nobody accepts
+  on is left by a killed daemon and replaced; a live one, or a file that is not a socket,
+  is refused. The socket is born 0660 and removed at exit only while it is still ours.
+* A start that fails ends with one line and the status of `EXIT_STATUS`, never with a
+  traceback. `cnipamctl` gives the codes the same meanings (its own table adds click's
+  usage errors): 1 refused or failed, worth trying again once the cause is fixed; 2 the
+  invocation is wrong; 3 nothing will help but a person, a damaged store or a bug. The
+  README lists them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+from .core.errors import CnipamError, InvalidConfig, StoreCorrupt
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+# A daemon's exit status when it cannot start; the first matching class decides.
+EXIT_STATUS: tuple[tuple[type[BaseException], int], ...] = (
+    (StoreCorrupt, 3),  # the store is damaged: nothing is served, nothing is changed (`cnipamctl check`)
+    (CnipamError, 2),  # refused configuration: a flag, a variable, the store's settings, another daemon on the socket
+    (OSError, 1),  # the system refused: a folder, a port, a permission
+)
+UNEXPECTED = 3  # a bug: like a damaged store, restarting would not help; still one line, never a traceback
+
+_write_lock = threading.Lock()
+
+
+def log(event: str, **fields: object) -> None:
+    line = json.dumps({"ts": round(time.time(), 3), "event": event, **fields}, default=str) + "\n"
+    with _write_lock:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+
+
+def exit_status(error: BaseException, table: tuple[tuple[type[BaseException], int], ...] = EXIT_STATUS) -> int:
+    """The status of the first class of `table` the error is an instance of, else UNEXPECTED."""
+    return next((status for kind, status in table if isinstance(error, kind)), UNEXPECTED)
+
+
+def start_failed(error: Exception, program: str | None = None) -> int:
+    """Log why the daemon could not start (and, with `program`, say it in one plain line
+    too); the exit status for it."""
+    if isinstance(error, CnipamError):
+        message = error.message
+    elif isinstance(error, OSError):
+        message = str(error)
+    else:
+        message = f"internal error: {type(error).__name__}: {error}"
+    log("fatal", error=message)
+    if program is not None:
+        print(f"{program}: {message}", file=sys.stderr)
+    return exit_status(error)
+
+
+def make_folder(folder: str, mode: int) -> None:
+    """The socket's folder with exactly `mode` when it has to be created (the umask may
+    narrow or widen makedirs' mode); an existing folder is left as it is."""
+    if not os.path.isdir(folder):
+        os.makedirs(folder, mode=mode, exist_ok=True)
+        os.chmod(folder, mode)
+
+
+def clear_stale_socket(path: str, other: str) -> None:
+    """Remove a socket file nobody accepts on (left by a killed daemon); refuse a live one
+    (`other` names who may be listening) or a file that is not a socket."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise InvalidConfig(f"{path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # nobody accepts: stale
+        return
+    finally:
+        probe.close()
+    raise InvalidConfig(f"{path}: another {other} is already listening there")
+
+
+@contextmanager
+def socket_mode_0660() -> Iterator[None]:
+    """Around a bind: the socket is born 0660, never wider, not even for an instant."""
+    old = os.umask(0o117)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def remove_if_ours(path: str, inode: int) -> None:
+    """Unlink the socket at exit unless another daemon has replaced it meanwhile."""
+    try:
+        if os.stat(path).st_ino == inode:
+            os.unlink(path)
+    except OSError:
+        pass

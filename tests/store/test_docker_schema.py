@@ -1,0 +1,30 @@
+"""Schema version 2: a version-1 store upgrades in place and keeps its leases."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from cnipam.core.ecs_config import parse_ecs
+from cnipam.core.leases import Owner
+from cnipam.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteStore
+
+
+def test_a_version_1_store_upgrades_in_place(tmp_path: Path) -> None:
+    path = str(tmp_path / "v1.db")
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    for statement in MIGRATIONS[0]:
+        db.execute(statement)
+    db.execute("PRAGMA user_version = 1")
+    db.close()
+    assert SCHEMA_VERSION == 2
+    store = SQLiteStore(path)
+    store.allocate(Owner.for_request("t", "net", "", "eth0"), parse_ecs({"ipv4-subnet": "10.0.0.0/24"}).pools)
+    store.close()
+    upgraded = SQLiteStore(path)
+    assert [lease.ip for lease in upgraded.leases()] == ["10.0.0.1", "10.0.0.2"]
+    assert upgraded.docker_pools() == []
+    assert upgraded.problems() == []
+    upgraded.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
