@@ -57,8 +57,10 @@ from cnipam.store.opening import open_store
 from cnipam.store.settings import StoreSettings
 settings = StoreSettings.from_env({json.dumps(store)})
 s = open_store(settings)
-leases = (Lease(4, {BASE} + i, LEASE, "{SUBNET}", "4", f"cni:net/p{{i}}/eth0", "net", f"p{{i}}", "eth0", 0.0, "{boot}", "/x")
-          for i in range({leases}))
+leases = (
+    Lease(4, {BASE} + i, LEASE, "{SUBNET}", "4", f"cni:net/p{{i}}/eth0", "net", f"p{{i}}", "eth0", 0.0, "{boot}", "/x")
+    for i in range({leases})
+)
 s.import_leases(leases, {{"{SUBNET}": Cursor(4, {BASE} + {leases} - 1, True)}})
 s.close()
 """
@@ -128,7 +130,8 @@ def measure(
             f"{leases:,} leases of an earlier boot: {ms(first)}",
             f"{leases:,} leases of this boot, normal ADD: {ms(normal)}",
             ratio(first, normal),
-            note="each first ADD makes one step of the repair (core/reboot.py REPAIR_CHUNK; etcd: ADD_STEP, in the ADD's own Txn)",
+            note="each first ADD makes one step of the repair "
+            "(core/reboot.py REPAIR_CHUNK; etcd: ADD_STEP, in the ADD's own Txn)",
         )
     ], normal
 
@@ -174,8 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows, normal = measure(args.exe, python, stores, args.leases, rounds, runs, "SQLite")
         rows += boot_id_cost(python, normal)
         if args.etcd:
-            sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-            from etcd_process import EtcdServer  # the tests' private etcd: standard library only
+            from cnipam.testing.etcd_server import EtcdServer  # a private etcd, standard library only
 
             with EtcdServer("bench-reboot") as server:
 
@@ -199,11 +201,12 @@ def section(rows: Sequence[Row], leases: int, rounds: int, runs: int) -> str:
         [
             "## R. The first call after a reboot",
             "",
-            f"`bench/reboot.py`: {rounds} rounds x {runs} fresh `cnipam` ADD processes per row, interleaved. The first ADD "
-            f"after a reboot runs on a store holding {leases:,} leases of an earlier boot (SQLite; etcd a tenth of that), each "
-            "with a boot id no call used before, so each is the first of its boot and makes one step of the repair "
-            "(core/reboot.py); the normal ADD runs on a store holding as many leases of its own boot. Releasing all 50,000 in "
-            "the first call, as a first version did, took 0.56 s (35x a normal ADD).",
+            f"`bench/reboot.py`: {rounds} rounds x {runs} fresh `cnipam` ADD processes per row, interleaved. "
+            f"The first ADD after a reboot runs on a store holding {leases:,} leases of an earlier boot "
+            "(SQLite; etcd a tenth of that), each with a boot id no call used before, so each is the first of "
+            "its boot and makes one step of the repair (core/reboot.py); the normal ADD runs on a store holding "
+            "as many leases of its own boot. Releasing all 50,000 in the first call, as a first version did, "
+            "took 0.56 s (35x a normal ADD).",
             "",
             results_table(rows),
             "",

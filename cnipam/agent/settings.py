@@ -61,7 +61,8 @@ def positive_duration(text: str) -> float:
 def load(argv: list[str], env: dict[str, str]) -> AgentSettings:
     parser = argparse.ArgumentParser(
         prog="cnipamd",
-        description="cnipam's node agent: holds the stores open and answers the CNI calls that `cnipam` plugins forward to it.",
+        description="cnipam's node agent: holds the stores open and answers the CNI calls "
+        "that `cnipam` plugins forward to it.",
     )
     default_socket = env.get(SOCKET_VARIABLE.decode()) or DEFAULT_SOCKET.decode()
     parser.add_argument(
@@ -92,7 +93,8 @@ def load(argv: list[str], env: dict[str, str]) -> AgentSettings:
         action="append",
         default=[],
         metavar="FILE",
-        help="a store file to open at start (and reconcile), repeatable; stores that calls name are opened on first use anyway",
+        help="a store file to open at start (and reconcile), repeatable; "
+        "stores that calls name are opened on first use anyway",
     )
     args = parser.parse_args(argv)
     stores = tuple(os.path.abspath(path) for path in args.db)

@@ -66,7 +66,8 @@ class Lease(Record):
     migrated leases and leases older than these fields."""
 
     __slots__ = (
-        "family", "address", "kind", "pool", "slot", "handle", "network", "container_id", "ifname", "created", "boot", "netns",
+        "family", "address", "kind", "pool", "slot", "handle", "network", "container_id", "ifname", "created",
+        "boot", "netns",
     )  # fmt: skip
 
     def __init__(

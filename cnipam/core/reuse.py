@@ -136,6 +136,7 @@ def parse_reuse(delay: object, when: object, delay_key: str, when_key: str) -> R
         when = REUSE
     if when not in (REUSE, WAIT):
         raise InvalidConfig(
-            f"{when_key}: expected {REUSE!r} (hand out the address released longest ago) or {WAIT!r} (fail: try again later)"
+            f"{when_key}: expected {REUSE!r} (hand out the address released longest ago)"
+            f" or {WAIT!r} (fail: try again later)"
         )
     return ReuseDelay(seconds, str(when))

@@ -68,7 +68,7 @@ def check(
     boot = current_boot(dict(session.env)) if report_path is not None else ""
     with session.existing(boot=boot) as store:
         problems = store.problems()
-        path = session.settings().name
+        path = session.settings().name  # a file, or an etcd cluster and prefix
         report = make_report(store, path, named_pools(configs, networks)) if report_path is not None else None
     if report is not None and report_path is not None:
         try:

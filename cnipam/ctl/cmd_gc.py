@@ -100,7 +100,8 @@ def gc(
     _print_outcome(chosen, apply, f"of network {network!r}")
     if recorded:
         click.echo(
-            f"{len(recorded)} owner(s) seen leaked: released by a run {grace} after the first one that saw them, if still leaked"
+            f"{len(recorded)} owner(s) seen leaked: released by a run {grace} after the first one"
+            " that saw them, if still leaked"
         )
 
 

@@ -68,9 +68,18 @@ def lease_from_json(item: object, where: str) -> Lease:
         if not isinstance(value, str):
             raise BadInput(f"{where}.{name}: expected a string, got {value!r}")
     return Lease(
-        family, address, kind, item["pool"], item["slot"], handle, item["network"], item["container_id"], item["ifname"], float(created),
+        family,
+        address,
+        kind,
+        item["pool"],
+        item["slot"],
+        handle,
+        item["network"],
+        item["container_id"],
+        item["ifname"],
+        float(created),
         *later,
-    )  # fmt: skip
+    )
 
 
 def cursor_to_json(cursor: Cursor) -> dict[str, object]:

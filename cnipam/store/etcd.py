@@ -1,6 +1,6 @@
 """The cluster engine: one address space shared by many hosts through etcd v3.
 
-Keys, under the configured prefix (reference/distributed.md sections 0 and 3):
+Keys, under the configured prefix (shared/reference/distributed.md §0 and §3):
 * `lease/<family>/<address hex>`: one key per held address, the lease record as JSON.
   Creating it is compared against `create_revision == 0`, so two hosts can never hold
   one address.
@@ -12,7 +12,8 @@ Keys, under the configured prefix (reference/distributed.md sections 0 and 3):
   block nobody has claimed, wholly free. A host allocates in its own blocks and in
   unclaimed ones (which it claims in the same transaction), and borrows from other
   hosts' blocks only when neither is left: hosts then write different keys and do not
-  fight over compare-and-swap (Calico's block affinity; section 1.2).
+  fight over compare-and-swap (Calico's block affinity; shared/reference/distributed.md
+  §1.2).
 * `cursor/<host>/<pool>`: each host's round-robin position, so the position is not a
   key every host rewrites. On one host the order is exactly the SQLite engine's.
 * `host/<host>`: when the host last wrote, so an operator can tell a dead host from a
@@ -36,7 +37,8 @@ local `flock` first, as the SQLite engine's writers do, so they never race each 
 compares only ever fail between hosts.
 
 Range reads are always bounded by `range_end` to a chunk of blocks or to one owner's
-keys: etcd 3.4 counts every key of a range to answer even a `limit=1` read (section 3.1).
+keys: etcd 3.4 counts every key of a range to answer even a `limit=1` read
+(shared/reference/distributed.md §3.1).
 """
 
 from __future__ import annotations
@@ -203,11 +205,12 @@ class EtcdStore(ClusterStore):
         return {unescape(kv.key[len(start) :].decode()): decode_cursor(kv.value) for kv in kvs}
 
     def collect_garbage(self, network: str, valid: Container[tuple[str, str]], grace: float = 0.0) -> Collection:
-        from ..core.collector import Collection, judge, leaked_owners  # not at the top: ADD and DEL never need it
-
         """core.collector's pass: the network's leases are scanned and judged, the
         sightings written, then each due owner is released in a Txn that reads its leases
         again (compared at commit) and asks `valid` again: all of an owner or nothing."""
+        from ..core.collector import Collection, judge, leaked_owners  # not at the top: ADD and DEL never need it
+
+        self._stepped = False
         self._repair_if_due()
         now = self.clock()
         revisions = {}
@@ -305,7 +308,8 @@ class EtcdStore(ClusterStore):
 
         return [
             lease for lease in leases
-            if ended_by_reboot(lease, self.boot) and change.lease_hosts.get((lease.family, lease.address)) == self.keys.host
+            if ended_by_reboot(lease, self.boot)
+            and change.lease_hosts.get((lease.family, lease.address)) == self.keys.host
         ]  # fmt: skip
 
     def release_earlier_boots(self) -> list[Lease]:
@@ -586,7 +590,8 @@ class EtcdStore(ClusterStore):
             pointed = by_address.get(target) if target else None
             if pointed is None or pointed.handle != unescape(handle) or pointed.slot != unescape(slot):
                 problems.append(
-                    f"owner index {unescape(handle)}/{unescape(slot)} points to {kv.value.decode(errors='replace')}, not its lease"
+                    f"owner index {unescape(handle)}/{unescape(slot)} "
+                    f"points to {kv.value.decode(errors='replace')}, not its lease"
                 )
         for lease in by_address.values():
             if lease.handle and self.keys.owner(lease.handle, lease.slot) not in indexed:
@@ -614,7 +619,8 @@ class EtcdStore(ClusterStore):
         for kv in paged(self.client, start, prefix_end(start), keys_only=True):
             if expected.pop(kv.key, None) is None:
                 problems.append(
-                    f"boot index entry {kv.key[len(start) :].decode(errors='replace')} names no lease of that host and boot"
+                    f"boot index entry {kv.key[len(start) :].decode(errors='replace')}"
+                    " names no lease of that host and boot"
                 )
         problems.extend(f"{lease.ip}: its boot {lease.boot} has no index entry" for lease in expected.values())
         return problems
@@ -795,7 +801,8 @@ class EtcdStore(ClusterStore):
                 }
                 still = [
                     lease for lease, revision in batch
-                    if (lease.family, lease.address) in current and change.lease_revision(lease.family, lease.address) == revision
+                    if (lease.family, lease.address) in current
+                    and change.lease_revision(lease.family, lease.address) == revision
                 ]  # fmt: skip
                 change.remove_leases(still, repair)
                 return still
@@ -863,7 +870,8 @@ class EtcdStore(ClusterStore):
                     self.retries += 1
                 if time.monotonic() > deadline:
                     raise StoreBusy(
-                        f"etcd store {self.keys.prefix.decode()}: too much contention, gave up after {self.retries} retries"
+                        f"etcd store {self.keys.prefix.decode()}: too much contention, "
+                        f"gave up after {self.retries} retries"
                     )
         finally:
             self._unlock()

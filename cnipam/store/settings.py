@@ -43,9 +43,18 @@ class EtcdSettings(Record):
     `host` None means the machine's node name, resolved at the edge."""
 
     __slots__ = (
-        "endpoints", "prefix", "host", "username", "password", "password_file", "ca_file", "cert_file", "key_file", "lock_dir",
+        "endpoints",
+        "prefix",
+        "host",
+        "username",
+        "password",
+        "password_file",
+        "ca_file",
+        "cert_file",
+        "key_file",
+        "lock_dir",
         "block_idle",
-    )  # fmt: skip
+    )
 
     def __init__(
         self,
@@ -251,6 +260,6 @@ def _parse_store(raw: object, where: str) -> EtcdSettings | str | None:
         if not 0 <= block_idle <= 366 * 86400:
             raise InvalidConfig(f'{where}.blockIdle: expected a duration such as "15m" ("0": never give blocks back)')
     return EtcdSettings(
-        tuple(item.rstrip("/") for item in endpoints), prefix, optional_text(raw, "host", where), username, password, password_file,
-        files[0], files[1], files[2], lock_dir, block_idle,
+        tuple(item.rstrip("/") for item in endpoints), prefix, optional_text(raw, "host", where),
+        username, password, password_file, files[0], files[1], files[2], lock_dir, block_idle,
     )  # fmt: skip
