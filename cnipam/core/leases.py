@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from .addresses import format_ip
+from .errors import AddressConflict
 from .record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 LEASE = "lease"
 GATEWAY = "gateway"  # a reservation that keeps a gateway out of every pool sharing the store
@@ -119,6 +124,25 @@ class Cursor(Record):
         self.family = family
         self.address = address
         self.moves_on_release = moves_on_release
+
+
+def refuse_changed(
+    leases: Iterable[Lease], current: Iterable[Lease], cursors: Mapping[str, Cursor], positions: Mapping[str, Cursor]
+) -> None:
+    """An operator's release (a `check --report`) applies only to exactly what it was
+    computed from: AddressConflict naming the first lease not held as given (`current`:
+    the leases at those addresses now) or position not as given."""
+    now = set(current)
+    for lease in leases:
+        if lease not in now:
+            raise AddressConflict(
+                f"{lease.ip} changed since the report was made (or is not held any more); nothing was released"
+            )
+    for pool, cursor in cursors.items():
+        if positions.get(pool) != cursor:
+            raise AddressConflict(
+                f"the position of pool {pool} changed since the report was made; nothing was released"
+            )
 
 
 def describe_holder(handle: str | None, container_id: str, ifname: str) -> str:

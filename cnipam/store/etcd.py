@@ -51,7 +51,7 @@ from ..core.addresses import format_ip
 from ..core.allocator import gateway_reservations, grant, refuse_taken, returned_address, search_windows
 from ..core.errors import AddressConflict, CnipamError, InvalidConfig, NotFound, StoreBusy, StoreCorrupt
 from ..core.ipam_config import parse_pool_key
-from ..core.leases import GATEWAY, LEASE, Cursor, Lease
+from ..core.leases import GATEWAY, LEASE, Cursor, Lease, refuse_changed
 from ..core.reuse import eligibility, last_resort, older
 from .cluster import ClusterStore
 from .etcd_change import CHUNK, MAX_TXN_OPS, Change, StaleRead, paged
@@ -387,18 +387,9 @@ class EtcdStore(ClusterStore):
         """Checked whole in one read first; then one Txn when it fits, else batches by
         owner, each compared with what the check read."""
         check = self._change()
-        current = check.leases_at([(lease.family, lease.address) for lease in leases])
-        for lease in leases:
-            if lease not in current:
-                raise AddressConflict(
-                    f"{lease.ip} changed since the report was made (or is not held any more); nothing was released"
-                )
-        positions = self.cursors()
-        for pool, cursor in cursors.items():
-            if positions.get(pool) != cursor:
-                raise AddressConflict(
-                    f"the position of pool {pool} changed since the report was made; nothing was released"
-                )
+        refuse_changed(
+            leases, check.leases_at([(lease.family, lease.address) for lease in leases]), cursors, self.cursors()
+        )
         victims = [(lease, check.lease_revision(lease.family, lease.address)) for lease in leases]
         done = len(self._release_seen(victims))
         if done != len(victims):

@@ -39,7 +39,7 @@ from ..config_files import HELD_DATABASES
 from ..core.addresses import BITS, format_ip, from_bytes, parse_cidr, to_bytes
 from ..core.allocator import gateway_reservations, grant, refuse_taken, returned_address, search_windows
 from ..core.errors import AddressConflict, NotFound, StoreBusy, StoreCorrupt, StoreIOError
-from ..core.leases import GATEWAY, LEASE, Cursor, Lease
+from ..core.leases import GATEWAY, LEASE, Cursor, Lease, refuse_changed
 from ..core.reuse import FORGET_AFTER, Freed, eligibility, last_resort, older
 from .base import Store
 from .sqlite_module import Connection, DatabaseError, IntegrityError, OperationalError, connect
@@ -351,17 +351,8 @@ class SQLiteStore(Store):
 
     def release_exactly(self, leases: Sequence[Lease], cursors: Mapping[str, Cursor]) -> None:
         with _Writing(self):
-            for lease in leases:
-                if self.lookup(lease.family, lease.address) != lease:
-                    raise AddressConflict(
-                        f"{lease.ip} changed since the report was made (or is not held any more); nothing was released"
-                    )
-            current = self.cursors()
-            for pool, cursor in cursors.items():
-                if current.get(pool) != cursor:
-                    raise AddressConflict(
-                        f"the position of pool {pool} changed since the report was made; nothing was released"
-                    )
+            current = [found for found in (self.lookup(lease.family, lease.address) for lease in leases) if found]
+            refuse_changed(leases, current, cursors, self.cursors())
             now = self.clock()
             for lease in leases:
                 self._remove(lease, now)
