@@ -5,7 +5,7 @@ The variable is for tests (a simulated reboot) and for plugins whose `/proc` is 
 host's; it must then be set for every cnipam process of the host alike, or they would
 take each other's leases for an earlier boot's. Read with `os.open`/`os.read`, not
 `open()`, which would build a buffered text file for 37 bytes: the plugin reads it on
-every call (bench/boot_id.py measures it). Unreadable (no procfs) means unknown: the
+every call (bench/reboot.py measures it). Unreadable (no procfs) means unknown: the
 call's leases then record no boot and nothing is repaired.
 """
 

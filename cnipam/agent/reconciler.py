@@ -16,10 +16,10 @@ looked at again, attachment by attachment, inside the transaction that releases 
 (`CacheEntries`), and all of an owner's leases together. Leases of earlier boots are the
 reboot repair's (core.reboot), which cnipamd also runs at start.
 
-The counters are the collector's health for the metrics: `candidates` (owners' leases
-seen leaked, summed over passes; Calico's gc_candidates), `last_candidates` (in the last
-pass), `released` (leases released; Calico's gc_reclamations), `blocks_returned` (empty
-etcd blocks given back to the shared pool).
+The counters are the collector's health for the metrics: `passes` (passes over a store),
+`candidates` (owners' leases seen leaked, summed over passes; Calico's gc_candidates),
+`last_candidates` (in the last pass), `released` (leases released; Calico's
+gc_reclamations), `blocks_returned` (empty etcd blocks given back to the shared pool).
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ class Reconciler:
     def __init__(self, cache_dir: str, grace: float) -> None:
         self.cache_dir = cache_dir
         self.grace = grace
+        self.passes = 0
         self.candidates = 0
         self.last_candidates = 0
         self.released = 0
@@ -95,6 +96,7 @@ class Reconciler:
                 released += collection.released
         if isinstance(store, ClusterStore):
             self.blocks_returned += len(store.return_idle_blocks())
+        self.passes += 1
         self.last_candidates = seen
         self.candidates += seen
         self.released += len(released)

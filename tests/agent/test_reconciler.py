@@ -6,24 +6,30 @@ An owner is released by the second of two passes at least the grace period apart
 attachment, or another attachment may take a freed address, while the release waits for
 the writers' lock. The cache is looked at again inside the releasing transaction
 (reconciler.CacheEntries through Store.collect_garbage), after that lock, on the one
-connection the process holds to the file: these tests prove each part.
+connection the process holds to the file: these tests prove each part. Then, on both
+engines, which networks it judges (disableGC) and the counters it keeps for the metrics.
 """
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import json
 import os
 import threading
 import time
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterator
 from pathlib import Path
 
-from cnipam.agent.reconciler import Reconciler
+import pytest
+
+from cnipam.agent.reconciler import Reconciler, collected_networks
 from cnipam.core.collector import Collection
 from cnipam.core.ecs_config import parse_ecs
 from cnipam.core.leases import Lease, Owner
+from cnipam.store.base import Store
 from cnipam.store.sqlite import SQLiteStore
+from tests.support.store_engines import ENGINES
 
 NET = "recnet"
 POOLS = parse_ecs({"ipv4-subnet": "10.31.0.0/24"}).pools
@@ -58,12 +64,16 @@ def second_pass(reconciler: Reconciler, store: AtRelease, meanwhile: Callable[[]
     return reconciler.reconcile(store)
 
 
-def cache_entry(cache: Path, container: str) -> None:
-    """A libcni result cache entry, as a runtime writes it after an ADD."""
+def cache_entry(cache: Path, container: str, network: str = NET, config: dict[str, object] | None = None) -> None:
+    """A libcni result cache entry, as a runtime writes it after an ADD (`config`: the
+    network config it records, which the reconciler reads for disableGC)."""
     results = cache / "results"
     results.mkdir(parents=True, exist_ok=True)
-    entry = {"kind": "cniCacheV1", "containerId": container, "config": "", "ifName": "eth0", "networkName": NET}
-    (results / f"{NET}-{container}-eth0").write_text(json.dumps(entry))
+    recorded = base64.b64encode(json.dumps(config).encode()).decode() if config is not None else ""
+    entry = {
+        "kind": "cniCacheV1", "containerId": container, "config": recorded, "ifName": "eth0", "networkName": network,
+    }  # fmt: skip
+    (results / f"{network}-{container}-eth0").write_text(json.dumps(entry))
 
 
 def add(store: SQLiteStore, container: str) -> str:
@@ -132,3 +142,39 @@ def test_a_leak_is_released_in_the_same_transaction_as_its_last_look(tmp_path: P
     ]
     assert holders(store) == {"alive": kept}
     store.close()
+
+
+# -- which networks it judges, and what it counts ---------------------------------------------------
+
+
+def test_the_reconciler_skips_networks_whose_config_disables_gc(tmp_path: Path) -> None:
+    cache_entry(tmp_path, "c1", "collected", {"name": "collected"})
+    cache_entry(tmp_path, "c2", "kept", {"name": "kept", "disableGC": "true"})
+    cache_entry(tmp_path, "c3", "broken", {"name": "broken", "disableGC": 3})
+    assert collected_networks(str(tmp_path)) == {"collected"}
+
+
+@pytest.fixture(params=sorted(ENGINES))
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    store = ENGINES[request.param](request, tmp_path)
+    yield store
+    assert store.problems() == []
+    store.close()
+
+
+def test_the_reconciler_counts_passes_candidates_and_releases(engine: Store, tmp_path: Path) -> None:
+    """On both engines: the counters the metrics export (issue 15)."""
+    now = time.time()
+    engine.clock = lambda: now
+    cache = tmp_path / "cache"
+    for name in ("alive", "gone"):
+        engine.allocate(Owner.for_request(None, NET, name, "eth0"), POOLS)
+    cache_entry(cache, "alive", config={"name": NET})
+    reconciler = Reconciler(str(cache), GRACE)
+    counters = ("passes", "candidates", "last_candidates", "released")
+    assert reconciler.reconcile(engine) == []
+    assert [getattr(reconciler, name) for name in counters] == [1, 1, 1, 0]
+    engine.clock = lambda: now + LATER
+    assert [lease.container_id for lease in reconciler.reconcile(engine)] == ["gone"]
+    assert [getattr(reconciler, name) for name in counters] == [2, 2, 1, 1]
+    assert sorted({lease.container_id for lease in engine.leases(NET) if lease.container_id}) == ["alive"]

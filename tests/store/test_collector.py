@@ -2,22 +2,19 @@
 owner is released only when two passes at least the grace period apart saw it leaked, an
 attachment that reappears between the passes keeps its address, the valid set is asked
 again inside the releasing transaction, an owner's leases go together or not at all; the
-plugin's GC honours disableGC; cnipamd's reconciler counts what it sees and releases.
+plugin's GC honours disableGC. The rules alone: tests/core/test_collector.py; cnipamd's
+reconciler: tests/agent/test_reconciler.py.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cnipam.agent.reconciler import Reconciler, collected_networks
-from cnipam.core.collector import judge, leaked_owners
 from cnipam.core.ecs_config import parse_ecs
-from cnipam.core.leases import LEASE, Lease, Owner
+from cnipam.core.leases import LEASE, Owner
 from cnipam.store.base import Store
 from tests.support.plugin_calls import RunPlugin
 from tests.support.store_engines import ENGINES
@@ -26,32 +23,6 @@ from tests.support.store_files import held
 T0 = 1_800_000_000.0
 GRACE = 600.0
 DUAL = parse_ecs({"ipv4-subnet": "10.0.0.0/24", "ipv6-subnet": "fd00::/64"}).pools
-
-
-def lease(handle: str, container: str, ifname: str = "eth0", created: float = T0 - 10, family: int = 4) -> Lease:
-    return Lease(family, 1, LEASE, "p", str(family), handle, "net", container, ifname, created)
-
-
-def test_an_owner_is_leaked_only_when_none_of_its_attachments_is_valid() -> None:
-    leases = [lease("id:x", "c1"), lease("id:x", "c2", family=6), lease("cni:net/c3/eth0", "c3"), lease("anon", "")]
-    assert sorted(leaked_owners(leases, "net", {("c2", "eth0")})) == ["cni:net/c3/eth0"]  # id:x is valid through c2
-    assert sorted(leaked_owners(leases, "net", set())) == [
-        "cni:net/c3/eth0",
-        "id:x",
-    ]  # never the lease without a container
-    assert leaked_owners(leases, "other", set()) == {}
-
-
-def test_two_sightings_a_grace_apart_and_a_new_lease_starts_over() -> None:
-    leaked = {"a": [lease("a", "a")]}
-    assert judge(leaked, {}, T0, GRACE) == ([], {"a": T0})
-    assert judge(leaked, {"a": T0, "gone": T0}, T0 + GRACE - 1, GRACE) == (
-        [],
-        {"a": T0},
-    )  # an owner not leaked any more is forgotten
-    leaked["b"] = [lease("b", "b", created=T0 + 5)]  # b's sighting was of an attachment before this lease
-    assert judge(leaked, {"a": T0, "b": T0}, T0 + GRACE, GRACE) == (["a"], {"b": T0 + GRACE})
-    assert judge(leaked, {"gone": T0}, T0 + GRACE, 0) == (["a", "b"], {})  # no grace: one pass (CNI's GC)
 
 
 @pytest.fixture(params=sorted(ENGINES))
@@ -165,37 +136,3 @@ def test_a_bad_disable_gc_is_code_7(run_plugin: RunPlugin, db_path: Path) -> Non
     run = run_plugin("GC", gc_config(disableGC="sometimes"))
     assert (run.code, run.out["code"]) == (1, 7) and "disableGC" in run.out["msg"]
     assert held(db_path)
-
-
-# -- cnipamd's reconciler -------------------------------------------------------------------------
-
-
-def cache_entry(cache: Path, network: str, container: str, config: dict[str, object]) -> None:
-    results = cache / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    entry = {
-        "kind": "cniCacheV1", "containerId": container, "ifName": "eth0", "networkName": network,
-        "config": base64.b64encode(json.dumps(config).encode()).decode(),
-    }  # fmt: skip
-    (results / f"{network}-{container}-eth0").write_text(json.dumps(entry))
-
-
-def test_the_reconciler_skips_networks_whose_config_disables_gc(tmp_path: Path) -> None:
-    cache_entry(tmp_path, "collected", "c1", {"name": "collected"})
-    cache_entry(tmp_path, "kept", "c2", {"name": "kept", "disableGC": "true"})
-    cache_entry(tmp_path, "broken", "c3", {"name": "broken", "disableGC": 3})
-    assert collected_networks(str(tmp_path)) == {"collected"}
-
-
-def test_the_reconciler_counts_candidates_and_releases(store: Store, tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
-    for name in ("live", "gone"):
-        store.allocate(attachment(name), DUAL)
-    cache_entry(cache, "net", "live", {"name": "net"})
-    reconciler = Reconciler(str(cache), GRACE)
-    assert reconciler.reconcile(store) == []
-    assert (reconciler.candidates, reconciler.last_candidates, reconciler.released) == (2, 2, 0)
-    now[0] = T0 + GRACE
-    assert [lease.container_id for lease in reconciler.reconcile(store)] == ["gone", "gone"]
-    assert (reconciler.candidates, reconciler.last_candidates, reconciler.released) == (4, 2, 2)
-    assert containers(store) == ["live"]

@@ -1,8 +1,9 @@
 """The reuse delay (core.reuse): a released address rests before another owner gets it.
 
-The policy with a fake clock, then both engines with their clock replaced (the delay is
-kept in the store, so a store opened again still honours it), then the plugin with the
-real clock: a released address is not handed out again inside the delay.
+Both engines with their clock replaced (the delay is kept in the store, so a store
+opened again still honours it), then the plugin with the real clock: a released address
+is not handed out again inside the delay. The policy alone: tests/core/test_reuse.py;
+the Docker driver's: tests/docker/test_docker_core.py.
 """
 
 from __future__ import annotations
@@ -16,22 +17,9 @@ import pytest
 
 from cnipam.core.addresses import parse_ip
 from cnipam.core.ecs_config import parse_ecs
-from cnipam.core.errors import AddressesCooling, InvalidConfig, PoolExhausted
-from cnipam.core.host_local_config import parse_host_local
+from cnipam.core.errors import AddressesCooling
 from cnipam.core.ipam_config import PoolSpec
 from cnipam.core.leases import Owner
-from cnipam.core.reuse import (
-    MAX_DELAY,
-    NO_DELAY,
-    RETURN_HOLD,
-    REUSE,
-    WAIT,
-    Freed,
-    ReuseDelay,
-    eligibility,
-    last_resort,
-    parse_reuse,
-)
 from cnipam.store.base import Store
 from tests.support.plugin_calls import RunPlugin
 from tests.support.store_engines import ENGINES
@@ -45,57 +33,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-# -- the policy, pure ----------------------------------------------------------------------
-
-
-def test_eligibility_counts_the_delay_from_the_release() -> None:
-    rule = eligibility(ReuseDelay(30.0), T0)
-    assert rule.allows(None, False)  # never released lately
-    assert not rule.allows(T0 - 29.9, False) and rule.allows(T0 - 30.0, False)
-    assert eligibility(NO_DELAY, T0).allows(T0, False)  # no delay: a release does not matter
-    assert not rule.allows(T0 - 60.0, True) and rule.allows(T0 - RETURN_HOLD, True)  # kept for a returning attachment
-
-
-def spec(reuse: ReuseDelay) -> PoolSpec:
-    return parse_ecs(
-        {"ipv4-subnet": "10.0.0.0/29", "reuse-delay": reuse.delay, "when-only-cooling": reuse.when_only_cooling}
-    ).pools[0]
-
-
-def test_last_resort_prefers_what_rested_longest_then_what_a_reboot_kept() -> None:
-    cooling, kept = Freed(3, T0 - 5, False), Freed(4, T0 - 100, True)
-    assert last_resort(spec(ReuseDelay(30.0, REUSE)), cooling, kept, T0) == 3
-    assert last_resort(spec(ReuseDelay(30.0, WAIT)), cooling, kept, T0) == 4  # a pool full before a reboot still serves
-    with pytest.raises(AddressesCooling, match="try again in 25s"):
-        last_resort(spec(ReuseDelay(30.0, WAIT)), cooling, None, T0)
-    with pytest.raises(PoolExhausted):
-        last_resort(spec(ReuseDelay(30.0, REUSE)), None, None, T0)
-
-
-@pytest.mark.parametrize(
-    ("delay", "when", "message"),
-    [("soon", None, "not a duration"), (-1, None, "between 0"), (MAX_DELAY + 1, None, "between 0"),
-     (True, None, "expected a duration"), ("30s", "later", "expected 'reuse'"), (float("nan"), None, "between 0")],
-)  # fmt: skip
-def test_bad_reuse_settings_are_refused_by_name(delay: object, when: object, message: str) -> None:
-    with pytest.raises(InvalidConfig, match=message):
-        parse_reuse(delay, when, "ipam.reuse-delay", "ipam.when-only-cooling")
-
-
-def test_both_dialects_read_the_keys_and_default_to_no_delay() -> None:
-    assert parse_ecs({"ipv4-subnet": "10.0.0.0/24"}).pools[0].reuse == NO_DELAY
-    assert parse_ecs({"ipv4-subnet": "10.0.0.0/24", "reuse-delay": "2m"}).pools[0].reuse == ReuseDelay(120.0, REUSE)
-    hl = {
-        "ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "fd00::/64"}]],
-        "reuseDelay": 15,
-        "whenOnlyCooling": "wait",
-    }
-    assert {pool.reuse for pool in parse_host_local(hl, {"cniVersion": "1.0.0"}, "").pools} == {ReuseDelay(15.0, WAIT)}
-    assert parse_host_local({"subnet": "10.0.0.0/24"}, {"cniVersion": "1.0.0"}, "").pools[0].reuse == NO_DELAY
-    with pytest.raises(InvalidConfig, match="ipam.reuseDelay"):
-        parse_host_local({"subnet": "10.0.0.0/24", "reuseDelay": "x"}, {"cniVersion": "1.0.0"}, "")
 
 
 # -- both engines, the clock replaced ---------------------------------------------------------
@@ -219,40 +156,3 @@ def test_the_plugin_keeps_a_released_address_inside_the_delay(run_plugin: RunPlu
     assert (
         add("g", no_delay) == "10.1.0.2/29"
     )  # no delay asked: host-local's order, after .4 (the last handed out) wrapping to .2
-
-
-# -- the Docker driver ---------------------------------------------------------------------------
-
-
-def test_the_driver_reads_its_reuse_delay_from_flags_or_the_environment() -> None:
-    from cnipam.docker.settings import load
-
-    assert load([], {}).reuse == NO_DELAY  # Docker's own IPAM reuses at once: so does the driver unless told
-    assert load([], {"CNIPAM_REUSE_DELAY": "30s"}).reuse == ReuseDelay(30.0, REUSE)
-    assert load(
-        ["--reuse-delay", "1m", "--when-only-cooling", "wait"], {"CNIPAM_REUSE_DELAY": "5s"}
-    ).reuse == ReuseDelay(60.0, WAIT)
-    with pytest.raises(InvalidConfig, match="--reuse-delay"):
-        load(["--reuse-delay", "soon"], {})
-    with pytest.raises(InvalidConfig, match="CNIPAM_WHEN_ONLY_COOLING"):
-        load([], {"CNIPAM_WHEN_ONLY_COOLING": "never"})
-
-
-def test_the_driver_keeps_a_released_address_inside_its_delay(engine: tuple[Store, FakeClock, Any]) -> None:
-    from cnipam.docker.driver import Driver
-    from cnipam.docker.settings import load
-
-    store, clock, _ = engine
-    driver = Driver(store, load(["--reuse-delay", "30s"], {}))
-    pool_id = str(driver.handle("/IpamDriver.RequestPool", b'{"Pool":"10.20.0.0/29"}')["PoolID"])
-
-    def ask(body: str = '"Address":""') -> str:
-        return str(driver.handle("/IpamDriver.RequestAddress", f'{{"PoolID":"{pool_id}",{body}}}'.encode())["Address"])
-
-    assert [ask() for _ in range(2)] == ["10.20.0.1/29", "10.20.0.2/29"]
-    driver.handle("/IpamDriver.ReleaseAddress", f'{{"PoolID":"{pool_id}","Address":"10.20.0.1"}}'.encode())
-    assert ask() == "10.20.0.3/29"  # lowest free, less the one resting
-    assert ask('"Address":"10.20.0.1"') == "10.20.0.1/29"  # --ip: never delayed
-    driver.handle("/IpamDriver.ReleaseAddress", f'{{"PoolID":"{pool_id}","Address":"10.20.0.1"}}'.encode())
-    clock.now += 30
-    assert ask() == "10.20.0.1/29"
