@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 class Collection(Record):
     """One pass of a collector over one network: the leases seen leaked (candidates), the
-    leases released, and the sightings the store keeps afterwards (handle -> first seen)."""
+    leases released (in a dry run, those it would release), and the sightings the store
+    keeps afterwards (handle -> first seen)."""
 
     __slots__ = ("candidates", "released", "sightings")
 

@@ -7,7 +7,8 @@ container would free that container's address, so the store's collector rules ap
 (core.collector): an owner is released only when a run at least `--grace` after the run
 that first saw it leaked still sees it leaked, each owner's leases all or none. The
 first `--apply` run records what it saw; the dry run shows what a run would release now
-and what it would only record, unless the store changes in between.
+and what it would only record, unless the store changes in between. On etcd only the
+store's host's leases are judged: the list is one host's.
 
 With `--previous-boots`, the leases this host made in earlier boots (core.reboot): the
 plugin releases them by itself on the first call after a reboot, so this is for looking
@@ -16,12 +17,9 @@ at them, or for a store the plugin has not written since.
 
 from __future__ import annotations
 
-import time
-
 import click
 
 from ..boot_id import current_boot
-from ..core.collector import judge, leaked_owners
 from ..core.durations import parse_go_duration
 from ..core.leases import Lease
 from .failures import BadInput
@@ -78,13 +76,8 @@ def gc(
         raise BadInput(f"--grace {grace!r} is negative")
     valid = read_valid_attachments(valid_path)
     with session.existing() as store:
-        if apply:
-            collection = store.collect_garbage(network, valid, seconds)
-            chosen, recorded = collection.released, collection.sightings
-        else:
-            leaked = leaked_owners(store.leases(network), network, valid)
-            due, recorded = judge(leaked, store.sightings(network) if seconds > 0 else {}, time.time(), seconds)
-            chosen = [lease for owner in due for lease in leaked[owner]]
+        collection = store.collect_garbage(network, valid, seconds, apply)
+    chosen, recorded = collection.released, collection.sightings
     chosen.sort(key=lambda lease: (lease.family, lease.address))
     if as_json:
         waiting = {owner: round(at, 3) for owner, at in recorded.items()}

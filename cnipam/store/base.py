@@ -76,19 +76,21 @@ class Store(abc.ABC):
         """Every pool's round-robin position (export, inspection)."""
 
     @abc.abstractmethod
-    def collect_garbage(self, network: str, valid: Container[tuple[str, str]], grace: float = 0.0) -> Collection:
+    def collect_garbage(
+        self, network: str, valid: Container[tuple[str, str]], grace: float = 0.0, apply: bool = True
+    ) -> Collection:
         """Release the owners of `network` none of whose (container, ifname) is in `valid`,
         by core.collector's rules: each owner's leases all or none, `valid` asked again
         inside the releasing transaction, and with `grace` > 0 only owners the store saw
         leaked at least `grace` seconds before (their sightings are kept in the store).
+        Without `apply`, a dry run: what a pass would release now and the sightings it
+        would keep, nothing written.
 
-        Leases that record no container (anonymous, or migrated without one) are kept:
-        nothing says whether they are garbage.
+        Only this host's leases are judged: `valid` is one runtime's list, and a store
+        several hosts share (etcd) holds other hosts' live attachments, which that list
+        cannot name. Leases that record no container (anonymous, or migrated without one)
+        are kept: nothing says whether they are garbage.
         """
-
-    @abc.abstractmethod
-    def sightings(self, network: str) -> dict[str, float]:
-        """When each owner of `network` was first seen leaked (handle -> time), for a dry run."""
 
     @abc.abstractmethod
     def earlier_boot_leases(self) -> list[Lease]:

@@ -23,12 +23,12 @@ Keys, under the configured prefix (shared/reference/distributed.md §0 and §3):
   for, and `bootlease/<host>/<boot>/<family>/<address hex>`, an index of the host's CNI
   leases by boot, so a reboot repair reads only earlier boots' leases (core.reboot);
   `kept/<host>/<handle>/<slot>`, the address a repair keeps for an attachment that may
-  come back; `sighting/<network>/<handle>`, when a collector first saw an owner leaked
-  (core.collector). A block also records when its addresses were released (the reuse
-  delay, core.reuse), the pool it was claimed for and when its host last used it: an
-  empty block its host left idle for `blockIdle` is taken over by the next host that
-  allocates there (or given back by `cnipamd`), compared like every other change, and
-  never a host's last block of a pool.
+  come back; `sighting/<host>/<network>/<handle>`, when the host's collector first saw
+  one of its owners leaked (core.collector). A block also records when its addresses
+  were released (the reuse delay, core.reuse), the pool it was claimed for and when its
+  host last used it: an empty block its host left idle for `blockIdle` is taken over by
+  the next host that allocates there (or given back by `cnipamd`), compared like every
+  other change, and never a host's last block of a pool.
 
 Every change is one Txn: the compares are the revisions of every key the change was
 computed from, so a change computed from a stale read fails as a whole and is computed
@@ -204,24 +204,31 @@ class EtcdStore(ClusterStore):
         kvs, _ = self.client.range(start, prefix_end(start))
         return {unescape(kv.key[len(start) :].decode()): decode_cursor(kv.value) for kv in kvs}
 
-    def collect_garbage(self, network: str, valid: Container[tuple[str, str]], grace: float = 0.0) -> Collection:
-        """core.collector's pass: the network's leases are scanned and judged, the
-        sightings written, then each due owner is released in a Txn that reads its leases
-        again (compared at commit) and asks `valid` again: all of an owner or nothing."""
+    def collect_garbage(
+        self, network: str, valid: Container[tuple[str, str]], grace: float = 0.0, apply: bool = True
+    ) -> Collection:
+        """core.collector's pass over the leases this host made (another host's runtime
+        is not in `valid`): they are scanned and judged, the sightings written, then each
+        due owner is released in a Txn that reads its leases again (compared at commit)
+        and asks `valid` again: all of an owner or nothing."""
         from ..core.collector import Collection, judge, leaked_owners  # not at the top: ADD and DEL never need it
 
-        self._stepped = False
-        self._repair_if_due()
+        if apply:
+            self._stepped = False
+            self._repair_if_due()
         now = self.clock()
         revisions = {}
         leased = []
-        for lease, revision, _ in self._scan_leases():
-            if lease.network == network and lease.kind == LEASE and lease.container_id:
+        for lease, revision, host in self._scan_leases():
+            if lease.network == network and lease.kind == LEASE and lease.container_id and host == self.keys.host:
                 leased.append(lease)
                 revisions[lease.family, lease.address] = revision
         leaked = leaked_owners(leased, network, valid)
         seen = self._sightings(network) if grace > 0 else {}
         due, keep = judge(leaked, seen, now, grace)
+        candidates = [lease for held in leaked.values() for lease in held]
+        if not apply:
+            return Collection(candidates, [lease for owner in due for lease in leaked[owner]], keep)
         self._write_sightings(network, seen if grace > 0 else dict.fromkeys(due, now), keep)
         released: list[Lease] = []
         for owner in due:
@@ -241,13 +248,10 @@ class EtcdStore(ClusterStore):
                 return unchanged
 
             released += self._optimistic(plan)
-        return Collection([lease for held in leaked.values() for lease in held], released, keep)
-
-    def sightings(self, network: str) -> dict[str, float]:
-        return self._sightings(network)
+        return Collection(candidates, released, keep)
 
     def _sightings(self, network: str) -> dict[str, float]:
-        start = self.keys.under("sighting", escape(network))
+        start = self.keys.under("sighting", escape(self.keys.host), escape(network))
         found = {}
         for kv in paged(self.client, start, prefix_end(start)):
             try:
@@ -260,11 +264,11 @@ class EtcdStore(ClusterStore):
         """Sightings only delay a release, never cause one unchecked, so they are written
         without compares, in Txns of at most MAX_TXN_OPS operations."""
         ops = [
-            put_op(self.keys.sighting(network, owner), repr(at).encode())
+            put_op(self.keys.sighting(self.keys.host, network, owner), repr(at).encode())
             for owner, at in keep.items()
             if seen.get(owner) != at
         ]
-        ops += [delete_op(self.keys.sighting(network, owner)) for owner in seen if owner not in keep]
+        ops += [delete_op(self.keys.sighting(self.keys.host, network, owner)) for owner in seen if owner not in keep]
         for start in range(0, len(ops), MAX_TXN_OPS):
             self.client.txn([], ops[start : start + MAX_TXN_OPS])
 
@@ -703,7 +707,8 @@ class EtcdStore(ClusterStore):
     def release_host(self, host: str, grace: float) -> tuple[list[Lease], int]:
         """A host that is only quiet would keep using the addresses handed out again,
         hence the grace period. Each release compares the lease's revision as read, so a
-        lease that changed meanwhile is left alone."""
+        lease that changed meanwhile is left alone. What the host kept for itself (its
+        repaired boot, sightings, kept addresses) goes with it."""
         last = {record.host: record.seen for record in self.hosts()}.get(host)
         if last is None:
             raise NotFound(f"no host {host!r} in the store")
@@ -725,6 +730,10 @@ class EtcdStore(ClusterStore):
             self._optimistic(plan)
             given_up += 1
         self.client.delete(self.keys.host_seen(host))
+        for kind in ("sighting", "kept"):  # its collector's sightings, the addresses its repairs kept
+            start = self.keys.under(kind, escape(host))
+            self.client.delete(start, prefix_end(start))
+        self.client.delete(self.keys.repaired_boot(host))
         return released, given_up
 
     # -- steps of a change ---------------------------------------------------------------

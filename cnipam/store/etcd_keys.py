@@ -69,9 +69,10 @@ class Keys(Record):
         """The address a repair of `host` keeps for an attachment that may come back."""
         return self.key("kept", escape(host), escape(handle), escape(slot))
 
-    def sighting(self, network: str, handle: str) -> bytes:
-        """When a collector first saw an owner of `network` leaked (core.collector)."""
-        return self.key("sighting", escape(network), escape(handle))
+    def sighting(self, host: str, network: str, handle: str) -> bytes:
+        """When `host`'s collector first saw an owner of `network` leaked (core.collector):
+        each host judges only its own leases, against its own runtime's list."""
+        return self.key("sighting", escape(host), escape(network), escape(handle))
 
     def docker_pool(self, pool_id: str) -> bytes:
         return self.key("dpool", escape(pool_id))

@@ -249,31 +249,37 @@ class SQLiteStore(Store):
 
         return self._read(scan)
 
-    def collect_garbage(self, network: str, valid: Container[tuple[str, str]], grace: float = 0.0) -> Collection:
+    def collect_garbage(
+        self, network: str, valid: Container[tuple[str, str]], grace: float = 0.0, apply: bool = True
+    ) -> Collection:
         from ..core.collector import Collection, judge, leaked_owners  # not at the top: ADD and DEL never need it
 
-        with _Writing(self):
-            now = self.clock()
+        def judged(now: float) -> tuple[Collection, list[str]]:
             leased = self._select("WHERE network = ? AND kind = 'lease' AND container_id != ''", (network,))
             leaked = leaked_owners(leased, network, valid)
             seen = self._sightings(network) if grace > 0 else {}
             due, keep = judge(leaked, seen, now, grace)
-            released = [lease for owner in due for lease in leaked[owner]]
-            for lease in released:
+            candidates = [lease for held in leaked.values() for lease in held]
+            return Collection(candidates, [lease for owner in due for lease in leaked[owner]], keep), due
+
+        if not apply:
+            return self._read(lambda: judged(self.clock()))[0]
+        with _Writing(self):
+            now = self.clock()
+            collection, due = judged(now)
+            for lease in collection.released:
                 self._remove(lease, now)
             if grace > 0:
                 self._db.execute("DELETE FROM sightings WHERE network = ?", (network,))
                 self._db.executemany(
-                    "INSERT INTO sightings VALUES (?, ?, ?)", [(network, owner, at) for owner, at in keep.items()]
+                    "INSERT INTO sightings VALUES (?, ?, ?)",
+                    [(network, owner, at) for owner, at in collection.sightings.items()],
                 )
             else:  # one pass: no sighting is made, and those of the owners released are of no use any more
                 self._db.executemany(
                     "DELETE FROM sightings WHERE network = ? AND handle = ?", [(network, owner) for owner in due]
                 )
-            return Collection([lease for held in leaked.values() for lease in held], released, keep)
-
-    def sightings(self, network: str) -> dict[str, float]:
-        return self._read(lambda: self._sightings(network))
+            return collection
 
     def _sightings(self, network: str) -> dict[str, float]:
         return dict(

@@ -43,9 +43,11 @@ class AtRelease(SQLiteStore):
 
     meanwhile: Callable[[], None] = staticmethod(lambda: None)
 
-    def collect_garbage(self, network: str, valid: Container[tuple[str, str]], grace: float = 0.0) -> Collection:
+    def collect_garbage(
+        self, network: str, valid: Container[tuple[str, str]], grace: float = 0.0, apply: bool = True
+    ) -> Collection:
         self.meanwhile()
-        return super().collect_garbage(network, valid, grace)
+        return super().collect_garbage(network, valid, grace, apply)
 
 
 def first_pass(store: AtRelease, cache: Path) -> Reconciler:

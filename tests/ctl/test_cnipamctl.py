@@ -79,7 +79,8 @@ def table_ips(text: str) -> list[str]:
 
 def test_leases_table_and_json(db: Path) -> None:
     table = ok("--db", str(db), "leases").out
-    assert table.splitlines()[0].split() == "ip kind owner container ifname network pool boot age".split()
+    header = ["ip", "kind", "owner", "container", "ifname", "network", "pool", "boot", "age"]
+    assert table.splitlines()[0].split() == header
     expected = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.9.0.1", "10.9.0.10",
                 "fd00::1", "fd00::2", "fd00::3", "fd00::4"]  # fmt: skip
     assert table_ips(table) == expected

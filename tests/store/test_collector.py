@@ -17,7 +17,7 @@ from cnipam.core.ecs_config import parse_ecs
 from cnipam.core.leases import LEASE, Owner
 from cnipam.store.base import Store
 from tests.support.plugin_calls import RunPlugin
-from tests.support.store_engines import ENGINES
+from tests.support.store_engines import ENGINES, etcd_store
 from tests.support.store_files import held
 
 T0 = 1_800_000_000.0
@@ -47,23 +47,67 @@ def containers(store: Store) -> list[str]:
 
 
 def test_an_attachment_that_reappears_between_the_passes_keeps_its_address(store: Store) -> None:
+    """Each pass says which sightings the store keeps; the next pass acts on them."""
     for name in ("gone", "back", "live"):
         store.allocate(attachment(name), DUAL)
     live = {("live", "eth0")}
     first = store.collect_garbage("net", live, GRACE)
     assert (sorted({lease.container_id for lease in first.candidates}), first.released) == (["back", "gone"], [])
-    assert store.sightings("net") == {"cni:net/back/eth0": T0, "cni:net/gone/eth0": T0}
+    assert first.sightings == {"cni:net/back/eth0": T0, "cni:net/gone/eth0": T0}
     now[0] = T0 + GRACE / 2
-    assert store.collect_garbage("net", live | {("back", "eth0")}, GRACE).released == []  # back is running again
-    assert store.sightings("net") == {"cni:net/gone/eth0": T0}
+    second = store.collect_garbage("net", live | {("back", "eth0")}, GRACE)  # back is running again
+    assert second.released == [] and second.sightings == {"cni:net/gone/eth0": T0}
     now[0] = T0 + GRACE
-    released = store.collect_garbage("net", live, GRACE)  # back is gone again: a first sighting, not a second
-    assert sorted(lease.ip for lease in released.released) == ["10.0.0.2", "fd00::2"]  # gone's, both families
+    third = store.collect_garbage("net", live, GRACE)  # back is gone again: a first sighting, not a second
+    assert sorted(lease.ip for lease in third.released) == ["10.0.0.2", "fd00::2"]  # gone's, both families
     assert containers(store) == ["back", "live"]
-    assert store.sightings("net") == {"cni:net/back/eth0": T0 + GRACE}
+    assert third.sightings == {"cni:net/back/eth0": T0 + GRACE}
     now[0] = T0 + 2 * GRACE
-    assert [lease.container_id for lease in store.collect_garbage("net", live, GRACE).released] == ["back", "back"]
-    assert containers(store) == ["live"] and store.sightings("net") == {}
+    fourth = store.collect_garbage("net", live, GRACE)
+    assert [lease.container_id for lease in fourth.released] == ["back", "back"] and fourth.sightings == {}
+    assert containers(store) == ["live"]
+
+
+def test_a_dry_run_says_what_a_pass_would_do_and_writes_nothing(store: Store) -> None:
+    for name in ("gone", "live"):
+        store.allocate(attachment(name), DUAL)
+    live = {("live", "eth0")}
+    dry = store.collect_garbage("net", live, GRACE, apply=False)
+    assert (dry.released, dry.sightings) == ([], {"cni:net/gone/eth0": T0})
+    now[0] = T0 + GRACE
+    assert store.collect_garbage("net", live, GRACE, apply=False).released == []  # the dry run recorded nothing
+    assert store.collect_garbage("net", live, 0, apply=False).released != []  # no grace: one pass would release
+    assert containers(store) == ["gone", "live"]
+    store.collect_garbage("net", live, GRACE)
+    now[0] = T0 + 2 * GRACE
+    dry = store.collect_garbage("net", live, GRACE, apply=False)
+    assert sorted(lease.ip for lease in dry.released) == ["10.0.0.2", "fd00::2"] and dry.sightings == {}
+    assert sorted(lease.ip for lease in store.collect_garbage("net", live, GRACE).released) == ["10.0.0.2", "fd00::2"]
+
+
+def test_on_etcd_a_collector_judges_only_its_own_hosts_leases(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """A runtime's list names its own host's attachments only: host-a's GC, reconciler or
+    `cnipamctl gc` must neither release host-b's live leases nor forget host-b's sightings."""
+    hosts = {name: etcd_store(request, tmp_path, name) for name in ("host-a", "host-b")}
+    now[0] = T0
+    try:
+        for store in hosts.values():
+            store.clock = lambda: now[0]
+        a, b = hosts["host-a"], hosts["host-b"]
+        a.allocate(attachment("on-a"), DUAL)
+        b.allocate(attachment("on-b"), DUAL)
+        b.allocate(attachment("gone-b"), DUAL)
+        assert a.collect_garbage("net", {("on-a", "eth0")}).candidates == []  # CNI's GC from host-a: one pass
+        assert containers(a) == ["gone-b", "on-a", "on-b"]
+        assert b.collect_garbage("net", {("on-b", "eth0")}, GRACE).sightings == {"cni:net/gone-b/eth0": T0}
+        now[0] = T0 + GRACE
+        assert a.collect_garbage("net", {("on-a", "eth0")}, GRACE).sightings == {}  # host-a's pass keeps b's
+        released = b.collect_garbage("net", {("on-b", "eth0")}, GRACE).released
+        assert sorted({lease.container_id for lease in released}) == ["gone-b"]
+        assert containers(a) == ["on-a", "on-b"]
+    finally:
+        for store in hosts.values():
+            store.close()
 
 
 def test_a_lease_made_after_the_sighting_is_a_new_attachment(store: Store) -> None:
