@@ -17,6 +17,7 @@ from .core.cni_request import parse_request
 from .core.cni_version import CURRENT, SUPPORTED
 from .core.errors import (
     AddressConflict,
+    AddressesCooling,
     CnipamError,
     DecodeFailure,
     FileUnreadable,
@@ -52,6 +53,7 @@ CNI_CODES: dict[type[CnipamError], int] = {
     DecodeFailure: 6,
     InvalidConfig: 7,
     StoreBusy: 11,
+    AddressesCooling: 11,
     Unavailable: 50,
     AddressConflict: 100,
     PoolExhausted: 101,
@@ -148,10 +150,11 @@ def _dispatch(request: Request, env: dict[str, str], cwd: str, open_store: Store
 
 def store_settings(env: dict[str, str], data_dir: str | None, cwd: str, store: object = None) -> StoreSettings:
     """The store a call uses (`store`: the config's `ipam.store`), its file names anchored
-    at the caller's working folder."""
+    at the caller's working folder, opened for the caller's boot (core.reboot)."""
+    from .boot_id import current_boot
     from .store.settings import StoreSettings
 
-    settings = StoreSettings.from_env(env, data_dir, store)
+    settings = StoreSettings.from_env(env, data_dir, store).with_boot(current_boot(env))
     return settings.anchored(cwd) if cwd else settings
 
 

@@ -29,7 +29,7 @@ from ..core.errors import CnipamError, InvalidConfig
 from ..plugin import run, store_settings
 from ..service import clear_stale_socket, log, make_folder, remove_if_ours, socket_mode_0660, start_failed
 from ..store.opening import open_store
-from .reconciler import reconcile
+from .reconciler import Reconciler
 from .settings import AgentSettings, load
 from .store_cache import StoreCache, file_identity
 
@@ -42,6 +42,7 @@ class Agent:
         self.settings = settings
         self.stores = StoreCache(open_store)  # type: ignore[arg-type]  # keyed by StoreSettings
         self.stopping = threading.Event()
+        self.reconciler = Reconciler(settings.cache_dir, settings.reconcile_grace)
         self.calls: set[threading.Thread] = set()
         self.calls_lock = threading.Lock()
 
@@ -122,7 +123,7 @@ class Agent:
             seen.add(identity)
             try:
                 with self.stores.using(held) as store:
-                    released = reconcile(store, self.settings.cache_dir, self.settings.reconcile_grace)
+                    released = self.reconciler.reconcile(store)
             except (CnipamError, OSError) as exc:
                 log("reconcile-failed", store=str(path), error=getattr(exc, "message", str(exc)))
                 continue
@@ -185,9 +186,11 @@ def accept_queued(agent: Agent, listener: socket.socket) -> None:
 
 def serve(settings: AgentSettings) -> int:
     agent = Agent(settings)
-    for path in settings.stores:  # open now: a broken store is reported at start, and reconciled from the start
-        with agent.stores.using(store_settings({"IPAM_DB_PATH": path}, None, "")):
-            pass
+    for path in settings.stores:  # open now: a broken store is reported at start, repaired after a reboot, reconciled
+        with agent.stores.using(store_settings({**settings.boot_env, "IPAM_DB_PATH": path}, None, "")) as store:
+            repaired = store.release_earlier_boots()
+        if repaired:
+            log("released-earlier-boots", store=path, leases=len(repaired), boot=store.boot)
     lock_fd = claim_socket(settings.socket)
     listener = listen(settings.socket)
     inode = os.stat(settings.socket).st_ino

@@ -10,6 +10,7 @@ import argparse
 import os
 
 from ..agent_client import DEFAULT_SOCKET, SOCKET_VARIABLE
+from ..boot_id import VARIABLE
 from ..core.durations import parse_go_duration
 from ..core.record import Record
 
@@ -18,7 +19,7 @@ DEFAULT_GRACE = 600.0
 
 
 class AgentSettings(Record):
-    __slots__ = ("socket", "reconcile_interval", "reconcile_grace", "cache_dir", "stores")
+    __slots__ = ("socket", "reconcile_interval", "reconcile_grace", "cache_dir", "stores", "boot_env")
 
     def __init__(
         self,
@@ -27,12 +28,14 @@ class AgentSettings(Record):
         reconcile_grace: float,
         cache_dir: str,
         stores: tuple[str, ...],
+        boot_env: dict[str, str] | None = None,
     ) -> None:
         self.socket = socket
         self.reconcile_interval = reconcile_interval  # None: the reconciler is off
         self.reconcile_grace = reconcile_grace
         self.cache_dir = cache_dir
         self.stores = stores  # store files to hold (and reconcile) from the start
+        self.boot_env = boot_env or {}  # CNIPAM_BOOT_ID when the agent's environment sets it (cnipam.boot_id)
 
 
 def duration(text: str) -> float:
@@ -79,7 +82,8 @@ def load(argv: list[str], env: dict[str, str]) -> AgentSettings:
         type=duration,
         default=DEFAULT_GRACE,
         metavar="DURATION",
-        help="leave leases younger than this alone (default: 10m): a runtime writes its cache entry after the ADD",
+        help="release a leaked owner only once two passes at least this far apart saw it leaked (default: 10m): "
+        "a runtime writes its cache entry after the ADD",
     )
     parser.add_argument(
         "--cni-cache-dir", default=DEFAULT_CACHE_DIR, metavar="DIR", help="libcni's cache folder (default: %(default)s)"
@@ -94,6 +98,12 @@ def load(argv: list[str], env: dict[str, str]) -> AgentSettings:
     )
     args = parser.parse_args(argv)
     stores = tuple(os.path.abspath(path) for path in args.db)
+    boot_env = {VARIABLE: env[VARIABLE]} if env.get(VARIABLE) else {}
     return AgentSettings(
-        os.path.abspath(args.socket), args.reconcile_interval, args.reconcile_grace, args.cni_cache_dir, stores
+        os.path.abspath(args.socket),
+        args.reconcile_interval,
+        args.reconcile_grace,
+        args.cni_cache_dir,
+        stores,
+        boot_env,
     )

@@ -83,6 +83,15 @@ def refuse_taken(found: Lease | None) -> None:
         raise AddressConflict(f"requested address {found.ip} is {what}")
 
 
+def returned_address(spec: PoolSpec, kept: tuple[int, int] | None) -> int | None:
+    """The address a reboot kept for this owner's slot (core.reboot), when the pool may
+    hand it out: the attachment came back, so it gets the address it had before."""
+    if kept is None or spec.requested is not None:
+        return None
+    family, address = kept
+    return address if family == spec.family and spec.allows(address) else None
+
+
 def grant(
     owner: Owner,
     pools: tuple[PoolSpec, ...],
@@ -90,22 +99,24 @@ def grant(
     now: float,
     reserve_gateways: Callable[[PoolSpec, str, float], None],
     take_requested: Callable[[PoolSpec], int],
-    take_next: Callable[[PoolSpec], int],
+    take_next: Callable[[PoolSpec, Owner], int],
     record: Callable[[Lease], None],
     set_cursor: Callable[[str, Cursor], None],
 ) -> list[Lease]:
     """One lease per pool for `owner`, in pool order: the steps every engine takes inside
     its own transaction, given as that engine's operations. `held` is the owner's leases
-    as the transaction sees them; what is granted is appended to it."""
+    as the transaction sees them; what is granted is appended to it. `take_next` gives the
+    owner the address a reboot kept for it (`returned_address`) when there is one, else
+    the next eligible one (core.reuse)."""
     granted = []
     for spec in pools:
         lease = reuse_existing(owner, spec, held)
         if lease is None:
             reserve_gateways(spec, owner.network, now)
-            address = take_requested(spec) if spec.requested is not None else take_next(spec)
+            address = take_requested(spec) if spec.requested is not None else take_next(spec, owner)
             lease = Lease(
                 spec.family, address, LEASE, spec.key, spec.slot, owner.handle,
-                owner.network, owner.container_id, owner.ifname, now,
+                owner.network, owner.container_id, owner.ifname, now, owner.boot, owner.netns,
             )  # fmt: skip
             record(lease)
             if not spec.lowest_free:

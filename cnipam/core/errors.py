@@ -58,6 +58,11 @@ class PoolExhausted(CnipamError):
     """No free address is left in the configured range."""
 
 
+class AddressesCooling(CnipamError):
+    """The only free addresses were released too recently and the config says to wait
+    (core.reuse): the same request succeeds once one has cooled."""
+
+
 class LeaseMissing(CnipamError):
     """CHECK found an address of prevResult that the owner does not hold."""
 

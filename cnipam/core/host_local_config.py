@@ -26,6 +26,7 @@ from .ipam_config import (
     parse_routes,
     pool_key,
 )
+from .reuse import NO_DELAY, parse_reuse
 
 
 def parse_host_local(ipam: dict[str, object], config: dict[str, object], cni_args: str) -> IPAMConfig:
@@ -42,10 +43,17 @@ def parse_host_local(ipam: dict[str, object], config: dict[str, object], cni_arg
                     f"cniVersion {version} allows one IPv{family} range set; use 0.3.0 or later for more"
                 )
     requested = _requested(config, cni_args)
+    reuse = NO_DELAY  # host-local's order exactly, unless the config asks for a delay
+    if ipam.get("reuseDelay") is not None or ipam.get("whenOnlyCooling") is not None:
+        reuse = parse_reuse(
+            ipam.get("reuseDelay"), ipam.get("whenOnlyCooling"), "ipam.reuseDelay", "ipam.whenOnlyCooling"
+        )
     pools = []
     for ranges in sets:
         key = pool_key(ranges)
-        pools.append(PoolSpec(key, key, ranges, _take_requested(ranges, requested), release_moves_cursor=False))
+        pools.append(
+            PoolSpec(key, key, ranges, _take_requested(ranges, requested), release_moves_cursor=False, reuse=reuse)
+        )
     if requested:
         left = ", ".join(format_ip(family, address) for family, address in requested)
         raise InvalidConfig(f"requested address {left} is outside every range")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from .addresses import Network, format_ip, parse_cidr, parse_ip
 from .errors import InvalidConfig
 from .record import Record
+from .reuse import NO_DELAY, ReuseDelay
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,10 +49,11 @@ class PoolSpec(Record):
     the pool's ranges, not its place in the config; `requested` is an address the caller
     asked for. `lowest_free` makes the search start from the first range every time
     (Docker's IPAM hands out the first free address) instead of after the pool's
-    round-robin position (ecs-ipam, host-local); such pools keep no position.
+    round-robin position (ecs-ipam, host-local); such pools keep no position. `reuse`
+    says how long a released address rests before it is handed out again (core.reuse).
     """
 
-    __slots__ = ("slot", "key", "ranges", "requested", "release_moves_cursor", "lowest_free")
+    __slots__ = ("slot", "key", "ranges", "requested", "release_moves_cursor", "lowest_free", "reuse")
 
     def __init__(
         self,
@@ -61,6 +63,7 @@ class PoolSpec(Record):
         requested: int | None = None,
         release_moves_cursor: bool = True,
         lowest_free: bool = False,
+        reuse: ReuseDelay = NO_DELAY,
     ) -> None:
         self.slot = slot
         self.key = key
@@ -68,6 +71,7 @@ class PoolSpec(Record):
         self.requested = requested
         self.release_moves_cursor = release_moves_cursor  # ecs-ipam: yes; host-local: no (leases.Cursor)
         self.lowest_free = lowest_free
+        self.reuse = reuse
 
     @property
     def family(self) -> int:
@@ -91,7 +95,9 @@ class PoolSpec(Record):
         return ", ".join(str(address_range) for address_range in self.ranges)
 
     def with_requested(self, address: int | None) -> PoolSpec:
-        return PoolSpec(self.slot, self.key, self.ranges, address, self.release_moves_cursor, self.lowest_free)
+        return PoolSpec(
+            self.slot, self.key, self.ranges, address, self.release_moves_cursor, self.lowest_free, self.reuse
+        )
 
 
 def pool_key(ranges: tuple[AddressRange, ...]) -> str:

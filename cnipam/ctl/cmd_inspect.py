@@ -91,5 +91,7 @@ def _details(lease: Lease, now: float) -> list[str]:
         ("pool", lease.pool),
         ("slot", lease.slot),
         ("created", f"{when(lease.created)} ({age(lease.created, now)} ago)"),
+        ("boot", lease.boot or "- (not recorded: never released by a reboot repair)"),
+        ("netns", lease.netns or "-"),
     ]
     return [f"{name + ':':<11}{value}" for name, value in rows]

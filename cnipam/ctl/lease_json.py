@@ -15,6 +15,7 @@ from ..core.leases import GATEWAY, LEASE, Cursor, Lease
 from .failures import BadInput
 
 FIELDS = ("family", "address", "kind", "pool", "slot", "handle", "network", "container_id", "ifname", "created")
+LATER_FIELDS = ("boot", "netns")  # since schema 3; files written before lack them
 _TEXT_FIELDS = ("pool", "slot", "network", "container_id", "ifname")
 
 
@@ -31,6 +32,8 @@ def lease_to_json(lease: Lease) -> dict[str, object]:
         "container_id": lease.container_id,
         "ifname": lease.ifname,
         "created": lease.created,
+        "boot": lease.boot,
+        "netns": lease.netns,
     }
 
 
@@ -60,6 +63,10 @@ def lease_from_json(item: object, where: str) -> Lease:
     created = item["created"]
     if isinstance(created, bool) or not isinstance(created, (int, float)):
         raise BadInput(f"{where}.created: expected a number (seconds since 1970), got {created!r}")
+    later = [item.get(name, "") for name in LATER_FIELDS]
+    for name, value in zip(LATER_FIELDS, later, strict=True):
+        if not isinstance(value, str):
+            raise BadInput(f"{where}.{name}: expected a string, got {value!r}")
     return Lease(
         family,
         address,
@@ -71,6 +78,7 @@ def lease_from_json(item: object, where: str) -> Lease:
         item["container_id"],
         item["ifname"],
         float(created),
+        *later,
     )
 
 

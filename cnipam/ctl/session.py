@@ -35,9 +35,10 @@ class Session:
         return StoreSettings.from_env(dict(self.env), data_dir, store)
 
     @contextmanager
-    def existing(self, data_dir: str | None = None, store: object = None) -> Iterator[Store]:
-        """The store, which must already exist (inspection, release, export)."""
-        settings = self.settings(data_dir, store)
+    def existing(self, data_dir: str | None = None, store: object = None, boot: str = "") -> Iterator[Store]:
+        """The store, which must already exist (inspection, release, export); `boot`: open
+        it for this host's boot (its earlier boots' leases, core.reboot)."""
+        settings = self.settings(data_dir, store).with_boot(boot)
         if settings.etcd is None:  # an etcd prefix with no keys is simply an empty store
             _require_store(settings)
         with _opened(settings) as opened:

@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ..core.errors import (
     AddressConflict,
+    AddressesCooling,
     CnipamError,
     DecodeFailure,
     InvalidConfig,
@@ -48,6 +49,7 @@ STATUSES: tuple[tuple[type[BaseException], int], ...] = (
     (NotFound, 404),
     (AddressConflict, 409),
     (PoolExhausted, 503),
+    (AddressesCooling, 503),
     (StoreBusy, 503),
     (StoreIOError, 500),  # StoreCorrupt too, which also stops the server
 )

@@ -14,6 +14,7 @@ import os
 from ..core.addresses import BITS, Network
 from ..core.errors import InvalidConfig, InvalidEnvironment
 from ..core.record import Record
+from ..core.reuse import NO_DELAY, ReuseDelay, parse_reuse
 from ..store.settings import StoreSettings
 from .requests import subnet, usable
 
@@ -39,6 +40,7 @@ class DriverSettings(Record):
         "mains",
         "blocks",
         "read_timeout",
+        "reuse",
     )
 
     def __init__(
@@ -53,6 +55,7 @@ class DriverSettings(Record):
         mains: dict[int, Network | None],
         blocks: dict[int, int],
         read_timeout: float = DEFAULT_READ_TIMEOUT,
+        reuse: ReuseDelay = NO_DELAY,
     ) -> None:
         self.name = name
         self.socket = socket  # the UNIX socket, unless `address` asks for TCP
@@ -66,6 +69,10 @@ class DriverSettings(Record):
         self.read_timeout = (
             read_timeout  # longest wait for a client's next bytes: an idle or stalled connection holds a thread
         )
+        # Docker's own IPAM reuses a freed address at once (lowest free first; serial for
+        # swarm), and a restarted container usually gets its address back that way: so no
+        # delay unless asked for (core.reuse).
+        self.reuse = reuse
 
     def main_pool(self, family: int) -> tuple[Network | None, int]:
         return self.mains[family], self.blocks[family]
@@ -101,6 +108,17 @@ def parser() -> argparse.ArgumentParser:
         help=f"close a silent connection after this long (default {DEFAULT_READ_TIMEOUT:.0f}s)",
     )
     p.add_argument("--public", action="store_true", help="allow TCP on a non-loopback address (no authentication!)")
+    p.add_argument(
+        "--reuse-delay",
+        metavar="DURATION",
+        help="keep a released address from a new container this long (CNIPAM_REUSE_DELAY; default 0)",
+    )
+    p.add_argument(
+        "--when-only-cooling",
+        choices=("reuse", "wait"),
+        help="when only addresses inside the delay are free: hand out the oldest (reuse, default) or answer 503 (wait)"
+        " (CNIPAM_WHEN_ONLY_COOLING)",
+    )
     p.add_argument(
         "-file", "--file", dest="file", help="gipam's lease file (GIPAM_FILE); import it with `cnipamctl migrate gipam`"
     )
@@ -156,9 +174,17 @@ def load(argv: list[str], env: dict[str, str]) -> DriverSettings:
     read_timeout = (
         _duration(args.read_timeout, "--read-timeout") if args.read_timeout is not None else DEFAULT_READ_TIMEOUT
     )
+    delay = args.reuse_delay if args.reuse_delay is not None else env.get("CNIPAM_REUSE_DELAY", "")
+    when = args.when_only_cooling if args.when_only_cooling is not None else env.get("CNIPAM_WHEN_ONLY_COOLING", "")
+    reuse = parse_reuse(
+        delay or None,
+        when or None,
+        "--reuse-delay" if args.reuse_delay is not None else "CNIPAM_REUSE_DELAY",
+        "--when-only-cooling" if args.when_only_cooling is not None else "CNIPAM_WHEN_ONLY_COOLING",
+    )
     return DriverSettings(
         name, args.socket or f"{SOCKET_DIR}/{name}.sock", args.spec_dir or SPEC_DIR, address, args.public,
-        store, gipam_file, mains, blocks, read_timeout,
+        store, gipam_file, mains, blocks, read_timeout, reuse,
     )  # fmt: skip
 
 

@@ -22,17 +22,20 @@ if TYPE_CHECKING:
     from ..core.leases import Cursor, Lease
 
 
-def orphans(leases: Iterable[Lease], cursors: dict[str, Cursor]) -> list[str]:
-    found: list[str] = []
-    pools: dict[str, tuple[AddressRange, ...] | None] = {}
+class PoolKeys:
+    """Pool keys parsed once each: whether an address lies inside the pool a key names."""
 
-    def inside(pool: str, family: int, address: int, whole_subnet: bool) -> bool | None:
-        if pool not in pools:
+    def __init__(self) -> None:
+        self.pools: dict[str, tuple[AddressRange, ...] | None] = {}
+
+    def inside(self, pool: str, family: int, address: int, whole_subnet: bool = False) -> bool | None:
+        """None when `pool` is not a pool key; `whole_subnet`: anywhere in its subnets."""
+        if pool not in self.pools:
             try:
-                pools[pool] = parse_pool_key(pool)
+                self.pools[pool] = parse_pool_key(pool)
             except InvalidConfig:
-                pools[pool] = None
-        ranges = pools[pool]
+                self.pools[pool] = None
+        ranges = self.pools[pool]
         if ranges is None:
             return None
         return any(
@@ -40,6 +43,10 @@ def orphans(leases: Iterable[Lease], cursors: dict[str, Cursor]) -> list[str]:
             for r in ranges
         )
 
+
+def orphans(leases: Iterable[Lease], cursors: dict[str, Cursor]) -> list[str]:
+    found: list[str] = []
+    inside = PoolKeys().inside
     for lease in leases:
         verdict = inside(lease.pool, lease.family, lease.address, lease.kind == GATEWAY)
         if verdict is None:

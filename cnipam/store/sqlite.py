@@ -13,6 +13,13 @@ Layout (schema version 1):
   bounds as BLOBs for an overlap seek; ids come from the `counters` row `docker_pool`,
   which only ever grows, so an id is never handed out twice. A pool's addresses are
   ordinary rows of `leases` (cnipam.core.docker_pools says how they are marked).
+* version 3, the life of an address after its first day: `leases.boot` and `leases.netns`
+  (the kernel boot and the CNI_NETNS a CNI lease was made in); `released`, the free
+  addresses released within the last hour with the time of release (the reuse delay,
+  core.reuse), and for those a reboot took from an attachment, that attachment's handle
+  and slot (it gets the address back if it returns); `repaired_boot`, the boot whose
+  earlier boots' leases were last released (core.reboot); `sightings`, when a collector
+  first saw an owner leaked (core.collector: released only when seen again later).
 
 Writers serialise on an `flock` of `<db>.lock` before `BEGIN IMMEDIATE`: the kernel
 queues waiters in order, where SQLite's own busy handler sleeps and polls (measured in
@@ -30,26 +37,29 @@ from fcntl import LOCK_UN, flock
 
 from ..config_files import HELD_DATABASES
 from ..core.addresses import BITS, format_ip, from_bytes, parse_cidr, to_bytes
-from ..core.allocator import gateway_reservations, grant, refuse_taken, search_windows
-from ..core.errors import AddressConflict, NotFound, PoolExhausted, StoreBusy, StoreCorrupt, StoreIOError
-from ..core.leases import GATEWAY, LEASE, Cursor, Lease
+from ..core.allocator import gateway_reservations, grant, refuse_taken, returned_address, search_windows
+from ..core.errors import AddressConflict, NotFound, StoreBusy, StoreCorrupt, StoreIOError
+from ..core.leases import GATEWAY, LEASE, Cursor, Lease, refuse_changed
+from ..core.reuse import FORGET_AFTER, Freed, eligibility, last_resort, older
 from .base import Store
 from .sqlite_module import Connection, DatabaseError, IntegrityError, OperationalError, connect
 from .write_lock import take_lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Container, Iterable, Mapping, Sequence
     from typing import TypeVar
 
     T = TypeVar("T")
 
     from ..core.addresses import Network
+    from ..core.collector import Collection  # run time: in collect_garbage
     from ..core.docker_pools import DockerPool, PoolClaim  # run time: in the Docker methods
     from ..core.ipam_config import PoolSpec
     from ..core.leases import Owner
+    from ..core.reuse import Eligibility, ReuseDelay
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Forward migrations: MIGRATIONS[n] takes a store from schema version n to n + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -101,11 +111,43 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
         "INSERT INTO counters VALUES ('docker_pool', 0)",
     ),
+    (
+        "ALTER TABLE leases ADD COLUMN boot TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE leases ADD COLUMN netns TEXT NOT NULL DEFAULT ''",
+        """CREATE TABLE released (
+            family INTEGER NOT NULL CHECK (family IN (4, 6)),
+            address BLOB NOT NULL CHECK (length(address) = CASE family WHEN 4 THEN 4 ELSE 16 END),
+            released REAL NOT NULL,
+            handle TEXT,
+            slot TEXT CHECK ((handle IS NULL) = (slot IS NULL)),
+            PRIMARY KEY (family, address)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX released_age ON released (released)",
+        "CREATE UNIQUE INDEX released_return ON released (handle, slot) WHERE handle IS NOT NULL",
+        "CREATE INDEX released_held ON released (released) WHERE handle IS NOT NULL",
+        "CREATE TABLE repaired_boot (one INTEGER PRIMARY KEY CHECK (one = 1), boot TEXT NOT NULL)",
+        """CREATE TABLE sightings (
+            network TEXT NOT NULL,
+            handle TEXT NOT NULL,
+            first_seen REAL NOT NULL,
+            PRIMARY KEY (network, handle)
+        ) WITHOUT ROWID""",
+    ),
 )
 
-_COLUMNS = "family, address, kind, pool, slot, handle, network, container_id, ifname, created"
+_COLUMNS = "family, address, kind, pool, slot, handle, network, container_id, ifname, created, boot, netns"
 _POOL_COLUMNS = "id, address_space, pool, sub_pool, options, created"
 _FIND_FREE = "SELECT first, last FROM free WHERE family = ? AND last >= ? ORDER BY last LIMIT 1"
+_RESTING = (
+    "SELECT address, released, handle IS NOT NULL FROM released"
+    " WHERE family = ? AND address >= ? AND address <= ? ORDER BY address"
+)
+_OLDEST = (
+    "SELECT address, released FROM released"
+    " WHERE family = ? AND address >= ? AND address <= ? AND (handle IS NOT NULL) = ?"
+    " ORDER BY released LIMIT 1"
+)
+_ENDED = "kind = 'lease' AND boot != '' AND boot != ?"  # core.reboot.ended_by_reboot, as an index-free filter
 
 
 def _lease(row: Sequence[object]) -> Lease:
@@ -114,9 +156,12 @@ def _lease(row: Sequence[object]) -> Lease:
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: str, timeout: float = 5.0) -> None:
+    def __init__(self, path: str, timeout: float = 5.0, boot: str = "") -> None:
         self.path = path
         self.timeout = timeout
+        self.boot = boot
+        self.clock = time.time
+        self._repair_due = False  # as the current write transaction found it (core.reboot)
         self._file = _attach(path, timeout)
         self._db: Connection = self._file.db
         if self._file.version != SCHEMA_VERSION:
@@ -130,11 +175,20 @@ class SQLiteStore(Store):
 
     def allocate(self, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
         with _Writing(self):
-            return self._allocate(owner, pools, time.time())
+            return self._allocate(owner, pools, self.clock())
 
     def _allocate(self, owner: Owner, pools: tuple[PoolSpec, ...], now: float) -> list[Lease]:
         """`allocate` inside an open write transaction."""
+        self._db.execute("DELETE FROM released WHERE released < ?", (now - FORGET_AFTER,))
         held = self._select("WHERE handle = ?", (owner.handle,)) if owner.handle else []
+        if self._repair_due and held:  # an attachment back after a reboot: it takes its kept addresses again
+            ended = [lease for lease in held if lease.kind == LEASE and lease.boot and lease.boot != self.boot]
+            self._release_ended(ended)
+            held = [lease for lease in held if lease.kind != LEASE or not lease.boot or lease.boot == self.boot]
+
+        def take_next(spec: PoolSpec, owner: Owner) -> int:
+            return self._take_next(spec, owner, now)
+
         return grant(
             owner,
             pools,
@@ -142,7 +196,7 @@ class SQLiteStore(Store):
             now,
             self._reserve_gateways,
             self._take_requested,
-            self._take_next,
+            take_next,
             self._insert,
             self._set_cursor,
         )
@@ -157,8 +211,9 @@ class SQLiteStore(Store):
                 found = self.lookup(family, address)
                 if found is not None and found.kind == LEASE:
                     victims[family, address] = found
+            now = self.clock()
             for lease in victims.values():
-                self._remove(lease)
+                self._remove(lease, now)
             return list(victims.values())
 
     def release_gateway(self, family: int, address: int) -> Lease | None:
@@ -194,19 +249,133 @@ class SQLiteStore(Store):
 
         return self._read(scan)
 
-    def collect_garbage(self, network: str, valid: set[tuple[str, str]]) -> list[Lease]:
+    def collect_garbage(
+        self, network: str, valid: Container[tuple[str, str]], grace: float = 0.0, apply: bool = True
+    ) -> Collection:
+        from ..core.collector import Collection, judge, leaked_owners  # not at the top: ADD and DEL never need it
+
+        def judged(now: float) -> tuple[Collection, list[str]]:
+            leased = self._select("WHERE network = ? AND kind = 'lease' AND container_id != ''", (network,))
+            leaked = leaked_owners(leased, network, valid)
+            seen = self._sightings(network) if grace > 0 else {}
+            due, keep = judge(leaked, seen, now, grace)
+            candidates = [lease for held in leaked.values() for lease in held]
+            return Collection(candidates, [lease for owner in due for lease in leaked[owner]], keep), due
+
+        if not apply:
+            return self._read(lambda: judged(self.clock()))[0]
         with _Writing(self):
-            candidates = self._select("WHERE network = ? AND kind = 'lease' AND container_id != ''", (network,))
-            victims = [lease for lease in candidates if (lease.container_id, lease.ifname) not in valid]
-            for lease in victims:
-                self._remove(lease)
-            return victims
+            now = self.clock()
+            collection, due = judged(now)
+            for lease in collection.released:
+                self._remove(lease, now)
+            if grace > 0:
+                self._db.execute("DELETE FROM sightings WHERE network = ?", (network,))
+                self._db.executemany(
+                    "INSERT INTO sightings VALUES (?, ?, ?)",
+                    [(network, owner, at) for owner, at in collection.sightings.items()],
+                )
+            else:  # one pass: no sighting is made, and those of the owners released are of no use any more
+                self._db.executemany(
+                    "DELETE FROM sightings WHERE network = ? AND handle = ?", [(network, owner) for owner in due]
+                )
+            return collection
+
+    def _sightings(self, network: str) -> dict[str, float]:
+        return dict(
+            self._db.execute("SELECT handle, first_seen FROM sightings WHERE network = ?", (network,)).fetchall()
+        )
+
+    def earlier_boot_leases(self) -> list[Lease]:
+        return self._read(self._earlier_boot_leases)
+
+    def _earlier_boot_leases(self, within: tuple[int, int, int] | None = None, limit: int = -1) -> list[Lease]:
+        """This host's leases of earlier boots (`within`: family, first, last), in address order."""
+        from ..core.reboot import ended_by_reboot  # only while a repair is due, or by hand
+
+        where: str = _ENDED
+        params: tuple[object, ...] = (self.boot,)
+        if within is not None:
+            family, first, last = within
+            where, params = (
+                f"{where} AND family = ? AND address >= ? AND address <= ?",
+                (*params, family, *_span_bytes(family, first, last)),
+            )
+        rows = self._select(f"WHERE {where} ORDER BY family, address LIMIT ?", (*params, limit))
+        return [lease for lease in rows if ended_by_reboot(lease, self.boot)]
+
+    def release_earlier_boots(self) -> list[Lease]:
+        if not self.boot:
+            return []
+        with _Writing(self, repair=False):
+            ended = self._earlier_boot_leases()
+            self._release_ended(ended)
+            self._db.execute("INSERT OR REPLACE INTO repaired_boot VALUES (1, ?)", (self.boot,))
+            self._repair_due = False
+            return ended
+
+    def _repair_step(self) -> None:
+        """The start of every write of a store opened with a boot: one row compared, and
+        while the repair is due, at most REPAIR_CHUNK of the earlier boots' leases released
+        (core.reboot): the first call after a reboot stays cheap however many there are."""
+        from ..core.reboot import REPAIR_CHUNK
+
+        row = self._db.execute("SELECT boot FROM repaired_boot").fetchone()
+        self._repair_due = row is None or row[0] != self.boot
+        if not self._repair_due:
+            return
+        ended = self._earlier_boot_leases(limit=REPAIR_CHUNK)
+        self._release_ended(ended + self._partners(ended))
+        if len(ended) < REPAIR_CHUNK:
+            self._db.execute("INSERT OR REPLACE INTO repaired_boot VALUES (1, ?)", (self.boot,))
+            self._repair_due = False
+
+    def _partners(self, ended: list[Lease]) -> list[Lease]:
+        """The other earlier-boot leases of the owners of `ended`: a step releases owners whole."""
+        handles = sorted({lease.handle for lease in ended if lease.handle is not None})
+        if not handles:
+            return []
+        known = {(lease.family, lease.address) for lease in ended}
+        rows = self._select(f"WHERE handle IN ({','.join('?' * len(handles))}) AND {_ENDED}", (*handles, self.boot))
+        return [lease for lease in rows if (lease.family, lease.address) not in known]
+
+    def _release_ended(self, leases: list[Lease]) -> None:
+        """Release leases a reboot ended, each address kept for its attachment (core.reboot),
+        runs of neighbouring addresses given back to the free index together. The round-robin
+        positions stay where they are: no container asked for these releases."""
+        if not leases:
+            return
+        from ..core.reboot import kept_for
+
+        now = self.clock()
+        keys = [(lease.family, to_bytes(lease.family, lease.address)) for lease in leases]
+        self._db.executemany("DELETE FROM leases WHERE family = ? AND address = ?", keys)
+        kept = [(*key, now, *(kept_for(lease) or (None, None))) for key, lease in zip(keys, leases, strict=True)]
+        self._db.executemany("INSERT OR REPLACE INTO released VALUES (?, ?, ?, ?, ?)", kept)
+        for family, first, last in _runs(leases):
+            self._give_back(family, first, last)
+
+    def release_exactly(self, leases: Sequence[Lease], cursors: Mapping[str, Cursor]) -> None:
+        with _Writing(self):
+            current = [found for found in (self.lookup(lease.family, lease.address) for lease in leases) if found]
+            refuse_changed(leases, current, cursors, self.cursors())
+            now = self.clock()
+            for lease in leases:
+                self._remove(lease, now)
+            for pool in cursors:
+                self._db.execute("DELETE FROM cursors WHERE pool = ?", (pool,))
 
     def exhausted(self, pools: tuple[PoolSpec, ...]) -> list[PoolSpec]:
+        """While a reboot repair is due, a pool whose only addresses are earlier boots'
+        leases is not exhausted: the next ADD frees one (core.reboot)."""
+
         def scan() -> list[PoolSpec]:
+            due = bool(self.boot) and self._db.execute("SELECT boot FROM repaired_boot").fetchone() != (self.boot,)
             return [
-                spec for spec in pools if all(self._first_free(spec.family, *window) is None for window in spec.pieces)
-            ]
+                spec for spec in pools
+                if all(self._first_free(spec.family, *window) is None for window in spec.pieces)
+                and not (due and any(self._earlier_boot_leases((spec.family, *window), 1) for window in spec.pieces))
+            ]  # fmt: skip
 
         return self._read(scan)
 
@@ -215,10 +384,13 @@ class SQLiteStore(Store):
         with _Writing(self):
             self._db.execute("SAVEPOINT import_rows")
             try:
-                self._db.executemany(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                self._db.executemany(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             except IntegrityError:
                 self._db.execute("ROLLBACK TO import_rows")  # undo the rows before the clash, then name it
                 raise AddressConflict(f"import refused: {self._first_conflict(rows)}") from None
+            self._db.executemany(
+                "DELETE FROM released WHERE family = ? AND address = ?", [lease_row[1:3] for lease_row in rows]
+            )
             for family in sorted({lease_row[1] for lease_row in rows}):  # type: ignore[type-var]
                 self._rebuild_free(family)  # type: ignore[arg-type]
             for pool, cursor in cursors.items():
@@ -259,8 +431,9 @@ class SQLiteStore(Store):
     def release_docker_pool(self, pool_id: str) -> DockerPool:
         with _Writing(self):
             pool = self._docker_pool(pool_id)
+            now = self.clock()
             for lease in self._select("WHERE network = ? AND kind = 'lease'", (pool.lease_network,)):
-                self._remove(lease)
+                self._remove(lease, now)
             self._db.execute("DELETE FROM docker_pools WHERE id = ?", (pool_id,))
             return pool
 
@@ -268,12 +441,15 @@ class SQLiteStore(Store):
         query = f"SELECT {_POOL_COLUMNS} FROM docker_pools ORDER BY created, id"
         return self._read(lambda: [_docker_pool(row) for row in self._db.execute(query)])
 
-    def request_docker_address(self, pool_id: str, requested: int | None, serial: bool = False) -> Lease:
+    def request_docker_address(
+        self, pool_id: str, requested: int | None, serial: bool = False, reuse: ReuseDelay | None = None
+    ) -> Lease:
         with _Writing(self):
             pool = self._docker_pool(pool_id)
             if requested is not None:
                 pool.check_named(requested)
-            return self._allocate(pool.owner(), (pool.spec(requested, serial),), time.time())[0]
+            spec = pool.spec(requested, serial) if reuse is None else pool.spec(requested, serial, reuse)
+            return self._allocate(pool.owner(), (spec,), self.clock())[0]
 
     def release_docker_address(self, pool_id: str, family: int, address: int) -> Lease | None:
         with _Writing(self):
@@ -282,7 +458,7 @@ class SQLiteStore(Store):
             found = self.lookup(family, address)
             if found is None or not pool.holds(found):
                 return None
-            self._remove(found)
+            self._remove(found, self.clock())
             return found
 
     def problems(self) -> list[str]:
@@ -345,18 +521,67 @@ class SQLiteStore(Store):
         self._take(spec.family, address)
         return address
 
-    def _take_next(self, spec: PoolSpec) -> int:
+    def _take_next(self, spec: PoolSpec, owner: Owner, now: float) -> int:
+        """The address a reboot kept for the owner, else the first eligible one in search
+        order (core.reuse), else what core.reuse.last_resort says."""
+        family = spec.family
+        if owner.handle is not None:
+            row = self._db.execute(
+                "SELECT family, address FROM released WHERE handle = ? AND slot = ?", (owner.handle, spec.slot)
+            ).fetchone()
+            address = returned_address(spec, from_bytes(row[1]) if row else None)
+            if address is not None:
+                self._take(family, address)
+                return address
         cursor = None
         if not spec.lowest_free:
             row = self._db.execute("SELECT family, address FROM cursors WHERE pool = ?", (spec.key,)).fetchone()
-            cursor = from_bytes(row[1])[1] if row and row[0] == spec.family else None
-        for first, last in search_windows(spec.pieces, cursor):
-            found = self._seek_free(spec.family, first)
-            if found is not None and max(found[0], first) <= last:
-                address = max(found[0], first)
-                self._split(spec.family, address, found)
-                return address
-        raise PoolExhausted(f"no free address left in {spec}")
+            cursor = from_bytes(row[1])[1] if row and row[0] == family else None
+        rule = eligibility(spec.reuse, now)
+        held = self._db.execute(
+            "SELECT 1 FROM released WHERE handle IS NOT NULL AND released > ? LIMIT 1", (rule.held_since,)
+        )
+        anything_rests = not rule.trivial or held.fetchone() is not None
+        windows = search_windows(spec.pieces, cursor)
+        for first, last in windows:
+            position = first
+            while position <= last:
+                found = self._seek_free(family, position)
+                if found is None or max(found[0], position) > last:
+                    break
+                start, end = max(found[0], position), min(found[1], last)
+                address = self._first_unresting(family, start, end, rule) if anything_rests else start
+                if address is not None:
+                    self._split(family, address, found)
+                    return address
+                position = end + 1
+        if self._repair_due:  # a pool full of earlier boots' leases serves a new container at once
+            from ..core.reboot import REPAIR_CHUNK
+
+            for first, last in windows:
+                ended = self._earlier_boot_leases((family, first, last), REPAIR_CHUNK)
+                self._release_ended(ended + self._partners(ended))
+        cooling = kept = None
+        for first, last in windows:
+            cooling = older(cooling, self._oldest_released(family, first, last, False))
+            kept = older(kept, self._oldest_released(family, first, last, True))
+        address = last_resort(spec, cooling, kept, now)
+        self._take(family, address)
+        return address
+
+    def _first_unresting(self, family: int, start: int, end: int, rule: Eligibility) -> int | None:
+        """The first address of the free run [start, end] that `rule` allows: one pass over
+        the run's released rows, stopping at the first gap or allowed one."""
+        expected = start
+        for raw, released, held in self._db.execute(_RESTING, (family, to_bytes(family, start), to_bytes(family, end))):
+            if int.from_bytes(raw, "big") != expected or rule.allows(released, bool(held)):
+                return expected
+            expected += 1
+        return expected if expected <= end else None
+
+    def _oldest_released(self, family: int, first: int, last: int, held: bool) -> Freed | None:
+        row = self._db.execute(_OLDEST, (family, to_bytes(family, first), to_bytes(family, last), int(held))).fetchone()
+        return Freed(int.from_bytes(row[0], "big"), row[1], held) if row else None
 
     def _seek_free(self, family: int, start: int) -> tuple[int, int] | None:
         """The first free interval that ends at or after `start`: one index seek."""
@@ -389,31 +614,37 @@ class SQLiteStore(Store):
                 "INSERT INTO free VALUES (?, ?, ?)", (family, to_bytes(family, address - 1), to_bytes(family, first))
             )
 
-    def _give_back(self, family: int, address: int) -> None:
-        """Return one address to the free index, merging it with its neighbours."""
-        first = last = address
+    def _give_back(self, family: int, address: int, until: int | None = None) -> None:
+        """Return one address (or the run `address`..`until`) to the free index, merging it
+        with its neighbours."""
+        first, last = address, address if until is None else until
+        end = last
         if address > 0:
             below = to_bytes(family, address - 1)
             left = self._db.execute("SELECT first FROM free WHERE family = ? AND last = ?", (family, below)).fetchone()
             if left:
                 first = int.from_bytes(left[0], "big")
                 self._db.execute("DELETE FROM free WHERE family = ? AND last = ?", (family, below))
-        right = self._db.execute(_FIND_FREE, (family, to_bytes(family, address))).fetchone()
-        if right and int.from_bytes(right[0], "big") == address + 1:
+        right = self._db.execute(_FIND_FREE, (family, to_bytes(family, end))).fetchone()
+        if right and int.from_bytes(right[0], "big") == end + 1:
             last = int.from_bytes(right[1], "big")
             self._db.execute("DELETE FROM free WHERE family = ? AND last = ?", (family, right[1]))
         self._db.execute("INSERT INTO free VALUES (?, ?, ?)", (family, to_bytes(family, last), to_bytes(family, first)))
 
     def _insert(self, lease: Lease) -> None:
+        row = _row(lease)
         try:
-            self._db.execute(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", _row(lease))
+            self._db.execute(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
         except IntegrityError as exc:
             raise StoreCorrupt(f"cannot record {lease.ip}: {exc}; run `cnipamctl check`") from None
+        self._db.execute("DELETE FROM released WHERE family = ? AND address = ?", row[1:3])
 
-    def _remove(self, lease: Lease) -> None:
+    def _remove(self, lease: Lease, now: float) -> None:
         raw = to_bytes(lease.family, lease.address)
         self._db.execute("DELETE FROM leases WHERE family = ? AND address = ?", (lease.family, raw))
         self._give_back(lease.family, lease.address)
+        if lease.kind == LEASE:
+            self._db.execute("INSERT OR REPLACE INTO released VALUES (?, ?, ?, NULL, NULL)", (lease.family, raw, now))
         self._db.execute(
             "UPDATE cursors SET family = ?, address = ? WHERE pool = ? AND moves_on_release = 1",
             (lease.family, to_bytes(lease.family, lease.address), lease.pool),
@@ -542,6 +773,8 @@ class SQLiteStore(Store):
                 problems.append(f"{ip}: text form does not match the stored address {format_ip(*from_bytes(raw))}")
         for family in (4, 6):
             problems.extend(self._free_index_problems(family))
+        for (ip,) in self._db.execute("SELECT ip FROM leases JOIN released USING (family, address)"):
+            problems.append(f"{ip}: leased, yet recorded as released (its reuse delay would apply to its next holder)")
         from .orphans import orphans  # only when checking
 
         problems.extend(orphans(self._select("", ()), self.cursors()))
@@ -618,15 +851,27 @@ class _Locked:
 
 
 class _Writing(_Locked):
-    """One write transaction under the flock: committed on success, rolled back on any error."""
+    """One write transaction under the flock: committed on success, rolled back on any
+    error. In a store opened with a boot, it starts with the reboot repair when due."""
+
+    def __init__(self, store: SQLiteStore, repair: bool = True) -> None:
+        super().__init__(store)
+        self.repair = repair and bool(store.boot)
 
     def __enter__(self) -> None:
         super().__enter__()
         try:
             self.store._db.execute("BEGIN IMMEDIATE")
-        except DatabaseError as exc:
+            if self.repair:
+                self.store._repair_step()
+        except BaseException as exc:
+            db = self.store._db
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             self.store._unlock()
-            raise _store_error(self.store.path, exc) from None
+            if isinstance(exc, DatabaseError):
+                raise _store_error(self.store.path, exc) from None
+            raise
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         db = self.store._db
@@ -663,8 +908,23 @@ def _docker_pool(row: Sequence[object]) -> DockerPool:
 def _row(lease: Lease) -> tuple[object, ...]:
     return (
         lease.ip, lease.family, to_bytes(lease.family, lease.address), lease.kind, lease.pool, lease.slot,
-        lease.handle, lease.network, lease.container_id, lease.ifname, lease.created,
+        lease.handle, lease.network, lease.container_id, lease.ifname, lease.created, lease.boot, lease.netns,
     )  # fmt: skip
+
+
+def _span_bytes(family: int, first: int, last: int) -> tuple[bytes, bytes]:
+    return to_bytes(family, first), to_bytes(family, last)
+
+
+def _runs(leases: list[Lease]) -> list[tuple[int, int, int]]:
+    """(family, first, last) of each run of neighbouring addresses among `leases`."""
+    runs: list[tuple[int, int, int]] = []
+    for family, address in sorted((lease.family, lease.address) for lease in leases):
+        if runs and runs[-1][0] == family and runs[-1][2] == address - 1:
+            runs[-1] = (family, runs[-1][1], address)
+        else:
+            runs.append((family, address, address))
+    return runs
 
 
 def _span(family: int, first: int, last: int) -> str:

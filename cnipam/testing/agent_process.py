@@ -29,8 +29,11 @@ STOP_TIMEOUT = 30.0
 class AgentProcess:
     """One `cnipamd` on `socket`; each start logs to a new `folder/cnipamd-*.log`."""
 
-    def __init__(self, executable: str, socket: Path, folder: Path, *args: str) -> None:
+    def __init__(
+        self, executable: str, socket: Path, folder: Path, *args: str, env: dict[str, str] | None = None
+    ) -> None:
         self.executable = executable
+        self.env = env or {}  # added to its minimal environment (CNIPAM_BOOT_ID, say)
         self.socket = socket
         self.folder = folder
         self.args = args
@@ -53,7 +56,7 @@ class AgentProcess:
                 stdout=subprocess.DEVNULL,
                 stderr=err,
                 cwd=workdir,
-                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **self.env},
             )
         if wait:
             self.wait_listening()

@@ -83,8 +83,10 @@ def call(
     return Raw(proc)
 
 
-def start_agent(tmp: Path, *args: str, sock: Path | None = None, expect_listening: bool = True) -> AgentProcess:
-    agent = AgentProcess(installed("cnipamd"), sock or tmp / "run" / "cnipamd.sock", tmp, *args)
+def start_agent(
+    tmp: Path, *args: str, sock: Path | None = None, expect_listening: bool = True, env: dict[str, str] | None = None
+) -> AgentProcess:
+    agent = AgentProcess(installed("cnipamd"), sock or tmp / "run" / "cnipamd.sock", tmp, *args, env=env)
     try:
         agent.start(wait=expect_listening)
     except RuntimeError as exc:
@@ -396,6 +398,28 @@ def test_reconciler_releases_a_lease_without_cache_entry_after_the_grace_period(
         assert [(event["network"], event["container"], event["ip"]) for event in released] == [
             (NET, "gone", "10.9.0.3")
         ]
+    finally:
+        assert agent.stop() == 0
+
+
+def test_cnipamd_finishes_the_reboot_repair_at_its_start(tmp_path: Path, caller: Path) -> None:
+    store = tmp_path / "rb.db"
+    before = {}
+    for container in ("a", "b"):
+        run = call("ADD", ecs(V4), store, caller, None, {"CNI_CONTAINERID": container, "CNIPAM_BOOT_ID": "boot-before"})
+        assert run.code == 0
+        before[container] = json.loads(run.stdout)["ips"][0]["address"]
+    agent = start_agent(tmp_path, f"--db={store}", env={"CNIPAM_BOOT_ID": "boot-after"})
+    try:
+        assert held(store) == []  # released before the first call came
+        (event,) = agent.events("released-earlier-boots")
+        assert (event["leases"], event["boot"]) == (2, "boot-after")
+        again = call(
+            "ADD", ecs(V4), store, caller, agent.socket, {"CNI_CONTAINERID": "b", "CNIPAM_BOOT_ID": "boot-after"}
+        )
+        assert (
+            json.loads(again.stdout)["ips"][0]["address"] == before["b"]
+        )  # the returning container gets its address back
     finally:
         assert agent.stop() == 0
 

@@ -20,6 +20,7 @@ from cnipam.core.errors import AddressConflict, NotFound
 from cnipam.core.leases import LEASE, Owner
 from cnipam.store.etcd import EtcdStore
 from cnipam.store.etcd_keys import BLOCK_BITS
+from cnipam.store.etcdv3 import prefix_end
 from cnipam.store.opening import open_etcd
 from cnipam.store.settings import EtcdSettings
 from cnipam.testing.etcd_server import EtcdServer, free_port
@@ -135,9 +136,11 @@ def test_a_dead_hosts_leases_and_blocks_are_released_only_after_the_grace_period
     dead, operator = (
         open_host(etcd_endpoint, etcd_prefix.decode(), host, tmp_path) for host in ("host-dead", "host-ops")
     )
+    dead.boot = "boot-1"
     try:
         for n in range(3):
             dead.allocate(Owner.for_request(None, "n", f"d{n}", "eth0"), pools)
+        dead.collect_garbage("n", set(), grace=600)  # a first sighting of each
         seen = {record.host: record for record in operator.hosts()}
         assert (seen["host-dead"].blocks, seen["host-dead"].leases) == (1, 4)  # three leases and the gateway
         with pytest.raises(AddressConflict, match="within the grace period"):
@@ -150,6 +153,9 @@ def test_a_dead_hosts_leases_and_blocks_are_released_only_after_the_grace_period
             1,
         )
         assert operator.leases() == [] and operator.blocks() == []
+        for kind in ("boot", "bootlease", "sighting", "kept"):  # nothing of the dead host's own is left
+            start = f"{etcd_prefix.decode()}{kind}/host-dead".encode()
+            assert operator.client.range(start, prefix_end(start))[0] == [], kind
         assert [lease.ip for lease in operator.allocate(Owner.for_request(None, "n", "o", "eth0"), pools)] == [
             "10.40.0.2"
         ]

@@ -137,7 +137,7 @@ def test_garbage_collection_is_per_network_and_spares_unknown_owners(store: Stor
         store.allocate(attachment(container, "n1"), V4)
     store.allocate(attachment("z", "n2"), V4)
     store.allocate(Owner.for_request(None, "n1", "", "eth0"), V4)  # anonymous: no attachment recorded
-    released = store.collect_garbage("n1", {("b", "eth0")})
+    released = store.collect_garbage("n1", {("b", "eth0")}).released
     assert sorted(lease.container_id for lease in released) == ["a", "c"]
     assert held(store) == ["10.0.0.3", "10.0.0.5", "10.0.0.6"]
 
