@@ -431,7 +431,7 @@ def test_relative_etcd_files_are_the_callers_not_the_agents(
     config = ecs(V4) | {"ipam": {**ecs(V4)["ipam"], "store": store}}
     assert call("ADD", config, tmp_path / "unused.db", caller, agent.socket).code == 0
     assert (caller / "lk" / "etcd.lock").exists() and not (tmp_path / "agent-cwd" / "lk").exists()
-    secret = {**store, "username": "cni", "passwordFile": "no-such-secret"}
+    secret = {**store, "username": "cni", "passwordFile": "no-such-secret", "allowInsecure": True}
     config = ecs(V4) | {"ipam": {**ecs(V4)["ipam"], "store": secret}}
     served, direct = (call("ADD", config, tmp_path / "unused.db", caller, socket) for socket in (agent.socket, None))
     assert served.code == direct.code != 0 and served.stdout == direct.stdout

@@ -168,7 +168,8 @@ def test_a_wrong_password_is_named_without_the_password(run_plugin: RunPlugin, a
     wrong = PASSWORD + "-wrong"
     (tmp_path / "password").write_text(wrong + "\n")
     for credentials in ({"password": wrong}, {"passwordFile": str(tmp_path / "password")}):
-        store = {"type": "etcd", "endpoints": [auth_etcd], "username": "root", "lockDir": str(tmp_path / "l"), **credentials}
+        store = {"type": "etcd", "endpoints": [auth_etcd], "username": "root", "lockDir": str(tmp_path / "l"), "allowInsecure": True}
+        store |= credentials
         answer = run_plugin("ADD", config({**V4, "store": store}), {"CNI_CONTAINERID": "c1"})
         assert (answer.code, answer.out["code"]) == (1, 5), answer.out
         assert "authentication" in answer.out["msg"] and "root" in answer.out["msg"]
@@ -185,6 +186,7 @@ def test_a_wrong_password_is_named_without_the_password(run_plugin: RunPlugin, a
 )
 def test_an_unreachable_etcd_with_credentials_configured_names_no_secret(run_plugin: RunPlugin, tmp_path: Path, endpoint: str) -> None:
     store = {"type": "etcd", "endpoints": [endpoint], "username": "root", "password": "Sup3rSecret", "lockDir": str(tmp_path / "l")}
+    store["allowInsecure"] = True  # else refused before any connection: test_plain_http_with_credentials_is_refused…
     answer = run_plugin("ADD", config({**V4, "store": store}), {"CNI_CONTAINERID": "c1", "IPAM_DB_CONNECTION_TIMEOUT": "300ms"})
     assert answer.code == 1 and answer.out["code"] in (7, 11), answer.out
     no_secret(json.dumps(answer.out) + answer.err, "Sup3rSecret")
@@ -192,6 +194,27 @@ def test_an_unreachable_etcd_with_credentials_configured_names_no_secret(run_plu
     ctl = subprocess.run([installed("cnipamctl"), "leases"], capture_output=True, env=env, timeout=60)
     assert ctl.returncode in (1, 2)
     no_secret(ctl.stdout.decode() + ctl.stderr.decode(), "Sup3rSecret")
+
+
+@pytest.mark.parametrize("credentials", [{"password": "Sup3rSecret"}, {"passwordFile": "/nonexistent"}])
+def test_plain_http_with_credentials_is_refused_unless_allowed(run_plugin: RunPlugin, tmp_path: Path, credentials: dict[str, str]) -> None:
+    """A password sent to an http:// endpoint crosses the network in clear, and so does the
+    token etcd hands back for it: refused (code 7) before anything is read or dialled,
+    saying why and what to do; `allowInsecure` is the operator's explicit choice."""
+    port = free_port()
+    store = {"type": "etcd", "endpoints": [f"https://127.0.0.1:{port}", f"http://127.0.0.1:{port}"], "username": "root", **credentials}
+    answer = run_plugin("ADD", config({**V4, "store": store}), {"CNI_CONTAINERID": "c1"})
+    assert (answer.code, answer.out["code"]) == (1, 7), answer.out
+    assert "clear text" in answer.out["msg"] and "allowInsecure" in answer.out["msg"], answer.out
+    assert f"http://127.0.0.1:{port}" in answer.out["msg"]
+    no_secret(json.dumps(answer.out), "Sup3rSecret")
+    allowed = {**store, "allowInsecure": True, "lockDir": str(tmp_path / "l")}
+    answer = run_plugin("ADD", config({**V4, "store": allowed}), {"CNI_CONTAINERID": "c1", "IPAM_DB_CONNECTION_TIMEOUT": "300ms"})
+    assert answer.out["code"] != 7, answer.out  # past the settings: it now fails on the dead port or the missing file
+    without = {"type": "etcd", "endpoints": [f"http://127.0.0.1:{port}"], "lockDir": str(tmp_path / "l")}  # no secret to leak
+    answer = run_plugin("ADD", config({**V4, "store": without}), {"CNI_CONTAINERID": "c1", "IPAM_DB_CONNECTION_TIMEOUT": "300ms"})
+    assert answer.out["code"] == 11, answer.out
+    assert run_plugin("ADD", config({**V4, "store": {**allowed, "allowInsecure": "yes"}}), {"CNI_CONTAINERID": "c1"}).out["code"] == 7
 
 
 @pytest.mark.parametrize("endpoint", ["http://a b:2379", "http://h\r\nX-Injected: 1:2379", "http://h\t:1"])

@@ -12,6 +12,8 @@ A cluster shares its address space through etcd: a network's `ipam.store` object
 `{"type": "etcd", "endpoints": ["https://10.0.0.5:2379"], "prefix": "/cnipam/",
 "host": "node-1", "username": "cnipam", "passwordFile": "/etc/cnipam/etcd-password",
 "tls": {"ca": "...", "cert": "...", "key": "..."}, "lockDir": "/run/cnipam"}`.
+A username with an `http://` endpoint is refused unless `"allowInsecure": true`: the
+password, and the token etcd returns for it, would cross the network in clear text.
 `{"type": "sqlite", "path": "..."}` names the embedded store explicitly. Precedence:
 `ipam.store`, `ipam.dataDir`, `CNIPAM_STORE`, `IPAM_DB_PATH`, the default.
 """
@@ -160,7 +162,7 @@ class StoreSettings(Record):
         return cls(path, timeout, origin, etcd)
 
 
-STORE_KEYS = {"type", "path", "endpoints", "prefix", "host", "username", "password", "passwordFile", "tls", "lockDir"}
+STORE_KEYS = {"type", "path", "endpoints", "prefix", "host", "username", "password", "passwordFile", "tls", "lockDir", "allowInsecure"}
 
 
 def _parse_store(raw: object, where: str) -> EtcdSettings | str | None:
@@ -205,6 +207,15 @@ def _parse_store(raw: object, where: str) -> EtcdSettings | str | None:
         raise InvalidConfig(f"{where}: a password needs a username")
     if password is not None and password_file is not None:
         raise InvalidConfig(f"{where}: give password or passwordFile, not both")
+    insecure = raw.get("allowInsecure", False)
+    if not isinstance(insecure, bool):
+        raise InvalidConfig(f"{where}.allowInsecure: expected true or false")
+    plain = [endpoint for endpoint in endpoints if endpoint.startswith("http://")]
+    if username and plain and not insecure:
+        raise InvalidConfig(
+            f"{where}: {plain[0]} is plain http://, so the password for {username!r} (and the token etcd returns for it) "
+            'would cross the network in clear text; use https:// endpoints, or set "allowInsecure": true to send them anyway'
+        )
     lock_dir = optional_text(raw, "lockDir", where) if "lockDir" in raw else DEFAULT_LOCK_DIR
     return EtcdSettings(
         tuple(item.rstrip("/") for item in endpoints), prefix, optional_text(raw, "host", where), username, password, password_file,
