@@ -69,11 +69,13 @@ def start_failed(error: Exception, program: str | None = None) -> int:
     return exit_status(error)
 
 
-def make_folder(folder: str, mode: int) -> None:
-    """The socket's folder with exactly `mode` when it has to be created (the umask may
-    narrow or widen makedirs' mode); an existing folder is left as it is."""
+def make_folder(folder: str, mode: int, group: int | None = None) -> None:
+    """The socket's folder with exactly `mode` (and `group`) when it has to be created
+    (the umask may narrow or widen makedirs' mode); an existing folder is left as it is."""
     if not os.path.isdir(folder):
         os.makedirs(folder, mode=mode, exist_ok=True)
+        if group is not None:
+            os.chown(folder, -1, group)
         os.chmod(folder, mode)
 
 

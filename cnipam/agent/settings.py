@@ -7,6 +7,7 @@ seconds.
 from __future__ import annotations
 
 import argparse
+import grp
 import os
 
 from ..agent_client import DEFAULT_SOCKET, SOCKET_VARIABLE
@@ -18,16 +19,23 @@ DEFAULT_GRACE = 600.0
 
 
 class AgentSettings(Record):
-    __slots__ = ("socket", "reconcile_interval", "reconcile_grace", "cache_dir", "stores")
+    __slots__ = ("socket", "reconcile_interval", "reconcile_grace", "cache_dir", "stores", "allow_group")
 
     def __init__(
-        self, socket: str, reconcile_interval: float | None, reconcile_grace: float, cache_dir: str, stores: tuple[str, ...]
+        self,
+        socket: str,
+        reconcile_interval: float | None,
+        reconcile_grace: float,
+        cache_dir: str,
+        stores: tuple[str, ...],
+        allow_group: int | None = None,
     ) -> None:
         self.socket = socket
         self.reconcile_interval = reconcile_interval  # None: the reconciler is off
         self.reconcile_grace = reconcile_grace
         self.cache_dir = cache_dir
         self.stores = stores  # store files to hold (and reconcile) from the start
+        self.allow_group = allow_group  # gid whose members' calls are answered with their own credentials; None: root only
 
 
 def duration(text: str) -> float:
@@ -48,6 +56,15 @@ def positive_duration(text: str) -> float:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
     return seconds
+
+
+def group_id(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    try:
+        return grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no group named {text!r}") from None
 
 
 def load(argv: list[str], env: dict[str, str]) -> AgentSettings:
@@ -81,6 +98,16 @@ def load(argv: list[str], env: dict[str, str]) -> AgentSettings:
         metavar="FILE",
         help="a store file to open at start (and reconcile), repeatable; stores that calls name are opened on first use anyway",
     )
+    parser.add_argument(
+        "--allow-group",
+        type=group_id,
+        metavar="GROUP",
+        help="also answer members of GROUP (name or gid); the socket becomes root:GROUP 0660. Their calls run in a child "
+        "process with their own uid and groups, so they can do nothing through the agent that their own plugin could not. "
+        "Default: only root's calls are answered; anyone else's plugin is told to run the call itself",
+    )
     args = parser.parse_args(argv)
     stores = tuple(os.path.abspath(path) for path in args.db)
-    return AgentSettings(os.path.abspath(args.socket), args.reconcile_interval, args.reconcile_grace, args.cni_cache_dir, stores)
+    return AgentSettings(
+        os.path.abspath(args.socket), args.reconcile_interval, args.reconcile_grace, args.cni_cache_dir, stores, args.allow_group
+    )
