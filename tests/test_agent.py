@@ -19,7 +19,7 @@ import sqlite3
 import stat
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +99,9 @@ class Agent:
         return self.proc.wait(CALL_TIMEOUT)
 
 
-def start_agent(tmp: Path, *args: str, sock: Path | None = None, expect_listening: bool = True) -> Agent:
+def start_agent(
+    tmp: Path, *args: str, sock: Path | None = None, expect_listening: bool = True, preexec_fn: Callable[[], None] | None = None
+) -> Agent:
     sock = sock or tmp / "run" / "cnipamd.sock"
     log = tmp / f"cnipamd-{time.monotonic_ns()}.log"
     workdir = tmp / "agent-cwd"  # not the callers' folder: relative paths must not resolve here
@@ -112,6 +114,7 @@ def start_agent(tmp: Path, *args: str, sock: Path | None = None, expect_listenin
             stderr=err,
             cwd=workdir,
             env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+            preexec_fn=preexec_fn,
         )
     agent = Agent(proc, sock, log)
     if not expect_listening:

@@ -11,7 +11,7 @@ import os
 import socket
 import time
 
-from ..agent_protocol import MAX_REQUEST, FrameReader, ProtocolError, decode_request, encode_answer, encode_decline
+from ..agent_protocol import MAX_REQUEST, Declined, FrameReader, ProtocolError, decode_request, encode_answer, encode_decline
 from ..plugin import run
 from ..service import log
 
@@ -57,6 +57,9 @@ def serve_call(conn: socket.socket, request_timeout: float, open_store: StoreOpe
         # already shows the call (what an operator, or a test, reads next).
         log("call", **fields, ms=round((time.monotonic() - started) * 1000, 2))
         conn.sendall(frame)
+    except Declined as declined:
+        log("declined", reason=declined.reason, **context)
+        decline(conn, declined.reason)
     except TimeoutError:
         log("dropped", reason=f"no whole request within {request_timeout:g} s", **context)
     except ProtocolError as exc:

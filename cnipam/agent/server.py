@@ -28,10 +28,23 @@ import signal
 import socket
 import sys
 import threading
+import time
 
+from ..agent_protocol import encode_decline
 from ..core.errors import CnipamError, InvalidConfig
 from ..plugin import store_settings
-from ..service import clear_stale_socket, log, make_folder, remove_if_ours, socket_mode_0660, start_failed
+from ..service import (
+    OUT_OF_DESCRIPTORS,
+    Episode,
+    SpareDescriptor,
+    clear_stale_socket,
+    log,
+    make_folder,
+    remove_if_ours,
+    reserve_descriptors,
+    socket_mode_0660,
+    start_failed,
+)
 from ..store.opening import open_store
 from .connection import decline, serve_call
 from .forker import Forker
@@ -41,18 +54,19 @@ from .settings import AgentSettings, load
 from .store_cache import StoreCache, file_identity
 
 BACKLOG = 512  # a node starting many pods at once connects in a burst
-REQUEST_TIMEOUT = 10.0  # a forwarding plugin sends its request at once; a silent peer is dropped
-MAX_CALLS = 256
+SWEEP_INTERVAL = 30.0  # how often idle stores are looked for, at most
 
 
 class Agent:
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
-        self.stores = StoreCache(open_store)  # type: ignore[arg-type]  # keyed by StoreSettings
+        self.stores = StoreCache(open_store, limit=settings.max_stores)  # type: ignore[arg-type]  # keyed by StoreSettings
         self.stopping = threading.Event()
         self.calls: set[threading.Thread] = set()
         self.calls_lock = threading.Lock()
-        self.forker = Forker(MAX_CALLS, REQUEST_TIMEOUT) if settings.allow_group is not None else None
+        self.forker = Forker(settings.max_calls, settings.request_timeout) if settings.allow_group is not None else None
+        self.full = Episode("call-limit")
+        self.spare = SpareDescriptor()
 
     # -- one forwarded call ------------------------------------------------------------
 
@@ -66,7 +80,15 @@ class Agent:
             conn.close()
             return
         if peer.uid in (0, os.geteuid()):  # root, or an agent a user runs for itself
-            self.start_call(conn)
+            with self.calls_lock:
+                busy = len(self.calls)
+            if busy < self.settings.max_calls:
+                self.full.end()
+                self.start_call(conn)
+                return
+            self.full.begin(limit=self.settings.max_calls)
+            decline(conn, f"cnipamd is answering its limit of {self.settings.max_calls} calls")
+            conn.close()
             return
         group = self.settings.allow_group
         if group is None or not peer.in_group(group):
@@ -82,7 +104,7 @@ class Agent:
 
     def serve_connection(self, conn: socket.socket) -> None:
         try:
-            serve_call(conn, REQUEST_TIMEOUT, self.stores.using)
+            serve_call(conn, self.settings.request_timeout, self.stores.using)
         finally:
             conn.close()
             with self.calls_lock:
@@ -174,25 +196,35 @@ def listen(path: str, group: int | None) -> socket.socket:
     return listener
 
 
+OUT_OF_DESCRIPTORS_DECLINE = encode_decline("cnipamd has run out of file descriptors")
+
+
 def accept_queued(agent: Agent, listener: socket.socket) -> None:
     while True:
         try:
             conn, _ = listener.accept()
         except (BlockingIOError, InterruptedError):
             return
-        except OSError as exc:  # out of descriptors, for example: the plugin retries or runs directly
-            log("accept-failed", error=str(exc))
+        except OSError as exc:
+            if exc.errno in OUT_OF_DESCRIPTORS:  # the waiting plugin is told to run its call itself
+                agent.spare.shed(listener, OUT_OF_DESCRIPTORS_DECLINE, exc)
+            else:
+                log("accept-failed", error=str(exc))
             return
+        agent.spare.recovered()
         conn.setblocking(True)
         agent.admit(conn)
 
 
 def serve(settings: AgentSettings) -> int:
+    reserve_descriptors(2 * settings.max_calls + 5 * settings.max_stores + 64)
     agent = Agent(settings)
     if agent.forker is not None:
         agent.forker.start()  # first: it must not inherit open stores, threads or the listener
     for path in settings.stores:  # open now: a broken store is reported at start, and reconciled from the start
-        with agent.stores.using(store_settings({"IPAM_DB_PATH": path}, None, "")):
+        named = store_settings({"IPAM_DB_PATH": path}, None, "")
+        agent.stores.pin(named)
+        with agent.stores.using(named):
             pass
     lock_fd = claim_socket(settings.socket, settings.allow_group)
     listener = listen(settings.socket, settings.allow_group)
@@ -215,6 +247,8 @@ def serve(settings: AgentSettings) -> int:
         socket=settings.socket,
         pid=os.getpid(),
         allow_group=settings.allow_group,
+        max_calls=settings.max_calls,
+        max_stores=settings.max_stores,
         reconcile_interval=settings.reconcile_interval,
         reconcile_grace=settings.reconcile_grace,
         cni_cache_dir=settings.cache_dir,
@@ -222,9 +256,15 @@ def serve(settings: AgentSettings) -> int:
     poller = select.poll()
     poller.register(listener.fileno(), select.POLLIN)
     poller.register(wake_read, select.POLLIN)
+    sweep = min(settings.store_idle / 2, SWEEP_INTERVAL)
+    swept = time.monotonic()
     try:
         while not stop_signal:
-            for fd, _ in poller.poll():
+            if time.monotonic() - swept >= sweep:
+                for closed in agent.stores.close_idle(settings.store_idle):
+                    log("store-closed", store=getattr(closed, "name", str(closed)), idle=settings.store_idle)
+                swept = time.monotonic()
+            for fd, _ in poller.poll(sweep * 1000):
                 if fd == wake_read:
                     try:
                         os.read(wake_read, 512)

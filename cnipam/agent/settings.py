@@ -16,10 +16,17 @@ from ..core.record import Record
 
 DEFAULT_CACHE_DIR = "/var/lib/cni"  # libcni's default cache folder
 DEFAULT_GRACE = 600.0
+DEFAULT_MAX_CALLS = 256  # a node starting many pods at once; each call is a thread and a descriptor
+DEFAULT_MAX_STORES = 64  # each open SQLite store holds 4 descriptors (file, -wal, -shm, lock)
+DEFAULT_REQUEST_TIMEOUT = 10.0  # a forwarding plugin sends its request at once
+DEFAULT_STORE_IDLE = 600.0
 
 
 class AgentSettings(Record):
-    __slots__ = ("socket", "reconcile_interval", "reconcile_grace", "cache_dir", "stores", "allow_group")
+    __slots__ = (
+        "socket", "reconcile_interval", "reconcile_grace", "cache_dir", "stores", "allow_group",
+        "max_calls", "max_stores", "request_timeout", "store_idle",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -29,6 +36,10 @@ class AgentSettings(Record):
         cache_dir: str,
         stores: tuple[str, ...],
         allow_group: int | None = None,
+        max_calls: int = DEFAULT_MAX_CALLS,
+        max_stores: int = DEFAULT_MAX_STORES,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        store_idle: float = DEFAULT_STORE_IDLE,
     ) -> None:
         self.socket = socket
         self.reconcile_interval = reconcile_interval  # None: the reconciler is off
@@ -36,6 +47,10 @@ class AgentSettings(Record):
         self.cache_dir = cache_dir
         self.stores = stores  # store files to hold (and reconcile) from the start
         self.allow_group = allow_group  # gid whose members' calls are answered with their own credentials; None: root only
+        self.max_calls = max_calls  # calls answered at once (and again as many for other users' children); more are declined
+        self.max_stores = max_stores  # stores held open at once
+        self.request_timeout = request_timeout  # the whole request must arrive within this, however it trickles
+        self.store_idle = store_idle  # a store unused this long is closed
 
 
 def duration(text: str) -> float:
@@ -56,6 +71,12 @@ def positive_duration(text: str) -> float:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
     return seconds
+
+
+def count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
+    return int(text)
 
 
 def group_id(text: str) -> int:
@@ -106,8 +127,37 @@ def load(argv: list[str], env: dict[str, str]) -> AgentSettings:
         "process with their own uid and groups, so they can do nothing through the agent that their own plugin could not. "
         "Default: only root's calls are answered; anyone else's plugin is told to run the call itself",
     )
+    parser.add_argument(
+        "--max-calls",
+        type=count,
+        default=DEFAULT_MAX_CALLS,
+        metavar="N",
+        help="calls answered at once (default %(default)s); beyond it a plugin is told to run its call itself",
+    )
+    parser.add_argument(
+        "--max-stores",
+        type=count,
+        default=DEFAULT_MAX_STORES,
+        metavar="N",
+        help="stores held open at once (default %(default)s); the least recently used idle one is closed for a new one",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=positive_duration,
+        default=DEFAULT_REQUEST_TIMEOUT,
+        metavar="DURATION",
+        help="a connection must deliver its whole request within this (default: 10s), however slowly it trickles",
+    )
+    parser.add_argument(
+        "--store-idle",
+        type=positive_duration,
+        default=DEFAULT_STORE_IDLE,
+        metavar="DURATION",
+        help="close a store no call has used for this long (default: 10m); stores named with --db stay open",
+    )
     args = parser.parse_args(argv)
     stores = tuple(os.path.abspath(path) for path in args.db)
     return AgentSettings(
-        os.path.abspath(args.socket), args.reconcile_interval, args.reconcile_grace, args.cni_cache_dir, stores, args.allow_group
-    )
+        os.path.abspath(args.socket), args.reconcile_interval, args.reconcile_grace, args.cni_cache_dir, stores, args.allow_group,
+        args.max_calls, args.max_stores, args.request_timeout, args.store_idle,
+    )  # fmt: skip

@@ -10,6 +10,7 @@ short durable transaction, so no request waits behind another for long.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -32,12 +33,31 @@ from ..core.errors import (
     StoreCorrupt,
     StoreIOError,
 )
-from ..service import clear_stale_socket, log, make_folder, remove_if_ours, socket_mode_0660, start_failed
+from ..service import (
+    OUT_OF_DESCRIPTORS,
+    Episode,
+    SpareDescriptor,
+    clear_stale_socket,
+    log,
+    make_folder,
+    remove_if_ours,
+    reserve_descriptors,
+    socket_mode_0660,
+    start_failed,
+)
 from .driver import Driver
 from .requests import MAX_BODY, BodyTimedOut, BodyTooLarge
 from .settings import DriverSettings, load
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from socketserver import _RequestType
+    from typing import Any
+
+    from _typeshed import WriteableBuffer
+
 CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
+Socket = socket.socket  # the listeners' `socket` attribute hides the module inside their classes
 
 # The one table from failures to HTTP statuses; the first matching class wins. dockerd
 # treats every non-200 as an error and shows {"Err"} to the user.
@@ -67,7 +87,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.connection.settimeout(self.server.driver.settings.read_timeout)  # every read and write of this connection
+        settings = self.server.driver.settings
+        self.reader = _RequestClock(self.connection, settings.read_timeout, settings.request_timeout)
+        self.rfile = io.BufferedReader(self.reader)
+
+    def handle_one_request(self) -> None:
+        self.reader.next_request()
+        super().handle_one_request()
 
     def parse_request(self) -> bool:
         """http.server's parsing, then the framing it lets through refused: a request
@@ -117,7 +143,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.rfile.read(length)
         except TimeoutError:
             self.close_connection = True
-            raise BodyTimedOut(f"the request body did not arrive within {self.server.driver.settings.read_timeout:g} s") from None
+            raise BodyTimedOut(f"the request did not arrive whole within {self.server.driver.settings.request_timeout:g} s") from None
 
     def _discard(self, length: int) -> None:
         """Read and drop an oversized body in bounded chunks (up to 64 MiB; beyond that
@@ -133,6 +159,7 @@ class Handler(BaseHTTPRequestHandler):
             pass  # the reply says why; the connection closes after it
 
     def _send(self, status: int, reply: dict[str, object]) -> None:
+        self.connection.settimeout(self.server.driver.settings.request_timeout)  # a client that stops reading is dropped too
         payload = json.dumps(reply).encode() + b"\n"
         self.send_response(status)
         self.send_header("Content-Type", CONTENT_TYPE)
@@ -153,6 +180,39 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass  # do_POST logs every request with its outcome
+
+
+class _RequestClock(io.RawIOBase):
+    """The connection's bytes, read against two clocks: a kept-alive connection may wait
+    `idle` seconds for the first byte of its next request, and a request, once begun, must
+    arrive whole within `whole` seconds. A per-read timeout alone would let a client that
+    sends a byte every few seconds hold its thread for ever."""
+
+    def __init__(self, sock: socket.socket, idle: float, whole: float) -> None:
+        super().__init__()
+        self.sock = sock
+        self.idle = idle
+        self.whole = whole
+        self.deadline: float | None = None  # None: between requests
+
+    def next_request(self) -> None:
+        self.deadline = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        if self.deadline is None:
+            self.sock.settimeout(self.idle)
+        else:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request did not arrive whole in time")
+            self.sock.settimeout(left)
+        received = self.sock.recv_into(buffer)
+        if received and self.deadline is None:
+            self.deadline = time.monotonic() + self.whole
+        return received
 
 
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -210,14 +270,35 @@ def _connection_failed(server: socketserver.BaseServer, request: object, client_
     log("connection", error=f"{type(error).__name__}: {error}")
 
 
+def refusal(status: int, reason: str, message: str) -> bytes:
+    """A whole HTTP answer that closes the connection, sent without a handler thread."""
+    payload = json.dumps({"Err": message}).encode() + b"\n"
+    head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
+    return head.encode() + payload
+
+
+OUT_OF_DESCRIPTORS_REFUSAL = refusal(503, "Service Unavailable", "cnipam-docker has run out of file descriptors; try again")
+
+
 class _Listener:
     """What the UNIX and the TCP listener share: the Server behind them, as the Handler
-    reaches it, and how they treat their connections."""
+    reaches it, and how they treat their connections: at most `max_connections` served at
+    once (each is a thread), the rest answered 503 at once; out of descriptors, the one
+    waiting is answered 503 with the spare one instead of being retried in a busy loop."""
 
     daemon_threads = True  # idle keep-alive connections must not hold the exit
     request_queue_size = 128  # dockerd retries a full backlog only with multi-second back-off
     handle_error = _connection_failed
     owner: Server
+    socket: Socket
+
+    def prepare_limits(self) -> None:
+        self.active = 0
+        self.active_lock = threading.Lock()
+        self.full = Episode("connection-limit")
+        self.spare = SpareDescriptor()
+        limit = self.driver.settings.max_connections
+        self.full_refusal = refusal(503, "Service Unavailable", f"cnipam-docker is serving its limit of {limit} connections; try again")
 
     def answer(self, path: str, body: bytes) -> dict[str, object]:
         return self.owner.answer(path, body)
@@ -226,12 +307,49 @@ class _Listener:
     def driver(self) -> Driver:
         return self.owner.driver
 
+    def get_request(self) -> tuple[Socket, Any]:
+        try:
+            accepted = self.socket.accept()
+        except OSError as exc:
+            if exc.errno in OUT_OF_DESCRIPTORS:
+                self.spare.shed(self.socket, OUT_OF_DESCRIPTORS_REFUSAL, exc)
+            raise  # socketserver then skips this round
+        self.spare.recovered()
+        return accepted
+
+    def process_request(self, request: _RequestType, client_address: Any) -> None:
+        assert isinstance(request, Socket)  # a stream server's request is its connection
+        limit = self.driver.settings.max_connections
+        with self.active_lock:
+            admitted = self.active < limit
+            if admitted:
+                self.active += 1
+        if not admitted:
+            self.full.begin(limit=limit)
+            try:
+                request.setblocking(False)
+                request.send(self.full_refusal)
+            except OSError:
+                pass
+            self.shutdown_request(request)  # type: ignore[attr-defined]  # socketserver's
+            return
+        self.full.end()
+        super().process_request(request, client_address)  # type: ignore[misc]  # ThreadingMixIn's
+
+    def process_request_thread(self, request: _RequestType, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)  # type: ignore[misc]  # ThreadingMixIn's
+        finally:
+            with self.active_lock:
+                self.active -= 1
+
 
 class _UnixHTTPServer(_Listener, socketserver.ThreadingUnixStreamServer):
     def __init__(self, path: str, server: Server) -> None:
         super().__init__(path, Handler, bind_and_activate=False)
         self.owner = server
         self.path = path
+        self.prepare_limits()
 
     def server_bind(self) -> None:
         make_folder(os.path.dirname(os.path.abspath(self.path)), 0o755)
@@ -251,13 +369,15 @@ class _TCPHTTPServer(_Listener, ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], server: Server) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        super().__init__(address, Handler)
         self.owner = server
+        super().__init__(address, Handler)
+        self.prepare_limits()
 
 
 def serve(settings: DriverSettings) -> int:
     from ..store.opening import open_store
 
+    reserve_descriptors(2 * settings.max_connections + 64)
     store = open_store(settings.store)
     try:
         problems = store.problems()
@@ -293,7 +413,7 @@ def serve(settings: DriverSettings) -> int:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        log("listening", **ready, store=settings.store.origin)
+        log("listening", **ready, store=settings.store.origin, max_connections=settings.max_connections)
         try:
             http.serve_forever(poll_interval=0.2)
         finally:

@@ -23,10 +23,15 @@ SPEC_DIR = "/etc/docker/plugins"
 DEFAULT_BLOCK = {4: 24, 6: 64}  # gipam's GIPAM_V4AB and GIPAM_V6AB defaults
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 DEFAULT_READ_TIMEOUT = 120.0  # seconds; dockerd's plugin client keeps idle connections and reconnects when one was closed
+DEFAULT_REQUEST_TIMEOUT = 10.0  # seconds from a request's first byte to its whole body: dockerd sends a few hundred bytes at once
+DEFAULT_MAX_CONNECTIONS = 64  # dockerd keeps a handful; each connection is a thread
 
 
 class DriverSettings(Record):
-    __slots__ = ("name", "socket", "spec_dir", "address", "public", "store", "gipam_file", "mains", "blocks", "read_timeout")
+    __slots__ = (
+        "name", "socket", "spec_dir", "address", "public", "store", "gipam_file", "mains", "blocks", "read_timeout",
+        "request_timeout", "max_connections",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -40,6 +45,8 @@ class DriverSettings(Record):
         mains: dict[int, Network | None],
         blocks: dict[int, int],
         read_timeout: float = DEFAULT_READ_TIMEOUT,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.name = name
         self.socket = socket  # the UNIX socket, unless `address` asks for TCP
@@ -50,7 +57,9 @@ class DriverSettings(Record):
         self.gipam_file = gipam_file
         self.mains = mains  # the main pool per family that dynamic pools are cut from
         self.blocks = blocks  # the prefix length of a dynamic pool per family
-        self.read_timeout = read_timeout  # longest wait for a client's next bytes: an idle or stalled connection holds a thread
+        self.read_timeout = read_timeout  # longest wait for the first byte of a client's next request on a kept-alive connection
+        self.request_timeout = request_timeout  # a request, once begun, must arrive whole within this, however it trickles
+        self.max_connections = max_connections  # connections served at once; more are answered 503 and closed
 
     def main_pool(self, family: int) -> tuple[Network | None, int]:
         return self.mains[family], self.blocks[family]
@@ -76,6 +85,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-address", "--address", dest="address", help="host:port: serve TCP instead of the UNIX socket (GIPAM_ADDRESS)")
     p.add_argument(
         "--read-timeout", metavar="DURATION", help=f"close a silent connection after this long (default {DEFAULT_READ_TIMEOUT:.0f}s)"
+    )
+    p.add_argument(
+        "--request-timeout",
+        metavar="DURATION",
+        help=f"a request must arrive whole within this of its first byte (default {DEFAULT_REQUEST_TIMEOUT:.0f}s); else 408",
+    )
+    p.add_argument(
+        "--max-connections",
+        metavar="N",
+        help=f"connections served at once (default {DEFAULT_MAX_CONNECTIONS}); more are answered 503 and closed",
     )
     p.add_argument("--public", action="store_true", help="allow TCP on a non-loopback address (no authentication!)")
     p.add_argument("-file", "--file", dest="file", help="gipam's lease file (GIPAM_FILE); import it with `cnipamctl migrate gipam`")
@@ -123,9 +142,17 @@ def load(argv: list[str], env: dict[str, str]) -> DriverSettings:
         store = StoreSettings.from_env({**env, "CNIPAM_STORE": args.store} if args.store else env)
     gipam_file, _ = pick(args.file, "GIPAM_FILE")
     read_timeout = _duration(args.read_timeout, "--read-timeout") if args.read_timeout is not None else DEFAULT_READ_TIMEOUT
+    request_timeout = DEFAULT_REQUEST_TIMEOUT
+    if args.request_timeout is not None:
+        request_timeout = _duration(args.request_timeout, "--request-timeout")
+    max_connections = DEFAULT_MAX_CONNECTIONS
+    if args.max_connections is not None:
+        if not args.max_connections.isdigit() or int(args.max_connections) < 1:
+            raise InvalidConfig(f"--max-connections {args.max_connections!r} is not a whole number above 0")
+        max_connections = int(args.max_connections)
     return DriverSettings(
         name, args.socket or f"{SOCKET_DIR}/{name}.sock", args.spec_dir or SPEC_DIR, address, args.public,
-        store, gipam_file, mains, blocks, read_timeout,
+        store, gipam_file, mains, blocks, read_timeout, request_timeout, max_connections,
     )  # fmt: skip
 
 
