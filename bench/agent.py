@@ -35,7 +35,9 @@ class RunningAgent:
         self.socket = workdir / "cnipamd.sock"
         self.log = workdir / "cnipamd.log"
         with self.log.open("wb") as err:
-            self.proc = subprocess.Popen([str(exe), "--socket", str(self.socket)], stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+            self.proc = subprocess.Popen(
+                [str(exe), "--socket", str(self.socket)], stdin=subprocess.DEVNULL, stdout=err, stderr=err
+            )
         deadline = time.monotonic() + START_TIMEOUT
         while b'"listening"' not in self.log.read_bytes():
             if self.proc.poll() is not None or time.monotonic() > deadline:

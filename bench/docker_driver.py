@@ -188,7 +188,9 @@ def client(path: str, pool_id: str, cycles: int, start: float, out: multiprocess
         clock = time.perf_counter
         for _ in range(cycles):
             began = clock()
-            status, reply = connection.post("/IpamDriver.RequestAddress", {"PoolID": pool_id, "Address": "", "Options": {}})
+            status, reply = connection.post(
+                "/IpamDriver.RequestAddress", {"PoolID": pool_id, "Address": "", "Options": {}}
+            )
             middle = clock()
             if status != 200:
                 raise RuntimeError(f"RequestAddress: {status} {reply!r}")
@@ -257,7 +259,11 @@ class Measured:
         """A bench/plots.py docker_load job (without its path): requests/s and p99 by client count."""
 
         def line(label: str, name: str, values: Callable[[Load], list[float]], scale: float) -> dict[str, object]:
-            points = [(n, [v * scale for v in values(self.loads[name, n])]) for n in plan.clients if values(self.loads[name, n])]
+            points = [
+                (n, [v * scale for v in values(self.loads[name, n])])
+                for n in plan.clients
+                if values(self.loads[name, n])
+            ]
             return {
                 "label": label,
                 "x": [n for n, _ in points],
@@ -283,13 +289,25 @@ def installed_driver() -> str:
 def measure_docker(exe: str, plan: DockerPlan, folder: Path, progress: Callable[[str], None] = print) -> Measured:
     """Start the driver and the transport floor, run every client count; the rows and loads."""
     driver_socket, floor_socket = str(folder / "cnipam.sock"), str(folder / "floor.sock")
-    argv = [exe, "--socket", driver_socket, "--spec-dir", str(folder / "spec"), "--db", str(folder / "ipam.db"), "-v4", MAIN_POOL]
+    argv = [
+        exe,
+        "--socket",
+        driver_socket,
+        "--spec-dir",
+        str(folder / "spec"),
+        "--db",
+        str(folder / "ipam.db"),
+        "-v4",
+        MAIN_POOL,
+    ]
     driver = Running(argv, driver_socket, folder / "driver.log")
     floor = None
     try:
         floor = Running([sys.executable, __file__, "--floor-server", floor_socket], floor_socket, folder / "floor.log")
         setup = Connection(driver_socket)
-        status, reply = setup.post("/IpamDriver.RequestPool", {"AddressSpace": "", "Pool": "", "SubPool": "", "Options": {}, "V6": False})
+        status, reply = setup.post(
+            "/IpamDriver.RequestPool", {"AddressSpace": "", "Pool": "", "SubPool": "", "Options": {}, "V6": False}
+        )
         setup.close()
         if status != 200:
             raise RuntimeError(f"RequestPool: {status} {reply!r}")
@@ -392,7 +410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer requests and rounds")
     parser.add_argument("--clients", help="client counts, comma-separated (default 1,4,16)")
-    parser.add_argument("--exe", default=installed_driver(), help="the cnipam-docker executable (default: next to this Python)")
+    parser.add_argument(
+        "--exe", default=installed_driver(), help="the cnipam-docker executable (default: next to this Python)"
+    )
     parser.add_argument("--floor-server", metavar="SOCKET", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.floor_server:

@@ -84,11 +84,15 @@ class PluginBench:
 
     def once(self) -> float:
         started = time.perf_counter()
-        added = subprocess.run([self.exe], input=self.stdin, env={**self.env, "CNI_COMMAND": "ADD"}, capture_output=True)
+        added = subprocess.run(
+            [self.exe], input=self.stdin, env={**self.env, "CNI_COMMAND": "ADD"}, capture_output=True
+        )
         elapsed = time.perf_counter() - started
         if added.returncode != 0:
             raise RuntimeError(f"{self.name}: ADD failed: {added.stdout.decode(errors='replace')}")
-        subprocess.run([self.exe], input=self.stdin, env={**self.env, "CNI_COMMAND": "DEL"}, capture_output=True, check=True)
+        subprocess.run(
+            [self.exe], input=self.stdin, env={**self.env, "CNI_COMMAND": "DEL"}, capture_output=True, check=True
+        )
         return elapsed
 
 
@@ -102,7 +106,9 @@ class CommandBench:
         return time.perf_counter() - started
 
 
-def interleave(benches: Sequence[PluginBench | CommandBench], plan: EtcdPlan, progress: Callable[[str], None]) -> dict[str, Sample]:
+def interleave(
+    benches: Sequence[PluginBench | CommandBench], plan: EtcdPlan, progress: Callable[[str], None]
+) -> dict[str, Sample]:
     samples = {bench.name: Sample(bench.name) for bench in benches}
     for round_number in range(plan.rounds):
         for bench in benches:
@@ -125,7 +131,8 @@ def populate(endpoint: str, prefix: str, count: int) -> None:
     first = parse_cidr(SUBNET, "subnet")[1].value + 2
     now = time.time()
     leases = [
-        Lease(4, first + n, LEASE, spec.key, spec.slot, f"cni:bench/fill-{n}/eth0", "bench", f"fill-{n}", "eth0", now) for n in range(count)
+        Lease(4, first + n, LEASE, spec.key, spec.slot, f"cni:bench/fill-{n}/eth0", "bench", f"fill-{n}", "eth0", now)
+        for n in range(count)
     ]
     store = open_etcd(EtcdSettings((endpoint,), prefix, "bench-host", lock_dir=None), 60.0)
     try:
@@ -145,14 +152,18 @@ def allocate_worker(settings: tuple[str, str, str, str | None], count: int, out:
     engine, where, host, lock_dir = settings
     pools = parse_ecs({"ipv4-subnet": "10.67.0.0/16"}).pools
     store = (
-        SQLiteStore(where, 60.0) if engine == "sqlite" else open_etcd(EtcdSettings((where,), "/throughput/", host, lock_dir=lock_dir), 60.0)
+        SQLiteStore(where, 60.0)
+        if engine == "sqlite"
+        else open_etcd(EtcdSettings((where,), "/throughput/", host, lock_dir=lock_dir), 60.0)
     )
     latencies = []
     for n in range(count):
         started = time.perf_counter()
         store.allocate(Owner.for_request(None, "bench", f"{host}-{os.getpid()}-{n}", "eth0"), pools)
         latencies.append(time.perf_counter() - started)
-    out.put({"latencies": latencies, "retries": store.retries if isinstance(store, EtcdStore) else 0})  # cold recomputes only
+    out.put(
+        {"latencies": latencies, "retries": store.retries if isinstance(store, EtcdStore) else 0}
+    )  # cold recomputes only
     store.close()
 
 
@@ -185,7 +196,13 @@ def measure_etcd(plan: EtcdPlan, folder: Path, scripts: Path, progress: Callable
         endpoint = server.endpoint
 
         def etcd_store(prefix: str) -> dict[str, object]:
-            return {"type": "etcd", "endpoints": [endpoint], "prefix": prefix, "host": "bench-host", "lockDir": str(folder / "lock")}
+            return {
+                "type": "etcd",
+                "endpoints": [endpoint],
+                "prefix": prefix,
+                "host": "bench-host",
+                "lockDir": str(folder / "lock"),
+            }
 
         progress(f"etcd bench: populating {plan.populated:,} leases")
         populate(endpoint, "/populated/", plan.populated)
@@ -193,7 +210,10 @@ def measure_etcd(plan: EtcdPlan, folder: Path, scripts: Path, progress: Callable
         etcd = PluginBench("ADD on etcd", exe, config(etcd_store("/empty/")), {})
         full = PluginBench(f"ADD on etcd, {plan.populated:,} leases", exe, config(etcd_store("/populated/")), {})
         via = PluginBench(
-            "ADD on etcd via cnipamd", exe, config(etcd_store("/agent/")), {"CNIPAM_AGENT": "on", "CNIPAM_AGENT_SOCKET": str(agent.socket)}
+            "ADD on etcd via cnipamd",
+            exe,
+            config(etcd_store("/agent/")),
+            {"CNIPAM_AGENT": "on", "CNIPAM_AGENT_SOCKET": str(agent.socket)},
         )
         progress("etcd bench: single ADD")
         before = agent.calls()

@@ -56,7 +56,9 @@ def parse_importtime(stderr: str) -> list[ImportRow]:
 def profile(argv: Sequence[str], stdin: Path, env: Mapping[str, str]) -> list[ImportRow]:
     """Run argv (which already holds `-X importtime`) once; return its parsed import rows."""
     with stdin.open("rb") as fin:
-        done = subprocess.run(list(argv), stdin=fin, capture_output=True, text=True, env={**os.environ, **env}, check=False)
+        done = subprocess.run(
+            list(argv), stdin=fin, capture_output=True, text=True, env={**os.environ, **env}, check=False
+        )
     if done.returncode != 0:
         raise RuntimeError(f"importtime run exited {done.returncode}: {done.stdout[-300:]} {done.stderr[-300:]}")
     return parse_importtime(done.stderr)
@@ -76,7 +78,12 @@ def summarise(runs: Sequence[list[ImportRow]], top: int = 12) -> ImportSummary:
         for row in rows:
             by_key.setdefault((row.module, row.parent), []).append(row)
     medians = [
-        ImportRow(mod, parent, int(statistics.median(r.self_us for r in rs)), int(statistics.median(r.cumulative_us for r in rs)))
+        ImportRow(
+            mod,
+            parent,
+            int(statistics.median(r.self_us for r in rs)),
+            int(statistics.median(r.cumulative_us for r in rs)),
+        )
         for (mod, parent), rs in by_key.items()
     ]
     medians.sort(key=lambda r: r.cumulative_us, reverse=True)

@@ -58,7 +58,9 @@ def _errorbars(ax: Any, series: Series, x: Sequence[float], marker: str) -> None
     )
 
 
-def latency_vs_leases(series: Sequence[Series], path: Path, title: str = "One ADD against the leases already in the store") -> Path:
+def latency_vs_leases(
+    series: Sequence[Series], path: Path, title: str = "One ADD against the leases already in the store"
+) -> Path:
     """ADD latency (ms) against the number of existing leases, log scale on both axes.
 
     A point at x = 0 (an empty store) is drawn at EMPTY_AT and its tick labelled "0".

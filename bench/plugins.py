@@ -86,7 +86,12 @@ class Network:
     def create(self) -> Network:
         """Write the config file and an empty state folder; return self for chaining."""
         self.state.mkdir(parents=True, exist_ok=True)
-        body = {"cniVersion": "1.0.0", "name": NETWORK_NAME, "type": "bridge", "ipam": self.plugin.ipam(self.subnet, self.state)}
+        body = {
+            "cniVersion": "1.0.0",
+            "name": NETWORK_NAME,
+            "type": "bridge",
+            "ipam": self.plugin.ipam(self.subnet, self.state),
+        }
         self.conf.write_text(json.dumps(body))
         return self
 

@@ -165,7 +165,9 @@ def summary_line(rows: Sequence[Row]) -> str:
     met = len(targeted) - len(missed) - len(unmeasured)
     text = f"Targets: {met} of {len(targeted)} met"
     if missed:
-        text += "; **missed**: " + "; ".join(f"{r.figure} ({r.ratio.value:.2f}{TIMES}, target {r.target})" for r in missed if r.ratio)
+        text += "; **missed**: " + "; ".join(
+            f"{r.figure} ({r.ratio.value:.2f}{TIMES}, target {r.target})" for r in missed if r.ratio
+        )
     if unmeasured:
         text += f"; {len(unmeasured)} not measured (see notes)"
     return text + "."

@@ -211,7 +211,9 @@ def guarded(ctx: Context, samples: dict[str, Sample], name: str, error: str | No
     return False
 
 
-def available(ctx: Context, pre: dict[str, Sample], keys: Callable[[str], Sequence[str]] = lambda name: [name]) -> list[Plugin]:
+def available(
+    ctx: Context, pre: dict[str, Sample], keys: Callable[[str], Sequence[str]] = lambda name: [name]
+) -> list[Plugin]:
     """The installed plugins; each missing one gets an error Sample under each of its keys,
     so its rows say why they are empty instead of disappearing."""
     found: list[Plugin] = []
@@ -248,7 +250,11 @@ def figure_startup(ctx: Context) -> list[Row]:
     return [
         make_row("1. one ADD, empty /16", s, ("cnipam", "cnipam ADD"), ("floor", floor_label), Target("<=", 2.0)),
         make_row(
-            "1. one ADD, empty /16", s, ("cnipam", "cnipam ADD"), ("host-local", "host-local ADD"), note="baseline.md: host-local 3.83 ms"
+            "1. one ADD, empty /16",
+            s,
+            ("cnipam", "cnipam ADD"),
+            ("host-local", "host-local ADD"),
+            note="baseline.md: host-local 3.83 ms",
         ),
         make_row("1. CPU (user+sys) of one ADD", cpu, ("cnipam", "cnipam"), ("floor", "bare interpreter")),
         make_row("1. CPU (user+sys) of one ADD", cpu, ("cnipam", "cnipam"), ("host-local", "host-local")),
@@ -294,7 +300,11 @@ def figure_growth(ctx: Context) -> list[Row]:
     for n in GROWTH_SIZES:
         rows += [
             make_row(
-                f"2. ADD, {n:,} leases", s, (f"cnipam-{n}", f"cnipam, {n:,} leases"), ("cnipam-0", "cnipam, empty"), Target("<=", 1.2)
+                f"2. ADD, {n:,} leases",
+                s,
+                (f"cnipam-{n}", f"cnipam, {n:,} leases"),
+                ("cnipam-0", "cnipam, empty"),
+                Target("<=", 1.2),
             ),
             make_row(
                 f"2. ADD, {n:,} leases",
@@ -371,7 +381,12 @@ def check_parallel(ctx: Context, net: Network) -> str:
     out.mkdir()
     subprocess.run(net.reset_shell(), shell=True, check=True)
     done = subprocess.run(
-        par_command(ctx, net, out), shell=True, capture_output=True, text=True, env={**os.environ, **CNI_BASE_ENV}, check=False
+        par_command(ctx, net, out),
+        shell=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **CNI_BASE_ENV},
+        check=False,
     )
     addresses = set()
     for result in out.glob("*.json"):
@@ -392,7 +407,9 @@ def figure_parallel(ctx: Context) -> list[Row]:
     checks = []
     for plugin in available(ctx, pre):
         net = ctx.network(plugin, SUBNET16, "parallel")
-        benches.append(Bench(plugin.name, par_command(ctx, net), prepare=net.reset_shell(), runs=ctx.plan.par_runs, warmup=0))
+        benches.append(
+            Bench(plugin.name, par_command(ctx, net), prepare=net.reset_shell(), runs=ctx.plan.par_runs, warmup=0)
+        )
         checks.append(check_parallel(ctx, net))
     s = run_group(ctx, benches, pre, "4 parallel")
 
@@ -402,7 +419,9 @@ def figure_parallel(ctx: Context) -> list[Row]:
     note = "ratio = cnipam ADD/s ÷ host-local ADD/s; check: " + ", ".join(checks)
     if ctx.add_cpu_seconds:
         cores = len(os.sched_getaffinity(0))
-        note += f"; CPU-bound estimate for cnipam ({cores} cores ÷ CPU of one ADD): {cores / ctx.add_cpu_seconds:.0f} ADD/s"
+        note += (
+            f"; CPU-bound estimate for cnipam ({cores} cores ÷ CPU of one ADD): {cores / ctx.add_cpu_seconds:.0f} ADD/s"
+        )
     return [
         make_row(
             f"4. {PAR_ADDS} ADDs, {PAR_WORKERS} workers, throughput",
@@ -424,7 +443,9 @@ def figure_memory(ctx: Context) -> list[Row]:
     for plugin in available(ctx, pre):
         net = ctx.network(plugin, SUBNET16, "memory")
         undo = functools.partial(net.call, "DEL", CID)
-        probes.append(Probe(plugin.name, [str(plugin.exe)], net.conf, {**CNI_BASE_ENV, **net.env("ADD", CID)}, undo=undo))
+        probes.append(
+            Probe(plugin.name, [str(plugin.exe)], net.conf, {**CNI_BASE_ENV, **net.env("ADD", CID)}, undo=undo)
+        )
     probes.append(Probe("floor", [*ctx.floor, "-c", "pass"], ctx.floor_conf(), {}))
     print("  5 memory", flush=True)
     gnu_time = ensure_gnu_time()
@@ -489,7 +510,9 @@ def figure_etcd(ctx: Context) -> str:
     argv = [str(ctx.venv_python), str(script), *(["--quick"] if ctx.plan is QUICK else [])]
     done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=False)  # progress goes to our stderr
     if done.returncode != 0:
-        ctx.problems.append(f"etcd engine not measured: `{shlex.join(argv[1:])}` exited {done.returncode} (its error is in the log)")
+        ctx.problems.append(
+            f"etcd engine not measured: `{shlex.join(argv[1:])}` exited {done.returncode} (its error is in the log)"
+        )
         return ""
     return done.stdout.strip()
 
@@ -514,7 +537,10 @@ def figure_agent(ctx: Context) -> list[Row]:
                     pair = f"{net.shell('ADD', CID)} && {net.shell('DEL', CID)}"
                     benches.append(Bench(f"{name}-pair", pair, runs=ctx.plan.add_runs))
             floor = floor_shell(ctx.floor, ctx.floor_conf())
-            benches += [Bench("floor", floor, runs=ctx.plan.add_runs), Bench("floor-pair", f"{floor} && {floor}", runs=ctx.plan.add_runs)]
+            benches += [
+                Bench("floor", floor, runs=ctx.plan.add_runs),
+                Bench("floor-pair", f"{floor} && {floor}", runs=ctx.plan.add_runs),
+            ]
             before = agent.calls()
             s = run_group(ctx, benches, pre, "7 agent")
             if agent.calls() == before:
@@ -527,11 +553,15 @@ def figure_agent(ctx: Context) -> list[Row]:
                 agent.stop()
     floor_label = "bare `" + shlex.join([Path(ctx.floor[0]).name, *ctx.floor[1:], "-c", "pass"]) + "`"
     return [
-        make_row("7. one ADD through cnipamd", s, ("agent", "ADD via cnipamd"), ("floor", floor_label), Target("<=", 1.3)),
+        make_row(
+            "7. one ADD through cnipamd", s, ("agent", "ADD via cnipamd"), ("floor", floor_label), Target("<=", 1.3)
+        ),
         make_row("7. one ADD through cnipamd", s, ("direct", "ADD, plugin alone"), ("floor", floor_label)),
         make_row("7. one ADD through cnipamd", s, ("agent", "ADD via cnipamd"), ("direct", "ADD, plugin alone")),
         make_row("7. ADD then DEL", s, ("agent-pair", "ADD+DEL via cnipamd"), ("floor-pair", "two bare interpreters")),
-        make_row("7. ADD then DEL", s, ("direct-pair", "ADD+DEL, plugin alone"), ("floor-pair", "two bare interpreters")),
+        make_row(
+            "7. ADD then DEL", s, ("direct-pair", "ADD+DEL, plugin alone"), ("floor-pair", "two bare interpreters")
+        ),
     ]
 
 
@@ -595,7 +625,10 @@ def draw(jobs: Sequence[dict[str, Any]], tmp: Path) -> str | None:
         except Exception as exc:  # a broken plot must not cost the measured tables
             return f"plots omitted: bench/plots.py failed: {type(exc).__name__}: {exc}"
         return None
-    print(f"bench: matplotlib is not importable by {sys.executable}; installing it into a venv for the plots ...", flush=True)
+    print(
+        f"bench: matplotlib is not importable by {sys.executable}; installing it into a venv for the plots ...",
+        flush=True,
+    )
     venv, spec = tmp / "plot-venv", tmp / "plots.json"
     spec.write_text(json.dumps(list(jobs)))
     steps = [
@@ -640,10 +673,20 @@ def make_plots(ctx: Context, document_dir: Path | None) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="few runs, for a smoke test; writes no document")
-    parser.add_argument("--only", choices=["agent", "docker", "etcd"], help="measure only this figure (writes no document unless --output)")
+    parser.add_argument(
+        "--only",
+        choices=["agent", "docker", "etcd"],
+        help="measure only this figure (writes no document unless --output)",
+    )
     parser.add_argument("--output", type=Path, help=f"Markdown file to write (default: {DEFAULT_DOC} on full runs)")
-    parser.add_argument("--python", default=sys.executable, help="interpreter for the cnipam venv (default: the one running this script)")
-    parser.add_argument("--source", type=Path, default=REPO, help="cnipam checkout to pip-install (default: this repository)")
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter for the cnipam venv (default: the one running this script)",
+    )
+    parser.add_argument(
+        "--source", type=Path, default=REPO, help="cnipam checkout to pip-install (default: this repository)"
+    )
     return parser.parse_args(argv)
 
 
@@ -707,9 +750,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     launcher = "`#!" + shlex.join(ctx.floor).replace(str(tmp), "$TMP") + "`" if ctx.cnipam else "not installed"
     machine = dataclasses.replace(machine, launcher=launcher, load=f"{load_start:.1f} \u2192 {os.getloadavg()[0]:.1f}")
     add_ms = ctx.add_seconds * 1e3 if ctx.add_seconds else None
-    command = "python3 bench/run.py" + (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else "")
+    command = (
+        "python3 bench/run.py" + (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else "")
+    )
     text = document(
-        machine, rows, import_table(imports, add_ms), command, ctx.problems, extra=[part for part in extra if part], figures=figures
+        machine,
+        rows,
+        import_table(imports, add_ms),
+        command,
+        ctx.problems,
+        extra=[part for part in extra if part],
+        figures=figures,
     )
     print(text)
     if output is not None:

@@ -75,7 +75,9 @@ def ratio(num: Sample, den: Sample) -> Ratio | None:
     """Median over median; None when either side failed or is missing."""
     if not (num.ok and den.ok):
         return None
-    per_round = [a / b for a, b in zip(num.round_medians, den.round_medians, strict=False) if b > 0] or [num.median / den.median]
+    per_round = [a / b for a, b in zip(num.round_medians, den.round_medians, strict=False) if b > 0] or [
+        num.median / den.median
+    ]
     return Ratio(num.median / den.median, statistics.median(per_round), min(per_round), max(per_round))
 
 

@@ -79,7 +79,13 @@ class Target(NamedTuple):
         if self.store != "etcd":
             return None
         host = f"host-{worker % self.hosts}"
-        return {"type": "etcd", "endpoints": [self.endpoint], "prefix": self.prefix, "host": host, "lockDir": str(self.folder / host)}
+        return {
+            "type": "etcd",
+            "endpoints": [self.endpoint],
+            "prefix": self.prefix,
+            "host": host,
+            "lockDir": str(self.folder / host),
+        }
 
     def ctl_args(self) -> list[str]:
         if self.store == "etcd":
@@ -153,10 +159,14 @@ class Campaign:
             env["CNI_CONTAINERID"] = f"ctr-{owner.name}"
         return env
 
-    def invoke(self, verb: str, worker: int, owner: Owner, prev: dict[str, Any] | None = None) -> tuple[Any, int | None]:
+    def invoke(
+        self, verb: str, worker: int, owner: Owner, prev: dict[str, Any] | None = None
+    ) -> tuple[Any, int | None]:
         body = json.dumps(self.config(worker, owner, prev)).encode()
         started = time.monotonic()
-        proc = subprocess.run([self.exe], input=body, env=self.env(verb, owner), capture_output=True, timeout=CALL_TIMEOUT, check=False)
+        proc = subprocess.run(
+            [self.exe], input=body, env=self.env(verb, owner), capture_output=True, timeout=CALL_TIMEOUT, check=False
+        )
         elapsed = time.monotonic() - started
         text = proc.stdout.decode("utf-8", "replace")
         out: Any = None
@@ -203,7 +213,9 @@ class Campaign:
         addresses = sorted(entry["address"].split("/")[0] for entry in out["ips"])
         with self.lock:
             if owner.state == "held" and addresses != owner.addresses:
-                self.violations.append(f"repeated ADD for {owner.handle} returned {addresses}, it held {owner.addresses}")
+                self.violations.append(
+                    f"repeated ADD for {owner.handle} returned {addresses}, it held {owner.addresses}"
+                )
             for address in addresses:
                 other = self.holder.get(address)
                 if other is not None and other != owner.handle and other not in self.releasing:
@@ -244,7 +256,9 @@ class Campaign:
             thread.join()
         wall = time.monotonic() - started
         leases = self.verify_store()
-        check = subprocess.run([executable("cnipamctl"), *self.target.ctl_args(), "check"], capture_output=True, check=False)
+        check = subprocess.run(
+            [executable("cnipamctl"), *self.target.ctl_args(), "check"], capture_output=True, check=False
+        )
         if check.returncode != 0:
             self.violations.append(f"cnipamctl check failed: {check.stdout.decode()} {check.stderr.decode()}")
         return Outcome(self.calls, self.violations, self.unexpected, leases, check.returncode == 0, wall)
@@ -252,7 +266,10 @@ class Campaign:
     def verify_store(self) -> int:
         """The store holds exactly what the successful calls say, and no address twice."""
         listed = subprocess.run(
-            [executable("cnipamctl"), *self.target.ctl_args(), "leases", "--json"], capture_output=True, check=False, timeout=120
+            [executable("cnipamctl"), *self.target.ctl_args(), "leases", "--json"],
+            capture_output=True,
+            check=False,
+            timeout=120,
         )
         if listed.returncode != 0:
             self.violations.append(f"cnipamctl leases failed: {listed.stderr.decode()}")
@@ -290,7 +307,11 @@ def latency_table(calls: list[Call]) -> list[dict[str, Any]]:
     for verb in ("ADD", "DEL", "CHECK"):
         chosen = [call for call in calls if call.verb == verb]
         times = sorted(call.seconds * 1000 for call in chosen)
-        row: dict[str, Any] = {"verb": verb, "calls": len(chosen), "code 11": sum(1 for call in chosen if call.code == 11)}
+        row: dict[str, Any] = {
+            "verb": verb,
+            "calls": len(chosen),
+            "code 11": sum(1 for call in chosen if call.code == 11),
+        }
         for percent in PERCENTILES:
             row[f"p{percent} ms"] = round(percentile(times, percent), 1)
         row["max ms"] = round(times[-1], 1) if times else 0.0
@@ -336,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", choices=("sqlite", "etcd"), default="sqlite")
     parser.add_argument("--hosts", type=int, default=4, help="simulated hosts sharing etcd")
     parser.add_argument("--etcd", help="an etcd endpoint to use instead of starting one")
-    parser.add_argument("--timeout", default="5s", help="IPAM_DB_CONNECTION_TIMEOUT of every call (default the plugin's 5s)")
+    parser.add_argument(
+        "--timeout", default="5s", help="IPAM_DB_CONNECTION_TIMEOUT of every call (default the plugin's 5s)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON instead of Markdown")
     args = parser.parse_args(argv)
@@ -350,7 +373,15 @@ def main(argv: list[str] | None = None) -> int:
             target = Target("sqlite", Path(folder) / "store" / "ipam.db", folder=Path(folder))
             outcome = Campaign(target, args.seconds, args.workers, args.seed, args.timeout).run()
     if args.json:
-        print(json.dumps({"latency": latency_table(outcome.calls), "violations": outcome.violations, "unexpected": outcome.unexpected}))
+        print(
+            json.dumps(
+                {
+                    "latency": latency_table(outcome.calls),
+                    "violations": outcome.violations,
+                    "unexpected": outcome.unexpected,
+                }
+            )
+        )
     else:
         print(markdown(target, outcome, args.workers, args.seconds))
         for problem in outcome.violations + outcome.unexpected:

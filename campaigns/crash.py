@@ -90,12 +90,17 @@ class Target:
         if self.store is None:
             return SQLiteStore(str(self.db), timeout=5.0)
         lock_dir = str(self.db.parent / "inspector-lock")
-        return open_etcd(EtcdSettings(tuple(self.store["endpoints"]), self.store["prefix"], "inspector", lock_dir=lock_dir), 10.0)
+        return open_etcd(
+            EtcdSettings(tuple(self.store["endpoints"]), self.store["prefix"], "inspector", lock_dir=lock_dir), 10.0
+        )
 
     def ctl_args(self) -> list[str]:
         if self.store is None:
             return ["--db", str(self.db)]
-        return ["--store", json.dumps({**self.store, "host": "inspector", "lockDir": str(self.db.parent / "inspector-lock")})]
+        return [
+            "--store",
+            json.dumps({**self.store, "host": "inspector", "lockDir": str(self.db.parent / "inspector-lock")}),
+        ]
 
 
 @dataclass
@@ -124,7 +129,9 @@ class PluginCampaign:
     runs: int = 0
     kills: int = 0
     span: float = 0.0
-    durations: dict[str, list[float]] = field(default_factory=dict)  # calibration: start to exit of recent runs, per verb
+    durations: dict[str, list[float]] = field(
+        default_factory=dict
+    )  # calibration: start to exit of recent runs, per verb
     timeout: str = "60s"  # survivors wait out the lock queue: only kills interrupt a run
 
     def ipam(self, dual: bool) -> dict[str, Any]:
@@ -150,12 +157,19 @@ class PluginCampaign:
             env["CNI_CONTAINERID"] = container
         return env
 
-    def start(self, kind: str, config: dict[str, Any], container: str | None, tag: str) -> tuple[subprocess.Popen[bytes], Path]:
+    def start(
+        self, kind: str, config: dict[str, Any], container: str | None, tag: str
+    ) -> tuple[subprocess.Popen[bytes], Path]:
         stdin, out = self.workdir / f"{tag}.in", self.workdir / f"{tag}.out"
         stdin.write_text(json.dumps(config))
         with open(stdin, "rb") as source, open(out, "wb") as sink:
             process = subprocess.Popen(
-                [self.exe], stdin=source, stdout=sink, stderr=subprocess.STDOUT, env=self.env(kind, container), cwd=self.workdir
+                [self.exe],
+                stdin=source,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env=self.env(kind, container),
+                cwd=self.workdir,
             )
         self.runs += 1
         return process, out
@@ -189,7 +203,12 @@ class PluginCampaign:
         """GC as libcni sends it: every attachment still alive (including those being
         added right now) is valid; `garbage` are the ones the runtime forgot."""
         valid = [{"containerID": self.attachment[handle], "ifname": "eth0"} for handle in keep]
-        config = {"cniVersion": "1.1.0", "name": NETWORK, "ipam": self.ipam(dual=True), "cni.dev/valid-attachments": valid}
+        config = {
+            "cniVersion": "1.1.0",
+            "name": NETWORK,
+            "ipam": self.ipam(dual=True),
+            "cni.dev/valid-attachments": valid,
+        }
         self.serial += 1
         process, out = self.start("GC", config, None, f"gc{self.serial}")
         return Op("GC", "", process, out, garbage=tuple(garbage))
@@ -287,7 +306,9 @@ class PluginCampaign:
         touched = {op.handle for op in ops} | {handle for op in ops for handle in op.garbage}
         for handle, before in self.live.items():
             if handle not in touched and held.get(handle, frozenset()) != before:
-                raise CampaignFailure(f"{handle} changed without being asked: held {sorted(before)}, now {sorted(held.get(handle, ()))}")
+                raise CampaignFailure(
+                    f"{handle} changed without being asked: held {sorted(before)}, now {sorted(held.get(handle, ()))}"
+                )
         strangers = set(held) - set(self.live) - touched
         if strangers:
             raise CampaignFailure(f"leases nobody asked for: {sorted(strangers)}")
@@ -305,7 +326,9 @@ class PluginCampaign:
             raise CampaignFailure(f"ADD {op.handle} exited 0 without a result: {printed}")
         families = sorted(6 if ":" in ip else 4 for ip in now)
         if now and families != list(op.families):
-            raise CampaignFailure(f"interrupted ADD {op.handle} of families {op.families} holds {sorted(now)}: half an ADD")
+            raise CampaignFailure(
+                f"interrupted ADD {op.handle} of families {op.families} holds {sorted(now)}: half an ADD"
+            )
         self.outcomes["ADD killed after commit, before printing" if now else "ADD killed before commit"] += 1
 
     def settle_del(self, op: Op, now: frozenset[str]) -> None:
@@ -323,7 +346,9 @@ class PluginCampaign:
         kept = [handle for handle in op.garbage if held.get(handle)]
         for handle in kept:
             if held[handle] != self.live[handle]:
-                raise CampaignFailure(f"GC left {sorted(held[handle])} of {handle}'s {sorted(self.live[handle])}: half an attachment")
+                raise CampaignFailure(
+                    f"GC left {sorted(held[handle])} of {handle}'s {sorted(self.live[handle])}: half an attachment"
+                )
         if not op.killed:
             if kept:
                 raise CampaignFailure(f"GC succeeded but kept the garbage {kept}")
@@ -359,7 +384,9 @@ class PluginCampaign:
 
     def finish(self) -> None:
         """`cnipamctl check` agrees, and the store still serves at once (no stale lock)."""
-        ctl = subprocess.run([executable("cnipamctl"), *self.target.ctl_args(), "check"], capture_output=True, text=True, timeout=WAIT)
+        ctl = subprocess.run(
+            [executable("cnipamctl"), *self.target.ctl_args(), "check"], capture_output=True, text=True, timeout=WAIT
+        )
         if ctl.returncode != 0 or ctl.stdout.strip() != "ok":
             raise CampaignFailure(f"cnipamctl check: exit {ctl.returncode}: {ctl.stdout}{ctl.stderr}")
         self.timeout = "3s"  # a lock left behind by a killed process would make this ADD fail with code 11
@@ -380,7 +407,9 @@ def printed_json(path: Path) -> Any:
         return None
 
 
-def run_plugin_campaign(exe: str, target: Target, workdir: Path, runs: int, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
+def run_plugin_campaign(
+    exe: str, target: Target, workdir: Path, runs: int, seed: int, log: Callable[[str], None]
+) -> dict[str, Any]:
     campaign = PluginCampaign(exe, target, workdir, random.Random(seed))
     span = campaign.calibrate()
     measured = sorted(run for runs in campaign.durations.values() for run in runs)
@@ -435,7 +464,15 @@ class DriverProcess:
         self.starts = 0
 
     def start(self) -> None:
-        command = [executable("cnipam-docker"), "--socket", self.socket, "--spec-dir", str(self.folder / "spec"), "--db", str(self.db)]
+        command = [
+            executable("cnipam-docker"),
+            "--socket",
+            self.socket,
+            "--spec-dir",
+            str(self.folder / "spec"),
+            "--db",
+            str(self.db),
+        ]
         command += ["-v4", "10.96.0.0/16", "-v4ab", "26", "-v6", "fd96::/48", "-v6ab", "120"]
         seen = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
@@ -590,7 +627,9 @@ class DockerCampaign:
                     pool.unnamed += 1
                 self.outcomes["RequestAddress interrupted"] += 1
             raise
-        if status == 503 and "no free address" in str(reply.get("Err")):  # unknown leftovers filled a small pool: documented
+        if status == 503 and "no free address" in str(
+            reply.get("Err")
+        ):  # unknown leftovers filled a small pool: documented
             with self.lock:
                 self.outcomes["RequestAddress 503 pool full"] += 1
             return
@@ -705,7 +744,9 @@ def expect(condition: bool, message: str) -> None:
         raise CampaignFailure(message)
 
 
-def run_docker_campaign(folder: Path, runs: int, seed: int, log: Callable[[str], None], clients: int = 4) -> dict[str, Any]:
+def run_docker_campaign(
+    folder: Path, runs: int, seed: int, log: Callable[[str], None], clients: int = 4
+) -> dict[str, Any]:
     """`runs` requests from `clients` concurrent clients; the driver is SIGKILLed after a
     random number of answered requests (1-60) plus a delay drawn from [0, 2 x the median
     request latency], so kills land between requests and inside them."""
@@ -753,7 +794,9 @@ def run_docker_campaign(folder: Path, runs: int, seed: int, log: Callable[[str],
     finally:
         if driver.process is not None and driver.process.poll() is None:
             driver.kill()
-    ctl = subprocess.run([executable("cnipamctl"), "--db", str(driver.db), "check"], capture_output=True, text=True, timeout=WAIT)
+    ctl = subprocess.run(
+        [executable("cnipamctl"), "--db", str(driver.db), "check"], capture_output=True, text=True, timeout=WAIT
+    )
     expect(ctl.returncode == 0 and ctl.stdout.strip() == "ok", f"cnipamctl check: {ctl.stdout}{ctl.stderr}")
     median = sorted(campaign.latencies)[len(campaign.latencies) // 2]
     log(f"median request latency {median * 1000:.1f} ms")
@@ -774,24 +817,42 @@ def etcd_store(endpoint: str | None, workdir: Path) -> Iterator[dict[str, Any]]:
     """The ipam.store object of an etcd: the one given, or a private one started here."""
     prefix = f"/cnipam-crash/{os.getpid()}-{time.time_ns()}/"
     if endpoint:
-        yield {"type": "etcd", "endpoints": [endpoint], "prefix": prefix, "host": "node-1", "lockDir": str(workdir / "lock")}
+        yield {
+            "type": "etcd",
+            "endpoints": [endpoint],
+            "prefix": prefix,
+            "host": "node-1",
+            "lockDir": str(workdir / "lock"),
+        }
         return
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from etcd_process import EtcdServer  # type: ignore[import-not-found]  # tests/, put on the path above: the tests' private etcd
 
     with EtcdServer("crash") as server:
-        yield {"type": "etcd", "endpoints": [server.endpoint], "prefix": prefix, "host": "node-1", "lockDir": str(workdir / "lock")}
+        yield {
+            "type": "etcd",
+            "endpoints": [server.endpoint],
+            "prefix": prefix,
+            "host": "node-1",
+            "lockDir": str(workdir / "lock"),
+        }
 
 
-def run(engine: str, runs: int, seed: int, workdir: Path, etcd: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(
+    engine: str, runs: int, seed: int, workdir: Path, etcd: str | None = None, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     started = time.monotonic()
     if engine == "docker":
         report = run_docker_campaign(workdir, runs, seed, log)
     elif engine == "sqlite":
-        report = run_plugin_campaign(executable("cnipam"), Target(workdir / "store" / "ipam.db"), workdir, runs, seed, log)
+        report = run_plugin_campaign(
+            executable("cnipam"), Target(workdir / "store" / "ipam.db"), workdir, runs, seed, log
+        )
     else:
         with etcd_store(etcd, workdir) as store:
-            report = run_plugin_campaign(executable("cnipam"), Target(workdir / "unused.db", store), workdir, runs, seed, log)
+            report = run_plugin_campaign(
+                executable("cnipam"), Target(workdir / "unused.db", store), workdir, runs, seed, log
+            )
     report["engine"] = engine
     report["seconds"] = round(time.monotonic() - started, 1)
     return report
@@ -800,14 +861,23 @@ def run(engine: str, runs: int, seed: int, workdir: Path, etcd: str | None = Non
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--engine", choices=("sqlite", "etcd", "docker"), required=True)
-    parser.add_argument("--runs", type=int, default=3000, help="plugin processes (sqlite, etcd) or driver requests (docker)")
+    parser.add_argument(
+        "--runs", type=int, default=3000, help="plugin processes (sqlite, etcd) or driver requests (docker)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--etcd", help="an etcd endpoint to use instead of starting a private one")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (stores, outputs) for inspection")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix=f"cnipam-crash-{args.engine}-"))
     try:
-        report = run(args.engine, args.runs, args.seed, workdir, args.etcd, log=lambda line: print(line, file=sys.stderr, flush=True))
+        report = run(
+            args.engine,
+            args.runs,
+            args.seed,
+            workdir,
+            args.etcd,
+            log=lambda line: print(line, file=sys.stderr, flush=True),
+        )
     except CampaignFailure as failure:
         print(f"DEFECT: {failure} (work folder kept: {workdir})", file=sys.stderr)
         return 1

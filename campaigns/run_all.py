@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=3000, help="plugin runs (requests for the Docker driver: x7) per crash campaign")
+    parser.add_argument(
+        "--runs", type=int, default=3000, help="plugin runs (requests for the Docker driver: x7) per crash campaign"
+    )
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each contention campaign")
     args = parser.parse_args()
     crash = [sys.executable, str(ROOT / "campaigns" / "crash.py")]

@@ -83,7 +83,9 @@ def forward(path: bytes, environ: dict[bytes, bytes]) -> tuple[int | None, bytes
             return None, None
         listener = int.from_bytes(peer[4:8], sys.byteorder)
         if listener not in (0, posix.geteuid()):
-            _note(f"not forwarding to cnipamd: the process listening on {_text(path)} runs as uid {listener}, not {_trusted()}")
+            _note(
+                f"not forwarding to cnipamd: the process listening on {_text(path)} runs as uid {listener}, not {_trusted()}"
+            )
             return None, None
         stdin = _read_stdin()
         if stdin is None:  # the plugin reports an unreadable stdin itself

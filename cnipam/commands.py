@@ -25,7 +25,9 @@ def _owner(request: Request, config: IPAMConfig) -> Owner:
     (and so host-local) does, it refuses ADD, CHECK and DEL without a container id instead
     of making an anonymous lease that no later DEL of that container could find."""
     if config.dialect == HOST_LOCAL and not request.container_id:
-        raise InvalidEnvironment(f"CNI_CONTAINERID env variable missing: {request.command} needs the container id to own the lease")
+        raise InvalidEnvironment(
+            f"CNI_CONTAINERID env variable missing: {request.command} needs the container id to own the lease"
+        )
     return Owner.for_request(config.owner_id, request.network, request.container_id, request.ifname)
 
 
@@ -51,7 +53,9 @@ def delete(request: Request, config: IPAMConfig, store: Store) -> None:
     elif owner.handle:
         store.release(owner.handle)
     else:
-        raise InvalidEnvironment("DEL needs ipam.id, an ipv4-address/ipv6-address, or CNI_CONTAINERID to know what to release")
+        raise InvalidEnvironment(
+            "DEL needs ipam.id, an ipv4-address/ipv6-address, or CNI_CONTAINERID to know what to release"
+        )
 
 
 def check(request: Request, config: IPAMConfig, store: Store) -> None:
@@ -83,8 +87,12 @@ def collect_garbage(request: Request, store: Store) -> None:
         raise InvalidConfig("cni.dev/valid-attachments: expected a list of {containerID, ifname}")
     valid = set()
     for index, item in enumerate(listed):
-        if not (isinstance(item, dict) and isinstance(item.get("containerID"), str) and isinstance(item.get("ifname"), str)):
-            raise InvalidConfig(f'cni.dev/valid-attachments[{index}]: expected {{"containerID": string, "ifname": string}}')
+        if not (
+            isinstance(item, dict) and isinstance(item.get("containerID"), str) and isinstance(item.get("ifname"), str)
+        ):
+            raise InvalidConfig(
+                f'cni.dev/valid-attachments[{index}]: expected {{"containerID": string, "ifname": string}}'
+            )
         valid.add((item["containerID"], item["ifname"]))
     store.collect_garbage(request.network, valid)
 

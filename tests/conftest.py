@@ -130,7 +130,9 @@ def spawn(
     stdin_path, out_path, err_path = (workdir / f"{tag}.{suffix}" for suffix in ("in", "out", "err"))
     stdin_path.write_bytes(as_stdin(config))
     with open(stdin_path, "rb") as stdin, open(out_path, "wb") as stdout, open(err_path, "wb") as stderr:
-        proc = subprocess.Popen([exe], stdin=stdin, stdout=stdout, stderr=stderr, env=plugin_env(command, db_path, env_extra), cwd=workdir)
+        proc = subprocess.Popen(
+            [exe], stdin=stdin, stdout=stdout, stderr=stderr, env=plugin_env(command, db_path, env_extra), cwd=workdir
+        )
     return Spawned(proc, out_path, err_path)
 
 

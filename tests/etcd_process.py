@@ -42,7 +42,9 @@ class EtcdServer:
     with a CA file etcd also requires client certificates signed by it.
     """
 
-    def __init__(self, name: str = "t", tls: tuple[str, str, str | None] | None = None, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, name: str = "t", tls: tuple[str, str, str | None] | None = None, extra_args: Sequence[str] = ()
+    ) -> None:
         binary = etcd_binary()
         if binary is None:
             raise RuntimeError("etcd is not installed (Debian: apt-get install etcd-server)")

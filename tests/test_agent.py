@@ -100,7 +100,11 @@ class Agent:
 
 
 def start_agent(
-    tmp: Path, *args: str, sock: Path | None = None, expect_listening: bool = True, preexec_fn: Callable[[], None] | None = None
+    tmp: Path,
+    *args: str,
+    sock: Path | None = None,
+    expect_listening: bool = True,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Agent:
     sock = sock or tmp / "run" / "cnipamd.sock"
     log = tmp / f"cnipamd-{time.monotonic_ns()}.log"
@@ -213,13 +217,26 @@ def test_agent_and_direct_calls_in_parallel_on_one_store(agent: Agent, tmp_path:
     def in_parallel(script: str) -> None:
         procs = []
         for w in range(workers):
-            path_env: dict[str, str | None] = {"CNIPAM_AGENT_SOCKET": str(agent.socket)} if w % 2 else {"CNIPAM_AGENT": "off"}
-            extra = {**path_env, "EXE": installed("cnipam"), "CONF": str(conf), "OUT": str(out), "N": str(per_worker), "W": f"w{w}"}
+            path_env: dict[str, str | None] = (
+                {"CNIPAM_AGENT_SOCKET": str(agent.socket)} if w % 2 else {"CNIPAM_AGENT": "off"}
+            )
+            extra = {
+                **path_env,
+                "EXE": installed("cnipam"),
+                "CONF": str(conf),
+                "OUT": str(out),
+                "N": str(per_worker),
+                "W": f"w{w}",
+            }
             procs.append(subprocess.Popen(["sh", "-c", script], env=plugin_env("ADD", store, extra), cwd=caller))
         assert [proc.wait(120) for proc in procs] == [0] * workers
 
-    in_parallel('for i in $(seq 1 "$N"); do CNI_CONTAINERID="$W-$i" "$EXE" < "$CONF" > "$OUT/$W-$i.json" || exit 1; done')
-    answers = {result.stem: json.loads(result.read_text())["ips"][0]["address"].split("/")[0] for result in out.iterdir()}
+    in_parallel(
+        'for i in $(seq 1 "$N"); do CNI_CONTAINERID="$W-$i" "$EXE" < "$CONF" > "$OUT/$W-$i.json" || exit 1; done'
+    )
+    answers = {
+        result.stem: json.loads(result.read_text())["ips"][0]["address"].split("/")[0] for result in out.iterdir()
+    }
     assert len(answers) == workers * per_worker
     assert len(set(answers.values())) == len(answers), "an address was handed out twice"
     assert sorted(held(store)) == sorted((ip, f"cni:{NET}/{name}/eth0") for name, ip in answers.items())
@@ -245,7 +262,9 @@ def deleted_store_files(pid: int) -> list[str]:
     return found
 
 
-def test_two_spellings_of_one_store_and_a_direct_reader_leave_the_agent_locks_intact(agent: Agent, tmp_path: Path, caller: Path) -> None:
+def test_two_spellings_of_one_store_and_a_direct_reader_leave_the_agent_locks_intact(
+    agent: Agent, tmp_path: Path, caller: Path
+) -> None:
     """Issue 19's sequence: two calls through the agent that name one file under two
     timeouts made the agent open the file twice, and closing the second descriptor
     dropped the first connection's locks; a direct reader then deleted the WAL the agent
@@ -254,9 +273,18 @@ def test_two_spellings_of_one_store_and_a_direct_reader_leave_the_agent_locks_in
     config = host_local({"subnet": "10.94.0.0/24"}, "1.0.0")
     first = call("ADD", config, store, caller, agent.socket, {"CNI_CONTAINERID": "e1"})
     (caller / "sub").mkdir()
-    second = call("ADD", config, "./sub/../s.db", caller, agent.socket, {"CNI_CONTAINERID": "e2", "IPAM_DB_CONNECTION_TIMEOUT": "3s"})
+    second = call(
+        "ADD",
+        config,
+        "./sub/../s.db",
+        caller,
+        agent.socket,
+        {"CNI_CONTAINERID": "e2", "IPAM_DB_CONNECTION_TIMEOUT": "3s"},
+    )
     assert (first.code, second.code) == (0, 0), (first, second)
-    ctl = subprocess.run([installed("cnipamctl"), "--db", str(store), "leases", "--json"], capture_output=True, timeout=CALL_TIMEOUT)
+    ctl = subprocess.run(
+        [installed("cnipamctl"), "--db", str(store), "leases", "--json"], capture_output=True, timeout=CALL_TIMEOUT
+    )
     assert ctl.returncode == 0, ctl.stderr
     assert deleted_store_files(agent.proc.pid) == []
     third = call("ADD", config, store, caller, agent.socket, {"CNI_CONTAINERID": "e3"})
@@ -386,9 +414,15 @@ def test_reconciler_releases_a_lease_without_cache_entry_after_the_grace_period(
         while len(held(store)) == 4 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert time.monotonic() - added >= grace * 0.9, "released before the grace period was over"
-        assert sorted(handle or "" for _, handle in held(store)) == [f"cni:{NET}/alive/eth0", "cni:uncached/other/eth0", "id:anonymous"]
+        assert sorted(handle or "" for _, handle in held(store)) == [
+            f"cni:{NET}/alive/eth0",
+            "cni:uncached/other/eth0",
+            "id:anonymous",
+        ]
         released = agent.events("released-leak")
-        assert [(event["network"], event["container"], event["ip"]) for event in released] == [(NET, "gone", "10.9.0.3")]
+        assert [(event["network"], event["container"], event["ip"]) for event in released] == [
+            (NET, "gone", "10.9.0.3")
+        ]
     finally:
         assert agent.stop() == 0
 
@@ -409,16 +443,27 @@ def test_agent_serves_an_etcd_store_as_the_plugin_does(
     config = ecs(DUAL) | {"ipam": {**ecs(DUAL)["ipam"], "store": store}}
     answers = []
     for n in range(6):
-        run = call("ADD", config, tmp_path / "unused.db", caller, agent.socket if n % 2 else None, {"CNI_CONTAINERID": f"c{n}"})
+        run = call(
+            "ADD", config, tmp_path / "unused.db", caller, agent.socket if n % 2 else None, {"CNI_CONTAINERID": f"c{n}"}
+        )
         assert run.code == 0, run
         answers.append(tuple(entry["address"] for entry in json.loads(run.stdout)["ips"]))
     assert len(set(answers)) == 6 and len({ip for pair in answers for ip in pair}) == 12
     assert len([event for event in agent.events("call") if event["status"] == 0]) == 3
     again = call("ADD", config, tmp_path / "unused.db", caller, agent.socket, {"CNI_CONTAINERID": "c0"})
-    assert tuple(entry["address"] for entry in json.loads(again.stdout)["ips"]) == answers[0]  # made directly, found via the agent
+    assert (
+        tuple(entry["address"] for entry in json.loads(again.stdout)["ips"]) == answers[0]
+    )  # made directly, found via the agent
     for n in range(6):
         assert (
-            call("DEL", config, tmp_path / "unused.db", caller, agent.socket if n % 2 == 0 else None, {"CNI_CONTAINERID": f"c{n}"}).code
+            call(
+                "DEL",
+                config,
+                tmp_path / "unused.db",
+                caller,
+                agent.socket if n % 2 == 0 else None,
+                {"CNI_CONTAINERID": f"c{n}"},
+            ).code
             == 0
         )
     assert not (tmp_path / "unused.db").exists()
@@ -430,7 +475,13 @@ def test_relative_etcd_files_are_the_callers_not_the_agents(
     """`lockDir` and `passwordFile` name files the way `dataDir` does: relative to the
     runtime's working folder, whether the call is answered directly or by cnipamd."""
     need_etcd()
-    store = {"type": "etcd", "endpoints": [etcd_endpoint], "prefix": etcd_prefix.decode(), "host": "node-1", "lockDir": "lk"}
+    store = {
+        "type": "etcd",
+        "endpoints": [etcd_endpoint],
+        "prefix": etcd_prefix.decode(),
+        "host": "node-1",
+        "lockDir": "lk",
+    }
     config = ecs(V4) | {"ipam": {**ecs(V4)["ipam"], "store": store}}
     assert call("ADD", config, tmp_path / "unused.db", caller, agent.socket).code == 0
     assert (caller / "lk" / "etcd.lock").exists() and not (tmp_path / "agent-cwd" / "lk").exists()

@@ -68,7 +68,14 @@ def test_oversized_frame_is_refused_from_its_length_alone() -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [b"", b"A\x00", b"Q", b"Q\x00\x00\x00\x05ab", b"Q\x00\x00\x00\x01/\x00\x00\x00\x00\x00\x00\x00\x03KEY", b"Q\x00\x00"],
+    [
+        b"",
+        b"A\x00",
+        b"Q",
+        b"Q\x00\x00\x00\x05ab",
+        b"Q\x00\x00\x00\x01/\x00\x00\x00\x00\x00\x00\x00\x03KEY",
+        b"Q\x00\x00",
+    ],
 )
 def test_malformed_requests_are_refused(payload: bytes) -> None:
     with pytest.raises(ProtocolError):

@@ -29,7 +29,15 @@ import pytest
 from conftest import CALL_TIMEOUT, as_stdin, held, installed, plugin_env
 from test_agent import V4, Agent, call, ecs, start_agent
 
-from cnipam.agent_protocol import MAX_ANSWER, Declined, FrameReader, decode_answer, encode_answer, encode_decline, encode_request
+from cnipam.agent_protocol import (
+    MAX_ANSWER,
+    Declined,
+    FrameReader,
+    decode_answer,
+    encode_answer,
+    encode_decline,
+    encode_request,
+)
 
 NOBODY = 65534
 GROUP = 46718  # a group nobody else uses; members are made with extra_groups
@@ -77,14 +85,22 @@ class Forwarded:
 
 
 def forwarded_as(
-    sock: Path, command: str, config: dict[str, Any], db: Path, cwd: Path, groups: tuple[int, ...] = (GROUP,), **env: str
+    sock: Path,
+    command: str,
+    config: dict[str, Any],
+    db: Path,
+    cwd: Path,
+    groups: tuple[int, ...] = (GROUP,),
+    **env: str,
 ) -> Forwarded:
     """One request sent to the agent by a process of uid 65534, as its plugin would send it.
 
     A forked child of this process, not the installed plugin: the interpreter may live in
     a folder other users cannot enter, and the agent's behaviour is what is tested here
     (the plugin's side of a decline: test_a_decline_makes_the_plugin_run_the_call_itself)."""
-    environ = {key.encode(): value.encode() for key, value in plugin_env(command, db, {"CNI_CONTAINERID": "c1", **env}).items()}
+    environ = {
+        key.encode(): value.encode() for key, value in plugin_env(command, db, {"CNI_CONTAINERID": "c1", **env}).items()
+    }
     request = encode_request(str(cwd).encode(), as_stdin(config), environ)
     read, write = os.pipe()
     pid = os.fork()
@@ -218,10 +234,16 @@ def test_a_member_cannot_read_a_root_only_file_through_the_config(for_group: Age
         "allowInsecure": True,
         "lockDir": str(own),
     }
-    answer = forwarded_as(for_group.socket, "ADD", ecs(V4) | {"ipam": {**ecs(V4)["ipam"], "store": store}}, own / "x.db", own)
+    answer = forwarded_as(
+        for_group.socket, "ADD", ecs(V4) | {"ipam": {**ecs(V4)["ipam"], "store": store}}, own / "x.db", own
+    )
     assert (answer.status, answer.out["code"]) == (1, 5), answer
     assert str(secret) in answer.out["msg"] and "root:" not in answer.out["msg"]
-    config = {"cniVersion": "1.0.0", "name": "n", "ipam": {"type": "cnipam", "subnet": "10.9.1.0/24", "resolvConf": str(secret)}}
+    config = {
+        "cniVersion": "1.0.0",
+        "name": "n",
+        "ipam": {"type": "cnipam", "subnet": "10.9.1.0/24", "resolvConf": str(secret)},
+    }
     answer = forwarded_as(for_group.socket, "ADD", config, own / "x.db", own)
     assert (answer.status, answer.out["code"]) == (1, 5), answer
     socket.create_connection(listener.getsockname()).close()  # ends the recording: the only connection it saw

@@ -17,7 +17,9 @@ from cnipam.store.sqlite import SQLiteStore
 
 subnets = st.one_of(
     st.tuples(st.just(4), st.integers(0, 255), st.integers(26, 30)).map(lambda t: (f"10.{t[1]}.0.0/{t[2]}", t[0])),
-    st.tuples(st.just(6), st.integers(0, 0xFFFF), st.integers(122, 126)).map(lambda t: (f"2001:db8:{t[1]:x}::/{t[2]}", t[0])),
+    st.tuples(st.just(6), st.integers(0, 0xFFFF), st.integers(122, 126)).map(
+        lambda t: (f"2001:db8:{t[1]:x}::/{t[2]}", t[0])
+    ),
 )
 operations = st.lists(st.tuples(st.sampled_from(["add", "del"]), st.integers(0, 80)), min_size=1, max_size=120)
 

@@ -30,7 +30,14 @@ from hypothesis import strategies as st
 from cnipam.core.addresses import parse_ip
 from cnipam.migration import bbolt_file
 from cnipam.migration.bbolt_file import BoltFile, BoltFormatError, fnv1a_64, read_bucket
-from cnipam.migration.ecs_boltdb import GATEWAY_MARKERS, EcsLease, Gateway, interpret_bucket, interpret_file, read_ecs_boltdb
+from cnipam.migration.ecs_boltdb import (
+    GATEWAY_MARKERS,
+    EcsLease,
+    Gateway,
+    interpret_bucket,
+    interpret_file,
+    read_ecs_boltdb,
+)
 
 FIXTURES = UPSTREAM_FIXTURES / "ecs-ipam-boltdb"
 MANIFESTS = sorted(FIXTURES.glob("*.json"))
@@ -60,7 +67,9 @@ def index(payload: bytes, n: int = 1) -> bytes:
 # --- a minimal bbolt writer ------------------------------------------------------------
 
 
-def page_bytes(pgid: int, flags: int, entries: list[tuple[int, bytes, bytes]], page_size: int = PS) -> tuple[bytes, int]:
+def page_bytes(
+    pgid: int, flags: int, entries: list[tuple[int, bytes, bytes]], page_size: int = PS
+) -> tuple[bytes, int]:
     """One page (header, elements, then keys and values); entries are (leaf flags or child pgid, key, value)."""
     head = PAGE_HEADER.size + 16 * len(entries)
     elements, blobs = b"", b""
@@ -99,7 +108,10 @@ class Writer:
         return level[0][1]
 
     def entries(self, tree: Tree) -> list[tuple[int, bytes, bytes]]:
-        return [(1, key, self.bucket(value)) if isinstance(value, dict) else (0, key, value) for key, value in sorted(tree.items())]
+        return [
+            (1, key, self.bucket(value)) if isinstance(value, dict) else (0, key, value)
+            for key, value in sorted(tree.items())
+        ]
 
     def bucket(self, tree: Tree) -> bytes:
         """A bucket header; inline (root 0, page in the value) when bbolt would inline it."""
@@ -110,7 +122,9 @@ class Writer:
         return BUCKET_HEADER.pack(self.tree(entries), 7)
 
 
-def build_db(tree: Tree, previous: Tree | None = None, per_leaf: int = 64, per_branch: int = 64, page_size: int = PS) -> bytes:
+def build_db(
+    tree: Tree, previous: Tree | None = None, per_leaf: int = 64, per_branch: int = 64, page_size: int = PS
+) -> bytes:
     """A bbolt file holding `tree` (top level: buckets only) at txid 10 in meta page 0;
     meta page 1 holds `previous` (or the same tree) at txid 9."""
     writer = Writer(per_leaf, per_branch, page_size)
@@ -123,7 +137,9 @@ def build_db(tree: Tree, previous: Tree | None = None, per_leaf: int = 64, per_b
     data[2 * page_size : 2 * page_size + 16] = PAGE_HEADER.pack(2, FREELIST, 0, 0)
     for slot, (txid, meta_root) in enumerate([(10, root), (9, old_root)]):
         body = META_BODY.pack(0xED0CDAED, 2, page_size, 0, meta_root, 0, 2, high_water, txid)
-        data[slot * page_size : slot * page_size + 80] = PAGE_HEADER.pack(slot, META, 0, 0) + body + struct.pack("<Q", fnv1a_64(body))
+        data[slot * page_size : slot * page_size + 80] = (
+            PAGE_HEADER.pack(slot, META, 0, 0) + body + struct.pack("<Q", fnv1a_64(body))
+        )
     return bytes(data)
 
 
@@ -181,7 +197,9 @@ def test_fixture_matches_its_manifest(manifest_path: Path, tmp_path: Path) -> No
         (gw["address"], gw["family"], gw["value"]) for gw in manifest["gateways"]
     ]
     assert store.last_known_ip == (None if manifest["lastKnownIP"] is None else parse_ip(manifest["lastKnownIP"])[1])
-    assert store.last_known_ipv6 == (None if manifest["lastKnownIPv6"] is None else parse_ip(manifest["lastKnownIPv6"])[1])
+    assert store.last_known_ipv6 == (
+        None if manifest["lastKnownIPv6"] is None else parse_ip(manifest["lastKnownIPv6"])[1]
+    )
     assert len(store.leases) == manifest["lease_count"]
     assert store.key_count == manifest["key_count"]
     assert store.unrecognised == []
@@ -389,8 +407,14 @@ def test_unused_tail_may_be_cut() -> None:
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (lambda d: patch(d, 0, bytes(2 * PS)), r"^not a bbolt database: meta page 0: bad magic 0x00000000 .*meta page 1: bad magic"),
-        (lambda d: patch(patch(d, 16 + 56, b"\x00"), PS + 16 + 56, b"\x00"), r"meta page 0: bad checksum .*meta page 1: bad checksum"),
+        (
+            lambda d: patch(d, 0, bytes(2 * PS)),
+            r"^not a bbolt database: meta page 0: bad magic 0x00000000 .*meta page 1: bad magic",
+        ),
+        (
+            lambda d: patch(patch(d, 16 + 56, b"\x00"), PS + 16 + 56, b"\x00"),
+            r"meta page 0: bad checksum .*meta page 1: bad checksum",
+        ),
         (lambda d: patch(patch(d, 20, b"\x03"), PS + 20, b"\x03"), r"meta page 0: unsupported version 3"),
         (lambda d: b"SQLite format 3\x00" + bytes(32768), r"^not a bbolt database"),
     ],
@@ -403,7 +427,9 @@ def test_bad_meta_pages(damage: Any, message: str) -> None:
 
 def branchy() -> bytes:
     """A file whose IPAM bucket has a two-level tree: root branch -> branches -> leaves."""
-    return build_db({b"IPAM": {f"k{i:03d}".encode(): b"v" * 20 for i in range(40)}}, per_leaf=4, per_branch=4)  # too big to inline
+    return build_db(
+        {b"IPAM": {f"k{i:03d}".encode(): b"v" * 20 for i in range(40)}}, per_leaf=4, per_branch=4
+    )  # too big to inline
 
 
 def ipam_root(data: bytes) -> int:
@@ -423,15 +449,31 @@ def branch_child_offset(data: bytes, pgid: int, element: int = 0) -> int:
     [
         (lambda d, r: patch(d, branch_child_offset(d, r, 1), struct.pack("<Q", r)), r"page \d+ is reached twice"),
         (lambda d, r: patch(d, branch_child_offset(d, r, 2), struct.pack("<Q", 1)), r"points at meta page 1"),
-        (lambda d, r: patch(d, branch_child_offset(d, r, 2), struct.pack("<Q", 10**6)), r"page 1000000 is out of range"),
-        (lambda d, r: patch(d, branch_child_offset(d, r, 2), struct.pack("<Q", 2)), r"page 2: flags 0x10, expected a branch or leaf"),
+        (
+            lambda d, r: patch(d, branch_child_offset(d, r, 2), struct.pack("<Q", 10**6)),
+            r"page 1000000 is out of range",
+        ),
+        (
+            lambda d, r: patch(d, branch_child_offset(d, r, 2), struct.pack("<Q", 2)),
+            r"page 2: flags 0x10, expected a branch or leaf",
+        ),
         (lambda d, r: patch(d, r * PS, struct.pack("<Q", r + 1)), r"its header says it is page"),
         (lambda d, r: patch(d, r * PS + 12, struct.pack("<I", 99)), r"99 overflow pages run past"),
         (lambda d, r: patch(d, r * PS + 10, struct.pack("<H", 4000)), r"4000 elements do not fit"),
         (lambda d, r: patch(d, r * PS + 10, struct.pack("<H", 0)), r"branch page with no elements"),
         (lambda d, r: patch(d, r * PS + 16 + 4, struct.pack("<I", 5000)), r"run past the end of the page"),
     ],
-    ids=["cycle", "meta page", "out of range", "freelist page", "page id", "overflow", "count", "empty branch", "key bounds"],
+    ids=[
+        "cycle",
+        "meta page",
+        "out of range",
+        "freelist page",
+        "page id",
+        "overflow",
+        "count",
+        "empty branch",
+        "key bounds",
+    ],
 )
 def test_broken_tree(damage: Any, message: str) -> None:
     data = branchy()
@@ -468,7 +510,13 @@ def test_random_truncation(length: int) -> None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.integers(min_value=0, max_value=6 * PS - 1), st.integers(min_value=0, max_value=7)), min_size=1, max_size=4))
+@given(
+    st.lists(
+        st.tuples(st.integers(min_value=0, max_value=6 * PS - 1), st.integers(min_value=0, max_value=7)),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_random_bit_flips(flips: list[tuple[int, int]]) -> None:
     data = bytearray(small())
     for offset, bit in flips:
@@ -477,7 +525,11 @@ def test_random_bit_flips(flips: list[tuple[int, int]]) -> None:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.integers(min_value=2, max_value=40), st.integers(min_value=0, max_value=PS - 8), st.binary(min_size=8, max_size=8))
+@given(
+    st.integers(min_value=2, max_value=40),
+    st.integers(min_value=0, max_value=PS - 8),
+    st.binary(min_size=8, max_size=8),
+)
 def test_random_overwrites_in_a_deep_tree(page: int, offset: int, junk: bytes) -> None:
     data = branchy()
     must_be_readable_or_format_error(patch(data, (page % (len(data) // PS)) * PS + offset, junk))

@@ -15,7 +15,9 @@ sys.path.insert(0, str(BENCH))
 
 import plots  # noqa: E402  (bench/ is a folder of scripts, not a package)
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="matplotlib not installed (the `test` extra has it)")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("matplotlib") is None, reason="matplotlib not installed (the `test` extra has it)"
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -29,7 +31,9 @@ def test_latency_vs_leases_writes_a_png_with_an_empty_store_point(tmp_path: Path
     series = [
         plots.Series("cnipam, /16", [0, 10_000, 50_000], [30.1, 31.0, 31.5], [29.0, 30.2, 30.9], [32.0, 33.1, 34.0]),
         plots.Series("cnipam, /8", [0, 1_000_000], [30.5, 33.0], [29.5, 31.0], [31.0, 36.0], dashed=True),
-        plots.Series("host-local, /16", [0, 10_000, 50_000], [3.8, 131.0, 681.0], [3.5, 120.0, 650.0], [4.2, 140.0, 700.0]),
+        plots.Series(
+            "host-local, /16", [0, 10_000, 50_000], [3.8, 131.0, 681.0], [3.5, 120.0, 650.0], [4.2, 140.0, 700.0]
+        ),
     ]
     out = plots.latency_vs_leases(series, tmp_path / "img" / "latency.png")
     assert out == tmp_path / "img" / "latency.png"
@@ -51,6 +55,8 @@ def test_script_renders_json_jobs_as_run_py_sends_them(tmp_path: Path) -> None:
     line = {"label": "cnipam", "x": [0, 10_000], "median": [30.0, 31.0], "low": [29.0, 30.0], "high": [31.0, 32.0]}
     jobs = tmp_path / "jobs.json"
     jobs.write_text(json.dumps([{"plot": "latency_vs_leases", "path": str(tmp_path / "a.png"), "series": [line]}]))
-    done = subprocess.run([sys.executable, str(BENCH / "plots.py"), str(jobs)], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "plots.py"), str(jobs)], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert is_png(tmp_path / "a.png")

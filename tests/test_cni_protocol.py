@@ -25,7 +25,10 @@ def test_1x_results_have_no_version_field() -> None:
     result = encode_result("1.0.0", CONFIG.pools, LEASES, CONFIG.routes, CONFIG.dns)
     assert result == {
         "cniVersion": "1.0.0",
-        "ips": [{"address": "10.0.0.2/24", "gateway": "10.0.0.1"}, {"address": "2001:db8::2/64", "gateway": "2001:db8::1"}],
+        "ips": [
+            {"address": "10.0.0.2/24", "gateway": "10.0.0.1"},
+            {"address": "2001:db8::2/64", "gateway": "2001:db8::1"},
+        ],
         "routes": [{"dst": "0.0.0.0/0", "gw": "10.0.0.1", "mtu": 1400}, {"dst": "::/0"}],
         "dns": {},
     }
@@ -41,7 +44,11 @@ def test_03x_results_carry_the_family(version: str) -> None:
 @pytest.mark.parametrize("version", ["0.1.0", "0.2.0"])
 def test_02x_results_split_by_family_with_their_routes(version: str) -> None:
     result = encode_result(version, CONFIG.pools, LEASES, CONFIG.routes, CONFIG.dns)
-    assert result["ip4"] == {"ip": "10.0.0.2/24", "gateway": "10.0.0.1", "routes": [{"dst": "0.0.0.0/0", "gw": "10.0.0.1"}]}
+    assert result["ip4"] == {
+        "ip": "10.0.0.2/24",
+        "gateway": "10.0.0.1",
+        "routes": [{"dst": "0.0.0.0/0", "gw": "10.0.0.1"}],
+    }
     assert result["ip6"] == {"ip": "2001:db8::2/64", "gateway": "2001:db8::1", "routes": [{"dst": "::/0"}]}
     assert "ips" not in result
 
@@ -92,10 +99,17 @@ def test_bad_requests(command: str, env: dict[str, str], body: bytes, error: typ
 
 def test_name_rules() -> None:
     assert is_valid_name("a-b_c.1") and not is_valid_name("-a") and not is_valid_name("a/b") and not is_valid_name("")
-    assert is_valid_ifname("eth0") and not is_valid_ifname("..") and not is_valid_ifname("a b") and not is_valid_ifname("a:b")
+    assert (
+        is_valid_ifname("eth0")
+        and not is_valid_ifname("..")
+        and not is_valid_ifname("a b")
+        and not is_valid_ifname("a:b")
+    )
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("5s", 5), ("1500ms", 1.5), ("1m30s", 90), ("0", 0), ("2h", 7200), ("1.5us", 1.5e-6)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("5s", 5), ("1500ms", 1.5), ("1m30s", 90), ("0", 0), ("2h", 7200), ("1.5us", 1.5e-6)]
+)
 def test_go_durations(text: str, seconds: float) -> None:
     assert parse_go_duration(text) == pytest.approx(seconds)
 
@@ -111,7 +125,10 @@ def test_store_settings_from_env() -> None:
     chosen = StoreSettings.from_env({"IPAM_DB_PATH": "x.db", "IPAM_DB_CONNECTION_TIMEOUT": "250ms"})
     assert (chosen.path, chosen.timeout, chosen.origin) == ("x.db", 0.25, "IPAM_DB_PATH=x.db")
     per_network = StoreSettings.from_env({"IPAM_DB_PATH": "x.db"}, "/var/lib/cni/networks/")
-    assert (per_network.path, per_network.origin) == ("/var/lib/cni/networks/cnipam.db", "ipam.dataDir=/var/lib/cni/networks/")
+    assert (per_network.path, per_network.origin) == (
+        "/var/lib/cni/networks/cnipam.db",
+        "ipam.dataDir=/var/lib/cni/networks/",
+    )
     for bad in ("soon", "-1s", "48h"):
         with pytest.raises(InvalidEnvironment, match="IPAM_DB_CONNECTION_TIMEOUT"):
             StoreSettings.from_env({"IPAM_DB_CONNECTION_TIMEOUT": bad})

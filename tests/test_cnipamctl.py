@@ -28,7 +28,19 @@ CTL = os.path.join(SCRIPTS, "cnipamctl")
 PLUGIN = os.path.join(SCRIPTS, "cnipam")
 HOST_LOCAL = next((p for p in ("/usr/lib/cni/host-local", "/opt/cni/bin/host-local") if os.path.exists(p)), None)
 BASE_ENV = {"PATH": "/usr/bin:/bin", "CNI_NETNS": "/var/run/netns/test", "CNI_PATH": "/opt/cni/bin", "LANG": "C.UTF-8"}
-LEASE_KEYS = {"ip", "family", "address", "kind", "pool", "slot", "handle", "network", "container_id", "ifname", "created"}
+LEASE_KEYS = {
+    "ip",
+    "family",
+    "address",
+    "kind",
+    "pool",
+    "slot",
+    "handle",
+    "network",
+    "container_id",
+    "ifname",
+    "created",
+}
 
 
 class Run:
@@ -63,7 +75,9 @@ def refused(run: Run, status: int = 1, says: str = "") -> str:
     return lines[0]
 
 
-def plugin(command: str, config: dict[str, Any], container: str, ifname: str = "eth0", db: Path | None = None) -> dict[str, Any]:
+def plugin(
+    command: str, config: dict[str, Any], container: str, ifname: str = "eth0", db: Path | None = None
+) -> dict[str, Any]:
     env = {**BASE_ENV, "CNI_COMMAND": command, "CNI_CONTAINERID": container, "CNI_IFNAME": ifname}
     if db is not None:
         env["IPAM_DB_PATH"] = str(db)
@@ -78,9 +92,17 @@ def ips(result: dict[str, Any]) -> list[str]:
 
 # -- a store populated through the plugin ----------------------------------------------------
 
-NET1 = {"cniVersion": "1.0.0", "name": "net1", "ipam": {"type": "cnipam", "ipv4-subnet": "10.0.0.0/24", "ipv6-subnet": "fd00::/64"}}
+NET1 = {
+    "cniVersion": "1.0.0",
+    "name": "net1",
+    "ipam": {"type": "cnipam", "ipv4-subnet": "10.0.0.0/24", "ipv6-subnet": "fd00::/64"},
+}
 NET2 = {"cniVersion": "1.0.0", "name": "net2", "ipam": {"type": "cnipam", "id": "task-1", "ipv4-subnet": "10.0.0.0/24"}}
-HL = {"cniVersion": "1.0.0", "name": "hl", "ipam": {"type": "cnipam", "ranges": [[{"subnet": "10.9.0.0/24", "rangeStart": "10.9.0.10"}]]}}
+HL = {
+    "cniVersion": "1.0.0",
+    "name": "hl",
+    "ipam": {"type": "cnipam", "ranges": [[{"subnet": "10.9.0.0/24", "rangeStart": "10.9.0.10"}]]},
+}
 
 
 @pytest.fixture
@@ -105,11 +127,19 @@ def test_leases_table_and_json(db: Path) -> None:
                 "fd00::1", "fd00::2", "fd00::3", "fd00::4"]  # fmt: skip
     assert table_ips(table) == expected
     assert "id 'task-1'" in table and "a gateway reservation" in table
-    rows = ok("leases", "--json", IPAM_DB_PATH=str(db)).json()  # IPAM_DB_PATH, as the plugin; --db after the command too
+    rows = ok(
+        "leases", "--json", IPAM_DB_PATH=str(db)
+    ).json()  # IPAM_DB_PATH, as the plugin; --db after the command too
     assert [row["ip"] for row in rows] == expected
     assert all(set(row) == LEASE_KEYS for row in rows)
     task = next(row for row in rows if row["handle"] == "id:task-1")
-    assert (task["container_id"], task["ifname"], task["network"], task["kind"], task["slot"]) == ("ctr-d", "eth0", "net2", "lease", "4")
+    assert (task["container_id"], task["ifname"], task["network"], task["kind"], task["slot"]) == (
+        "ctr-d",
+        "eth0",
+        "net2",
+        "lease",
+        "4",
+    )
 
 
 def test_leases_in_a_pipe_are_plain_lines(db: Path) -> None:
@@ -149,29 +179,55 @@ def test_show_by_address_owner_container_and_handle(db: Path) -> None:
         "10.0.0.3": ["10.0.0.3"], "task-1": ["10.0.0.5"], "id:task-1": ["10.0.0.5"], "ctr-a": ["10.0.0.2", "fd00::2"],
         "cni:net1/ctr-a/eth0": ["10.0.0.2", "fd00::2"], "fd00::0004": ["fd00::4"], "10.0.0.1": ["10.0.0.1"],
     }  # fmt: skip
-    assert ok("--db", str(db), "show", "ctr-d", "--json").json()[0]["handle"] == "id:task-1"  # the id's lease, by its container
+    assert (
+        ok("--db", str(db), "show", "ctr-d", "--json").json()[0]["handle"] == "id:task-1"
+    )  # the id's lease, by its container
 
 
 def test_usage(db: Path, tmp_path: Path) -> None:
     usage = {row["pool"]: row for row in ok("--db", str(db), "usage", "--json").json()}
-    assert usage["10.0.0.0/24"] == {"pool": "10.0.0.0/24", "family": 4, "size": 254, "reserved": 1, "used": 4, "free": 249, "percent": 2.0}
+    assert usage["10.0.0.0/24"] == {
+        "pool": "10.0.0.0/24",
+        "family": 4,
+        "size": 254,
+        "reserved": 1,
+        "used": 4,
+        "free": 249,
+        "percent": 2.0,
+    }
     assert usage["fd00::/64"]["size"] == 2**64 - 1 and usage["fd00::/64"]["used"] == 3
     hl = usage["10.9.0.0/24[10.9.0.10-10.9.0.254]"]
     assert (hl["size"], hl["reserved"], hl["used"]) == (245, 0, 1)  # its gateway .1 is outside the range
     text = ok("--db", str(db), "usage").out
     assert "10.0.0.0/24" in text and "2.0%" in text and "#" in text
     config = tmp_path / "new.json"
-    config.write_text(json.dumps({"cniVersion": "1.0.0", "name": "new", "ipam": {"type": "cnipam", "subnet": "10.50.0.0/28"}}))
+    config.write_text(
+        json.dumps({"cniVersion": "1.0.0", "name": "new", "ipam": {"type": "cnipam", "subnet": "10.50.0.0/28"}})
+    )
     added = {row["pool"]: row for row in ok("--db", str(db), "usage", "--config", str(config), "--json").json()}
-    assert added["10.50.0.0/28"] == {"pool": "10.50.0.0/28", "family": 4, "size": 14, "reserved": 1, "used": 0, "free": 13, "percent": 7.1}
+    assert added["10.50.0.0/28"] == {
+        "pool": "10.50.0.0/28",
+        "family": 4,
+        "size": 14,
+        "reserved": 1,
+        "used": 0,
+        "free": 13,
+        "percent": 7.1,
+    }
     assert set(added) == set(usage) | {"10.50.0.0/28"}
 
 
 def test_config_data_dir_chooses_the_store(tmp_path: Path) -> None:
-    config = {"cniVersion": "1.0.0", "name": "dd", "ipam": {"type": "cnipam", "subnet": "10.60.0.0/24", "dataDir": str(tmp_path / "dd")}}
+    config = {
+        "cniVersion": "1.0.0",
+        "name": "dd",
+        "ipam": {"type": "cnipam", "subnet": "10.60.0.0/24", "dataDir": str(tmp_path / "dd")},
+    }
     plugin("ADD", config, "c1")
     (tmp_path / "dd.json").write_text(json.dumps(config))
-    usage = ok("usage", "--config", str(tmp_path / "dd.json"), "--json", IPAM_DB_PATH=str(tmp_path / "elsewhere.db")).json()
+    usage = ok(
+        "usage", "--config", str(tmp_path / "dd.json"), "--json", IPAM_DB_PATH=str(tmp_path / "elsewhere.db")
+    ).json()
     assert [(row["pool"], row["used"]) for row in usage] == [("10.60.0.0/24", 1)]
     assert not (tmp_path / "elsewhere.db").exists()
 
@@ -183,13 +239,18 @@ def test_release_refuses_without_a_terminal_and_releases_with_yes(db: Path) -> N
     assert ok("--db", str(db), "export").out == before
     released = ok("--db", str(db), "release", "10.0.0.2", "--yes", "--json").json()
     assert [row["ip"] for row in released] == ["10.0.0.2"]
-    assert [row["ip"] for row in ok("--db", str(db), "show", "ctr-a", "--json").json()] == ["fd00::2"]  # exactly that address
+    assert [row["ip"] for row in ok("--db", str(db), "show", "ctr-a", "--json").json()] == [
+        "fd00::2"
+    ]  # exactly that address
     assert ok("--db", str(db), "release", "ctr-b", "-y").out.splitlines() == [
         "released 10.0.0.3 (container 'ctr-b' interface 'eth0')",
         "released fd00::3 (container 'ctr-b' interface 'eth0')",
     ]
     assert [row["ip"] for row in ok("--db", str(db), "release", "task-1", "--yes", "--json").json()] == ["10.0.0.5"]
-    assert [row["ip"] for row in ok("--db", str(db), "release", "cni:net1/ctr-c/eth0", "--yes", "--json").json()] == ["10.0.0.4", "fd00::4"]
+    assert [row["ip"] for row in ok("--db", str(db), "release", "cni:net1/ctr-c/eth0", "--yes", "--json").json()] == [
+        "10.0.0.4",
+        "fd00::4",
+    ]
     refused(call("--db", str(db), "release", "10.0.0.1", "--yes"), says="10.0.0.1 is a gateway reservation")
     refused(call("--db", str(db), "release", "ctr-b", "--yes"), says="no lease is held by 'ctr-b'")
     assert plugin("ADD", NET1, "ctr-f", db=db)  # the store still allocates after manual releases
@@ -213,7 +274,9 @@ def answer_on_a_terminal(db: Path, target: str, answer: str) -> tuple[int, str]:
 def test_release_asks_on_a_terminal(db: Path) -> None:
     status, err = answer_on_a_terminal(db, "ctr-a", "n\n")
     assert status == 1 and "10.0.0.2" in err and "fd00::2" in err and "Release 2 leases of container 'ctr-a'?" in err
-    assert err.endswith("? [y/N]: cnipamctl: aborted; nothing was changed\n")  # the answer is echoed on the terminal, not stderr
+    assert err.endswith(
+        "? [y/N]: cnipamctl: aborted; nothing was changed\n"
+    )  # the answer is echoed on the terminal, not stderr
     assert len(ok("--db", str(db), "show", "ctr-a", "--json").json()) == 2
     status, _ = answer_on_a_terminal(db, "ctr-a", "y\n")
     assert status == 0
@@ -221,7 +284,9 @@ def test_release_asks_on_a_terminal(db: Path) -> None:
 
 
 def test_release_gateway_only_when_asked_and_unused(db: Path) -> None:
-    refused(call("--db", str(db), "release", "10.0.0.1", "--yes"), says="gateway reservation, not a lease: pass --gateway")
+    refused(
+        call("--db", str(db), "release", "10.0.0.1", "--yes"), says="gateway reservation, not a lease: pass --gateway"
+    )
     refused(call("--db", str(db), "release", "10.0.0.2", "--gateway", "--yes"), says="is not a gateway reservation")
     refused(call("--db", str(db), "release", "10.0.0.1", "--gateway", "--yes"), says="still serves")
     for owner in ("ctr-a", "ctr-b", "ctr-c", "task-1"):
@@ -232,15 +297,35 @@ def test_release_gateway_only_when_asked_and_unused(db: Path) -> None:
 
 def test_gc_dry_run_then_apply(db: Path, tmp_path: Path) -> None:
     valid = tmp_path / "valid.json"
-    valid.write_text(json.dumps([{"containerID": "ctr-b", "ifname": "eth0"}, {"containerID": "ctr-c", "ifname": "eth1"}]))
+    valid.write_text(
+        json.dumps([{"containerID": "ctr-b", "ifname": "eth0"}, {"containerID": "ctr-c", "ifname": "eth1"}])
+    )
     dry = ok("--db", str(db), "gc", "--valid", str(valid), "--network", "net1", "--json").json()
-    assert dry["applied"] is False and [row["ip"] for row in dry["leases"]] == ["10.0.0.2", "10.0.0.4", "fd00::2", "fd00::4"]
-    assert "would release 4 leases of network 'net1'" in ok("--db", str(db), "gc", "--valid", str(valid), "--network", "net1").out
+    assert dry["applied"] is False and [row["ip"] for row in dry["leases"]] == [
+        "10.0.0.2",
+        "10.0.0.4",
+        "fd00::2",
+        "fd00::4",
+    ]
+    assert (
+        "would release 4 leases of network 'net1'"
+        in ok("--db", str(db), "gc", "--valid", str(valid), "--network", "net1").out
+    )
     assert len(ok("--db", str(db), "leases", "--json").json()) == 11  # a dry run changes nothing
     applied = ok("--db", str(db), "gc", "--valid", str(valid), "--network", "net1", "--apply", "--json").json()
-    assert applied["applied"] is True and [row["ip"] for row in applied["leases"]] == [row["ip"] for row in dry["leases"]]
+    assert applied["applied"] is True and [row["ip"] for row in applied["leases"]] == [
+        row["ip"] for row in dry["leases"]
+    ]
     left = [row["ip"] for row in ok("--db", str(db), "leases", "--json").json()]
-    assert left == ["10.0.0.1", "10.0.0.3", "10.0.0.5", "10.9.0.1", "10.9.0.10", "fd00::1", "fd00::3"]  # net2, hl, gateways kept
+    assert left == [
+        "10.0.0.1",
+        "10.0.0.3",
+        "10.0.0.5",
+        "10.9.0.1",
+        "10.9.0.10",
+        "fd00::1",
+        "fd00::3",
+    ]  # net2, hl, gateways kept
     empty = ok("--db", str(db), "gc", "--valid", str(valid), "--network", "net1", "--apply", "--json").json()
     assert empty["leases"] == []
 
@@ -258,7 +343,11 @@ def test_export_import_round_trips_byte_for_byte(db: Path, tmp_path: Path) -> No
     assert "imported 11 rows and 3 positions" in ok("--db", str(copy), "import", str(tmp_path / "export.json")).out
     assert ok("--db", str(copy), "export").out == first
     assert ok("--db", str(copy), "check").out == "ok\n"
-    assert ips(plugin("ADD", NET1, "ctr-z", db=copy)) == ips(plugin("ADD", NET1, "ctr-z", db=db)) == ["10.0.0.6", "fd00::5"]
+    assert (
+        ips(plugin("ADD", NET1, "ctr-z", db=copy))
+        == ips(plugin("ADD", NET1, "ctr-z", db=db))
+        == ["10.0.0.6", "fd00::5"]
+    )
     piped = tmp_path / "piped.db"
     ok("--db", str(piped), "import", "-", "--json", stdin=first)
     assert ok("--db", str(piped), "export").out == first
@@ -270,7 +359,10 @@ def test_conflicting_import_changes_nothing(db: Path, tmp_path: Path) -> None:
     plugin("ADD", {**NET1, "name": "other"}, "x2", db=other)
     before = ok("--db", str(other), "export").out
     (tmp_path / "export.json").write_text(ok("--db", str(db), "export").out)
-    refused(call("--db", str(other), "import", str(tmp_path / "export.json")), says="import refused: 10.0.0.1 is already held")
+    refused(
+        call("--db", str(other), "import", str(tmp_path / "export.json")),
+        says="import refused: 10.0.0.1 is already held",
+    )
     assert ok("--db", str(other), "export").out == before
     duplicate = json.loads(before)
     duplicate["leases"].append(dict(duplicate["leases"][-1]))
@@ -288,7 +380,9 @@ def test_check_healthy_and_corrupted(db: Path) -> None:
     refused(run, says="has 1 problem")
     assert run.out.splitlines() == ["IPv4: 10.0.0.6-10.9.0.0 is neither leased nor free"]
     report = call("--db", str(db), "check", "--json")
-    assert report.code == 1 and report.json()["ok"] is False and "neither leased nor free" in report.json()["problems"][0]
+    assert (
+        report.code == 1 and report.json()["ok"] is False and "neither leased nor free" in report.json()["problems"][0]
+    )
 
 
 @pytest.mark.parametrize(
@@ -320,12 +414,17 @@ def test_error_paths_are_one_line(db: Path, tmp_path: Path) -> None:
     refused(call("--db", d, "gc", "--valid", str(tmp_path / "list.json"), "--network", "n"), says="[0]: expected")
     (tmp_path / "other.json").write_text('{"format": "cnipam-export", "version": 2, "leases": [], "cursors": {}}')
     refused(call("--db", d, "import", str(tmp_path / "other.json")), says="export version 2")
-    (tmp_path / "lease.json").write_text('{"format": "cnipam-export", "version": 1, "leases": [{"family": 4}], "cursors": {}}')
+    (tmp_path / "lease.json").write_text(
+        '{"format": "cnipam-export", "version": 1, "leases": [{"family": 4}], "cursors": {}}'
+    )
     refused(call("--db", d, "import", str(tmp_path / "lease.json")), says="leases[0]: missing address")
     refused(call("--db", d, "import", str(tmp_path / "absent.json")), says="No such file or directory")
     refused(call("--db", d, "usage", "--config", str(tmp_path / "bad.json")), says="is not JSON")
     (tmp_path / "noipam.json").write_text('{"name": "x", "plugins": [{"type": "bridge"}]}')
-    refused(call("--db", d, "usage", "--config", str(tmp_path / "noipam.json")), says="no plugin of the conflist has an ipam section")
+    refused(
+        call("--db", d, "usage", "--config", str(tmp_path / "noipam.json")),
+        says="no plugin of the conflist has an ipam section",
+    )
     (tmp_path / "garbage.db").write_bytes(b"this is not a database at all" * 100)
     refused(call("--db", str(tmp_path / "garbage.db"), "leases"), says="is not a readable cnipam store")
     foreign = tmp_path / "foreign.db"
@@ -337,7 +436,15 @@ def test_error_paths_are_one_line(db: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "args", [["frobnicate"], ["leases", "--frob"], ["show"], ["gc", "--network", "n"], ["release"], ["migrate", "host-local", "/x"]]
+    "args",
+    [
+        ["frobnicate"],
+        ["leases", "--frob"],
+        ["show"],
+        ["gc", "--network", "n"],
+        ["release"],
+        ["migrate", "host-local", "/x"],
+    ],
 )
 def test_usage_errors_exit_2_in_one_line(db: Path, args: list[str]) -> None:
     refused(call("--db", str(db), *args), status=2)
@@ -397,7 +504,9 @@ def next_host_local_address(tmp_path: Path, name: str, container: str) -> list[s
     return ips(json.loads(done.stdout))
 
 
-@pytest.mark.parametrize(("name", "expected_next"), [("v4", ["10.22.0.25"]), ("dual", ["10.23.0.10", "2001:db8:23::a"])])
+@pytest.mark.parametrize(
+    ("name", "expected_next"), [("v4", ["10.22.0.25"]), ("dual", ["10.23.0.10", "2001:db8:23::a"])]
+)
 def test_migrate_host_local(tmp_path: Path, name: str, expected_next: list[str]) -> None:
     manifest, data_dir, conf = host_local_fixture(tmp_path, name)
     store = data_dir / "cnipam.db"  # where the plugin looks with this config's dataDir
@@ -412,7 +521,10 @@ def test_migrate_host_local(tmp_path: Path, name: str, expected_next: list[str])
         (lease["address"], lease["containerID"], lease["ifname"]) for lease in manifest["leases"]
     ]
     network = manifest["network"]
-    assert all(row["handle"] == f"cni:{network}/{row['container_id']}/{row['ifname']}" and row["network"] == network for row in rows)
+    assert all(
+        row["handle"] == f"cni:{network}/{row['container_id']}/{row['ifname']}" and row["network"] == network
+        for row in rows
+    )
     config = json.loads(conf.read_text())
     go = next_host_local_address(tmp_path, name, "f" * 64)
     assert go in (None, expected_next)
@@ -423,7 +535,9 @@ def test_migrate_host_local(tmp_path: Path, name: str, expected_next: list[str])
     assert gone["address"] not in {row["ip"] for row in left}
     assert not [row for row in left if (row["container_id"], row["ifname"]) == (gone["containerID"], gone["ifname"])]
     assert ok("--db", str(store), "check").out == "ok\n"
-    assert sorted(os.listdir(data_dir / network)) == sorted(entry["name"] for entry in manifest["files"])  # the source is only read
+    assert sorted(os.listdir(data_dir / network)) == sorted(
+        entry["name"] for entry in manifest["files"]
+    )  # the source is only read
 
 
 def test_migrate_host_local_refusals_abort_unless_skipped(tmp_path: Path) -> None:
@@ -431,7 +545,9 @@ def test_migrate_host_local_refusals_abort_unless_skipped(tmp_path: Path) -> Non
     folder = data_dir / "net1"
     (folder / "10.99.0.5").write_text("c0ffee\r\neth0")  # outside every pool of the config
     (folder / "10.22.0.30").write_text("")  # host-local stopped while writing it
-    (folder / "10.22.0.31").write_text("acb7bdd471dea67a28148da4e4e56e8738cb92ee4718805b7deaf74315494cb9\r\neth0")  # a second address
+    (folder / "10.22.0.31").write_text(
+        "acb7bdd471dea67a28148da4e4e56e8738cb92ee4718805b7deaf74315494cb9\r\neth0"
+    )  # a second address
     run = call("migrate", "host-local", str(folder), "--config", str(conf))
     refused(run, says="migration refused: 3 items cannot be imported")
     assert "10.99.0.5: outside every configured pool" in run.out and "10.22.0.30: empty lease file" in run.out
@@ -442,13 +558,19 @@ def test_migrate_host_local_refusals_abort_unless_skipped(tmp_path: Path) -> Non
     assert report["imported"] == manifest["lease_count"] and sorted(item["what"] for item in report["refused"]) == [
         "10.22.0.30", "10.22.0.31", "10.99.0.5",
     ]  # fmt: skip
-    again = call("migrate", "host-local", str(folder), "--config", str(conf), "--json")  # everything is in the store now
+    again = call(
+        "migrate", "host-local", str(folder), "--config", str(conf), "--json"
+    )  # everything is in the store now
     refused(again, says=f"{manifest['lease_count'] + 3} items cannot be imported")
-    assert all("already in the store" in item["why"] for item in again.json()["refused"] if item["what"] == "10.22.0.11")
+    assert all(
+        "already in the store" in item["why"] for item in again.json()["refused"] if item["what"] == "10.22.0.11"
+    )
     assert len(ok("--db", str(data_dir / "cnipam.db"), "leases", "--json").json()) == manifest["lease_count"]
 
 
-def test_migrate_host_local_into_etcd_lists_every_conflict_first(tmp_path: Path, etcd_endpoint: str, etcd_prefix: bytes) -> None:
+def test_migrate_host_local_into_etcd_lists_every_conflict_first(
+    tmp_path: Path, etcd_endpoint: str, etcd_prefix: bytes
+) -> None:
     """On etcd, as on SQLite, the store is checked before the import: a second migration
     lists every address already held (not just the first the engine trips on), and the
     report names the etcd store, not an SQLite file that is not used."""
@@ -473,7 +595,16 @@ def test_migrate_host_local_from_a_conflist_into_db(tmp_path: Path) -> None:
                 {"type": "portmap", "capabilities": {"portMappings": True}}]}  # fmt: skip
     (tmp_path / "dual.conflist").write_text(json.dumps(conflist))
     target = tmp_path / "explicit.db"
-    report = ok("--db", str(target), "migrate", "host-local", str(data_dir / "dual"), "--config", str(tmp_path / "dual.conflist"), "--json")
+    report = ok(
+        "--db",
+        str(target),
+        "migrate",
+        "host-local",
+        str(data_dir / "dual"),
+        "--config",
+        str(tmp_path / "dual.conflist"),
+        "--json",
+    )
     assert report.json()["imported"] == 12 and any("makes the plugin use" in note for note in report.json()["notes"])
     text = ok("--db", str(target), "usage").out
     assert "10.23.0.0/24" in text and "2001:db8:23::/64" in text
@@ -491,7 +622,9 @@ def expected_next(manifest: dict[str, Any], family: int) -> str:
 
     subnet = ipaddress.ip_network(manifest["subnets"]["ipv4" if family == 4 else "ipv6"])
     last_known = manifest["lastKnownIP" if family == 4 else "lastKnownIPv6"]
-    taken = {lease["address"] for lease in manifest["leases"]} | {gateway["address"] for gateway in manifest["gateways"]}
+    taken = {lease["address"] for lease in manifest["leases"]} | {
+        gateway["address"] for gateway in manifest["gateways"]
+    }
     first, last = int(subnet.network_address) + 1, int(subnet.broadcast_address) - (1 if family == 4 else 0)
     start = int(ipaddress.ip_address(last_known)) + 1 if last_known else first
     for value in itertools.chain(range(max(start, first), last + 1), range(first, max(start, first))):
@@ -515,12 +648,18 @@ def test_migrate_ecs_boltdb(tmp_path: Path, name: str) -> None:
     assert hashlib.sha256(source.read_bytes()).hexdigest() == manifest["db_sha256"]  # only read
     rows = ok("--db", str(store), "leases", "--json").json()
     leases = [(row["ip"], row["handle"]) for row in rows if row["kind"] == "lease"]
-    assert sorted(leases) == sorted((lease["address"], f"id:{lease['id']}" if lease["id"] else None) for lease in manifest["leases"])
-    assert sorted(row["ip"] for row in rows if row["kind"] == "gateway") == sorted(gateway["address"] for gateway in manifest["gateways"])
+    assert sorted(leases) == sorted(
+        (lease["address"], f"id:{lease['id']}" if lease["id"] else None) for lease in manifest["leases"]
+    )
+    assert sorted(row["ip"] for row in rows if row["kind"] == "gateway") == sorted(
+        gateway["address"] for gateway in manifest["gateways"]
+    )
     families = [family for family, key in ((4, "ipv4"), (6, "ipv6")) if manifest["subnets"][key]]
     config = json.loads(json.dumps(manifest["config_base"]))
     config["ipam"]["id"] = "migrated-next"
-    assert ips(plugin("ADD", config, "new-container", db=store)) == [expected_next(manifest, family) for family in families]
+    assert ips(plugin("ADD", config, "new-container", db=store)) == [
+        expected_next(manifest, family) for family in families
+    ]
     owner = next(lease for lease in manifest["leases"] if lease["id"])
     config["ipam"]["id"] = owner["id"]
     plugin("DEL", config, "whatever", db=store)
@@ -550,7 +689,11 @@ def test_migrate_ecs_boltdb_errors(tmp_path: Path) -> None:
 
 def host_local_add(exe: Path, data_dir: Path, container: str) -> dict[str, Any]:
     """An ADD through `exe` as a runtime makes it (host-local's dialect, store in data_dir)."""
-    config = {"cniVersion": "1.0.0", "name": "net", "ipam": {"type": "cnipam", "subnet": "10.60.0.0/24", "dataDir": str(data_dir)}}
+    config = {
+        "cniVersion": "1.0.0",
+        "name": "net",
+        "ipam": {"type": "cnipam", "subnet": "10.60.0.0/24", "dataDir": str(data_dir)},
+    }
     env = {**BASE_ENV, "CNI_COMMAND": "ADD", "CNI_CONTAINERID": container, "CNI_IFNAME": "eth0"}
     done = subprocess.run([str(exe)], input=json.dumps(config), capture_output=True, text=True, env=env, timeout=30)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -561,14 +704,20 @@ def host_local_add(exe: Path, data_dir: Path, container: str) -> dict[str, Any]:
 def test_install_plugin_links_both_launchers_and_changes_nothing_the_second_time(tmp_path: Path) -> None:
     bin_dir = tmp_path / "opt" / "cni" / "bin"  # missing, with its parents
     first = ok("install-plugin", "--bin-dir", str(bin_dir))
-    assert first.out.splitlines() == [f"linked {bin_dir / name} -> {os.path.join(SCRIPTS, name)}" for name in ("cnipam", "ecs-ipam")]
+    assert first.out.splitlines() == [
+        f"linked {bin_dir / name} -> {os.path.join(SCRIPTS, name)}" for name in ("cnipam", "ecs-ipam")
+    ]
     for name in ("cnipam", "ecs-ipam"):
         assert os.readlink(bin_dir / name) == os.path.join(SCRIPTS, name)
     inodes = {name: os.lstat(bin_dir / name).st_ino for name in ("cnipam", "ecs-ipam")}
-    assert ips(host_local_add(bin_dir / "cnipam", tmp_path / "store", "c1")) == ["10.60.0.2"]  # a runtime's call through the link
+    assert ips(host_local_add(bin_dir / "cnipam", tmp_path / "store", "c1")) == [
+        "10.60.0.2"
+    ]  # a runtime's call through the link
 
     again = ok("install-plugin", "--bin-dir", str(bin_dir))
-    assert again.out.splitlines() == [f"unchanged {bin_dir / name} -> {os.path.join(SCRIPTS, name)}" for name in ("cnipam", "ecs-ipam")]
+    assert again.out.splitlines() == [
+        f"unchanged {bin_dir / name} -> {os.path.join(SCRIPTS, name)}" for name in ("cnipam", "ecs-ipam")
+    ]
     assert {name: os.lstat(bin_dir / name).st_ino for name in ("cnipam", "ecs-ipam")} == inodes
     assert sorted(os.listdir(bin_dir)) == ["cnipam", "ecs-ipam"]  # no temporary link left
 
@@ -579,7 +728,9 @@ def test_install_plugin_refuses_another_file_of_that_name_unless_forced(tmp_path
     amazon = bin_dir / "ecs-ipam"
     amazon.write_text("#!/bin/sh\necho the real one\n")
     refused(call("install-plugin", "--bin-dir", str(bin_dir)), says=f"{amazon} is another file")
-    assert sorted(os.listdir(bin_dir)) == ["ecs-ipam"] and amazon.read_text() == "#!/bin/sh\necho the real one\n"  # nothing changed
+    assert (
+        sorted(os.listdir(bin_dir)) == ["ecs-ipam"] and amazon.read_text() == "#!/bin/sh\necho the real one\n"
+    )  # nothing changed
 
     ok("install-plugin", "cnipam", "--bin-dir", str(bin_dir))  # the other name alone is fine
     assert os.readlink(bin_dir / "cnipam") == os.path.join(SCRIPTS, "cnipam") and not amazon.is_symlink()

@@ -54,7 +54,9 @@ class Tool:
             "CNI_CACHE_DIR": str(self.cache),
             **env,
         }
-        done = subprocess.run([CNITOOL, *args], capture_output=True, text=True, env=full_env, cwd=cwd or self.tmp, timeout=60)
+        done = subprocess.run(
+            [CNITOOL, *args], capture_output=True, text=True, env=full_env, cwd=cwd or self.tmp, timeout=60
+        )
         assert "Traceback" not in done.stdout + done.stderr, done.stderr
         return done
 
@@ -83,7 +85,9 @@ class Tool:
             return []
         db = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
         try:
-            rows = db.execute("SELECT ip, network, container_id, ifname FROM leases WHERE kind = 'lease' ORDER BY address")
+            rows = db.execute(
+                "SELECT ip, network, container_id, ifname FROM leases WHERE kind = 'lease' ORDER BY address"
+            )
             return [tuple(row) for row in rows]
         finally:
             db.close()
@@ -111,7 +115,12 @@ def test_add_check_del(tool: Tool) -> None:
     assert name == f"{NETWORK}-{cid(netns)}-eth0"
     cached = json.loads((tool.cache / "results" / name).read_text())
     assert cached["kind"] == "cniCacheV1"
-    assert (cached["containerId"], cached["netns"], cached["ifName"], cached["networkName"]) == (cid(netns), netns, "eth0", NETWORK)
+    assert (cached["containerId"], cached["netns"], cached["ifName"], cached["networkName"]) == (
+        cid(netns),
+        netns,
+        "eth0",
+        NETWORK,
+    )
     assert cached["result"]["ips"] == result["ips"]
 
     assert tool.ok("check", NETWORK, netns) == ""
@@ -153,7 +162,10 @@ def test_cni_args_reach_the_plugin_and_the_cache(tool: Tool) -> None:
     result = tool.add(CNI_ARGS="IgnoreUnknown=1;IP=10.201.9.42")
     assert [ip["address"] for ip in result["ips"]] == ["10.201.9.42/24"]
     (name,) = tool.cache_files()
-    assert json.loads((tool.cache / "results" / name).read_text())["cniArgs"] == [["IgnoreUnknown", "1"], ["IP", "10.201.9.42"]]
+    assert json.loads((tool.cache / "results" / name).read_text())["cniArgs"] == [
+        ["IgnoreUnknown", "1"],
+        ["IP", "10.201.9.42"],
+    ]
 
 
 @pytest.mark.parametrize("value", ["IP", "=10.201.9.42", "IP=", "IP=1=2", "IgnoreUnknown=1;;IP=10.201.9.42", "A=1;"])
@@ -228,7 +240,15 @@ def test_verbs_the_version_does_not_have(tool: Tool) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [(), ("add",), ("add", NETWORK), ("check", NETWORK), ("del", NETWORK), ("remove", NETWORK, "/x"), ("add", NETWORK, "/x", "extra")],
+    [
+        (),
+        ("add",),
+        ("add", NETWORK),
+        ("check", NETWORK),
+        ("del", NETWORK),
+        ("remove", NETWORK, "/x"),
+        ("add", NETWORK, "/x", "extra"),
+    ],
 )
 def test_bad_usage(tool: Tool, args: tuple[str, ...]) -> None:
     done = tool.run(*args)

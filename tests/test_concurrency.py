@@ -22,8 +22,13 @@ def ecs(ipam: dict[str, Any], name: str = "net1") -> dict[str, Any]:
     return {"cniVersion": "1.0.0", "name": name, "ipam": {"type": "ecs-ipam", **ipam}}
 
 
-def run_all(exe: str, db: Path, workdir: Path, calls: list[tuple[str, dict[str, Any], dict[str, str | None]]]) -> list[PluginRun]:
-    started = [spawn(exe, command, config, db, workdir, f"call{n}", {**PATIENT, **env}) for n, (command, config, env) in enumerate(calls)]
+def run_all(
+    exe: str, db: Path, workdir: Path, calls: list[tuple[str, dict[str, Any], dict[str, str | None]]]
+) -> list[PluginRun]:
+    started = [
+        spawn(exe, command, config, db, workdir, f"call{n}", {**PATIENT, **env})
+        for n, (command, config, env) in enumerate(calls)
+    ]
     return [process.finish(timeout=120) for process in started]
 
 
@@ -70,7 +75,9 @@ def test_simultaneous_adds_get_distinct_addresses(plugin_exe: str, tmp_path: Pat
     granted = assert_no_duplicates(results)
     assert len(granted) == CALLERS * len(ipam)
     held = leases_by_handle(db)
-    for (_, _, handle), run in zip(owners, results, strict=True):  # each printed result is what the store holds for that owner
+    for (_, _, handle), run in zip(
+        owners, results, strict=True
+    ):  # each printed result is what the store holds for that owner
         assert sorted(held.pop(handle)) == sorted(entry["address"].split("/")[0] for entry in run.out["ips"])
     assert held == {}
     assert store_problems(db) == []
@@ -80,7 +87,9 @@ def test_add_del_storm(plugin_exe: str, tmp_path: Path) -> None:
     rng = random.Random(20240611)
     db = tmp_path / "store" / "ipam.db"
     ipam = {"ipv4-subnet": "10.32.0.0/24", "ipv6-subnet": "2001:db8:32::/64"}
-    first = run_all(plugin_exe, db, tmp_path, [("ADD", ecs({**ipam, **extra}), env) for extra, env, _ in map(owner, range(40))])
+    first = run_all(
+        plugin_exe, db, tmp_path, [("ADD", ecs({**ipam, **extra}), env) for extra, env, _ in map(owner, range(40))]
+    )
     assert all(run.code == 0 for run in first), first
 
     calls: list[tuple[str, dict[str, Any], dict[str, str | None]]] = []
@@ -108,7 +117,9 @@ def test_add_del_storm(plugin_exe: str, tmp_path: Path) -> None:
     assert all(len(addresses) == 2 for addresses in held.values())
     everything = [address for addresses in held.values() for address in addresses]
     assert len(everything) == len(set(everything))
-    re_added = {entry["address"] for call, run in zip(calls, storm, strict=True) if call[0] == "ADD" for entry in run.out["ips"]}
+    re_added = {
+        entry["address"] for call, run in zip(calls, storm, strict=True) if call[0] == "ADD" for entry in run.out["ips"]
+    }
     assert re_added <= {f"{address}/{24 if '.' in address else 64}" for address in everything}
     assert store_problems(db) == []
 
@@ -117,7 +128,9 @@ def test_more_callers_than_addresses(plugin_exe: str, tmp_path: Path) -> None:
     db = tmp_path / "store" / "ipam.db"
     ipam = {"ipv4-subnet": "10.33.0.0/28"}  # .1 is the gateway, .15 broadcast: 13 addresses
     capacity = 13
-    results = run_all(plugin_exe, db, tmp_path, [("ADD", ecs({**ipam, **extra}), env) for extra, env, _ in map(owner, range(50))])
+    results = run_all(
+        plugin_exe, db, tmp_path, [("ADD", ecs({**ipam, **extra}), env) for extra, env, _ in map(owner, range(50))]
+    )
     winners = [run for run in results if run.code == 0]
     losers = [run for run in results if run.code != 0]
     assert len(winners) == capacity

@@ -32,7 +32,9 @@ DRIVER_REQUESTS = 600
 
 IPAM = {"type": "ecs-ipam", "ipv4-subnet": "10.40.0.0/22", "ipv6-subnet": "2001:db8:40::/64"}
 WAVE_SIZE = 24
-KILL_WINDOW = 0.1  # seconds after a victim starts: start-up, lock queue, transaction or output (an ADD takes 20-100 ms here)
+KILL_WINDOW = (
+    0.1  # seconds after a victim starts: start-up, lock queue, transaction or output (an ADD takes 20-100 ms here)
+)
 TIME_BUDGET = 20.0  # seconds; a storm stops starting waves after this
 CREATION_TRIALS = 6
 
@@ -63,7 +65,9 @@ def kill_due(wave: list[tuple[str, Spawned]], kill_at: dict[int, float], until: 
         wave[index][1].proc.send_signal(signal.SIGKILL)
 
 
-def kill_storm(exe: str, db: Path, workdir: Path, rng: random.Random, waves: int, first: int) -> list[tuple[str, Spawned, bool]]:
+def kill_storm(
+    exe: str, db: Path, workdir: Path, rng: random.Random, waves: int, first: int
+) -> list[tuple[str, Spawned, bool]]:
     """Waves of simultaneous ADDs; half of each wave is SIGKILLed at random moments.
     Returns (handle, process, was it sent SIGKILL) for every ADD. Survivors must succeed."""
     started = time.monotonic()
@@ -157,7 +161,9 @@ def test_crash_campaign_on_the_docker_driver(tmp_path: Path) -> None:
     report = crash.run_docker_campaign(tmp_path, DRIVER_REQUESTS, 7, print)
     outcomes = report["outcomes"]
     assert report["kills"] >= 5, report
-    assert outcomes["RequestAddress 200"] > 0 and outcomes["ReleaseAddress 200"] > 0 and outcomes["RequestPool 200"] > 0, outcomes
+    assert (
+        outcomes["RequestAddress 200"] > 0 and outcomes["ReleaseAddress 200"] > 0 and outcomes["RequestPool 200"] > 0
+    ), outcomes
     assert outcomes["RequestAddress interrupted"] > 0, outcomes  # kills landed with requests in flight
 
 
@@ -189,7 +195,9 @@ def test_held_writer_lock_times_out_with_code_11(run_plugin: RunPlugin, db_path:
         elapsed = time.monotonic() - began
         assert run.code == 1 and run.out["code"] == 11, run
         assert str(db_path) in run.out["msg"], run
-        assert 0.2 <= elapsed < 3.0, elapsed  # it waited the timeout, far less than the 5 s default (slack for a loaded CI box)
+        assert 0.2 <= elapsed < 3.0, (
+            elapsed
+        )  # it waited the timeout, far less than the 5 s default (slack for a loaded CI box)
         assert snapshot(db_path) == before
 
         run = run_plugin("ADD", waiting, {"IPAM_DB_CONNECTION_TIMEOUT": "0"})  # 0: do not wait at all
@@ -203,7 +211,9 @@ def test_held_writer_lock_times_out_with_code_11(run_plugin: RunPlugin, db_path:
     assert [entry["address"] for entry in run.out["ips"]] == ["10.40.0.3/22", "2001:db8:40::3/64"]
 
 
-def test_lock_released_while_waiting_lets_the_add_through(run_plugin: RunPlugin, plugin_exe: str, db_path: Path, tmp_path: Path) -> None:
+def test_lock_released_while_waiting_lets_the_add_through(
+    run_plugin: RunPlugin, plugin_exe: str, db_path: Path, tmp_path: Path
+) -> None:
     config = {"cniVersion": "1.0.0", "name": "net1", "ipam": {**IPAM, "id": "first"}}
     assert run_plugin("ADD", config).code == 0
     fd = os.open(str(db_path) + ".lock", os.O_RDWR)
@@ -230,11 +240,17 @@ def test_etcd_releases_in_batches_that_never_split_an_owner() -> None:
     from cnipam.store.etcd import BATCH, _owner_batches
 
     def lease(family: int, address: int, owner: int) -> tuple[Lease, int]:
-        return Lease(family, address, LEASE, "pool", "slot", f"cni:net/c{owner}/eth0", "net", f"c{owner}", "eth0", 0.0), 1
+        return Lease(
+            family, address, LEASE, "pool", "slot", f"cni:net/c{owner}/eth0", "net", f"c{owner}", "eth0", 0.0
+        ), 1
 
-    victims = [lease(4, n, n) for n in range(30)] + [lease(6, n, n) for n in range(30)]  # address order: every IPv4 first
+    victims = [lease(4, n, n) for n in range(30)] + [
+        lease(6, n, n) for n in range(30)
+    ]  # address order: every IPv4 first
     batches = _owner_batches(victims)
-    assert [victim for batch in batches for victim in batch] == sorted(victims, key=lambda victim: int(victim[0].container_id[1:]))
+    assert [victim for batch in batches for victim in batch] == sorted(
+        victims, key=lambda victim: int(victim[0].container_id[1:])
+    )
     assert all(len(batch) <= BATCH for batch in batches)
     owners = [{victim[0].handle for victim in batch} for batch in batches]
     assert all(not (a & b) for i, a in enumerate(owners) for b in owners[i + 1 :]), "an owner's leases span two Txns"

@@ -107,7 +107,9 @@ def test_agent_at_its_call_limit_declines_and_the_plugin_runs_directly(limited_a
             assert code == 0 and "ips" in out, out
             assert "limit of 2 calls" in err and "running it directly" in err, err
         assert limited_agent.events("call") == []
-        assert [event["state"] for event in limited_agent.events("call-limit")] == ["reached"]  # one line, not one per call
+        assert [event["state"] for event in limited_agent.events("call-limit")] == [
+            "reached"
+        ]  # one line, not one per call
     finally:
         close_all(idle)
     wait_for(lambda: len(limited_agent.events("dropped")) == 2, "the idle calls to end")

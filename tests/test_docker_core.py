@@ -10,7 +10,14 @@ from store_engines import ENGINES
 
 from cnipam.core.addresses import Network
 from cnipam.core.docker_pools import lowest_free_block
-from cnipam.core.errors import AddressConflict, DecodeFailure, InvalidConfig, InvalidEnvironment, NotFound, PoolExhausted
+from cnipam.core.errors import (
+    AddressConflict,
+    DecodeFailure,
+    InvalidConfig,
+    InvalidEnvironment,
+    NotFound,
+    PoolExhausted,
+)
 from cnipam.docker.driver import Driver, UnknownMethod
 from cnipam.docker.requests import MAX_BODY, BodyTooLarge
 from cnipam.docker.settings import load
@@ -40,7 +47,9 @@ def test_no_argument_calls_accept_empty_null_and_empty_object(driver: Driver, bo
     assert driver.handle("/Plugin.Activate", body.encode()) == {"Implements": ["IpamDriver"]}
     assert call(driver, "GetCapabilities", body) == {"RequiresMACAddress": False, "RequiresRequestReplay": False}
     spaces = call(driver, "GetDefaultAddressSpaces", body)
-    assert spaces["LocalDefaultAddressSpace"] and spaces["LocalDefaultAddressSpace"] != spaces["GlobalDefaultAddressSpace"]
+    assert (
+        spaces["LocalDefaultAddressSpace"] and spaces["LocalDefaultAddressSpace"] != spaces["GlobalDefaultAddressSpace"]
+    )
 
 
 def test_dynamic_pools_are_lowest_free_blocks_skipping_explicit_ones(driver: Driver) -> None:

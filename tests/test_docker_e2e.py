@@ -43,7 +43,9 @@ SCRIPTS = sysconfig.get_path("scripts")
 DRIVER = os.path.join(SCRIPTS, "cnipam-docker")
 HOST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 DOCKERD = "/usr/sbin/dockerd"
-DOCKER = "/usr/bin/docker"  # the package's 20.10 client, not /usr/local/bin/docker (28.x refuses some flags at API 1.41)
+DOCKER = (
+    "/usr/bin/docker"  # the package's 20.10 client, not /usr/local/bin/docker (28.x refuses some flags at API 1.41)
+)
 PLUGIN_DIR = Path("/run/docker/plugins")
 KEY_JSON = Path("/etc/docker/key.json")
 IMAGE = "cnipam-e2e-busybox"
@@ -162,7 +164,9 @@ class Dockerd:
             "--debug",
         ]  # fmt: skip
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env, start_new_session=True)
+            self.proc = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env, start_new_session=True
+            )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -184,7 +188,9 @@ class Dockerd:
         if containerd_pid is not None and str(self.root) in _cmdline(containerd_pid):
             _stop_pid(containerd_pid, 10.0, _foreign_reaper(containerd_pid))
 
-    def run(self, *args: str, check: bool = True, timeout: float = DOCKER_TIMEOUT, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, timeout: float = DOCKER_TIMEOUT, stdin: bytes = b""
+    ) -> subprocess.CompletedProcess[str]:
         raw = subprocess.run(
             [DOCKER, "-H", f"unix://{self.socket}", *args],
             input=stdin,
@@ -251,13 +257,17 @@ class Driver:
         ]  # fmt: skip
         with open(self.log, "wb") as log:
             env = {"PATH": HOST_PATH}
-            self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True)
+            self.proc = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True
+            )
         deadline = time.monotonic() + 20.0
         while time.monotonic() < deadline:
             if self.listening():
                 return
             if self.proc.poll() is not None:
-                raise AssertionError(f"{' '.join(command)} exited {self.proc.returncode} before listening:\n{_tail(self.log)}")
+                raise AssertionError(
+                    f"{' '.join(command)} exited {self.proc.returncode} before listening:\n{_tail(self.log)}"
+                )
             time.sleep(0.05)
         raise AssertionError(f"{' '.join(command)} logged no listening event within 20 s:\n{_tail(self.log)}")
 
@@ -265,7 +275,11 @@ class Driver:
         for line in self.log.read_text(errors="replace").splitlines():
             with contextlib.suppress(ValueError):
                 event = json.loads(line)
-                if isinstance(event, dict) and event.get("event") == "listening" and event.get("socket") == str(self.socket):
+                if (
+                    isinstance(event, dict)
+                    and event.get("event") == "listening"
+                    and event.get("socket") == str(self.socket)
+                ):
                     return True
         return False
 
@@ -334,11 +348,15 @@ class Lab:
 
     def addresses(self, network: str, *run_options: str) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
         """Run a throwaway container on `network` and return eth0's global addresses as it sees them."""
-        out = self.docker.run("run", "--rm", "--network", network, *run_options, self.image, "ip", "-o", "addr", "show", "eth0").stdout
+        out = self.docker.run(
+            "run", "--rm", "--network", network, *run_options, self.image, "ip", "-o", "addr", "show", "eth0"
+        ).stdout
         return global_addresses(out)
 
     def start_container(self, network: str, *run_options: str) -> str:
-        cid = self.docker.run("run", "-d", "--network", network, *run_options, self.image, "sleep", "600").stdout.strip()
+        cid = self.docker.run(
+            "run", "-d", "--network", network, *run_options, self.image, "sleep", "600"
+        ).stdout.strip()
         self.containers.append(cid)
         return cid
 
@@ -381,7 +399,9 @@ def _read_store(db: Path, query: str) -> list[tuple[Any, ...]]:
 def leases_in(db: Path, *pools: Network) -> list[tuple[str, str, str]]:
     """(ip, kind, network) of the store's leases inside `pools`."""
     rows = _read_store(db, "SELECT ip, kind, network FROM leases")
-    return [(ip, kind, network) for ip, kind, network in rows if any(ipaddress.ip_address(ip) in pool for pool in pools)]
+    return [
+        (ip, kind, network) for ip, kind, network in rows if any(ipaddress.ip_address(ip) in pool for pool in pools)
+    ]
 
 
 def pools_over(db: Path, *pools: Network) -> list[str]:
@@ -447,7 +467,9 @@ def test_dynamic_pool(lab: Lab) -> None:
 
     other_name, _ = lab.create_network()
     other = ipaddress.ip_network(only(lab.inspect_network(other_name)["IPAM"]["Config"], "IPAM config")["Subnet"])
-    assert other.prefixlen == BLOCK4 and other.subnet_of(MAIN4) and not other.overlaps(pool), f"second dynamic pool {other}"
+    assert other.prefixlen == BLOCK4 and other.subnet_of(MAIN4) and not other.overlaps(pool), (
+        f"second dynamic pool {other}"
+    )
 
     lab.remove_container(held)
     lab.remove_network(name)
@@ -461,7 +483,11 @@ def test_subnet_gateway_ip_range_aux_address_and_ip(lab: Lab) -> None:
     aux address is refused."""
     octet = 128 + secrets.randbelow(120)  # 198.18.128-247.0/24: inside the main pool, rarely the dynamic ones
     subnet = ipaddress.ip_network(f"198.18.{octet}.0/24")
-    gateway, ip_range, aux = f"198.18.{octet}.254", ipaddress.ip_network(f"198.18.{octet}.128/25"), f"198.18.{octet}.130"
+    gateway, ip_range, aux = (
+        f"198.18.{octet}.254",
+        ipaddress.ip_network(f"198.18.{octet}.128/25"),
+        f"198.18.{octet}.130",
+    )
     chosen = f"198.18.{octet}.140"
     name, bridge = lab.create_network(
         "--subnet", str(subnet), "--gateway", gateway, "--ip-range", str(ip_range), "--aux-address", f"a={aux}"
@@ -469,7 +495,9 @@ def test_subnet_gateway_ip_range_aux_address_and_ip(lab: Lab) -> None:
     config = only(lab.inspect_network(name)["IPAM"]["Config"], "IPAM config")
     assert config["Subnet"] == str(subnet) and config["Gateway"] == gateway and config["IPRange"] == str(ip_range)
     assert config["AuxiliaryAddresses"] == {"a": aux}
-    assert global_addresses(sh("ip", "-o", "addr", "show", "dev", bridge).stdout) == [ipaddress.ip_interface(f"{gateway}/24")]
+    assert global_addresses(sh("ip", "-o", "addr", "show", "dev", bridge).stdout) == [
+        ipaddress.ip_interface(f"{gateway}/24")
+    ]
 
     held = lab.start_container(name)
     ranged = only(lab.container_addresses(held), "address on eth0")
@@ -484,7 +512,9 @@ def test_subnet_gateway_ip_range_aux_address_and_ip(lab: Lab) -> None:
     assert refused.returncode != 0, f"--ip {aux} (the aux address) was accepted"
     assert "IpamDriver.RequestAddress" in refused.stderr, refused.stderr
     assert_held(lab.driver.db, subnet, gateway, aux, ranged.ip)
-    assert chosen not in {ip for ip, _, _ in leases_in(lab.driver.db, subnet)}, f"{chosen} was not released with its container"
+    assert chosen not in {ip for ip, _, _ in leases_in(lab.driver.db, subnet)}, (
+        f"{chosen} was not released with its container"
+    )
 
     lab.remove_container(held)
     lab.remove_network(name)
@@ -525,7 +555,9 @@ def test_ipv6_subnet_and_ip6(lab: Lab) -> None:
     configs = {ipaddress.ip_network(c["Subnet"]).version: c for c in inspected["IPAM"]["Config"]}
     assert ipaddress.ip_network(configs[6]["Subnet"]) == subnet6
     pool4 = ipaddress.ip_network(configs[4]["Subnet"]) if 4 in configs else None
-    assert pool4 is not None and pool4.prefixlen == BLOCK4 and pool4.subnet_of(MAIN4), f"no dynamic /24 from the driver: {configs}"
+    assert pool4 is not None and pool4.prefixlen == BLOCK4 and pool4.subnet_of(MAIN4), (
+        f"no dynamic /24 from the driver: {configs}"
+    )
     # 20.10's inspect shows no gateway for a --subnet without --gateway: the bridge carries it.
     on_bridge = global_addresses(sh("ip", "-o", "addr", "show", "dev", bridge).stdout)
     gateway6 = only([a for a in on_bridge if a.version == 6], "IPv6 address on the bridge")
@@ -555,7 +587,10 @@ def test_ipv6_dynamic_pool(lab: Lab) -> None:
     pool4, pool6 = (ipaddress.ip_network(configs[v]["Subnet"]) for v in (4, 6))
     assert pool6.prefixlen == BLOCK6 and pool6.subnet_of(MAIN6), f"dynamic IPv6 pool {pool6}"
     assert pool4.prefixlen == BLOCK4 and pool4.subnet_of(MAIN4), f"dynamic IPv4 pool {pool4}"
-    gateway6 = only([a for a in global_addresses(sh("ip", "-o", "addr", "show", "dev", bridge).stdout) if a.version == 6], "IPv6 gateway")
+    gateway6 = only(
+        [a for a in global_addresses(sh("ip", "-o", "addr", "show", "dev", bridge).stdout) if a.version == 6],
+        "IPv6 gateway",
+    )
     assert gateway6.network == pool6
     addresses = lab.addresses(name)
     v6 = only([a for a in addresses if a.version == 6], "IPv6 address")

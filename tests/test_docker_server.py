@@ -18,7 +18,9 @@ import pytest
 from conftest import installed
 
 EXECUTABLE = os.path.join(os.path.dirname(sys.executable), "cnipam-docker")
-pytestmark = pytest.mark.skipif(not os.path.exists(EXECUTABLE), reason="cnipam-docker is not installed next to this Python")
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(EXECUTABLE), reason="cnipam-docker is not installed next to this Python"
+)
 
 
 class UnixConnection(http.client.HTTPConnection):
@@ -57,7 +59,9 @@ class Driver:
         log = self.folder / "stderr.log"
         seen = log.stat().st_size if log.exists() else 0
         self.stderr = open(log, "ab")  # noqa: SIM115
-        self.process = subprocess.Popen([*command, *self.args], stderr=self.stderr, env=self.env, preexec_fn=self.preexec_fn)
+        self.process = subprocess.Popen(
+            [*command, *self.args], stderr=self.stderr, env=self.env, preexec_fn=self.preexec_fn
+        )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -78,7 +82,9 @@ class Driver:
             connection.close()
 
     def call(self, method: str, fields: dict[str, object] | None = None) -> tuple[int, dict[str, object]]:
-        status, reply, _ = self.raw("/IpamDriver." + method, b"" if fields is None else json.dumps(fields).encode() + b"\n")
+        status, reply, _ = self.raw(
+            "/IpamDriver." + method, b"" if fields is None else json.dumps(fields).encode() + b"\n"
+        )
         return status, reply
 
     def ok(self, method: str, fields: dict[str, object] | None = None) -> dict[str, object]:
@@ -103,7 +109,11 @@ def driver(tmp_path: Path) -> Iterator[Driver]:
 
 def test_handshake_with_empty_bodies_and_content_type(driver: Driver) -> None:
     status, reply, content_type = driver.raw("/Plugin.Activate")
-    assert (status, reply, content_type) == (200, {"Implements": ["IpamDriver"]}, "application/vnd.docker.plugins.v1+json")
+    assert (status, reply, content_type) == (
+        200,
+        {"Implements": ["IpamDriver"]},
+        "application/vnd.docker.plugins.v1+json",
+    )
     assert driver.call("GetCapabilities", None)[1] == {"RequiresMACAddress": False, "RequiresRequestReplay": False}
     for body in (b"null", b"{}"):
         assert driver.raw("/IpamDriver.GetDefaultAddressSpaces", body)[0] == 200
@@ -148,14 +158,21 @@ def test_oversized_body_and_wrong_http_method(driver: Driver) -> None:
 
 
 def test_docker_network_lifecycle(driver: Driver) -> None:
-    reply = driver.ok("RequestPool", {"AddressSpace": "CnipamLocal", "Pool": "", "SubPool": "", "Options": {}, "V6": False})
+    reply = driver.ok(
+        "RequestPool", {"AddressSpace": "CnipamLocal", "Pool": "", "SubPool": "", "Options": {}, "V6": False}
+    )
     pool_id, pool = reply["PoolID"], reply["Pool"]
     assert pool == "198.18.0.0/24"
     gateway = {"PoolID": pool_id, "Address": "", "Options": {"RequestAddressType": "com.docker.network.gateway"}}
     assert driver.ok("RequestAddress", gateway)["Address"] == "198.18.0.1/24"
-    assert driver.ok("RequestAddress", {"PoolID": pool_id, "Address": "198.18.0.200", "Options": None})["Address"] == "198.18.0.200/24"
+    assert (
+        driver.ok("RequestAddress", {"PoolID": pool_id, "Address": "198.18.0.200", "Options": None})["Address"]
+        == "198.18.0.200/24"
+    )
     assert driver.ok("RequestAddress", {"PoolID": pool_id, "Address": "", "Options": {}})["Address"] == "198.18.0.2/24"
-    assert driver.ok("RequestAddress", {"PoolID": pool_id, "Address": "198.18.0.9"})["Address"] == "198.18.0.9/24"  # --ip
+    assert (
+        driver.ok("RequestAddress", {"PoolID": pool_id, "Address": "198.18.0.9"})["Address"] == "198.18.0.9/24"
+    )  # --ip
     status, reply = driver.call("RequestAddress", {"PoolID": pool_id, "Address": "198.18.0.9"})
     assert status == 409 and "198.18.0.9" in str(reply["Err"])
     assert driver.ok("ReleaseAddress", {"PoolID": pool_id, "Address": "198.18.0.2"}) == {}
@@ -172,7 +189,10 @@ def test_overlapping_explicit_pools_are_refused_and_dynamic_skip_them(driver: Dr
 
 def test_exhaustion_is_a_clean_error(driver: Driver) -> None:
     pool_id = driver.ok("RequestPool", {"Pool": "10.7.0.0/30"})["PoolID"]
-    assert [driver.ok("RequestAddress", {"PoolID": pool_id})["Address"] for _ in range(2)] == ["10.7.0.1/30", "10.7.0.2/30"]
+    assert [driver.ok("RequestAddress", {"PoolID": pool_id})["Address"] for _ in range(2)] == [
+        "10.7.0.1/30",
+        "10.7.0.2/30",
+    ]
     status, reply = driver.call("RequestAddress", {"PoolID": pool_id})
     assert status == 503 and "no free address" in str(reply["Err"])
     for _ in range(4):
@@ -199,14 +219,18 @@ def test_kill_9_keeps_every_pool_and_address_and_ids_are_never_reused(driver: Dr
 
 
 def test_a_second_driver_on_a_live_socket_is_refused(driver: Driver, tmp_path: Path) -> None:
-    result = subprocess.run([EXECUTABLE, "--socket", driver.socket, "--db", str(tmp_path / "other.db")], capture_output=True, timeout=30)
+    result = subprocess.run(
+        [EXECUTABLE, "--socket", driver.socket, "--db", str(tmp_path / "other.db")], capture_output=True, timeout=30
+    )
     assert result.returncode == 2 and b"already listening" in result.stderr
 
 
 def test_a_corrupt_store_stops_the_driver_with_a_clear_message(tmp_path: Path) -> None:
     (tmp_path / "bad.db").write_bytes(b"this is not a database at all")
     result = subprocess.run(
-        [EXECUTABLE, "--socket", str(tmp_path / "s.sock"), "--db", str(tmp_path / "bad.db")], capture_output=True, timeout=30
+        [EXECUTABLE, "--socket", str(tmp_path / "s.sock"), "--db", str(tmp_path / "bad.db")],
+        capture_output=True,
+        timeout=30,
     )
     assert result.returncode == 3 and b"not an SQLite database" in result.stderr
     assert not (tmp_path / "s.sock").exists()
@@ -216,7 +240,8 @@ def test_tcp_mode_writes_and_removes_the_spec_file(tmp_path: Path) -> None:
     spec = tmp_path / "spec" / "cnipam.spec"
     log = open(tmp_path / "err.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
-        [EXECUTABLE, "-address", "127.0.0.1:0", "--spec-dir", str(spec.parent), "--db", str(tmp_path / "t.db")], stderr=log
+        [EXECUTABLE, "-address", "127.0.0.1:0", "--spec-dir", str(spec.parent), "--db", str(tmp_path / "t.db")],
+        stderr=log,
     )
     deadline = time.monotonic() + 15
     while not spec.exists() or "listening" not in (tmp_path / "err.log").read_text():
@@ -243,7 +268,12 @@ def test_two_hosts_drivers_share_one_etcd_address_space(tmp_path: Path, etcd_end
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first = Driver(tmp_path / "a", *pools, store=["--store", json.dumps({**store, "host": "a"})])
-    environment = {**os.environ, "CNIPAM_STORE": json.dumps(store), "CNIPAM_HOST": "b", "IPAM_DB_PATH": str(tmp_path / "unused.db")}
+    environment = {
+        **os.environ,
+        "CNIPAM_STORE": json.dumps(store),
+        "CNIPAM_HOST": "b",
+        "IPAM_DB_PATH": str(tmp_path / "unused.db"),
+    }
     second = Driver(tmp_path / "b", *pools, store=[], env=environment)
     try:
         explicit = first.ok("RequestPool", {"Pool": "198.18.0.0/24"})

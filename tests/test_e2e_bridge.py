@@ -121,7 +121,11 @@ class Lab:
 
     def cnitool(self, verb: str) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            [CNITOOL, verb, self.network, self.netns_path], capture_output=True, text=True, env=self.env(), timeout=TIMEOUT
+            [CNITOOL, verb, self.network, self.netns_path],
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            timeout=TIMEOUT,
         )
         assert "Traceback" not in done.stdout + done.stderr, done.stderr
         return done
@@ -158,7 +162,9 @@ class Lab:
             ports = json.loads(sh("ip", "-j", "link", "show", "master", self.bridge).stdout or "[]")
             self.host_links |= {port["ifname"] for port in ports}
         if netns_exists(self.netns):
-            sh("ip", "-n", self.netns, "link", "del", "eth0", check=False)  # synchronous, unlike the namespace's teardown
+            sh(
+                "ip", "-n", self.netns, "link", "del", "eth0", check=False
+            )  # synchronous, unlike the namespace's teardown
             sh("ip", "netns", "del", self.netns, check=False)
         if link_exists(self.bridge):
             sh("ip", "link", "del", self.bridge, check=False)
@@ -314,7 +320,12 @@ def test_harness_with_bridge_run_directly(lab: Lab) -> None:
 
     def bridge(command: str) -> str:
         done = subprocess.run(
-            [BRIDGE], input=json.dumps(config), capture_output=True, text=True, env={**env, "CNI_COMMAND": command}, timeout=TIMEOUT
+            [BRIDGE],
+            input=json.dumps(config),
+            capture_output=True,
+            text=True,
+            env={**env, "CNI_COMMAND": command},
+            timeout=TIMEOUT,
         )
         assert done.returncode == 0, f"bridge {command}: {done.stdout} {done.stderr}"
         return done.stdout

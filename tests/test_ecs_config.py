@@ -24,7 +24,12 @@ def test_readme_dual_stack_example_parses() -> None:
     v4, v6 = config.pools
     assert config.owner_id == "container-12345"
     assert (v4.slot, v4.key, v4.requested, v4.ranges[0].gateway) == ("4", "10.0.0.0/24", ip("10.0.0.2"), ip("10.0.0.1"))
-    assert (v6.slot, v6.key, v6.requested, v6.ranges[0].gateway) == ("6", "2001:db8::/64", ip("2001:db8::2"), ip("2001:db8::1"))
+    assert (v6.slot, v6.key, v6.requested, v6.ranges[0].gateway) == (
+        "6",
+        "2001:db8::/64",
+        ip("2001:db8::2"),
+        ip("2001:db8::1"),
+    )
     assert [r["dst"] for r in config.routes] == ["169.254.170.2/32", "fd00:ec2::254/128"]
 
 
@@ -75,7 +80,10 @@ def test_no_id_and_empty_id_mean_no_owner_id() -> None:
         ({"ipv6-subnet": "2001:db8::/64", "ipv6-gateway": "10.0.0.1"}, "not an IPv6 address"),
         ({"ipv6-subnet": "2001:db8::/64", "ipv6-gateway": "gggg"}, "ipam.ipv6-gateway"),
         ({"ipv6-subnet": "2001:db8::/64", "ipv6-address": "2001:db8::/64"}, "network address"),
-        ({"ipv4-subnet": "10.0.0.0/24", "ipv4-routes": [{"gw": "10.0.0.1"}]}, r"ipam.ipv4-routes\[0\]: route has no dst"),
+        (
+            {"ipv4-subnet": "10.0.0.0/24", "ipv4-routes": [{"gw": "10.0.0.1"}]},
+            r"ipam.ipv4-routes\[0\]: route has no dst",
+        ),
         ({"ipv4-subnet": "10.0.0.0/24", "ipv4-routes": [{"dst": "2001:db8::/64"}]}, "not an IPv4 prefix"),
         ({"ipv4-subnet": "10.0.0.0/24", "ipv4-routes": [{"dst": "1.0.0.0/8", "gw": "::1"}]}, "same family"),
         ({"ipv4-subnet": "10.0.0.0/24", "ipv4-routes": {"dst": "1.0.0.0/8"}}, "expected a list"),

@@ -43,7 +43,11 @@ def run_hosts(
         for n in range(processes):
             out = folder / f"{host}-{n:05d}.json"
             args = [sys.executable, WORKER, endpoint, prefix, host, str(folder / host), str(per_process), str(out)]
-            started.append(subprocess.Popen([*args, "busy_ok"] if busy_ok else args, env={"PYTHONPATH": str(Path(__file__).parent.parent)}))
+            started.append(
+                subprocess.Popen(
+                    [*args, "busy_ok"] if busy_ok else args, env={"PYTHONPATH": str(Path(__file__).parent.parent)}
+                )
+            )
     return started
 
 
@@ -68,11 +72,15 @@ def assert_store_matches(store: EtcdStore, held: dict[str, list[str]]) -> None:
         if lease.kind == LEASE:
             assert lease.handle is not None
             in_store.setdefault(lease.handle, []).append(lease.ip)
-    assert {handle: sorted(ips) for handle, ips in in_store.items()} == {handle: sorted(ips) for handle, ips in held.items()}
+    assert {handle: sorted(ips) for handle, ips in in_store.items()} == {
+        handle: sorted(ips) for handle, ips in held.items()
+    }
     assert store.problems() == []
 
 
-def test_four_hosts_in_parallel_share_a_16_and_a_64_without_a_duplicate(etcd_endpoint: str, etcd_prefix: bytes, tmp_path: Path) -> None:
+def test_four_hosts_in_parallel_share_a_16_and_a_64_without_a_duplicate(
+    etcd_endpoint: str, etcd_prefix: bytes, tmp_path: Path
+) -> None:
     need_etcd()
     prefix = etcd_prefix.decode()
     held, _, _ = collect(tmp_path, run_hosts(etcd_endpoint, prefix, tmp_path, per_process=45, processes=2))
@@ -104,7 +112,9 @@ def test_a_host_borrows_from_another_hosts_block_only_when_no_free_block_is_left
     a, b = (open_host(etcd_endpoint, etcd_prefix.decode(), host, tmp_path) for host in ("host-a", "host-b"))
     try:
         assert [lease.ip for lease in a.allocate(Owner.for_request(None, "n", "a0", "eth0"), pools)] == ["10.30.0.2"]
-        assert [lease.ip for lease in b.allocate(Owner.for_request(None, "n", "b0", "eth0"), pools)] == ["10.30.1.0"]  # not a's block
+        assert [lease.ip for lease in b.allocate(Owner.for_request(None, "n", "b0", "eth0"), pools)] == [
+            "10.30.1.0"
+        ]  # not a's block
         for n in range(1, 255):  # fill b's block: 10.30.1.0-10.30.1.254
             b.allocate(Owner.for_request(None, "n", f"b{n}", "eth0"), pools)
         borrowed = b.allocate(Owner.for_request(None, "n", "b-extra", "eth0"), pools)
@@ -121,7 +131,9 @@ def test_a_dead_hosts_leases_and_blocks_are_released_only_after_the_grace_period
 ) -> None:
     need_etcd()
     pools = parse_ecs({"ipv4-subnet": "10.40.0.0/16"}).pools
-    dead, operator = (open_host(etcd_endpoint, etcd_prefix.decode(), host, tmp_path) for host in ("host-dead", "host-ops"))
+    dead, operator = (
+        open_host(etcd_endpoint, etcd_prefix.decode(), host, tmp_path) for host in ("host-dead", "host-ops")
+    )
     try:
         for n in range(3):
             dead.allocate(Owner.for_request(None, "n", f"d{n}", "eth0"), pools)
@@ -132,9 +144,14 @@ def test_a_dead_hosts_leases_and_blocks_are_released_only_after_the_grace_period
         with pytest.raises(NotFound):
             operator.release_host("host-nobody", grace=0)
         released, blocks = operator.release_host("host-dead", grace=0)
-        assert (sorted(lease.ip for lease in released), blocks) == (["10.40.0.1", "10.40.0.2", "10.40.0.3", "10.40.0.4"], 1)
+        assert (sorted(lease.ip for lease in released), blocks) == (
+            ["10.40.0.1", "10.40.0.2", "10.40.0.3", "10.40.0.4"],
+            1,
+        )
         assert operator.leases() == [] and operator.blocks() == []
-        assert [lease.ip for lease in operator.allocate(Owner.for_request(None, "n", "o", "eth0"), pools)] == ["10.40.0.2"]
+        assert [lease.ip for lease in operator.allocate(Owner.for_request(None, "n", "o", "eth0"), pools)] == [
+            "10.40.0.2"
+        ]
         assert operator.problems() == []
     finally:
         dead.close()
@@ -196,7 +213,14 @@ def test_cnipam_store_in_the_environment_selects_etcd_for_every_network(
     need_etcd()
     config = etcd_config([etcd_endpoint])
     del config["ipam"]["store"]
-    chosen = json.dumps({"type": "etcd", "endpoints": [etcd_endpoint], "prefix": etcd_prefix.decode(), "lockDir": str(tmp_path / "lock")})
+    chosen = json.dumps(
+        {
+            "type": "etcd",
+            "endpoints": [etcd_endpoint],
+            "prefix": etcd_prefix.decode(),
+            "lockDir": str(tmp_path / "lock"),
+        }
+    )
     added = run_plugin("ADD", config, {"CNI_CONTAINERID": "c1", "CNIPAM_STORE": chosen, "CNIPAM_HOST": "node-9"})
     assert added.code == 0, added.out
     store = open_host(etcd_endpoint, etcd_prefix.decode(), "node-9", tmp_path)
@@ -206,7 +230,9 @@ def test_cnipam_store_in_the_environment_selects_etcd_for_every_network(
         store.close()
 
 
-def test_an_unreachable_etcd_is_code_11_within_the_timeout_and_writes_nothing(run_plugin: RunPlugin, db_path: Path, tmp_path: Path) -> None:
+def test_an_unreachable_etcd_is_code_11_within_the_timeout_and_writes_nothing(
+    run_plugin: RunPlugin, db_path: Path, tmp_path: Path
+) -> None:
     config = etcd_config([f"http://127.0.0.1:{free_port()}"], lockDir=str(tmp_path / "lock"))
     started = time.monotonic()
     answer = run_plugin("ADD", config, {"CNI_CONTAINERID": "c1", "IPAM_DB_CONNECTION_TIMEOUT": "1s"})
@@ -238,7 +264,9 @@ def test_a_bad_store_object_is_code_7_naming_the_problem(
     assert "secret" not in answer.out["msg"]
 
 
-def test_cnipamctl_lists_hosts_and_blocks_and_releases_a_dead_host(etcd_endpoint: str, etcd_prefix: bytes, tmp_path: Path) -> None:
+def test_cnipamctl_lists_hosts_and_blocks_and_releases_a_dead_host(
+    etcd_endpoint: str, etcd_prefix: bytes, tmp_path: Path
+) -> None:
     from test_cnipamctl import call, ok, refused
 
     need_etcd()
@@ -248,12 +276,24 @@ def test_cnipamctl_lists_hosts_and_blocks_and_releases_a_dead_host(etcd_endpoint
         dead.allocate(Owner.for_request(None, "n", f"d{n}", "eth0"), pools)
     dead.close()
     store = json.dumps(
-        {"type": "etcd", "endpoints": [etcd_endpoint], "prefix": etcd_prefix.decode(), "host": "ops", "lockDir": str(tmp_path / "ops")}
+        {
+            "type": "etcd",
+            "endpoints": [etcd_endpoint],
+            "prefix": etcd_prefix.decode(),
+            "host": "ops",
+            "lockDir": str(tmp_path / "ops"),
+        }
     )
     listed = ok("--store", store, "hosts", "list", "--json").json()
     assert [(h["host"], h["blocks"], h["leases"]) for h in listed] == [("host-dead", 1, 3)]
-    assert ok("--store", store, "hosts", "blocks", "--json").json() == [{"block": "10.60.0.0/24", "host": "host-dead", "taken": 3}]
-    assert [row["ip"] for row in ok("--store", store, "leases", "--json").json()] == ["10.60.0.1", "10.60.0.2", "10.60.0.3"]
+    assert ok("--store", store, "hosts", "blocks", "--json").json() == [
+        {"block": "10.60.0.0/24", "host": "host-dead", "taken": 3}
+    ]
+    assert [row["ip"] for row in ok("--store", store, "leases", "--json").json()] == [
+        "10.60.0.1",
+        "10.60.0.2",
+        "10.60.0.3",
+    ]
     refused(call("--store", store, "hosts", "release", "host-dead", "--yes"), says="within the grace period")
     refused(call("--store", store, "hosts", "release", "host-dead"), says="pass --yes")
     released = ok("--store", store, "hosts", "release", "host-dead", "--grace", "0s", "--yes", "--json").json()
@@ -263,7 +303,9 @@ def test_cnipamctl_lists_hosts_and_blocks_and_releases_a_dead_host(etcd_endpoint
     refused(call("--store", '{"type": "etcd"}', "hosts", "list"), says="endpoints")
 
 
-def test_a_long_lived_store_allocating_from_what_it_knew_never_duplicates(etcd_endpoint: str, etcd_prefix: bytes, tmp_path: Path) -> None:
+def test_a_long_lived_store_allocating_from_what_it_knew_never_duplicates(
+    etcd_endpoint: str, etcd_prefix: bytes, tmp_path: Path
+) -> None:
     """The agent's store starts each allocation from the last change it committed; another
     process of the same host (a direct plugin call) changes the same block in between, so
     the warm attempt's compares fail and it is computed again from fresh reads."""
@@ -288,7 +330,9 @@ def test_a_long_lived_store_allocating_from_what_it_knew_never_duplicates(etcd_e
         direct.close()
 
 
-def test_a_long_lived_store_adds_in_one_round_trip_also_after_a_del(etcd_endpoint: str, etcd_prefix: bytes, tmp_path: Path) -> None:
+def test_a_long_lived_store_adds_in_one_round_trip_also_after_a_del(
+    etcd_endpoint: str, etcd_prefix: bytes, tmp_path: Path
+) -> None:
     """What the agent pays per ADD in an ADD/DEL churn: the DEL reads what it removes, and
     what it read joins what the process knew, so the next ADD still commits blind in one Txn
     (all of it compared), and the lowest-free / round-robin order is the fresh path's."""
@@ -312,7 +356,9 @@ def test_a_long_lived_store_adds_in_one_round_trip_also_after_a_del(etcd_endpoin
             if n:  # the first ADD of the process reads what it needs
                 assert sent == ["/v3/kv/txn"], sent
             assert store.release(Owner.for_request(None, "n", f"c{n}", "eth0").handle)
-        assert granted == [[f"10.71.0.{n + 2}", f"fd71::{n + 2:x}"] for n in range(6)]  # ecs-ipam: round-robin past the last one
+        assert granted == [
+            [f"10.71.0.{n + 2}", f"fd71::{n + 2:x}"] for n in range(6)
+        ]  # ecs-ipam: round-robin past the last one
         assert store.warm_misses == 0 and store.problems() == []
     finally:
         store.close()

@@ -116,12 +116,16 @@ def test_large_answers(client: EtcdClient, etcd_prefix: bytes) -> None:
 
 def test_txn_create_if_absent_both_branches(client: EtcdClient, etcd_prefix: bytes) -> None:
     key, other = etcd_prefix + b"lease", etcd_prefix + b"handle"
-    won = client.txn([create_revision_is(key, 0)], [put_op(key, b"owner-1"), put_op(other, b"1"), range_op(key)], [range_op(key)])
+    won = client.txn(
+        [create_revision_is(key, 0)], [put_op(key, b"owner-1"), put_op(other, b"1"), range_op(key)], [range_op(key)]
+    )
     assert won.succeeded
     assert won.responses[0] is None and won.responses[1] is None
     [created] = won.responses[2] or []
     assert created.value == b"owner-1" and created.create_revision == won.revision
-    lost = client.txn([create_revision_is(key, 0)], [put_op(key, b"owner-2")], [range_op(key), range_op(etcd_prefix + b"none")])
+    lost = client.txn(
+        [create_revision_is(key, 0)], [put_op(key, b"owner-2")], [range_op(key), range_op(etcd_prefix + b"none")]
+    )
     assert not lost.succeeded
     assert lost.revision == won.revision
     assert lost.responses == [[created], []]
@@ -168,7 +172,9 @@ def test_create_race_threads(etcd_endpoint: str, etcd_prefix: bytes) -> None:
                 etcd.range(b"warm-up")
                 barrier.wait()
                 mine = b"thread-%d" % number
-                wins[number] = [key for key in keys if etcd.txn([create_revision_is(key, 0)], [put_op(key, mine)]).succeeded]
+                wins[number] = [
+                    key for key in keys if etcd.txn([create_revision_is(key, 0)], [put_op(key, mine)]).succeeded
+                ]
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
@@ -205,7 +211,10 @@ def test_create_race_processes(etcd_endpoint: str, etcd_prefix: bytes) -> None:
     prefix = etcd_prefix.decode() + "p/"
     start = time.time() + 0.5
     command = [sys.executable, "-c", RACER, etcd_endpoint, prefix]
-    procs = [subprocess.Popen([*command, f"proc-{number}", str(start)], stdout=subprocess.PIPE, text=True) for number in range(4)]
+    procs = [
+        subprocess.Popen([*command, f"proc-{number}", str(start)], stdout=subprocess.PIPE, text=True)
+        for number in range(4)
+    ]
     outputs = [proc.communicate(timeout=60)[0].split() for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0, 0, 0]
     claimed = sorted(key for output in outputs for key in output)
@@ -229,7 +238,19 @@ def test_create_if_absent_latency(client: EtcdClient, etcd_prefix: bytes) -> Non
     assert median < 0.05
 
 
-HEAVY_MODULES = ("re", "enum", "socket", "ssl", "json", "http", "email", "base64", "encodings.idna", "dataclasses", "typing")
+HEAVY_MODULES = (
+    "re",
+    "enum",
+    "socket",
+    "ssl",
+    "json",
+    "http",
+    "email",
+    "base64",
+    "encodings.idna",
+    "dataclasses",
+    "typing",
+)
 IMPORT_PROBE = """
 import sys
 sys.path.insert(0, sys.argv[2])
@@ -250,7 +271,10 @@ def test_a_call_imports_nothing_heavy(etcd_endpoint: str, etcd_prefix: bytes) ->
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(cnipam.__file__)))
     key = etcd_prefix.decode() + "probe"
     probe = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", IMPORT_PROBE, etcd_endpoint, package_root, key], capture_output=True, text=True, timeout=30
+        [sys.executable, "-I", "-S", "-c", IMPORT_PROBE, etcd_endpoint, package_root, key],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert probe.returncode == 0, probe.stderr
     loaded = set(probe.stdout.split())
@@ -268,7 +292,9 @@ def test_lease_grant_keepalive_revoke(client: EtcdClient, etcd_prefix: bytes) ->
     key = etcd_prefix + b"reservation"
     client.put(key, b"in-progress", lease=lease)
     assert client.range(key)[0][0].lease == lease
-    txn = client.txn([create_revision_is(etcd_prefix + b"other", 0)], [put_op(etcd_prefix + b"other", b"x", lease=lease)])
+    txn = client.txn(
+        [create_revision_is(etcd_prefix + b"other", 0)], [put_op(etcd_prefix + b"other", b"x", lease=lease)]
+    )
     assert txn.succeeded
     client.lease_revoke(lease)
     assert client.range(*under(etcd_prefix))[0] == []
@@ -336,7 +362,9 @@ def test_hanging_connect_is_busy_within_timeout(blackhole_url: str) -> None:
     assert time.monotonic() - began < 1.3
 
 
-def test_failover_to_the_next_endpoint(refused_url: str, blackhole_url: str, etcd_endpoint: str, etcd_prefix: bytes) -> None:
+def test_failover_to_the_next_endpoint(
+    refused_url: str, blackhole_url: str, etcd_endpoint: str, etcd_prefix: bytes
+) -> None:
     with EtcdClient([refused_url, etcd_endpoint], timeout=2.0) as etcd:
         etcd.put(etcd_prefix + b"k", b"v")
         assert etcd.range(etcd_prefix + b"k")[0][0].value == b"v"
@@ -350,7 +378,9 @@ def test_failover_to_the_next_endpoint(refused_url: str, blackhole_url: str, etc
         assert time.monotonic() - began < 0.5
 
 
-def test_next_call_tries_another_endpoint_after_a_timeout(silent_url: str, etcd_endpoint: str, etcd_prefix: bytes) -> None:
+def test_next_call_tries_another_endpoint_after_a_timeout(
+    silent_url: str, etcd_endpoint: str, etcd_prefix: bytes
+) -> None:
     with EtcdClient([silent_url, etcd_endpoint], timeout=0.5) as etcd:
         with pytest.raises(StoreBusy, match="no answer"):
             etcd.range(etcd_prefix + b"k")
@@ -461,8 +491,14 @@ def test_tls_with_client_certificate(tls_files: dict[str, str]) -> None:
             assert etcd.range(b"k")[0][0].value == b"over TLS"
             assert etcd.txn([create_revision_is(b"k", 0)], [], [range_op(b"k")]).responses == [etcd.range(b"k")[0]]
         # the server's certificate is not signed by a CA the client trusts
-        with pytest.raises(StoreIOError, match="certificate verify failed"), EtcdClient([server.endpoint], timeout=2.0) as untrusting:
+        with (
+            pytest.raises(StoreIOError, match="certificate verify failed"),
+            EtcdClient([server.endpoint], timeout=2.0) as untrusting,
+        ):
             untrusting.range(b"k")
         # etcd wants a client certificate and gets none
-        with pytest.raises(StoreIOError, match="TLS"), EtcdClient([server.endpoint], timeout=2.0, ca_file=tls_files["ca"]) as anonymous:
+        with (
+            pytest.raises(StoreIOError, match="TLS"),
+            EtcdClient([server.endpoint], timeout=2.0, ca_file=tls_files["ca"]) as anonymous,
+        ):
             anonymous.range(b"k")

@@ -123,7 +123,9 @@ def upstream_next(subnet: str, last_known: str, taken: set[str]) -> str:
 
 
 @pytest.mark.parametrize("manifest_path", MANIFESTS, ids=[m.stem for m in MANIFESTS])
-def test_replay_gives_upstreams_answers(manifest_path: Path, ecs_exe: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_replay_gives_upstreams_answers(
+    manifest_path: Path, ecs_exe: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     manifest = load(manifest_path)
     assert manifest["kind"] == "ecs-ipam boltdb"
     steps = manifest["steps"]
@@ -141,7 +143,9 @@ def test_replay_gives_upstreams_answers(manifest_path: Path, ecs_exe: str, tmp_p
         if step["command"] == "ADD":
             assert isinstance(out, dict), f"{where}: printed {out}"
             assert [entry["address"] for entry in out["ips"]] == step["ips"], f"{where}: got {out['ips']}"
-            assert [entry["version"] for entry in out["ips"]] == [("6" if ":" in ip else "4") for ip in step["ips"]], where
+            assert [entry["version"] for entry in out["ips"]] == [("6" if ":" in ip else "4") for ip in step["ips"]], (
+                where
+            )
             assert out["cniVersion"] == "0.3.0", where  # upstream printed none; the spec requires it
             routes = config["ipam"].get("ipv4-routes", []) + config["ipam"].get("ipv6-routes", [])
             assert out.get("routes", []) == routes, where  # copied through, v4 then v6, gw never filled in

@@ -19,7 +19,14 @@ def test_libfuzzer_finds_no_crash_in_the_request_parsers(tmp_path: Path) -> None
     corpus = tmp_path / "corpus"
     shutil.copytree(FUZZ / "corpus", corpus)  # the seeds, and whatever this session adds, in tmp
     proc = subprocess.run(
-        [sys.executable, str(FUZZ / "request_parsers.py"), "-runs=300000", "-max_total_time=15", "-max_len=4096", str(corpus)],
+        [
+            sys.executable,
+            str(FUZZ / "request_parsers.py"),
+            "-runs=300000",
+            "-max_total_time=15",
+            "-max_len=4096",
+            str(corpus),
+        ],
         capture_output=True,
         cwd=tmp_path,
         timeout=120,

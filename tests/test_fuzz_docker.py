@@ -69,7 +69,9 @@ leaf = st.one_of(
     st.none(),
 )
 json_value = st.recursive(
-    leaf, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(FIELDS), inner, max_size=3), max_leaves=8
+    leaf,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(FIELDS), inner, max_size=3),
+    max_leaves=8,
 )
 fields = st.dictionaries(st.sampled_from(FIELDS), json_value, max_size=5)
 
@@ -113,9 +115,13 @@ def answer(driver: Driver, path: str, body: bytes) -> tuple[int, Any]:
         return status_of(error), {"Err": error.message}
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(path=st.sampled_from(METHODS), body=bodies())
-def test_every_body_is_a_reply_or_a_mapped_error_and_a_refusal_changes_nothing(core: tuple[Driver, Path], path: str, body: bytes) -> None:
+def test_every_body_is_a_reply_or_a_mapped_error_and_a_refusal_changes_nothing(
+    core: tuple[Driver, Path], path: str, body: bytes
+) -> None:
     driver, db = core
     before = snapshot(db)
     status, reply = answer(driver, path, body)  # anything but a CnipamError escapes and fails the test
@@ -150,7 +156,9 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDriver]
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=st.sampled_from(METHODS), body=bodies())
-def test_through_the_socket_every_failure_is_json_with_a_4xx_or_5xx(running: RunningDriver, path: str, body: bytes) -> None:
+def test_through_the_socket_every_failure_is_json_with_a_4xx_or_5xx(
+    running: RunningDriver, path: str, body: bytes
+) -> None:
     before = snapshot(running.folder / "ipam.db")
     status, reply, content_type = running.raw(path, body)
     assert content_type == "application/vnd.docker.plugins.v1+json"
@@ -166,7 +174,11 @@ def test_a_malformed_content_length_is_400_and_closes_the_connection(running: Ru
     with socket.socket(socket.AF_UNIX) as client:
         client.settimeout(10)
         client.connect(running.socket)
-        client.sendall(b"POST /IpamDriver.RequestPool HTTP/1.1\r\nHost: x\r\nContent-Length: " + length.encode("utf-8") + b"\r\n\r\n{}")
+        client.sendall(
+            b"POST /IpamDriver.RequestPool HTTP/1.1\r\nHost: x\r\nContent-Length: "
+            + length.encode("utf-8")
+            + b"\r\n\r\n{}"
+        )
         received = b""
         while chunk := client.recv(4096):  # the server closes: the unread body is never a request
             received += chunk
@@ -211,7 +223,9 @@ SMUGGLED = b"POST /IpamDriver.ReleasePool HTTP/1.1\r\nHost: x\r\nContent-Length:
 def test_ambiguous_framing_is_400_and_closes_the_connection(running: RunningDriver, headers: bytes) -> None:
     """Any header that could make the server and a client disagree on where the body ends
     is refused before the body is read; what follows is never parsed as a request."""
-    received = exchange(running, b"POST /IpamDriver.RequestPool HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n{}" + SMUGGLED)
+    received = exchange(
+        running, b"POST /IpamDriver.RequestPool HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n{}" + SMUGGLED
+    )
     head, _, payload = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400"), received
     assert b"Connection: close" in head

@@ -60,10 +60,14 @@ HOSTILE_TEXT = [
     "http://127.0.0.1:99999999",
     "http://a b\r\nX: y",
 ]
-NUMBERS = st.one_of(st.integers(min_value=-(1 << 80), max_value=1 << 80), st.floats(allow_nan=False, allow_infinity=False))
+NUMBERS = st.one_of(
+    st.integers(min_value=-(1 << 80), max_value=1 << 80), st.floats(allow_nan=False, allow_infinity=False)
+)
 leaf = st.one_of(st.sampled_from(HOSTILE_TEXT), st.text(max_size=20), NUMBERS, st.booleans(), st.none())
 json_value = st.recursive(
-    leaf, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=6
+    leaf,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
 )
 
 IPAM_KEYS = [
@@ -182,7 +186,9 @@ def run(plugin_exe: str, db: Path, workdir: Path, command: str, stdin: bytes, en
 
 def seed(plugin_exe: str, db: Path, workdir: Path) -> None:
     """One lease in the store, so that "unchanged" means something."""
-    code, out = run(plugin_exe, db, workdir, "ADD", json.dumps(BASES[0] | {"ipam": {**BASES[0]["ipam"], "id": "seed"}}).encode(), {})
+    code, out = run(
+        plugin_exe, db, workdir, "ADD", json.dumps(BASES[0] | {"ipam": {**BASES[0]["ipam"], "id": "seed"}}).encode(), {}
+    )
     assert code == 0, out
 
 
@@ -196,7 +202,9 @@ def assert_documented(code: int, out: Any) -> None:
     assert isinstance(out["msg"], str) and out["msg"], out
 
 
-FAST = settings(max_examples=45, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FAST = settings(
+    max_examples=45, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 
 @FAST
@@ -236,12 +244,16 @@ def test_hostile_environment_and_config(
 def test_route_numbers_that_a_runtime_cannot_read_are_refused_before_the_store(
     plugin_exe: str, db_path: Path, workdir: Path, ipam: dict[str, Any], code: int, names: tuple[str, ...]
 ) -> None:
-    outcome, out = run(plugin_exe, db_path, workdir, "ADD", json.dumps({"cniVersion": "1.0.0", "name": "n", "ipam": ipam}).encode(), {})
+    outcome, out = run(
+        plugin_exe, db_path, workdir, "ADD", json.dumps({"cniVersion": "1.0.0", "name": "n", "ipam": ipam}).encode(), {}
+    )
     assert (outcome, out["code"]) == (1, code) and all(name in out["msg"] for name in names), out
     assert snapshot(db_path) is None
 
 
-def test_an_infinite_number_is_refused_as_bad_json_before_the_store(plugin_exe: str, db_path: Path, workdir: Path) -> None:
+def test_an_infinite_number_is_refused_as_bad_json_before_the_store(
+    plugin_exe: str, db_path: Path, workdir: Path
+) -> None:
     body = b'{"cniVersion":"1.0.0","name":"n","ipam":{"ipv4-subnet":"10.0.0.0/24","ipv4-routes":[{"dst":"0.0.0.0/0","mtu":1e999}]}}'
     code, out = run(plugin_exe, db_path, workdir, "ADD", body, {})
     assert (code, out["code"]) == (1, 6) and "1e999" in out["msg"], out

@@ -18,7 +18,14 @@ BLOCK_V4 = {
     "id": "R0KGSOeJ4n3thSpz", "v": 4, "pool": "192.168.1.0/24", "idx": 4,
     "allocated": ["192.168.1.1", "192.168.1.3"], "free": ["192.168.1.2"],
 }  # fmt: skip
-BLOCK_V6 = {"id": "a8Fz0qLmN3xY7bWc", "v": 6, "pool": "2001:db8:0:1::/64", "idx": 2, "allocated": ["2001:db8:0:1::1"], "free": None}
+BLOCK_V6 = {
+    "id": "a8Fz0qLmN3xY7bWc",
+    "v": 6,
+    "pool": "2001:db8:0:1::/64",
+    "idx": 2,
+    "allocated": ["2001:db8:0:1::1"],
+    "free": None,
+}
 RELEASED = {"id": "Pp0oI9uY8tR7eW6q", "v": 4, "pool": "192.168.2.0/24", "idx": 1, "allocated": [], "free": []}
 
 
@@ -58,7 +65,10 @@ def test_allocated_blocks_become_pools_under_their_ids_with_their_addresses() ->
 def test_what_go_leaves_out_or_writes_as_null_is_accepted() -> None:
     minimal = {"v6": "", "v6ab": 0, "v4": "10.0.0.0/8", "v4ab": 24, "allocated": None, "free": None}
     assert plan_gipam(encode(minimal), now=0).pools == []
-    fresh = {**minimal, "allocated": [{"id": "abc", "v": 4, "pool": "10.0.0.0/24", "idx": 1, "allocated": None, "free": None}]}
+    fresh = {
+        **minimal,
+        "allocated": [{"id": "abc", "v": 4, "pool": "10.0.0.0/24", "idx": 1, "allocated": None, "free": None}],
+    }
     plan = plan_gipam(encode(fresh), now=0)
     assert [pool.id for pool in plan.pools] == ["abc"] and plan.leases == [] and list(plan.mains) == [4]
 
@@ -79,7 +89,9 @@ def test_a_block_too_small_to_serve_is_refused_whole() -> None:
     block = {**BLOCK_V4, "pool": "192.168.1.0/31", "allocated": ["192.168.1.1"], "free": []}
     plan = plan_gipam(encode(document(allocated=[block], v4ab=31)), now=0)
     assert plan.pools == [] and plan.leases == []
-    assert plan.refused == [("pool R0KGSOeJ4n3thSpz (192.168.1.0/31)", "a /31 block: cnipam-docker serves IPv4 pools up to /30")]
+    assert plan.refused == [
+        ("pool R0KGSOeJ4n3thSpz (192.168.1.0/31)", "a /31 block: cnipam-docker serves IPv4 pools up to /30")
+    ]
 
 
 def block(**changes: object) -> dict[str, object]:
@@ -106,12 +118,18 @@ def block(**changes: object) -> dict[str, object]:
         (encode(document(allocated=[block(v=6)])), "block R0KGSOeJ4n3thSpz pool: 192.168.1.0/24 is not an IPv6 subnet"),
         (encode(document(allocated=[block(pool="192.168.1.300/24")])), "block R0KGSOeJ4n3thSpz pool"),
         (encode(document(allocated=[block(idx="4")])), "block R0KGSOeJ4n3thSpz idx: expected a non-negative integer"),
-        (encode(document(allocated=[block(allocated=["192.168.9.1"])])), "192.168.9.1 is outside the block's pool 192.168.1.0/24"),
+        (
+            encode(document(allocated=[block(allocated=["192.168.9.1"])])),
+            "192.168.9.1 is outside the block's pool 192.168.1.0/24",
+        ),
         (encode(document(allocated=[block(allocated=["2001:db8::1"])])), "2001:db8::1 is outside the block's pool"),
         (encode(document(allocated=[block(allocated=["nonsense"])])), "nonsense"),
         (encode(document(allocated=[block(allocated=[1])])), "expected address strings, got a number"),
         (encode(document(allocated=[block(allocated=["192.168.1.1", "192.168.1.1"])])), "192.168.1.1 appears twice"),
-        (encode(document(allocated=[block(free=["192.168.1.1"], allocated=["192.168.1.1"])])), "192.168.1.1 is both allocated and free"),
+        (
+            encode(document(allocated=[block(free=["192.168.1.1"], allocated=["192.168.1.1"])])),
+            "192.168.1.1 is both allocated and free",
+        ),
         (encode(document(allocated=[BLOCK_V4, BLOCK_V4])), "pool id 'R0KGSOeJ4n3thSpz' appears twice"),
         (
             encode(document(free=[block(id="other", pool="192.168.1.128/25", allocated=[], free=[])])),

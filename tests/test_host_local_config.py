@@ -44,12 +44,21 @@ def test_range_sets_keep_order_and_name_their_position_by_content() -> None:
     pools = parse_ipam(config(ipam)).pools
     assert [p.family for p in pools] == [4, 4, 6]
     assert pools[1].key == "10.22.0.0/24[10.22.0.10-10.22.0.60],10.23.0.0/24"
-    reordered = {"ranges": [[{"subnet": "10.23.0.0/24"}, {"subnet": "10.22.0.0/24", "rangeStart": "10.22.0.10", "rangeEnd": "10.22.0.60"}]]}
+    reordered = {
+        "ranges": [
+            [
+                {"subnet": "10.23.0.0/24"},
+                {"subnet": "10.22.0.0/24", "rangeStart": "10.22.0.10", "rangeEnd": "10.22.0.60"},
+            ]
+        ]
+    }
     assert parse_ipam(config(reordered)).pools[0].key == pools[1].key  # reordering ranges does not move the position
 
 
 def test_runtime_ip_ranges_come_first() -> None:
-    pools = parse_ipam(config({"subnet": "10.9.0.0/24"}, runtimeConfig={"ipRanges": [[{"subnet": "10.8.0.0/24"}]]})).pools
+    pools = parse_ipam(
+        config({"subnet": "10.9.0.0/24"}, runtimeConfig={"ipRanges": [[{"subnet": "10.8.0.0/24"}]]})
+    ).pools
     assert [p.key for p in pools] == ["10.8.0.0/24", "10.9.0.0/24"]
 
 
@@ -59,12 +68,21 @@ def test_runtime_ip_ranges_come_first() -> None:
         ({"subnet": "10.22.0.5/24"}, r"ipam.subnet: 10.22.0.5/24 has host bits set \(the network is 10.22.0.0/24\)"),
         ({"subnet": "10.22.0.0/31"}, "too small"),
         ({"subnet": "2001:db8::/127"}, "too small"),
-        ({"subnet": "10.22.0.0/24", "rangeStart": "10.23.0.1"}, "ipam.rangeStart: 10.23.0.1 is not within 10.22.0.0/24"),
+        (
+            {"subnet": "10.22.0.0/24", "rangeStart": "10.23.0.1"},
+            "ipam.rangeStart: 10.23.0.1 is not within 10.22.0.0/24",
+        ),
         ({"subnet": "10.22.0.0/24", "rangeEnd": "10.21.0.1"}, "rangeEnd"),
         ({"subnet": "10.22.0.0/24", "rangeStart": "10.22.0.9", "rangeEnd": "10.22.0.8"}, "is after rangeEnd"),
         ({"subnet": "10.22.0.0/24", "gateway": "2001:db8::1"}, "not in the family"),
-        ({"ranges": [[{"subnet": "10.22.0.0/24"}, {"subnet": "10.22.0.0/25"}]]}, r"ipam.ranges\[0\]: ranges 0 and 1 overlap"),
-        ({"ranges": [[{"subnet": "10.22.0.0/24"}], [{"subnet": "10.22.0.128/25"}]]}, "range set 0 overlaps with range set 1"),
+        (
+            {"ranges": [[{"subnet": "10.22.0.0/24"}, {"subnet": "10.22.0.0/25"}]]},
+            r"ipam.ranges\[0\]: ranges 0 and 1 overlap",
+        ),
+        (
+            {"ranges": [[{"subnet": "10.22.0.0/24"}], [{"subnet": "10.22.0.128/25"}]]},
+            "range set 0 overlaps with range set 1",
+        ),
         ({"subnet": "10.22.0.0/24", "ranges": [[{"subnet": "10.22.0.0/24"}]]}, "range set 0 overlaps with range set 1"),
         ({"ranges": [[{"subnet": "10.22.0.0/24"}, {"subnet": "2001:db8::/64"}]]}, "mixed address families"),
         ({"ranges": [[]]}, "non-empty list"),
@@ -99,7 +117,9 @@ def test_requested_addresses_go_to_their_range_set() -> None:
 def test_args_win_over_cni_args_but_cni_args_is_still_checked() -> None:
     pools = parse_ipam(config(DUAL, args={"cni": {"ips": ["10.22.0.42"]}}), "IP=10.22.0.99").pools
     assert pools[0].requested == ip("10.22.0.42")
-    assert parse_ipam(config(DUAL), "IgnoreUnknown=1;K8S_POD_NAME=x;IP=10.22.0.99").pools[0].requested == ip("10.22.0.99")
+    assert parse_ipam(config(DUAL), "IgnoreUnknown=1;K8S_POD_NAME=x;IP=10.22.0.99").pools[0].requested == ip(
+        "10.22.0.99"
+    )
     assert parse_ipam(config(DUAL, runtimeConfig={"ips": ["10.22.0.7"]})).pools[0].requested == ip("10.22.0.7")
     with pytest.raises(InvalidEnvironment, match="unknown keys K8S_POD_NAME"):
         parse_ipam(config(DUAL, args={"cni": {"ips": ["10.22.0.42"]}}), "K8S_POD_NAME=x")
@@ -127,7 +147,12 @@ def test_requested_outside_range_bounds_but_inside_subnet_is_refused() -> None:
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("IP", "not a KEY=VALUE"), ("IP=", "not a KEY=VALUE"), ("ip=1.2.3.4", "unknown keys ip"), ("IgnoreUnknown=maybe", "not a boolean")],
+    [
+        ("IP", "not a KEY=VALUE"),
+        ("IP=", "not a KEY=VALUE"),
+        ("ip=1.2.3.4", "unknown keys ip"),
+        ("IgnoreUnknown=maybe", "not a boolean"),
+    ],
 )
 def test_cni_args_refusals(text: str, message: str) -> None:
     with pytest.raises(InvalidEnvironment, match=message):
@@ -158,7 +183,14 @@ def test_resolv_conf() -> None:
     [
         {"ipv4-subnet": "10.0.0.0/24"},
         {"ipv6-subnet": "2001:db8::/64"},
-        {"ranges": [[{"subnet": "10.22.0.0/24", "rangeStart": "10.22.0.10", "rangeEnd": "10.22.0.60"}, {"subnet": "10.23.0.0/24"}]]},
+        {
+            "ranges": [
+                [
+                    {"subnet": "10.22.0.0/24", "rangeStart": "10.22.0.10", "rangeEnd": "10.22.0.60"},
+                    {"subnet": "10.23.0.0/24"},
+                ]
+            ]
+        },
     ],
 )
 def test_pool_keys_parse_back_to_their_ranges(ipam: dict[str, object]) -> None:

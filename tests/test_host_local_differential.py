@@ -24,11 +24,14 @@ FIXTURES = UPSTREAM_FIXTURES / "host-local"
 CNIPAM = os.path.join(sysconfig.get_path("scripts"), "cnipam")
 
 needs_host_local = pytest.mark.skipif(
-    HOST_LOCAL is None, reason="Go host-local not installed (apt-get install containernetworking-plugins; ./dev.sh test does it as root)"
+    HOST_LOCAL is None,
+    reason="Go host-local not installed (apt-get install containernetworking-plugins; ./dev.sh test does it as root)",
 )
 
 
-def call(exe: str, command: str, config: dict[str, object], container: str, ifname: str = "eth0", **env: str) -> tuple[int, dict]:
+def call(
+    exe: str, command: str, config: dict[str, object], container: str, ifname: str = "eth0", **env: str
+) -> tuple[int, dict]:
     environ = {
         "PATH": "/usr/bin:/bin", "CNI_COMMAND": command, "CNI_CONTAINERID": container, "CNI_IFNAME": ifname,
         "CNI_NETNS": "/var/run/netns/none", "CNI_PATH": "/usr/lib/cni", **env,
@@ -43,7 +46,12 @@ class Pair:
 
     def __init__(self, tmp: Path, ipam: dict[str, object], version: str = "1.0.0") -> None:
         self.configs = {
-            exe: {"cniVersion": version, "name": "diffnet", "type": "bridge", "ipam": {**ipam, "type": kind, "dataDir": str(tmp / kind)}}
+            exe: {
+                "cniVersion": version,
+                "name": "diffnet",
+                "type": "bridge",
+                "ipam": {**ipam, "type": kind, "dataDir": str(tmp / kind)},
+            }
             for exe, kind in ((HOST_LOCAL, "host-local"), (CNIPAM, "cnipam"))
         }
 
@@ -67,7 +75,12 @@ SCENARIOS = {
 }  # fmt: skip
 
 # ADD a..f, free some, ADD more: walks the round-robin order, the wrap and exhaustion.
-SEQUENCE = [("ADD", c) for c in "abcdef"] + [("DEL", "e"), ("DEL", "b")] + [("ADD", c) for c in "ghijk"] + [("DEL", "a"), ("ADD", "l")]
+SEQUENCE = (
+    [("ADD", c) for c in "abcdef"]
+    + [("DEL", "e"), ("DEL", "b")]
+    + [("ADD", c) for c in "ghijk"]
+    + [("DEL", "a"), ("ADD", "l")]
+)
 
 
 @needs_host_local
@@ -81,7 +94,10 @@ def test_same_addresses_in_the_same_order(tmp_path: Path, name: str) -> None:
 @needs_host_local
 def test_requested_addresses_match(tmp_path: Path) -> None:
     pair = Pair(tmp_path, SCENARIOS["dual stack"])
-    pair.configs = {exe: {**config, "args": {"cni": {"ips": ["10.23.0.5", "2001:db8:23::6"]}}} for exe, config in pair.configs.items()}
+    pair.configs = {
+        exe: {**config, "args": {"cni": {"ips": ["10.23.0.5", "2001:db8:23::6"]}}}
+        for exe, config in pair.configs.items()
+    }
     assert [ip["address"] for ip in pair.both("ADD", "a")[1]["ips"]] == ["10.23.0.5/29", "2001:db8:23::6/125"]
     pair.both("ADD", "b")  # taken by a: both refuse
     pair.configs = {exe: {k: v for k, v in config.items() if k != "args"} for exe, config in pair.configs.items()}

@@ -39,7 +39,9 @@ from cnipam.libcni import (
 from cnipam.libcni.results import as_go_types
 
 HOST_LOCAL = "/usr/lib/cni/host-local"
-needs_host_local = pytest.mark.skipif(not os.access(HOST_LOCAL, os.X_OK), reason="Debian's containernetworking-plugins is not installed")
+needs_host_local = pytest.mark.skipif(
+    not os.access(HOST_LOCAL, os.X_OK), reason="Debian's containernetworking-plugins is not installed"
+)
 
 # A plugin that logs each call (command, stdin, CNI_* environment) as one JSON line, then
 # behaves as its config's "behave" object says: "fail": {VERB: error object} exits 1 with
@@ -76,9 +78,7 @@ if cmd == "ADD" and cmd not in behave.get("stdout", {{}}):
         result["interfaces"] = list(result.get("interfaces", [])) + [{{"name": NAME}}]
         print(json.dumps(result))
 """
-VERSION_ALL = (
-    'print(json.dumps({"cniVersion": "1.1.0", "supportedVersions": ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]}))'
-)
+VERSION_ALL = 'print(json.dumps({"cniVersion": "1.1.0", "supportedVersions": ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]}))'
 
 
 class Env:
@@ -119,7 +119,9 @@ def env(tmp_path: Path) -> Env:
 
 
 def conflist(name: str, version: str, plugins: list[dict[str, Any]], **top: Any) -> NetworkConfigList:
-    return network_list_from_bytes(json.dumps({"cniVersion": version, "name": name, **top, "plugins": plugins}).encode())
+    return network_list_from_bytes(
+        json.dumps({"cniVersion": version, "name": name, **top, "plugins": plugins}).encode()
+    )
 
 
 def ipam(kind: str, data_dir: Path, subnet: str = "10.77.0.0/24", **keys: Any) -> dict[str, Any]:
@@ -259,7 +261,9 @@ def add_del_round_trip(env: Env, net: NetworkConfigList, data_dir: Path) -> None
     assert entry["netns"] == "/run/netns/c1"
     assert entry["cniArgs"] == [["IgnoreUnknown", "1"], ["K8S_POD_NAME", "p"]]
     assert entry["result"] == as_go_types(result)
-    assert ("dns" in entry["result"]) == (not at_least(net.cni_version, "1.0.0"))  # cnipam prints "dns":{}; Go 1.2+ drops it in 1.x
+    assert ("dns" in entry["result"]) == (
+        not at_least(net.cni_version, "1.0.0")
+    )  # cnipam prints "dns":{}; Go 1.2+ drops it in 1.x
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary files left
 
     with pytest.raises(CNIError):
@@ -318,7 +322,9 @@ def test_capability_args_reach_only_plugins_that_declare_them(env: Env, tmp_path
     assert env.cni.validate_network_list(net) == ["ips"]
 
     env.clear()
-    only_rec = conflist("n2", "1.0.0", [{"type": "rec", "capabilities": {"ips": True, "portMappings": True, "x": True}}])
+    only_rec = conflist(
+        "n2", "1.0.0", [{"type": "rec", "capabilities": {"ips": True, "portMappings": True, "x": True}}]
+    )
     env.cni.add_network_list(only_rec, runtime)
     assert env.calls()[0]["conf"]["runtimeConfig"] == {"ips": caps["ips"], "portMappings": caps["portMappings"]}
     assert env.cni.validate_network_list(only_rec) == ["ips", "portMappings", "x"]
@@ -374,7 +380,10 @@ def test_prev_result_chains_in_order_and_del_runs_in_reverse(env: Env, monkeypat
 
 def test_results_are_returned_in_the_list_version(env: Env) -> None:
     """A plugin result without cniVersion is the config's version; one in another version is converted."""
-    result = {"ips": [{"version": "4", "address": "10.0.0.5/24", "gateway": "10.0.0.1"}], "routes": [{"dst": "0.0.0.0/0"}]}
+    result = {
+        "ips": [{"version": "4", "address": "10.0.0.5/24", "gateway": "10.0.0.1"}],
+        "routes": [{"dst": "0.0.0.0/0"}],
+    }
     env.script("old")
     net = conflist("net", "0.2.0", [{"type": "old", "behave": {"result": {"cniVersion": "0.4.0", **result}}}])
     assert env.cni.add_network_list(net, rt()) == {
@@ -438,7 +447,10 @@ def test_a_plugin_error_keeps_code_msg_and_details(env: Env, tmp_path: Path) -> 
     [
         ({"stderr": {"ADD": "it broke"}, "exit": {"ADD": 3}}, 'netplugin failed: "it broke": exit status 3'),
         ({"exit": {"ADD": 2}}, "netplugin failed with no error message: exit status 2"),
-        ({"stdout": {"ADD": "not json"}, "exit": {"ADD": 1}}, 'netplugin failed but error parsing its diagnostic message "not json"'),
+        (
+            {"stdout": {"ADD": "not json"}, "exit": {"ADD": 1}},
+            'netplugin failed but error parsing its diagnostic message "not json"',
+        ),
         ({"stdout": {"ADD": "[1]"}}, "failed to unmarshal raw result: not a JSON object"),
         ({"result": {"cniVersion": "9.9.9"}}, 'unsupported CNI result version "9.9.9"'),
     ],
@@ -522,7 +534,10 @@ def test_gc_deletes_stale_cached_attachments_then_sends_gc(env: Env, tmp_path: P
     assert gc["cni.dev/valid-attachments"] == valid and gc["cni.dev/attachments"] == valid
     assert (gc["name"], gc["cniVersion"]) == ("net", "1.1.0")
     assert env.calls()[0]["conf"]["prevResult"]["ips"]  # the stale DEL had the cached result
-    assert [(a["networkName"], a["containerId"]) for a in env.cni.get_cached_attachments("")] == [("net", "c1"), ("other", "c2")]
+    assert [(a["networkName"], a["containerId"]) for a in env.cni.get_cached_attachments("")] == [
+        ("net", "c1"),
+        ("other", "c2"),
+    ]
     assert [a["networkName"] for a in env.cni.get_cached_attachments("c2")] == ["other"]
     # c2, c3 (DEL) and c4 (GC) released: three new containers fit, a fourth does not
     for container in ("d1", "d2", "d3"):
@@ -534,7 +549,9 @@ def test_gc_deletes_stale_cached_attachments_then_sends_gc(env: Env, tmp_path: P
     env.cni.gc_network_list(net, None)  # nothing valid: every cached attachment of net is DELed
     assert sorted(c["env"]["CNI_CONTAINERID"] for c in env.calls() if c["cmd"] == "DEL") == ["c1", "d1", "d2", "d3"]
     gc = env.calls()[-1]
-    assert gc["cmd"] == "GC" and "cni.dev/valid-attachments" not in gc["conf"] and "cni.dev/attachments" not in gc["conf"]
+    assert (
+        gc["cmd"] == "GC" and "cni.dev/valid-attachments" not in gc["conf"] and "cni.dev/attachments" not in gc["conf"]
+    )
     assert [a["networkName"] for a in env.cni.get_cached_attachments("")] == ["other"]
 
 
@@ -552,7 +569,9 @@ def test_gc_keeps_going_and_reports_every_failure(env: Env) -> None:
     env.script("rec")
     fail = {"code": 11, "msg": "later"}
     net = conflist("net", "1.1.0", [{"type": "rec", "behave": {"fail": {"DEL": fail, "GC": fail}}}])
-    CNI([str(env.bin)], cache_dir=str(env.cache)).add_network_list(conflist("net", "1.1.0", [{"type": "rec"}]), rt("c1"))
+    CNI([str(env.bin)], cache_dir=str(env.cache)).add_network_list(
+        conflist("net", "1.1.0", [{"type": "rec"}]), rt("c1")
+    )
     with pytest.raises(MultipleErrors) as err:
         env.cni.gc_network_list(net, [])
     assert len(err.value.errors) == 2 and err.value.code == 11
@@ -566,9 +585,16 @@ def test_status(env: Env, tmp_path: Path) -> None:
     env.script("b")
     env.script("c")
     data = tmp_path / "store"
-    net = conflist("net", "1.1.0", [{"type": "a"}, ipam("cnipam", data, rangeStart="10.77.0.2", rangeEnd="10.77.0.2"), {"type": "c"}])
+    net = conflist(
+        "net",
+        "1.1.0",
+        [{"type": "a"}, ipam("cnipam", data, rangeStart="10.77.0.2", rangeEnd="10.77.0.2"), {"type": "c"}],
+    )
     env.cni.get_status_network_list(net)
-    assert [(c["plugin"], c["cmd"], c["conf"]["name"]) for c in env.calls()] == [("a", "STATUS", "net"), ("c", "STATUS", "net")]
+    assert [(c["plugin"], c["cmd"], c["conf"]["name"]) for c in env.calls()] == [
+        ("a", "STATUS", "net"),
+        ("c", "STATUS", "net"),
+    ]
     env.cni.add_network_list(net, rt())
     env.clear()
     with pytest.raises(CNIError) as err:
@@ -604,7 +630,10 @@ def test_validate_network_list_with_go_host_local(env: Env, tmp_path: Path) -> N
     env.link("cnipam", installed("cnipam"))
     env.link("host-local", HOST_LOCAL)
     assert env.cni.get_version_info("host-local")[-1] in ("1.0.0", "1.1.0")
-    plugins = [{**ipam("cnipam", tmp_path), "capabilities": {"ips": True}}, {**ipam("host-local", tmp_path), "capabilities": {"b": True}}]
+    plugins = [
+        {**ipam("cnipam", tmp_path), "capabilities": {"ips": True}},
+        {**ipam("host-local", tmp_path), "capabilities": {"b": True}},
+    ]
     assert env.cni.validate_network_list(conflist("net", "1.0.0", plugins)) == ["b", "ips"]
     if "1.1.0" not in env.cni.get_version_info("host-local"):
         with pytest.raises(UnsupportedVersion, match='plugin host-local does not support config version "1.1.0"'):
@@ -659,7 +688,9 @@ def test_a_go_written_cache_entry_feeds_our_del(env: Env) -> None:
     }
     assert env.cni.get_cached_result(net, runtime) == expected  # converted 0.4.0 -> 1.0.0
     (attachment,) = env.cni.get_cached_attachments("gocontainer")
-    assert attachment["capabilityArgs"] == {"ips": ["10.1.2.3/24"]} and attachment["cniArgs"] == [["IgnoreUnknown", "1"]]
+    assert attachment["capabilityArgs"] == {"ips": ["10.1.2.3/24"]} and attachment["cniArgs"] == [
+        ["IgnoreUnknown", "1"]
+    ]
     config, cached_rt = env.cni.get_cached_config(net, runtime) or (b"", runtime)
     assert config == GO_CONFIG and cached_rt.args == (("IgnoreUnknown", "1"),)
     env.cni.del_network_list(net, runtime)
@@ -690,7 +721,9 @@ def test_our_cache_entry_is_byte_identical_to_gos(env: Env) -> None:
     go_result = json.loads(GO_ENTRY)["result"]
     plugin = {"type": "rec", "behave": {"result": {**go_result, "unknown": [1]}}}  # Go's struct has no `unknown`
     net = network_list_from_bytes(json.dumps({"cniVersion": "0.4.0", "name": "gonet", "plugins": [plugin]}).encode())
-    runtime = RuntimeConf("gocontainer", "/var/run/netns/go", args=(("IgnoreUnknown", "1"),), capability_args={"ips": ["10.1.2.3/24"]})
+    runtime = RuntimeConf(
+        "gocontainer", "/var/run/netns/go", args=(("IgnoreUnknown", "1"),), capability_args={"ips": ["10.1.2.3/24"]}
+    )
     env.cni.add_network_list(net, runtime)
     expected = GO_ENTRY.replace(base64.b64encode(GO_CONFIG).decode(), base64.b64encode(net.raw).decode())
     assert env.cache_file("gonet", "gocontainer").read_text() == expected
@@ -705,7 +738,9 @@ def test_our_cache_entry_is_byte_identical_to_gos(env: Env) -> None:
     assert (
         env.cache_file("n2", "c2").read_bytes()
         == (
-            '{"kind":"cniCacheV1","containerId":"c2","config":"' + base64.b64encode(net2.raw).decode() + '","ifName":"eth0",'
+            '{"kind":"cniCacheV1","containerId":"c2","config":"'
+            + base64.b64encode(net2.raw).decode()
+            + '","ifName":"eth0",'
             '"networkName":"n2","capabilityArgs":{"x":["\\u003c\\u0026\\u003e",1,1e+21,2.5e-7,"é\\u2028"]},'
             '"result":{"cniVersion":"0.4.0","dns":{},"ips":[{"address":"10.0.0.1/8","version":"4"}]}}'
         ).encode()
@@ -717,7 +752,10 @@ def test_our_cache_entry_is_byte_identical_to_gos(env: Env) -> None:
     [
         # an empty dns, given or not, is left out of a 1.x result (libcni 1.2+); a set one is kept
         ({"ips": [{"address": "10.0.0.2/24"}], "dns": {}}, '{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.2/24"}]}'),
-        ({"ips": [{"address": "10.0.0.2/24"}], "dns": {"nameservers": []}}, '{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.2/24"}]}'),
+        (
+            {"ips": [{"address": "10.0.0.2/24"}], "dns": {"nameservers": []}},
+            '{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.2/24"}]}',
+        ),
         (
             {"dns": {"nameservers": ["10.0.0.1"], "search": []}, "ips": [{"address": "10.0.0.2/24"}]},
             '{"cniVersion":"1.0.0","dns":{"nameservers":["10.0.0.1"]},"ips":[{"address":"10.0.0.2/24"}]}',
@@ -727,7 +765,10 @@ def test_our_cache_entry_is_byte_identical_to_gos(env: Env) -> None:
             {
                 "interfaces": [{"name": "eth0", "mac": "", "mtu": 0, "socketPath": "/s", "other": 1}, {"mac": "m"}],
                 "ips": [{"address": "2001:DB8:0:0::0:5/64", "gateway": "2001:db8::0001", "interface": 0}],
-                "routes": [{"dst": "::/0", "gw": "2001:db8::1", "mtu": 0, "table": 0, "advmss": 1400}, {"dst": "::ffff:10.0.0.0/104"}],
+                "routes": [
+                    {"dst": "::/0", "gw": "2001:db8::1", "mtu": 0, "table": 0, "advmss": 1400},
+                    {"dst": "::ffff:10.0.0.0/104"},
+                ],
             },
             '{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","socketPath":"/s"},{"mac":"m","name":""}],'
             '"ips":[{"address":"2001:db8::5/64","gateway":"2001:db8::1","interface":0}],'
@@ -739,7 +780,10 @@ def test_our_cache_entry_is_byte_identical_to_gos(env: Env) -> None:
 def test_a_1x_result_is_cached_as_gos_typed_result_writes_it(env: Env, answer: dict[str, Any], cached: str) -> None:
     env.script("rec")
     net = conflist("n", "1.0.0", [{"type": "rec", "behave": {"result": {"cniVersion": "1.0.0", **answer}}}])
-    assert env.cni.add_network_list(net, rt()) == {"cniVersion": "1.0.0", **answer}  # the caller gets what the plugin said
+    assert env.cni.add_network_list(net, rt()) == {
+        "cniVersion": "1.0.0",
+        **answer,
+    }  # the caller gets what the plugin said
     entry = env.cache_file("n", "c1").read_text()
     assert entry.endswith(f',"result":{cached}}}')
 
@@ -751,7 +795,11 @@ def test_the_cache_keeps_the_last_plugins_own_version(env: Env) -> None:
     net = conflist("n", "1.0.0", [{"type": "rec", "behave": {"result": answer}}])
     assert env.cni.add_network_list(net, rt()) == {"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/24"}]}
     assert json.loads(env.cache_file("n", "c1").read_text())["result"] == {**answer, "dns": {}}
-    assert env.cni.get_cached_result(net, rt()) == {"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/24"}], "dns": {}}
+    assert env.cni.get_cached_result(net, rt()) == {
+        "cniVersion": "1.0.0",
+        "ips": [{"address": "10.0.0.2/24"}],
+        "dns": {},
+    }
 
 
 def test_a_legacy_bare_result_cache_is_read(env: Env) -> None:

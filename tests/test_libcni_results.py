@@ -24,7 +24,10 @@ V020 = {
 }
 V040 = {
     "cniVersion": "0.4.0",
-    "ips": [{"version": "4", "address": "10.1.0.5/16", "gateway": "10.1.0.1"}, {"version": "6", "address": "2001:db8::5/64"}],
+    "ips": [
+        {"version": "4", "address": "10.1.0.5/16", "gateway": "10.1.0.1"},
+        {"version": "6", "address": "2001:db8::5/64"},
+    ],
     "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.0.1"}, {"dst": "::/0"}],
     "dns": {"nameservers": ["10.1.0.1"]},
 }
@@ -58,10 +61,17 @@ def test_down_to_0_2_0_keeps_the_first_address_of_each_family() -> None:
     many = {
         "cniVersion": "1.1.0",
         "interfaces": [{"name": "eth0", "mac": "aa:bb:cc:dd:ee:ff", "mtu": 1500, "socketPath": "/s"}],
-        "ips": [{"address": "10.0.0.2/24", "interface": 0}, {"address": "10.0.0.3/24"}, {"address": "::ffff:10.9.9.9/120"}],
+        "ips": [
+            {"address": "10.0.0.2/24", "interface": 0},
+            {"address": "10.0.0.3/24"},
+            {"address": "::ffff:10.9.9.9/120"},
+        ],
         "routes": [{"dst": "10.2.0.0/16", "mtu": 1400, "advmss": 2}, {"dst": "fd00::/8", "gw": "fd00::1"}],
     }
-    assert convert_result(many, "0.2.0") == {"cniVersion": "0.2.0", "ip4": {"ip": "10.0.0.2/24", "routes": [{"dst": "10.2.0.0/16"}]}}
+    assert convert_result(many, "0.2.0") == {
+        "cniVersion": "0.2.0",
+        "ip4": {"ip": "10.0.0.2/24", "routes": [{"dst": "10.2.0.0/16"}]},
+    }
     assert convert_result(many, "0.4.0") == {
         "cniVersion": "0.4.0",
         "interfaces": [{"name": "eth0", "mac": "aa:bb:cc:dd:ee:ff"}],  # 1.1.0-only fields dropped
@@ -86,10 +96,13 @@ def test_refusals() -> None:
 # -- properties -------------------------------------------------------------------------
 
 v4 = st.builds(lambda n, p: f"{ipaddress.IPv4Address(n)}/{p}", st.integers(0, 2**32 - 1), st.integers(0, 32))
-v6 = st.builds(lambda n, p: f"{ipaddress.IPv6Address((0x2001 << 112) + n)}/{p}", st.integers(0, 2**64 - 1), st.integers(0, 128))
+v6 = st.builds(
+    lambda n, p: f"{ipaddress.IPv6Address((0x2001 << 112) + n)}/{p}", st.integers(0, 2**64 - 1), st.integers(0, 128)
+)
 gw4 = st.builds(lambda n: str(ipaddress.IPv4Address(n)), st.integers(0, 2**32 - 1))
 interface = st.fixed_dictionaries(
-    {"name": st.text("abc0", min_size=1, max_size=5)}, optional={"mac": st.just("aa:bb:cc:dd:ee:ff"), "sandbox": st.just("/x")}
+    {"name": st.text("abc0", min_size=1, max_size=5)},
+    optional={"mac": st.just("aa:bb:cc:dd:ee:ff"), "sandbox": st.just("/x")},
 )
 ip4_1x = st.fixed_dictionaries({"address": v4}, optional={"gateway": gw4, "interface": st.integers(0, 2)})
 ip6_1x = st.fixed_dictionaries({"address": v6}, optional={"interface": st.integers(0, 2)})
@@ -118,7 +131,10 @@ def test_a_result_in_gos_typed_shape_stays_as_it_is(result: dict[str, Any]) -> N
     typed = as_go_types(result)
     assert as_go_types(typed) == typed
     assert {k for k, v in result.items() if v} - {"dns"} == set(typed) - {"dns"}  # only empty lists go
-    assert convert_result(as_go_types(convert_result(result, "0.4.0")), result["cniVersion"]) == {**typed, "dns": typed.get("dns", {})}
+    assert convert_result(as_go_types(convert_result(result, "0.4.0")), result["cniVersion"]) == {
+        **typed,
+        "dns": typed.get("dns", {}),
+    }
 
 
 @pytest.mark.parametrize(
@@ -131,7 +147,11 @@ def test_a_result_in_gos_typed_shape_stays_as_it_is(result: dict[str, Any]) -> N
         ),
         (V040, V040),
         (
-            {"cniVersion": "0.3.1", "interfaces": [{"name": "eth0", "mtu": 1500}], "ips": [{"address": "10.1.0.5/16", "interface": 0}]},
+            {
+                "cniVersion": "0.3.1",
+                "interfaces": [{"name": "eth0", "mtu": 1500}],
+                "ips": [{"address": "10.1.0.5/16", "interface": 0}],
+            },
             {
                 "cniVersion": "0.3.1",
                 "interfaces": [{"name": "eth0"}],
@@ -167,7 +187,9 @@ def test_down_to_02x_keeps_first_per_family_and_routes_by_family(result: dict[st
     assert old.get("ip6", {}).get("ip") == (first6 or {}).get("address")
     for key, is6 in (("ip4", False), ("ip6", True)):
         if key in old:
-            wanted = [{k: r[k] for k in ("dst", "gw") if k in r} for r in result.get("routes", []) if (":" in r["dst"]) == is6]
+            wanted = [
+                {k: r[k] for k in ("dst", "gw") if k in r} for r in result.get("routes", []) if (":" in r["dst"]) == is6
+            ]
             assert old[key].get("routes", []) == wanted
     # and back up: the addresses survive, one per family, with their routes
     up = convert_result(old, result["cniVersion"])
@@ -185,8 +207,16 @@ def _numbers_as_floats(value: Any) -> Any:
     return {k: _numbers_as_floats(v) for k, v in value.items()}
 
 
-scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | st.text()
-json_values = st.recursive(scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3), max_leaves=10)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+json_values = st.recursive(
+    scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3), max_leaves=10
+)
 
 
 @settings(max_examples=300, deadline=None)

@@ -32,7 +32,14 @@ LEASE_FILE: dict[str, Any] = {
             "allocated": ["198.18.0.1", "198.18.0.3"],
             "free": ["198.18.0.2"],
         },
-        {"id": "a8Fz0qLmN3xY7bWc", "v": 6, "pool": "2001:db8::/64", "idx": 3, "allocated": ["2001:db8::1", "2001:db8::2"], "free": None},
+        {
+            "id": "a8Fz0qLmN3xY7bWc",
+            "v": 6,
+            "pool": "2001:db8::/64",
+            "idx": 3,
+            "allocated": ["2001:db8::1", "2001:db8::2"],
+            "free": None,
+        },
         {"id": "Zq9xW2eR4tY6uI8o", "v": 4, "pool": "198.18.2.0/24", "idx": 1, "allocated": None, "free": None},
     ],
     "free": [{"id": "Pp0oI9uY8tR7eW6q", "v": 4, "pool": "198.18.1.0/24", "idx": 1, "allocated": [], "free": []}],
@@ -108,7 +115,10 @@ def test_conflicts_with_the_store_abort_unless_skipped(tmp_path: Path) -> None:
     run = migrate(store, source)
     refused(run, says="migration refused: 3 items cannot be imported (listed above); nothing was written")
     assert "pool R0KGSOeJ4n3thSpz (198.18.9.0/24): a pool with this id is already in the store" in run.out
-    assert "pool overlapping (198.18.2.0/25): overlaps pool 198.18.2.0/24 (Zq9xW2eR4tY6uI8o) already in the store" in run.out
+    assert (
+        "pool overlapping (198.18.2.0/25): overlaps pool 198.18.2.0/24 (Zq9xW2eR4tY6uI8o) already in the store"
+        in run.out
+    )
     assert "198.18.7.255 of pool fresh: the broadcast address of 198.18.7.0/24" in run.out
     assert snapshot(store) == before
     report = ok("--db", str(store), "migrate", "gipam", str(source), "--skip-refused", "--json").json()
@@ -121,18 +131,32 @@ def test_an_address_held_by_a_cni_lease_is_refused(tmp_path: Path) -> None:
     from test_cnipamctl import plugin
 
     store = tmp_path / "ipam.db"
-    ipam = {"type": "cnipam", "ipv4-subnet": "198.18.0.0/24", "ipv4-gateway": "198.18.0.254", "ipv4-address": "198.18.0.3/24"}
+    ipam = {
+        "type": "cnipam",
+        "ipv4-subnet": "198.18.0.0/24",
+        "ipv4-gateway": "198.18.0.254",
+        "ipv4-address": "198.18.0.3/24",
+    }
     plugin("ADD", {"cniVersion": "1.0.0", "name": "n", "ipam": ipam}, "c1", db=store)
     run = migrate(store, write(tmp_path, LEASE_FILE))
     refused(run, says="1 item cannot")
-    assert "198.18.0.3 of pool R0KGSOeJ4n3thSpz: already in the store, held by container 'c1' interface 'eth0' of network 'n'" in run.out
+    assert (
+        "198.18.0.3 of pool R0KGSOeJ4n3thSpz: already in the store, held by container 'c1' interface 'eth0' of network 'n'"
+        in run.out
+    )
 
 
 BAD_FILES: list[tuple[str, str]] = [
-    ("{not json", "is not a gipam lease file: not JSON: Expecting property name enclosed in double quotes at line 1 column 2"),
+    (
+        "{not json",
+        "is not a gipam lease file: not JSON: Expecting property name enclosed in double quotes at line 1 column 2",
+    ),
     ("[]", "expected a JSON object"),
     (json.dumps({**LEASE_FILE, "v4": "198.18.0.0/33"}), "v4"),
-    (json.dumps({**LEASE_FILE, "allocated": [{**LEASE_FILE["allocated"][0], "allocated": ["198.18.5.1"]}]}), "outside the block's pool"),
+    (
+        json.dumps({**LEASE_FILE, "allocated": [{**LEASE_FILE["allocated"][0], "allocated": ["198.18.5.1"]}]}),
+        "outside the block's pool",
+    ),
     (json.dumps({**LEASE_FILE, "allocated": [LEASE_FILE["allocated"][0]] * 2}), "appears twice"),
 ]
 

@@ -32,7 +32,10 @@ def addresses(result: dict[str, Any]) -> list[str]:
 
 
 def add_ok(
-    run_plugin: RunPlugin, config: dict[str, Any], env_extra: dict[str, str | None] | None = None, exe: str | None = None
+    run_plugin: RunPlugin,
+    config: dict[str, Any],
+    env_extra: dict[str, str | None] | None = None,
+    exe: str | None = None,
 ) -> dict[str, Any]:
     run = run_plugin("ADD", config, env_extra, exe)
     assert run.code == 0, run
@@ -40,7 +43,9 @@ def add_ok(
     return run.out
 
 
-def ok_silent(run_plugin: RunPlugin, command: str, config: dict[str, Any], env_extra: dict[str, str | None] | None = None) -> None:
+def ok_silent(
+    run_plugin: RunPlugin, command: str, config: dict[str, Any], env_extra: dict[str, str | None] | None = None
+) -> None:
     """DEL, CHECK, GC and STATUS succeed with exit 0 and print nothing."""
     run = run_plugin(command, config, env_extra)
     assert (run.code, run.out) == (0, None), run
@@ -160,14 +165,21 @@ def test_ipv4_only_allocates_in_order_from_network_plus_two(run_plugin: RunPlugi
 
 
 def test_ipv6_only(run_plugin: RunPlugin) -> None:
-    assert add_ok(run_plugin, ecs({**V6, "id": "a"}))["ips"] == [{"address": "2001:db8::2/64", "gateway": "2001:db8::1"}]
+    assert add_ok(run_plugin, ecs({**V6, "id": "a"}))["ips"] == [
+        {"address": "2001:db8::2/64", "gateway": "2001:db8::1"}
+    ]
     assert addresses(add_ok(run_plugin, ecs({**V6, "id": "b"}))) == ["2001:db8::3/64"]
 
 
 def test_dual_stack_allocates_one_address_per_family(run_plugin: RunPlugin, db_path: Path) -> None:
     assert addresses(add_ok(run_plugin, ecs({**DUAL, "id": "a"}))) == ["10.0.0.2/24", "2001:db8::2/64"]
     assert addresses(add_ok(run_plugin, ecs({**DUAL, "id": "b"}))) == ["10.0.0.3/24", "2001:db8::3/64"]
-    assert sorted(held(db_path)) == [("10.0.0.2", "id:a"), ("10.0.0.3", "id:b"), ("2001:db8::2", "id:a"), ("2001:db8::3", "id:b")]
+    assert sorted(held(db_path)) == [
+        ("10.0.0.2", "id:a"),
+        ("10.0.0.3", "id:b"),
+        ("2001:db8::2", "id:a"),
+        ("2001:db8::3", "id:b"),
+    ]
 
 
 README_DUAL_STACK = {  # the dual-stack example of upstream's README (seeds/002), verbatim
@@ -219,14 +231,21 @@ def test_explicit_gateway_is_skipped_and_the_first_address_is_dot_one(run_plugin
     got = [addresses(add_ok(run_plugin, ecs({**ipam, "id": f"g{n}"})))[0] for n in range(9)]
     assert got == [f"10.0.0.{n}/24" for n in (1, 2, 3, 4, 5, 6, 7, 9, 10)]
     assert_refused(
-        run_plugin, db_path, "ADD", ecs({**ipam, "id": "x", "ipv4-address": "10.0.0.8/24"}), 7, ("ipam.ipv4-address", "10.0.0.8")
+        run_plugin,
+        db_path,
+        "ADD",
+        ecs({**ipam, "id": "x", "ipv4-address": "10.0.0.8/24"}),
+        7,
+        ("ipam.ipv4-address", "10.0.0.8"),
     )
 
 
 def test_ipv6_all_ones_address_is_usable_and_a_126_then_exhausts(run_plugin: RunPlugin, db_path: Path) -> None:
     """A /126 has ::0 (network, reserved), ::1 (gateway), then ::2 and ::3: IPv6 has no broadcast."""
     ipam = {"ipv6-subnet": "2001:db8:5::/126"}
-    assert add_ok(run_plugin, ecs({**ipam, "id": "a"}))["ips"] == [{"address": "2001:db8:5::2/126", "gateway": "2001:db8:5::1"}]
+    assert add_ok(run_plugin, ecs({**ipam, "id": "a"}))["ips"] == [
+        {"address": "2001:db8:5::2/126", "gateway": "2001:db8:5::1"}
+    ]
     assert addresses(add_ok(run_plugin, ecs({**ipam, "id": "b"}))) == ["2001:db8:5::3/126"]
     assert_refused(run_plugin, db_path, "ADD", ecs({**ipam, "id": "c"}), 101, ("2001:db8:5::/126",))
     # The last address of a /64 can be asked for explicitly.
@@ -265,7 +284,9 @@ def test_relative_store_path_is_relative_to_the_working_directory(run_plugin: Ru
 # -- ownership: ids, attachments, DEL ----------------------------------------------------
 
 
-def test_add_for_an_id_already_holding_an_address_is_refused(run_plugin: RunPlugin, db_path: Path, seeded: dict[str, Any]) -> None:
+def test_add_for_an_id_already_holding_an_address_is_refused(
+    run_plugin: RunPlugin, db_path: Path, seeded: dict[str, Any]
+) -> None:
     for ipam in (DUAL, V4, V6, {**V4, "ipv4-address": "10.0.0.77/24"}):
         assert_refused(run_plugin, db_path, "ADD", ecs({**ipam, "id": "seed"}), 100, ("seed",))
     assert sorted(held(db_path)) == [("10.0.0.2", "id:seed"), ("2001:db8::2", "id:seed")]
@@ -301,7 +322,9 @@ def test_del_with_id_releases_both_families(run_plugin: RunPlugin, db_path: Path
     assert sorted(held(db_path)) == [("10.0.0.3", "id:other"), ("2001:db8::3", "id:other")]
 
 
-def test_del_with_only_an_ipv4_address_releases_exactly_that_address(run_plugin: RunPlugin, db_path: Path, seeded: dict[str, Any]) -> None:
+def test_del_with_only_an_ipv4_address_releases_exactly_that_address(
+    run_plugin: RunPlugin, db_path: Path, seeded: dict[str, Any]
+) -> None:
     add_ok(run_plugin, ecs({**DUAL, "id": "other"}))
     ok_silent(run_plugin, "DEL", ecs({**DUAL, "ipv4-address": "10.0.0.2/24"}))
     assert sorted(held(db_path)) == [("10.0.0.3", "id:other"), ("2001:db8::2", "id:seed"), ("2001:db8::3", "id:other")]
@@ -368,7 +391,9 @@ def test_check_needs_cni_0_4_0(run_plugin: RunPlugin, db_path: Path) -> None:
 
 
 @pytest.mark.parametrize("key", ["cni.dev/valid-attachments", "cni.dev/attachments"])
-def test_gc_keeps_listed_attachments_and_releases_the_rest_of_that_network(run_plugin: RunPlugin, db_path: Path, key: str) -> None:
+def test_gc_keeps_listed_attachments_and_releases_the_rest_of_that_network(
+    run_plugin: RunPlugin, db_path: Path, key: str
+) -> None:
     for container in ("keep", "drop1", "drop2"):
         add_ok(run_plugin, ecs(DUAL, name="net1"), {"CNI_CONTAINERID": container})
     add_ok(run_plugin, ecs(DUAL, name="net1"), {"CNI_CONTAINERID": "keep", "CNI_IFNAME": "eth1"})
@@ -391,7 +416,9 @@ def test_gc_keeps_listed_attachments_and_releases_the_rest_of_that_network(run_p
 def test_gc_refusals(run_plugin: RunPlugin, db_path: Path) -> None:
     add_ok(run_plugin, ecs(V4), {"CNI_CONTAINERID": "c1"})
     valid = [{"containerID": "c1", "ifname": "eth0"}]
-    assert_refused(run_plugin, db_path, "GC", {"cniVersion": "1.0.0", "name": "net1", "cni.dev/valid-attachments": []}, 1, ("GC",))
+    assert_refused(
+        run_plugin, db_path, "GC", {"cniVersion": "1.0.0", "name": "net1", "cni.dev/valid-attachments": []}, 1, ("GC",)
+    )
     bad = {"cniVersion": "1.1.0", "name": "net1", "cni.dev/valid-attachments": [*valid, {"containerID": 7}]}
     assert_refused(run_plugin, db_path, "GC", bad, 7, ("cni.dev/valid-attachments[1]",))
     assert_refused(
@@ -422,12 +449,47 @@ def test_status_reports_an_exhausted_subnet(run_plugin: RunPlugin, db_path: Path
 HUGE = b'{"cniVersion":"1.0.0","name":"net1","pad":"' + b"x" * (1 << 20) + b'","ipam":{"ipv4-subnet":"10.0.0.0/24"}}'
 
 REFUSALS: list[tuple[str, str, dict[str, Any] | bytes, dict[str, str | None] | None, int, tuple[str, ...]]] = [
-    ("host-bits-v4", "ADD", ecs({"ipv4-subnet": "10.0.0.5/24", "id": "x"}), None, 7, ("ipam.ipv4-subnet", "10.0.0.5/24")),
-    ("host-bits-v4-broadcast", "ADD", ecs({"ipv4-subnet": "10.0.0.255/24", "id": "x"}), None, 7, ("ipam.ipv4-subnet", "10.0.0.255/24")),
-    ("host-bits-v6", "ADD", ecs({"ipv6-subnet": "2001:db8::5/64", "id": "x"}), None, 7, ("ipam.ipv6-subnet", "2001:db8::5/64")),
+    (
+        "host-bits-v4",
+        "ADD",
+        ecs({"ipv4-subnet": "10.0.0.5/24", "id": "x"}),
+        None,
+        7,
+        ("ipam.ipv4-subnet", "10.0.0.5/24"),
+    ),
+    (
+        "host-bits-v4-broadcast",
+        "ADD",
+        ecs({"ipv4-subnet": "10.0.0.255/24", "id": "x"}),
+        None,
+        7,
+        ("ipam.ipv4-subnet", "10.0.0.255/24"),
+    ),
+    (
+        "host-bits-v6",
+        "ADD",
+        ecs({"ipv6-subnet": "2001:db8::5/64", "id": "x"}),
+        None,
+        7,
+        ("ipam.ipv6-subnet", "2001:db8::5/64"),
+    ),
     ("host-bits-on-del", "DEL", ecs({"ipv4-subnet": "10.0.0.5/24", "id": "seed"}), None, 7, ("ipam.ipv4-subnet",)),
-    ("route-no-dst-v4", "ADD", ecs({**V4, "id": "x", "ipv4-routes": [{"gw": "10.0.0.1"}]}), None, 7, ("ipam.ipv4-routes[0]", "dst")),
-    ("route-no-dst-v6", "ADD", ecs({**DUAL, "id": "x", "ipv6-routes": [{"dst": "fd00::/8"}, {}]}), None, 7, ("ipam.ipv6-routes[1]", "dst")),
+    (
+        "route-no-dst-v4",
+        "ADD",
+        ecs({**V4, "id": "x", "ipv4-routes": [{"gw": "10.0.0.1"}]}),
+        None,
+        7,
+        ("ipam.ipv4-routes[0]", "dst"),
+    ),
+    (
+        "route-no-dst-v6",
+        "ADD",
+        ecs({**DUAL, "id": "x", "ipv6-routes": [{"dst": "fd00::/8"}, {}]}),
+        None,
+        7,
+        ("ipam.ipv6-routes[1]", "dst"),
+    ),
     (
         "route-wrong-family",
         "ADD",
@@ -436,10 +498,38 @@ REFUSALS: list[tuple[str, str, dict[str, Any] | bytes, dict[str, str | None] | N
         7,
         ("ipam.ipv4-routes[0]", "fd00::/8"),
     ),
-    ("address-outside", "ADD", ecs({**V4, "id": "x", "ipv4-address": "10.9.0.2/24"}), None, 7, ("ipam.ipv4-address", "10.9.0.2")),
-    ("address-prefix", "ADD", ecs({**V4, "id": "x", "ipv4-address": "10.0.0.9/16"}), None, 7, ("ipam.ipv4-address", "/16")),
-    ("address-broadcast", "ADD", ecs({**V4, "id": "x", "ipv4-address": "10.0.0.255/24"}), None, 7, ("ipam.ipv4-address", "10.0.0.255")),
-    ("address-is-gateway", "ADD", ecs({**V4, "id": "x", "ipv4-address": "10.0.0.1/24"}), None, 7, ("ipam.ipv4-address", "10.0.0.1")),
+    (
+        "address-outside",
+        "ADD",
+        ecs({**V4, "id": "x", "ipv4-address": "10.9.0.2/24"}),
+        None,
+        7,
+        ("ipam.ipv4-address", "10.9.0.2"),
+    ),
+    (
+        "address-prefix",
+        "ADD",
+        ecs({**V4, "id": "x", "ipv4-address": "10.0.0.9/16"}),
+        None,
+        7,
+        ("ipam.ipv4-address", "/16"),
+    ),
+    (
+        "address-broadcast",
+        "ADD",
+        ecs({**V4, "id": "x", "ipv4-address": "10.0.0.255/24"}),
+        None,
+        7,
+        ("ipam.ipv4-address", "10.0.0.255"),
+    ),
+    (
+        "address-is-gateway",
+        "ADD",
+        ecs({**V4, "id": "x", "ipv4-address": "10.0.0.1/24"}),
+        None,
+        7,
+        ("ipam.ipv4-address", "10.0.0.1"),
+    ),
     (
         "v6-address-no-subnet",
         "ADD",
@@ -448,19 +538,54 @@ REFUSALS: list[tuple[str, str, dict[str, Any] | bytes, dict[str, str | None] | N
         7,
         ("ipam.ipv6-address", "ipam.ipv6-subnet"),
     ),
-    ("gateway-outside", "ADD", ecs({**V4, "id": "x", "ipv4-gateway": "10.1.0.1"}), None, 7, ("ipam.ipv4-gateway", "10.1.0.1")),
+    (
+        "gateway-outside",
+        "ADD",
+        ecs({**V4, "id": "x", "ipv4-gateway": "10.1.0.1"}),
+        None,
+        7,
+        ("ipam.ipv4-gateway", "10.1.0.1"),
+    ),
     ("subnet-too-small", "ADD", ecs({"ipv4-subnet": "10.0.0.0/31", "id": "x"}), None, 7, ("ipam.ipv4-subnet", "/31")),
-    ("subnet-not-ipv6", "ADD", ecs({"ipv6-subnet": "10.0.0.0/24", "id": "x"}), None, 7, ("ipam.ipv6-subnet", "10.0.0.0/24")),
+    (
+        "subnet-not-ipv6",
+        "ADD",
+        ecs({"ipv6-subnet": "10.0.0.0/24", "id": "x"}),
+        None,
+        7,
+        ("ipam.ipv6-subnet", "10.0.0.0/24"),
+    ),
     ("no-subnet", "ADD", ecs({"id": "x"}), None, 7, ("ipv4-subnet", "ipv6-subnet")),
     ("id-not-string", "ADD", ecs({**V4, "id": 12}), None, 7, ("ipam.id",)),
     ("missing-ipam", "ADD", {"cniVersion": "1.0.0", "name": "net1"}, None, 7, ("ipam",)),
     ("bad-network-name", "ADD", ecs({**V4, "id": "x"}, name="bad name"), None, 7, ("name", "bad name")),
-    ("bad-timeout", "ADD", ecs({**V4, "id": "x"}), {"IPAM_DB_CONNECTION_TIMEOUT": "soon"}, 4, ("IPAM_DB_CONNECTION_TIMEOUT", "soon")),
-    ("negative-timeout", "ADD", ecs({**V4, "id": "x"}), {"IPAM_DB_CONNECTION_TIMEOUT": "-1s"}, 4, ("IPAM_DB_CONNECTION_TIMEOUT", "-1s")),
+    (
+        "bad-timeout",
+        "ADD",
+        ecs({**V4, "id": "x"}),
+        {"IPAM_DB_CONNECTION_TIMEOUT": "soon"},
+        4,
+        ("IPAM_DB_CONNECTION_TIMEOUT", "soon"),
+    ),
+    (
+        "negative-timeout",
+        "ADD",
+        ecs({**V4, "id": "x"}),
+        {"IPAM_DB_CONNECTION_TIMEOUT": "-1s"},
+        4,
+        ("IPAM_DB_CONNECTION_TIMEOUT", "-1s"),
+    ),
     ("missing-ifname", "ADD", ecs({**V4, "id": "x"}), {"CNI_IFNAME": None}, 4, ("CNI_IFNAME",)),
     ("missing-ifname-del", "DEL", ecs({**V4, "id": "seed"}), {"CNI_IFNAME": None}, 4, ("CNI_IFNAME",)),
     ("bad-ifname", "ADD", ecs({**V4, "id": "x"}), {"CNI_IFNAME": "eth0/../x"}, 4, ("CNI_IFNAME",)),
-    ("bad-containerid", "ADD", ecs(V4), {"CNI_CONTAINERID": "no spaces please"}, 4, ("CNI_CONTAINERID", "no spaces please")),
+    (
+        "bad-containerid",
+        "ADD",
+        ecs(V4),
+        {"CNI_CONTAINERID": "no spaces please"},
+        4,
+        ("CNI_CONTAINERID", "no spaces please"),
+    ),
     ("unknown-command", "FROB", ecs({**V4, "id": "x"}), None, 4, ("FROB",)),
     ("lowercase-command", "add", ecs({**V4, "id": "x"}), None, 4, ("add",)),
     ("non-json", "ADD", b"cniVersion: 1.0.0\n", None, 6, ("JSON",)),
@@ -472,12 +597,21 @@ REFUSALS: list[tuple[str, str, dict[str, Any] | bytes, dict[str, str | None] | N
     ("non-utf8", "ADD", b'{"cniVersion":"1.0.0","name":"\xff\xfe","ipam":{}}', None, 6, ("UTF-8",)),
     ("nul-byte", "ADD", b'{"cniVersion":"1.0.0",\x00"name":"net1"}', None, 6, ("NUL",)),
     ("huge-stdin", "ADD", HUGE, None, 6, ("byte",)),
-    ("nan", "ADD", b'{"cniVersion":"1.0.0","name":"net1","x":NaN,"ipam":{"ipv4-subnet":"10.0.0.0/24"}}', None, 6, ("NaN",)),
+    (
+        "nan",
+        "ADD",
+        b'{"cniVersion":"1.0.0","name":"net1","x":NaN,"ipam":{"ipv4-subnet":"10.0.0.0/24"}}',
+        None,
+        6,
+        ("NaN",),
+    ),
     ("cniversion-number", "ADD", {**ecs({**V4, "id": "x"}), "cniVersion": 1}, None, 1, ("cniVersion",)),
 ]
 
 
-@pytest.mark.parametrize(("command", "config", "env_extra", "code", "names"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])
+@pytest.mark.parametrize(
+    ("command", "config", "env_extra", "code", "names"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS]
+)
 def test_refused_requests_change_nothing(
     run_plugin: RunPlugin,
     db_path: Path,
@@ -492,7 +626,9 @@ def test_refused_requests_change_nothing(
 
 
 @pytest.mark.parametrize("version", ["9.9.9", "0.3", "1.0", "v1.0.0", ""])
-def test_unsupported_cni_version_is_code_1(run_plugin: RunPlugin, db_path: Path, seeded: dict[str, Any], version: str) -> None:
+def test_unsupported_cni_version_is_code_1(
+    run_plugin: RunPlugin, db_path: Path, seeded: dict[str, Any], version: str
+) -> None:
     assert_refused(run_plugin, db_path, "ADD", ecs({**V4, "id": "x"}, version), 1, (), in_details=(f'"{version}"',))
 
 
@@ -547,7 +683,9 @@ REQUEST_FIFTY: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
 
 
 @pytest.mark.parametrize("how", list(REQUEST_FIFTY))
-def test_a_refused_request_then_its_del_never_frees_the_holders_address(run_plugin: RunPlugin, db_path: Path, how: str) -> None:
+def test_a_refused_request_then_its_del_never_frees_the_holders_address(
+    run_plugin: RunPlugin, db_path: Path, how: str
+) -> None:
     """podman's sequence: A runs with --ip .50; B asks for .50 too and is refused; podman
     tears B down with a DEL carrying the same arguments. A must keep .50, and the next
     container must not get it."""
@@ -565,7 +703,9 @@ def test_a_refused_request_then_its_del_never_frees_the_holders_address(run_plug
     assert ("10.9.0.50", "cni:n1/a/eth0") not in held(db_path)
 
 
-def test_a_host_local_del_with_a_requested_address_releases_the_whole_attachment(run_plugin: RunPlugin, db_path: Path) -> None:
+def test_a_host_local_del_with_a_requested_address_releases_the_whole_attachment(
+    run_plugin: RunPlugin, db_path: Path
+) -> None:
     """host-local releases by container id and interface; the address on DEL only repeats
     the ADD's arguments, so a dual-stack attachment loses both its addresses."""
     dual = {"ranges": [[{"subnet": "10.9.0.0/24"}], [{"subnet": "2001:db8:9::/64"}]]}
@@ -578,7 +718,9 @@ def test_a_host_local_del_with_a_requested_address_releases_the_whole_attachment
 def test_host_local_dialect_needs_a_container_id(run_plugin: RunPlugin, db_path: Path, command: str) -> None:
     """As skel (and so host-local) answers: code 4 naming the variable; nothing changes."""
     add_ok(run_plugin, host_local(HOST_LOCAL_V4), {"CNI_CONTAINERID": "other"})
-    assert_refused(run_plugin, db_path, command, host_local(HOST_LOCAL_V4), 4, ("CNI_CONTAINERID",), {"CNI_CONTAINERID": None})
+    assert_refused(
+        run_plugin, db_path, command, host_local(HOST_LOCAL_V4), 4, ("CNI_CONTAINERID",), {"CNI_CONTAINERID": None}
+    )
 
 
 def test_ecs_dialect_keeps_del_by_address_without_a_container(run_plugin: RunPlugin, db_path: Path) -> None:

@@ -153,7 +153,9 @@ class Podman:
 
     def start(self, *args: str) -> subprocess.Popen[str]:
         """`podman` in the background (for parallel runs)."""
-        return subprocess.Popen([PODMAN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env)
+        return subprocess.Popen(
+            [PODMAN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env
+        )
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +222,9 @@ class Lab:
         net4, net6 = ipaddress.IPv4Network(f"10.202.{n}.0/24"), ipaddress.IPv6Network(f"fd12:202:{n}::/64")
         range4 = {"subnet": str(net4)} | ({"rangeStart": str(net4[only]), "rangeEnd": str(net4[only])} if only else {})
         ranges = [[range4]] + ([[{"subnet": str(net6)}]] if dual_stack else [])
-        name = self.network({"type": "cnipam", "ranges": ranges, "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(self.store_dir)})
+        name = self.network(
+            {"type": "cnipam", "ranges": ranges, "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(self.store_dir)}
+        )
         return name, net4, net6
 
     @property
@@ -231,7 +235,9 @@ class Lab:
     def store(self) -> Path:
         return self.store_dir / "cnipam.db"
 
-    def run(self, network: str, *options: str, command: tuple[str, ...] = ("sleep", "600"), conf: Path | None = None) -> str:
+    def run(
+        self, network: str, *options: str, command: tuple[str, ...] = ("sleep", "600"), conf: Path | None = None
+    ) -> str:
         """A detached container on `network`; its full id."""
         name = f"c{secrets.token_hex(5)}"
         self.containers.append(name)
@@ -247,7 +253,10 @@ class Lab:
     def pings(self, container: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         """One echo reply within a few tries (a new IPv6 gateway may still be tentative)."""
         for _ in range(10):
-            if self.podman.run("exec", container, "ping", "-c", "1", "-W", "1", str(address), check=False).returncode == 0:
+            if (
+                self.podman.run("exec", container, "ping", "-c", "1", "-W", "1", str(address), check=False).returncode
+                == 0
+            ):
                 return True
         return False
 
@@ -321,7 +330,10 @@ def test_requested_ip_and_ip6(lab: Lab) -> None:
         pytest.skip("IPv6 is disabled on this host")
     network, net4, net6 = lab.host_local_network(dual_stack=True)
     container = lab.run(network, "--ip", str(net4[77]), "--ip6", str(net6[0x77]))
-    assert lab.addresses(container) == [ipaddress.ip_interface(f"{net4[77]}/24"), ipaddress.ip_interface(f"{net6[0x77]}/64")]
+    assert lab.addresses(container) == [
+        ipaddress.ip_interface(f"{net4[77]}/24"),
+        ipaddress.ip_interface(f"{net6[0x77]}/64"),
+    ]
     assert leases(lab.store) == {container: lab.addresses(container)}
 
 
@@ -337,7 +349,9 @@ def test_a_conflicting_ip_is_refused_and_the_holder_keeps_its_address(lab: Lab) 
 
     name = f"c{secrets.token_hex(5)}"
     lab.containers.append(name)
-    refused = lab.podman.run("run", "-d", "--name", name, "--network", network, "--ip", str(only), IMAGE, "sleep", "600", check=False)
+    refused = lab.podman.run(
+        "run", "-d", "--name", name, "--network", network, "--ip", str(only), IMAGE, "sleep", "600", check=False
+    )
     assert refused.returncode != 0 and "already leased" in refused.stderr, refused.stderr
     lab.remove(name)  # podman DELs again on removal, with the same arguments
     assert leases(lab.store) == before
@@ -364,7 +378,9 @@ def test_rm_and_run_rm_release_the_lease(lab: Lab) -> None:
     lab.remove(container)
     assert leases(lab.store) == {}
     assert not sandbox.exists(), f"{sandbox} is still there after podman rm -f"
-    assert sh("ip", "link", "show", "dev", veth, check=False).returncode != 0, f"{veth} is still there after podman rm -f"
+    assert sh("ip", "link", "show", "dev", veth, check=False).returncode != 0, (
+        f"{veth} is still there after podman rm -f"
+    )
 
     out = lab.podman.run("run", "--rm", "--network", network, IMAGE, "ip", "-o", "addr", "show", "eth0").stdout
     assert [a.network for a in global_addresses(out)] == [net4]
@@ -375,7 +391,9 @@ def test_ten_containers_started_in_parallel_get_ten_distinct_addresses(lab: Lab)
     network, net4, _ = lab.host_local_network()
     names = [f"c{secrets.token_hex(5)}" for _ in range(10)]
     lab.containers.extend(names)
-    runs = [lab.podman.start("run", "-d", "--name", name, "--network", network, IMAGE, "sleep", "600") for name in names]
+    runs = [
+        lab.podman.start("run", "-d", "--name", name, "--network", network, IMAGE, "sleep", "600") for name in names
+    ]
     for name, process in zip(names, runs, strict=True):
         _, err = process.communicate(timeout=PODMAN_TIMEOUT)
         assert process.returncode == 0, f"podman run {name}: {err.strip()}"
@@ -409,7 +427,9 @@ def ecs_network(lab: Lab) -> tuple[str, ipaddress.IPv4Network]:
 
 def wait_for_cleanup(lab: Lab, container: str, sandbox: Path) -> None:
     """Until the container has exited and conmon's `podman container cleanup` tore its network down."""
-    wait_until(lambda: lab.podman.run("inspect", "--format", "{{.State.Status}}", container).stdout.strip() == "exited", "exit")
+    wait_until(
+        lambda: lab.podman.run("inspect", "--format", "{{.State.Status}}", container).stdout.strip() == "exited", "exit"
+    )
     wait_until(lambda: not sandbox.exists(), f"{sandbox} to go (the exit-time cleanup)")
 
 

@@ -39,8 +39,16 @@ def config(ipam: dict[str, Any], name: str = "net1") -> dict[str, Any]:
 def test_store_files_stay_private_even_under_umask_0(plugin_exe: str, tmp_path: Path) -> None:
     """umask 0 is what a careless service manager hands down; the store must not follow it."""
     db = tmp_path / "x" / "y" / "ipam.db"
-    env = {"PATH": "/usr/bin:/bin", "CNI_COMMAND": "ADD", "CNI_IFNAME": "eth0", "CNI_CONTAINERID": "c1", "IPAM_DB_PATH": str(db)}
-    proc = subprocess.run([plugin_exe], input=json.dumps(config(V4)).encode(), env=env, capture_output=True, umask=0, timeout=30)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "CNI_COMMAND": "ADD",
+        "CNI_IFNAME": "eth0",
+        "CNI_CONTAINERID": "c1",
+        "IPAM_DB_PATH": str(db),
+    }
+    proc = subprocess.run(
+        [plugin_exe], input=json.dumps(config(V4)).encode(), env=env, capture_output=True, umask=0, timeout=30
+    )
     assert proc.returncode == 0, proc.stdout
     for folder in (tmp_path / "x", tmp_path / "x" / "y"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o750, folder
@@ -83,11 +91,18 @@ def test_the_network_name_never_becomes_a_path_in_data_dir(run_plugin: RunPlugin
     for name in ("net1", "net.2", "x-3"):
         ipam = {"type": "cnipam", "subnet": f"10.{len(name)}.{name[-1]}.0/24", "dataDir": str(data_dir)}
         assert run_plugin("ADD", config(ipam, name), {"CNI_CONTAINERID": "c1"}).code == 0
-    assert {path.name for path in data_dir.iterdir()} <= {"cnipam.db", "cnipam.db-shm", "cnipam.db-wal", "cnipam.db.lock"}
+    assert {path.name for path in data_dir.iterdir()} <= {
+        "cnipam.db",
+        "cnipam.db-shm",
+        "cnipam.db-wal",
+        "cnipam.db.lock",
+    }
 
 
 @pytest.mark.parametrize("key", ["resolvConf", "passwordFile", "tls.ca", "tls.cert"])
-def test_a_fifo_or_a_folder_named_by_the_config_is_refused_not_waited_on(run_plugin: RunPlugin, tmp_path: Path, key: str) -> None:
+def test_a_fifo_or_a_folder_named_by_the_config_is_refused_not_waited_on(
+    run_plugin: RunPlugin, tmp_path: Path, key: str
+) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     listener = socket.create_server(("127.0.0.1", 0))  # TLS files are read once a TCP connection stands
@@ -100,7 +115,10 @@ def test_a_fifo_or_a_folder_named_by_the_config_is_refused_not_waited_on(run_plu
         elif key == "passwordFile":
             ipam["store"] = {**etcd, "username": "u", key: str(target)}
         else:
-            ipam["store"] = {**etcd, "tls": {"ca": str(target)} if key == "tls.ca" else {"cert": str(target), "key": str(target)}}
+            ipam["store"] = {
+                **etcd,
+                "tls": {"ca": str(target)} if key == "tls.ca" else {"cert": str(target), "key": str(target)},
+            }
         started = time.monotonic()
         answer = run_plugin("ADD", config(ipam), {"CNI_CONTAINERID": "c1"})
         assert time.monotonic() - started < 10
@@ -148,7 +166,10 @@ def test_an_oversized_etcd_answer_is_refused_without_reading_it(answer: bytes) -
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        with pytest.raises(StoreIOError, match="malformed"), EtcdClient([f"http://127.0.0.1:{listener.getsockname()[1]}"], 3.0) as etcd:
+        with (
+            pytest.raises(StoreIOError, match="malformed"),
+            EtcdClient([f"http://127.0.0.1:{listener.getsockname()[1]}"], 3.0) as etcd,
+        ):
             etcd.range(b"k")
     finally:
         thread.join(5)
@@ -168,13 +189,21 @@ def test_a_wrong_password_is_named_without_the_password(run_plugin: RunPlugin, a
     wrong = PASSWORD + "-wrong"
     (tmp_path / "password").write_text(wrong + "\n")
     for credentials in ({"password": wrong}, {"passwordFile": str(tmp_path / "password")}):
-        store = {"type": "etcd", "endpoints": [auth_etcd], "username": "root", "lockDir": str(tmp_path / "l"), "allowInsecure": True}
+        store = {
+            "type": "etcd",
+            "endpoints": [auth_etcd],
+            "username": "root",
+            "lockDir": str(tmp_path / "l"),
+            "allowInsecure": True,
+        }
         store |= credentials
         answer = run_plugin("ADD", config({**V4, "store": store}), {"CNI_CONTAINERID": "c1"})
         assert (answer.code, answer.out["code"]) == (1, 5), answer.out
         assert "authentication" in answer.out["msg"] and "root" in answer.out["msg"]
         no_secret(json.dumps(answer.out) + answer.err, wrong, PASSWORD)
-        ctl = subprocess.run([installed("cnipamctl"), "--store", json.dumps(store), "leases"], capture_output=True, timeout=60)
+        ctl = subprocess.run(
+            [installed("cnipamctl"), "--store", json.dumps(store), "leases"], capture_output=True, timeout=60
+        )
         assert ctl.returncode == 1
         no_secret(ctl.stdout.decode() + ctl.stderr.decode(), wrong, PASSWORD)
 
@@ -184,10 +213,20 @@ def test_a_wrong_password_is_named_without_the_password(run_plugin: RunPlugin, a
     [f"http://127.0.0.1:{free_port()}", "http://root:Sup3rSecret@127.0.0.1:1", "https://127.0.0.1:1"],
     ids=["unreachable", "credentials-in-url", "tls-unreachable"],
 )
-def test_an_unreachable_etcd_with_credentials_configured_names_no_secret(run_plugin: RunPlugin, tmp_path: Path, endpoint: str) -> None:
-    store = {"type": "etcd", "endpoints": [endpoint], "username": "root", "password": "Sup3rSecret", "lockDir": str(tmp_path / "l")}
+def test_an_unreachable_etcd_with_credentials_configured_names_no_secret(
+    run_plugin: RunPlugin, tmp_path: Path, endpoint: str
+) -> None:
+    store = {
+        "type": "etcd",
+        "endpoints": [endpoint],
+        "username": "root",
+        "password": "Sup3rSecret",
+        "lockDir": str(tmp_path / "l"),
+    }
     store["allowInsecure"] = True  # else refused before any connection: test_plain_http_with_credentials_is_refused…
-    answer = run_plugin("ADD", config({**V4, "store": store}), {"CNI_CONTAINERID": "c1", "IPAM_DB_CONNECTION_TIMEOUT": "300ms"})
+    answer = run_plugin(
+        "ADD", config({**V4, "store": store}), {"CNI_CONTAINERID": "c1", "IPAM_DB_CONNECTION_TIMEOUT": "300ms"}
+    )
     assert answer.code == 1 and answer.out["code"] in (7, 11), answer.out
     no_secret(json.dumps(answer.out) + answer.err, "Sup3rSecret")
     env = {"CNIPAM_STORE": json.dumps(store), "IPAM_DB_CONNECTION_TIMEOUT": "300ms", "PATH": "/usr/bin:/bin"}
@@ -197,24 +236,44 @@ def test_an_unreachable_etcd_with_credentials_configured_names_no_secret(run_plu
 
 
 @pytest.mark.parametrize("credentials", [{"password": "Sup3rSecret"}, {"passwordFile": "/nonexistent"}])
-def test_plain_http_with_credentials_is_refused_unless_allowed(run_plugin: RunPlugin, tmp_path: Path, credentials: dict[str, str]) -> None:
+def test_plain_http_with_credentials_is_refused_unless_allowed(
+    run_plugin: RunPlugin, tmp_path: Path, credentials: dict[str, str]
+) -> None:
     """A password sent to an http:// endpoint crosses the network in clear, and so does the
     token etcd hands back for it: refused (code 7) before anything is read or dialled,
     saying why and what to do; `allowInsecure` is the operator's explicit choice."""
     port = free_port()
-    store = {"type": "etcd", "endpoints": [f"https://127.0.0.1:{port}", f"http://127.0.0.1:{port}"], "username": "root", **credentials}
+    store = {
+        "type": "etcd",
+        "endpoints": [f"https://127.0.0.1:{port}", f"http://127.0.0.1:{port}"],
+        "username": "root",
+        **credentials,
+    }
     answer = run_plugin("ADD", config({**V4, "store": store}), {"CNI_CONTAINERID": "c1"})
     assert (answer.code, answer.out["code"]) == (1, 7), answer.out
     assert "clear text" in answer.out["msg"] and "allowInsecure" in answer.out["msg"], answer.out
     assert f"http://127.0.0.1:{port}" in answer.out["msg"]
     no_secret(json.dumps(answer.out), "Sup3rSecret")
     allowed = {**store, "allowInsecure": True, "lockDir": str(tmp_path / "l")}
-    answer = run_plugin("ADD", config({**V4, "store": allowed}), {"CNI_CONTAINERID": "c1", "IPAM_DB_CONNECTION_TIMEOUT": "300ms"})
+    answer = run_plugin(
+        "ADD", config({**V4, "store": allowed}), {"CNI_CONTAINERID": "c1", "IPAM_DB_CONNECTION_TIMEOUT": "300ms"}
+    )
     assert answer.out["code"] != 7, answer.out  # past the settings: it now fails on the dead port or the missing file
-    without = {"type": "etcd", "endpoints": [f"http://127.0.0.1:{port}"], "lockDir": str(tmp_path / "l")}  # no secret to leak
-    answer = run_plugin("ADD", config({**V4, "store": without}), {"CNI_CONTAINERID": "c1", "IPAM_DB_CONNECTION_TIMEOUT": "300ms"})
+    without = {
+        "type": "etcd",
+        "endpoints": [f"http://127.0.0.1:{port}"],
+        "lockDir": str(tmp_path / "l"),
+    }  # no secret to leak
+    answer = run_plugin(
+        "ADD", config({**V4, "store": without}), {"CNI_CONTAINERID": "c1", "IPAM_DB_CONNECTION_TIMEOUT": "300ms"}
+    )
     assert answer.out["code"] == 11, answer.out
-    assert run_plugin("ADD", config({**V4, "store": {**allowed, "allowInsecure": "yes"}}), {"CNI_CONTAINERID": "c1"}).out["code"] == 7
+    assert (
+        run_plugin("ADD", config({**V4, "store": {**allowed, "allowInsecure": "yes"}}), {"CNI_CONTAINERID": "c1"}).out[
+            "code"
+        ]
+        == 7
+    )
 
 
 @pytest.mark.parametrize("endpoint", ["http://a b:2379", "http://h\r\nX-Injected: 1:2379", "http://h\t:1"])

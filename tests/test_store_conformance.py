@@ -95,7 +95,9 @@ def test_dual_stack_is_all_or_nothing(store: Store) -> None:
 
 
 def test_requested_addresses(store: Store) -> None:
-    assert ips(store.allocate(attachment("a"), pools(ipv4_subnet="10.0.0.0/29", ipv4_address="10.0.0.5/29"))) == ["10.0.0.5"]
+    assert ips(store.allocate(attachment("a"), pools(ipv4_subnet="10.0.0.0/29", ipv4_address="10.0.0.5/29"))) == [
+        "10.0.0.5"
+    ]
     with pytest.raises(AddressConflict, match="10.0.0.5 is already leased to container 'a'"):
         store.allocate(attachment("b"), pools(ipv4_subnet="10.0.0.0/29", ipv4_address="10.0.0.5/29"))
     other_gateway = pools(ipv4_subnet="10.0.0.0/29", ipv4_gateway="10.0.0.6", ipv4_address="10.0.0.1/29")
@@ -119,7 +121,12 @@ def test_lookup_and_leases_by_network(store: Store) -> None:
     store.allocate(attachment("a", "n1"), V4)
     store.allocate(attachment("b", "n2"), V4)
     found = store.lookup(*parse_ip("10.0.0.3"))
-    assert found is not None and (found.container_id, found.network, found.ifname, found.slot) == ("b", "n2", "eth0", "4")
+    assert found is not None and (found.container_id, found.network, found.ifname, found.slot) == (
+        "b",
+        "n2",
+        "eth0",
+        "4",
+    )
     assert store.lookup(*parse_ip("10.0.0.6")) is None
     assert ips(store.leases("n1")) == ["10.0.0.1", "10.0.0.2"]
 
@@ -151,7 +158,9 @@ def test_large_subnets_allocate_from_the_start(store: Store) -> None:
 
 def test_import_keeps_positions_and_refuses_conflicts_whole(store: Store) -> None:
     spec = V4[0]
-    imported = [Lease(4, parse_ip(f"10.0.0.{n}")[1], LEASE, spec.key, "4", f"id:t{n}", "net", "", "", 1.0) for n in (2, 3)]
+    imported = [
+        Lease(4, parse_ip(f"10.0.0.{n}")[1], LEASE, spec.key, "4", f"id:t{n}", "net", "", "", 1.0) for n in (2, 3)
+    ]
     assert store.import_leases(imported, {spec.key: Cursor(*parse_ip("10.0.0.3"), True)}) == 2
     assert store.cursors() == {spec.key: Cursor(*parse_ip("10.0.0.3"), True)}
     assert ips(store.allocate(attachment("a"), V4)) == ["10.0.0.4"]
@@ -207,7 +216,9 @@ def test_a_gateway_is_freed_only_by_name_and_only_once_unused(store: Store) -> N
 # -- Docker pools (schema version 2) ----------------------------------------------------
 
 
-def _claim(network: str | None = None, prefix: int = 24, main: str | None = "198.18.0.0/23", sub: str | None = None) -> object:
+def _claim(
+    network: str | None = None, prefix: int = 24, main: str | None = "198.18.0.0/23", sub: str | None = None
+) -> object:
     from cnipam.core.addresses import parse_cidr
     from cnipam.core.docker_pools import PoolClaim
 
@@ -245,7 +256,9 @@ def test_docker_addresses_are_lowest_free_leases_released_with_their_pool(store:
     assert store.release_docker_address(pool.id, 4, parse_ip("10.5.0.1")[1]) is not None
     assert store.release_docker_address(pool.id, 4, parse_ip("10.5.0.1")[1]) is None
     assert store.request_docker_address(pool.id, None).ip == "10.5.0.1"  # lowest free, not round-robin
-    cni = store.allocate(attachment("a"), pools(ipv4_subnet="10.5.0.0/29", ipv4_gateway="10.5.0.6"))  # shares the subnet only
+    cni = store.allocate(
+        attachment("a"), pools(ipv4_subnet="10.5.0.0/29", ipv4_gateway="10.5.0.6")
+    )  # shares the subnet only
     assert ips(cni) == ["10.5.0.3"]
     assert store.release_docker_address(pool.id, 4, parse_ip("10.5.0.3")[1]) is None  # not the pool's lease
     leases = [lease for lease in store.leases() if lease.network == pool.lease_network]
@@ -290,7 +303,9 @@ def test_imported_docker_pools_keep_their_ids_and_serve_like_claimed_ones(store:
     v6, v6_leases = _imported("a8Fz0qLmN3xY7bWc", "2001:db8::/64", "2001:db8::1")
     assert store.import_docker_pools([v4, v6], v4_leases + v6_leases) == 2  # type: ignore[list-item]
     assert [pool.id for pool in store.docker_pools()] == ["R0KGSOeJ4n3thSpz", "a8Fz0qLmN3xY7bWc"]
-    assert store.request_docker_address("R0KGSOeJ4n3thSpz", None).ip == "198.18.0.2"  # lowest free, around the imported ones
+    assert (
+        store.request_docker_address("R0KGSOeJ4n3thSpz", None).ip == "198.18.0.2"
+    )  # lowest free, around the imported ones
     with pytest.raises(AddressConflict):
         store.request_docker_address("R0KGSOeJ4n3thSpz", parse_ip("198.18.0.3")[1])
     assert store.release_docker_address("R0KGSOeJ4n3thSpz", 4, parse_ip("198.18.0.3")[1]) is not None
@@ -314,11 +329,31 @@ def test_docker_import_refuses_whole_and_names_the_clash(store: Store) -> None:
     cases: list[tuple[list[object], list[Lease], type[Exception], str]] = [
         ([_imported(existing.id, "198.18.9.0/24")[0]], [], AddressConflict, existing.id),  # the id exists
         ([_imported("x", "198.18.0.128/25")[0]], [], AddressConflict, "198.18.0.0/24"),  # overlaps a pool
-        ([_imported("x", "198.18.6.0/24")[0], _imported("y", "198.18.6.0/23")[0]], [], AddressConflict, "198.18.6.0/24"),
-        ([_imported("x", "198.18.7.0/24")[0], _imported("x", "198.18.8.0/24")[0]], [], AddressConflict, "'x'"),  # id twice
+        (
+            [_imported("x", "198.18.6.0/24")[0], _imported("y", "198.18.6.0/23")[0]],
+            [],
+            AddressConflict,
+            "198.18.6.0/24",
+        ),
+        (
+            [_imported("x", "198.18.7.0/24")[0], _imported("x", "198.18.8.0/24")[0]],
+            [],
+            AddressConflict,
+            "'x'",
+        ),  # id twice
         ([_imported("x", "10.9.0.0/24")[0]], _imported("x", "10.9.0.0/24", taken)[1], AddressConflict, taken),  # taken
-        ([], _imported("nowhere", "198.18.3.0/24", "198.18.3.1")[1], InvalidConfig, "198.18.3.1"),  # lease of no imported pool
-        ([_imported("x", "198.18.4.0/24")[0]], _imported("x", "198.18.4.0/24", "198.18.4.255")[1], InvalidConfig, "198.18.4.255"),
+        (
+            [],
+            _imported("nowhere", "198.18.3.0/24", "198.18.3.1")[1],
+            InvalidConfig,
+            "198.18.3.1",
+        ),  # lease of no imported pool
+        (
+            [_imported("x", "198.18.4.0/24")[0]],
+            _imported("x", "198.18.4.0/24", "198.18.4.255")[1],
+            InvalidConfig,
+            "198.18.4.255",
+        ),
     ]
     before = (store.docker_pools(), store.leases())
     for pools_in, leases_in, error, named in cases:

@@ -11,7 +11,15 @@ import os
 import socket
 import time
 
-from ..agent_protocol import MAX_REQUEST, Declined, FrameReader, ProtocolError, decode_request, encode_answer, encode_decline
+from ..agent_protocol import (
+    MAX_REQUEST,
+    Declined,
+    FrameReader,
+    ProtocolError,
+    decode_request,
+    encode_answer,
+    encode_decline,
+)
 from ..plugin import run
 from ..service import log
 

@@ -19,7 +19,16 @@ from ..core.record import Record
 # asm-generic/socket.h, which these architectures use. Elsewhere a caller's supplementary
 # groups are not known, so only its primary group counts (it can then do less, never more).
 _PEERGROUPS = getattr(socket, "SO_PEERGROUPS", None)
-if _PEERGROUPS is None and platform.machine() in ("x86_64", "aarch64", "i686", "i386", "riscv64", "ppc64le", "s390x", "armv7l"):
+if _PEERGROUPS is None and platform.machine() in (
+    "x86_64",
+    "aarch64",
+    "i686",
+    "i386",
+    "riscv64",
+    "ppc64le",
+    "s390x",
+    "armv7l",
+):
     _PEERGROUPS = 59
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 _MAX_GROUPS = 65536  # NGROUPS_MAX

@@ -169,7 +169,10 @@ def claim_socket(path: str, group: int | None) -> int:
     if group is not None:
         info = os.stat(folder)
         if not (info.st_mode & 0o001 or (info.st_gid == group and info.st_mode & 0o010)):
-            log("notice", message=f"members of group {group} cannot reach {folder} (mode {info.st_mode & 0o7777:o}, group {info.st_gid})")
+            log(
+                "notice",
+                message=f"members of group {group} cannot reach {folder} (mode {info.st_mode & 0o7777:o}, group {info.st_gid})",
+            )
     lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -240,7 +243,9 @@ def serve(settings: AgentSettings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     reconciler = None
     if settings.reconcile_interval is not None:
-        reconciler = threading.Thread(target=agent.reconcile_forever, args=(settings.reconcile_interval,), name="reconciler")
+        reconciler = threading.Thread(
+            target=agent.reconcile_forever, args=(settings.reconcile_interval,), name="reconciler"
+        )
         reconciler.start()
     log(
         "listening",

@@ -46,8 +46,12 @@ class AgentSettings(Record):
         self.reconcile_grace = reconcile_grace
         self.cache_dir = cache_dir
         self.stores = stores  # store files to hold (and reconcile) from the start
-        self.allow_group = allow_group  # gid whose members' calls are answered with their own credentials; None: root only
-        self.max_calls = max_calls  # calls answered at once (and again as many for other users' children); more are declined
+        self.allow_group = (
+            allow_group  # gid whose members' calls are answered with their own credentials; None: root only
+        )
+        self.max_calls = (
+            max_calls  # calls answered at once (and again as many for other users' children); more are declined
+        )
         self.max_stores = max_stores  # stores held open at once
         self.request_timeout = request_timeout  # the whole request must arrive within this, however it trickles
         self.store_idle = store_idle  # a store unused this long is closed
@@ -95,7 +99,9 @@ def load(argv: list[str], env: dict[str, str]) -> AgentSettings:
     )
     default_socket = env.get(SOCKET_VARIABLE.decode()) or DEFAULT_SOCKET.decode()
     parser.add_argument(
-        "--socket", default=default_socket, help=f"UNIX socket to listen on (default: ${SOCKET_VARIABLE.decode()} or %(default)s)"
+        "--socket",
+        default=default_socket,
+        help=f"UNIX socket to listen on (default: ${SOCKET_VARIABLE.decode()} or %(default)s)",
     )
     parser.add_argument(
         "--reconcile-interval",
@@ -111,7 +117,9 @@ def load(argv: list[str], env: dict[str, str]) -> AgentSettings:
         metavar="DURATION",
         help="leave leases younger than this alone (default: 10m): a runtime writes its cache entry after the ADD",
     )
-    parser.add_argument("--cni-cache-dir", default=DEFAULT_CACHE_DIR, metavar="DIR", help="libcni's cache folder (default: %(default)s)")
+    parser.add_argument(
+        "--cni-cache-dir", default=DEFAULT_CACHE_DIR, metavar="DIR", help="libcni's cache folder (default: %(default)s)"
+    )
     parser.add_argument(
         "--db",
         action="append",

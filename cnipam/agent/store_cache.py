@@ -72,7 +72,10 @@ class HeldStore:
 
 class StoreCache:
     def __init__(
-        self, connect: Callable[[Hashable], Store], identity: Callable[[object], Identity] = file_identity, limit: int = 64
+        self,
+        connect: Callable[[Hashable], Store],
+        identity: Callable[[object], Identity] = file_identity,
+        limit: int = 64,
     ) -> None:
         self._connect = connect
         self._identity = identity
@@ -125,7 +128,11 @@ class StoreCache:
             if entry is not None:
                 return entry
             full = len(self._held) >= self._limit
-            idle = sorted((e for key, e in self._held.items() if key not in self._pinned), key=lambda e: e.used) if full else []
+            idle = (
+                sorted((e for key, e in self._held.items() if key not in self._pinned), key=lambda e: e.used)
+                if full
+                else []
+            )
         for candidate in idle:  # make room: the least recently used store nobody is using
             if self._forget(candidate):
                 break

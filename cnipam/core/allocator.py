@@ -55,7 +55,9 @@ def reuse_existing(owner: Owner, spec: PoolSpec, held: list[Lease]) -> Lease | N
     return lease
 
 
-def gateway_reservations(spec: PoolSpec, network: str, now: float, lookup: Callable[[int, int], Lease | None]) -> list[Lease]:
+def gateway_reservations(
+    spec: PoolSpec, network: str, now: float, lookup: Callable[[int, int], Lease | None]
+) -> list[Lease]:
     """The gateway reservations a pool still needs recorded (`lookup`: the lease of an
     address as the transaction sees it). A gateway already reserved needs nothing; one
     leased to an owner is refused, since its container would answer for the subnet."""
@@ -68,7 +70,9 @@ def gateway_reservations(spec: PoolSpec, network: str, now: float, lookup: Calla
         if found is None:
             needed.append(Lease(spec.family, gateway, GATEWAY, spec.key, GATEWAY, None, network, "", "", now))
         elif found.kind != GATEWAY:
-            raise AddressConflict(f"gateway {found.ip} of {address_range.network} is already leased to {found.describe_holder()}")
+            raise AddressConflict(
+                f"gateway {found.ip} of {address_range.network} is already leased to {found.describe_holder()}"
+            )
     return needed
 
 

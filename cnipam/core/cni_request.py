@@ -18,7 +18,15 @@ class Request(Record):
     __slots__ = ("command", "container_id", "ifname", "netns", "args", "config", "version", "network")
 
     def __init__(
-        self, command: str, container_id: str, ifname: str, netns: str, args: str, config: dict[str, object], version: str, network: str
+        self,
+        command: str,
+        container_id: str,
+        ifname: str,
+        netns: str,
+        args: str,
+        config: dict[str, object],
+        version: str,
+        network: str,
     ) -> None:
         self.command = command
         self.container_id = container_id
@@ -46,7 +54,9 @@ def parse_request(command: str, env: dict[str, str], body: bytes) -> Request:
         raise InvalidEnvironment(f"unknown CNI_COMMAND: {command}")
     container_id = env.get("CNI_CONTAINERID", "")
     if container_id and not is_valid_name(container_id):
-        raise InvalidEnvironment(f"CNI_CONTAINERID={container_id!r} is invalid (expected letters, digits, '_', '.', '-')")
+        raise InvalidEnvironment(
+            f"CNI_CONTAINERID={container_id!r} is invalid (expected letters, digits, '_', '.', '-')"
+        )
     ifname = env.get("CNI_IFNAME", "")
     if command in ("ADD", "DEL", "CHECK") and not ifname:
         raise InvalidEnvironment("CNI_IFNAME env variable missing")
@@ -59,4 +69,6 @@ def parse_request(command: str, env: dict[str, str], body: bytes) -> Request:
     network = config.get("name", "")
     if not isinstance(network, str) or (network and not is_valid_name(network)):
         raise InvalidConfig(f"name: {network!r} is not a valid network name (letters, digits, '_', '.', '-')")
-    return Request(command, container_id, ifname, env.get("CNI_NETNS", ""), env.get("CNI_ARGS", ""), config, version, network)
+    return Request(
+        command, container_id, ifname, env.get("CNI_NETNS", ""), env.get("CNI_ARGS", ""), config, version, network
+    )

@@ -18,7 +18,11 @@ if TYPE_CHECKING:
 
 
 def encode_result(
-    version: str, pools: tuple[PoolSpec, ...], leases: list[Lease], routes: tuple[dict[str, object], ...], dns: dict[str, object]
+    version: str,
+    pools: tuple[PoolSpec, ...],
+    leases: list[Lease],
+    routes: tuple[dict[str, object], ...],
+    dns: dict[str, object],
 ) -> dict[str, object]:
     ips = []
     for spec, lease in zip(pools, leases, strict=True):
@@ -40,7 +44,10 @@ def encode_result(
 
 
 def _legacy(
-    version: str, ips: list[tuple[int, dict[str, object]]], routes: tuple[dict[str, object], ...], dns: dict[str, object]
+    version: str,
+    ips: list[tuple[int, dict[str, object]]],
+    routes: tuple[dict[str, object], ...],
+    dns: dict[str, object],
 ) -> dict[str, object]:
     """0.1.0/0.2.0: at most one address per family; routes go with the family of their dst."""
     result: dict[str, object] = {"cniVersion": version}

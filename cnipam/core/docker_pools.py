@@ -62,7 +62,9 @@ class DockerPool(Record):
 
     __slots__ = ("id", "address_space", "network", "sub_pool", "options", "created")
 
-    def __init__(self, id: str, address_space: str, network: Network, sub_pool: Network | None, options: str, created: float) -> None:
+    def __init__(
+        self, id: str, address_space: str, network: Network, sub_pool: Network | None, options: str, created: float
+    ) -> None:
         self.id = id
         self.address_space = address_space
         self.network = network
@@ -137,7 +139,9 @@ def pool_region(claim: PoolClaim) -> Network:
     if claim.network is not None:
         return claim.network
     if claim.main is None:
-        raise InvalidConfig(f"no IPv{claim.family} main pool is configured for dynamic pools; give --subnet or configure one")
+        raise InvalidConfig(
+            f"no IPv{claim.family} main pool is configured for dynamic pools; give --subnet or configure one"
+        )
     return claim.main
 
 
@@ -160,7 +164,14 @@ def place_pool(claim: PoolClaim, in_use: Iterable[DockerPool], serial: int, crea
         network = lowest_free_block(region, claim.prefix, taken)
         if network is None:
             raise PoolExhausted(f"no free /{claim.prefix} block left in main pool {region}")
-    return DockerPool(pool_id(claim.address_space, network, serial), claim.address_space, network, claim.sub_pool, claim.options, created)
+    return DockerPool(
+        pool_id(claim.address_space, network, serial),
+        claim.address_space,
+        network,
+        claim.sub_pool,
+        claim.options,
+        created,
+    )
 
 
 def import_verdict(

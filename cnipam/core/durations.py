@@ -30,6 +30,8 @@ def parse_go_duration(text: str) -> float:
             unit_end += 1
         unit, rest = rest[:unit_end], rest[unit_end:]
         if unit not in _UNITS:
-            raise ValueError(f"invalid duration {text!r}: unknown unit {unit!r}" if unit else f"missing unit in duration {text!r}")
+            raise ValueError(
+                f"invalid duration {text!r}: unknown unit {unit!r}" if unit else f"missing unit in duration {text!r}"
+            )
         total += float(number) * _UNITS[unit]
     return sign * total

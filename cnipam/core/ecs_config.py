@@ -57,7 +57,9 @@ def _parse_family(ipam: dict[str, object], family: int) -> PoolSpec:
         address, address_net = parse_cidr(ipam[prefix + "address"], what)
         _address_in(network, first, last, format_ip(address_net.family, address), what, address_net.family)
         if address_net.prefix != network.prefix:
-            raise InvalidConfig(f"{what}: prefix length /{address_net.prefix} differs from the subnet's /{network.prefix}")
+            raise InvalidConfig(
+                f"{what}: prefix length /{address_net.prefix} differs from the subnet's /{network.prefix}"
+            )
         if address == gateway:
             raise InvalidConfig(f"{what}: {format_ip(family, address)} is the gateway")
         requested = address

@@ -16,7 +16,16 @@ from .addresses import BITS, format_ip, parse_cidr, parse_ip
 from .cni_args import parse_cni_args
 from .cni_version import parse as parse_version
 from .errors import InvalidConfig
-from .ipam_config import HOST_LOCAL, AddressRange, IPAMConfig, PoolSpec, default_bounds, optional_text, parse_routes, pool_key
+from .ipam_config import (
+    HOST_LOCAL,
+    AddressRange,
+    IPAMConfig,
+    PoolSpec,
+    default_bounds,
+    optional_text,
+    parse_routes,
+    pool_key,
+)
 
 
 def parse_host_local(ipam: dict[str, object], config: dict[str, object], cni_args: str) -> IPAMConfig:
@@ -29,7 +38,9 @@ def parse_host_local(ipam: dict[str, object], config: dict[str, object], cni_arg
     if parse_version(version if isinstance(version, str) else "") < (0, 3, 0):
         for family in (4, 6):
             if sum(1 for one in sets if one[0].network.family == family) > 1:
-                raise InvalidConfig(f"cniVersion {version} allows one IPv{family} range set; use 0.3.0 or later for more")
+                raise InvalidConfig(
+                    f"cniVersion {version} allows one IPv{family} range set; use 0.3.0 or later for more"
+                )
     requested = _requested(config, cni_args)
     pools = []
     for ranges in sets:
@@ -115,7 +126,9 @@ def _range(raw: object, where: str) -> AddressRange:
         else:
             last = address
     if first > last:
-        raise InvalidConfig(f"{where}: rangeStart {format_ip(network.family, first)} is after rangeEnd {format_ip(network.family, last)}")
+        raise InvalidConfig(
+            f"{where}: rangeStart {format_ip(network.family, first)} is after rangeEnd {format_ip(network.family, last)}"
+        )
     return AddressRange(network, first, last, gateway)
 
 
@@ -156,7 +169,9 @@ def _take_requested(ranges: tuple[AddressRange, ...], requested: list[tuple[int,
         for address_range in ranges:
             if family == address_range.network.family and address_range.first <= address <= address_range.last:
                 if address == address_range.gateway:
-                    raise InvalidConfig(f"requested address {format_ip(family, address)} is the gateway of {address_range.network}")
+                    raise InvalidConfig(
+                        f"requested address {format_ip(family, address)} is the gateway of {address_range.network}"
+                    )
                 requested.remove((family, address))
                 return address
     return None

@@ -21,9 +21,13 @@ def parse_ipam(config: dict[str, object], cni_args: str = "") -> IPAMConfig:
         raise InvalidConfig("'ipam' field missing or not an object in the network configuration")
     runtime = config.get("runtimeConfig")
     ecs = any(key in ipam for key in ECS_KEYS)
-    host_local = any(key in ipam for key in HOST_LOCAL_KEYS) or (isinstance(runtime, dict) and runtime.get("ipRanges") is not None)
+    host_local = any(key in ipam for key in HOST_LOCAL_KEYS) or (
+        isinstance(runtime, dict) and runtime.get("ipRanges") is not None
+    )
     if ecs and host_local:
-        raise InvalidConfig("ipam: mixes the ecs keys (ipv4-subnet, ipv6-subnet) with host-local's (subnet, ranges); use one")
+        raise InvalidConfig(
+            "ipam: mixes the ecs keys (ipv4-subnet, ipv6-subnet) with host-local's (subnet, ranges); use one"
+        )
     if ecs:
         from .ecs_config import parse_ecs
 

@@ -21,7 +21,9 @@ from .session import Session
 
 
 @click.command()
-@click.option("--valid", "valid_path", metavar="FILE", required=True, help='JSON list of {"containerID", "ifname"} still in use')
+@click.option(
+    "--valid", "valid_path", metavar="FILE", required=True, help='JSON list of {"containerID", "ifname"} still in use'
+)
 @click.option("--network", required=True, help="the network whose leases are collected")
 @click.option("--apply", is_flag=True, help="release them (default: only list what would be released)")
 @json_option
@@ -52,7 +54,10 @@ def garbage(leases: list[Lease], network: str, valid: set[tuple[str, str]]) -> l
     return [
         lease
         for lease in leases
-        if lease.network == network and lease.kind == LEASE and lease.container_id and (lease.container_id, lease.ifname) not in valid
+        if lease.network == network
+        and lease.kind == LEASE
+        and lease.container_id
+        and (lease.container_id, lease.ifname) not in valid
     ]
 
 
@@ -62,7 +67,9 @@ def read_valid_attachments(path: str) -> set[tuple[str, str]]:
         raise BadInput(f'valid list {path}: expected a JSON list of {{"containerID": string, "ifname": string}}')
     valid = set()
     for index, item in enumerate(listed):
-        if not (isinstance(item, dict) and isinstance(item.get("containerID"), str) and isinstance(item.get("ifname"), str)):
+        if not (
+            isinstance(item, dict) and isinstance(item.get("containerID"), str) and isinstance(item.get("ifname"), str)
+        ):
             raise BadInput(f'valid list {path}[{index}]: expected {{"containerID": string, "ifname": string}}')
         valid.add((item["containerID"], item["ifname"]))
     return valid

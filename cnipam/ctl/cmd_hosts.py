@@ -48,7 +48,12 @@ def list_hosts(session: Session, as_json: bool) -> None:
         return
     table = Listing("host", "last write", "blocks", "leases", wide=("host",), right=("blocks", "leases"))
     for record in found:
-        table.add(record.host, age(record.seen, now) + " ago" if record.seen else "never", str(record.blocks), str(record.leases))
+        table.add(
+            record.host,
+            age(record.seen, now) + " ago" if record.seen else "never",
+            str(record.blocks),
+            str(record.leases),
+        )
     table.print()
 
 
@@ -72,7 +77,9 @@ def blocks(session: Session, only: str | None, as_json: bool) -> None:
 
 @hosts.command()
 @click.argument("host")
-@click.option("--grace", default="1h", show_default=True, metavar="DURATION", help="refuse if HOST wrote more recently than this")
+@click.option(
+    "--grace", default="1h", show_default=True, metavar="DURATION", help="refuse if HOST wrote more recently than this"
+)
 @click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
 @json_option
 @click.pass_obj
@@ -81,7 +88,9 @@ def release(session: Session, host: str, grace: str, yes: bool, as_json: bool) -
     try:
         seconds = parse_go_duration(grace)
     except ValueError as exc:
-        raise click.BadParameter(f"{grace!r} is not a duration such as 10m or 1h ({exc})", param_hint="--grace") from None
+        raise click.BadParameter(
+            f"{grace!r} is not a duration such as 10m or 1h ({exc})", param_hint="--grace"
+        ) from None
     if not yes and not sys.stdin.isatty():
         raise CtlError(f"releasing host {host!r} needs confirmation, but stdin is not a terminal: pass --yes")
     with _cluster(session) as store:
@@ -108,5 +117,7 @@ class _cluster:
             raise CtlError("hosts and blocks exist only in a cluster store: select etcd with --store or CNIPAM_STORE")
         return store
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         self.context.__exit__(kind, error, trace)

@@ -29,7 +29,9 @@ from .targets import select
 @json_option
 @db_option
 @click.pass_obj
-def leases(session: Session, network: str | None, subnet: str | None, owner: str | None, container: str | None, as_json: bool) -> None:
+def leases(
+    session: Session, network: str | None, subnet: str | None, owner: str | None, container: str | None, as_json: bool
+) -> None:
     """List leases and gateway reservations.
 
     In address order, IPv4 first; the filters combine."""

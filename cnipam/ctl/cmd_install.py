@@ -44,7 +44,9 @@ def launchers() -> dict[str, str]:
                 found[file.name] = path
     missing = [name for name in PLUGINS if name not in found]
     if missing:
-        raise CtlError(f"this installation has no executable {' or '.join(missing)} launcher: reinstall cnipam with pip")
+        raise CtlError(
+            f"this installation has no executable {' or '.join(missing)} launcher: reinstall cnipam with pip"
+        )
     return found
 
 
@@ -85,7 +87,13 @@ def _link(link: str, target: str) -> None:
 
 @click.command("install-plugin")
 @click.argument("names", nargs=-1, type=click.Choice(PLUGINS))
-@click.option("--bin-dir", default=DEFAULT_BIN_DIR, show_default=True, metavar="DIR", help="the CNI bin folder (a runtime's CNI_PATH)")
+@click.option(
+    "--bin-dir",
+    default=DEFAULT_BIN_DIR,
+    show_default=True,
+    metavar="DIR",
+    help="the CNI bin folder (a runtime's CNI_PATH)",
+)
 @click.option("--force", is_flag=True, help="replace a file of the same name that is not a link to this installation")
 def install_plugin(names: tuple[str, ...], bin_dir: str, force: bool) -> None:
     """Link this installation's plugin executables into a CNI bin folder.
@@ -96,7 +104,9 @@ def install_plugin(names: tuple[str, ...], bin_dir: str, force: bool) -> None:
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise CtlError(f"{folder} is not a folder")
     chosen = [name for name in PLUGINS if name in (names or PLUGINS)]
-    plans = {name: _plan(os.path.join(folder, name), targets[name], force) for name in chosen}  # every check before any change
+    plans = {
+        name: _plan(os.path.join(folder, name), targets[name], force) for name in chosen
+    }  # every check before any change
     try:
         os.makedirs(folder, mode=0o755, exist_ok=True)
     except OSError as err:

@@ -44,7 +44,9 @@ def migration_options(command: F) -> F:
     """A CNI network's migration: the config it is served with, then import_options."""
     command = import_options(command)
     command = click.option("--network", help="the network name leases record (default: the config's name)")(command)
-    return click.option("--config", "config_path", metavar="CONF", required=True, help="the network config (or conflist) to serve")(command)
+    return click.option(
+        "--config", "config_path", metavar="CONF", required=True, help="the network config (or conflist) to serve"
+    )(command)
 
 
 @click.group()

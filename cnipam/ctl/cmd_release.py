@@ -44,9 +44,15 @@ def release(session: Session, target: str, yes: bool, gateway: bool, as_json: bo
         count = f"{len(selection.leases)} lease{'s' if len(selection.leases) != 1 else ''}"
         if not yes:
             if not sys.stdin.isatty():
-                raise CtlError(f"releasing {count} of {selection.what} needs confirmation, but stdin is not a terminal: pass --yes")
+                raise CtlError(
+                    f"releasing {count} of {selection.what} needs confirmation, but stdin is not a terminal: pass --yes"
+                )
             print_lines(
-                [f"  {lease.ip}  {lease.describe_holder()}  network {lease.network or '-'}" for lease in selection.leases], err=True
+                [
+                    f"  {lease.ip}  {lease.describe_holder()}  network {lease.network or '-'}"
+                    for lease in selection.leases
+                ],
+                err=True,
             )
             click.confirm(f"Release {count} of {selection.what}?", abort=True, err=True)
         if gateway:

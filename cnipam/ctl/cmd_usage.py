@@ -19,7 +19,12 @@ BAR_WIDTH = 20
 
 
 @click.command()
-@click.option("--config", "config_path", metavar="FILE", help="also list this network config's pools (and use its ipam.dataDir store)")
+@click.option(
+    "--config",
+    "config_path",
+    metavar="FILE",
+    help="also list this network config's pools (and use its ipam.dataDir store)",
+)
 @json_option
 @db_option
 @click.pass_obj
@@ -40,10 +45,26 @@ def usage(session: Session, config_path: str | None, as_json: bool) -> None:
         click.echo("no pools: the store holds no lease yet (--config lists a network's pools)", err=True)
         return
     table = Listing(
-        "pool", "size", "reserved", "used", "free", "percent", "", wide=("pool",), right=("size", "reserved", "used", "free", "percent")
+        "pool",
+        "size",
+        "reserved",
+        "used",
+        "free",
+        "percent",
+        "",
+        wide=("pool",),
+        right=("size", "reserved", "used", "free", "percent"),
     )
     for item in usages:
-        table.add(item.pool, count(item.size), count(item.reserved), count(item.used), count(item.free), f"{item.percent:.1f}%", bar(item))
+        table.add(
+            item.pool,
+            count(item.size),
+            count(item.reserved),
+            count(item.used),
+            count(item.free),
+            f"{item.percent:.1f}%",
+            bar(item),
+        )
     table.print()
 
 

@@ -61,12 +61,25 @@ def lease_from_json(item: object, where: str) -> Lease:
     if isinstance(created, bool) or not isinstance(created, (int, float)):
         raise BadInput(f"{where}.created: expected a number (seconds since 1970), got {created!r}")
     return Lease(
-        family, address, kind, item["pool"], item["slot"], handle, item["network"], item["container_id"], item["ifname"], float(created)
+        family,
+        address,
+        kind,
+        item["pool"],
+        item["slot"],
+        handle,
+        item["network"],
+        item["container_id"],
+        item["ifname"],
+        float(created),
     )
 
 
 def cursor_to_json(cursor: Cursor) -> dict[str, object]:
-    return {"family": cursor.family, "address": format_ip(cursor.family, cursor.address), "moves_on_release": cursor.moves_on_release}
+    return {
+        "family": cursor.family,
+        "address": format_ip(cursor.family, cursor.address),
+        "moves_on_release": cursor.moves_on_release,
+    }
 
 
 def cursor_from_json(item: object, where: str) -> Cursor:

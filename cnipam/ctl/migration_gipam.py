@@ -99,7 +99,9 @@ def _verdict(
     def overlap(network: Network) -> DockerPool | None:
         return next((other for other in existing_pools if other.network.overlaps(network)), None)
 
-    return import_verdict(pools, leases, ids.__contains__, overlap, lambda family, address: by_address.get((family, address)))
+    return import_verdict(
+        pools, leases, ids.__contains__, overlap, lambda family, address: by_address.get((family, address))
+    )
 
 
 def _notes(path: str, planned: GipamPlan) -> list[str]:
@@ -109,8 +111,12 @@ def _notes(path: str, planned: GipamPlan) -> list[str]:
         "(socket /run/docker/plugins/gipam.sock)"
     )
     if planned.mains:
-        flags = " ".join(f"-v{family} {main.network} -v{family}ab {main.block}" for family, main in sorted(planned.mains.items()))
-        notes.append(f"gipam's main pools were: {flags}; give cnipam-docker the same flags to keep cutting blocks from them")
+        flags = " ".join(
+            f"-v{family} {main.network} -v{family}ab {main.block}" for family, main in sorted(planned.mains.items())
+        )
+        notes.append(
+            f"gipam's main pools were: {flags}; give cnipam-docker the same flags to keep cutting blocks from them"
+        )
     if planned.released_blocks:
         notes.append(
             f"{len(planned.released_blocks)} released block(s) not imported (dockerd no longer refers to them): "

@@ -96,7 +96,9 @@ class Report(MigrationReport):
             "planned": len(self.leases),
             "imported": len(self.leases) if self.imported else 0,
             "pools": self.per_pool(),
-            "positions": {pool: format_ip(cursor.family, cursor.address) for pool, cursor in sorted(self.cursors.items())},
+            "positions": {
+                pool: format_ip(cursor.family, cursor.address) for pool, cursor in sorted(self.cursors.items())
+            },
         }
 
     def headline(self) -> str:

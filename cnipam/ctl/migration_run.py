@@ -21,12 +21,16 @@ from .progress import Phases
 from .session import Session, has_store
 
 
-def run_migration(session: Session, source: Source, config: NetworkConfig, dry_run: bool, skip_refused: bool, phases: Phases) -> Report:
+def run_migration(
+    session: Session, source: Source, config: NetworkConfig, dry_run: bool, skip_refused: bool, phases: Phases
+) -> Report:
     """Plan, check and (unless a dry run or refused) import; the report says which happened."""
     with phases.phase("planning"):
         planned = plan(source.found, source.positions, config.ipam, config.name, source.moves_on_release)
     settings = session.settings(config.ipam.data_dir)
-    report = Report(source_kind=source.kind, source=source.path, network=config.name, store=settings.name, dry_run=dry_run)
+    report = Report(
+        source_kind=source.kind, source=source.path, network=config.name, store=settings.name, dry_run=dry_run
+    )
     report.refused = source.refused + planned.refused
     report.notes = source.notes + planned.notes
     if session.db and config.ipam.data_dir:
@@ -58,7 +62,9 @@ def conclude(report: MigrationReport, as_json: bool) -> None:
         )
 
 
-def store_conflicts(existing: list[Lease], incoming: list[Lease]) -> tuple[list[Lease], list[tuple[str, str]], list[str]]:
+def store_conflicts(
+    existing: list[Lease], incoming: list[Lease]
+) -> tuple[list[Lease], list[tuple[str, str]], list[str]]:
     """Split the incoming rows: those the store accepts, those it would refuse (a taken
     address, an owner's slot already used) with why, and gateways it already reserves
     (the same reservation twice is no conflict: they are left out)."""

@@ -31,7 +31,9 @@ def load_network_config(path: str, network: str | None = None) -> NetworkConfig:
     candidates = [document]
     if isinstance(document.get("plugins"), list):
         shared = {key: document[key] for key in ("name", "cniVersion") if key in document}
-        candidates = [{**plugin, **shared} for plugin in document["plugins"] if isinstance(plugin, dict) and "ipam" in plugin]
+        candidates = [
+            {**plugin, **shared} for plugin in document["plugins"] if isinstance(plugin, dict) and "ipam" in plugin
+        ]
         if not candidates:
             raise BadInput(f"config {path}: no plugin of the conflist has an ipam section")
     first_error: CnipamError | None = None

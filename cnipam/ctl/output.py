@@ -52,9 +52,18 @@ class Listing:
 
     def print(self) -> None:
         terminal = stdout_is_terminal()
-        console = Console() if terminal else Console(file=io.StringIO(), width=1 << 16, color_system=None, force_terminal=False)
+        console = (
+            Console()
+            if terminal
+            else Console(file=io.StringIO(), width=1 << 16, color_system=None, force_terminal=False)
+        )
         widths = self._fit(console.width - GAP * (len(self.columns) - 1)) if terminal else [None] * len(self.columns)
-        table = Table(box=box.SIMPLE_HEAD if terminal else None, show_edge=False, pad_edge=False, header_style="bold" if terminal else "")
+        table = Table(
+            box=box.SIMPLE_HEAD if terminal else None,
+            show_edge=False,
+            pad_edge=False,
+            header_style="bold" if terminal else "",
+        )
         for name, width in zip(self.columns, widths, strict=True):
             justify: JustifyMethod = "right" if name in self.right else "left"
             table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis", width=width)
@@ -68,7 +77,9 @@ class Listing:
     def _fit(self, room: int) -> list[int | None]:
         """Column widths for a terminal: every column as wide as its longest cell, except
         that the wide ones share what room is left (each at least MIN_WIDE)."""
-        natural = [max([len(name)] + [row[index].cell_len for row in self.rows]) for index, name in enumerate(self.columns)]
+        natural = [
+            max([len(name)] + [row[index].cell_len for row in self.rows]) for index, name in enumerate(self.columns)
+        ]
         flexible = [index for index, name in enumerate(self.columns) if name in self.wide]
         left = room - sum(width for index, width in enumerate(natural) if index not in flexible)
         widths: list[int | None] = list(natural)
@@ -86,7 +97,9 @@ def print_lines(lines: Sequence[str], err: bool = False) -> None:
 
 def lease_listing(leases: Sequence[Lease], now: float | None = None) -> Listing:
     now = time.time() if now is None else now
-    table = Listing("ip", "kind", "owner", "container", "ifname", "network", "pool", "age", wide=("owner", "container", "pool"))
+    table = Listing(
+        "ip", "kind", "owner", "container", "ifname", "network", "pool", "age", wide=("owner", "container", "pool")
+    )
     for lease in leases:
         cells = (
             lease.ip, lease.kind, lease.describe_holder(), lease.container_id or "-", lease.ifname or "-",

@@ -85,7 +85,9 @@ class Driver:
             if network is None:
                 raise InvalidConfig("SubPool needs an explicit Pool")
             sub_pool = rq.subnet(sub_text, "SubPool")
-            if sub_pool.family != network.family or not (network.value <= sub_pool.value and sub_pool.last <= network.last):
+            if sub_pool.family != network.family or not (
+                network.value <= sub_pool.value and sub_pool.last <= network.last
+            ):
                 raise InvalidConfig(f"SubPool {sub_pool} is not inside Pool {network}")
         elif network is None and main is not None:
             if prefix < main.prefix:

@@ -117,13 +117,19 @@ class Handler(BaseHTTPRequestHandler):
             reply, status = {"Err": f"internal error: {type(exc).__name__}: {exc}"}, 500
             self.close_connection = True  # the body may be unread: never parse it as the next request
         self._send(status, reply)
-        fields: dict[str, object] = {"method": self.path, "status": status, "ms": round((time.monotonic() - started) * 1000, 2)}
+        fields: dict[str, object] = {
+            "method": self.path,
+            "status": status,
+            "ms": round((time.monotonic() - started) * 1000, 2),
+        }
         if status != 200:
             fields["err"] = reply["Err"]
         log("request", **fields)
 
     def do_GET(self) -> None:
-        self._send(405 if self.path in self.server.driver.methods else 404, {"Err": f"{self.command} {self.path}: use POST"})
+        self._send(
+            405 if self.path in self.server.driver.methods else 404, {"Err": f"{self.command} {self.path}: use POST"}
+        )
 
     do_PUT = do_DELETE = do_GET
 
@@ -143,7 +149,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.rfile.read(length)
         except TimeoutError:
             self.close_connection = True
-            raise BodyTimedOut(f"the request did not arrive whole within {self.server.driver.settings.request_timeout:g} s") from None
+            raise BodyTimedOut(
+                f"the request did not arrive whole within {self.server.driver.settings.request_timeout:g} s"
+            ) from None
 
     def _discard(self, length: int) -> None:
         """Read and drop an oversized body in bounded chunks (up to 64 MiB; beyond that
@@ -159,7 +167,9 @@ class Handler(BaseHTTPRequestHandler):
             pass  # the reply says why; the connection closes after it
 
     def _send(self, status: int, reply: dict[str, object]) -> None:
-        self.connection.settimeout(self.server.driver.settings.request_timeout)  # a client that stops reading is dropped too
+        self.connection.settimeout(
+            self.server.driver.settings.request_timeout
+        )  # a client that stops reading is dropped too
         payload = json.dumps(reply).encode() + b"\n"
         self.send_response(status)
         self.send_header("Content-Type", CONTENT_TYPE)
@@ -277,7 +287,9 @@ def refusal(status: int, reason: str, message: str) -> bytes:
     return head.encode() + payload
 
 
-OUT_OF_DESCRIPTORS_REFUSAL = refusal(503, "Service Unavailable", "cnipam-docker has run out of file descriptors; try again")
+OUT_OF_DESCRIPTORS_REFUSAL = refusal(
+    503, "Service Unavailable", "cnipam-docker has run out of file descriptors; try again"
+)
 
 
 class _Listener:
@@ -298,7 +310,9 @@ class _Listener:
         self.full = Episode("connection-limit")
         self.spare = SpareDescriptor()
         limit = self.driver.settings.max_connections
-        self.full_refusal = refusal(503, "Service Unavailable", f"cnipam-docker is serving its limit of {limit} connections; try again")
+        self.full_refusal = refusal(
+            503, "Service Unavailable", f"cnipam-docker is serving its limit of {limit} connections; try again"
+        )
 
     def answer(self, path: str, body: bytes) -> dict[str, object]:
         return self.owner.answer(path, body)
@@ -382,9 +396,14 @@ def serve(settings: DriverSettings) -> int:
     try:
         problems = store.problems()
         if problems:
-            raise StoreCorrupt(f"store ({settings.store.origin}) is inconsistent ({problems[0]}); run `cnipamctl check`. Not serving.")
+            raise StoreCorrupt(
+                f"store ({settings.store.origin}) is inconsistent ({problems[0]}); run `cnipamctl check`. Not serving."
+            )
         if settings.gipam_file and os.path.exists(settings.gipam_file):
-            log("notice", message=f"gipam lease file {settings.gipam_file} is not read; import it with `cnipamctl migrate gipam`")
+            log(
+                "notice",
+                message=f"gipam lease file {settings.gipam_file} is not read; import it with `cnipamctl migrate gipam`",
+            )
         server = Server(Driver(store, settings))
         spec_file = ""
         http: _UnixHTTPServer | _TCPHTTPServer

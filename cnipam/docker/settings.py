@@ -22,8 +22,12 @@ SOCKET_DIR = "/run/docker/plugins"  # fixed in dockerd: --exec-root does not mov
 SPEC_DIR = "/etc/docker/plugins"
 DEFAULT_BLOCK = {4: 24, 6: 64}  # gipam's GIPAM_V4AB and GIPAM_V6AB defaults
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
-DEFAULT_READ_TIMEOUT = 120.0  # seconds; dockerd's plugin client keeps idle connections and reconnects when one was closed
-DEFAULT_REQUEST_TIMEOUT = 10.0  # seconds from a request's first byte to its whole body: dockerd sends a few hundred bytes at once
+DEFAULT_READ_TIMEOUT = (
+    120.0  # seconds; dockerd's plugin client keeps idle connections and reconnects when one was closed
+)
+DEFAULT_REQUEST_TIMEOUT = (
+    10.0  # seconds from a request's first byte to its whole body: dockerd sends a few hundred bytes at once
+)
 DEFAULT_MAX_CONNECTIONS = 64  # dockerd keeps a handful; each connection is a thread
 
 
@@ -57,8 +61,12 @@ class DriverSettings(Record):
         self.gipam_file = gipam_file
         self.mains = mains  # the main pool per family that dynamic pools are cut from
         self.blocks = blocks  # the prefix length of a dynamic pool per family
-        self.read_timeout = read_timeout  # longest wait for the first byte of a client's next request on a kept-alive connection
-        self.request_timeout = request_timeout  # a request, once begun, must arrive whole within this, however it trickles
+        self.read_timeout = (
+            read_timeout  # longest wait for the first byte of a client's next request on a kept-alive connection
+        )
+        self.request_timeout = (
+            request_timeout  # a request, once begun, must arrive whole within this, however it trickles
+        )
         self.max_connections = max_connections  # connections served at once; more are answered 503 and closed
 
     def main_pool(self, family: int) -> tuple[Network | None, int]:
@@ -78,13 +86,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help=f"plugin name, as in --ipam-driver NAME (default {DEFAULT_NAME})")
     p.add_argument("--socket", help=f"UNIX socket path (default {SOCKET_DIR}/NAME.sock)")
     p.add_argument("--spec-dir", help=f"where TCP mode writes NAME.spec (default {SPEC_DIR})")
-    p.add_argument("--db", help="the SQLite store file (default: CNIPAM_STORE, else IPAM_DB_PATH, else cnipam's default store)")
     p.add_argument(
-        "--store", metavar="JSON", help='the store as an ipam.store object, e.g. \'{"type": "etcd", "endpoints": [...]}\' (as CNIPAM_STORE)'
+        "--db", help="the SQLite store file (default: CNIPAM_STORE, else IPAM_DB_PATH, else cnipam's default store)"
     )
-    p.add_argument("-address", "--address", dest="address", help="host:port: serve TCP instead of the UNIX socket (GIPAM_ADDRESS)")
     p.add_argument(
-        "--read-timeout", metavar="DURATION", help=f"close a silent connection after this long (default {DEFAULT_READ_TIMEOUT:.0f}s)"
+        "--store",
+        metavar="JSON",
+        help='the store as an ipam.store object, e.g. \'{"type": "etcd", "endpoints": [...]}\' (as CNIPAM_STORE)',
+    )
+    p.add_argument(
+        "-address", "--address", dest="address", help="host:port: serve TCP instead of the UNIX socket (GIPAM_ADDRESS)"
+    )
+    p.add_argument(
+        "--read-timeout",
+        metavar="DURATION",
+        help=f"close a silent connection after this long (default {DEFAULT_READ_TIMEOUT:.0f}s)",
     )
     p.add_argument(
         "--request-timeout",
@@ -97,10 +113,16 @@ def parser() -> argparse.ArgumentParser:
         help=f"connections served at once (default {DEFAULT_MAX_CONNECTIONS}); more are answered 503 and closed",
     )
     p.add_argument("--public", action="store_true", help="allow TCP on a non-loopback address (no authentication!)")
-    p.add_argument("-file", "--file", dest="file", help="gipam's lease file (GIPAM_FILE); import it with `cnipamctl migrate gipam`")
+    p.add_argument(
+        "-file", "--file", dest="file", help="gipam's lease file (GIPAM_FILE); import it with `cnipamctl migrate gipam`"
+    )
     for family in (4, 6):
-        p.add_argument(f"-v{family}", f"--v{family}", dest=f"v{family}", help=f"main IPv{family} pool (GIPAM_V{family})")
-        p.add_argument(f"-v{family}ab", f"--v{family}ab", dest=f"v{family}ab", help=f"prefix length of a dynamic IPv{family} pool")
+        p.add_argument(
+            f"-v{family}", f"--v{family}", dest=f"v{family}", help=f"main IPv{family} pool (GIPAM_V{family})"
+        )
+        p.add_argument(
+            f"-v{family}ab", f"--v{family}ab", dest=f"v{family}ab", help=f"prefix length of a dynamic IPv{family} pool"
+        )
     return p
 
 
@@ -135,13 +157,17 @@ def load(argv: list[str], env: dict[str, str]) -> DriverSettings:
         if not port.isdigit() or not 0 <= int(port) < 65536:
             raise InvalidConfig(f"address {address!r}: expected host:port")
         if host.strip("[]") not in ("", *LOOPBACK) and not args.public:
-            raise InvalidConfig(f"address {address!r} is not a loopback address; the plugin API has no authentication (add --public)")
+            raise InvalidConfig(
+                f"address {address!r} is not a loopback address; the plugin API has no authentication (add --public)"
+            )
     if args.db:
         store = StoreSettings.for_file(env, args.db)
     else:
         store = StoreSettings.from_env({**env, "CNIPAM_STORE": args.store} if args.store else env)
     gipam_file, _ = pick(args.file, "GIPAM_FILE")
-    read_timeout = _duration(args.read_timeout, "--read-timeout") if args.read_timeout is not None else DEFAULT_READ_TIMEOUT
+    read_timeout = (
+        _duration(args.read_timeout, "--read-timeout") if args.read_timeout is not None else DEFAULT_READ_TIMEOUT
+    )
     request_timeout = DEFAULT_REQUEST_TIMEOUT
     if args.request_timeout is not None:
         request_timeout = _duration(args.request_timeout, "--request-timeout")

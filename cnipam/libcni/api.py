@@ -9,7 +9,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..core.cni_version import at_least
-from .cache import decode_config, delete_entry, encode_entry, entry_path, list_entries, read_entry, read_result, runtime_of, write_entry
+from .cache import (
+    decode_config,
+    delete_entry,
+    encode_entry,
+    entry_path,
+    list_entries,
+    read_entry,
+    read_result,
+    runtime_of,
+    write_entry,
+)
 from .config import NetworkConfigList
 from .errors import CacheError, CNIError, MultipleErrors, UnsupportedVersion
 from .gojson import marshal_bytes
@@ -23,7 +33,9 @@ _VALID = "cni.dev/valid-attachments"
 _VALID_LEGACY = "cni.dev/attachments"  # the misspelling libcni also sends (cni#1101)
 
 
-def request_config(net: NetworkConfigList, plugin: dict[str, Any], prev_result: dict[str, Any] | None, rt: RuntimeConf | None) -> bytes:
+def request_config(
+    net: NetworkConfigList, plugin: dict[str, Any], prev_result: dict[str, Any] | None, rt: RuntimeConf | None
+) -> bytes:
     """The stdin of one plugin call: the plugin object with the list's `name` and
     `cniVersion`, `prevResult` when there is one, and `runtimeConfig` holding those
     capability args the plugin declares (`capabilities: {x: true}`). Like libcni we leave
@@ -46,7 +58,11 @@ class CNI:
     """A runtime's view of CNI: where plugins live and where the result cache is."""
 
     def __init__(
-        self, plugin_dirs: Sequence[str], cache_dir: str = DEFAULT_CACHE_DIR, timeout: float = DEFAULT_TIMEOUT, forward_stderr: bool = True
+        self,
+        plugin_dirs: Sequence[str],
+        cache_dir: str = DEFAULT_CACHE_DIR,
+        timeout: float = DEFAULT_TIMEOUT,
+        forward_stderr: bool = True,
     ) -> None:
         self.plugin_dirs = list(plugin_dirs)
         self.cache_dir = cache_dir
@@ -55,14 +71,18 @@ class CNI:
 
     # -- one plugin call -------------------------------------------------------------
 
-    def _run(self, command: str, net: NetworkConfigList, plugin: dict[str, Any], stdin: bytes, rt: RuntimeConf | None) -> bytes:
+    def _run(
+        self, command: str, net: NetworkConfigList, plugin: dict[str, Any], stdin: bytes, rt: RuntimeConf | None
+    ) -> bytes:
         label = {"DEL": "delete"}.get(command, command.lower())
         try:
             path = find_plugin(str(plugin["type"]), self.plugin_dirs)
             if rt is None:
                 env = plugin_env(command, "", "", "", "", os.pathsep.join(self.plugin_dirs))
             else:
-                env = plugin_env(command, rt.container_id, rt.netns, rt.ifname, rt.cni_args, os.pathsep.join(self.plugin_dirs))
+                env = plugin_env(
+                    command, rt.container_id, rt.netns, rt.ifname, rt.cni_args, os.pathsep.join(self.plugin_dirs)
+                )
             return exec_plugin(path, stdin, env, self.timeout, self.forward_stderr)
         except CNIError as err:
             raise err.in_plugin(str(plugin["type"]), label, net.name) from None
@@ -127,7 +147,10 @@ class CNI:
         None). Keeps going after a failure; raises MultipleErrors with all of them at the end."""
         valid = None
         if valid_attachments is not None:
-            valid = [{"containerID": str(a.get("containerID", "")), "ifname": str(a.get("ifname", ""))} for a in valid_attachments]
+            valid = [
+                {"containerID": str(a.get("containerID", "")), "ifname": str(a.get("ifname", ""))}
+                for a in valid_attachments
+            ]
         keep = {(a["containerID"], a["ifname"]) for a in valid or []}
         errors: list[CNIError] = []
         for entry in list_entries(self.cache_dir):
@@ -137,7 +160,9 @@ class CNI:
             try:
                 self.del_network_list(net, rt)
             except CNIError as err:
-                errors.append(CNIError(f"failed to delete stale attachment {rt.container_id} {rt.ifname}: {err}", code=err.code))
+                errors.append(
+                    CNIError(f"failed to delete stale attachment {rt.container_id} {rt.ifname}: {err}", code=err.code)
+                )
         if at_least(net.cni_version, "1.1.0") and not net.disable_gc:
             for plugin in net.plugins:
                 config = {**plugin, "name": net.name, "cniVersion": net.cni_version}
@@ -157,7 +182,9 @@ class CNI:
         if not at_least(net.cni_version, "1.1.0"):
             return
         for plugin in net.plugins:
-            self._run("STATUS", net, plugin, marshal_bytes({**plugin, "name": net.name, "cniVersion": net.cni_version}), None)
+            self._run(
+                "STATUS", net, plugin, marshal_bytes({**plugin, "name": net.name, "cniVersion": net.cni_version}), None
+            )
 
     # -- the cache -------------------------------------------------------------------
 
@@ -172,7 +199,9 @@ class CNI:
         if entry is None:
             return None
         cached = runtime_of(entry)
-        return decode_config(entry), RuntimeConf(rt.container_id, rt.netns, rt.ifname, cached.args or rt.args, cached.capability_args)
+        return decode_config(entry), RuntimeConf(
+            rt.container_id, rt.netns, rt.ifname, cached.args or rt.args, cached.capability_args
+        )
 
     def get_cached_attachments(self, container_id: str) -> list[dict[str, Any]]:
         """The cache entries (as stored: containerId, networkName, ifName, netns, cniArgs,

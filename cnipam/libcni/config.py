@@ -32,7 +32,9 @@ def _version_key(version: str, what: str) -> tuple[int, int, int]:
     try:
         return parse(version)
     except IncompatibleVersion as err:
-        raise InvalidNetworkConfig(f"error parsing configuration list: invalid {what} {version!r}", err.message) from None
+        raise InvalidNetworkConfig(
+            f"error parsing configuration list: invalid {what} {version!r}", err.message
+        ) from None
 
 
 def negotiate_version(doc: dict[str, Any]) -> str:
@@ -41,7 +43,9 @@ def negotiate_version(doc: dict[str, Any]) -> str:
     which is what an absent version means, so plugins always see an explicit one."""
     version = doc.get("cniVersion", "")
     if not isinstance(version, str):
-        raise InvalidNetworkConfig(f"error parsing configuration list: invalid cniVersion type {type(version).__name__}")
+        raise InvalidNetworkConfig(
+            f"error parsing configuration list: invalid cniVersion type {type(version).__name__}"
+        )
     if "cniVersions" in doc:
         versions = doc["cniVersions"]
         if not isinstance(versions, list):
@@ -50,7 +54,9 @@ def negotiate_version(doc: dict[str, Any]) -> str:
         candidates = []
         for index, entry in enumerate(versions):
             if not isinstance(entry, str):
-                raise InvalidNetworkConfig(f"error parsing configuration list: invalid type for cniVersions index {index}")
+                raise InvalidNetworkConfig(
+                    f"error parsing configuration list: invalid type for cniVersions index {index}"
+                )
             if _version_key(entry, f"cniVersions entry at index {index}") <= current:
                 candidates.append(entry)
         if version and _version_key(version, "cniVersion") <= current:
@@ -112,12 +118,16 @@ def network_list_from_bytes(data: bytes) -> NetworkConfigList:
     name = doc.get("name")
     if not isinstance(name, str):
         raise InvalidNetworkConfig(
-            "error parsing configuration list: no name" if name is None else "error parsing configuration list: invalid name type"
+            "error parsing configuration list: no name"
+            if name is None
+            else "error parsing configuration list: invalid name type"
         )
     plugins = doc.get("plugins")
     if not isinstance(plugins, list):
         raise InvalidNetworkConfig(
-            "error parsing configuration list: 'plugins' must be a list" if plugins is not None else "no plugin configs found"
+            "error parsing configuration list: 'plugins' must be a list"
+            if plugins is not None
+            else "no plugin configs found"
         )
     if not plugins:
         raise InvalidNetworkConfig("error parsing configuration list: no plugins in list")

@@ -39,7 +39,14 @@ def plugin_env(command: str, container_id: str, netns: str, ifname: str, cni_arg
     """The caller's environment with all six CNI_* variables set (possibly to ""), as
     libcni's Args.AsEnv does, so a stale CNI_* of the caller never leaks through."""
     env = dict(os.environ)
-    env.update(CNI_COMMAND=command, CNI_CONTAINERID=container_id, CNI_NETNS=netns, CNI_IFNAME=ifname, CNI_ARGS=cni_args, CNI_PATH=path)
+    env.update(
+        CNI_COMMAND=command,
+        CNI_CONTAINERID=container_id,
+        CNI_NETNS=netns,
+        CNI_IFNAME=ifname,
+        CNI_ARGS=cni_args,
+        CNI_PATH=path,
+    )
     return env
 
 
@@ -141,4 +148,6 @@ def version_info(path: str, timeout: float) -> list[str]:
 
 def require_version(plugin_type: str, supported: list[str], version: str) -> None:
     if version not in supported:
-        raise UnsupportedVersion(f'plugin {plugin_type} does not support config version "{version}"', f"plugin supports {supported}")
+        raise UnsupportedVersion(
+            f'plugin {plugin_type} does not support config version "{version}"', f"plugin supports {supported}"
+        )

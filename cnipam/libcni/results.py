@@ -24,9 +24,24 @@ from typing import Any
 from ..core.cni_version import SUPPORTED
 from .errors import ResultError
 
-_FAMILIES = {"0.1.0": "02x", "0.2.0": "02x", "0.3.0": "04x", "0.3.1": "04x", "0.4.0": "04x", "1.0.0": "1x", "1.1.0": "1x"}
+_FAMILIES = {
+    "0.1.0": "02x",
+    "0.2.0": "02x",
+    "0.3.0": "04x",
+    "0.3.1": "04x",
+    "0.4.0": "04x",
+    "1.0.0": "1x",
+    "1.1.0": "1x",
+}
 _INTERFACE_04X = ("name", "mac", "sandbox")
-_INTERFACE_1X = ("name", "mac", "mtu", "sandbox", "socketPath", "pciID")  # libcni 1.2+: mtu, socketPath, pciID (CNI 1.1.0)
+_INTERFACE_1X = (
+    "name",
+    "mac",
+    "mtu",
+    "sandbox",
+    "socketPath",
+    "pciID",
+)  # libcni 1.2+: mtu, socketPath, pciID (CNI 1.1.0)
 _DNS = ("nameservers", "domain", "search", "options")
 
 
@@ -35,7 +50,9 @@ def family(version: str) -> str:
     try:
         return _FAMILIES[version]
     except KeyError:
-        raise ResultError(f'unsupported CNI result version "{version}"', f"known versions: {list(SUPPORTED)}", code=1) from None
+        raise ResultError(
+            f'unsupported CNI result version "{version}"', f"known versions: {list(SUPPORTED)}", code=1
+        ) from None
 
 
 def result_version(result: dict[str, Any]) -> str:
@@ -156,7 +173,11 @@ def as_go_types(result: dict[str, Any]) -> dict[str, Any]:
             config = result.get(key)
             if isinstance(config, dict):
                 out[key] = _go_fields(
-                    {"ip": _go_cidr(config.get("ip")), "gateway": _go_ip(config.get("gateway")), "routes": _go_routes(config.get("routes"))}
+                    {
+                        "ip": _go_cidr(config.get("ip")),
+                        "gateway": _go_ip(config.get("gateway")),
+                        "routes": _go_routes(config.get("routes")),
+                    }
                 )
     else:
         keys = _INTERFACE_04X if shape == "04x" else _INTERFACE_1X
@@ -167,7 +188,9 @@ def as_go_types(result: dict[str, Any]) -> dict[str, Any]:
         ips = []
         for ip in _dicts(result.get("ips")):
             fields = {"version": ip.get("version") or ""} if shape == "04x" else {}
-            fields.update(interface=ip.get("interface"), address=_go_cidr(ip.get("address")), gateway=_go_ip(ip.get("gateway")))
+            fields.update(
+                interface=ip.get("interface"), address=_go_cidr(ip.get("address")), gateway=_go_ip(ip.get("gateway"))
+            )
             ips.append(_go_fields(fields, keep=("version", "interface")))
         out.update(_go_fields({"interfaces": interfaces, "ips": ips, "routes": _go_routes(result.get("routes"))}))
     dns = result.get("dns")

@@ -29,8 +29,14 @@ def validate_attachment(network: str, rt: RuntimeConf) -> None:
     """The spec's rules for the names that become CNI_* values and the cache file name,
     checked before any plugin runs (libcni does the same on ADD)."""
     if not is_valid_name(rt.container_id):
-        raise InvalidArguments(f"invalid container ID {rt.container_id!r}", "letters, digits, '_', '.', '-', not starting with a symbol")
+        raise InvalidArguments(
+            f"invalid container ID {rt.container_id!r}", "letters, digits, '_', '.', '-', not starting with a symbol"
+        )
     if not is_valid_name(network):
-        raise InvalidArguments(f"invalid network name {network!r}", "letters, digits, '_', '.', '-', not starting with a symbol")
+        raise InvalidArguments(
+            f"invalid network name {network!r}", "letters, digits, '_', '.', '-', not starting with a symbol"
+        )
     if not is_valid_ifname(rt.ifname):
-        raise InvalidArguments(f"invalid interface name {rt.ifname!r}", "1-15 characters, not '.' or '..', no '/', ':' or whitespace")
+        raise InvalidArguments(
+            f"invalid interface name {rt.ifname!r}", "1-15 characters, not '.' or '..', no '/', ':' or whitespace"
+        )

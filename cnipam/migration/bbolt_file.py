@@ -96,7 +96,9 @@ def _read_meta(data: bytes, slot: int, offset: int) -> _Meta | str:
     start = offset + _PAGE_HEADER.size
     if len(data) < start + _META.size:
         return f"truncated ({len(data)} bytes in the file, the meta page needs {start + _META.size})"
-    magic, version, page_size, _flags, root, _sequence, _freelist, high_water, txid, checksum = _META.unpack_from(data, start)
+    magic, version, page_size, _flags, root, _sequence, _freelist, high_water, txid, checksum = _META.unpack_from(
+        data, start
+    )
     if magic != MAGIC:
         return f"bad magic 0x{magic:08x} (a bbolt file has 0x{MAGIC:08x})"
     if version != VERSION:
@@ -163,7 +165,9 @@ class Bucket:
 
     __slots__ = ("values", "sequence", "_file", "_children", "_opened")
 
-    def __init__(self, file: BoltFile, values: dict[bytes, bytes], children: dict[bytes, _ChildRef], sequence: int) -> None:
+    def __init__(
+        self, file: BoltFile, values: dict[bytes, bytes], children: dict[bytes, _ChildRef], sequence: int
+    ) -> None:
         self.values = values
         self.sequence = sequence  # the bucket's NextSequence counter, as stored in its header
         self._file = file
@@ -208,7 +212,9 @@ class BoltFile:
         self.page_size = meta.page_size
         self.txid = meta.txid
         if meta.high_water < 3:
-            raise BoltFormatError(f"meta page {meta.slot}: high-water mark {meta.high_water} leaves no page for the root bucket")
+            raise BoltFormatError(
+                f"meta page {meta.slot}: high-water mark {meta.high_water} leaves no page for the root bucket"
+            )
         needed = meta.high_water * meta.page_size
         if len(data) < needed:
             raise BoltFormatError(
@@ -261,7 +267,10 @@ class BoltFile:
                     pos, ksize, pgid = _BRANCH_ELEMENT.unpack_from(data, element)
                     self._slice(element + pos, ksize, end, where, index)
                     children_pages.append(pgid)
-                stack.extend(self._page(pgid, f"{where} child {index}") for index, pgid in reversed(list(enumerate(children_pages))))
+                stack.extend(
+                    self._page(pgid, f"{where} child {index}")
+                    for index, pgid in reversed(list(enumerate(children_pages)))
+                )
                 continue
             for index in range(count):
                 element = elements + index * _ELEMENT_SIZE
@@ -270,7 +279,9 @@ class BoltFile:
                 value_start = element + pos + ksize
                 value = self._slice(value_start, vsize, end, where, index)
                 if previous is not None and key <= previous:
-                    raise BoltFormatError(f"{where} element {index}: key {_show(key)} is out of order in bucket {_show(name)}")
+                    raise BoltFormatError(
+                        f"{where} element {index}: key {_show(key)} is out of order in bucket {_show(name)}"
+                    )
                 previous = key
                 if element_flags == 0:
                     values[key] = value
@@ -278,7 +289,9 @@ class BoltFile:
                     if vsize < _BUCKET_HEADER.size:
                         raise BoltFormatError(f"{where} element {index}: bucket {_show(key)} has a {vsize}-byte header")
                     child_root, child_sequence = _BUCKET_HEADER.unpack_from(data, value_start)
-                    children[key] = _ChildRef(child_root, child_sequence, value_start + _BUCKET_HEADER.size, value_start + vsize)
+                    children[key] = _ChildRef(
+                        child_root, child_sequence, value_start + _BUCKET_HEADER.size, value_start + vsize
+                    )
                 else:
                     raise BoltFormatError(f"{where} element {index}: unknown element flags 0x{element_flags:x}")
         return Bucket(self, values, children, ref.sequence)
@@ -289,7 +302,9 @@ class BoltFile:
         if pgid < 2:
             raise BoltFormatError(f"{where}: points at meta page {pgid}")
         if pgid >= self._high_water:
-            raise BoltFormatError(f"{where}: page {pgid} is out of range (the file has {self._high_water} pages in use)")
+            raise BoltFormatError(
+                f"{where}: page {pgid} is out of range (the file has {self._high_water} pages in use)"
+            )
         start = pgid * self.page_size
         page_id, flags, count, overflow = _PAGE_HEADER.unpack_from(self._data, start)
         if page_id != pgid:
@@ -301,7 +316,9 @@ class BoltFile:
             raise BoltFormatError(f"{label}: {overflow} overflow pages run past the {self._high_water} pages in use")
         for covered in range(pgid, last + 1):
             if self._seen[covered]:
-                raise BoltFormatError(f"{label}: page {covered} is reached twice (a cycle, or pages shared between trees)")
+                raise BoltFormatError(
+                    f"{label}: page {covered} is reached twice (a cycle, or pages shared between trees)"
+                )
             self._seen[covered] = 1
         return start, start + (overflow + 1) * self.page_size, flags, count, label
 
@@ -317,7 +334,9 @@ class BoltFile:
 
     def _slice(self, start: int, size: int, end: int, where: str, index: int) -> bytes:
         if start + size > end:
-            raise BoltFormatError(f"{where} element {index}: {size} bytes at offset {start} run past the end of the page")
+            raise BoltFormatError(
+                f"{where} element {index}: {size} bytes at offset {start} run past the end of the page"
+            )
         return self._data[start : start + size]
 
 

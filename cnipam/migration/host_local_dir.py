@@ -23,7 +23,9 @@ class FolderUnreadable(CnipamError):
     """The host-local folder cannot be read or locked."""
 
 
-def read_host_local(folder: str, lock_timeout: float = 10.0) -> tuple[list[Found], list[Position], list[tuple[str, str]]]:
+def read_host_local(
+    folder: str, lock_timeout: float = 10.0
+) -> tuple[list[Found], list[Position], list[tuple[str, str]]]:
     """The leases and positions in `folder` (a network's folder), and files refused with why."""
     if not os.path.isdir(folder):
         raise FolderUnreadable(f"{folder} is not a folder")
@@ -52,7 +54,9 @@ def read_host_local(folder: str, lock_timeout: float = 10.0) -> tuple[list[Found
                 continue
             container, _, ifname = text.strip().partition("\r\n")
             if not container:
-                refused.append((name, "empty lease file (host-local stopped while writing it): nothing owns this address"))
+                refused.append(
+                    (name, "empty lease file (host-local stopped while writing it): nothing owns this address")
+                )
                 continue
             found.append(Found(family, address, None, container.strip(), ifname.strip() or "eth0", False, name))
         return found, positions, refused
@@ -85,7 +89,9 @@ class _locked:
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     os.close(self.fd)
-                    raise FolderUnreadable(f"{self.path} stayed locked for {self.timeout:g}s: is host-local still running?") from None
+                    raise FolderUnreadable(
+                        f"{self.path} stayed locked for {self.timeout:g}s: is host-local still running?"
+                    ) from None
                 time.sleep(0.05)
 
     def __exit__(self, *exc: object) -> None:

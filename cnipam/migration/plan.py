@@ -50,7 +50,9 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
 
-def plan(found: list[Found], positions: list[Position], config: IPAMConfig, network: str, moves_on_release: bool) -> Plan:
+def plan(
+    found: list[Found], positions: list[Position], config: IPAMConfig, network: str, moves_on_release: bool
+) -> Plan:
     result = Plan()
     now = time.time()
     slots_taken: dict[tuple[str, str], str] = {}
@@ -64,7 +66,9 @@ def plan(found: list[Found], positions: list[Position], config: IPAMConfig, netw
             result.refused.append((item.ip, "appears twice"))
             continue
         if item.gateway:
-            result.leases.append(Lease(item.family, item.address, GATEWAY, spec.key, GATEWAY, None, network, "", "", now))
+            result.leases.append(
+                Lease(item.family, item.address, GATEWAY, spec.key, GATEWAY, None, network, "", "", now)
+            )
             addresses_taken.add((item.family, item.address))
             continue
         owner = Owner.for_request(item.owner_id or None, network, item.container_id, item.ifname)
@@ -74,13 +78,26 @@ def plan(found: list[Found], positions: list[Position], config: IPAMConfig, netw
                 result.refused.append((item.ip, f"{owner.describe()} already holds {other} in the same pool"))
                 continue
             slots_taken[owner.handle, spec.slot] = item.ip
-        lease = Lease(item.family, item.address, LEASE, spec.key, spec.slot, owner.handle, network, item.container_id, item.ifname, now)
+        lease = Lease(
+            item.family,
+            item.address,
+            LEASE,
+            spec.key,
+            spec.slot,
+            owner.handle,
+            network,
+            item.container_id,
+            item.ifname,
+            now,
+        )
         result.leases.append(lease)
         addresses_taken.add((item.family, item.address))
     for position in positions:
         spec = _position_pool(config.pools, position)
         if spec is None:
-            result.notes.append(f"round-robin position {format_ip(position.family, position.address)} is outside every pool; not kept")
+            result.notes.append(
+                f"round-robin position {format_ip(position.family, position.address)} is outside every pool; not kept"
+            )
         else:
             result.cursors[spec.key] = Cursor(position.family, position.address, moves_on_release)
     return result
@@ -101,7 +118,10 @@ def _pool_of(pools: tuple[PoolSpec, ...], item: Found) -> tuple[PoolSpec | None,
             if item.family != spec.family or item.address not in address_range.network:
                 continue
             if item.gateway:
-                return None, f"a gateway of {address_range.network}, but the config's gateway there is {_gateway_text(address_range)}"
+                return (
+                    None,
+                    f"a gateway of {address_range.network}, but the config's gateway there is {_gateway_text(address_range)}",
+                )
             if item.address == address_range.gateway:
                 return None, f"leased upstream, but it is the config's gateway of {address_range.network}"
             return None, f"inside {address_range.network} but outside the configured range {address_range}"

@@ -47,7 +47,9 @@ def read_host_local_source(folder: str) -> Source:
     from .host_local_dir import read_host_local
 
     found, positions, refused = read_host_local(folder)
-    source = Source("host-local folder", folder, moves_on_release=False, found=found, positions=positions, refused=refused)
+    source = Source(
+        "host-local folder", folder, moves_on_release=False, found=found, positions=positions, refused=refused
+    )
     source.notes.append(f"{folder} was read, not changed: remove it once the runtime uses cnipam")
     return source
 
@@ -61,10 +63,17 @@ def read_ecs_source(path: str) -> Source:
         raise FileUnreadable(f"cannot read {path}: {exc.strerror}") from None
     source = Source("ecs-ipam boltdb file", path, moves_on_release=True)
     for lease in store.leases:
-        source.found.append(Found(lease.family, lease.address, lease.id or None, source=f"key {_key(lease.family, lease.address)}"))
+        source.found.append(
+            Found(lease.family, lease.address, lease.id or None, source=f"key {_key(lease.family, lease.address)}")
+        )
     for gateway in store.gateways:
         source.found.append(
-            Found(gateway.family, gateway.address, gateway=True, source=f"gateway key {_key(gateway.family, gateway.address)}")
+            Found(
+                gateway.family,
+                gateway.address,
+                gateway=True,
+                source=f"gateway key {_key(gateway.family, gateway.address)}",
+            )
         )
     for family, address in ((4, store.last_known_ip), (6, store.last_known_ipv6)):
         if address is not None:

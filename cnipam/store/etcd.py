@@ -76,7 +76,9 @@ BATCH = 25  # leases per Txn when releasing or importing many: each costs up to 
 
 
 class EtcdStore(ClusterStore):
-    def __init__(self, client: EtcdClient, prefix: str, host: str, timeout: float, lock_path: str | None = None) -> None:
+    def __init__(
+        self, client: EtcdClient, prefix: str, host: str, timeout: float, lock_path: str | None = None
+    ) -> None:
         if not host or "\x00" in host:
             raise InvalidConfig("store: the host name must be a non-empty string")
         self.client = client
@@ -128,7 +130,9 @@ class EtcdStore(ClusterStore):
                 return None
             users = [lease for lease in self._leases_of_pool(found[0].pool) if lease.kind == LEASE]
             if users:
-                raise AddressConflict(f"gateway {found[0].ip} still serves {len(users)} lease(s) of pool {found[0].pool}")
+                raise AddressConflict(
+                    f"gateway {found[0].ip} still serves {len(users)} lease(s) of pool {found[0].pool}"
+                )
             change.remove_leases(found)
             return found[0]
 
@@ -152,13 +156,20 @@ class EtcdStore(ClusterStore):
         victims = [
             (lease, revision)
             for lease, revision, _ in self._scan_leases()
-            if lease.network == network and lease.kind == LEASE and lease.container_id and (lease.container_id, lease.ifname) not in valid
+            if lease.network == network
+            and lease.kind == LEASE
+            and lease.container_id
+            and (lease.container_id, lease.ifname) not in valid
         ]
         return self._release_seen(victims)
 
     def exhausted(self, pools: tuple[PoolSpec, ...]) -> list[PoolSpec]:
         change = Change(self.client, self.keys)
-        return [spec for spec in pools if all(change.find_free(spec.family, *window, True) is None for window in spec.pieces)]
+        return [
+            spec
+            for spec in pools
+            if all(change.find_free(spec.family, *window, True) is None for window in spec.pieces)
+        ]
 
     def import_leases(self, leases: Iterable[Lease], cursors: dict[str, Cursor]) -> int:
         """Checked as a whole first, then written in Txns of BATCH leases (etcd caps a Txn
@@ -223,14 +234,18 @@ class EtcdStore(ClusterStore):
         def overlap(network: Network) -> DockerPool | None:
             return next((pool for pool in existing if pool.network.overlaps(network)), None)
 
-        refuse_import(wanted, rows, lambda pool_id: any(pool.id == pool_id for pool in existing), overlap, check.lease_at)
+        refuse_import(
+            wanted, rows, lambda pool_id: any(pool.id == pool_id for pool in existing), overlap, check.lease_at
+        )
         self.import_leases(rows, {})
 
         def plan(change: Change) -> None:
             current, serial = change.docker_pools()
             for pool in wanted:
                 if any(other.id == pool.id for other in current):
-                    raise AddressConflict(f"import stopped: pool id {pool.id!r} appeared meanwhile; its addresses are imported")
+                    raise AddressConflict(
+                        f"import stopped: pool id {pool.id!r} appeared meanwhile; its addresses are imported"
+                    )
                 serial = max(serial, pool_serial(pool.id) or 0)
                 change.put_docker_pool(pool, serial)
 
@@ -297,7 +312,9 @@ class EtcdStore(ClusterStore):
                 bit = (used & -used).bit_length() - 1
                 used &= used - 1
                 if (block.family, block.first + bit) not in by_address:
-                    problems.append(f"{format_ip(block.family, block.first + bit)}: taken in its block's bitmap but not leased")
+                    problems.append(
+                        f"{format_ip(block.family, block.first + bit)}: taken in its block's bitmap but not leased"
+                    )
         start = self.keys.under("owner")
         indexed = set()
         for kv in paged(self.client, start, prefix_end(start)):
@@ -327,12 +344,18 @@ class EtcdStore(ClusterStore):
         found: list[Block] = []
         for family in (4, 6):
             start = self.keys.under("block", str(family))
-            found.extend(decode_block(family, int(kv.key[len(start) :], 16), kv) for kv in paged(self.client, start, prefix_end(start)))
+            found.extend(
+                decode_block(family, int(kv.key[len(start) :], 16), kv)
+                for kv in paged(self.client, start, prefix_end(start))
+            )
         return found
 
     def hosts(self) -> list[HostSeen]:
         start = self.keys.under("host")
-        seen = {unescape(kv.key[len(start) :].decode()): float(kv.value or 0) for kv in paged(self.client, start, prefix_end(start))}
+        seen = {
+            unescape(kv.key[len(start) :].decode()): float(kv.value or 0)
+            for kv in paged(self.client, start, prefix_end(start))
+        }
         blocks: dict[str, int] = {}
         for block in self.blocks():
             if block.host:
@@ -352,7 +375,9 @@ class EtcdStore(ClusterStore):
             raise NotFound(f"no host {host!r} in the store")
         age = time.time() - last
         if age < grace:
-            raise AddressConflict(f"host {host!r} wrote {age:.0f}s ago, within the grace period of {grace:.0f}s; is it really dead?")
+            raise AddressConflict(
+                f"host {host!r} wrote {age:.0f}s ago, within the grace period of {grace:.0f}s; is it really dead?"
+            )
         victims = [(lease, revision) for lease, revision, owner in self._scan_leases() if owner == host]
         released = self._release_seen(victims)
         given_up = 0
@@ -402,7 +427,10 @@ class EtcdStore(ClusterStore):
         for batch in _owner_batches(victims):
 
             def plan(change: Change, batch: list[tuple[Lease, int]] = batch) -> list[Lease]:
-                current = {(lease.family, lease.address): lease for lease in change.leases_at([(v.family, v.address) for v, _ in batch])}
+                current = {
+                    (lease.family, lease.address): lease
+                    for lease in change.leases_at([(v.family, v.address) for v, _ in batch])
+                }
                 still = [
                     lease for lease, revision in batch
                     if (lease.family, lease.address) in current and change.lease_revision(lease.family, lease.address) == revision
@@ -455,7 +483,9 @@ class EtcdStore(ClusterStore):
                 else:
                     self.retries += 1
                 if time.monotonic() > deadline:
-                    raise StoreBusy(f"etcd store {self.keys.prefix.decode()}: too much contention, gave up after {self.retries} retries")
+                    raise StoreBusy(
+                        f"etcd store {self.keys.prefix.decode()}: too much contention, gave up after {self.retries} retries"
+                    )
         finally:
             self._unlock()
 
@@ -466,7 +496,9 @@ class EtcdStore(ClusterStore):
         order, read block chunk by block chunk so each range stays bounded."""
         for family in (4, 6):
             start = self.keys.under("block", str(family))
-            numbers = [int(kv.key[len(start) :], 16) for kv in paged(self.client, start, prefix_end(start), keys_only=True)]
+            numbers = [
+                int(kv.key[len(start) :], 16) for kv in paged(self.client, start, prefix_end(start), keys_only=True)
+            ]
             for index in range(0, len(numbers), CHUNK):
                 chunk = numbers[index : index + CHUNK]
                 first, last = chunk[0] << BLOCK_BITS, ((chunk[-1] + 1) << BLOCK_BITS) - 1
@@ -503,7 +535,9 @@ def _owner_batches(victims: list[tuple[Lease, int]]) -> list[list[tuple[Lease, i
     owners: dict[object, list[tuple[Lease, int]]] = {}
     for victim in victims:
         lease = victim[0]
-        owners.setdefault(lease.handle if lease.handle is not None else (lease.family, lease.address), []).append(victim)
+        owners.setdefault(lease.handle if lease.handle is not None else (lease.family, lease.address), []).append(
+            victim
+        )
     batches: list[list[tuple[Lease, int]]] = []
     current: list[tuple[Lease, int]] = []
     for leases in owners.values():

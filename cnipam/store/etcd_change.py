@@ -114,7 +114,11 @@ class Change:
         for spec in pools:
             for address_range in spec.ranges:
                 gateway = address_range.gateway
-                if gateway is not None and gateway in address_range.network and (spec.family, gateway) not in self.found:
+                if (
+                    gateway is not None
+                    and gateway in address_range.network
+                    and (spec.family, gateway) not in self.found
+                ):
                     ops.append(range_op(self.keys.lease(spec.family, gateway)))
                     parse.append(("lease", (spec.family, gateway)))
             if not spec.lowest_free and spec.key not in self.cursors:

@@ -43,7 +43,15 @@ _MAX_HEADER_LINE = 16 << 10
 TLS_FILE_LIMIT = 1 << 20  # a CA bundle is a few hundred KiB at most
 
 # etcd's words for "the cluster cannot serve right now": a later try may succeed.
-_BUSY_TEXTS = ("connection is closing", "no leader", "request timed out", "too many requests", "leader changed", "timed out", "unhealthy")
+_BUSY_TEXTS = (
+    "connection is closing",
+    "no leader",
+    "request timed out",
+    "too many requests",
+    "leader changed",
+    "timed out",
+    "unhealthy",
+)
 # gRPC codes the gateway passes through: DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNAVAILABLE.
 _BUSY_CODES = (4, 8, 14)
 _BUSY_STATUS = (408, 429, 503, 504)
@@ -56,7 +64,9 @@ class KeyValue(Record):
 
     __slots__ = ("key", "value", "create_revision", "mod_revision", "version", "lease")
 
-    def __init__(self, key: bytes, value: bytes, create_revision: int, mod_revision: int, version: int, lease: int) -> None:
+    def __init__(
+        self, key: bytes, value: bytes, create_revision: int, mod_revision: int, version: int, lease: int
+    ) -> None:
         self.key = key
         self.value = value
         self.create_revision = create_revision
@@ -124,7 +134,9 @@ def _key_range(key: bytes, range_end: bytes | None) -> JsonObject:
     return request
 
 
-def _range_request(key: bytes, range_end: bytes | None, limit: int, keys_only: bool = False, serializable: bool = False) -> JsonObject:
+def _range_request(
+    key: bytes, range_end: bytes | None, limit: int, keys_only: bool = False, serializable: bool = False
+) -> JsonObject:
     request = _key_range(key, range_end)
     if limit:
         request["limit"] = str(limit)
@@ -444,7 +456,9 @@ class EtcdClient:
     ) -> tuple[list[KeyValue], int]:
         """(KeyValues in key order, the store's revision). Bound `range_end`: etcd 3.4 counts
         every key of the range even with a limit (reference/distributed.md section 3.1)."""
-        answer = self._call("/v3/kv/range", _range_request(key, range_end, limit, keys_only, serializable), replayable=True)
+        answer = self._call(
+            "/v3/kv/range", _range_request(key, range_end, limit, keys_only, serializable), replayable=True
+        )
         return self._decode(answer, lambda a: (_kvs(a), _revision(a)))
 
     def put(self, key: bytes, value: bytes, lease: int = 0) -> int:
@@ -544,7 +558,9 @@ class EtcdClient:
         try:
             answer = self._post("/v3/auth/authenticate", body, deadline, replayable=True, with_token=False)
         except _TokenRejected as exc:  # not expected without a token; never retry it
-            raise StoreIOError(f"etcd at {self._endpoint_url()}: authentication as {self._username!r} failed: {exc}") from None
+            raise StoreIOError(
+                f"etcd at {self._endpoint_url()}: authentication as {self._username!r} failed: {exc}"
+            ) from None
         except StoreIOError as exc:
             raise StoreIOError(f"authentication as {self._username!r} failed: {exc.message}") from None
         token = answer.get("token")
@@ -702,7 +718,11 @@ class EtcdClient:
         try:
             # Each file is first read through read_config_file, which refuses anything but a
             # regular file: ssl's own reads would block for ever on a FIFO.
-            named = [(path, what) for path, what in ((self._ca_file, "ca"), (self._cert_file, "cert"), (self._key_file, "key")) if path]
+            named = [
+                (path, what)
+                for path, what in ((self._ca_file, "ca"), (self._cert_file, "cert"), (self._key_file, "key"))
+                if path
+            ]
             pem = {what: read_config_file(path, f"ipam.store.tls.{what}", TLS_FILE_LIMIT) for path, what in named}
             ca = pem["ca"].decode("utf-8", "replace") if "ca" in pem else None
             context = ssl.create_default_context(cadata=ca)

@@ -38,7 +38,13 @@ def open_etcd(etcd: EtcdSettings, timeout: float) -> Store:
     if etcd.password_file is not None:
         from ..config_files import read_config_file
 
-        password = read_config_file(etcd.password_file, "ipam.store.passwordFile", 4096).decode("utf-8", "replace").rstrip("\r\n")
-    client = EtcdClient(etcd.endpoints, max(timeout, 0.05), etcd.username, password, etcd.ca_file, etcd.cert_file, etcd.key_file)
+        password = (
+            read_config_file(etcd.password_file, "ipam.store.passwordFile", 4096)
+            .decode("utf-8", "replace")
+            .rstrip("\r\n")
+        )
+    client = EtcdClient(
+        etcd.endpoints, max(timeout, 0.05), etcd.username, password, etcd.ca_file, etcd.cert_file, etcd.key_file
+    )
     lock = f"{etcd.lock_dir.rstrip('/')}/{LOCK_FILE}" if etcd.lock_dir else None
     return EtcdStore(client, etcd.prefix, etcd.host or os.uname().nodename, timeout, lock)

@@ -35,7 +35,10 @@ def orphans(leases: Iterable[Lease], cursors: dict[str, Cursor]) -> list[str]:
         ranges = pools[pool]
         if ranges is None:
             return None
-        return any(r.network.family == family and (address in r.network if whole_subnet else r.first <= address <= r.last) for r in ranges)
+        return any(
+            r.network.family == family and (address in r.network if whole_subnet else r.first <= address <= r.last)
+            for r in ranges
+        )
 
     for lease in leases:
         verdict = inside(lease.pool, lease.family, lease.address, lease.kind == GATEWAY)
@@ -45,5 +48,7 @@ def orphans(leases: Iterable[Lease], cursors: dict[str, Cursor]) -> list[str]:
             found.append(f"orphan: {lease.ip} ({lease.kind}) lies outside its pool {lease.pool}")
     for pool, cursor in cursors.items():
         if not inside(pool, cursor.family, cursor.address, False):
-            found.append(f"orphan: the position of pool {pool!r} ({format_ip(cursor.family, cursor.address)}) lies outside it")
+            found.append(
+                f"orphan: the position of pool {pool!r} ({format_ip(cursor.family, cursor.address)}) lies outside it"
+            )
     return found

@@ -41,7 +41,18 @@ class EtcdSettings(Record):
     (`passwordFile`), so CNI configs, which are often world-readable, need not hold it;
     `host` None means the machine's node name, resolved at the edge."""
 
-    __slots__ = ("endpoints", "prefix", "host", "username", "password", "password_file", "ca_file", "cert_file", "key_file", "lock_dir")
+    __slots__ = (
+        "endpoints",
+        "prefix",
+        "host",
+        "username",
+        "password",
+        "password_file",
+        "ca_file",
+        "cert_file",
+        "key_file",
+        "lock_dir",
+    )
 
     def __init__(
         self,
@@ -156,13 +167,27 @@ class StoreSettings(Record):
             try:
                 timeout = parse_go_duration(raw)
             except ValueError as exc:
-                raise InvalidEnvironment(f"IPAM_DB_CONNECTION_TIMEOUT={raw!r} is not a duration such as 5s or 1500ms ({exc})") from None
+                raise InvalidEnvironment(
+                    f"IPAM_DB_CONNECTION_TIMEOUT={raw!r} is not a duration such as 5s or 1500ms ({exc})"
+                ) from None
             if timeout < 0 or timeout > MAX_TIMEOUT:
                 raise InvalidEnvironment(f"IPAM_DB_CONNECTION_TIMEOUT={raw!r} must be between 0 and 24h")
         return cls(path, timeout, origin, etcd)
 
 
-STORE_KEYS = {"type", "path", "endpoints", "prefix", "host", "username", "password", "passwordFile", "tls", "lockDir", "allowInsecure"}
+STORE_KEYS = {
+    "type",
+    "path",
+    "endpoints",
+    "prefix",
+    "host",
+    "username",
+    "password",
+    "passwordFile",
+    "tls",
+    "lockDir",
+    "allowInsecure",
+}
 
 
 def _parse_store(raw: object, where: str) -> EtcdSettings | str | None:
@@ -185,7 +210,9 @@ def _parse_store(raw: object, where: str) -> EtcdSettings | str | None:
         raise InvalidConfig(f'{where}.endpoints: expected a non-empty list of URLs such as "https://10.0.0.5:2379"')
     for endpoint in endpoints:
         if "@" in endpoint:  # user:password@host would be echoed by every message naming the endpoint
-            raise InvalidConfig(f"{where}.endpoints: credentials in an endpoint URL are not accepted; use username and passwordFile")
+            raise InvalidConfig(
+                f"{where}.endpoints: credentials in an endpoint URL are not accepted; use username and passwordFile"
+            )
         if any(c.isspace() or not c.isprintable() for c in endpoint):  # it becomes the Host header
             raise InvalidConfig(f"{where}.endpoints: {endpoint[:80]!r} contains spaces or control characters")
         scheme, _, rest = endpoint.partition("://")
@@ -202,7 +229,9 @@ def _parse_store(raw: object, where: str) -> EtcdSettings | str | None:
         raise InvalidConfig(f"{where}.tls: a client certificate needs both cert and key")
     if any(files) and not all(endpoint.startswith("https://") for endpoint in endpoints):
         raise InvalidConfig(f"{where}.tls: TLS files are given but an endpoint is not https://")
-    username, password, password_file = (optional_text(raw, name, where) for name in ("username", "password", "passwordFile"))
+    username, password, password_file = (
+        optional_text(raw, name, where) for name in ("username", "password", "passwordFile")
+    )
     if (password is not None or password_file is not None) and not username:
         raise InvalidConfig(f"{where}: a password needs a username")
     if password is not None and password_file is not None:

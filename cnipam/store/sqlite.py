@@ -134,7 +134,17 @@ class SQLiteStore(Store):
     def _allocate(self, owner: Owner, pools: tuple[PoolSpec, ...], now: float) -> list[Lease]:
         """`allocate` inside an open write transaction."""
         held = self._select("WHERE handle = ?", (owner.handle,)) if owner.handle else []
-        return grant(owner, pools, held, now, self._reserve_gateways, self._take_requested, self._take_next, self._insert, self._set_cursor)
+        return grant(
+            owner,
+            pools,
+            held,
+            now,
+            self._reserve_gateways,
+            self._take_requested,
+            self._take_next,
+            self._insert,
+            self._set_cursor,
+        )
 
     def release(self, handle: str | None, addresses: Iterable[tuple[int, int]] = ()) -> list[Lease]:
         with _Writing(self):
@@ -155,7 +165,9 @@ class SQLiteStore(Store):
             found = self.lookup(family, address)
             if found is None or found.kind != GATEWAY:
                 return None
-            users = self._db.execute("SELECT count(*) FROM leases WHERE pool = ? AND kind = 'lease'", (found.pool,)).fetchone()[0]
+            users = self._db.execute(
+                "SELECT count(*) FROM leases WHERE pool = ? AND kind = 'lease'", (found.pool,)
+            ).fetchone()[0]
             if users:
                 raise AddressConflict(f"gateway {found.ip} still serves {users} lease(s) of pool {found.pool}")
             self._db.execute("DELETE FROM leases WHERE family = ? AND address = ?", (family, to_bytes(family, address)))
@@ -191,7 +203,9 @@ class SQLiteStore(Store):
 
     def exhausted(self, pools: tuple[PoolSpec, ...]) -> list[PoolSpec]:
         def scan() -> list[PoolSpec]:
-            return [spec for spec in pools if all(self._first_free(spec.family, *window) is None for window in spec.pieces)]
+            return [
+                spec for spec in pools if all(self._first_free(spec.family, *window) is None for window in spec.pieces)
+            ]
 
         return self._read(scan)
 
@@ -363,12 +377,15 @@ class SQLiteStore(Store):
         first, last = interval
         if address < last:
             self._db.execute(
-                "UPDATE free SET first = ? WHERE family = ? AND last = ?", (to_bytes(family, address + 1), family, to_bytes(family, last))
+                "UPDATE free SET first = ? WHERE family = ? AND last = ?",
+                (to_bytes(family, address + 1), family, to_bytes(family, last)),
             )
         else:
             self._db.execute("DELETE FROM free WHERE family = ? AND last = ?", (family, to_bytes(family, last)))
         if first < address:
-            self._db.execute("INSERT INTO free VALUES (?, ?, ?)", (family, to_bytes(family, address - 1), to_bytes(family, first)))
+            self._db.execute(
+                "INSERT INTO free VALUES (?, ?, ?)", (family, to_bytes(family, address - 1), to_bytes(family, first))
+            )
 
     def _give_back(self, family: int, address: int) -> None:
         """Return one address to the free index, merging it with its neighbours."""
@@ -425,11 +442,15 @@ class SQLiteStore(Store):
             if key in seen:
                 return f"{row[0]} appears twice in the input"
             seen.add(key)
-            existing = self._db.execute("SELECT ip, handle FROM leases WHERE family = ? AND address = ?", key).fetchone()
+            existing = self._db.execute(
+                "SELECT ip, handle FROM leases WHERE family = ? AND address = ?", key
+            ).fetchone()
             if existing:
                 return f"{row[0]} is already held by {existing[1] or 'a reservation'}"
             if row[6] is not None:
-                owner = self._db.execute("SELECT ip FROM leases WHERE handle = ? AND slot = ?", (row[6], row[5])).fetchone()
+                owner = self._db.execute(
+                    "SELECT ip FROM leases WHERE handle = ? AND slot = ?", (row[6], row[5])
+                ).fetchone()
                 if owner:
                     return f"owner {row[6]} already holds {owner[0]} in slot {row[5]}"
         return "a lease conflicts with the store"
@@ -456,9 +477,13 @@ class SQLiteStore(Store):
         with _Locked(self):
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise StoreCorrupt(f"store {self.path} has schema version {version}; this cnipam knows up to {SCHEMA_VERSION}")
+                raise StoreCorrupt(
+                    f"store {self.path} has schema version {version}; this cnipam knows up to {SCHEMA_VERSION}"
+                )
             if version == 0 and self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                raise StoreCorrupt(f"{self.path} is an SQLite database of something else; refusing to add cnipam's tables to it")
+                raise StoreCorrupt(
+                    f"{self.path} is an SQLite database of something else; refusing to add cnipam's tables to it"
+                )
             try:
                 if version == 0:
                     self._switch_to_wal()
@@ -514,7 +539,9 @@ class SQLiteStore(Store):
         query = "SELECT address FROM leases WHERE family = ? ORDER BY address"
         leased = (int.from_bytes(raw, "big") for (raw,) in self._db.execute(query, (family,)))
         query = "SELECT first, last FROM free WHERE family = ? ORDER BY last"
-        intervals = [(int.from_bytes(a, "big"), int.from_bytes(b, "big")) for a, b in self._db.execute(query, (family,))]
+        intervals = [
+            (int.from_bytes(a, "big"), int.from_bytes(b, "big")) for a, b in self._db.execute(query, (family,))
+        ]
         position, pending = 0, next(leased, None)  # position: the next address still to account for
 
         def account_for_leases_below(limit: int) -> None:
@@ -529,11 +556,15 @@ class SQLiteStore(Store):
         for first, last in intervals:
             account_for_leases_below(first)
             if first != position:
-                problems.append(f"IPv{family}: free interval {_span(family, first, last)} does not start where expected")
+                problems.append(
+                    f"IPv{family}: free interval {_span(family, first, last)} does not start where expected"
+                )
             position = max(position, last + 1)
         account_for_leases_below(1 << BITS[family])
         if position != 1 << BITS[family]:
-            problems.append(f"IPv{family}: {_span(family, position, (1 << BITS[family]) - 1)} is neither leased nor free")
+            problems.append(
+                f"IPv{family}: {_span(family, position, (1 << BITS[family]) - 1)} is neither leased nor free"
+            )
         return problems
 
     def _lock(self) -> None:

@@ -20,7 +20,15 @@ with atheris.instrument_imports():
     from cnipam.store.settings import StoreSettings
 
 COMMANDS = ["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION", "add", ""]
-ENV_KEYS = ["CNI_CONTAINERID", "CNI_IFNAME", "CNI_ARGS", "IPAM_DB_PATH", "IPAM_DB_CONNECTION_TIMEOUT", "CNIPAM_STORE", "CNIPAM_HOST"]
+ENV_KEYS = [
+    "CNI_CONTAINERID",
+    "CNI_IFNAME",
+    "CNI_ARGS",
+    "IPAM_DB_PATH",
+    "IPAM_DB_CONNECTION_TIMEOUT",
+    "CNIPAM_STORE",
+    "CNIPAM_HOST",
+]
 
 
 def one_input(data: bytes) -> None:
