@@ -2,8 +2,9 @@
 
 1. The plugin launchers. A console-script entry point would start with `#!<python>`
    and run `site` (plus pip's template imports `re`), which costs the plugin 25-70 ms a
-   call (reference/baseline.md). The launchers are written instead with the building
-   interpreter and `-IS` in the shebang (Linux passes a shebang's arguments as one word); pip copies such scripts unchanged.
+   call (shared/reference/baseline.md). The launchers are written instead with the building
+   interpreter and `-IS` in the shebang (Linux passes a shebang's arguments as one word);
+   pip copies such scripts unchanged.
 2. `cnipam/_build_info.py`: the git hash `ecs-ipam --version` reports, as upstream's does.
 """
 

@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from report import Row, results_table
+from report import Row, results_section
 from timing import Sample, ratio
 from tooling import in_temp_folder
 
@@ -388,22 +388,16 @@ def rows(loads: dict[tuple[str, int], Load], disk: Load, plan: DockerPlan) -> li
 
 def section(result: Sequence[Row], plan: DockerPlan) -> str:
     """The Markdown section of docs/benchmarks.md."""
-    return "\n".join(
-        [
-            "## Docker driver",
-            "",
-            f"`bench/docker_driver.py`: {plan.cycles:,} RequestAddress + ReleaseAddress pairs per round "
-            f"({2 * plan.cycles:,} requests, each one durable SQLite transaction before the reply), split among "
-            f"N client processes with one keep-alive connection each, over the UNIX socket of a running "
-            f"`cnipam-docker`; {plan.rounds} rounds, interleaved with the same load against a standard-library "
-            "HTTP server that answers `{}` (the transport floor) and with raw durable SQLite commits in the same "
-            "folder (the disk floor). Throughput is requests per second (median of the rounds); latency is per "
-            "request, over every request of every round. Clients and servers share the machine's cores.",
-            "",
-            results_table(result),
-            "",
-        ]
+    method = (
+        f"`bench/docker_driver.py`: {plan.cycles:,} RequestAddress + ReleaseAddress pairs per round "
+        f"({2 * plan.cycles:,} requests, each one durable SQLite transaction before the reply), split among "
+        f"N client processes with one keep-alive connection each, over the UNIX socket of a running "
+        f"`cnipam-docker`; {plan.rounds} rounds, interleaved with the same load against a standard-library "
+        "HTTP server that answers `{}` (the transport floor) and with raw durable SQLite commits in the same "
+        "folder (the disk floor). Throughput is requests per second (median of the rounds); latency is per "
+        "request, over every request of every round. Clients and servers share the machine's cores."
     )
+    return results_section("Docker driver", method, result)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,12 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import RunningAgent
-from report import Row, Target, results_table
+from report import Row, Target, results_section
 from timing import Ratio, Sample, ratio
 from tooling import in_temp_folder
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from etcd_process import EtcdServer, etcd_binary  # the tests' etcd launcher: standard library only
+from cnipam.testing.etcd_server import EtcdServer, etcd_binary
 
 SUBNET = "10.66.0.0/15"
 HOSTS, WORKERS_PER_HOST = 4, 4
@@ -230,19 +229,21 @@ def measure_etcd(plan: EtcdPlan, folder: Path, scripts: Path, progress: Callable
         return f"{statistics.quantiles(values, n=100)[q - 1] * 1000:.1f} ms"
 
     return [
-        Row("E1", "one ADD process on etcd", "the same ADD on SQLite", ratio(samples[etcd.name], samples[sqlite.name]), Target("<=", 1.5),
-            f"medians {samples[etcd.name].median * 1000:.1f} vs {samples[sqlite.name].median * 1000:.1f} ms; bare interpreter "
-            f"{samples[floor.name].median * 1000:.1f} ms"),
-        Row("E1b", "one ADD on etcd through cnipamd", "bare interpreter", ratio(samples[via.name], samples[floor.name]), Target("<=", 1.3),
-            f"median {samples[via.name].median * 1000:.1f} ms"),
+        Row("E1", "one ADD process on etcd", "the same ADD on SQLite", ratio(samples[etcd.name], samples[sqlite.name]),
+            Target("<=", 1.5),
+            f"medians {samples[etcd.name].median * 1000:.1f} vs {samples[sqlite.name].median * 1000:.1f} ms; "
+            f"bare interpreter {samples[floor.name].median * 1000:.1f} ms"),
+        Row("E1b", "one ADD on etcd through cnipamd", "bare interpreter", ratio(samples[via.name], samples[floor.name]),
+            Target("<=", 1.3), f"median {samples[via.name].median * 1000:.1f} ms"),
         Row("E2", f"ADD on etcd with {plan.populated:,} leases in the pool", "ADD on etcd, empty pool",
-            ratio(samples[full.name], samples[etcd.name]), Target("<=", 1.2), f"median {samples[full.name].median * 1000:.1f} ms"),
+            ratio(samples[full.name], samples[etcd.name]), Target("<=", 1.2),
+            f"median {samples[full.name].median * 1000:.1f} ms"),
         Row("E3", f"{HOSTS} hosts x {WORKERS_PER_HOST} workers on etcd: allocations/s",
             f"{HOSTS * WORKERS_PER_HOST} workers on one SQLite file", ratio(rate, sqlite_sample), None,
             f"{etcd_rate:,.0f} vs {sqlite_rate:,.0f}/s; p50/p99 {ms(etcd_latencies, 50)}/{ms(etcd_latencies, 99)} vs "
             f"{ms(sqlite_latencies, 50)}/{ms(sqlite_latencies, 99)}; {plan.allocations} allocations per worker"),
-        Row("E4", "Txns computed again per allocation (4 x 4 on etcd)", "allocations", _single(etcd_retries), Target("<=", 0.05),
-            f"{etcd_retries:.4f}"),
+        Row("E4", "Txns computed again per allocation (4 x 4 on etcd)", "allocations", _single(etcd_retries),
+            Target("<=", 0.05), f"{etcd_retries:.4f}"),
     ]  # fmt: skip
 
 
@@ -262,19 +263,13 @@ def _single(value: float) -> Ratio:
 
 
 def section(rows: Sequence[Row], plan: EtcdPlan) -> str:
-    return "\n".join(
-        [
-            "## etcd cluster engine",
-            "",
-            f"`bench/etcd_cluster.py`: a private etcd 3.4 on loopback (data on tmpfs), sharing the 2 cores with the "
-            f"benchmark. E1-E2: {plan.rounds} rounds x {plan.add_runs} fresh `cnipam` processes per row, interleaved, each an "
-            "ADD of one IPv4 address (then an untimed DEL). E3-E4: long-lived worker processes started together, "
-            f"{plan.allocations} allocations each from one /16, each host with its own identity and lock.",
-            "",
-            results_table(rows),
-            "",
-        ]
+    method = (
+        f"`bench/etcd_cluster.py`: a private etcd 3.4 on loopback (data on tmpfs), sharing the 2 cores with the "
+        f"benchmark. E1-E2: {plan.rounds} rounds x {plan.add_runs} fresh `cnipam` processes per row, interleaved, "
+        "each an ADD of one IPv4 address (then an untimed DEL). E3-E4: long-lived worker processes started "
+        f"together, {plan.allocations} allocations each from one /16, each host with its own identity and lock."
     )
+    return results_section("etcd cluster engine", method, rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

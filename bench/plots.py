@@ -1,10 +1,11 @@
-"""PNG plots for docs/benchmarks.md, drawn with matplotlib's Agg backend (no display).
+"""The PNG plots of docs/benchmarks.md: what each shows (jobs built from bench/run.py's
+samples) and drawing them with matplotlib's Agg backend (no display).
 
-Pure functions from numbers to a PNG file, so they can be tested on made-up data and
-run either inside bench/run.py (when matplotlib imports there) or as a script in a
-venv of its own: `python3 bench/plots.py JOBS.json` renders each job of a JSON list
-(`{"plot": NAME, "path": PNG, ...keyword arguments}`, series as dicts of Series'
-fields), which is how bench/run.py draws when its own interpreter lacks matplotlib.
+The drawing is pure functions from numbers to a PNG file, so they can be tested on
+made-up data and run either inside bench/run.py (when matplotlib imports there) or as a
+script in a venv of its own: `python3 bench/plots.py JOBS.json` renders each job of a
+JSON list (`{"plot": NAME, "path": PNG, ...keyword arguments}`, series as dicts of
+Series' fields), which is how bench/run.py draws when its own interpreter lacks matplotlib.
 
 Every point is a median, and its error bar the lowest and highest per-round median:
 the spread the report's "per round" column gives for the ratios.
@@ -12,12 +13,25 @@ the spread the report's "per round" column gives for the ratios.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import shlex
+import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from report import plots_section
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from timing import Sample
+
+    Curves = dict[str, list[tuple[int, Sample]]]  # ADD wall time by leases already in the store, per line
 
 EMPTY_AT = 1.0  # where a store with 0 leases is drawn on a log axis (log 0 does not exist)
 
@@ -166,6 +180,110 @@ def _leases(value: float) -> str:
 
 
 # --------------------------------------------------------------------------- jobs (JSON)
+
+
+LEASE_PLOT = "add-latency-vs-leases.png"
+DOCKER_PLOT = "docker-driver-load.png"
+
+
+def lease_series(label: str, points: Sequence[tuple[int, Sample]]) -> dict[str, Any] | None:
+    """One Series (ms, as JSON) from the measured points; None when none was measured."""
+    ok = [(n, sample) for n, sample in points if sample.ok]
+    if not ok:
+        return None
+    return {
+        "label": label,
+        "x": [n for n, _ in ok],
+        "median": [sample.median * 1e3 for _, sample in ok],
+        "low": [min(sample.round_medians or sample.values) * 1e3 for _, sample in ok],
+        "high": [max(sample.round_medians or sample.values) * 1e3 for _, sample in ok],
+        "dashed": "/16" not in label,
+    }
+
+
+def plot_jobs(
+    lease_curves: Curves, docker_plot: dict[str, Any] | None, folder: Path
+) -> list[tuple[str, dict[str, Any]]]:
+    """(caption, job) for every plot the run has data for."""
+    jobs: list[tuple[str, dict[str, Any]]] = []
+    lines = [line for label, points in lease_curves.items() if (line := lease_series(label, points))]
+    if lines:
+        caption = (
+            "One ADD against the leases already in the store, log scale on both axes (an empty store is drawn at 1). "
+            "The /16 lines are figure 2's group (0, 10,000, 50,000 leases, measured interleaved); "
+            "the dashed /8 and /64 lines are figure 3's (empty vs 1,000,000 leases, cnipam only: "
+            "host-local is not run at 1M). "
+            "Markers are medians of all runs; bars the lowest and highest per-round median."
+        )
+        jobs.append((caption, {"plot": "latency_vs_leases", "path": str(folder / LEASE_PLOT), "series": lines}))
+    if docker_plot is not None:
+        caption = (
+            "The Docker driver under 1 to 16 clients (section D): requests per second and p99 latency, "
+            "against the do-nothing HTTP server measured in the same rounds; the dotted lines are raw durable "
+            "SQLite commits per second and the p99 target. Markers are medians over rounds; "
+            "bars the lowest and highest round."
+        )
+        jobs.append((caption, {**docker_plot, "path": str(folder / DOCKER_PLOT)}))
+    return jobs
+
+
+def draw(jobs: Sequence[dict[str, Any]], tmp: Path) -> str | None:
+    """Render the jobs; returns why they were not drawn, or None.
+
+    In this process when matplotlib imports here; otherwise by this file as a script in a
+    venv of its own under `tmp` (matplotlib only draws, so it stays out of the cnipam venv
+    that is timed).
+    """
+    script = Path(__file__).resolve()
+    if importlib.util.find_spec("matplotlib") is not None:
+        try:
+            for job in jobs:
+                render(job)
+        except Exception as exc:  # a broken plot must not cost the measured tables
+            return f"plots omitted: bench/plots.py failed: {type(exc).__name__}: {exc}"
+        return None
+    print(
+        f"bench: matplotlib is not importable by {sys.executable}; installing it into a venv for the plots ...",
+        flush=True,
+    )
+    venv, spec = tmp / "plot-venv", tmp / "plots.json"
+    spec.write_text(json.dumps(list(jobs)))
+    steps = [
+        [sys.executable, "-m", "venv", str(venv)],
+        [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", "matplotlib"],
+        [str(venv / "bin" / "python"), str(script), str(spec)],
+    ]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            tail = " ".join((done.stderr or done.stdout).strip().splitlines()[-2:])
+            return f"plots omitted: matplotlib not importable and `{shlex.join(step[:3])} …` failed: {tail}"
+    return None
+
+
+def make_plots(
+    lease_curves: Curves, docker_plot: dict[str, Any] | None, document_dir: Path | None, tmp: Path
+) -> tuple[str, str | None]:
+    """Draw every plot bench/run.py has data for: the Markdown section linking them ('' when
+    none), and why they were not drawn (None when they were).
+
+    With a document, into img/ beside it, linked relatively; without one (--quick, --only
+    without --output), into a new temp folder that is kept (its path is printed).
+    """
+    if not lease_curves and docker_plot is None:
+        return "", None
+    folder = document_dir / "img" if document_dir else Path(tempfile.mkdtemp(prefix="cnipam-bench-plots-"))
+    jobs = plot_jobs(lease_curves, docker_plot, folder)
+    if not jobs:
+        return "", None
+    problem = draw([job for _, job in jobs], tmp)
+    if problem is not None:
+        print(f"bench: {problem}", flush=True)
+        return "", problem
+    for _, job in jobs:
+        print(f"bench: plot {job['path']}", flush=True)
+    links = [os.path.relpath(job["path"], document_dir) if document_dir else job["path"] for _, job in jobs]
+    return plots_section([(caption, link) for (caption, _), link in zip(jobs, links, strict=True)]), None
 
 
 def render(job: dict[str, Any]) -> Path:

@@ -3,7 +3,7 @@
 Going through N ADD processes would take hours at 1,000,000 leases, so each tool's
 store is written directly in its own on-disk format:
 
-* host-local: one file per address, as in baseline.md's populate.py (same content, so
+* host-local: one file per address, as in shared/reference/baseline.md's populate.py (same content, so
   the figures are comparable with the baseline's 131 ms / 681 ms);
 * cnipam: its bulk-import API, run inside the bench's cnipam venv (this file is also
   that helper's entry point: `venv/bin/python populate.py DB SUBNET N`).

@@ -173,6 +173,11 @@ def summary_line(rows: Sequence[Row]) -> str:
     return text + "."
 
 
+def results_section(title: str, method: str, rows: Sequence[Row]) -> str:
+    """A section of its own (the Docker driver's, the etcd engine's): how it measured, then its rows."""
+    return "\n".join([f"## {title}", "", method, "", results_table(rows), ""])
+
+
 def plots_section(images: Sequence[tuple[str, str]]) -> str:
     """The Markdown section of the plots: (caption, link to the PNG) each."""
     parts = ["## Plots", ""]

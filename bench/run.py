@@ -1,6 +1,7 @@
 """cnipam vs host-local vs the bare interpreter, side by side, as ratios.
 
-Usage: python3 bench/run.py [--quick] [--only agent|docker|etcd] [--output PATH] [--python INTERPRETER] [--source CHECKOUT]
+Usage: python3 bench/run.py [--quick] [--only agent|docker|etcd] [--output PATH]
+                            [--python INTERPRETER] [--source CHECKOUT]
 
 Installs what it needs (hyperfine, Debian's host-local, a private cnipam venv), measures
 the seven figures of docs/benchmarks.md, the Docker driver's section (docker_driver.py)
@@ -22,7 +23,6 @@ import argparse
 import contextlib
 import dataclasses
 import functools
-import importlib.util
 import ipaddress
 import json
 import os
@@ -43,9 +43,10 @@ from docker_driver import QUICK as DOCKER_QUICK
 from docker_driver import measure_docker
 from docker_driver import section as docker_section
 from importprofile import ImportSummary, profile, summarise
+from plots import make_plots
 from plugins import CNI_BASE_ENV, NETWORK_NAME, Cnipam, HostLocal, Network, Plugin, floor_shell, launcher_interpreter
 from populate import first_host, populate_cnipam, populate_host_local
-from report import Row, Target, document, import_table, plots_section
+from report import Row, Target, document, import_table
 from timing import Bench, Hyperfine, Probe, Sample, measure, measure_rss, ratio
 from tooling import describe_machine, ensure_gnu_time, ensure_host_local, ensure_hyperfine
 
@@ -91,7 +92,7 @@ class Context:
     add_cpu_seconds: float | None = None  # and its CPU time, for the throughput ceiling
     # ADD wall time by leases already in the store, per plotted line: label -> [(leases, sample)]
     lease_curves: dict[str, list[tuple[int, Sample]]] = field(default_factory=dict)
-    docker_plot: dict[str, Any] | None = None  # a bench/plots.py docker_load job, without its path
+    docker_plot: dict[str, Any] | None = None  # a plots.py docker_load job, without its path
 
     def network(self, plugin: Plugin, subnet: str, tag: str) -> Network:
         return Network(plugin, subnet, self.tmp / f"{plugin.name}-{tag}").create()
@@ -144,7 +145,8 @@ def check_add(net: Network, taken: range | None = None) -> str | None:
     """
     add = net.call("ADD", CID)
     if add.returncode != 0:
-        return f"{net.plugin.name} ADD on {net.subnet} failed (exit {add.returncode}): {add.stdout[-300:]} {add.stderr[-300:]}"
+        failed = f"{net.plugin.name} ADD on {net.subnet} failed (exit {add.returncode})"
+        return f"{failed}: {add.stdout[-300:]} {add.stderr[-300:]}"
     try:
         address = json.loads(add.stdout)["ips"][0]["address"].split("/")[0]
     except (ValueError, KeyError, IndexError) as exc:
@@ -348,7 +350,7 @@ def figure_million(ctx: Context) -> list[Row]:
 
 
 PAR_SCRIPT = """\
-# 500 ADDs, distinct container ids, P workers of 50 ids each (baseline.md's par_add.sh).
+# 500 ADDs, distinct container ids, P workers of 50 ids each (shared/reference/baseline.md's par_add.sh).
 # EXE, CONF, N, P and the CNI variables come from the environment; OUT, when set, keeps
 # every result (for the untimed correctness check).
 seq 1 "$N" | xargs -P "$P" -n {batch} sh -c '
@@ -568,105 +570,6 @@ def figure_agent(ctx: Context) -> list[Row]:
 # --------------------------------------------------------------------------- plots
 
 
-LEASE_PLOT = "add-latency-vs-leases.png"
-DOCKER_PLOT = "docker-driver-load.png"
-
-
-def lease_series(label: str, points: Sequence[tuple[int, Sample]]) -> dict[str, Any] | None:
-    """One bench/plots.py Series (ms) from the measured points; None when none was measured."""
-    ok = [(n, sample) for n, sample in points if sample.ok]
-    if not ok:
-        return None
-    return {
-        "label": label,
-        "x": [n for n, _ in ok],
-        "median": [sample.median * 1e3 for _, sample in ok],
-        "low": [min(sample.round_medians or sample.values) * 1e3 for _, sample in ok],
-        "high": [max(sample.round_medians or sample.values) * 1e3 for _, sample in ok],
-        "dashed": "/16" not in label,
-    }
-
-
-def plot_jobs(ctx: Context, folder: Path) -> list[tuple[str, dict[str, Any]]]:
-    """(caption, bench/plots.py job) for every plot this run has data for."""
-    jobs: list[tuple[str, dict[str, Any]]] = []
-    lines = [line for label, points in ctx.lease_curves.items() if (line := lease_series(label, points))]
-    if lines:
-        caption = (
-            "One ADD against the leases already in the store, log scale on both axes (an empty store is drawn at 1). "
-            "The /16 lines are figure 2's group (0, 10,000, 50,000 leases, measured interleaved); the dashed /8 and /64 "
-            "lines are figure 3's (empty vs 1,000,000 leases, cnipam only: host-local is not run at 1M). "
-            "Markers are medians of all runs; bars the lowest and highest per-round median."
-        )
-        jobs.append((caption, {"plot": "latency_vs_leases", "path": str(folder / LEASE_PLOT), "series": lines}))
-    if ctx.docker_plot is not None:
-        caption = (
-            "The Docker driver under 1 to 16 clients (section D): requests per second and p99 latency, "
-            "against the do-nothing HTTP server measured in the same rounds; the dotted lines are raw durable "
-            "SQLite commits per second and the p99 target. Markers are medians over rounds; bars the lowest and highest round."
-        )
-        jobs.append((caption, {**ctx.docker_plot, "path": str(folder / DOCKER_PLOT)}))
-    return jobs
-
-
-def draw(jobs: Sequence[dict[str, Any]], tmp: Path) -> str | None:
-    """Render the jobs with bench/plots.py; returns why they were not drawn, or None.
-
-    In this process when matplotlib imports here; otherwise in a venv of its own under
-    `tmp` (matplotlib only draws, so it stays out of the cnipam venv that is timed).
-    """
-    script = Path(__file__).resolve().parent / "plots.py"
-    if importlib.util.find_spec("matplotlib") is not None:
-        import plots
-
-        try:
-            for job in jobs:
-                plots.render(job)
-        except Exception as exc:  # a broken plot must not cost the measured tables
-            return f"plots omitted: bench/plots.py failed: {type(exc).__name__}: {exc}"
-        return None
-    print(
-        f"bench: matplotlib is not importable by {sys.executable}; installing it into a venv for the plots ...",
-        flush=True,
-    )
-    venv, spec = tmp / "plot-venv", tmp / "plots.json"
-    spec.write_text(json.dumps(list(jobs)))
-    steps = [
-        [sys.executable, "-m", "venv", str(venv)],
-        [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", "matplotlib"],
-        [str(venv / "bin" / "python"), str(script), str(spec)],
-    ]
-    for step in steps:
-        done = subprocess.run(step, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            tail = " ".join((done.stderr or done.stdout).strip().splitlines()[-2:])
-            return f"plots omitted: matplotlib not importable and `{shlex.join(step[:3])} …` failed: {tail}"
-    return None
-
-
-def make_plots(ctx: Context, document_dir: Path | None) -> str:
-    """Draw every plot this run has data for; the Markdown section linking them ('' when none).
-
-    With a document, into img/ beside it, linked relatively; without one (--quick, --only
-    without --output), into a new temp folder that is kept (its path is printed).
-    """
-    if not ctx.lease_curves and ctx.docker_plot is None:
-        return ""
-    folder = document_dir / "img" if document_dir else Path(tempfile.mkdtemp(prefix="cnipam-bench-plots-"))
-    jobs = plot_jobs(ctx, folder)
-    if not jobs:
-        return ""
-    problem = draw([job for _, job in jobs], ctx.tmp)
-    if problem is not None:
-        print(f"bench: {problem}", flush=True)
-        ctx.problems.append(problem)
-        return ""
-    for _, job in jobs:
-        print(f"bench: plot {job['path']}", flush=True)
-    links = [os.path.relpath(job["path"], document_dir) if document_dir else job["path"] for _, job in jobs]
-    return plots_section([(caption, link) for (caption, _), link in zip(jobs, links, strict=True)])
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -744,7 +647,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows += figure_agent(ctx)
             imports = figure_imports(ctx)
             extra = [figure_docker(ctx), figure_etcd(ctx)]
-        figures = make_plots(ctx, output.resolve().parent if output else None)
+        figures, problem = make_plots(
+            ctx.lease_curves, ctx.docker_plot, output.resolve().parent if output else None, ctx.tmp
+        )
+        if problem is not None:
+            ctx.problems.append(problem)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     launcher = "`#!" + shlex.join(ctx.floor).replace(str(tmp), "$TMP") + "`" if ctx.cnipam else "not installed"

@@ -79,7 +79,8 @@ def ensure_hyperfine() -> str:
         found = shutil.which("hyperfine")
     if found is None:
         raise SystemExit(
-            "bench: hyperfine is required. Install it with `apt-get install hyperfine` (as root), or put it on PATH, then rerun."
+            "bench: hyperfine is required. Install it with `apt-get install hyperfine` (as root), "
+            "or put it on PATH, then rerun."
         )
     return found
 

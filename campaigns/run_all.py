@@ -3,7 +3,8 @@
 Usage: python3 campaigns/run_all.py [--runs 3000] [--seconds 60]
 
 Runs the crash campaign on SQLite, etcd and the Docker driver, then the contention
-campaign on SQLite and on etcd (four simulated hosts), each as its own process with the
+campaign on SQLite and on etcd (four simulated hosts), then both plugin campaigns again
+with cnipamd beside the plugins (--agent), each as its own process with the
 interpreter running this script (the one whose environment has cnipam installed). Stops
 at the first campaign that reports a broken promise, and exits with its status.
 """
@@ -33,6 +34,10 @@ def main() -> int:
         [*crash, "--engine", "docker", "--runs", str(args.runs * 7)],
         [*contention, "--store", "sqlite"],
         [*contention, "--store", "etcd"],
+        [*crash, "--engine", "sqlite", "--runs", str(args.runs), "--agent"],
+        [*crash, "--engine", "etcd", "--runs", str(args.runs), "--agent"],
+        [*contention, "--store", "sqlite", "--agent"],
+        [*contention, "--store", "etcd", "--agent"],
     ]
     for step in steps:
         print("campaign:", " ".join(step[1:]), flush=True)

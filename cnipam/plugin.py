@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     # Gives the store for some settings for the length of a `with` block.
     StoreOpener = Callable[[StoreSettings], AbstractContextManager[Store]]
 
-# CNI error codes (reference cni-spec.md section 1.2); 100 and up are this plugin's own.
+# CNI error codes (shared/reference/cni-spec.md §1.2); 100 and up are this plugin's own.
 CNI_CODES: dict[type[CnipamError], int] = {
     IncompatibleVersion: 1,
     InvalidEnvironment: 4,

@@ -15,16 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunPlugin, installed, snapshot
-from etcd_server import free_port, need_etcd
 from hypothesis import given
 from hypothesis import strategies as st
-from test_etcdv3 import PASSWORD, auth_etcd, private_etcd  # noqa: F401 - fixtures: an etcd with auth enabled
 
 from cnipam.core.errors import InvalidConfig, StoreIOError
 from cnipam.docker.settings import load
 from cnipam.store.etcd_keys import escape, unescape
 from cnipam.store.etcdv3 import EtcdClient
+from cnipam.testing.etcd_server import free_port
+from tests.support.etcd import PASSWORD, need_etcd
+from tests.support.plugin_calls import RunPlugin, installed
+from tests.support.store_files import snapshot
 
 V4 = {"type": "cnipam", "ipv4-subnet": "10.0.0.0/24"}
 
@@ -184,7 +185,7 @@ def no_secret(text: str, *secrets: str) -> None:
         assert secret not in text, f"secret leaked: {text}"
 
 
-def test_a_wrong_password_is_named_without_the_password(run_plugin: RunPlugin, auth_etcd: str, tmp_path: Path) -> None:  # noqa: F811
+def test_a_wrong_password_is_named_without_the_password(run_plugin: RunPlugin, auth_etcd: str, tmp_path: Path) -> None:
     need_etcd()
     wrong = PASSWORD + "-wrong"
     (tmp_path / "password").write_text(wrong + "\n")
@@ -195,8 +196,8 @@ def test_a_wrong_password_is_named_without_the_password(run_plugin: RunPlugin, a
             "username": "root",
             "lockDir": str(tmp_path / "l"),
             "allowInsecure": True,
+            **credentials,
         }
-        store |= credentials
         answer = run_plugin("ADD", config({**V4, "store": store}), {"CNI_CONTAINERID": "c1"})
         assert (answer.code, answer.out["code"]) == (1, 5), answer.out
         assert "authentication" in answer.out["msg"] and "root" in answer.out["msg"]
@@ -216,14 +217,14 @@ def test_a_wrong_password_is_named_without_the_password(run_plugin: RunPlugin, a
 def test_an_unreachable_etcd_with_credentials_configured_names_no_secret(
     run_plugin: RunPlugin, tmp_path: Path, endpoint: str
 ) -> None:
-    store = {
+    store: dict[str, object] = {
         "type": "etcd",
         "endpoints": [endpoint],
         "username": "root",
         "password": "Sup3rSecret",
         "lockDir": str(tmp_path / "l"),
+        "allowInsecure": True,  # else refused before any connection: test_plain_http_with_credentials_is_refused…
     }
-    store["allowInsecure"] = True  # else refused before any connection: test_plain_http_with_credentials_is_refused…
     answer = run_plugin(
         "ADD", config({**V4, "store": store}), {"CNI_CONTAINERID": "c1", "IPAM_DB_CONNECTION_TIMEOUT": "300ms"}
     )

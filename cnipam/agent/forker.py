@@ -44,9 +44,10 @@ if TYPE_CHECKING:
 REAP_INTERVAL = 1.0
 # What plugin.run imports only once a call needs it (the plugin's start-up path is lazy).
 PRELOAD = (
-    "cnipam.core.ipam_dialect", "cnipam.core.ecs_config", "cnipam.core.host_local_config", "cnipam.core.resolv_conf",
-    "cnipam.core.durations", "cnipam.core.cni_args", "cnipam.config_files", "cnipam.store.settings", "cnipam.store.opening",
-    "cnipam.store.sqlite", "cnipam.store.write_lock", "cnipam.store.etcd", "cnipam.store.etcdv3", "signal", "ssl",
+    "cnipam.core.ipam_dialect", "cnipam.core.ecs_config", "cnipam.core.host_local_config",
+    "cnipam.core.resolv_conf", "cnipam.core.durations", "cnipam.core.cni_args", "cnipam.config_files",
+    "cnipam.store.settings", "cnipam.store.opening", "cnipam.store.sqlite", "cnipam.store.write_lock",
+    "cnipam.store.etcd", "cnipam.store.etcdv3", "signal", "ssl",
 )  # fmt: skip
 
 

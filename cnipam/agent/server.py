@@ -71,7 +71,8 @@ class Agent:
     # -- one forwarded call ------------------------------------------------------------
 
     def admit(self, conn: socket.socket) -> None:
-        """Answer root (and the agent's own user) here, hand a member of the allowed group to the forker, decline anyone else."""
+        """Answer root (and the agent's own user) here, hand a member of the allowed group to
+        the forker, decline anyone else."""
         try:
             peer = peer_of(conn)
         except OSError as exc:
@@ -169,10 +170,8 @@ def claim_socket(path: str, group: int | None) -> int:
     if group is not None:
         info = os.stat(folder)
         if not (info.st_mode & 0o001 or (info.st_gid == group and info.st_mode & 0o010)):
-            log(
-                "notice",
-                message=f"members of group {group} cannot reach {folder} (mode {info.st_mode & 0o7777:o}, group {info.st_gid})",
-            )
+            mode = f"mode {info.st_mode & 0o7777:o}, group {info.st_gid}"
+            log("notice", message=f"members of group {group} cannot reach {folder} ({mode})")
     lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -95,7 +95,8 @@ def group_id(text: str) -> int:
 def load(argv: list[str], env: dict[str, str]) -> AgentSettings:
     parser = argparse.ArgumentParser(
         prog="cnipamd",
-        description="cnipam's node agent: holds the stores open and answers the CNI calls that `cnipam` plugins forward to it.",
+        description="cnipam's node agent: holds the stores open and answers the CNI calls "
+        "that `cnipam` plugins forward to it.",
     )
     default_socket = env.get(SOCKET_VARIABLE.decode()) or DEFAULT_SOCKET.decode()
     parser.add_argument(
@@ -125,15 +126,17 @@ def load(argv: list[str], env: dict[str, str]) -> AgentSettings:
         action="append",
         default=[],
         metavar="FILE",
-        help="a store file to open at start (and reconcile), repeatable; stores that calls name are opened on first use anyway",
+        help="a store file to open at start (and reconcile), repeatable; "
+        "stores that calls name are opened on first use anyway",
     )
     parser.add_argument(
         "--allow-group",
         type=group_id,
         metavar="GROUP",
-        help="also answer members of GROUP (name or gid); the socket becomes root:GROUP 0660. Their calls run in a child "
-        "process with their own uid and groups, so they can do nothing through the agent that their own plugin could not. "
-        "Default: only root's calls are answered; anyone else's plugin is told to run the call itself",
+        help="also answer members of GROUP (name or gid); the socket becomes root:GROUP 0660. Their calls run in "
+        "a child process with their own uid and groups, so they can do nothing through the agent that their own "
+        "plugin could not. Default: only root's calls are answered; anyone else's plugin is told to run the call "
+        "itself",
     )
     parser.add_argument(
         "--max-calls",
@@ -166,6 +169,6 @@ def load(argv: list[str], env: dict[str, str]) -> AgentSettings:
     args = parser.parse_args(argv)
     stores = tuple(os.path.abspath(path) for path in args.db)
     return AgentSettings(
-        os.path.abspath(args.socket), args.reconcile_interval, args.reconcile_grace, args.cni_cache_dir, stores, args.allow_group,
-        args.max_calls, args.max_stores, args.request_timeout, args.store_idle,
+        os.path.abspath(args.socket), args.reconcile_interval, args.reconcile_grace, args.cni_cache_dir, stores,
+        args.allow_group, args.max_calls, args.max_stores, args.request_timeout, args.store_idle,
     )  # fmt: skip

@@ -1,8 +1,8 @@
 """IP address arithmetic on plain integers.
 
 Addresses are `(family, int)` pairs and networks are `Network` values. The standard
-`ipaddress` module costs about 4 ms to import (it pulls in `functools` and builds
-many classes), and every plugin call would pay for it; integers make the allocator's
+`ipaddress` module pulls in `functools` and builds many classes as it is imported, which
+every plugin call would pay for (docs/benchmarks.md lists what an ADD imports); integers make the allocator's
 arithmetic (next address, ranges, wrapping) trivial for both families alike.
 
 Text forms follow Go's `net` package, which wrote every store we migrate from:

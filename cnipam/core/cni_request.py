@@ -1,5 +1,5 @@
-"""A CNI invocation, read from the environment and stdin and validated (reference
-cni-spec.md section 1). Nothing here touches the store."""
+"""A CNI invocation, read from the environment and stdin and validated
+(shared/reference/cni-spec.md §1). Nothing here touches the store."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CNI results in the format of the request's spec version (reference cni-spec.md section 2).
+"""CNI results in the format of the request's spec version (shared/reference/cni-spec.md §2).
 
 An IPAM plugin returns the abbreviated result: addresses, routes and DNS, never
 `interfaces`. 0.1.0/0.2.0 use `ip4`/`ip6` objects, 0.3.0-0.4.0 an `ips` list with a

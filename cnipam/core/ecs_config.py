@@ -1,11 +1,10 @@
 """The ecs-ipam config dialect: `ipam.id` and `ipv4-*` / `ipv6-*` keys.
 
-Same keys and meaning as Amazon's ecs-ipam, with its bugs fixed (reference
-ecs-ipam.md section 11): a subnet with host bits is refused instead of yielding a
-gateway outside it (B10), a route needs a `dst` and must match its family (B11), an
-explicit address must carry the subnet's own prefix length (B11), and IPv4 and IPv6
-are validated by the same code (B1). Validation is complete before any store is
-touched, so a refused config changes nothing.
+Same keys and meaning as Amazon's ecs-ipam, with its bugs fixed (shared/reference/ecs-ipam.md
+§11): a subnet with host bits is refused instead of yielding a gateway outside it (B10), a
+route needs a `dst` and must match its family (B11), an explicit address must carry the
+subnet's own prefix length (B11), and IPv4 and IPv6 are validated by the same code (B1).
+Validation is complete before any store is touched, so a refused config changes nothing.
 """
 
 from __future__ import annotations

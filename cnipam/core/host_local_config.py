@@ -1,4 +1,4 @@
-"""host-local's config dialect (reference cni-spec.md sections 3.5 and 6.1).
+"""host-local's config dialect (shared/reference/cni-spec.md §3.5 and §6.1).
 
 `ranges` is a list of range sets; the owner gets one address per set, so dual-stack is
 two sets. The single-range keys (`subnet`, `rangeStart`, `rangeEnd`, `gateway`) are a
@@ -127,7 +127,8 @@ def _range(raw: object, where: str) -> AddressRange:
             last = address
     if first > last:
         raise InvalidConfig(
-            f"{where}: rangeStart {format_ip(network.family, first)} is after rangeEnd {format_ip(network.family, last)}"
+            f"{where}: rangeStart {format_ip(network.family, first)} "
+            f"is after rangeEnd {format_ip(network.family, last)}"
         )
     return AddressRange(network, first, last, gateway)
 

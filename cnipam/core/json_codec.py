@@ -1,7 +1,8 @@
 """JSON on the C accelerator, without importing the `json` package.
 
-`import json` costs about 8 ms because its decoder imports `re` (and with it `enum`);
-the plugin would pay that on every call. The `_json` C module that `json` wraps
+`import json` imports `re` (and with it `enum`) for its decoder, which the plugin would
+pay for on every call (docs/benchmarks.md lists what an ADD imports, measured with
+`-X importtime`). The `_json` C module that `json` wraps
 imports nothing, so this module drives its scanner and encoder directly. The error
 paths may import more; only success has to be fast.
 """
@@ -101,3 +102,11 @@ def _explain(text: str) -> str:
 def dumps(value: object) -> str:
     """Compact JSON; non-ASCII escaped so the output is safe for any reader's encoding."""
     return "".join(_encode(value, 0))
+
+
+def json_kind(value: object) -> str:
+    """What a decoded JSON value is, as a message names it ("a string", "null")."""
+    if value is None:
+        return "null"
+    kinds = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}
+    return kinds.get(type(value), type(value).__name__)

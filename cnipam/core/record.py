@@ -1,10 +1,10 @@
 """Immutable value objects without `dataclasses`.
 
-`dataclasses` pulls in `inspect` and `re` (about 11 ms of imports measured with
-`-X importtime`), and `typing.NamedTuple` about 6 ms. The plugin is a new process per
-call, so the hot-path value types derive from `Record` instead: each subclass lists its
-fields in `__slots__` and assigns them in `__init__`; equality, hashing and repr come
-from here.
+`dataclasses` pulls in `inspect` and `re`, and `typing.NamedTuple` all of `typing`: more
+import time than all of cnipam's own modules (`-X importtime`; docs/benchmarks.md lists
+what an ADD imports). The plugin is a new process per call, so the hot-path value types
+derive from `Record` instead: each subclass lists its fields in `__slots__` and assigns
+them in `__init__`; equality, hashing and repr come from here.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ def check(session: Session, as_json: bool) -> None:
     the leases, the schema version."""
     with session.existing() as store:
         problems = store.problems()
-        path = session.settings().path
+        path = session.settings().name  # a file, or an etcd cluster and prefix
     if as_json:
         emit_json({"store": path, "ok": not problems, "problems": problems})
     elif not problems:

@@ -13,6 +13,7 @@ import tempfile
 
 import click
 
+from ..config_files import COMPANIONS
 from .exchange_format import dump_export, parse_export
 from .failures import BadInput
 from .json_files import load_json_file
@@ -35,6 +36,9 @@ def export(session: Session, path: str | None) -> None:
     if path is None or path == "-":
         click.echo(text, nl=False)
         return
+    settings = session.settings()
+    if settings.etcd is None:
+        _refuse_the_store(path, settings.path)
     _write_atomically(path, text)
     click.echo(f"exported {len(leases)} rows and {len(cursors)} positions to {path}", err=True)
 
@@ -57,6 +61,20 @@ def import_(session: Session, path: str, as_json: bool) -> None:
         emit_json({"store": where, "imported": imported, "cursors": len(cursors)})
     else:
         click.echo(f"imported {imported} rows and {len(cursors)} positions into {where}")
+
+
+def _refuse_the_store(path: str, store: str) -> None:
+    """An export written over the store (or its WAL) would replace the file under every
+    process that holds it: cnipamd and the Docker driver would go on writing into the
+    unlinked one, and every lease they hand out from then on would be lost."""
+    target = os.path.realpath(path)
+    for name in (store, *(store + suffix for suffix in (*COMPANIONS, ".lock"))):
+        try:
+            same = target == os.path.realpath(name) or os.path.samefile(path, name)
+        except OSError:  # one of them does not exist (a WAL is removed with the last connection)
+            same = False
+        if same:
+            raise BadInput(f"{path} is the store {store} or one of its files; export to another file")
 
 
 def _write_atomically(path: str, text: str) -> None:

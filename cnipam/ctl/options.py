@@ -16,7 +16,10 @@ from .session import Session
 F = TypeVar("F", bound=Callable[..., object])
 
 DB_HELP = "the store file (default: IPAM_DB_PATH, else /data/eni-ipam.db, as the plugin)"
-STORE_HELP = 'a store object as in ipam.store, e.g. \'{"type": "etcd", "endpoints": ["http://127.0.0.1:2379"]}\' (default: CNIPAM_STORE)'
+STORE_HELP = (
+    'a store object as in ipam.store, e.g. \'{"type": "etcd", "endpoints": ["http://127.0.0.1:2379"]}\' '
+    "(default: CNIPAM_STORE)"
+)
 
 
 def _set_db(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:

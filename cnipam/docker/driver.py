@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 SERIAL = "com.docker.network.ipam.serial"  # "true": addresses round-robin, as swarm asks of Docker's IPAM
 LOCAL_SPACE = "CnipamLocal"  # non-empty and distinct: current moby keys its host-route
-GLOBAL_SPACE = "CnipamGlobal"  # overlap check on the global space (reference section 2, item 6)
+GLOBAL_SPACE = "CnipamGlobal"  # overlap check on the global space (shared/reference/docker-ipam.md §2, item 6)
 
 
 class UnknownMethod(NotFound):

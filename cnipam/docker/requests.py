@@ -1,4 +1,4 @@
-"""Decoding and validating the bodies dockerd sends (reference docker-ipam.md section 1).
+"""Decoding and validating the bodies dockerd sends (shared/reference/docker-ipam.md §1).
 
 dockerd encodes with Go's JSON encoder and sends no body at all for the calls without
 arguments, so an empty body, `null` and `{}` all mean "no fields". Unknown fields are
@@ -12,6 +12,7 @@ import json
 
 from ..core.addresses import BITS, Network, format_ip, parse_cidr, parse_ip
 from ..core.errors import DecodeFailure, InvalidConfig
+from ..core.json_codec import json_kind
 
 MAX_BODY = 1 << 20  # dockerd's bodies are a few hundred bytes; anything this large is not dockerd
 
@@ -40,7 +41,7 @@ def decode_body(body: bytes) -> dict[str, object]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise DecodeFailure(f"request body must be a JSON object, got {_kind(value)}")
+        raise DecodeFailure(f"request body must be a JSON object, got {json_kind(value)}")
     return value
 
 
@@ -52,7 +53,7 @@ def text(fields: dict[str, object], name: str, required: bool = False) -> str:
             raise InvalidConfig(f"{name} is required")
         return ""
     if not isinstance(value, str):
-        raise InvalidConfig(f"{name}: expected a string, got {_kind(value)}")
+        raise InvalidConfig(f"{name}: expected a string, got {json_kind(value)}")
     if required and not value:
         raise InvalidConfig(f"{name} must not be empty")
     return value
@@ -63,7 +64,7 @@ def flag(fields: dict[str, object], name: str) -> bool:
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise InvalidConfig(f"{name}: expected true or false, got {_kind(value)}")
+        raise InvalidConfig(f"{name}: expected true or false, got {json_kind(value)}")
     return value
 
 
@@ -73,7 +74,7 @@ def options(fields: dict[str, object], name: str = "Options") -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise InvalidConfig(f"{name}: expected an object of string values, got {_kind(value)}")
+        raise InvalidConfig(f"{name}: expected an object of string values, got {json_kind(value)}")
     return value
 
 
@@ -101,16 +102,3 @@ def usable(network: Network, name: str) -> Network:
 
 def with_prefix(family: int, value: int, prefix: int) -> str:
     return f"{format_ip(family, value)}/{prefix}"
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    return {
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "an object",
-    }.get(type(value), type(value).__name__)

@@ -283,7 +283,10 @@ def _connection_failed(server: socketserver.BaseServer, request: object, client_
 def refusal(status: int, reason: str, message: str) -> bytes:
     """A whole HTTP answer that closes the connection, sent without a handler thread."""
     payload = json.dumps({"Err": message}).encode() + b"\n"
-    head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {len(payload)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
     return head.encode() + payload
 
 

@@ -25,9 +25,8 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 DEFAULT_READ_TIMEOUT = (
     120.0  # seconds; dockerd's plugin client keeps idle connections and reconnects when one was closed
 )
-DEFAULT_REQUEST_TIMEOUT = (
-    10.0  # seconds from a request's first byte to its whole body: dockerd sends a few hundred bytes at once
-)
+# seconds from a request's first byte to its whole body: dockerd sends a few hundred bytes at once
+DEFAULT_REQUEST_TIMEOUT = 10.0
 DEFAULT_MAX_CONNECTIONS = 64  # dockerd keeps a handful; each connection is a thread
 
 
@@ -61,12 +60,10 @@ class DriverSettings(Record):
         self.gipam_file = gipam_file
         self.mains = mains  # the main pool per family that dynamic pools are cut from
         self.blocks = blocks  # the prefix length of a dynamic pool per family
-        self.read_timeout = (
-            read_timeout  # longest wait for the first byte of a client's next request on a kept-alive connection
-        )
-        self.request_timeout = (
-            request_timeout  # a request, once begun, must arrive whole within this, however it trickles
-        )
+        # longest wait for the first byte of a client's next request on a kept-alive connection
+        self.read_timeout = read_timeout
+        self.request_timeout = request_timeout  # a request, once begun, must arrive whole within this
+
         self.max_connections = max_connections  # connections served at once; more are answered 503 and closed
 
     def main_pool(self, family: int) -> tuple[Network | None, int]:
@@ -105,7 +102,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--request-timeout",
         metavar="DURATION",
-        help=f"a request must arrive whole within this of its first byte (default {DEFAULT_REQUEST_TIMEOUT:.0f}s); else 408",
+        help=f"a request must arrive whole within this of its first byte (default {DEFAULT_REQUEST_TIMEOUT:.0f}s); "
+        "else 408",
     )
     p.add_argument(
         "--max-connections",

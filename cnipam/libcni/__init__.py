@@ -5,7 +5,7 @@
     result = cni.add_network_list(net, RuntimeConf("c1", "/run/netns/c1"))
     cni.del_network_list(net, RuntimeConf("c1", "/run/netns/c1"))
 
-Reference: shared/reference/cni-spec.md sections 1-4. This package is for runtimes and
+Reference: shared/reference/cni-spec.md §1-4. This package is for runtimes and
 tools; the plugin itself never imports it.
 """
 

@@ -1,6 +1,6 @@
-"""Running a network configuration list as a runtime does (reference cni-spec.md sections
-1.3, 3.4 and 4; libcni's api.go): ADD in order with prevResult chaining, CHECK and DEL with
-the cached result, DEL in reverse order, GC and STATUS, VERSION and validation."""
+"""Running a network configuration list as a runtime does (shared/reference/cni-spec.md
+§1.3, §3.4 and §4; libcni's api.go): ADD in order with prevResult chaining, CHECK and DEL
+with the cached result, DEL in reverse order, GC and STATUS, VERSION and validation."""
 
 from __future__ import annotations
 

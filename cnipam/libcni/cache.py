@@ -1,4 +1,4 @@
-"""The result cache (reference cni-spec.md section 4): one file per attachment,
+"""The result cache (shared/reference/cni-spec.md §4): one file per attachment,
 `<cache_dir>/results/<network>-<containerID>-<ifname>`, in Go libcni's `cniCacheV1` format.
 
 The files are shared with Go runtimes on the same host (a containerd that did the ADD, our
@@ -32,7 +32,8 @@ RESULTS = "results"
 def entry_path(cache_dir: str, network: str, container_id: str, ifname: str) -> str:
     if not (network and container_id and ifname):
         raise CacheError(
-            f"cache file path requires network name ({network!r}), container ID ({container_id!r}), and interface name ({ifname!r})"
+            f"cache file path requires network name ({network!r}), container ID ({container_id!r}), "
+            f"and interface name ({ifname!r})"
         )
     return os.path.join(cache_dir, RESULTS, f"{network}-{container_id}-{ifname}")
 

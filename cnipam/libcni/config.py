@@ -1,5 +1,5 @@
 """Network configuration lists: parsing, version negotiation and the /etc/cni/net.d lookup
-(reference cni-spec.md sections 3.1-3.3, libcni's conf.go)."""
+(shared/reference/cni-spec.md §3.1-3.3, libcni's conf.go)."""
 
 from __future__ import annotations
 

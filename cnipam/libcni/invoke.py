@@ -1,4 +1,4 @@
-"""Finding a plugin executable and running it once (reference cni-spec.md section 1,
+"""Finding a plugin executable and running it once (shared/reference/cni-spec.md §1,
 libcni's pkg/invoke): the environment, stdin, the "text file busy" retry, the timeout, and
 turning a failure into a CNIError with the plugin's own code, msg and details."""
 

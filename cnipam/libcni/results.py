@@ -1,4 +1,4 @@
-"""Converting a plugin result between spec versions (reference cni-spec.md section 2).
+"""Converting a plugin result between spec versions (shared/reference/cni-spec.md §2).
 
 A plugin answers in its config's version, but a cached result may be older than the
 config that reads it (a node upgraded between ADD and DEL) and a runtime wants one version

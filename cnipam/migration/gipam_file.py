@@ -1,6 +1,6 @@
 """gipam's lease file (`lease.json`), read into Docker pools and their address leases.
 
-gipam (archekb/gipam, reference docker-ipam.md section 2) keeps its whole state in one
+gipam (archekb/gipam, shared/reference/docker-ipam.md §2) keeps its whole state in one
 JSON file, written by Go's encoder from these structures:
 
     {"v6": CIDR or "", "v6ab": N, "v6idx": N, "v4": CIDR or "", "v4ab": N, "v4idx": N,
@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from ..core.addresses import BITS, Network, format_ip, parse_cidr, parse_ip
 from ..core.docker_pools import DockerPool
 from ..core.errors import CnipamError, InvalidConfig
+from ..core.json_codec import json_kind
 from ..core.leases import Lease
 
 ADDRESS_SPACE = "CnipamLocal"  # gipam answered "" for both spaces; dockerd only keeps the ids
@@ -107,7 +108,10 @@ def _plan_block(block: _Block, now: float, result: GipamPlan) -> None:
             result.leases.append(pool.lease(address, now))
         else:
             what = "broadcast" if network.family == 4 and address == network.last else "network"
-            why = f"the {what} address of {network}, which gipam hands out by mistake; give that container another address"
+            why = (
+                f"the {what} address of {network}, which gipam hands out by mistake; "
+                "give that container another address"
+            )
             result.refused.append((f"{format_ip(network.family, address)} of pool {block.id}", why))
 
 
@@ -121,7 +125,7 @@ def _decode(raw: bytes) -> dict[str, object]:
     except RecursionError:
         raise GipamFileError("nested too deeply") from None
     if not isinstance(document, dict):
-        raise GipamFileError(f"expected a JSON object with v4/v6 and allocated, got {_kind(document)}")
+        raise GipamFileError(f"expected a JSON object with v4/v6 and allocated, got {json_kind(document)}")
     if "allocated" not in document and not any(key in document for key in ("v4", "v6")):
         raise GipamFileError("no gipam keys (v4, v6, allocated) in it")
     return document
@@ -140,10 +144,10 @@ def _main_pool(document: dict[str, object], family: int, pool_key: str, block_ke
 
 def _block(value: object, where: str) -> _Block:
     if not isinstance(value, dict):
-        raise GipamFileError(f"{where}: expected a block object, got {_kind(value)}")
+        raise GipamFileError(f"{where}: expected a block object, got {json_kind(value)}")
     block_id = value.get("id")
     if not isinstance(block_id, str) or not block_id:
-        raise GipamFileError(f"{where}: id must be a non-empty string, got {_kind(block_id)}")
+        raise GipamFileError(f"{where}: id must be a non-empty string, got {json_kind(block_id)}")
     where = f"block {block_id}"
     family = value.get("v")
     if family not in (4, 6) or isinstance(family, bool):
@@ -163,7 +167,7 @@ def _addresses(value: object, where: str, network: Network) -> list[int]:
     seen: set[int] = set()
     for item in _list(value, where):
         if not isinstance(item, str):
-            raise GipamFileError(f"{where}: expected address strings, got {_kind(item)}")
+            raise GipamFileError(f"{where}: expected address strings, got {json_kind(item)}")
         try:
             family, address = parse_ip(item.partition("/")[0], where)  # gipam strips a "/len" too
         except InvalidConfig as exc:
@@ -193,7 +197,7 @@ def _list(value: object, where: str) -> list[object]:
     if value is None:  # Go writes a nil slice as null
         return []
     if not isinstance(value, list):
-        raise GipamFileError(f"{where}: expected a list, got {_kind(value)}")
+        raise GipamFileError(f"{where}: expected a list, got {json_kind(value)}")
     return value
 
 
@@ -203,16 +207,3 @@ def _count(value: object, where: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise GipamFileError(f"{where}: expected a non-negative integer, got {value!r}")
     return value
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    return {
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "an object",
-    }.get(type(value), type(value).__name__)

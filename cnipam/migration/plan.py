@@ -120,7 +120,8 @@ def _pool_of(pools: tuple[PoolSpec, ...], item: Found) -> tuple[PoolSpec | None,
             if item.gateway:
                 return (
                     None,
-                    f"a gateway of {address_range.network}, but the config's gateway there is {_gateway_text(address_range)}",
+                    f"a gateway of {address_range.network}, "
+                    f"but the config's gateway there is {_gateway_text(address_range)}",
                 )
             if item.address == address_range.gateway:
                 return None, f"leased upstream, but it is the config's gateway of {address_range.network}"

@@ -4,7 +4,7 @@ It speaks IPAM, not key-value: "allocate these pools for this owner, atomically"
 "release this owner", "collect garbage for this network". Each engine implements it
 with its own transactions (SQL for SQLite, Txn with compares for etcd), because a
 generic key-value layer forces whole-object compare-and-swap and scans (see
-reference/distributed.md section 1.3). `tests/test_store_conformance.py` runs one
+shared/reference/distributed.md §1.3). `tests/store/test_store_conformance.py` runs one
 suite against every engine.
 """
 

@@ -1,6 +1,6 @@
 """The cluster engine: one address space shared by many hosts through etcd v3.
 
-Keys, under the configured prefix (reference/distributed.md sections 0 and 3):
+Keys, under the configured prefix (shared/reference/distributed.md §0 and §3):
 * `lease/<family>/<address hex>`: one key per held address, the lease record as JSON.
   Creating it is compared against `create_revision == 0`, so two hosts can never hold
   one address.
@@ -12,7 +12,8 @@ Keys, under the configured prefix (reference/distributed.md sections 0 and 3):
   block nobody has claimed, wholly free. A host allocates in its own blocks and in
   unclaimed ones (which it claims in the same transaction), and borrows from other
   hosts' blocks only when neither is left: hosts then write different keys and do not
-  fight over compare-and-swap (Calico's block affinity; section 1.2).
+  fight over compare-and-swap (Calico's block affinity; shared/reference/distributed.md
+  §1.2).
 * `cursor/<host>/<pool>`: each host's round-robin position, so the position is not a
   key every host rewrites. On one host the order is exactly the SQLite engine's.
 * `host/<host>`: when the host last wrote, so an operator can tell a dead host from a
@@ -26,7 +27,8 @@ local `flock` first, as the SQLite engine's writers do, so they never race each 
 compares only ever fail between hosts.
 
 Range reads are always bounded by `range_end` to a chunk of blocks or to one owner's
-keys: etcd 3.4 counts every key of a range to answer even a `limit=1` read (section 3.1).
+keys: etcd 3.4 counts every key of a range to answer even a `limit=1` read
+(shared/reference/distributed.md §3.1).
 """
 
 from __future__ import annotations
@@ -324,7 +326,8 @@ class EtcdStore(ClusterStore):
             pointed = by_address.get(target) if target else None
             if pointed is None or pointed.handle != unescape(handle) or pointed.slot != unescape(slot):
                 problems.append(
-                    f"owner index {unescape(handle)}/{unescape(slot)} points to {kv.value.decode(errors='replace')}, not its lease"
+                    f"owner index {unescape(handle)}/{unescape(slot)} "
+                    f"points to {kv.value.decode(errors='replace')}, not its lease"
                 )
         for lease in by_address.values():
             if lease.handle and self.keys.owner(lease.handle, lease.slot) not in indexed:
@@ -433,7 +436,8 @@ class EtcdStore(ClusterStore):
                 }
                 still = [
                     lease for lease, revision in batch
-                    if (lease.family, lease.address) in current and change.lease_revision(lease.family, lease.address) == revision
+                    if (lease.family, lease.address) in current
+                    and change.lease_revision(lease.family, lease.address) == revision
                 ]  # fmt: skip
                 change.remove_leases(still)
                 return still
@@ -484,7 +488,8 @@ class EtcdStore(ClusterStore):
                     self.retries += 1
                 if time.monotonic() > deadline:
                     raise StoreBusy(
-                        f"etcd store {self.keys.prefix.decode()}: too much contention, gave up after {self.retries} retries"
+                        f"etcd store {self.keys.prefix.decode()}: too much contention, "
+                        f"gave up after {self.retries} retries"
                     )
         finally:
             self._unlock()

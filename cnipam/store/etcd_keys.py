@@ -190,7 +190,8 @@ def _record(value: bytes) -> dict[str, Any]:
 def encode_docker_pool(pool: DockerPool) -> bytes:
     record = {
         "id": pool.id, "space": pool.address_space, "pool": str(pool.network),
-        "sub_pool": None if pool.sub_pool is None else str(pool.sub_pool), "options": pool.options, "created": pool.created,
+        "sub_pool": None if pool.sub_pool is None else str(pool.sub_pool),
+        "options": pool.options, "created": pool.created,
     }  # fmt: skip
     return dumps(record).encode()
 

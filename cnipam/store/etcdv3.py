@@ -1,10 +1,10 @@
 """A small client for etcd's /v3 JSON gateway (etcd >= 3.4), standard library only.
 
 Why its own: the CNI plugin is a new process per call, and every Python etcd library
-costs 80-130 ms to import (gRPC, protobuf or requests), against about 1 ms here
-(reference/distributed.md section 2). For the same reason it speaks HTTP/1.1 over
-`_socket` itself: `http.client` imports `email.*` (about 25 ms) and `socket` imports
-`enum` and `selectors` (about 9 ms under `-S`). JSON goes through json_codec (the C
+pulls in gRPC, protobuf or requests, costing several whole ADDs to import
+(shared/reference/distributed.md §2). For the same reason it speaks HTTP/1.1 over
+`_socket` itself: `http.client` imports `email.*` and `socket` imports `enum` and
+`selectors`. JSON goes through json_codec (the C
 accelerator without `re`), base64 through `binascii`; `ssl` is imported only when an
 https endpoint is dialled.
 
@@ -286,7 +286,7 @@ class _Connection:
         Checked before reuse, so a request is never sent into a dead connection: that is
         the one case where a retry could not know whether etcd had applied it.
         """
-        import select  # 0.1 ms, only when a connection is reused
+        import select  # only when a connection is reused
 
         try:
             poller = select.poll()  # not select.select: it fails on descriptors past 1023
@@ -455,7 +455,7 @@ class EtcdClient:
         serializable: bool = False,
     ) -> tuple[list[KeyValue], int]:
         """(KeyValues in key order, the store's revision). Bound `range_end`: etcd 3.4 counts
-        every key of the range even with a limit (reference/distributed.md section 3.1)."""
+        every key of the range even with a limit (shared/reference/distributed.md §3.1)."""
         answer = self._call(
             "/v3/kv/range", _range_request(key, range_end, limit, keys_only, serializable), replayable=True
         )
@@ -755,7 +755,7 @@ class _TLSSetupError(Exception):
 
 def _host_bytes(host: str) -> bytes:
     """The host as getaddrinfo wants it. Given a str, _socket encodes it with the "idna"
-    codec, whose import pulls in `re` and `unicodedata`: 7 ms on every plugin call."""
+    codec, whose import pulls in `re` and `unicodedata`, on every plugin call."""
     if host.isascii():
         return host.encode("ascii")
     return host.encode("idna")

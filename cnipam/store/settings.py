@@ -242,11 +242,12 @@ def _parse_store(raw: object, where: str) -> EtcdSettings | str | None:
     plain = [endpoint for endpoint in endpoints if endpoint.startswith("http://")]
     if username and plain and not insecure:
         raise InvalidConfig(
-            f"{where}: {plain[0]} is plain http://, so the password for {username!r} (and the token etcd returns for it) "
-            'would cross the network in clear text; use https:// endpoints, or set "allowInsecure": true to send them anyway'
+            f"{where}: {plain[0]} is plain http://, so the password for {username!r} (and the token etcd returns "
+            "for it) would cross the network in clear text; use https:// endpoints, or set "
+            '"allowInsecure": true to send them anyway'
         )
     lock_dir = optional_text(raw, "lockDir", where) if "lockDir" in raw else DEFAULT_LOCK_DIR
     return EtcdSettings(
-        tuple(item.rstrip("/") for item in endpoints), prefix, optional_text(raw, "host", where), username, password, password_file,
-        files[0], files[1], files[2], lock_dir,
+        tuple(item.rstrip("/") for item in endpoints), prefix, optional_text(raw, "host", where),
+        username, password, password_file, files[0], files[1], files[2], lock_dir,
     )  # fmt: skip

@@ -8,7 +8,7 @@ Layout (schema version 1):
 * `free`: the complement of `leases`, as disjoint intervals per family. Finding the next
   free address at or after X is one index seek, whatever the number of leases or the
   size of the subnet (an IPv6 /48 is one interval until something is taken from it).
-* `cursors`: the round-robin position per pool (reference ecs-ipam.md section 6).
+* `cursors`: the round-robin position per pool (shared/reference/ecs-ipam.md §6).
 * `docker_pools` (version 2): the Docker driver's pools, one block per row with its
   bounds as BLOBs for an overlap seek; ids come from the `counters` row `docker_pool`,
   which only ever grows, so an id is never handed out twice. A pool's addresses are
@@ -16,7 +16,7 @@ Layout (schema version 1):
 
 Writers serialise on an `flock` of `<db>.lock` before `BEGIN IMMEDIATE`: the kernel
 queues waiters in order, where SQLite's own busy handler sleeps and polls (measured in
-reference/distributed.md section 3.2: 430-930 ms tails with busy_timeout alone, 14-31 ms
+shared/reference/distributed.md §3.2: 430-930 ms tails with busy_timeout alone, 14-31 ms
 with the flock). WAL with `synchronous=FULL` makes every commit durable before the
 plugin prints its result; a process killed at any moment leaves the last commit intact.
 """
@@ -28,6 +28,7 @@ import time
 from _thread import RLock
 from fcntl import LOCK_UN, flock
 
+from ..config_files import HELD_DATABASES
 from ..core.addresses import BITS, format_ip, from_bytes, parse_cidr, to_bytes
 from ..core.allocator import gateway_reservations, grant, refuse_taken, search_windows
 from ..core.errors import AddressConflict, NotFound, PoolExhausted, StoreBusy, StoreCorrupt, StoreIOError
@@ -285,7 +286,7 @@ class SQLiteStore(Store):
             return found
 
     def problems(self) -> list[str]:
-        return self._read(self._find_problems)
+        return self._read(self._find_problems_in_one_snapshot)
 
     def close(self) -> None:
         self._close_quietly()
@@ -316,7 +317,8 @@ class SQLiteStore(Store):
         """A Docker pool that overlaps `network`, if any: pools are disjoint, so the one
         starting last at or before network's end is the only candidate to look at."""
         row = self._db.execute(
-            f"SELECT {_POOL_COLUMNS}, last FROM docker_pools WHERE family = ? AND first <= ? ORDER BY first DESC LIMIT 1",
+            f"SELECT {_POOL_COLUMNS}, last FROM docker_pools WHERE family = ? AND first <= ?"
+            " ORDER BY first DESC LIMIT 1",
             (network.family, to_bytes(network.family, network.last)),
         ).fetchone()
         if row is not None and int.from_bytes(row[-1], "big") >= network.value:
@@ -515,6 +517,18 @@ class SQLiteStore(Store):
                     raise
                 time.sleep(0.002)
 
+    def _find_problems_in_one_snapshot(self) -> list[str]:
+        """`cnipamctl check` runs beside live writers: every table is read in one read
+        transaction, so a lease committed between two of the checks' reads is never
+        mistaken for an address that is neither leased nor free."""
+        if self._db.in_transaction:
+            return self._find_problems()
+        self._db.execute("BEGIN")
+        try:
+            return self._find_problems()
+        finally:
+            self._db.execute("ROLLBACK")
+
     def _find_problems(self) -> list[str]:
         problems: list[str] = []
         check = self._db.execute("PRAGMA integrity_check").fetchall()  # also verifies the unique indexes
@@ -685,7 +699,7 @@ class _SharedFile:
 
 
 _OPEN: dict[tuple[int, int], _SharedFile] = {}
-_OPEN_GUARD = RLock()  # held while a file is attached or detached: never while one is in use
+_OPEN_GUARD = RLock()  # held while a file is attached or detached (a detach waits for the call in progress)
 
 
 def _attach(path: str, timeout: float) -> _SharedFile:
@@ -725,6 +739,7 @@ def _attach(path: str, timeout: float) -> _SharedFile:
             os.close(lock_fd)
             raise _store_error(path, exc) from None
         shared = _OPEN[key] = _SharedFile(key, db, lock_fd, version)
+        HELD_DATABASES[key] = os.path.abspath(path)  # a config may not name it now (config_files)
         return shared
 
 
@@ -733,11 +748,14 @@ def _detach(shared: _SharedFile) -> None:
         shared.users -= 1
         if shared.users > 0:
             return
+        # Closed before it leaves the registry: until then, an `_attach` of the same file
+        # finds it held and shares it instead of opening (and closing) the file beside it.
+        with shared.mutex:  # a thread still inside a call on it finishes first
+            shared.db.close()
+            os.close(shared.lock_fd)
         if _OPEN.get(shared.key) is shared:
             del _OPEN[shared.key]
-    with shared.mutex:  # a thread still inside a call on it finishes first
-        shared.db.close()
-        os.close(shared.lock_fd)
+            HELD_DATABASES.pop(shared.key, None)
 
 
 def _identity(path: str) -> tuple[int, int] | None:

@@ -2,8 +2,8 @@
 
 CPython 3.11's `_sqlite3` imports `functools` only for `lru_cache`, to build each
 connection's statement cache; `functools` brings `collections` and more with it. Measured
-with `-X importtime` on the bench machine, importing `_sqlite3` took 4.8 ms that way and
-1.7 ms this way, out of a plugin ADD of about 20 ms (docs/benchmarks.md). The plugin is a
+with `-X importtime`, importing `_sqlite3` this way costs well under half of what it costs
+with `functools` (docs/benchmarks.md lists the import in an ADD). The plugin is a
 new process per call, so for the duration of that one import `_sqlite3` is handed a
 stand-in `functools` whose `lru_cache` is the very C implementation the real one wraps
 (`_functools._lru_cache_wrapper`); the real `functools` is untouched and imports as usual
@@ -48,7 +48,7 @@ def preload_sqlite() -> bool:
 
 
 preload_sqlite()
-try:  # the C module directly: the `sqlite3` package adds ~4 ms of imports per call
+try:  # the C module directly: the `sqlite3` package's Python wrapper adds imports of its own
     from _sqlite3 import Connection, DatabaseError, IntegrityError, OperationalError, connect
 except ImportError:  # pragma: no cover - an interpreter that ships only the package
     from sqlite3 import Connection, DatabaseError, IntegrityError, OperationalError, connect

@@ -1,0 +1,364 @@
+"""What every store engine must do, run once per engine (tests/support/store_engines.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cnipam.core.addresses import Network, format_ip, parse_cidr, parse_ip
+from cnipam.core.docker_pools import DockerPool, PoolClaim
+from cnipam.core.ecs_config import parse_ecs
+from cnipam.core.errors import AddressConflict, PoolExhausted
+from cnipam.core.ipam_config import PoolSpec
+from cnipam.core.leases import GATEWAY, LEASE, Cursor, Lease, Owner
+from cnipam.store.base import Store
+from tests.support.store_engines import ENGINES
+
+
+@pytest.fixture(params=sorted(ENGINES))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    engine = ENGINES[request.param](request, tmp_path)
+    yield engine
+    assert engine.problems() == []  # every test leaves a consistent store
+    engine.close()
+
+
+def pools(**ipam: object) -> tuple[PoolSpec, ...]:
+    return parse_ecs({key.replace("_", "-"): value for key, value in ipam.items()}).pools
+
+
+def ips(leases: list[Lease]) -> list[str]:
+    return [lease.ip for lease in leases]
+
+
+def attachment(container: str, network: str = "net") -> Owner:
+    return Owner.for_request(None, network, container, "eth0")
+
+
+def held(store: Store) -> list[str]:
+    return [lease.ip for lease in store.leases() if lease.kind == LEASE]
+
+
+V4 = pools(ipv4_subnet="10.0.0.0/29")  # .1 gateway, .2-.6 usable
+
+
+def test_allocation_is_round_robin_after_the_last_address_touched(store: Store) -> None:
+    assert [ips(store.allocate(attachment(c), V4)) for c in "abc"] == [["10.0.0.2"], ["10.0.0.3"], ["10.0.0.4"]]
+    store.release(attachment("b").handle)
+    assert ips(store.allocate(attachment("d"), V4)) == ["10.0.0.5"]  # not the freed .3: upstream's order
+    assert ips(store.allocate(attachment("e"), V4)) == ["10.0.0.6"]
+    assert ips(store.allocate(attachment("f"), V4)) == ["10.0.0.3"]  # wraps round to the freed address
+    with pytest.raises(PoolExhausted, match="10.0.0.0/29"):
+        store.allocate(attachment("g"), V4)
+
+
+def test_gateway_is_reserved_once_and_shared(store: Store) -> None:
+    store.allocate(attachment("a"), V4)
+    store.allocate(attachment("b", network="other"), V4)
+    gateways = [lease for lease in store.leases() if lease.kind == GATEWAY]
+    assert [(lease.ip, lease.handle) for lease in gateways] == [("10.0.0.1", None)]
+
+
+def test_a_second_pool_with_another_gateway_cannot_take_the_first_gateway(store: Store) -> None:
+    store.allocate(attachment("a"), V4)
+    other = pools(ipv4_subnet="10.0.0.0/29", ipv4_gateway="10.0.0.6")  # usable .1-.5, but .1 is V4's gateway
+    assert [ips(store.allocate(attachment(c), other)) for c in "bcd"] == [["10.0.0.3"], ["10.0.0.4"], ["10.0.0.5"]]
+    with pytest.raises(PoolExhausted):
+        store.allocate(attachment("e"), other)
+    with pytest.raises(PoolExhausted):  # and V4 cannot take .6, the other pool's gateway
+        store.allocate(attachment("e"), V4)
+
+
+def test_an_attachment_gets_the_same_lease_on_retry(store: Store) -> None:
+    first = store.allocate(attachment("a"), V4)
+    assert store.allocate(attachment("a"), V4) == first
+    assert held(store) == ["10.0.0.2"]
+
+
+def test_an_id_holding_an_address_is_refused_and_nothing_changes(store: Store) -> None:
+    owner = Owner.for_request("task", "net", "", "eth0")
+    store.allocate(owner, V4)
+    before = store.leases()
+    with pytest.raises(AddressConflict, match="already holds 10.0.0.2"):
+        store.allocate(owner, V4)
+    assert store.leases() == before
+
+
+def test_dual_stack_is_all_or_nothing(store: Store) -> None:
+    store.allocate(attachment("a"), pools(ipv6_subnet="2001:db8::/64", ipv6_address="2001:db8::9/64"))
+    both = pools(ipv4_subnet="10.0.0.0/29", ipv6_subnet="2001:db8::/64", ipv6_address="2001:db8::9/64")
+    with pytest.raises(AddressConflict, match="2001:db8::9 is already leased"):
+        store.allocate(attachment("b"), both)
+    assert held(store) == ["2001:db8::9"]  # the IPv4 half was rolled back too
+    assert ips(store.allocate(attachment("c"), pools(ipv4_subnet="10.0.0.0/29"))) == ["10.0.0.2"]  # position not moved
+
+
+def test_requested_addresses(store: Store) -> None:
+    assert ips(store.allocate(attachment("a"), pools(ipv4_subnet="10.0.0.0/29", ipv4_address="10.0.0.5/29"))) == [
+        "10.0.0.5"
+    ]
+    with pytest.raises(AddressConflict, match="10.0.0.5 is already leased to container 'a'"):
+        store.allocate(attachment("b"), pools(ipv4_subnet="10.0.0.0/29", ipv4_address="10.0.0.5/29"))
+    other_gateway = pools(ipv4_subnet="10.0.0.0/29", ipv4_gateway="10.0.0.6", ipv4_address="10.0.0.1/29")
+    with pytest.raises(AddressConflict, match="reserved as a gateway"):
+        store.allocate(attachment("c"), other_gateway)
+    assert ips(store.allocate(attachment("d"), V4)) == ["10.0.0.6"]  # after the last address touched (.5)
+
+
+def test_release_by_owner_and_by_address(store: Store) -> None:
+    dual = pools(ipv4_subnet="10.0.0.0/29", ipv6_subnet="2001:db8::/64")
+    store.allocate(Owner.for_request("x", "net", "", "eth0"), dual)
+    store.allocate(attachment("y"), dual)
+    assert sorted(ips(store.release("id:x"))) == ["10.0.0.2", "2001:db8::2"]
+    assert ips(store.release(None, [parse_ip("10.0.0.3")])) == ["10.0.0.3"]
+    assert held(store) == ["2001:db8::3"]
+    assert store.release("id:x") == [] and store.release(None, [parse_ip("10.0.0.1")]) == []  # gateways stay
+    assert store.held_by("cni:net/y/eth0")[0].ip == "2001:db8::3"
+
+
+def test_lookup_and_leases_by_network(store: Store) -> None:
+    store.allocate(attachment("a", "n1"), V4)
+    store.allocate(attachment("b", "n2"), V4)
+    found = store.lookup(*parse_ip("10.0.0.3"))
+    assert found is not None and (found.container_id, found.network, found.ifname, found.slot) == (
+        "b",
+        "n2",
+        "eth0",
+        "4",
+    )
+    assert store.lookup(*parse_ip("10.0.0.6")) is None
+    assert ips(store.leases("n1")) == ["10.0.0.1", "10.0.0.2"]
+
+
+def test_garbage_collection_is_per_network_and_spares_unknown_owners(store: Store) -> None:
+    for container in "abc":
+        store.allocate(attachment(container, "n1"), V4)
+    store.allocate(attachment("z", "n2"), V4)
+    store.allocate(Owner.for_request(None, "n1", "", "eth0"), V4)  # anonymous: no attachment recorded
+    released = store.collect_garbage("n1", {("b", "eth0")})
+    assert sorted(lease.container_id for lease in released) == ["a", "c"]
+    assert held(store) == ["10.0.0.3", "10.0.0.5", "10.0.0.6"]
+
+
+def test_exhaustion_is_reported_per_pool(store: Store) -> None:
+    tiny = pools(ipv4_subnet="10.0.0.0/30")  # .1 gateway, .2 the only address
+    assert store.exhausted(tiny) == []
+    store.allocate(attachment("a"), tiny)
+    assert store.exhausted(tiny) == list(tiny)
+    assert store.exhausted(V4) == []
+
+
+def test_large_subnets_allocate_from_the_start(store: Store) -> None:
+    assert ips(store.allocate(attachment("a"), pools(ipv4_subnet="10.0.0.0/8"))) == ["10.0.0.2"]
+    assert ips(store.allocate(attachment("a"), pools(ipv6_subnet="2001:db8::/48"))) == ["2001:db8::2"]
+    last = pools(ipv6_subnet="2001:db8:1::/64", ipv6_address="2001:db8:1:0:ffff:ffff:ffff:ffff/64")
+    assert ips(store.allocate(attachment("b"), last)) == ["2001:db8:1:0:ffff:ffff:ffff:ffff"]
+
+
+def test_import_keeps_positions_and_refuses_conflicts_whole(store: Store) -> None:
+    spec = V4[0]
+    imported = [
+        Lease(4, parse_ip(f"10.0.0.{n}")[1], LEASE, spec.key, "4", f"id:t{n}", "net", "", "", 1.0) for n in (2, 3)
+    ]
+    assert store.import_leases(imported, {spec.key: Cursor(*parse_ip("10.0.0.3"), True)}) == 2
+    assert store.cursors() == {spec.key: Cursor(*parse_ip("10.0.0.3"), True)}
+    assert ips(store.allocate(attachment("a"), V4)) == ["10.0.0.4"]
+    clash = [Lease(4, parse_ip("10.0.0.6")[1], LEASE, spec.key, "4", None, "", "", "", 1.0), imported[0]]
+    with pytest.raises(AddressConflict, match="10.0.0.2 is already held by id:t2"):
+        store.import_leases(clash, {})
+    assert held(store) == ["10.0.0.2", "10.0.0.3", "10.0.0.4"]  # 10.0.0.6 was not half-imported
+
+
+def test_text_forms_match_go(store: Store) -> None:
+    store.allocate(attachment("a"), pools(ipv6_subnet="2001:db8:0:1::/64", ipv6_address="2001:db8:0:1::ffff/64"))
+    assert held(store) == [format_ip(*parse_ip("2001:db8:0:1::ffff"))] == ["2001:db8:0:1::ffff"]
+
+
+def test_host_local_positions_move_only_on_allocation(store: Store) -> None:
+    from cnipam.core.ipam_dialect import parse_ipam
+
+    (spec,) = parse_ipam({"cniVersion": "1.0.0", "ipam": {"subnet": "10.0.0.0/29"}}).pools
+    for container in "abcde":
+        store.allocate(attachment(container), (spec,))  # .2-.6
+    store.release(attachment("d").handle)
+    store.release(attachment("b").handle)
+    with pytest.raises(PoolExhausted):  # host-local goes on after .6, wraps, and finds .3 and .5 ...
+        for container in "fgh":
+            store.allocate(attachment(container), (spec,))
+    assert held(store) == ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]
+    assert store.cursors()[spec.key].address == parse_ip("10.0.0.5")[1]  # ... in that order, .5 last
+
+
+def test_a_range_set_walks_its_ranges_in_config_order(store: Store) -> None:
+    from cnipam.core.ipam_dialect import parse_ipam
+
+    ipam = {"ranges": [[{"subnet": "10.1.0.0/30"}, {"subnet": "10.0.0.0/30"}]]}
+    (spec,) = parse_ipam({"cniVersion": "1.0.0", "ipam": ipam}).pools
+    assert [ips(store.allocate(attachment(c), (spec,))) for c in "ab"] == [["10.1.0.2"], ["10.0.0.2"]]
+    assert sorted(lease.ip for lease in store.leases() if lease.kind == GATEWAY) == ["10.0.0.1", "10.1.0.1"]
+
+
+def test_a_gateway_is_freed_only_by_name_and_only_once_unused(store: Store) -> None:
+    store.allocate(attachment("a"), V4)
+    gateway = parse_ip("10.0.0.1")
+    with pytest.raises(AddressConflict, match="still serves 1 lease"):
+        store.release_gateway(*gateway)
+    store.release(attachment("a").handle)
+    position = store.cursors()
+    freed = store.release_gateway(*gateway)
+    assert freed is not None and freed.kind == GATEWAY
+    assert store.lookup(*gateway) is None and store.release_gateway(*gateway) is None
+    assert store.release_gateway(*parse_ip("10.0.0.3")) is None  # not a reservation
+    assert store.cursors() == position
+
+
+# -- Docker pools (schema version 2) ----------------------------------------------------
+
+
+def _claim(
+    network: str | None = None, prefix: int = 24, main: str | None = "198.18.0.0/23", sub: str | None = None
+) -> PoolClaim:
+    def cidr(text: str | None) -> Network | None:
+        return None if text is None else parse_cidr(text, "test")[1]
+
+    return PoolClaim("space", 4, cidr(network), cidr(sub), prefix, cidr(main), "{}")
+
+
+def test_docker_pools_explicit_dynamic_overlap_and_ids(store: Store) -> None:
+    explicit = store.claim_docker_pool(_claim("198.18.0.0/24"))
+    dynamic = store.claim_docker_pool(_claim())
+    assert (str(explicit.network), str(dynamic.network)) == ("198.18.0.0/24", "198.18.1.0/24")
+    with pytest.raises(AddressConflict):
+        store.claim_docker_pool(_claim("198.18.1.128/25"))
+    with pytest.raises(PoolExhausted):
+        store.claim_docker_pool(_claim())
+    assert [pool.id for pool in store.docker_pools()] == [explicit.id, dynamic.id]
+    store.release_docker_pool(explicit.id)
+    again = store.claim_docker_pool(_claim())
+    assert str(again.network) == "198.18.0.0/24" and again.id not in (explicit.id, dynamic.id)
+
+
+def test_docker_addresses_are_lowest_free_leases_released_with_their_pool(store: Store) -> None:
+    from cnipam.core.errors import InvalidConfig, NotFound
+
+    pool = store.claim_docker_pool(_claim("10.5.0.0/29"))
+    assert store.request_docker_address(pool.id, None).ip == "10.5.0.1"
+    assert store.request_docker_address(pool.id, parse_ip("10.5.0.4")[1]).ip == "10.5.0.4"
+    assert store.request_docker_address(pool.id, None).ip == "10.5.0.2"
+    with pytest.raises(AddressConflict):
+        store.request_docker_address(pool.id, parse_ip("10.5.0.4")[1])
+    with pytest.raises(InvalidConfig):
+        store.request_docker_address(pool.id, parse_ip("10.5.0.7")[1])  # broadcast
+    assert store.release_docker_address(pool.id, 4, parse_ip("10.5.0.1")[1]) is not None
+    assert store.release_docker_address(pool.id, 4, parse_ip("10.5.0.1")[1]) is None
+    assert store.request_docker_address(pool.id, None).ip == "10.5.0.1"  # lowest free, not round-robin
+    cni = store.allocate(
+        attachment("a"), pools(ipv4_subnet="10.5.0.0/29", ipv4_gateway="10.5.0.6")
+    )  # shares the subnet only
+    assert ips(cni) == ["10.5.0.3"]
+    assert store.release_docker_address(pool.id, 4, parse_ip("10.5.0.3")[1]) is None  # not the pool's lease
+    leases = [lease for lease in store.leases() if lease.network == pool.lease_network]
+    assert {lease.pool for lease in leases} == {"10.5.0.0/29"}
+    store.release_docker_pool(pool.id)
+    assert held(store) == ["10.5.0.3"]  # the CNI lease; its gateway reservation stays too
+    with pytest.raises(NotFound):
+        store.release_docker_pool(pool.id)
+    with pytest.raises(NotFound):
+        store.request_docker_address(pool.id, None)
+
+
+def test_serial_docker_addresses_go_round_robin_and_skip_what_is_held(store: Store) -> None:
+    """Docker's `com.docker.network.ipam.serial`: the next free address after the last one
+    handed out, wrapping; a freed address is not handed out again at once. A named address
+    and a first-free request in between do not move the position."""
+    pool = store.claim_docker_pool(_claim("10.6.0.0/29"))  # .1 to .6
+    serial = [store.request_docker_address(pool.id, None, serial=True).ip for _ in range(3)]
+    assert serial == ["10.6.0.1", "10.6.0.2", "10.6.0.3"]
+    assert store.release_docker_address(pool.id, 4, parse_ip("10.6.0.2")[1]) is not None
+    assert store.request_docker_address(pool.id, parse_ip("10.6.0.5")[1], serial=True).ip == "10.6.0.5"
+    assert store.request_docker_address(pool.id, None, serial=True).ip == "10.6.0.4"  # not .2: it was freed just now
+    assert store.request_docker_address(pool.id, None, serial=True).ip == "10.6.0.6"  # .5 is held
+    assert store.request_docker_address(pool.id, None, serial=True).ip == "10.6.0.2"  # wrapped
+    with pytest.raises(PoolExhausted):
+        store.request_docker_address(pool.id, None, serial=True)
+    assert store.problems() == []
+
+
+def _imported(pool_id: str, network: str, *addresses: str) -> tuple[DockerPool, list[Lease]]:
+    pool = DockerPool(pool_id, "space", parse_cidr(network, "test")[1], None, "{}", 1.0)
+    return pool, [pool.lease(parse_ip(text)[1], 1.0) for text in addresses]
+
+
+def test_imported_docker_pools_keep_their_ids_and_serve_like_claimed_ones(store: Store) -> None:
+    from cnipam.core.errors import NotFound
+
+    v4, v4_leases = _imported("R0KGSOeJ4n3thSpz", "198.18.0.0/24", "198.18.0.1", "198.18.0.3")
+    v6, v6_leases = _imported("a8Fz0qLmN3xY7bWc", "2001:db8::/64", "2001:db8::1")
+    assert store.import_docker_pools([v4, v6], v4_leases + v6_leases) == 2
+    assert [pool.id for pool in store.docker_pools()] == ["R0KGSOeJ4n3thSpz", "a8Fz0qLmN3xY7bWc"]
+    assert (
+        store.request_docker_address("R0KGSOeJ4n3thSpz", None).ip == "198.18.0.2"
+    )  # lowest free, around the imported ones
+    with pytest.raises(AddressConflict):
+        store.request_docker_address("R0KGSOeJ4n3thSpz", parse_ip("198.18.0.3")[1])
+    assert store.release_docker_address("R0KGSOeJ4n3thSpz", 4, parse_ip("198.18.0.3")[1]) is not None
+    assert store.request_docker_address("a8Fz0qLmN3xY7bWc", None).ip == "2001:db8::2"
+    store.release_docker_pool("R0KGSOeJ4n3thSpz")
+    assert held(store) == ["2001:db8::1", "2001:db8::2"]
+    with pytest.raises(NotFound):
+        store.request_docker_address("R0KGSOeJ4n3thSpz", None)
+    # A dynamic claim now skips the imported IPv6 block only, and mints a fresh id.
+    claimed = store.claim_docker_pool(_claim(main="198.18.0.0/23"))
+    assert str(claimed.network) == "198.18.0.0/24" and claimed.id != "R0KGSOeJ4n3thSpz"
+
+
+def test_docker_import_refuses_whole_and_names_the_clash(store: Store) -> None:
+    from cnipam.core.errors import InvalidConfig
+
+    existing = store.claim_docker_pool(_claim("198.18.0.0/24"))
+    cni = store.allocate(attachment("a"), pools(ipv4_subnet="10.9.0.0/24"))
+    fine, fine_leases = _imported("fine", "198.18.5.0/24", "198.18.5.1")
+    taken = cni[0].ip
+    cases: list[tuple[list[DockerPool], list[Lease], type[Exception], str]] = [
+        ([_imported(existing.id, "198.18.9.0/24")[0]], [], AddressConflict, existing.id),  # the id exists
+        ([_imported("x", "198.18.0.128/25")[0]], [], AddressConflict, "198.18.0.0/24"),  # overlaps a pool
+        (
+            [_imported("x", "198.18.6.0/24")[0], _imported("y", "198.18.6.0/23")[0]],
+            [],
+            AddressConflict,
+            "198.18.6.0/24",
+        ),
+        (
+            [_imported("x", "198.18.7.0/24")[0], _imported("x", "198.18.8.0/24")[0]],
+            [],
+            AddressConflict,
+            "'x'",
+        ),  # id twice
+        ([_imported("x", "10.9.0.0/24")[0]], _imported("x", "10.9.0.0/24", taken)[1], AddressConflict, taken),  # taken
+        (
+            [],
+            _imported("nowhere", "198.18.3.0/24", "198.18.3.1")[1],
+            InvalidConfig,
+            "198.18.3.1",
+        ),  # lease of no imported pool
+        (
+            [_imported("x", "198.18.4.0/24")[0]],
+            _imported("x", "198.18.4.0/24", "198.18.4.255")[1],
+            InvalidConfig,
+            "198.18.4.255",
+        ),
+    ]
+    before = (store.docker_pools(), store.leases())
+    for pools_in, leases_in, error, named in cases:
+        with pytest.raises(error, match=named.replace(".", r"\.")):
+            store.import_docker_pools([fine, *pools_in], [*fine_leases, *leases_in])
+        assert (store.docker_pools(), store.leases()) == before  # nothing of it, not even `fine`
+
+
+def test_docker_import_moves_the_id_counter_past_an_imported_serial(store: Store) -> None:
+    pool, _ = _imported("space/198.18.9.0/24/41", "198.18.9.0/24")
+    store.import_docker_pools([pool], [])
+    claimed = store.claim_docker_pool(_claim("198.18.0.0/24"))
+    assert claimed.id == "space/198.18.0.0/24/42"
