@@ -24,7 +24,7 @@ from cnipam.store.etcd_keys import escape, unescape
 from cnipam.store.etcdv3 import EtcdClient
 from cnipam.testing.etcd_server import free_port
 from tests.support.etcd import PASSWORD, need_etcd
-from tests.support.plugin_calls import RunPlugin, installed
+from tests.support.plugin_calls import CALL_TIMEOUT, RunPlugin, installed
 from tests.support.store_files import snapshot
 
 V4 = {"type": "cnipam", "ipv4-subnet": "10.0.0.0/24"}
@@ -98,6 +98,92 @@ def test_the_network_name_never_becomes_a_path_in_data_dir(run_plugin: RunPlugin
         "cnipam.db-wal",
         "cnipam.db.lock",
     }
+
+
+# -- the store's path: no link of another user is followed (store/trusted_path.py) ---------
+
+NOBODY = 65534
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make another user's links")
+
+
+def planted(tmp_path: Path) -> tuple[Path, Path]:
+    """A /tmp-like folder (1777) where uid 65534 planted the store and its lock as links
+    into a folder standing in for /etc, and that folder."""
+    etc, shared = tmp_path / "etc", tmp_path / "shared"
+    etc.mkdir()
+    shared.mkdir()
+    shared.chmod(0o1777)
+    for name, target in (("cnipam.db", "nologin"), ("cnipam.db.lock", "lock")):
+        (shared / name).symlink_to(etc / target)
+        os.lchown(shared / name, NOBODY, NOBODY)
+    return shared, etc
+
+
+@needs_root
+@pytest.mark.parametrize("opt_in", [None, "1"], ids=["default", "shared-folders-accepted"])
+def test_the_plugin_never_follows_a_link_planted_as_its_store(
+    run_plugin: RunPlugin, tmp_path: Path, opt_in: str | None
+) -> None:
+    """The issue's probe: a dataDir in /tmp and two planted links made root create
+    /etc/nologin and the lock in /etc. Now: code 5 naming the link, nothing in /etc."""
+    shared, etc = planted(tmp_path)
+    ipam = {"type": "cnipam", "subnet": "10.0.0.0/24", "dataDir": str(shared)}
+    answer = run_plugin("ADD", config(ipam), {"CNI_CONTAINERID": "c1", "CNIPAM_ALLOW_SHARED_FOLDERS": opt_in})
+    assert (answer.code, answer.out["code"]) == (1, 5), answer.out
+    assert f"{shared / 'cnipam.db'} is a symbolic link owned by uid {NOBODY}: not followed" in answer.out["msg"]
+    assert list(etc.iterdir()) == []
+
+
+@needs_root
+def test_a_shared_folder_holds_the_store_only_when_the_operator_says_so(run_plugin: RunPlugin, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    ipam = {"type": "cnipam", "subnet": "10.0.0.0/24", "dataDir": str(shared)}
+    refused = run_plugin("ADD", config(ipam), {"CNI_CONTAINERID": "c1"})
+    assert (refused.code, refused.out["code"]) == (1, 5), refused.out
+    assert (
+        f"{shared} is writable by others" in refused.out["msg"]
+        and "CNIPAM_ALLOW_SHARED_FOLDERS=1" in refused.out["msg"]
+    )
+    assert list(shared.iterdir()) == []
+    accepted = run_plugin("ADD", config(ipam), {"CNI_CONTAINERID": "c1", "CNIPAM_ALLOW_SHARED_FOLDERS": "1"})
+    assert accepted.code == 0, accepted.out
+    wrong = run_plugin("ADD", config(ipam), {"CNI_CONTAINERID": "c1", "CNIPAM_ALLOW_SHARED_FOLDERS": "yes"})
+    assert (wrong.code, wrong.out["code"]) == (1, 4), wrong.out
+    assert "CNIPAM_ALLOW_SHARED_FOLDERS='yes'" in wrong.out["msg"]
+
+
+@needs_root
+def test_cnipamctl_never_follows_a_link_planted_as_the_store(tmp_path: Path) -> None:
+    shared, etc = planted(tmp_path)
+    (tmp_path / "empty.json").write_text('{"format": "cnipam-export", "version": 1, "leases": [], "cursors": {}}')
+    for argv in (["leases"], ["import", str(tmp_path / "empty.json")]):
+        ctl = subprocess.run(
+            [installed("cnipamctl"), "--db", str(shared / "cnipam.db"), *argv],
+            capture_output=True,
+            timeout=CALL_TIMEOUT,
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+        )
+        err = ctl.stderr.decode()
+        assert ctl.returncode != 0 and "Traceback" not in err, err
+        assert f"{shared / 'cnipam.db'} is a symbolic link owned by uid {NOBODY}: not followed" in err, err
+    assert list(etc.iterdir()) == []
+
+
+@needs_root
+def test_the_docker_driver_never_follows_a_link_planted_as_its_store(tmp_path: Path) -> None:
+    shared, etc = planted(tmp_path)
+    driver = subprocess.run(
+        [installed("cnipam-docker"), "--socket", str(tmp_path / "d.sock"), "--db", str(shared / "cnipam.db")],
+        capture_output=True,
+        timeout=CALL_TIMEOUT,
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+    )
+    err = driver.stderr.decode()
+    assert driver.returncode != 0 and "Traceback" not in err, err
+    assert f"{shared / 'cnipam.db'} is a symbolic link owned by uid {NOBODY}: not followed" in err, err
+    assert list(etc.iterdir()) == [] and not (tmp_path / "d.sock").exists()
 
 
 @pytest.mark.parametrize("key", ["resolvConf", "passwordFile", "tls.ca", "tls.cert"])

@@ -39,7 +39,16 @@ from fcntl import LOCK_UN, flock
 
 from ..core.addresses import format_ip
 from ..core.allocator import gateway_reservations, grant, refuse_taken, search_windows
-from ..core.errors import AddressConflict, CnipamError, InvalidConfig, NotFound, PoolExhausted, StoreBusy, StoreCorrupt
+from ..core.errors import (
+    AddressConflict,
+    CnipamError,
+    InvalidConfig,
+    NotFound,
+    PoolExhausted,
+    StoreBusy,
+    StoreCorrupt,
+    StoreIOError,
+)
 from ..core.ipam_config import parse_pool_key
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease
 from .cluster import ClusterStore
@@ -58,6 +67,7 @@ from .etcd_keys import (
     unescape,
 )
 from .etcdv3 import prefix_end
+from .trusted_path import UntrustedPath, trusted_path
 from .write_lock import take_lock
 
 TYPE_CHECKING = False
@@ -79,7 +89,13 @@ BATCH = 25  # leases per Txn when releasing or importing many: each costs up to 
 
 class EtcdStore(ClusterStore):
     def __init__(
-        self, client: EtcdClient, prefix: str, host: str, timeout: float, lock_path: str | None = None
+        self,
+        client: EtcdClient,
+        prefix: str,
+        host: str,
+        timeout: float,
+        lock_path: str | None = None,
+        shared_folders: bool = False,
     ) -> None:
         if not host or "\x00" in host:
             raise InvalidConfig("store: the host name must be a non-empty string")
@@ -88,7 +104,7 @@ class EtcdStore(ClusterStore):
         self.timeout = timeout
         self.retries = 0  # transactions computed again after a failed compare (benchmarks)
         self.warm_misses = 0  # attempts from this process's own earlier knowledge that turned out stale
-        self._lock_fd = _open_lock(lock_path) if lock_path else None
+        self._lock_fd = _open_lock(lock_path, shared_folders) if lock_path else None
         self._warm: Change | None = None
         self._lock_path = lock_path or ""
 
@@ -563,11 +579,16 @@ def _address_order(lease: Lease) -> tuple[int, int]:
     return lease.family, lease.address
 
 
-def _open_lock(path: str) -> int | None:
+def _open_lock(path: str, shared_folders: bool) -> int | None:
     """The host's writers' queue; without a writable place for it the engine still works
-    (compares keep it correct), its processes just retry more under contention."""
+    (compares keep it correct), its processes just retry more under contention. A place
+    another user could have prepared (trusted_path: their link, a folder they can change)
+    is refused, not skipped: the operator named it, and it would let them make root
+    create the lock file wherever they like."""
     try:
-        os.makedirs(os.path.dirname(path) or ".", mode=0o750, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError:
+        real = trusted_path(path, create=True, shared_folders=shared_folders)
+        return os.open(real, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except UntrustedPath:
+        raise
+    except (OSError, StoreIOError):
         return None

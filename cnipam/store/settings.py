@@ -16,6 +16,9 @@ A username with an `http://` endpoint is refused unless `"allowInsecure": true`:
 password, and the token etcd returns for it, would cross the network in clear text.
 `{"type": "sqlite", "path": "..."}` names the embedded store explicitly. Precedence:
 `ipam.store`, `ipam.dataDir`, `CNIPAM_STORE`, `IPAM_DB_PATH`, the default.
+
+The store's path, and etcd's `lockDir`, may not pass through a folder other users could
+change (store/trusted_path.py); `CNIPAM_ALLOW_SHARED_FOLDERS=1` is the operator's opt-in.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ MAX_TIMEOUT = 24 * 3600.0
 STORE_FILE = "cnipam.db"  # the file name inside a config's dataDir
 DEFAULT_PREFIX = "/cnipam/"
 DEFAULT_LOCK_DIR = "/run/cnipam"
+SHARED_FOLDERS_VARIABLE = "CNIPAM_ALLOW_SHARED_FOLDERS"
 
 
 class EtcdSettings(Record):
@@ -90,13 +94,21 @@ class StoreSettings(Record):
     (ecs-ipam's, per host), which wins over the default.
     """
 
-    __slots__ = ("path", "timeout", "origin", "etcd")
+    __slots__ = ("path", "timeout", "origin", "etcd", "shared_folders")
 
-    def __init__(self, path: str, timeout: float, origin: str = "default", etcd: EtcdSettings | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        timeout: float,
+        origin: str = "default",
+        etcd: EtcdSettings | None = None,
+        shared_folders: bool = False,
+    ) -> None:
         self.path = path  # the SQLite file, when `etcd` is None
         self.timeout = timeout
         self.origin = origin
         self.etcd = etcd
+        self.shared_folders = shared_folders  # folders other users may change are accepted on the store's path
 
     def anchored(self, folder: str) -> StoreSettings:
         """The same settings with every relative file name (the SQLite file, the etcd
@@ -115,7 +127,7 @@ class StoreSettings(Record):
                 etcd.endpoints, etcd.prefix, etcd.host, etcd.username, etcd.password, maybe(etcd.password_file),
                 maybe(etcd.ca_file), maybe(etcd.cert_file), maybe(etcd.key_file), maybe(etcd.lock_dir),
             )  # fmt: skip
-        return StoreSettings(at(self.path), self.timeout, self.origin, etcd)
+        return StoreSettings(at(self.path), self.timeout, self.origin, etcd, self.shared_folders)
 
     @property
     def name(self) -> str:
@@ -128,7 +140,7 @@ class StoreSettings(Record):
         file means that file), with the timeout the environment sets."""
         others = {key: value for key, value in env.items() if key != "CNIPAM_STORE"}
         settings = cls.from_env({**others, "IPAM_DB_PATH": path})
-        return cls(settings.path, settings.timeout, f"--db {path}")
+        return cls(settings.path, settings.timeout, f"--db {path}", None, settings.shared_folders)
 
     @classmethod
     def from_env(cls, env: dict[str, str], data_dir: str | None = None, store: object = None) -> StoreSettings:
@@ -172,7 +184,10 @@ class StoreSettings(Record):
                 ) from None
             if timeout < 0 or timeout > MAX_TIMEOUT:
                 raise InvalidEnvironment(f"IPAM_DB_CONNECTION_TIMEOUT={raw!r} must be between 0 and 24h")
-        return cls(path, timeout, origin, etcd)
+        shared = env.get(SHARED_FOLDERS_VARIABLE, "").strip()
+        if shared not in ("", "0", "1"):
+            raise InvalidEnvironment(f"{SHARED_FOLDERS_VARIABLE}={shared!r}: expected 1 (accept) or 0 (refuse)")
+        return cls(path, timeout, origin, etcd, shared == "1")
 
 
 STORE_KEYS = {

@@ -35,6 +35,7 @@ from ..core.errors import AddressConflict, NotFound, PoolExhausted, StoreBusy, S
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease
 from .base import Store
 from .sqlite_module import Connection, DatabaseError, IntegrityError, OperationalError, connect
+from .trusted_path import UntrustedPath, check_siblings, is_regular_file, trusted_path
 from .write_lock import take_lock
 
 TYPE_CHECKING = False
@@ -114,10 +115,12 @@ def _lease(row: Sequence[object]) -> Lease:
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: str, timeout: float = 5.0) -> None:
+    def __init__(self, path: str, timeout: float = 5.0, shared_folders: bool = False) -> None:
+        """`shared_folders`: accept folders other users could change on the way to the file
+        (trusted_path.py; their links are never followed either way)."""
         self.path = path
         self.timeout = timeout
-        self._file = _attach(path, timeout)
+        self._file = _attach(path, timeout, shared_folders)
         self._db: Connection = self._file.db
         if self._file.version != SCHEMA_VERSION:
             try:
@@ -702,27 +705,31 @@ _OPEN: dict[tuple[int, int], _SharedFile] = {}
 _OPEN_GUARD = RLock()  # held while a file is attached or detached (a detach waits for the call in progress)
 
 
-def _attach(path: str, timeout: float) -> _SharedFile:
-    """The process's connection to the database at `path`, opened if it holds none yet."""
+def _attach(path: str, timeout: float, shared_folders: bool) -> _SharedFile:
+    """The process's connection to the database at `path`, opened if it holds none yet.
+
+    The path is walked first (trusted_path): every name below is the real one, in folders
+    only root and this user can change, and a link found there now is refused, not followed."""
     with _OPEN_GUARD:
-        key = _identity(path)
+        real = trusted_path(path, create=True, shared_folders=shared_folders)
+        key = _identity(real)
         shared = _OPEN.get(key) if key is not None else None
         if shared is not None:
             shared.users += 1
             return shared
         # No connection of this process holds this file, so opening and closing it here
         # (the header check, the creation with a private mode) cannot drop any lock of ours.
-        _refuse_foreign_file(path)
+        check_siblings(real, ("-wal", "-shm", ".lock"))
+        _refuse_foreign_file(real)
         try:
-            _make_parents(path)
-            lock_fd = _open_private(path + ".lock")
+            lock_fd = _open_private(real + ".lock")
         except OSError as exc:
             raise StoreIOError(f"cannot create store {path}: {exc.strerror}") from None
         try:
             if key is None:
-                os.close(_open_private(path))
-                key = _identity(path)
-            db = connect(path, timeout=max(timeout, 0.001), isolation_level=None, check_same_thread=False)
+                os.close(_open_private(real))
+                key = _identity(real)
+            db = connect(real, timeout=max(timeout, 0.001), isolation_level=None, check_same_thread=False)
         except OSError as exc:
             os.close(lock_fd)
             raise StoreIOError(f"cannot create store {path}: {exc.strerror}") from None
@@ -732,14 +739,14 @@ def _attach(path: str, timeout: float) -> _SharedFile:
         try:
             db.execute("PRAGMA synchronous=FULL")
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if key is None or _identity(path) != key:  # replaced while we opened it: its key would lie
+            if key is None or _identity(real) != key:  # replaced while we opened it: its key would lie
                 raise OperationalError("the file was replaced while it was being opened")
         except DatabaseError as exc:
             db.close()
             os.close(lock_fd)
             raise _store_error(path, exc) from None
         shared = _OPEN[key] = _SharedFile(key, db, lock_fd, version)
-        HELD_DATABASES[key] = os.path.abspath(path)  # a config may not name it now (config_files)
+        HELD_DATABASES[key] = real  # a config may not name it now (config_files)
         return shared
 
 
@@ -759,12 +766,16 @@ def _detach(shared: _SharedFile) -> None:
 
 
 def _identity(path: str) -> tuple[int, int] | None:
+    """The (device, inode) of the file at the real path `path`; None when there is none.
+    A link there now appeared after the walk: refused, as the walk would have."""
     try:
-        info = os.stat(path)
+        info = os.lstat(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise StoreIOError(f"cannot open store {path}: {exc.strerror}") from None
+    if info.st_mode & 0o170000 == 0o120000:
+        raise UntrustedPath(f"{path} is a symbolic link: not followed")
     return info.st_dev, info.st_ino
 
 
@@ -772,29 +783,22 @@ def _refuse_foreign_file(path: str) -> None:
     """A path that holds something other than an SQLite database is refused before
     anything is created next to it (not even the lock file)."""
     try:
-        with open(path, "rb") as existing:
-            header = existing.read(16)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not hang it
     except FileNotFoundError:
         return
     except OSError as exc:
         raise StoreIOError(f"cannot open store {path}: {exc.strerror}") from None
+    try:
+        if not is_regular_file(os.fstat(fd)):
+            raise StoreIOError(f"store {path} is not a regular file")
+        header = os.read(fd, 16)
+    except OSError as exc:
+        raise StoreIOError(f"cannot read store {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
     if header and header != b"SQLite format 3\x00":
         raise StoreCorrupt(f"{path} is not an SQLite database; refusing to use it as a store")
 
 
-def _make_parents(path: str) -> None:
-    """Create missing parent folders with mode 0750, each level (os.makedirs only sets the leaf)."""
-    parent = os.path.dirname(os.path.abspath(path))
-    missing = []
-    while parent and not os.path.isdir(parent):
-        missing.append(parent)
-        parent = os.path.dirname(parent)
-    for folder in reversed(missing):
-        try:
-            os.mkdir(folder, 0o750)
-        except FileExistsError:
-            pass
-
-
 def _open_private(path: str) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
