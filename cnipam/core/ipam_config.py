@@ -100,14 +100,35 @@ class PoolSpec(Record):
         return PoolSpec(self.slot, self.key, self.ranges, address, self.release_moves_cursor, self.lowest_free)
 
 
+POOL_KEY_LIMIT = 256  # characters of a pool key that names its ranges; a longer one is a digest
+DIGEST_PREFIX = "sha256:"
+
+
 def pool_key(ranges: tuple[AddressRange, ...]) -> str:
-    """The round-robin position's name: the ranges themselves, order-independent."""
-    return ",".join(sorted(str(address_range) for address_range in ranges))
+    """The pool's name in the store (its leases' `pool`, its round-robin position's key):
+    the ranges themselves, order-independent, while that text is short; beyond
+    POOL_KEY_LIMIT characters a digest of it, so that what a row stores does not grow with
+    the config (a range set of 8,000 /24s is a 200 KB text, which every gateway row used
+    to repeat). Such a pool's ranges are then known only from its config."""
+    text = ",".join(sorted(str(address_range) for address_range in ranges))
+    if len(text) <= POOL_KEY_LIMIT:
+        return text
+    from hashlib import sha256  # only for a pool of many ranges
+
+    return DIGEST_PREFIX + sha256(text.encode()).hexdigest()[:32]
+
+
+def names_ranges(key: str) -> bool:
+    """Whether parse_pool_key can read the ranges from this key (not a digest)."""
+    return not key.startswith(DIGEST_PREFIX)
 
 
 def parse_pool_key(key: str) -> tuple[AddressRange, ...]:
     """The ranges a pool key names (inspection: usage per pool). Gateways are not in the
-    key; the store's gateway reservations say which addresses were kept for them."""
+    key; the store's gateway reservations say which addresses were kept for them. A
+    digest (names_ranges is False) names none: InvalidConfig."""
+    if not names_ranges(key):
+        raise InvalidConfig(f"pool {key} is named by a digest of its ranges, which only its config lists")
     ranges = []
     for part in key.split(","):
         subnet, bracket, bounds = part.partition("[")

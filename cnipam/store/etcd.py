@@ -49,7 +49,7 @@ from ..core.errors import (
     StoreCorrupt,
     StoreIOError,
 )
-from ..core.ipam_config import parse_pool_key
+from ..core.ipam_config import names_ranges, parse_pool_key
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease
 from .cluster import ClusterStore
 from .etcd_change import CHUNK, Change, StaleRead, paged
@@ -527,6 +527,8 @@ class EtcdStore(ClusterStore):
                     yield decode_lease(self.keys, kv)
 
     def _leases_of_pool(self, pool: str) -> list[Lease]:
+        if not names_ranges(pool):  # a digest: only a scan finds them (cnipamctl's release of a gateway)
+            return [lease for lease, _, _ in self._scan_leases() if lease.pool == pool]
         found: list[Lease] = []
         for address_range in parse_pool_key(pool):
             network = address_range.network

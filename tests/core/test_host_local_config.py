@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 from cnipam.core.addresses import parse_ip
 from cnipam.core.cni_args import parse_cni_args
 from cnipam.core.errors import InvalidConfig, InvalidEnvironment
-from cnipam.core.ipam_config import MAX_RANGES, MAX_REQUESTED
+from cnipam.core.ipam_config import (
+    DIGEST_PREFIX,
+    MAX_RANGES,
+    MAX_REQUESTED,
+    POOL_KEY_LIMIT,
+    names_ranges,
+    parse_pool_key,
+)
 from cnipam.core.ipam_dialect import parse_ipam
 from cnipam.core.resolv_conf import parse_resolv_conf
 
@@ -278,3 +285,21 @@ def test_requested_addresses_find_their_range_set_by_bisection() -> None:
     for stray in ("9.255.255.255", "10.0.255.255", "10.3.0.1", "fd00:0:0:1::1"):
         with pytest.raises(InvalidConfig, match=f"requested address {stray} is outside every range"):
             parse_ipam(config({"ranges": sets}, args={"cni": {"ips": [stray]}}))
+
+
+def test_a_pool_of_many_ranges_is_named_by_a_digest_of_them() -> None:
+    """Its name is what every lease row and position of the pool stores: it must not
+    grow with the config (8,000 ranges are a 200 KB text)."""
+    many = [{"subnet": f"10.{i // 256}.{i % 256}.0/24"} for i in range(8000)]
+    (pool,) = parse_ipam(config({"ranges": [many]})).pools
+    assert pool.key == pool.slot and pool.key.startswith(DIGEST_PREFIX) and len(pool.key) == 39
+    assert not names_ranges(pool.key)
+    (again,) = parse_ipam(config({"ranges": [many[::-1]]})).pools
+    assert again.key == pool.key  # order-independent, as the ranges' own text is
+    (fewer,) = parse_ipam(config({"ranges": [many[1:]]})).pools
+    assert fewer.key != pool.key
+    with pytest.raises(InvalidConfig, match="named by a digest"):
+        parse_pool_key(pool.key)
+    few = [{"subnet": f"10.0.{i}.0/24"} for i in range(POOL_KEY_LIMIT // 14)]  # "10.0.N.0/24," each
+    (readable,) = parse_ipam(config({"ranges": [few]})).pools
+    assert names_ranges(readable.key) and len(parse_pool_key(readable.key)) == len(few)
