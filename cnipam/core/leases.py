@@ -44,7 +44,10 @@ class Owner(Record):
 class Lease(Record):
     """One row of the store: an address held by an owner (or reserved as a gateway)."""
 
-    __slots__ = ("family", "address", "kind", "pool", "slot", "handle", "network", "container_id", "ifname", "created")
+    __slots__ = (
+        "family", "address", "kind", "pool", "slot", "handle", "network", "container_id", "ifname", "created",
+        "gateway",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -58,6 +61,7 @@ class Lease(Record):
         container_id: str,
         ifname: str,
         created: float,
+        gateway: int | None = None,
     ) -> None:
         self.family = family
         self.address = address
@@ -69,6 +73,9 @@ class Lease(Record):
         self.container_id = container_id
         self.ifname = ifname
         self.created = created
+        # A lease: the gateway reserved for the range it came from, whose reservation goes
+        # when no lease of that subnet is left (None: none, or a lease older than the field).
+        self.gateway = gateway
 
     @property
     def ip(self) -> str:

@@ -19,8 +19,9 @@ _TEXT_FIELDS = ("pool", "slot", "network", "container_id", "ifname")
 
 
 def lease_to_json(lease: Lease) -> dict[str, object]:
-    """Every Lease field, in the Lease's own order, with the address as text."""
-    return {
+    """Every Lease field, in the Lease's own order, with the address as text; `gateway`
+    (the reservation a lease's last release lets go) only when there is one."""
+    found: dict[str, object] = {
         "family": lease.family,
         "address": format_ip(lease.family, lease.address),
         "kind": lease.kind,
@@ -32,6 +33,9 @@ def lease_to_json(lease: Lease) -> dict[str, object]:
         "ifname": lease.ifname,
         "created": lease.created,
     }
+    if lease.gateway is not None:
+        found["gateway"] = format_ip(lease.family, lease.gateway)
+    return found
 
 
 def lease_view(lease: Lease) -> dict[str, object]:
@@ -60,6 +64,9 @@ def lease_from_json(item: object, where: str) -> Lease:
     created = item["created"]
     if isinstance(created, bool) or not isinstance(created, (int, float)):
         raise BadInput(f"{where}.created: expected a number (seconds since 1970), got {created!r}")
+    gateway = None
+    if item.get("gateway") is not None:
+        _, gateway = _address(family, item["gateway"], f"{where}.gateway")
     return Lease(
         family,
         address,
@@ -71,6 +78,7 @@ def lease_from_json(item: object, where: str) -> Lease:
         item["container_id"],
         item["ifname"],
         float(created),
+        gateway,
     )
 
 

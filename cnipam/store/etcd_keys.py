@@ -138,6 +138,8 @@ def encode_lease(lease: Lease, host: str) -> bytes:
         "kind": lease.kind, "pool": lease.pool, "slot": lease.slot, "handle": lease.handle, "network": lease.network,
         "container": lease.container_id, "ifname": lease.ifname, "created": lease.created, "host": host,
     }  # fmt: skip
+    if lease.gateway is not None:
+        record["gateway"] = f"{lease.gateway:x}"
     return dumps(record).encode()
 
 
@@ -147,9 +149,11 @@ def decode_lease(keys: Keys, kv: KeyValue) -> tuple[Lease, int, str]:
     try:
         record = _record(kv.value)
         family, address = int(family_text), int(address_text, 16)
+        gateway = record.get("gateway")
         lease = Lease(
             family, address, record["kind"], record["pool"], record["slot"], record["handle"],
             record["network"], record["container"], record["ifname"], float(record["created"]),
+            None if gateway is None else int(gateway, 16),
         )  # fmt: skip
         return lease, kv.mod_revision, str(record.get("host", ""))
     except (ValueError, KeyError, TypeError, DecodeFailure) as exc:

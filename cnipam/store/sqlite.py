@@ -9,6 +9,8 @@ Layout (schema version 1):
   free address at or after X is one index seek, whatever the number of leases or the
   size of the subnet (an IPv6 /48 is one interval until something is taken from it).
 * `cursors`: the round-robin position per pool (shared/reference/ecs-ipam.md §6).
+* `leases.gateway` (version 3): for a lease, the gateway reserved for the range it came
+  from, so its last release can let the reservation go (BLOB, NULL for none).
 * `docker_pools` (version 2): the Docker driver's pools, one block per row with its
   bounds as BLOBs for an overlap seek; ids come from the `counters` row `docker_pool`,
   which only ever grows, so an id is never handed out twice. A pool's addresses are
@@ -50,7 +52,7 @@ if TYPE_CHECKING:
     from ..core.ipam_config import PoolSpec
     from ..core.leases import Owner
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Forward migrations: MIGRATIONS[n] takes a store from schema version n to n + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -102,16 +104,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
         "INSERT INTO counters VALUES ('docker_pool', 0)",
     ),
+    ("ALTER TABLE leases ADD COLUMN gateway BLOB",),
 )
 
-_COLUMNS = "family, address, kind, pool, slot, handle, network, container_id, ifname, created"
+_COLUMNS = "family, address, kind, pool, slot, handle, network, container_id, ifname, created, gateway"
 _POOL_COLUMNS = "id, address_space, pool, sub_pool, options, created"
 _FIND_FREE = "SELECT first, last FROM free WHERE family = ? AND last >= ? ORDER BY last LIMIT 1"
 
 
 def _lease(row: Sequence[object]) -> Lease:
     family, address = from_bytes(row[1])  # type: ignore[arg-type]
-    return Lease(family, address, *row[2:])  # type: ignore[arg-type]
+    kind, pool, slot, handle, network, container_id, ifname, created, gateway = row[2:]
+    return Lease(
+        family, address, kind, pool, slot, handle, network, container_id, ifname, created,  # type: ignore[arg-type]
+        None if gateway is None else int.from_bytes(gateway, "big"),  # type: ignore[arg-type]
+    )  # fmt: skip
 
 
 class SQLiteStore(Store):
@@ -218,7 +225,7 @@ class SQLiteStore(Store):
         with _Writing(self):
             self._db.execute("SAVEPOINT import_rows")
             try:
-                self._db.executemany(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                self._db.executemany(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             except IntegrityError:
                 self._db.execute("ROLLBACK TO import_rows")  # undo the rows before the clash, then name it
                 raise AddressConflict(f"import refused: {self._first_conflict(rows)}") from None
@@ -409,7 +416,7 @@ class SQLiteStore(Store):
 
     def _insert(self, lease: Lease) -> None:
         try:
-            self._db.execute(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", _row(lease))
+            self._db.execute(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", _row(lease))
         except IntegrityError as exc:
             raise StoreCorrupt(f"cannot record {lease.ip}: {exc}; run `cnipamctl check`") from None
 
@@ -664,9 +671,10 @@ def _docker_pool(row: Sequence[object]) -> DockerPool:
 
 
 def _row(lease: Lease) -> tuple[object, ...]:
+    gateway = None if lease.gateway is None else to_bytes(lease.family, lease.gateway)
     return (
         lease.ip, lease.family, to_bytes(lease.family, lease.address), lease.kind, lease.pool, lease.slot,
-        lease.handle, lease.network, lease.container_id, lease.ifname, lease.created,
+        lease.handle, lease.network, lease.container_id, lease.ifname, lease.created, gateway,
     )  # fmt: skip
 
 

@@ -54,6 +54,19 @@ def test_allocation_is_round_robin_after_the_last_address_touched(store: Store) 
         store.allocate(attachment("g"), V4)
 
 
+def test_a_lease_keeps_the_gateway_recorded_with_it(store: Store) -> None:
+    """The field a lease's last release uses to let its range's gateway go: written and
+    read back as given, or None."""
+    with_gateway = Lease(4, parse_ip("10.7.0.5")[1], LEASE, "10.7.0.0/24", "4", "id:a", "n", "", "", 1.0)
+    with_gateway.gateway = parse_ip("10.7.0.1")[1]
+    without = Lease(6, parse_ip("fd07::5")[1], LEASE, "fd07::/64", "6", "id:a", "n", "", "", 1.0)
+    store.import_leases([with_gateway, without], {})
+    assert [(lease.ip, lease.gateway) for lease in store.leases()] == [
+        ("10.7.0.5", parse_ip("10.7.0.1")[1]),
+        ("fd07::5", None),
+    ]
+
+
 def test_gateway_is_reserved_once_and_shared(store: Store) -> None:
     store.allocate(attachment("a"), V4)
     store.allocate(attachment("b", network="other"), V4)
