@@ -35,10 +35,6 @@ class AddressRange(Record):
         self.last = last
         self.gateway = gateway
 
-    def pieces(self) -> tuple[Range, ...]:
-        """The allocatable addresses: the range without its gateway."""
-        return cut_out(self.first, self.last, [] if self.gateway is None else [self.gateway])
-
     def __str__(self) -> str:
         family = self.network.family
         if (self.first, self.last) == default_bounds(self.network):
@@ -81,8 +77,22 @@ class PoolSpec(Record):
 
     @property
     def pieces(self) -> tuple[Range, ...]:
-        """Allocatable addresses in search order: the ranges in config order, gateways cut out."""
-        return tuple(piece for address_range in self.ranges for piece in address_range.pieces())
+        """Allocatable addresses in search order: the ranges in config order, without any
+        gateway of the pool's ranges (each is reserved only once a lease of its own range
+        needs it, so until then nothing but this keeps the pool from handing it out).
+        Each range takes the gateways inside it by bisection: n log n, not every pair."""
+        gateways = sorted({r.gateway for r in self.ranges if r.gateway is not None})
+        if len(gateways) <= 1:
+            return tuple(piece for r in self.ranges for piece in cut_out(r.first, r.last, gateways))
+        from bisect import bisect_left, bisect_right
+
+        return tuple(
+            piece
+            for r in self.ranges
+            for piece in cut_out(
+                r.first, r.last, gateways[bisect_left(gateways, r.first) : bisect_right(gateways, r.last)]
+            )
+        )
 
     def range_of(self, address: int) -> AddressRange | None:
         for address_range in self.ranges:

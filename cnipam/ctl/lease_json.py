@@ -19,9 +19,9 @@ _TEXT_FIELDS = ("pool", "slot", "network", "container_id", "ifname")
 
 
 def lease_to_json(lease: Lease) -> dict[str, object]:
-    """Every Lease field, in the Lease's own order, with the address as text; `gateway`
-    (the reservation a lease's last release lets go) only when there is one."""
-    found: dict[str, object] = {
+    """Every Lease field, in the Lease's own order, with the addresses as text (`gateway`,
+    the reservation a lease depends on, null when none)."""
+    return {
         "family": lease.family,
         "address": format_ip(lease.family, lease.address),
         "kind": lease.kind,
@@ -32,10 +32,8 @@ def lease_to_json(lease: Lease) -> dict[str, object]:
         "container_id": lease.container_id,
         "ifname": lease.ifname,
         "created": lease.created,
+        "gateway": None if lease.gateway is None else format_ip(lease.family, lease.gateway),
     }
-    if lease.gateway is not None:
-        found["gateway"] = format_ip(lease.family, lease.gateway)
-    return found
 
 
 def lease_view(lease: Lease) -> dict[str, object]:

@@ -38,7 +38,7 @@ import time
 from fcntl import LOCK_UN, flock
 
 from ..core.addresses import format_ip
-from ..core.allocator import gateway_reservations, grant, refuse_taken, search_windows
+from ..core.allocator import gateway_reservation, grant, refuse_taken, reserved_subnet, search_windows
 from ..core.errors import (
     AddressConflict,
     CnipamError,
@@ -118,7 +118,7 @@ class EtcdStore(ClusterStore):
         held = change.held_by(owner.handle) if owner.handle else []
         return grant(
             owner, pools, held, time.time(),
-            lambda spec, network, now: self._reserve_gateways(change, spec, network, now),
+            lambda spec, address, network, now: self._reserve_gateway(change, spec, address, network, now),
             lambda spec: self._take_requested(change, spec),
             lambda spec: self._take_next(change, spec),
             change.add_lease,
@@ -146,11 +146,16 @@ class EtcdStore(ClusterStore):
             found = change.leases_at([(family, address)])
             if not found or found[0].kind != GATEWAY:
                 return None
-            users = [lease for lease in self._leases_of_pool(found[0].pool) if lease.kind == LEASE]
+            subnet = reserved_subnet(found[0])
+            if subnet is None:  # recorded before reservations named their subnet: its pool's leases
+                users = [lease for lease in self._leases_of_pool(found[0].pool) if lease.kind == LEASE]
+            else:
+                users = [
+                    lease for lease in change.leases_between(family, subnet.value, subnet.last) if lease.kind == LEASE
+                ]
             if users:
-                raise AddressConflict(
-                    f"gateway {found[0].ip} still serves {len(users)} lease(s) of pool {found[0].pool}"
-                )
+                served = f"pool {found[0].pool}" if subnet is None else str(subnet)
+                raise AddressConflict(f"gateway {found[0].ip} still serves {len(users)} lease(s) of {served}")
             change.remove_leases(found)
             return found[0]
 
@@ -414,10 +419,15 @@ class EtcdStore(ClusterStore):
 
     # -- steps of a change ---------------------------------------------------------------
 
-    def _reserve_gateways(self, change: Change, spec: PoolSpec, network: str, now: float) -> None:
-        for reservation in gateway_reservations(spec, network, now, change.lease_at):
-            change.take(reservation.family, reservation.address, claim=False)
-            change.add_lease(reservation)
+    def _reserve_gateway(self, change: Change, spec: PoolSpec, address: int, network: str, now: float) -> int | None:
+        gateway, reservation = gateway_reservation(spec, address, network, now, change.lease_at)
+        if reservation is not None:
+            if change.lease_at(reservation.family, reservation.address) is None:
+                change.take(reservation.family, reservation.address, claim=False)
+                change.add_lease(reservation)
+            else:
+                change.rewrite_lease(reservation)
+        return gateway
 
     def _take_requested(self, change: Change, spec: PoolSpec) -> int:
         address = spec.requested

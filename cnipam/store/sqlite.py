@@ -32,7 +32,7 @@ from fcntl import LOCK_UN, flock
 
 from ..config_files import HELD_DATABASES
 from ..core.addresses import BITS, format_ip, from_bytes, parse_cidr, to_bytes
-from ..core.allocator import gateway_reservations, grant, refuse_taken, search_windows
+from ..core.allocator import gateway_reservation, grant, refuse_taken, reserved_subnet, search_windows
 from ..core.errors import AddressConflict, NotFound, PoolExhausted, StoreBusy, StoreCorrupt, StoreIOError
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease
 from .base import Store
@@ -150,7 +150,7 @@ class SQLiteStore(Store):
             pools,
             held,
             now,
-            self._reserve_gateways,
+            self._reserve_gateway,
             self._take_requested,
             self._take_next,
             self._insert,
@@ -176,11 +176,19 @@ class SQLiteStore(Store):
             found = self.lookup(family, address)
             if found is None or found.kind != GATEWAY:
                 return None
-            users = self._db.execute(
-                "SELECT count(*) FROM leases WHERE pool = ? AND kind = 'lease'", (found.pool,)
-            ).fetchone()[0]
+            subnet = reserved_subnet(found)
+            if subnet is None:  # recorded before reservations named their subnet: its pool's leases
+                users = self._db.execute(
+                    "SELECT count(*) FROM leases WHERE pool = ? AND kind = 'lease'", (found.pool,)
+                ).fetchone()[0]
+            else:
+                users = self._db.execute(
+                    "SELECT count(*) FROM leases WHERE family = ? AND address BETWEEN ? AND ? AND kind = 'lease'",
+                    (family, to_bytes(family, subnet.value), to_bytes(family, subnet.last)),
+                ).fetchone()[0]
             if users:
-                raise AddressConflict(f"gateway {found.ip} still serves {users} lease(s) of pool {found.pool}")
+                served = f"pool {found.pool}" if subnet is None else str(subnet)
+                raise AddressConflict(f"gateway {found.ip} still serves {users} lease(s) of {served}")
             self._db.execute("DELETE FROM leases WHERE family = ? AND address = ?", (family, to_bytes(family, address)))
             self._give_back(family, address)
             return found
@@ -343,10 +351,39 @@ class SQLiteStore(Store):
         )
         return [_docker_pool(row) for row in rows]
 
-    def _reserve_gateways(self, spec: PoolSpec, network: str, now: float) -> None:
-        for reservation in gateway_reservations(spec, network, now, self.lookup):
-            self._take(reservation.family, reservation.address)
-            self._insert(reservation)
+    def _reserve_gateway(self, spec: PoolSpec, address: int, network: str, now: float) -> int | None:
+        gateway, reservation = gateway_reservation(spec, address, network, now, self.lookup)
+        if reservation is not None:
+            raw = to_bytes(reservation.family, reservation.address)
+            widened = self._db.execute(
+                "UPDATE leases SET slot = ? WHERE family = ? AND address = ? AND kind = 'gateway'",
+                (reservation.slot, reservation.family, raw),
+            ).rowcount
+            if not widened:
+                self._take(reservation.family, reservation.address)
+                self._insert(reservation)
+        return gateway
+
+    def _let_gateway_go(self, lease: Lease) -> None:
+        """After `lease` is gone: the reservation of its gateway too, when no lease is left
+        in the subnet it protects (allocator.gateway_reservation says why that covers every
+        lease depending on it). One index seek; a pool nothing holds leaves no rows."""
+        if lease.kind != LEASE or lease.gateway is None:
+            return
+        found = self.lookup(lease.family, lease.gateway)
+        subnet = reserved_subnet(found) if found is not None and found.kind == GATEWAY else None
+        if subnet is None:
+            return
+        family = lease.family
+        still = self._db.execute(
+            "SELECT 1 FROM leases WHERE family = ? AND address BETWEEN ? AND ? AND kind = 'lease' LIMIT 1",
+            (family, to_bytes(family, subnet.value), to_bytes(family, subnet.last)),
+        ).fetchone()
+        if still is None:
+            self._db.execute(
+                "DELETE FROM leases WHERE family = ? AND address = ?", (family, to_bytes(family, lease.gateway))
+            )
+            self._give_back(family, lease.gateway)
 
     def _take_requested(self, spec: PoolSpec) -> int:
         address = spec.requested
@@ -428,6 +465,7 @@ class SQLiteStore(Store):
             "UPDATE cursors SET family = ?, address = ? WHERE pool = ? AND moves_on_release = 1",
             (lease.family, to_bytes(lease.family, lease.address), lease.pool),
         )
+        self._let_gateway_go(lease)
 
     def _set_cursor(self, pool: str, cursor: Cursor) -> None:
         row = (pool, cursor.family, to_bytes(cursor.family, cursor.address), int(cursor.moves_on_release))
