@@ -19,6 +19,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cnipam.core.errors import InvalidConfig, StoreIOError
+from cnipam.core.ipam_config import MAX_RANGES, MAX_REQUESTED
+from cnipam.core.json_codec import MAX_INPUT
 from cnipam.docker.settings import load
 from cnipam.store.etcd_keys import escape, unescape
 from cnipam.store.etcdv3 import EtcdClient
@@ -369,3 +371,27 @@ def test_an_endpoint_that_would_inject_into_the_host_header_is_refused(endpoint:
 
     with pytest.raises(InvalidConfig, match="spaces or control characters"):
         StoreSettings.from_env({}, None, {"type": "etcd", "endpoints": [endpoint]})
+
+
+# -- bounded work: each limit, as the plugin answers it (docs/security.md) -----------------
+
+
+def test_a_config_over_1_mib_is_refused_unread(run_plugin: RunPlugin, db_path: Path) -> None:
+    padding = "x" * (MAX_INPUT + 1)
+    answer = run_plugin("ADD", json.dumps({**config(V4), "padding": padding}).encode(), {"CNI_CONTAINERID": "c1"})
+    assert (answer.code, answer.out["code"]) == (1, 6), answer.out
+    assert "larger than" in answer.out["msg"]
+    assert snapshot(db_path) is None
+
+
+def test_too_many_ranges_or_requested_addresses_are_refused_by_count(run_plugin: RunPlugin, db_path: Path) -> None:
+    ranges = [[{"subnet": f"10.{i // 256}.{i % 256}.0/24"}] for i in range(MAX_RANGES + 1)]
+    answer = run_plugin("ADD", config({"type": "cnipam", "ranges": ranges}), {"CNI_CONTAINERID": "c1"})
+    assert (answer.code, answer.out["code"]) == (1, 7), answer.out
+    assert f"{MAX_RANGES + 1} ranges in all; a config may name at most {MAX_RANGES}" in answer.out["msg"]
+    wanted = [f"10.1.{i // 256}.{i % 256}" for i in range(MAX_REQUESTED + 1)]
+    requesting = {**config({"type": "cnipam", "subnet": "10.1.0.0/16"}), "args": {"cni": {"ips": wanted}}}
+    answer = run_plugin("ADD", requesting, {"CNI_CONTAINERID": "c1"})
+    assert (answer.code, answer.out["code"]) == (1, 7), answer.out
+    assert f"{MAX_REQUESTED + 1} requested addresses" in answer.out["msg"]
+    assert snapshot(db_path) is None
