@@ -1,4 +1,5 @@
-"""`cnipam-docker`: the driver served over HTTP on a UNIX socket (or loopback TCP).
+"""`cnipam-docker`: the driver served over HTTP on a UNIX socket (or TCP: loopback, or
+HTTPS that requires a client certificate).
 
 The HTTP server is the standard library's (socketserver's threading UNIX server with
 http.server's request handler), not aiohttp: the store is synchronous SQLite, so an
@@ -6,6 +7,11 @@ event loop would only push every request into a thread anyway; the plugin API is
 POST methods with tiny bodies; and no dependency is added to a package whose CNI plugin
 needs none. Store calls are serialised by one lock (one SQLite connection); each is one
 short durable transaction, so no request waits behind another for long.
+
+TLS (TCP mode, `--tls-*`) is the standard library's `ssl` over the same server: the
+listening socket is wrapped, each connection's handshake runs in its own thread within
+the request deadline, and a client without a certificate the CA signed never gets to
+send a request. The plugin API itself has no authentication; this is the only one.
 """
 
 from __future__ import annotations
@@ -47,10 +53,11 @@ from ..service import (
 )
 from .driver import Driver
 from .requests import MAX_BODY, BodyTimedOut, BodyTooLarge
-from .settings import DriverSettings, load
+from .settings import DriverSettings, DriverTLS, load
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ssl
     from socketserver import _RequestType
     from typing import Any
 
@@ -88,6 +95,9 @@ class Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         settings = self.server.driver.settings
+        if hasattr(self.connection, "do_handshake"):  # TLS: nothing is read before the client proved who it is
+            self.connection.settimeout(settings.request_timeout)
+            self.connection.do_handshake()
         self.reader = _RequestClock(self.connection, settings.read_timeout, settings.request_timeout)
         self.rfile = io.BufferedReader(self.reader)
 
@@ -389,6 +399,35 @@ class _TCPHTTPServer(_Listener, ThreadingHTTPServer):
         self.owner = server
         super().__init__(address, Handler)
         self.prepare_limits()
+        tls = server.driver.settings.tls
+        if tls is not None:
+            self.socket = tls_context(tls).wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+
+
+def tls_context(tls: DriverTLS) -> ssl.SSLContext:
+    """A server context that requires a client certificate signed by `tls.client_ca`."""
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_REQUIRED
+    try:
+        context.load_cert_chain(tls.cert, tls.key)
+        context.load_verify_locations(cafile=tls.client_ca)
+    except (OSError, ssl.SSLError) as exc:
+        what = f"{tls.cert}, {tls.key} or {tls.client_ca}"
+        raise InvalidConfig(f"TLS: cannot load {what}: {getattr(exc, 'strerror', None) or exc}") from None
+    return context
+
+
+def spec_document(settings: DriverSettings, url: str) -> str:
+    """The spec file's text: NAME.spec is the URL; NAME.json (TLS) is Docker's JSON plugin
+    spec, with the files dockerd connects with."""
+    tls = settings.tls
+    if tls is None:
+        return url + "\n"
+    config = {"InsecureSkipVerify": False, "CAFile": tls.spec_ca, "CertFile": tls.spec_cert, "KeyFile": tls.spec_key}
+    return json.dumps({"Name": settings.name, "Addr": url, "TLSConfig": config}, indent=2) + "\n"
 
 
 def serve(settings: DriverSettings) -> int:
@@ -414,14 +453,18 @@ def serve(settings: DriverSettings) -> int:
             host, _, port = settings.address.rpartition(":")
             http = _TCPHTTPServer((host.strip("[]") or "127.0.0.1", int(port)), server)
             bound_host, bound_port = str(http.server_address[0]), http.server_address[1]
-            url = f"tcp://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}"
-            os.makedirs(settings.spec_dir, mode=0o755, exist_ok=True)
-            spec_file = settings.spec_file
-            temporary = spec_file + ".tmp"
-            with open(temporary, "w", encoding="utf-8") as out:
-                out.write(url + "\n")
-            os.replace(temporary, spec_file)
-            ready: dict[str, object] = {"address": url, "spec": spec_file}
+            scheme = "tcp" if settings.tls is None else "https"
+            url = f"{scheme}://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}"
+            if settings.tls is None or settings.tls.spec_cert is not None:
+                os.makedirs(settings.spec_dir, mode=0o755, exist_ok=True)
+                spec_file = settings.spec_file
+                temporary = spec_file + ".tmp"
+                with open(temporary, "w", encoding="utf-8") as out:
+                    out.write(spec_document(settings, url))
+                os.replace(temporary, spec_file)
+            else:
+                log("notice", message=f"no spec written: put {settings.name}.json on the dockerd host, naming {url}")
+            ready: dict[str, object] = {"address": url, "spec": spec_file or None, "tls": settings.tls is not None}
         else:
             http = _UnixHTTPServer(settings.socket, server)
             http.server_bind()
