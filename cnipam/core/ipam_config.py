@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 Range = tuple[int, int]  # inclusive (first, last) integer addresses
 
 # Limits on what one config may ask for, so that no input costs more than its size
-# allows (docs/security.md, "Bounded work"). A range set of 16,384 /24s is a 480 KB
+# allows (docs/security.md, fix 13). A range set of 16,384 /24s is a 480 KB
 # config, within the 1 MiB a call may send; a call gets one address per range set.
 MAX_RANGES = 16384
 MAX_REQUESTED = 1024

@@ -1,5 +1,5 @@
 """`cnipamd` cannot be starved: a real agent held by idle and trickling connections and run
-out of file descriptors (docs/security.md, "Connections").
+out of file descriptors (docs/security.md, fix 14).
 
 It caps the calls it answers at once and declines the rest at once, so their plugins
 run the calls themselves, logging one line when the cap is reached and one when it is

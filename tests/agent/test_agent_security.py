@@ -1,5 +1,5 @@
 """Who may use `cnipamd`, and whom the plugin trusts, as real processes of real users
-(docs/security.md, "The node agent").
+(docs/security.md, fixes 10 and 11).
 
 The agent learns the caller from the kernel (SO_PEERCRED): by default it answers only
 root and tells anyone else's plugin to run the call itself; with `--allow-group` a

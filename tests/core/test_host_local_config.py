@@ -216,7 +216,7 @@ def test_pool_keys_parse_back_to_their_ranges(ipam: dict[str, object]) -> None:
     assert sorted((r.first, r.last) for r in parsed) == sorted((r.first, r.last) for r in pool.ranges)
 
 
-# -- bounded work (docs/security.md, "Bounded work") -------------------------------------------
+# -- bounded work (docs/security.md, fix 13) -------------------------------------------
 
 small_ranges = st.lists(
     st.tuples(st.integers(0, 60), st.integers(0, 8)).map(lambda pair: (pair[0], pair[0] + pair[1])),

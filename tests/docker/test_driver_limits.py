@@ -1,5 +1,5 @@
 """`cnipam-docker` cannot be starved: a real driver held by idle and trickling connections
-and run out of file descriptors (docs/security.md, "Connections").
+and run out of file descriptors (docs/security.md, fix 14).
 
 It caps the connections it serves at once and answers the rest 503 at once, logging
 one line when the cap is reached and one when it is over; a request must arrive whole

@@ -1,6 +1,6 @@
 """TCP mode with TLS: the installed `cnipam-docker` serving HTTPS that requires a client
-certificate, as a dockerd on another host would reach it (docs/security.md, "The Docker
-driver"). Certificates come from `trustme` CAs made here; a real dockerd using the
+certificate, as a dockerd on another host would reach it (docs/security.md, fix
+15). Certificates come from `trustme` CAs made here; a real dockerd using the
 NAME.json spec is tests/e2e/test_docker_e2e.py::test_dockerd_reaches_the_driver_over_tls.
 
 The plugin API has no authentication of its own, so these are the only gate: a client

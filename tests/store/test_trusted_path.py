@@ -1,5 +1,5 @@
-"""The store's path never follows another user's link (docs/security.md, "The store's
-path"): trusted_path and the engines that use it, on real folders and links that belong
+"""The store's path never follows another user's link (docs/security.md,
+fix 12): trusted_path and the engines that use it, on real folders and links that belong
 to another user (uid 65534), made as root.
 
 What another user could plant is planted: links named like the store, its lock and its
