@@ -102,6 +102,8 @@ def run(env: dict[str, str], stdin: bytes, cwd: str, open_store: StoreOpener | N
     caller's working folder: relative file names in the environment or config are the
     caller's, not those of the process running the call. `open_store` gives the store for
     some settings as a context manager; by default a store opened for this call only.
+    An opener may raise agent_protocol.Declined (cnipamd at its limits): nothing has
+    been done, and it passes through to the caller, who lets the plugin run the call.
     """
     command = env.get("CNI_COMMAND", "")
     if not command:
@@ -117,6 +119,10 @@ def run(env: dict[str, str], stdin: bytes, cwd: str, open_store: StoreOpener | N
     except CnipamError as error:
         return _error_text(version, error), 1
     except Exception as error:  # a bug: still a CNI error object, never a traceback
+        from .agent_protocol import Declined  # only cnipamd's opener raises it: its plugin runs the call itself
+
+        if isinstance(error, Declined):
+            raise
         return _text(_error_object(version, INTERNAL_ERROR, f"internal error: {type(error).__name__}: {error}", "")), 1
 
 

@@ -7,6 +7,7 @@ seconds.
 from __future__ import annotations
 
 import argparse
+import grp
 import os
 
 from ..agent_client import DEFAULT_SOCKET, SOCKET_VARIABLE
@@ -16,10 +17,17 @@ from ..core.record import Record
 
 DEFAULT_CACHE_DIR = "/var/lib/cni"  # libcni's default cache folder
 DEFAULT_GRACE = 600.0
+DEFAULT_MAX_CALLS = 256  # a node starting many pods at once; each call is a thread and a descriptor
+DEFAULT_MAX_STORES = 64  # each open SQLite store holds 4 descriptors (file, -wal, -shm, lock)
+DEFAULT_REQUEST_TIMEOUT = 10.0  # a forwarding plugin sends its request at once
+DEFAULT_STORE_IDLE = 600.0
 
 
 class AgentSettings(Record):
-    __slots__ = ("socket", "reconcile_interval", "reconcile_grace", "cache_dir", "stores", "boot_env")
+    __slots__ = (
+        "socket", "reconcile_interval", "reconcile_grace", "cache_dir", "stores", "allow_group",
+        "max_calls", "max_stores", "request_timeout", "store_idle", "boot_env",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -28,6 +36,11 @@ class AgentSettings(Record):
         reconcile_grace: float,
         cache_dir: str,
         stores: tuple[str, ...],
+        allow_group: int | None = None,
+        max_calls: int = DEFAULT_MAX_CALLS,
+        max_stores: int = DEFAULT_MAX_STORES,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        store_idle: float = DEFAULT_STORE_IDLE,
         boot_env: dict[str, str] | None = None,
     ) -> None:
         self.socket = socket
@@ -35,6 +48,13 @@ class AgentSettings(Record):
         self.reconcile_grace = reconcile_grace
         self.cache_dir = cache_dir
         self.stores = stores  # store files to hold (and reconcile) from the start
+        # gid whose members' calls are answered with their own credentials; None: root only
+        self.allow_group = allow_group
+        # calls answered at once (and again as many for other users' children); more are declined
+        self.max_calls = max_calls
+        self.max_stores = max_stores  # stores held open at once
+        self.request_timeout = request_timeout  # the whole request must arrive within this, however it trickles
+        self.store_idle = store_idle  # a store unused this long is closed
         self.boot_env = boot_env or {}  # CNIPAM_BOOT_ID when the agent's environment sets it (cnipam.boot_id)
 
 
@@ -56,6 +76,21 @@ def positive_duration(text: str) -> float:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
     return seconds
+
+
+def count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
+    return int(text)
+
+
+def group_id(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    try:
+        return grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no group named {text!r}") from None
 
 
 def load(argv: list[str], env: dict[str, str]) -> AgentSettings:
@@ -96,14 +131,47 @@ def load(argv: list[str], env: dict[str, str]) -> AgentSettings:
         help="a store file to open at start (and reconcile), repeatable; "
         "stores that calls name are opened on first use anyway",
     )
+    parser.add_argument(
+        "--allow-group",
+        type=group_id,
+        metavar="GROUP",
+        help="also answer members of GROUP (name or gid); the socket becomes root:GROUP 0660. Their calls run in "
+        "a child process with their own uid and groups, so they can do nothing through the agent that their own "
+        "plugin could not. Default: only root's calls are answered; anyone else's plugin is told to run the call "
+        "itself",
+    )
+    parser.add_argument(
+        "--max-calls",
+        type=count,
+        default=DEFAULT_MAX_CALLS,
+        metavar="N",
+        help="calls answered at once (default %(default)s); beyond it a plugin is told to run its call itself",
+    )
+    parser.add_argument(
+        "--max-stores",
+        type=count,
+        default=DEFAULT_MAX_STORES,
+        metavar="N",
+        help="stores held open at once (default %(default)s); the least recently used idle one is closed for a new one",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=positive_duration,
+        default=DEFAULT_REQUEST_TIMEOUT,
+        metavar="DURATION",
+        help="a connection must deliver its whole request within this (default: 10s), however slowly it trickles",
+    )
+    parser.add_argument(
+        "--store-idle",
+        type=positive_duration,
+        default=DEFAULT_STORE_IDLE,
+        metavar="DURATION",
+        help="close a store no call has used for this long (default: 10m); stores named with --db stay open",
+    )
     args = parser.parse_args(argv)
     stores = tuple(os.path.abspath(path) for path in args.db)
     boot_env = {VARIABLE: env[VARIABLE]} if env.get(VARIABLE) else {}
     return AgentSettings(
-        os.path.abspath(args.socket),
-        args.reconcile_interval,
-        args.reconcile_grace,
-        args.cni_cache_dir,
-        stores,
-        boot_env,
-    )
+        os.path.abspath(args.socket), args.reconcile_interval, args.reconcile_grace, args.cni_cache_dir, stores,
+        args.allow_group, args.max_calls, args.max_stores, args.request_timeout, args.store_idle, boot_env,
+    )  # fmt: skip

@@ -14,13 +14,22 @@ over, a restore from backup). A direct call would then open the new file while t
 went on writing into the unlinked one: so before each use the file's identity is
 compared with the one opened, and the store is reopened when it differs. A store that
 failed with an I/O error is reopened on its next use as well.
+
+Held stores are bounded, because each holds descriptors (an SQLite file four) and the
+paths a call names are the caller's choice: at most `limit` are open at once, a store no
+call has used for `idle` seconds is closed (`close_idle`, run by the agent's loop), and
+a new store takes the place of the least recently used idle one. When every held store
+is in use the call is declined (agent_protocol.Declined): its plugin runs it directly.
+Stores the operator named (`pin`) stay open.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 
+from ..agent_protocol import Declined
 from ..core.errors import StoreBusy, StoreIOError
 
 TYPE_CHECKING = False
@@ -51,23 +60,29 @@ def file_identity(settings: object) -> Identity:
 class HeldStore:
     """One open store, its lock, and the identity of what was opened."""
 
-    __slots__ = ("settings", "lock", "store", "identity")
+    __slots__ = ("settings", "lock", "store", "identity", "used")
 
     def __init__(self, settings: Hashable) -> None:
         self.settings = settings
         self.lock = threading.Lock()
         self.store: Store | None = None
         self.identity: Identity = None
+        self.used = time.monotonic()
 
 
 class StoreCache:
     def __init__(
-        self, connect: Callable[[Hashable], Store], identity: Callable[[object], Identity] = file_identity
+        self,
+        connect: Callable[[Hashable], Store],
+        identity: Callable[[object], Identity] = file_identity,
+        limit: int = 64,
     ) -> None:
         self._connect = connect
         self._identity = identity
+        self._limit = limit
         self._guard = threading.Lock()  # the dict only; never held while a store is in use
         self._held: dict[Hashable, HeldStore] = {}
+        self._pinned: set[Hashable] = set()
         self._closed = False
 
     def using(self, settings: Hashable) -> Using:
@@ -76,28 +91,73 @@ class StoreCache:
         return Using(self, settings)
 
     def held(self) -> list[Hashable]:
-        """The settings of every store opened so far."""
+        """The settings of every store held now."""
         with self._guard:
             return list(self._held)
+
+    def pin(self, settings: Hashable) -> None:
+        """Keep this store open however long it is idle (one the operator named)."""
+        with self._guard:
+            self._pinned.add(settings)
+
+    def close_idle(self, idle: float) -> list[Hashable]:
+        """Close and forget the stores no call has used for `idle` seconds; their settings."""
+        horizon = time.monotonic() - idle
+        with self._guard:
+            stale = [entry for key, entry in self._held.items() if entry.used < horizon and key not in self._pinned]
+        return [entry.settings for entry in stale if self._forget(entry)]
+
+    def _forget(self, entry: HeldStore) -> bool:
+        """Close an entry nobody is using and drop it from the dict; False when it is in use."""
+        if not entry.lock.acquire(blocking=False):
+            return False
+        try:
+            with self._guard:
+                if self._held.get(entry.settings) is entry:
+                    del self._held[entry.settings]
+            self._close(entry)
+            return True
+        finally:
+            entry.lock.release()
 
     def _entry(self, settings: Hashable) -> HeldStore:
         with self._guard:
             if self._closed:
                 raise StoreIOError("cnipamd is stopping")
             entry = self._held.get(settings)
-            if entry is None:
-                entry = self._held[settings] = HeldStore(settings)
-            return entry
+            if entry is not None:
+                return entry
+            full = len(self._held) >= self._limit
+            idle = (
+                sorted((e for key, e in self._held.items() if key not in self._pinned), key=lambda e: e.used)
+                if full
+                else []
+            )
+        for candidate in idle:  # make room: the least recently used store nobody is using
+            if self._forget(candidate):
+                break
+        else:
+            if full:
+                raise Declined(f"cnipamd holds its limit of {self._limit} stores, all in use")
+        with self._guard:
+            return self._held.setdefault(settings, HeldStore(settings))
 
     def _acquire(self, settings: Hashable) -> HeldStore:
-        entry = self._entry(settings)
-        timeout = float(getattr(settings, "timeout", 5.0))
-        # Waiting here is waiting for another call's write, which the store's own
-        # timeout bounds for a direct call; a short wait even for "do not wait" (0),
-        # because a call in this process also holds the lock while it only reads.
-        if not entry.lock.acquire(timeout=max(timeout, 0.05)):
-            raise StoreBusy(f"store {getattr(settings, 'path', settings)} stayed busy with other calls in cnipamd")
+        while True:
+            entry = self._entry(settings)
+            timeout = float(getattr(settings, "timeout", 5.0))
+            # Waiting here is waiting for another call's write, which the store's own
+            # timeout bounds for a direct call; a short wait even for "do not wait" (0),
+            # because a call in this process also holds the lock while it only reads.
+            if not entry.lock.acquire(timeout=max(timeout, 0.05)):
+                raise StoreBusy(f"store {getattr(settings, 'path', settings)} stayed busy with other calls in cnipamd")
+            with self._guard:
+                current_entry = self._held.get(settings) is entry
+            if current_entry:
+                break
+            entry.lock.release()  # closed as idle between the lookup and the lock: look again
         try:
+            entry.used = time.monotonic()
             current = self._identity(settings)
             if entry.store is not None and current != entry.identity:
                 self._close(entry)
@@ -110,6 +170,7 @@ class StoreCache:
             raise
 
     def _release(self, entry: HeldStore, failed: BaseException | None) -> None:
+        entry.used = time.monotonic()
         try:
             if isinstance(failed, StoreIOError):  # the connection may be unusable: open afresh next time
                 self._close(entry)

@@ -68,11 +68,13 @@ class Lease(Record):
 
     `boot` is the kernel boot id of the host when a CNI attachment made the lease, and
     `netns` its CNI_NETNS; both are "" for gateway reservations, Docker addresses,
-    migrated leases and leases older than these fields."""
+    migrated leases and leases older than these fields. `gateway` is, for a lease, the
+    gateway reserved for the range it came from, whose reservation goes when no lease of
+    that subnet is left (None: none, or a lease older than the field)."""
 
     __slots__ = (
         "family", "address", "kind", "pool", "slot", "handle", "network", "container_id", "ifname", "created",
-        "boot", "netns",
+        "boot", "netns", "gateway",
     )  # fmt: skip
 
     def __init__(
@@ -89,6 +91,7 @@ class Lease(Record):
         created: float,
         boot: str = "",
         netns: str = "",
+        gateway: int | None = None,
     ) -> None:
         self.family = family
         self.address = address
@@ -102,6 +105,7 @@ class Lease(Record):
         self.created = created
         self.boot = boot
         self.netns = netns
+        self.gateway = gateway
 
     @property
     def ip(self) -> str:

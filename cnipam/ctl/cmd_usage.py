@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 from rich.text import Text
 
+from ..core.ipam_config import names_ranges
 from .netconf import load_network_config
 from .options import db_option, json_option
 from .output import Listing, count, emit_json, stdout_is_terminal
@@ -37,7 +38,10 @@ def usage(session: Session, config_path: str | None, as_json: bool) -> None:
         rows = store.leases()
     usages, unreadable = pool_usage(rows, configured.ipam.pools if configured else ())
     for key in unreadable:
-        click.echo(f"cnipamctl: warning: pool key {key!r} in the store cannot be read; not counted", err=True)
+        if names_ranges(key):
+            click.echo(f"cnipamctl: warning: pool key {key!r} in the store cannot be read; not counted", err=True)
+        else:
+            click.echo(f"cnipamctl: pool {key} has too many ranges to be named by them; --config counts it", err=True)
     if as_json:
         emit_json([item.as_json() for item in usages])
         return

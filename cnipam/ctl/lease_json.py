@@ -20,7 +20,8 @@ _TEXT_FIELDS = ("pool", "slot", "network", "container_id", "ifname")
 
 
 def lease_to_json(lease: Lease) -> dict[str, object]:
-    """Every Lease field, in the Lease's own order, with the address as text."""
+    """Every Lease field, in the Lease's own order, with the addresses as text (`gateway`,
+    the reservation a lease depends on, null when none)."""
     return {
         "family": lease.family,
         "address": format_ip(lease.family, lease.address),
@@ -34,6 +35,7 @@ def lease_to_json(lease: Lease) -> dict[str, object]:
         "created": lease.created,
         "boot": lease.boot,
         "netns": lease.netns,
+        "gateway": None if lease.gateway is None else format_ip(lease.family, lease.gateway),
     }
 
 
@@ -67,6 +69,10 @@ def lease_from_json(item: object, where: str) -> Lease:
     for name, value in zip(LATER_FIELDS, later, strict=True):
         if not isinstance(value, str):
             raise BadInput(f"{where}.{name}: expected a string, got {value!r}")
+    boot, netns = later
+    gateway = None
+    if item.get("gateway") is not None:
+        _, gateway = _address(family, item["gateway"], f"{where}.gateway")
     return Lease(
         family,
         address,
@@ -78,7 +84,9 @@ def lease_from_json(item: object, where: str) -> Lease:
         item["container_id"],
         item["ifname"],
         float(created),
-        *later,
+        boot,
+        netns,
+        gateway,
     )
 
 

@@ -1,7 +1,8 @@
 """How full each pool is, computed from the store's rows and the pools' ranges.
 
 A pool's key names its ranges (ipam_config.parse_pool_key), so usage needs no config;
-a config only adds the pools nothing has been allocated from yet. Rows are counted by
+a config only adds the pools nothing has been allocated from yet, and the ranges of a
+pool of many ranges, which the store names by a digest. Rows are counted by
 address, not by their `pool` column: an address is unique in the whole store, so a
 lease of another pool (overlapping configs sharing one store) or a gateway reserved
 by another pool still takes that address away from this one. Only the gateways inside

@@ -19,6 +19,7 @@ from ..core.errors import StoreCorrupt
 from ..store.base import Store
 from ..store.opening import open_store
 from ..store.settings import StoreSettings
+from ..store.trusted_path import trusted_path
 from .failures import NoStore
 
 
@@ -67,14 +68,17 @@ def _opened(settings: StoreSettings) -> Iterator[Store]:
 
 
 def _require_store(settings: StoreSettings) -> None:
-    """Refuse a path holding no cnipam store, without creating or changing anything there."""
+    """Refuse a path holding no cnipam store, without creating or changing anything there.
+    The path is walked as the engine walks it (trusted_path): the probe never follows a
+    link another user planted."""
     path = settings.path
-    if not os.path.exists(path):
+    real = trusted_path(path, create=False, shared_folders=settings.shared_folders)
+    if not os.path.exists(real):
         raise NoStore(f"no store at {path} ({settings.origin})")
-    if os.path.isdir(path):
+    if os.path.isdir(real):
         raise NoStore(f"no store at {path}: it is a folder ({settings.origin})")
     try:
-        probe = sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True)
+        probe = sqlite3.connect(f"file:{_uri_path(real)}?mode=ro", uri=True)
         try:
             version = probe.execute("PRAGMA user_version").fetchone()[0]
         finally:

@@ -48,9 +48,17 @@ import time
 from fcntl import LOCK_UN, flock
 
 from ..core.addresses import format_ip
-from ..core.allocator import gateway_reservations, grant, refuse_taken, returned_address, search_windows
-from ..core.errors import AddressConflict, CnipamError, InvalidConfig, NotFound, StoreBusy, StoreCorrupt
-from ..core.ipam_config import parse_pool_key
+from ..core.allocator import gateway_reservation, grant, refuse_taken, reserved_subnet, returned_address, search_windows
+from ..core.errors import (
+    AddressConflict,
+    CnipamError,
+    InvalidConfig,
+    NotFound,
+    StoreBusy,
+    StoreCorrupt,
+    StoreIOError,
+)
+from ..core.ipam_config import names_ranges, parse_pool_key
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease, refuse_changed
 from ..core.reuse import eligibility, last_resort, older
 from .cluster import ClusterStore
@@ -70,6 +78,7 @@ from .etcd_keys import (
 )
 from .etcdv3 import delete_op, mod_revision_is, prefix_end, put_op
 from .settings import DEFAULT_BLOCK_IDLE
+from .trusted_path import UntrustedPath, trusted_path
 from .write_lock import take_lock
 
 TYPE_CHECKING = False
@@ -111,6 +120,7 @@ class EtcdStore(ClusterStore):
         lock_path: str | None = None,
         boot: str = "",
         block_idle: float = DEFAULT_BLOCK_IDLE,
+        shared_folders: bool = False,
     ) -> None:
         if not host or "\x00" in host:
             raise InvalidConfig("store: the host name must be a non-empty string")
@@ -126,7 +136,7 @@ class EtcdStore(ClusterStore):
         self._lock_depth = 0
         self.retries = 0  # transactions computed again after a failed compare (benchmarks)
         self.warm_misses = 0  # attempts from this process's own earlier knowledge that turned out stale
-        self._lock_fd = _open_lock(lock_path) if lock_path else None
+        self._lock_fd = _open_lock(lock_path, shared_folders) if lock_path else None
         self._warm: Change | None = None
         self._lock_path = lock_path or ""
 
@@ -152,7 +162,7 @@ class EtcdStore(ClusterStore):
             held = [lease for lease in held if (lease.family, lease.address) not in gone]
         return grant(
             owner, pools, held, change.now,
-            lambda spec, network, now: self._reserve_gateways(change, spec, network, now),
+            lambda spec, address, network, now: self._reserve_gateway(change, spec, address, network, now),
             lambda spec: self._take_requested(change, spec),
             lambda spec, owner: self._take_next(change, spec, owner),
             change.add_lease,
@@ -180,11 +190,16 @@ class EtcdStore(ClusterStore):
             found = change.leases_at([(family, address)])
             if not found or found[0].kind != GATEWAY:
                 return None
-            users = [lease for lease in self._leases_of_pool(found[0].pool) if lease.kind == LEASE]
+            subnet = reserved_subnet(found[0])
+            if subnet is None:  # recorded before reservations named their subnet: its pool's leases
+                users = [lease for lease in self._leases_of_pool(found[0].pool) if lease.kind == LEASE]
+            else:
+                users = [
+                    lease for lease in change.leases_between(family, subnet.value, subnet.last) if lease.kind == LEASE
+                ]
             if users:
-                raise AddressConflict(
-                    f"gateway {found[0].ip} still serves {len(users)} lease(s) of pool {found[0].pool}"
-                )
+                served = f"pool {found[0].pool}" if subnet is None else str(subnet)
+                raise AddressConflict(f"gateway {found[0].ip} still serves {len(users)} lease(s) of {served}")
             change.remove_leases(found)
             return found[0]
 
@@ -738,10 +753,15 @@ class EtcdStore(ClusterStore):
 
     # -- steps of a change ---------------------------------------------------------------
 
-    def _reserve_gateways(self, change: Change, spec: PoolSpec, network: str, now: float) -> None:
-        for reservation in gateway_reservations(spec, network, now, change.lease_at):
-            change.take(reservation.family, reservation.address, claim=False)
-            change.add_lease(reservation)
+    def _reserve_gateway(self, change: Change, spec: PoolSpec, address: int, network: str, now: float) -> int | None:
+        gateway, reservation = gateway_reservation(spec, address, network, now, change.lease_at)
+        if reservation is not None:
+            if change.lease_at(reservation.family, reservation.address) is None:
+                change.take(reservation.family, reservation.address, claim=False)
+                change.add_lease(reservation)
+            else:
+                change.rewrite_lease(reservation)
+        return gateway
 
     def _take_requested(self, change: Change, spec: PoolSpec) -> int:
         address = spec.requested
@@ -893,6 +913,8 @@ class EtcdStore(ClusterStore):
                     yield decode_lease(self.keys, kv)
 
     def _leases_of_pool(self, pool: str) -> list[Lease]:
+        if not names_ranges(pool):  # a digest: only a scan finds them (cnipamctl's release of a gateway)
+            return [lease for lease, _, _ in self._scan_leases() if lease.pool == pool]
         found: list[Lease] = []
         for address_range in parse_pool_key(pool):
             network = address_range.network
@@ -948,11 +970,16 @@ def _address_order(lease: Lease) -> tuple[int, int]:
     return lease.family, lease.address
 
 
-def _open_lock(path: str) -> int | None:
+def _open_lock(path: str, shared_folders: bool) -> int | None:
     """The host's writers' queue; without a writable place for it the engine still works
-    (compares keep it correct), its processes just retry more under contention."""
+    (compares keep it correct), its processes just retry more under contention. A place
+    another user could have prepared (trusted_path: their link, a folder they can change)
+    is refused, not skipped: the operator named it, and it would let them make root
+    create the lock file wherever they like."""
     try:
-        os.makedirs(os.path.dirname(path) or ".", mode=0o750, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError:
+        real = trusted_path(path, create=True, shared_folders=shared_folders)
+        return os.open(real, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except UntrustedPath:
+        raise
+    except (OSError, StoreIOError):
         return None

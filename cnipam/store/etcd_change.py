@@ -11,8 +11,9 @@ from __future__ import annotations
 import time
 
 from ..core.addresses import BITS, format_ip
+from ..core.allocator import reserved_subnet
 from ..core.errors import NotFound, StoreBusy
-from ..core.leases import LEASE, Cursor, Lease
+from ..core.leases import GATEWAY, LEASE, Cursor, Lease
 from ..core.reuse import FORGET_AFTER, Freed, older
 from .etcd_keys import (
     BLOCK_BITS,
@@ -32,7 +33,7 @@ from .etcd_keys import (
     escape,
     unescape,
 )
-from .etcdv3 import create_revision_is, delete_op, mod_revision_is, prefix_end, put_op, range_op
+from .etcdv3 import create_revision_is, delete_op, mod_revision_is, prefix_end, put_op, range_op, unchanged_since
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -140,15 +141,10 @@ class Change:
             ops.append(range_op(self.keys.repaired_boot(self.keys.host)))
             parse.append(("boot", ""))
         for spec in pools:
-            for address_range in spec.ranges:
-                gateway = address_range.gateway
-                if (
-                    gateway is not None
-                    and gateway in address_range.network
-                    and (spec.family, gateway) not in self.found
-                ):
-                    ops.append(range_op(self.keys.lease(spec.family, gateway)))
-                    parse.append(("lease", (spec.family, gateway)))
+            gateway = _likely_gateway(spec, self.cursors.get(spec.key))
+            if gateway is not None and (spec.family, gateway) not in self.found:
+                ops.append(range_op(self.keys.lease(spec.family, gateway)))
+                parse.append(("lease", (spec.family, gateway)))
             if not spec.lowest_free and spec.key not in self.cursors:
                 ops.append(range_op(self.keys.cursor(spec.key)))
                 parse.append(("cursor", spec.key))
@@ -167,9 +163,9 @@ class Change:
         chunks: list[tuple[int, int]] = []
         for spec in pools:
             position = self.cursors.get(spec.key)
-            next_try = spec.pieces[0][0] if position is None or position.family != spec.family else position.address + 1
-            gateways = [r.gateway for r in spec.ranges if r.gateway is not None]
-            chunks.extend((spec.family, address >> BLOCK_BITS) for address in (next_try, *gateways))
+            gateway = _likely_gateway(spec, position)
+            addresses = (_next_try(spec, position),) if gateway is None else (_next_try(spec, position), gateway)
+            chunks.extend((spec.family, address >> BLOCK_BITS) for address in addresses)
         self.load_blocks(chunks)
 
     def repaired_boot(self) -> str:
@@ -427,10 +423,42 @@ class Change:
                 self.compares[owner] = create_revision_is(owner, 0)
             self.ops[owner] = put_op(owner, encode_address(lease.family, lease.address))
 
+    def rewrite_lease(self, lease: Lease) -> None:
+        """Put `lease` over the one read at its address (a gateway reservation widened)."""
+        key = self.keys.lease(lease.family, lease.address)
+        self.compares[key] = mod_revision_is(key, self.found[lease.family, lease.address][1])
+        self.ops[key] = put_op(key, encode_lease(lease, self.keys.host))
+        self.found[lease.family, lease.address] = (lease, self.found[lease.family, lease.address][1])
+        self.written_leases[lease.family, lease.address] = True
+
     def remove_leases(self, leases: list[Lease], repair: bool = False) -> None:
         """Delete leases, each only if unchanged since read, and remember when their
-        addresses were released (core.reuse). A `repair` (core.reboot) keeps each
-        address for its attachment instead, and leaves the positions where they are."""
+        addresses were released (core.reuse); then the gateway reservations none of what
+        is left depends on. A `repair` (core.reboot) keeps each address for its attachment
+        instead, and leaves the positions where they are."""
+        self._delete_leases(leases, repair)
+        for family, gateway in sorted({(lease.family, lease.gateway) for lease in leases if lease.gateway is not None}):
+            self._let_gateway_go(family, gateway)
+
+    def _let_gateway_go(self, family: int, gateway: int) -> None:
+        """Delete the reservation of `gateway` when no lease is left in the subnet it protects
+        (allocator.gateway_reservation). One bounded read: the subnet's lease keys, at most as
+        many as this change deletes there plus two; the commit compares that none of them was
+        written since, so a lease another host adds there meanwhile keeps the reservation."""
+        found = self.lease_at(family, gateway)
+        subnet = reserved_subnet(found) if found is not None and found.kind == GATEWAY else None
+        if found is None or subnet is None:
+            return
+        start, end = self.keys.lease(family, subnet.value), self.keys.lease(family, subnet.last) + b"\x00"
+        gone = {self.keys.lease(*pair) for pair, put in self.written_leases.items() if not put and pair[0] == family}
+        gone = {key for key in gone if start <= key < end} | {self.keys.lease(family, gateway)}
+        kvs, revision = self.client.range(start, end, limit=len(gone) + 1, keys_only=True)
+        if any(kv.key not in gone for kv in kvs):
+            return
+        self.compares[b"\x00range " + start] = unchanged_since(start, end, revision)
+        self._delete_leases([found])
+
+    def _delete_leases(self, leases: list[Lease], repair: bool = False) -> None:
         for lease in leases:
             pair = (lease.family, lease.address)
             key = self.keys.lease(*pair)
@@ -545,3 +573,20 @@ def paged(client: EtcdClient, start: bytes, end: bytes, keys_only: bool = False)
         if len(kvs) < 500:
             return
         start = kvs[-1].key + b"\x00"
+
+
+def _next_try(spec: PoolSpec, position: Cursor | None) -> int:
+    """Where the search for a free address of `spec` starts, given its position."""
+    if position is None or position.family != spec.family:
+        return spec.pieces[0][0]
+    return position.address + 1
+
+
+def _likely_gateway(spec: PoolSpec, position: Cursor | None) -> int | None:
+    """The gateway of the range the next address most likely comes from (the requested
+    one's, or the one the search starts in), to read it in the same round trip as the rest."""
+    address = spec.requested if spec.requested is not None else _next_try(spec, position)
+    address_range = spec.range_of(address)
+    if address_range is None or address_range.gateway is None or address_range.gateway not in address_range.network:
+        return None
+    return address_range.gateway

@@ -194,6 +194,8 @@ def encode_lease(lease: Lease, host: str) -> bytes:
         record["boot"] = lease.boot
     if lease.netns:
         record["netns"] = lease.netns
+    if lease.gateway is not None:
+        record["gateway"] = f"{lease.gateway:x}"
     return dumps(record).encode()
 
 
@@ -203,10 +205,12 @@ def decode_lease(keys: Keys, kv: KeyValue) -> tuple[Lease, int, str]:
     try:
         record = _record(kv.value)
         family, address = int(family_text), int(address_text, 16)
+        gateway = record.get("gateway")
         lease = Lease(
             family, address, record["kind"], record["pool"], record["slot"], record["handle"],
             record["network"], record["container"], record["ifname"], float(record["created"]),
             str(record.get("boot", "")), str(record.get("netns", "")),
+            None if gateway is None else int(gateway, 16),
         )  # fmt: skip
         return lease, kv.mod_revision, str(record.get("host", ""))
     except (ValueError, KeyError, TypeError, DecodeFailure) as exc:

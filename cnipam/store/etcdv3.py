@@ -103,6 +103,15 @@ def mod_revision_is(key: bytes, revision: int) -> JsonObject:
     return {"key": _b64(key), "result": "EQUAL", "target": "MOD", "mod_revision": str(revision)}
 
 
+def unchanged_since(key: bytes, range_end: bytes, revision: int) -> JsonObject:
+    """Compare MOD < revision + 1 over every key of [key, range_end): none of them written
+    after `revision`, so none created since a read at that revision either."""
+    return {
+        "key": _b64(key), "range_end": _b64(range_end), "result": "LESS", "target": "MOD",
+        "mod_revision": str(revision + 1),
+    }  # fmt: skip
+
+
 def value_is(key: bytes, value: bytes) -> JsonObject:
     """Compare VALUE == value (a missing key never matches)."""
     return {"key": _b64(key), "result": "EQUAL", "target": "VALUE", "value": _b64(value)}

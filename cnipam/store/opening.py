@@ -20,17 +20,17 @@ LOCK_FILE = "etcd.lock"
 
 def open_store(settings: StoreSettings) -> Store:
     if settings.etcd is not None:
-        return open_etcd(settings.etcd, settings.timeout, settings.boot)
+        return open_etcd(settings.etcd, settings.timeout, settings.boot, settings.shared_folders)
     from .sqlite import SQLiteStore
 
     try:
-        return SQLiteStore(settings.path, settings.timeout, settings.boot)
+        return SQLiteStore(settings.path, settings.timeout, settings.boot, shared_folders=settings.shared_folders)
     except StoreIOError as error:  # name what chose the path
         error.message = f"{error.message} ({settings.origin})"
         raise
 
 
-def open_etcd(etcd: EtcdSettings, timeout: float, boot: str = "") -> Store:
+def open_etcd(etcd: EtcdSettings, timeout: float, boot: str = "", shared_folders: bool = False) -> Store:
     from .etcd import EtcdStore
     from .etcdv3 import EtcdClient
 
@@ -47,4 +47,6 @@ def open_etcd(etcd: EtcdSettings, timeout: float, boot: str = "") -> Store:
         etcd.endpoints, max(timeout, 0.05), etcd.username, password, etcd.ca_file, etcd.cert_file, etcd.key_file
     )
     lock = f"{etcd.lock_dir.rstrip('/')}/{LOCK_FILE}" if etcd.lock_dir else None
-    return EtcdStore(client, etcd.prefix, etcd.host or os.uname().nodename, timeout, lock, boot, etcd.block_idle)
+    return EtcdStore(
+        client, etcd.prefix, etcd.host or os.uname().nodename, timeout, lock, boot, etcd.block_idle, shared_folders
+    )

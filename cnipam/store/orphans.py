@@ -4,14 +4,15 @@ A pool is named by its ranges (`ipam_config.pool_key`), so a lease, a gateway
 reservation or a round-robin position can be checked against the pool it claims to
 belong to without the network config: a lease outside its pool's ranges, a gateway
 outside its pool's subnets, a position outside its pool all mean the store was edited
-by hand or by a bug.
+by hand or by a bug. A pool of many ranges is named by a digest (`names_ranges` is
+False): its rows cannot be checked without its config, and are not reported.
 """
 
 from __future__ import annotations
 
 from ..core.addresses import format_ip
 from ..core.errors import InvalidConfig
-from ..core.ipam_config import parse_pool_key
+from ..core.ipam_config import names_ranges, parse_pool_key
 from ..core.leases import GATEWAY
 
 TYPE_CHECKING = False
@@ -29,7 +30,10 @@ class PoolKeys:
         self.pools: dict[str, tuple[AddressRange, ...] | None] = {}
 
     def inside(self, pool: str, family: int, address: int, whole_subnet: bool = False) -> bool | None:
-        """None when `pool` is not a pool key; `whole_subnet`: anywhere in its subnets."""
+        """None when `pool` is not a pool key; `whole_subnet`: anywhere in its subnets. A
+        digest (a pool too long to name) counts as inside: its ranges are in its config only."""
+        if not names_ranges(pool):
+            return True
         if pool not in self.pools:
             try:
                 self.pools[pool] = parse_pool_key(pool)

@@ -20,6 +20,8 @@ Layout (schema version 1):
   and slot (it gets the address back if it returns); `repaired_boot`, the boot whose
   earlier boots' leases were last released (core.reboot); `sightings`, when a collector
   first saw an owner leaked (core.collector: released only when seen again later).
+* `leases.gateway` (version 4): for a lease, the gateway reserved for the range it came
+  from, so its last release can let the reservation go (BLOB, NULL for none).
 
 Writers serialise on an `flock` of `<db>.lock` before `BEGIN IMMEDIATE`: the kernel
 queues waiters in order, where SQLite's own busy handler sleeps and polls (measured in
@@ -37,12 +39,13 @@ from fcntl import LOCK_UN, flock
 
 from ..config_files import HELD_DATABASES
 from ..core.addresses import BITS, format_ip, from_bytes, parse_cidr, to_bytes
-from ..core.allocator import gateway_reservations, grant, refuse_taken, returned_address, search_windows
+from ..core.allocator import gateway_reservation, grant, refuse_taken, reserved_subnet, returned_address, search_windows
 from ..core.errors import AddressConflict, NotFound, StoreBusy, StoreCorrupt, StoreIOError
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease, refuse_changed
 from ..core.reuse import FORGET_AFTER, Freed, eligibility, last_resort, older
 from .base import Store
 from .sqlite_module import Connection, DatabaseError, IntegrityError, OperationalError, connect
+from .trusted_path import UntrustedPath, check_siblings, is_regular_file, trusted_path
 from .write_lock import take_lock
 
 TYPE_CHECKING = False
@@ -59,7 +62,7 @@ if TYPE_CHECKING:
     from ..core.leases import Owner
     from ..core.reuse import Eligibility, ReuseDelay
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Forward migrations: MIGRATIONS[n] takes a store from schema version n to n + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -133,9 +136,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (network, handle)
         ) WITHOUT ROWID""",
     ),
+    ("ALTER TABLE leases ADD COLUMN gateway BLOB",),
 )
 
-_COLUMNS = "family, address, kind, pool, slot, handle, network, container_id, ifname, created, boot, netns"
+_COLUMNS = "family, address, kind, pool, slot, handle, network, container_id, ifname, created, boot, netns, gateway"
 _POOL_COLUMNS = "id, address_space, pool, sub_pool, options, created"
 _FIND_FREE = "SELECT first, last FROM free WHERE family = ? AND last >= ? ORDER BY last LIMIT 1"
 _RESTING = (
@@ -152,17 +156,23 @@ _ENDED = "kind = 'lease' AND boot != '' AND boot != ?"  # core.reboot.ended_by_r
 
 def _lease(row: Sequence[object]) -> Lease:
     family, address = from_bytes(row[1])  # type: ignore[arg-type]
-    return Lease(family, address, *row[2:])  # type: ignore[arg-type]
+    kind, pool, slot, handle, network, container_id, ifname, created, boot, netns, gateway = row[2:]
+    return Lease(
+        family, address, kind, pool, slot, handle, network, container_id, ifname, created,  # type: ignore[arg-type]
+        boot, netns, None if gateway is None else int.from_bytes(gateway, "big"),  # type: ignore[arg-type]
+    )  # fmt: skip
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: str, timeout: float = 5.0, boot: str = "") -> None:
+    def __init__(self, path: str, timeout: float = 5.0, boot: str = "", shared_folders: bool = False) -> None:
+        """`shared_folders`: accept folders other users could change on the way to the file
+        (trusted_path.py; their links are never followed either way)."""
         self.path = path
         self.timeout = timeout
         self.boot = boot
         self.clock = time.time
         self._repair_due = False  # as the current write transaction found it (core.reboot)
-        self._file = _attach(path, timeout)
+        self._file = _attach(path, timeout, shared_folders)
         self._db: Connection = self._file.db
         if self._file.version != SCHEMA_VERSION:
             try:
@@ -194,7 +204,7 @@ class SQLiteStore(Store):
             pools,
             held,
             now,
-            self._reserve_gateways,
+            self._reserve_gateway,
             self._take_requested,
             take_next,
             self._insert,
@@ -221,11 +231,19 @@ class SQLiteStore(Store):
             found = self.lookup(family, address)
             if found is None or found.kind != GATEWAY:
                 return None
-            users = self._db.execute(
-                "SELECT count(*) FROM leases WHERE pool = ? AND kind = 'lease'", (found.pool,)
-            ).fetchone()[0]
+            subnet = reserved_subnet(found)
+            if subnet is None:  # recorded before reservations named their subnet: its pool's leases
+                users = self._db.execute(
+                    "SELECT count(*) FROM leases WHERE pool = ? AND kind = 'lease'", (found.pool,)
+                ).fetchone()[0]
+            else:
+                users = self._db.execute(
+                    "SELECT count(*) FROM leases WHERE family = ? AND address BETWEEN ? AND ? AND kind = 'lease'",
+                    (family, to_bytes(family, subnet.value), to_bytes(family, subnet.last)),
+                ).fetchone()[0]
             if users:
-                raise AddressConflict(f"gateway {found.ip} still serves {users} lease(s) of pool {found.pool}")
+                served = f"pool {found.pool}" if subnet is None else str(subnet)
+                raise AddressConflict(f"gateway {found.ip} still serves {users} lease(s) of {served}")
             self._db.execute("DELETE FROM leases WHERE family = ? AND address = ?", (family, to_bytes(family, address)))
             self._give_back(family, address)
             return found
@@ -384,7 +402,7 @@ class SQLiteStore(Store):
         with _Writing(self):
             self._db.execute("SAVEPOINT import_rows")
             try:
-                self._db.executemany(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                self._db.executemany(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             except IntegrityError:
                 self._db.execute("ROLLBACK TO import_rows")  # undo the rows before the clash, then name it
                 raise AddressConflict(f"import refused: {self._first_conflict(rows)}") from None
@@ -509,10 +527,39 @@ class SQLiteStore(Store):
         )
         return [_docker_pool(row) for row in rows]
 
-    def _reserve_gateways(self, spec: PoolSpec, network: str, now: float) -> None:
-        for reservation in gateway_reservations(spec, network, now, self.lookup):
-            self._take(reservation.family, reservation.address)
-            self._insert(reservation)
+    def _reserve_gateway(self, spec: PoolSpec, address: int, network: str, now: float) -> int | None:
+        gateway, reservation = gateway_reservation(spec, address, network, now, self.lookup)
+        if reservation is not None:
+            raw = to_bytes(reservation.family, reservation.address)
+            widened = self._db.execute(
+                "UPDATE leases SET slot = ? WHERE family = ? AND address = ? AND kind = 'gateway'",
+                (reservation.slot, reservation.family, raw),
+            ).rowcount
+            if not widened:
+                self._take(reservation.family, reservation.address)
+                self._insert(reservation)
+        return gateway
+
+    def _let_gateway_go(self, lease: Lease) -> None:
+        """After `lease` is gone: the reservation of its gateway too, when no lease is left
+        in the subnet it protects (allocator.gateway_reservation says why that covers every
+        lease depending on it). One index seek; a pool nothing holds leaves no rows."""
+        if lease.kind != LEASE or lease.gateway is None:
+            return
+        found = self.lookup(lease.family, lease.gateway)
+        subnet = reserved_subnet(found) if found is not None and found.kind == GATEWAY else None
+        if subnet is None:
+            return
+        family = lease.family
+        still = self._db.execute(
+            "SELECT 1 FROM leases WHERE family = ? AND address BETWEEN ? AND ? AND kind = 'lease' LIMIT 1",
+            (family, to_bytes(family, subnet.value), to_bytes(family, subnet.last)),
+        ).fetchone()
+        if still is None:
+            self._db.execute(
+                "DELETE FROM leases WHERE family = ? AND address = ?", (family, to_bytes(family, lease.gateway))
+            )
+            self._give_back(family, lease.gateway)
 
     def _take_requested(self, spec: PoolSpec) -> int:
         address = spec.requested
@@ -634,7 +681,7 @@ class SQLiteStore(Store):
     def _insert(self, lease: Lease) -> None:
         row = _row(lease)
         try:
-            self._db.execute(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+            self._db.execute(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
         except IntegrityError as exc:
             raise StoreCorrupt(f"cannot record {lease.ip}: {exc}; run `cnipamctl check`") from None
         self._db.execute("DELETE FROM released WHERE family = ? AND address = ?", row[1:3])
@@ -649,6 +696,7 @@ class SQLiteStore(Store):
             "UPDATE cursors SET family = ?, address = ? WHERE pool = ? AND moves_on_release = 1",
             (lease.family, to_bytes(lease.family, lease.address), lease.pool),
         )
+        self._let_gateway_go(lease)
 
     def _set_cursor(self, pool: str, cursor: Cursor) -> None:
         row = (pool, cursor.family, to_bytes(cursor.family, cursor.address), int(cursor.moves_on_release))
@@ -906,9 +954,10 @@ def _docker_pool(row: Sequence[object]) -> DockerPool:
 
 
 def _row(lease: Lease) -> tuple[object, ...]:
+    gateway = None if lease.gateway is None else to_bytes(lease.family, lease.gateway)
     return (
         lease.ip, lease.family, to_bytes(lease.family, lease.address), lease.kind, lease.pool, lease.slot,
-        lease.handle, lease.network, lease.container_id, lease.ifname, lease.created, lease.boot, lease.netns,
+        lease.handle, lease.network, lease.container_id, lease.ifname, lease.created, lease.boot, lease.netns, gateway,
     )  # fmt: skip
 
 
@@ -962,27 +1011,31 @@ _OPEN: dict[tuple[int, int], _SharedFile] = {}
 _OPEN_GUARD = RLock()  # held while a file is attached or detached (a detach waits for the call in progress)
 
 
-def _attach(path: str, timeout: float) -> _SharedFile:
-    """The process's connection to the database at `path`, opened if it holds none yet."""
+def _attach(path: str, timeout: float, shared_folders: bool) -> _SharedFile:
+    """The process's connection to the database at `path`, opened if it holds none yet.
+
+    The path is walked first (trusted_path): every name below is the real one, in folders
+    only root and this user can change, and a link found there now is refused, not followed."""
     with _OPEN_GUARD:
-        key = _identity(path)
+        real = trusted_path(path, create=True, shared_folders=shared_folders)
+        key = _identity(real)
         shared = _OPEN.get(key) if key is not None else None
         if shared is not None:
             shared.users += 1
             return shared
         # No connection of this process holds this file, so opening and closing it here
         # (the header check, the creation with a private mode) cannot drop any lock of ours.
-        _refuse_foreign_file(path)
+        check_siblings(real, ("-wal", "-shm", ".lock"))
+        _refuse_foreign_file(real)
         try:
-            _make_parents(path)
-            lock_fd = _open_private(path + ".lock")
+            lock_fd = _open_private(real + ".lock")
         except OSError as exc:
             raise StoreIOError(f"cannot create store {path}: {exc.strerror}") from None
         try:
             if key is None:
-                os.close(_open_private(path))
-                key = _identity(path)
-            db = connect(path, timeout=max(timeout, 0.001), isolation_level=None, check_same_thread=False)
+                os.close(_open_private(real))
+                key = _identity(real)
+            db = connect(real, timeout=max(timeout, 0.001), isolation_level=None, check_same_thread=False)
         except OSError as exc:
             os.close(lock_fd)
             raise StoreIOError(f"cannot create store {path}: {exc.strerror}") from None
@@ -992,14 +1045,14 @@ def _attach(path: str, timeout: float) -> _SharedFile:
         try:
             db.execute("PRAGMA synchronous=FULL")
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if key is None or _identity(path) != key:  # replaced while we opened it: its key would lie
+            if key is None or _identity(real) != key:  # replaced while we opened it: its key would lie
                 raise OperationalError("the file was replaced while it was being opened")
         except DatabaseError as exc:
             db.close()
             os.close(lock_fd)
             raise _store_error(path, exc) from None
         shared = _OPEN[key] = _SharedFile(key, db, lock_fd, version)
-        HELD_DATABASES[key] = os.path.abspath(path)  # a config may not name it now (config_files)
+        HELD_DATABASES[key] = real  # a config may not name it now (config_files)
         return shared
 
 
@@ -1019,12 +1072,16 @@ def _detach(shared: _SharedFile) -> None:
 
 
 def _identity(path: str) -> tuple[int, int] | None:
+    """The (device, inode) of the file at the real path `path`; None when there is none.
+    A link there now appeared after the walk: refused, as the walk would have."""
     try:
-        info = os.stat(path)
+        info = os.lstat(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise StoreIOError(f"cannot open store {path}: {exc.strerror}") from None
+    if info.st_mode & 0o170000 == 0o120000:
+        raise UntrustedPath(f"{path} is a symbolic link: not followed")
     return info.st_dev, info.st_ino
 
 
@@ -1032,29 +1089,22 @@ def _refuse_foreign_file(path: str) -> None:
     """A path that holds something other than an SQLite database is refused before
     anything is created next to it (not even the lock file)."""
     try:
-        with open(path, "rb") as existing:
-            header = existing.read(16)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not hang it
     except FileNotFoundError:
         return
     except OSError as exc:
         raise StoreIOError(f"cannot open store {path}: {exc.strerror}") from None
+    try:
+        if not is_regular_file(os.fstat(fd)):
+            raise StoreIOError(f"store {path} is not a regular file")
+        header = os.read(fd, 16)
+    except OSError as exc:
+        raise StoreIOError(f"cannot read store {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
     if header and header != b"SQLite format 3\x00":
         raise StoreCorrupt(f"{path} is not an SQLite database; refusing to use it as a store")
 
 
-def _make_parents(path: str) -> None:
-    """Create missing parent folders with mode 0750, each level (os.makedirs only sets the leaf)."""
-    parent = os.path.dirname(os.path.abspath(path))
-    missing = []
-    while parent and not os.path.isdir(parent):
-        missing.append(parent)
-        parent = os.path.dirname(parent)
-    for folder in reversed(missing):
-        try:
-            os.mkdir(folder, 0o750)
-        except FileExistsError:
-            pass
-
-
 def _open_private(path: str) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)

@@ -28,3 +28,25 @@ def test_a_version_1_store_upgrades_in_place(tmp_path: Path) -> None:
     assert upgraded.problems() == []
     upgraded.close()
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_version_3_store_gains_the_lease_gateway_column(tmp_path: Path) -> None:
+    """Version 4 records on each lease the gateway reserved for its range; leases written
+    before it keep None, and nothing else changes."""
+    path = str(tmp_path / "v3.db")
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    for statement in (*MIGRATIONS[0], *MIGRATIONS[1], *MIGRATIONS[2]):
+        db.execute(statement)
+    db.execute(
+        "INSERT INTO leases VALUES (4, x'0a000002', '10.0.0.2', 'lease', '10.0.0.0/24', '4', 'id:t', 'net', '', "
+        "'eth0', 1.0, '', '')"
+    )
+    db.execute("PRAGMA user_version = 3")
+    db.close()
+    store = SQLiteStore(path)
+    [lease] = store.leases()
+    assert (lease.ip, lease.handle, lease.gateway) == ("10.0.0.2", "id:t", None)
+    store.close()
+    columns = [row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(leases)")]
+    assert columns[-1] == "gateway"

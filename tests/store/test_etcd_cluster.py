@@ -369,3 +369,31 @@ def test_a_long_lived_store_adds_in_one_round_trip_also_after_a_del(
         assert store.warm_misses == 0 and store.problems() == []
     finally:
         store.close()
+
+
+def test_a_gateway_is_kept_when_another_host_leases_in_its_subnet_meanwhile(
+    etcd_endpoint: str, etcd_prefix: bytes, tmp_path: Path
+) -> None:
+    """The last DEL of a subnet lets its gateway reservation go, having seen no other lease
+    there. Another host's ADD between that read and the commit must keep it: the commit
+    compares that no key of the subnet was written since the read, and is computed again.
+    The subnet spans two blocks, so the other host's lease lands in a block of its own and
+    nothing but that compare can notice it."""
+    from cnipam.store.etcd_change import Change
+
+    need_etcd()
+    prefix = etcd_prefix.decode()
+    first, second = (open_host(etcd_endpoint, prefix, host, tmp_path) for host in ("host-a", "host-b"))
+    pools = parse_ecs({"ipv4-subnet": "10.44.0.0/23"}).pools
+    [lease] = first.allocate(Owner.for_request(None, "net", "a", "eth0"), pools)
+    change = Change(first.client, first.keys)
+    change.remove_leases(change.held_by(lease.handle or ""))  # reads the subnet: only the gateway is left
+    assert change.ops.keys() >= {first.keys.lease(4, parse_ip("10.44.0.1")[1])}  # it would delete the gateway
+    second.allocate(Owner.for_request(None, "net", "b", "eth0"), pools)  # meanwhile, on another host
+    assert change.commit() is None  # refused: computed again, the DEL keeps the gateway
+    first.release(lease.handle)
+    assert sorted((row.ip, row.kind) for row in second.leases()) == [("10.44.0.1", "gateway"), ("10.44.1.0", LEASE)]
+    second.release(Owner.for_request(None, "net", "b", "eth0").handle)
+    assert second.leases() == []
+    first.close()
+    second.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cnipam.core.ecs_config import parse_ecs
 from cnipam.core.leases import Owner
-from cnipam.store.sqlite import MIGRATIONS, SQLiteStore
+from cnipam.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteStore
 
 V3_TABLES = {"released", "repaired_boot", "sightings"}
 
@@ -53,5 +53,5 @@ def test_a_version_2_store_upgrades_in_place(tmp_path: Path) -> None:
     db = sqlite3.connect(path)
     tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables >= V3_TABLES
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     db.close()
