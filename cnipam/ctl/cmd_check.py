@@ -24,7 +24,7 @@ def check(session: Session, as_json: bool) -> None:
 
     Prints "ok" (exit 0), or each problem (exit 1): constraints, the free index against
     the leases, the schema version."""
-    with session.existing() as store:
+    with session.existing(reading=True) as store:
         problems = store.problems()
         path = session.settings().name  # a file, or an etcd cluster and prefix
     if as_json:

@@ -18,13 +18,15 @@ if TYPE_CHECKING:
 LOCK_FILE = "etcd.lock"
 
 
-def open_store(settings: StoreSettings) -> Store:
+def open_store(settings: StoreSettings, reading: bool = False) -> Store:
+    """`reading`: the caller will only read, which lets an SQLite store be read on a full
+    or read-only disk (store/sqlite_disk.py)."""
     if settings.etcd is not None:
         return open_etcd(settings.etcd, settings.timeout)
     from .sqlite import SQLiteStore
 
     try:
-        return SQLiteStore(settings.path, settings.timeout)
+        return SQLiteStore(settings.path, settings.timeout, reading)
     except StoreIOError as error:  # name what chose the path
         error.message = f"{error.message} ({settings.origin})"
         raise
