@@ -363,6 +363,12 @@ class SQLiteStore(Store):
             self._remove(found)
             return found
 
+    def keep_counter_at_least(self, name: str, value: int) -> None:
+        """Move a never-decreasing counter up to `value` (a recovered store must not mint
+        the ids its damaged original had already handed out)."""
+        with _Writing(self):
+            self._db.execute("UPDATE counters SET value = max(value, ?) WHERE name = ?", (value, name))
+
     def problems(self) -> list[str]:
         found = self._read(self._find_problems_in_one_snapshot)
         damage = recorded_damage(self.path, self._file.key)

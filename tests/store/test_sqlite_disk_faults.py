@@ -20,9 +20,10 @@ from cnipam.core.errors import StoreBusy
 from cnipam.store.sqlite import SQLiteStore
 from cnipam.store.sqlite_disk import RESERVE_BYTES
 from cnipam.testing.small_disk import SmallDisk, unavailable
-from tests.support.ctl_calls import BASE_ENV, CTL, PLUGIN, call, ok, refused
+from tests.support.ctl_calls import BASE_ENV, PLUGIN, call, ok, refused
 
-CONFIG = {"cniVersion": "1.0.0", "name": "net", "ipam": {"type": "cnipam", "ipv4-subnet": "10.5.0.0/22", "ipv6-subnet": "fd05::/64"}}  # fmt: skip
+IPAM = {"type": "cnipam", "ipv4-subnet": "10.5.0.0/22", "ipv6-subnet": "fd05::/64"}
+CONFIG = {"cniVersion": "1.0.0", "name": "net", "ipam": IPAM}
 OWNERS = 40
 
 
