@@ -254,13 +254,15 @@ os.kill(os.getpid(), signal.SIGKILL)
         shutil.rmtree(folder)
 
     def verbs_on_damage(self, db: str, model: Model) -> None:
+        """Every verb once; the GC last, since what it releases is not printed (an ADD after
+        it could rightly reuse an address the model still gives its owner)."""
         taken = {ip: owner for owner, ips in model.items() for ip in ips}
         owners = list(model)
         attachments = [{"containerID": owner, "ifname": "eth0"} for owner in owners]
         calls: list[tuple[str, str, dict[str, Any]]] = [
-            ("ADD", self.new_owner(), CONFIG), ("DEL", self.rng.choice(owners), CONFIG),
-            ("CHECK", self.rng.choice(owners), CONFIG), ("STATUS", "x", CONFIG),
-            ("GC", "x", {**CONFIG, "cni.dev/valid-attachments": attachments}), ("ADD", self.new_owner(), CONFIG),
+            ("ADD", self.new_owner(), CONFIG), ("CHECK", self.rng.choice(owners), CONFIG), ("STATUS", "x", CONFIG),
+            ("DEL", self.rng.choice(owners), CONFIG), ("ADD", self.new_owner(), CONFIG),
+            ("GC", "x", {**CONFIG, "cni.dev/valid-attachments": attachments}),
         ]  # fmt: skip
         for verb, owner, config in calls:
             code, answer = self.cni(verb, owner, db, config)
@@ -268,8 +270,9 @@ os.kill(os.getpid(), signal.SIGKILL)
                 allowed = (5, 102) if verb == "CHECK" else (5,)
                 expect(answer.get("code") in allowed, f"{verb} on a damaged store answered {answer}")
                 expect(answer.get("code") != 5 or db in answer["msg"], f"{verb}: code 5 without the file: {answer}")
-                continue
-            if verb == "ADD":
+            elif verb == "DEL":
+                taken = {ip: holder for ip, holder in taken.items() if holder != owner}
+            elif verb == "ADD":
                 for ip in answer["ips"]:
                     address = ip["address"].split("/")[0]
                     expect(
@@ -319,7 +322,7 @@ print(count)
                 if lease is None:
                     expect(free_index_damaged, f"recover lost {ip} of {owner} and did not say it might")
                     self.counts["recover: model leases lost, reported"] += 1
-                elif lease["container_id"] == owner:
+                elif lease["container_id"] == owner or lease["handle"] == f"cni:{CONFIG['name']}/{owner}/eth0":
                     self.counts["recover: model leases kept with their owner"] += 1
                 else:
                     expect(
