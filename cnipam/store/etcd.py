@@ -141,10 +141,10 @@ class EtcdStore(ClusterStore):
         return self._optimistic(plan)
 
     def held_by(self, handle: str) -> list[Lease]:
-        return sorted(Change(self.client, self.keys).held_by(handle), key=_address_order)
+        return self._within_timeout(lambda: sorted(Change(self.client, self.keys).held_by(handle), key=_address_order))
 
     def lookup(self, family: int, address: int) -> Lease | None:
-        return Change(self.client, self.keys).lease_at(family, address)
+        return self._within_timeout(lambda: Change(self.client, self.keys).lease_at(family, address))
 
     def leases(self, network: str | None = None) -> list[Lease]:
         return [lease for lease, _, _ in self._scan_leases() if network is None or lease.network == network]
@@ -166,12 +166,15 @@ class EtcdStore(ClusterStore):
         return self._release_seen(victims)
 
     def exhausted(self, pools: tuple[PoolSpec, ...]) -> list[PoolSpec]:
-        change = Change(self.client, self.keys)
-        return [
-            spec
-            for spec in pools
-            if all(change.find_free(spec.family, *window, True) is None for window in spec.pieces)
-        ]
+        def scan() -> list[PoolSpec]:
+            change = Change(self.client, self.keys)
+            return [
+                spec
+                for spec in pools
+                if all(change.find_free(spec.family, *window, True) is None for window in spec.pieces)
+            ]
+
+        return self._within_timeout(scan)
 
     def import_leases(self, leases: Iterable[Lease], cursors: dict[str, Cursor]) -> int:
         """Checked as a whole first, then written in Txns of BATCH leases (etcd caps a Txn
@@ -454,8 +457,11 @@ class EtcdStore(ClusterStore):
         stale one only costs a failed Txn and a fresh attempt. A long-lived process (the
         agent, the Docker driver) then allocates in one round trip. A refusal computed
         from that knowledge is not trusted: it is computed again from fresh reads."""
-        deadline = time.monotonic() + max(self.timeout, 0.001)
-        self._lock()
+        return self._within_timeout(lambda: self._optimistic_within(plan, warm))
+
+    def _optimistic_within(self, plan: Callable[[Change], T], warm: bool) -> T:
+        deadline = self.client.deadline or time.monotonic() + self.client.timeout
+        self._lock(deadline)
         earlier, stale = self._warm, 0
         try:
             while True:
@@ -523,9 +529,23 @@ class EtcdStore(ClusterStore):
 
     # -- the host's writers' queue ------------------------------------------------------
 
-    def _lock(self) -> None:
+    def _within_timeout(self, work: Callable[[], T]) -> T:
+        """One operation, one deadline: the host's lock, every request and every retry
+        share the timeout (an operation inside another keeps the outer one's). Scans
+        over the whole store (GC, cnipamctl) are not one operation: each of their
+        transactions is."""
+        client = self.client
+        if client.deadline is not None:
+            return work()
+        client.deadline = time.monotonic() + client.timeout  # the store's timeout, at least the client's floor
+        try:
+            return work()
+        finally:
+            client.deadline = None
+
+    def _lock(self, deadline: float) -> None:
         if self._lock_fd is not None:
-            take_lock(self._lock_fd, self.timeout, self._lock_path)
+            take_lock(self._lock_fd, max(deadline - time.monotonic(), 0.0), self._lock_path)
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
