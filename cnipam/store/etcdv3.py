@@ -431,7 +431,9 @@ class EtcdClient:
         ca_file: str | None = None,
         cert_file: str | None = None,
         key_file: str | None = None,
+        token_file: str | None = None,
     ) -> None:
+        """`token_file`: where processes of this host keep the auth token they share (store/etcd_token.py)."""
         if isinstance(endpoints, str):
             endpoints = [endpoints]
         self._endpoints = [_parse_endpoint(url) for url in endpoints]
@@ -454,6 +456,7 @@ class EtcdClient:
         self.deadline: float | None = None  # the caller's deadline, when one operation makes several calls
         self._conn: _Connection | None = None
         self._token: str | None = None
+        self._token_file = token_file if username is not None else None
 
     # -- KV ---------------------------------------------------------------------------
 
@@ -556,7 +559,12 @@ class EtcdClient:
             deadline = min(deadline, self.deadline)
         body = dumps(request).encode("ascii")
         if self._username is not None and self._token is None:
-            self._authenticate(deadline)
+            if self._token_file is not None:
+                from .etcd_token import load_token
+
+                self._token = load_token(self._token_file, self._password or "")
+            if self._token is None:
+                self._authenticate(deadline)
         try:
             return self._post(path, body, deadline, replayable)
         except _TokenRejected as exc:
@@ -583,6 +591,10 @@ class EtcdClient:
         if not isinstance(token, str) or not token:
             raise StoreIOError(f"etcd at {self._endpoint_url()}: authentication answer carries no token")
         self._token = token
+        if self._token_file is not None:
+            from .etcd_token import save_token
+
+            save_token(self._token_file, self._password or "", token)
 
     def _post(self, path: str, body: bytes, deadline: float, replayable: bool, with_token: bool = True) -> JsonObject:
         token = f"Authorization: {self._token}\r\n" if with_token and self._token is not None else ""

@@ -45,8 +45,14 @@ def open_etcd(etcd: EtcdSettings, timeout: float) -> Store:
             .decode("utf-8", "replace")
             .rstrip("\r\n")
         )
+    tokens = None
+    if etcd.username is not None and etcd.lock_dir:
+        from .etcd_token import token_file
+
+        tokens = token_file(etcd.lock_dir, etcd.endpoints, etcd.username)
     client = EtcdClient(
-        etcd.endpoints, max(timeout, 0.05), etcd.username, password, etcd.ca_file, etcd.cert_file, etcd.key_file
-    )
+        etcd.endpoints, max(timeout, 0.05), etcd.username, password, etcd.ca_file, etcd.cert_file, etcd.key_file,
+        tokens,
+    )  # fmt: skip
     lock = f"{etcd.lock_dir.rstrip('/')}/{LOCK_FILE}" if etcd.lock_dir else None
     return EtcdStore(client, etcd.prefix, etcd.host or os.uname().nodename, timeout, lock)
