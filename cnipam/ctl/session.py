@@ -83,7 +83,7 @@ def _require_store(settings: StoreSettings) -> None:
             version = probe.execute("PRAGMA user_version").fetchone()[0]
         finally:
             probe.close()
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # damaged text: SQLite's message is not UTF-8
         raise StoreCorrupt(f"store {path} is not a readable cnipam store: {exc} ({settings.origin})") from None
     if version == 0:
         raise NoStore(f"no store at {path}: the file holds no cnipam schema ({settings.origin})")

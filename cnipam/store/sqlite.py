@@ -152,6 +152,13 @@ def _lease(row: Sequence[object]) -> Lease:
     return Lease(family, address, *row[2:])  # type: ignore[arg-type]
 
 
+# What a failed SQLite call raises: its own errors, and UnicodeDecodeError when its message
+# or a text value holds bytes that are not UTF-8 (a damaged schema or row); then a row
+# whose values are of the wrong kind.
+_FAILED = (DatabaseError, UnicodeDecodeError)
+_DAMAGED = (DatabaseError, UnicodeDecodeError, _BadRow)
+
+
 def _value(raw: object) -> int:
     """A stored address BLOB as an integer, checked as `_lease` checks rows."""
     if not isinstance(raw, bytes) or len(raw) not in (4, 16):
@@ -560,7 +567,7 @@ class SQLiteStore(Store):
                 self._db.execute(f"PRAGMA busy_timeout = {_milliseconds(self.timeout)}")
             try:
                 result = query()
-            except (DatabaseError, _BadRow) as exc:
+            except _DAMAGED as exc:
                 shared.check_unchanged(self.path)  # an error from a file changed under the read is no damage
                 raise self._failure(exc) from None
             shared.check_unchanged(self.path)
@@ -593,7 +600,7 @@ class SQLiteStore(Store):
                         self._db.execute("ROLLBACK")
                         raise
                 self._file.version = SCHEMA_VERSION
-            except DatabaseError as exc:
+            except _FAILED as exc:
                 raise _store_error(self.path, exc) from None
 
     def _switch_to_wal(self) -> None:
@@ -642,7 +649,7 @@ class SQLiteStore(Store):
             from .orphans import orphans  # only when checking
 
             problems.extend(orphans(self._select("", ()), self.cursors()))
-        except (DatabaseError, _BadRow) as exc:
+        except _DAMAGED as exc:
             problems.append(f"damaged: {exc}")
         return problems[:50]
 
@@ -755,7 +762,7 @@ class _Writing(_Locked):
                 path = self.store.path
                 raise StoreFull(f"store {path}: {no_room_for_reserve(path)}; nothing was written (releases still work)")
             self.store._db.execute("BEGIN IMMEDIATE")
-        except DatabaseError as exc:
+        except _FAILED as exc:
             self.store._unlock()
             raise self.store._failure(exc) from None
         except BaseException:
@@ -769,12 +776,12 @@ class _Writing(_Locked):
             if exc_type is None:
                 try:
                     db.execute("COMMIT")
-                except DatabaseError as failed:
+                except _FAILED as failed:
                     _roll_back(db)  # after some failures (SQLITE_FULL) SQLite has rolled back already
                     raise self.store._failure(failed) from None
             else:
                 _roll_back(db)
-                if isinstance(exc, (DatabaseError, _BadRow)):  # a statement of the transaction failed
+                if isinstance(exc, _DAMAGED):  # a statement of the transaction failed
                     raise self.store._failure(exc) from None
                 if isinstance(exc, StoreCorrupt):  # the free index and the leases disagree
                     record_damage(self.store.path, self.store._file.key, exc.message)
@@ -798,6 +805,11 @@ def _store_error(path: str, exc: Exception) -> StoreIOError | StoreBusy:
     text = str(exc)
     if isinstance(exc, _BadRow):
         return StoreCorrupt(f"store {path} is damaged: {text} (`cnipamctl recover` saves what is readable)")
+    if isinstance(exc, UnicodeDecodeError):
+        return StoreCorrupt(
+            f"store {path} is not a readable cnipam store: it holds text that is not UTF-8 "
+            "(`cnipamctl recover` saves what is readable)"
+        )
     if isinstance(exc, OperationalError) and "locked" in text:
         return StoreBusy(f"store {path} is busy: {text}")
     if "not a database" in text or "malformed" in text:
@@ -925,7 +937,7 @@ def _open(path: str, key: tuple[int, int] | None, timeout: float) -> _SharedFile
     except OSError as exc:
         os.close(lock_fd)
         raise _cannot_open(path, False, exc) from None
-    except DatabaseError as exc:
+    except _FAILED as exc:
         os.close(lock_fd)
         raise _store_error(path, exc) from None
     try:
@@ -933,7 +945,7 @@ def _open(path: str, key: tuple[int, int] | None, timeout: float) -> _SharedFile
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if key is None or _identity(path) != key:  # replaced while we opened it: its key would lie
             raise OperationalError("the file was replaced while it was being opened")
-    except DatabaseError as exc:
+    except _FAILED as exc:
         db.close()
         os.close(lock_fd)
         raise _store_error(path, exc) from None
@@ -963,13 +975,13 @@ def _open_read_only(path: str, key: tuple[int, int], timeout: float) -> _SharedF
     before = file_state(path) if immutable else None
     try:
         db = connect(uri, timeout=max(timeout, 0.001), isolation_level=None, check_same_thread=False, uri=True)
-    except DatabaseError as exc:
+    except _FAILED as exc:
         raise _store_error(path, exc) from None
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if _identity(path) != key:
             raise OperationalError("the file was replaced while it was being opened")
-    except DatabaseError as exc:
+    except _FAILED as exc:
         db.close()
         raise _store_error(path, exc) from None
     shared = _SharedFile(key, db, -1, version)

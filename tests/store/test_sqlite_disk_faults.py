@@ -161,6 +161,10 @@ def damage(db: Path, how: str) -> None:
         with open(db, "r+b") as raw:
             raw.seek(2048)
             raw.write(b"\xa5" * 2048)
+    elif how == "utf8":  # one byte of a table's definition: SQLite's own message is then not UTF-8 (was 999)
+        image = bytearray(db.read_bytes())
+        image[image.index(b"CREATE TABLE cursors") + 3] = 0x9D
+        db.write_bytes(bytes(image))
     else:  # a lease row with a value of the wrong type: SQLite checks structure, not values
         edit = sqlite3.connect(db, isolation_level=None)
         edit.execute("PRAGMA ignore_check_constraints = ON")
@@ -168,7 +172,7 @@ def damage(db: Path, how: str) -> None:
         edit.close()  # the last connection: its change is copied into the file
 
 
-@pytest.mark.parametrize("how", ["schema", "row"])
+@pytest.mark.parametrize("how", ["schema", "utf8", "row"])
 def test_a_damaged_store_fails_with_code_5_naming_it_and_is_not_written_again(tmp_path: Path, how: str) -> None:
     db = tmp_path / "ipam.db"
     populate(str(db))
@@ -176,14 +180,16 @@ def test_a_damaged_store_fails_with_code_5_naming_it_and_is_not_written_again(tm
     assert not os.path.exists(f"{db}-wal")
     image = db.read_bytes()
     gc = {**CONFIG, "cniVersion": "1.1.0", "cni.dev/valid-attachments": []}
-    if how == "schema":  # nothing can be read: every verb
+    if how != "row":  # nothing can be read: every verb
         calls = [("ADD", "new", CONFIG), ("DEL", "c3", CONFIG), ("CHECK", "c3", CONFIG), ("GC", "x", gc)]
     else:  # the verb that reads the row finds it; then every write is refused
         calls = [("DEL", "c3", CONFIG), ("ADD", "new", CONFIG), ("DEL", "c5", CONFIG), ("GC", "x", gc)]
     for verb, container, config in calls:
         code, answer = cni(verb, container, str(db), config)
         assert (code, answer.get("code")) == (1, 5), (verb, answer)
-        assert f"store {db}" in answer["msg"] and ("malformed" in answer["msg"] or "damaged" in answer["msg"])
+        assert f"store {db}" in answer["msg"] and any(
+            word in answer["msg"] for word in ("malformed", "damaged", "not UTF-8")
+        ), answer
         assert db.read_bytes() == image, f"{verb} wrote to the damaged store"
-    line = refused(call("check", "--db", str(db)), says="problem" if how == "row" else "malformed")
+    line = refused(call("check", "--db", str(db)), says={"row": "problem", "schema": "malformed"}.get(how, "UTF-8"))
     assert str(db) in line
