@@ -193,3 +193,35 @@ def test_a_damaged_store_fails_with_code_5_naming_it_and_is_not_written_again(tm
         assert db.read_bytes() == image, f"{verb} wrote to the damaged store"
     line = refused(call("check", "--db", str(db)), says={"row": "problem", "schema": "malformed"}.get(how, "UTF-8"))
     assert str(db) in line
+
+
+def test_cnipamd_keeps_serving_reads_and_releases_on_a_full_disk(disk: SmallDisk, tmp_path: Path) -> None:
+    """The agent holds the store, so its -shm exists; a refused ADD must not make it drop
+    the connection, or the next call would need room to open the store again."""
+    from cnipam.testing.agent_process import AgentProcess
+
+    db = disk.path("ipam.db")
+    agent = AgentProcess(str(Path(PLUGIN).with_name("cnipamd")), tmp_path / "agent.sock", tmp_path)
+    agent.start()
+    try:
+        routed = {"CNIPAM_AGENT_SOCKET": str(agent.socket)}
+
+        def via(verb: str, container: str) -> tuple[int, dict[str, Any]]:
+            env = {**BASE_ENV, **routed, "CNI_COMMAND": verb, "CNI_CONTAINERID": container, "CNI_IFNAME": "eth0"}
+            env["IPAM_DB_PATH"] = db
+            done = subprocess.run([PLUGIN], input=json.dumps(CONFIG), capture_output=True, text=True, env=env)
+            return done.returncode, json.loads(done.stdout) if done.stdout.strip() else {}
+
+        for n in range(10):
+            assert via("ADD", f"c{n}")[0] == 0
+        disk.fill()
+        assert via("DEL", "c1") == (0, {})  # the reserve is given up for it
+        code, answer = via("ADD", "new")
+        assert (code, answer["code"]) == (1, 5) and "is full" in answer["msg"], answer
+        disk.fill()  # had the agent closed the store after that refusal, its -shm's room would be gone now
+        assert via("CHECK", "c3") == (0, {})
+        held = {os.readlink(f"/proc/{agent.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{agent.pid}/fd")}
+        assert db in held and db + "-shm" in held  # the calls went through the agent, which holds the store
+    finally:
+        agent.stop()
+    assert sorted(holders(db)) == sorted(f"c{n}" for n in range(10) if n != 1)
