@@ -28,6 +28,7 @@ import os
 import time
 
 from ..core.addresses import BITS, format_ip
+from ..core.docker_pools import NETWORK_PREFIX as DOCKER_NETWORK
 from ..core.errors import CnipamError, StoreIOError
 from ..core.ipam_config import parse_pool_key
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease
@@ -238,6 +239,8 @@ def _add_indexed(
         if handle is not None and (handle, slot) in slots:
             handle = None  # the owner's slot is taken by a row: keep the address, not the claim
         network, container, ifname = attachments.get(key, (RECOVERED_NETWORK, "", ""))
+        if handle is None and _a_gateway(key, attachments.get(key), pools):
+            slot = GATEWAY
         kind = GATEWAY if handle is None and slot == GATEWAY else LEASE
         lease = Lease(key[0], key[1], kind, _pool_for(key, pools), slot, handle, network, container, ifname, now)
         found[key] = lease
@@ -283,10 +286,11 @@ def _add_unexplained(tables: _Tables, found: dict[tuple[int, int], Lease], recov
     now = time.time()
     for family, address in unexplained:
         key = (family, address)
-        found[key] = Lease(
-            family, address, LEASE, _pool_for(key, pools), "recovered", None, RECOVERED_NETWORK, "", "", now
+        kind, slot = (GATEWAY, GATEWAY) if _a_gateway(key, None, pools) else (LEASE, "recovered")
+        found[key] = Lease(family, address, kind, _pool_for(key, pools), slot, None, RECOVERED_NETWORK, "", "", now)
+        recovery.unowned.append(
+            format_ip(family, address) + (" (taken for its subnet's gateway)" if kind == GATEWAY else "")
         )
-        recovery.unowned.append(format_ip(family, address))
 
 
 def _cursors(tables: _Tables, leases: dict[tuple[int, int], Lease], recovery: Recovery) -> dict[str, Cursor]:
@@ -367,6 +371,26 @@ def _shaped(cells: list[Cell], columns: int) -> list[Cell]:
 
 def _address(family: object, raw: object) -> bool:
     return family in (4, 6) and isinstance(raw, bytes) and len(raw) == (4 if family == 4 else 16)
+
+
+def _a_gateway(key: tuple[int, int], attachment: tuple[str, str, str] | None, pools: set[str]) -> bool:
+    """Whether an address known to be held, without an owner, was a gateway reservation
+    (an ADD meeting it as a lease would refuse the whole pool). Its attachment entry says
+    so when it names no container and no interface outside a Docker pool (an anonymous
+    ecs lease looks alike, and stays held either way); with no entry, when it is the first
+    address of a known pool's subnet, where a gateway is unless the config moves it."""
+    if attachment is not None:
+        network, container, ifname = attachment
+        return not container and not ifname and not network.startswith(DOCKER_NETWORK)
+    family, address = key
+    for pool in pools:
+        try:
+            ranges = parse_pool_key(pool)
+        except CnipamError:
+            continue
+        if any(r.network.family == family and address == r.network.value + 1 for r in ranges):
+            return True
+    return False
 
 
 def _pool_for(key: tuple[int, int], pools: set[str]) -> str:

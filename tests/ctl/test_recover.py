@@ -122,3 +122,30 @@ def test_refusals_change_nothing(tmp_path: Path) -> None:
     finally:
         holder.communicate(b"", timeout=30)
     assert not (tmp_path / "new.db").exists()
+
+
+def test_a_gateway_known_only_from_its_attachment_entry_stays_a_gateway(tmp_path: Path) -> None:
+    """Its row and its owner entry lost, a reservation leaves an attachment entry with no
+    container: kept as a lease, it would make every ADD of its pool refuse ("gateway is
+    already leased"; found by the disk fault campaign)."""
+    db = tmp_path / "ipam.db"
+    fill(db, 40)
+    gateway = bytes.fromhex("fd06" + "00" * 13 + "01")
+    probe = sqlite3.connect(db)  # SQLite's own page map (dbstat), not cnipam's reader
+    pages = dict(probe.execute("SELECT pageno, name FROM dbstat"))
+    page_size = probe.execute("PRAGMA page_size").fetchone()[0]
+    probe.close()
+    image = bytearray(db.read_bytes())
+    holding = {
+        pages[n + 1] for n in range(len(image) // page_size) if gateway in image[n * page_size : (n + 1) * page_size]
+    }
+    assert {"leases", "lease_owner_slot", "lease_attachment"} <= holding
+    for n in range(len(image) // page_size):
+        if gateway in image[n * page_size : (n + 1) * page_size] and pages[n + 1] in ("leases", "lease_owner_slot"):
+            image[n * page_size : (n + 1) * page_size] = bytes(page_size)
+    db.write_bytes(bytes(image))
+
+    report = recovered(db, tmp_path / "new.db")
+    assert any(line.startswith("fd06::1 (a gateway reservation") for line in report["rebuilt"]), report["rebuilt"]
+    assert "fd06::1" in ok("show", "fd06::1", "--db", str(tmp_path / "new.db")).out
+    plugin("ADD", CONFIG, "after", db=tmp_path / "new.db")  # the pool still hands out addresses
