@@ -37,7 +37,7 @@ from report import Row, Target, results_section
 from timing import Ratio, Sample, ratio
 from tooling import in_temp_folder
 
-from cnipam.testing.etcd_server import EtcdCluster, EtcdServer, etcd_binary
+from cnipam.testing.etcd_server import EtcdCluster, EtcdServer, enable_auth, etcd_binary, gateway_post
 
 SUBNET = "10.66.0.0/15"
 HOSTS, WORKERS_PER_HOST = 4, 4
@@ -250,17 +250,6 @@ def measure_etcd(plan: EtcdPlan, folder: Path, scripts: Path, progress: Callable
 AUTH_PASSWORD = "bench-Pa55word"
 
 
-def _gateway(endpoint: str, path: str, body: dict[str, object], token: str | None = None) -> dict[str, object]:
-    import urllib.request
-
-    request = urllib.request.Request(endpoint + path, data=json.dumps(body).encode(), method="POST")
-    if token:
-        request.add_header("Authorization", token)
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        result: dict[str, object] = json.load(answer)
-        return result
-
-
 def measure_auth(plan: EtcdPlan, folder: Path, scripts: Path, progress: Callable[[str], None] = print) -> list[Row]:
     """What a password costs a fresh plugin process on a three-member cluster (etcd checks
     it with bcrypt and puts the token through raft), and what the host's shared token
@@ -283,8 +272,8 @@ def measure_auth(plan: EtcdPlan, folder: Path, scripts: Path, progress: Callable
         plain = PluginBench("ADD, no auth", exe, config(store(str(folder / "lock-plain"), user=False)), {})
         every = PluginBench("ADD, password checked by every process", exe, config(store(None)), {})
         reused = PluginBench("ADD, the host's token reused", exe, config(store(str(folder / "lock-auth"))), {})
-        _gateway(endpoint, "/v3/auth/user/add", {"name": "root", "password": AUTH_PASSWORD})
-        _gateway(endpoint, "/v3/auth/user/grant", {"user": "root", "role": "root"})
+        enable_auth(endpoint, AUTH_PASSWORD)
+        gateway_post(endpoint, "/v3/auth/disable", {}, _root_token(endpoint))
         samples = {bench.name: Sample(bench.name) for bench in (plain, every, reused)}
         progress("etcd bench: auth on 3 members")
         for round_number in range(plan.rounds):
@@ -293,9 +282,8 @@ def measure_auth(plan: EtcdPlan, folder: Path, scripts: Path, progress: Callable
                 samples[bench.name].values.extend(times)
                 samples[bench.name].round_medians.append(statistics.median(times))
                 if bench is plain:
-                    _gateway(endpoint, "/v3/auth/enable", {})
-            token = _gateway(endpoint, "/v3/auth/authenticate", {"name": "root", "password": AUTH_PASSWORD})["token"]
-            _gateway(endpoint, "/v3/auth/disable", {}, str(token))
+                    gateway_post(endpoint, "/v3/auth/enable", {})
+            gateway_post(endpoint, "/v3/auth/disable", {}, _root_token(endpoint))
             progress(f"  round {round_number + 1}/{plan.rounds}")
     cost = (samples[every.name].median - samples[plain.name].median) * 1000
     return [
@@ -307,6 +295,10 @@ def measure_auth(plan: EtcdPlan, folder: Path, scripts: Path, progress: Callable
             ratio(samples[reused.name], samples[plain.name]), Target("<=", 1.1),
             f"median {samples[reused.name].median * 1000:.1f} ms"),
     ]  # fmt: skip
+
+
+def _root_token(endpoint: str) -> str:
+    return str(gateway_post(endpoint, "/v3/auth/authenticate", {"name": "root", "password": AUTH_PASSWORD})["token"])
 
 
 class _Stopping:

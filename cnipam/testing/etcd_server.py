@@ -39,6 +39,25 @@ def etcd_binary() -> str | None:
     return shutil.which("etcd")
 
 
+def gateway_post(
+    endpoint: str, path: str, body: dict[str, object], token: str | None = None, context: ssl.SSLContext | None = None
+) -> dict[str, object]:
+    """An admin call straight to the JSON gateway (etcdctl is in another Debian package than etcd)."""
+    request = urllib.request.Request(endpoint + path, data=json.dumps(body).encode(), method="POST")
+    if token:
+        request.add_header("Authorization", token)
+    with urllib.request.urlopen(request, timeout=5.0, context=context) as answer:
+        result: dict[str, object] = json.load(answer)
+        return result
+
+
+def enable_auth(endpoint: str, password: str) -> None:
+    """Turn etcd's authentication on, with `root` (password `password`) as its only user."""
+    gateway_post(endpoint, "/v3/auth/user/add", {"name": "root", "password": password})
+    gateway_post(endpoint, "/v3/auth/user/grant", {"user": "root", "role": "root"})
+    gateway_post(endpoint, "/v3/auth/enable", {})
+
+
 class EtcdServer:
     """One single-member etcd on loopback; start(), stop() and restart() keep its data and ports.
 
@@ -129,11 +148,8 @@ class EtcdServer:
 
     def status(self) -> dict[str, object] | None:
         """The member's /v3/maintenance/status answer, or None when it does not answer in 1 s."""
-        request = urllib.request.Request(f"{self.endpoint}/v3/maintenance/status", data=b"{}", method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=1.0, context=self._context()) as answer:
-                found: dict[str, object] = json.load(answer)
-                return found
+            return gateway_post(self.endpoint, "/v3/maintenance/status", {}, context=self._context())
         except (OSError, ValueError, urllib.error.URLError):
             return None
 
