@@ -15,6 +15,8 @@ locks); `cnipamctl recover` holds it no other way.
 
 from __future__ import annotations
 
+import errno
+import os
 import struct
 
 from ..core.record import Record
@@ -45,8 +47,7 @@ class Image:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        with open(path, "rb") as source:  # the caller holds no SQLite connection to it
-            self.data = source.read(MAX_FILE)
+        self.data = _read(path)  # the caller holds no SQLite connection to it
         self.page_size = _page_size(self.data)
         reserved = self.data[20] if len(self.data) >= 100 and self.data.startswith(HEADER) else 0
         self.usable = self.page_size - reserved
@@ -69,8 +70,7 @@ class Image:
         """(frames applied, what was found): the frames up to the last valid commit, as
         SQLite itself reads a WAL (salts and running checksums must match)."""
         try:
-            with open(path, "rb") as source:
-                wal = source.read(MAX_FILE)
+            wal = _read(path)
         except FileNotFoundError:
             return 0, "no WAL"
         if len(wal) < 32:
@@ -275,6 +275,14 @@ def _payload(
         (following,) = struct.unpack(">I", chunk[:4])
     overflow.update(seen)
     return b"".join(pieces)[:size]
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as source:
+        size = os.fstat(source.fileno()).st_size
+        if size > MAX_FILE:
+            raise OSError(errno.EFBIG, f"larger than {MAX_FILE} bytes: not a store")
+        return source.read()
 
 
 def _varint(data: bytes, position: int) -> tuple[int, int]:

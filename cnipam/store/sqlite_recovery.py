@@ -265,22 +265,26 @@ def _add_unexplained(tables: _Tables, found: dict[tuple[int, int], Lease], recov
             "from a free one, and may be handed out again"
         )
         return
-    unexplained: list[tuple[int, int]] = []
+    # The addresses between free intervals are the taken ones: as many as the leases found,
+    # plus those nothing else explains. More than that budget (a damaged interval whose
+    # bytes still look like an address can open a gap of 2^100) and it is not trusted:
+    # counted before a single address of a gap is looked at.
+    budget = len(found) + UNKNOWN_LIMIT
+    gaps: list[tuple[int, int, int]] = []
     for family, spans in intervals.items():
         position = 0
-        for first, last in sorted(spans, key=lambda span: span[1]):
-            unexplained.extend((family, a) for a in range(position, first) if (family, a) not in found)
-            if len(unexplained) > UNKNOWN_LIMIT:
+        for first, last in [*sorted(spans, key=lambda span: span[1]), (1 << BITS[family], 0)]:
+            if first > position:
+                gaps.append((family, position, first))
+                budget -= first - position
+            if budget < 0:
                 recovery.notes.append(
-                    f"the free index leaves more than {UNKNOWN_LIMIT} addresses unexplained: it was not used"
+                    "the free index leaves too many addresses unexplained to be trusted: an address whose row and "
+                    "index entries were all lost cannot be told from a free one, and may be handed out again"
                 )
                 return
             position = max(position, last + 1)
-        top = 1 << BITS[family]
-        if top - position > UNKNOWN_LIMIT:
-            recovery.notes.append("the free index does not reach the end of the address space: it was not used")
-            return
-        unexplained.extend((family, a) for a in range(position, top) if (family, a) not in found)
+    unexplained = [(family, a) for family, start, end in gaps for a in range(start, end) if (family, a) not in found]
     recovery.free_index_whole = True
     pools = {lease.pool for lease in found.values()}
     now = time.time()

@@ -149,3 +149,20 @@ def test_a_gateway_known_only_from_its_attachment_entry_stays_a_gateway(tmp_path
     assert any(line.startswith("fd06::1 (a gateway reservation") for line in report["rebuilt"]), report["rebuilt"]
     assert "fd06::1" in ok("show", "fd06::1", "--db", str(tmp_path / "new.db")).out
     plugin("ADD", CONFIG, "after", db=tmp_path / "new.db")  # the pool still hands out addresses
+
+
+def test_a_free_interval_that_opens_a_vast_gap_is_not_trusted(tmp_path: Path) -> None:
+    """Damaged bytes that still read as an address can make the free index claim most of
+    the IPv6 space is taken: recover must neither walk that gap (it ran out of memory, found
+    by the disk fault campaign) nor keep it held; it says the free index was not used."""
+    db = tmp_path / "ipam.db"
+    fill(db, 10)
+    edit = sqlite3.connect(db, isolation_level=None)
+    edit.execute("PRAGMA ignore_check_constraints = ON")
+    edit.execute("UPDATE free SET first = last WHERE family = 6 AND last = x'ffffffffffffffffffffffffffffffff'")
+    edit.close()
+    began = time.monotonic()
+    report = recovered(db, tmp_path / "new.db")
+    assert time.monotonic() - began < 20
+    assert not report["free_index_whole"] and any("free index" in note for note in report["notes"])
+    assert set(exported(tmp_path / "new.db")) == set(exported(db))
