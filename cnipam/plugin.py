@@ -114,7 +114,7 @@ def run(env: dict[str, str], stdin: bytes, cwd: str, open_store: StoreOpener | N
             return _text(_version_answer(stdin)), 0
         request = parse_request(command, env, stdin)
         version = request.version
-        answer = _dispatch(request, env, cwd, open_store or open_for_call)
+        answer = _dispatch(request, env, cwd, open_store or (open_for_reading if command in READS else open_for_call))
         return ("" if answer is None else _text(answer)), 0
     except CnipamError as error:
         return _error_text(version, error), 1
@@ -168,16 +168,28 @@ class open_for_call:
     """The store for one call, closed on the way out whatever happens (the plugin's own
     process ends with the call, so there is nothing to keep it open for)."""
 
+    reading = False
+
     def __init__(self, settings: StoreSettings) -> None:
         from .store.opening import open_store  # the same opener cnipamd's cache uses
 
-        self.store = open_store(settings)
+        self.store = open_store(settings, self.reading)
 
     def __enter__(self) -> Store:
         return self.store
 
     def __exit__(self, *exc: object) -> None:
         self.store.close()
+
+
+class open_for_reading(open_for_call):
+    """The store for a call that only reads (CHECK, STATUS): readable on a full or
+    read-only disk too."""
+
+    reading = True
+
+
+READS = ("CHECK", "STATUS")
 
 
 def _read_stdin() -> bytes:

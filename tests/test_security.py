@@ -99,6 +99,7 @@ def test_the_network_name_never_becomes_a_path_in_data_dir(run_plugin: RunPlugin
         "cnipam.db-shm",
         "cnipam.db-wal",
         "cnipam.db.lock",
+        "cnipam.db.reserve",
     }
 
 

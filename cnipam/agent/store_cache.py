@@ -30,7 +30,7 @@ import threading
 import time
 
 from ..agent_protocol import Declined
-from ..core.errors import StoreBusy, StoreIOError
+from ..core.errors import StoreBusy, StoreFull, StoreIOError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -172,7 +172,10 @@ class StoreCache:
     def _release(self, entry: HeldStore, failed: BaseException | None) -> None:
         entry.used = time.monotonic()
         try:
-            if isinstance(failed, StoreIOError):  # the connection may be unusable: open afresh next time
+            # The connection may be unusable: open afresh next time. Not for a full disk: the
+            # connection is sound, and keeping it keeps its -shm, which a new one could not
+            # make, so the next call (a release, a read) needs no room to open the store.
+            if isinstance(failed, StoreIOError) and not isinstance(failed, StoreFull):
                 self._close(entry)
         finally:
             entry.lock.release()

@@ -50,6 +50,10 @@ class StoreCorrupt(StoreIOError):
     """The store's contents violate its invariants; nothing is written to it."""
 
 
+class StoreFull(StoreIOError):
+    """The disk holding the store has no room for a write; nothing was written."""
+
+
 class AddressConflict(CnipamError):
     """The requested address, or the owner's slot, is already taken."""
 

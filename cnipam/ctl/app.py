@@ -24,6 +24,7 @@ from .cmd_hosts import hosts
 from .cmd_inspect import leases, show
 from .cmd_install import install_plugin
 from .cmd_migrate import migrate
+from .cmd_recover import recover_command
 from .cmd_release import release
 from .cmd_usage import usage
 from .options import DB_HELP, STORE_HELP
@@ -95,5 +96,7 @@ def main(ctx: click.Context, db: str | None, store: str | None) -> None:
         session.env = {**session.env, "CNIPAM_STORE": store}
 
 
-for _command in (leases, show, usage, release, gc, export, import_, check, migrate, hosts, install_plugin):
+for _command in (
+    leases, show, usage, release, gc, export, import_, check, recover_command, migrate, hosts, install_plugin,
+):  # fmt: skip
     main.add_command(_command)

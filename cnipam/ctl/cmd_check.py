@@ -66,7 +66,7 @@ def check(
         except InvalidConfig as error:
             raise BadInput(error.message) from None
     boot = current_boot(dict(session.env)) if report_path is not None else ""
-    with session.existing(boot=boot) as store:
+    with session.existing(boot=boot, reading=True) as store:
         problems = store.problems()
         path = session.settings().name  # a file, or an etcd cluster and prefix
         report = make_report(store, path, named_pools(configs, networks)) if report_path is not None else None

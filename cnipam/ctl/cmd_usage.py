@@ -34,7 +34,7 @@ def usage(session: Session, config_path: str | None, as_json: bool) -> None:
 
     Per pool: size, reserved (gateways), used, free, percent, and a bar."""
     configured = load_network_config(config_path) if config_path else None
-    with session.existing(configured.ipam.data_dir if configured else None) as store:
+    with session.existing(configured.ipam.data_dir if configured else None, reading=True) as store:
         rows = store.leases()
     usages, unreadable = pool_usage(rows, configured.ipam.pools if configured else ())
     for key in unreadable:

@@ -206,10 +206,10 @@ class EtcdStore(ClusterStore):
         return self._optimistic(plan)
 
     def held_by(self, handle: str) -> list[Lease]:
-        return sorted(self._change().held_by(handle), key=_address_order)
+        return self._within_timeout(lambda: sorted(self._change().held_by(handle), key=_address_order))
 
     def lookup(self, family: int, address: int) -> Lease | None:
-        return self._change().lease_at(family, address)
+        return self._within_timeout(lambda: self._change().lease_at(family, address))
 
     def leases(self, network: str | None = None) -> list[Lease]:
         return [lease for lease, _, _ in self._scan_leases() if network is None or lease.network == network]
@@ -431,18 +431,22 @@ class EtcdStore(ClusterStore):
     def exhausted(self, pools: tuple[PoolSpec, ...]) -> list[PoolSpec]:
         """While a reboot repair is due, a pool whose only addresses are earlier boots'
         leases is not exhausted: the next ADD frees one (core.reboot)."""
-        self._stepped = False
-        self._repair_if_due()
-        change = self._change()
-        if self.boot:
-            change.repaired_boot()
-        return [
-            spec for spec in pools
-            if all(change.find_free(spec.family, *window, True) is None for window in spec.pieces)
-            and not (change.repaired is not None and change.repaired[0] != self.boot and any(
-                self._ended(change, change.leases_between(spec.family, *window)) for window in spec.pieces
-            ))
-        ]  # fmt: skip
+
+        def scan() -> list[PoolSpec]:
+            self._stepped = False
+            self._repair_if_due()
+            change = self._change()
+            if self.boot:
+                change.repaired_boot()
+            return [
+                spec for spec in pools
+                if all(change.find_free(spec.family, *window, True) is None for window in spec.pieces)
+                and not (change.repaired is not None and change.repaired[0] != self.boot and any(
+                    self._ended(change, change.leases_between(spec.family, *window)) for window in spec.pieces
+                ))
+            ]  # fmt: skip
+
+        return self._within_timeout(scan)
 
     def import_leases(self, leases: Iterable[Lease], cursors: dict[str, Cursor]) -> int:
         """Checked as a whole first, then written in Txns of BATCH leases (etcd caps a Txn
@@ -846,10 +850,13 @@ class EtcdStore(ClusterStore):
         In a store opened with a boot, the reboot repair comes first when due: checked
         here with one read, unless the plan reads the boot with its own reads
         (`reads_boot`) and raises Rebooted."""
-        deadline = time.monotonic() + max(self.timeout, 0.001)
+        return self._within_timeout(lambda: self._optimistic_within(plan, warm, reads_boot))
+
+    def _optimistic_within(self, plan: Callable[[Change], T], warm: bool, reads_boot: bool) -> T:
+        deadline = self.client.deadline or time.monotonic() + self.client.timeout
         if self._lock_depth == 0:
             self._stepped = False  # a new call
-        self._lock()
+        self._lock(deadline)
         earlier, stale = self._warm, 0
         try:
             if not reads_boot:
@@ -927,10 +934,27 @@ class EtcdStore(ClusterStore):
 
     # -- the host's writers' queue ------------------------------------------------------
 
-    def _lock(self) -> None:
-        """Re-entrant: a repair runs inside the change that found it due."""
+    def _within_timeout(self, work: Callable[[], T]) -> T:
+        """One operation, one deadline: the host's lock, every request and every retry
+        share the timeout (an operation inside another keeps the outer one's). Scans
+        over the whole store (GC, cnipamctl) are not one operation: each of their
+        transactions is."""
+        client = self.client
+        if client.deadline is not None:
+            return work()
+        client.deadline = time.monotonic() + client.timeout  # the store's timeout, at least the client's floor
+        try:
+            return work()
+        finally:
+            client.deadline = None
+
+    def _lock(self, deadline: float | None = None) -> None:
+        """Re-entrant: a repair runs inside the change that found it due. The wait ends at
+        `deadline`, else at the current operation's, else a timeout from now."""
         if self._lock_depth == 0 and self._lock_fd is not None:
-            take_lock(self._lock_fd, self.timeout, self._lock_path)
+            if deadline is None:
+                deadline = self.client.deadline or time.monotonic() + self.timeout
+            take_lock(self._lock_fd, max(deadline - time.monotonic(), 0.0), self._lock_path)
         self._lock_depth += 1
 
     def _unlock(self) -> None:

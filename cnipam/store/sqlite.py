@@ -40,10 +40,20 @@ from fcntl import LOCK_UN, flock
 from ..config_files import HELD_DATABASES
 from ..core.addresses import BITS, format_ip, from_bytes, parse_cidr, to_bytes
 from ..core.allocator import gateway_reservation, grant, refuse_taken, reserved_subnet, returned_address, search_windows
-from ..core.errors import AddressConflict, NotFound, StoreBusy, StoreCorrupt, StoreIOError
+from ..core.errors import AddressConflict, CnipamError, NotFound, StoreBusy, StoreCorrupt, StoreFull, StoreIOError
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease, refuse_changed
 from ..core.reuse import FORGET_AFTER, Freed, eligibility, last_resort, older
 from .base import Store
+from .sqlite_damage import record_damage, recorded_damage
+from .sqlite_disk import (
+    FULL,
+    disk_fault,
+    file_state,
+    give_up_reserve,
+    keep_reserve,
+    no_room_for_reserve,
+    reading_uri,
+)
 from .sqlite_module import Connection, DatabaseError, IntegrityError, OperationalError, connect
 from .trusted_path import UntrustedPath, check_siblings, is_regular_file, trusted_path
 from .write_lock import take_lock
@@ -154,7 +164,27 @@ _OLDEST = (
 _ENDED = "kind = 'lease' AND boot != '' AND boot != ?"  # core.reboot.ended_by_reboot, as an index-free filter
 
 
+# The Python type of each column of `_COLUMNS`, as cnipam writes them.
+_LEASE_TYPES: tuple[type | tuple[type, ...], ...] = (
+    int, bytes, str, str, str, (str, type(None)), str, str, str, (float, int), str, str, (bytes, type(None)),
+)  # fmt: skip
+
+
+class _BadRow(Exception):
+    """A row holding values the schema's constraints never let in: a damaged page. SQLite
+    checks a page's structure, not its values' types, so this is how such damage shows."""
+
+
 def _lease(row: Sequence[object]) -> Lease:
+    """Checked before use, so that a damaged row fails as a damaged store (code 5), not
+    later as a bug (999)."""
+    if (
+        len(row) != len(_LEASE_TYPES)
+        or not all(isinstance(value, kind) for value, kind in zip(row, _LEASE_TYPES, strict=True))
+        or len(row[1]) != {4: 4, 6: 16}.get(row[0], -1)  # type: ignore[arg-type,call-overload]
+        or row[2] not in (LEASE, GATEWAY)
+    ):
+        raise _BadRow(f"a lease row holds values cnipam never writes: {tuple(row)!r:.200}")
     family, address = from_bytes(row[1])  # type: ignore[arg-type]
     kind, pool, slot, handle, network, container_id, ifname, created, boot, netns, gateway = row[2:]
     return Lease(
@@ -163,17 +193,57 @@ def _lease(row: Sequence[object]) -> Lease:
     )  # fmt: skip
 
 
+# What a failed SQLite call raises: its own errors, and UnicodeDecodeError when its message
+# or a text value holds bytes that are not UTF-8 (a damaged schema or row); then a row
+# whose values are of the wrong kind.
+_FAILED = (DatabaseError, UnicodeDecodeError)
+_DAMAGED = (DatabaseError, UnicodeDecodeError, _BadRow)
+
+
+def _value(raw: object) -> int:
+    """A stored address BLOB as an integer, checked as `_lease` checks rows."""
+    if not isinstance(raw, bytes) or len(raw) not in (4, 16):
+        raise _BadRow(f"an address column holds {raw!r:.80}, not a 4 or 16 byte BLOB")
+    return int.from_bytes(raw, "big")
+
+
+def _releasing(method: Callable[..., T]) -> Callable[..., T]:
+    """A release works on a full disk: when it fails for lack of room, the reserve beside
+    the store is given up and it runs once more (store/sqlite_disk.py)."""
+
+    def run(self: SQLiteStore, *args: object, **kwargs: object) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except StoreFull:
+            if not give_up_reserve(self.path):
+                raise
+        return method(self, *args, **kwargs)
+
+    run.__doc__ = method.__doc__
+    return run
+
+
 class SQLiteStore(Store):
-    def __init__(self, path: str, timeout: float = 5.0, boot: str = "", shared_folders: bool = False) -> None:
+    def __init__(
+        self, path: str, timeout: float = 5.0, boot: str = "", shared_folders: bool = False, reading: bool = False
+    ) -> None:
         """`shared_folders`: accept folders other users could change on the way to the file
-        (trusted_path.py; their links are never followed either way)."""
+        (trusted_path.py; their links are never followed either way). `reading`: the caller
+        only reads, so on a full or read-only disk the store is opened read-only instead of
+        refused (store/sqlite_disk.py)."""
         self.path = path
         self.timeout = timeout
         self.boot = boot
         self.clock = time.time
         self._repair_due = False  # as the current write transaction found it (core.reboot)
-        self._file = _attach(path, timeout, shared_folders)
+        self._file = _attach(path, timeout, shared_folders, reading)
         self._db: Connection = self._file.db
+        if self._file.version != SCHEMA_VERSION and self._file.read_only:
+            version = self._file.version
+            self._close_quietly()
+            if version == 0:
+                raise StoreIOError(f"no store at {path}: the file holds no cnipam schema")
+            raise StoreIOError(f"store {path} has schema version {version}; upgrading it needs a writable disk")
         if self._file.version != SCHEMA_VERSION:
             try:
                 self._migrate()
@@ -212,7 +282,11 @@ class SQLiteStore(Store):
         )
 
     def release(self, handle: str | None, addresses: Iterable[tuple[int, int]] = ()) -> list[Lease]:
-        with _Writing(self):
+        return self._release(handle, list(addresses))
+
+    @_releasing
+    def _release(self, handle: str | None, addresses: list[tuple[int, int]]) -> list[Lease]:
+        with _Writing(self, releasing=True):
             victims = {}
             if handle:
                 for lease in self._select("WHERE handle = ?", (handle,)):
@@ -226,8 +300,9 @@ class SQLiteStore(Store):
                 self._remove(lease, now)
             return list(victims.values())
 
+    @_releasing
     def release_gateway(self, family: int, address: int) -> Lease | None:
-        with _Writing(self):
+        with _Writing(self, releasing=True):
             found = self.lookup(family, address)
             if found is None or found.kind != GATEWAY:
                 return None
@@ -263,10 +338,11 @@ class SQLiteStore(Store):
     def cursors(self) -> dict[str, Cursor]:
         def scan() -> dict[str, Cursor]:
             rows = self._db.execute("SELECT pool, address, moves_on_release FROM cursors ORDER BY pool")
-            return {pool: Cursor(*from_bytes(raw), bool(moves)) for pool, raw, moves in rows}
+            return {pool: Cursor(4 if len(raw) == 4 else 6, _value(raw), bool(moves)) for pool, raw, moves in rows}
 
         return self._read(scan)
 
+    @_releasing
     def collect_garbage(
         self, network: str, valid: Container[tuple[str, str]], grace: float = 0.0, apply: bool = True
     ) -> Collection:
@@ -282,7 +358,7 @@ class SQLiteStore(Store):
 
         if not apply:
             return self._read(lambda: judged(self.clock()))[0]
-        with _Writing(self):
+        with _Writing(self, releasing=True):
             now = self.clock()
             collection, due = judged(now)
             for lease in collection.released:
@@ -322,10 +398,11 @@ class SQLiteStore(Store):
         rows = self._select(f"WHERE {where} ORDER BY family, address LIMIT ?", (*params, limit))
         return [lease for lease in rows if ended_by_reboot(lease, self.boot)]
 
+    @_releasing
     def release_earlier_boots(self) -> list[Lease]:
         if not self.boot:
             return []
-        with _Writing(self, repair=False):
+        with _Writing(self, repair=False, releasing=True):
             ended = self._earlier_boot_leases()
             self._release_ended(ended)
             self._db.execute("INSERT OR REPLACE INTO repaired_boot VALUES (1, ?)", (self.boot,))
@@ -373,8 +450,9 @@ class SQLiteStore(Store):
         for family, first, last in _runs(leases):
             self._give_back(family, first, last)
 
+    @_releasing
     def release_exactly(self, leases: Sequence[Lease], cursors: Mapping[str, Cursor]) -> None:
-        with _Writing(self):
+        with _Writing(self, releasing=True):
             current = [found for found in (self.lookup(lease.family, lease.address) for lease in leases) if found]
             refuse_changed(leases, current, cursors, self.cursors())
             now = self.clock()
@@ -446,8 +524,9 @@ class SQLiteStore(Store):
                 self._insert(lease)
             return len(wanted)
 
+    @_releasing
     def release_docker_pool(self, pool_id: str) -> DockerPool:
-        with _Writing(self):
+        with _Writing(self, releasing=True):
             pool = self._docker_pool(pool_id)
             now = self.clock()
             for lease in self._select("WHERE network = ? AND kind = 'lease'", (pool.lease_network,)):
@@ -469,8 +548,9 @@ class SQLiteStore(Store):
             spec = pool.spec(requested, serial) if reuse is None else pool.spec(requested, serial, reuse)
             return self._allocate(pool.owner(), (spec,), self.clock())[0]
 
+    @_releasing
     def release_docker_address(self, pool_id: str, family: int, address: int) -> Lease | None:
-        with _Writing(self):
+        with _Writing(self, releasing=True):
             pool = self._docker_pool(pool_id)
             pool.check_own(family, address)
             found = self.lookup(family, address)
@@ -479,8 +559,16 @@ class SQLiteStore(Store):
             self._remove(found, self.clock())
             return found
 
+    def keep_counter_at_least(self, name: str, value: int) -> None:
+        """Move a never-decreasing counter up to `value` (a recovered store must not mint
+        the ids its damaged original had already handed out)."""
+        with _Writing(self):
+            self._db.execute("UPDATE counters SET value = max(value, ?) WHERE name = ?", (value, name))
+
     def problems(self) -> list[str]:
-        return self._read(self._find_problems_in_one_snapshot)
+        found = self._read(self._find_problems_in_one_snapshot)
+        damage = recorded_damage(self.path, self._file.key)
+        return found if damage is None else [f"a call found this file damaged: {damage}", *found]
 
     def close(self) -> None:
         self._close_quietly()
@@ -515,7 +603,7 @@ class SQLiteStore(Store):
             " ORDER BY first DESC LIMIT 1",
             (network.family, to_bytes(network.family, network.last)),
         ).fetchone()
-        if row is not None and int.from_bytes(row[-1], "big") >= network.value:
+        if row is not None and _value(row[-1]) >= network.value:
             return _docker_pool(row[:-1])
         return None
 
@@ -583,7 +671,7 @@ class SQLiteStore(Store):
         cursor = None
         if not spec.lowest_free:
             row = self._db.execute("SELECT family, address FROM cursors WHERE pool = ?", (spec.key,)).fetchone()
-            cursor = from_bytes(row[1])[1] if row and row[0] == family else None
+            cursor = _value(row[1]) if row and row[0] == family else None
         rule = eligibility(spec.reuse, now)
         held = self._db.execute(
             "SELECT 1 FROM released WHERE handle IS NOT NULL AND released > ? LIMIT 1", (rule.held_since,)
@@ -633,7 +721,7 @@ class SQLiteStore(Store):
     def _seek_free(self, family: int, start: int) -> tuple[int, int] | None:
         """The first free interval that ends at or after `start`: one index seek."""
         row = self._db.execute(_FIND_FREE, (family, to_bytes(family, start))).fetchone()
-        return (int.from_bytes(row[0], "big"), int.from_bytes(row[1], "big")) if row else None
+        return (_value(row[0]), _value(row[1])) if row else None
 
     def _first_free(self, family: int, first: int, last: int) -> int | None:
         found = self._seek_free(family, first)
@@ -670,11 +758,11 @@ class SQLiteStore(Store):
             below = to_bytes(family, address - 1)
             left = self._db.execute("SELECT first FROM free WHERE family = ? AND last = ?", (family, below)).fetchone()
             if left:
-                first = int.from_bytes(left[0], "big")
+                first = _value(left[0])
                 self._db.execute("DELETE FROM free WHERE family = ? AND last = ?", (family, below))
         right = self._db.execute(_FIND_FREE, (family, to_bytes(family, end))).fetchone()
-        if right and int.from_bytes(right[0], "big") == end + 1:
-            last = int.from_bytes(right[1], "big")
+        if right and _value(right[0]) == end + 1:
+            last = _value(right[1])
             self._db.execute("DELETE FROM free WHERE family = ? AND last = ?", (family, right[1]))
         self._db.execute("INSERT INTO free VALUES (?, ?, ?)", (family, to_bytes(family, last), to_bytes(family, first)))
 
@@ -707,7 +795,7 @@ class SQLiteStore(Store):
         self._db.execute("DELETE FROM free WHERE family = ?", (family,))
         gaps, start = [], 0
         for (raw,) in self._db.execute("SELECT address FROM leases WHERE family = ? ORDER BY address", (family,)):
-            address = int.from_bytes(raw, "big")
+            address = _value(raw)
             if address > start:
                 gaps.append((family, to_bytes(family, address - 1), to_bytes(family, start)))
             start = address + 1
@@ -743,16 +831,23 @@ class SQLiteStore(Store):
 
     def _read(self, query: Callable[[], T]) -> T:
         """A read on the shared connection, by one thread at a time (re-entrant: reads run
-        inside write transactions too)."""
-        mutex = self._file.mutex
-        if not mutex.acquire(timeout=max(self.timeout, 0.05)):
+        inside write transactions too). A read without locks (`immutable`) is trusted only
+        if nothing wrote the file meanwhile."""
+        shared = self._file
+        if not shared.mutex.acquire(timeout=max(self.timeout, 0.05)):
             raise StoreBusy(f"store {self.path} stayed busy with other threads of this process for {self.timeout:g}s")
         try:
-            return query()
-        except DatabaseError as exc:
-            raise _store_error(self.path, exc) from None
+            if not self._db.in_transaction:  # a call of its own: SQLite's own waits end with its deadline
+                self._db.execute(f"PRAGMA busy_timeout = {_milliseconds(self.timeout)}")
+            try:
+                result = query()
+            except _DAMAGED as exc:
+                shared.check_unchanged(self.path)  # an error from a file changed under the read is no damage
+                raise self._failure(exc) from None
+            shared.check_unchanged(self.path)
+            return result
         finally:
-            mutex.release()
+            shared.mutex.release()
 
     def _migrate(self) -> None:
         with _Locked(self):
@@ -779,7 +874,7 @@ class SQLiteStore(Store):
                         self._db.execute("ROLLBACK")
                         raise
                 self._file.version = SCHEMA_VERSION
-            except DatabaseError as exc:
+            except _FAILED as exc:
                 raise _store_error(self.path, exc) from None
 
     def _switch_to_wal(self) -> None:
@@ -809,34 +904,40 @@ class SQLiteStore(Store):
             self._db.execute("ROLLBACK")
 
     def _find_problems(self) -> list[str]:
+        """Every problem found, SQLite's own first; reading stops at damage that cannot be
+        read past, which is then the last problem named."""
         problems: list[str] = []
-        check = self._db.execute("PRAGMA integrity_check").fetchall()  # also verifies the unique indexes
-        if check != [("ok",)]:
-            problems.extend(f"sqlite: {row[0]}" for row in check[:10])
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version != SCHEMA_VERSION:
-            problems.append(f"schema version {version}, expected {SCHEMA_VERSION}")
-        for ip, raw in self._db.execute("SELECT ip, address FROM leases"):
-            if format_ip(*from_bytes(raw)) != ip:
-                problems.append(f"{ip}: text form does not match the stored address {format_ip(*from_bytes(raw))}")
-        for family in (4, 6):
-            problems.extend(self._free_index_problems(family))
-        for (ip,) in self._db.execute("SELECT ip FROM leases JOIN released USING (family, address)"):
-            problems.append(f"{ip}: leased, yet recorded as released (its reuse delay would apply to its next holder)")
-        from .orphans import orphans  # only when checking
+        try:
+            check = self._db.execute("PRAGMA integrity_check").fetchall()  # also verifies the unique indexes
+            if check != [("ok",)]:
+                problems.extend(f"sqlite: {row[0]}" for row in check[:10])
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                problems.append(f"schema version {version}, expected {SCHEMA_VERSION}")
+            for ip, raw in self._db.execute("SELECT ip, address FROM leases"):
+                stored = format_ip(4 if len(raw) == 4 else 6, _value(raw))
+                if stored != ip:
+                    problems.append(f"{ip}: text form does not match the stored address {stored}")
+            for family in (4, 6):
+                problems.extend(self._free_index_problems(family))
+            for (ip,) in self._db.execute("SELECT ip FROM leases JOIN released USING (family, address)"):
+                problems.append(
+                    f"{ip}: leased, yet recorded as released (its reuse delay would apply to its next holder)"
+                )
+            from .orphans import orphans  # only when checking
 
-        problems.extend(orphans(self._select("", ()), self.cursors()))
+            problems.extend(orphans(self._select("", ()), self.cursors()))
+        except _DAMAGED as exc:
+            problems.append(f"damaged: {exc}")
         return problems[:50]
 
     def _free_index_problems(self, family: int) -> list[str]:
         """Leases and free intervals must tile the family's whole address space exactly once."""
         problems: list[str] = []
         query = "SELECT address FROM leases WHERE family = ? ORDER BY address"
-        leased = (int.from_bytes(raw, "big") for (raw,) in self._db.execute(query, (family,)))
+        leased = (_value(raw) for (raw,) in self._db.execute(query, (family,)))
         query = "SELECT first, last FROM free WHERE family = ? ORDER BY last"
-        intervals = [
-            (int.from_bytes(a, "big"), int.from_bytes(b, "big")) for a, b in self._db.execute(query, (family,))
-        ]
+        intervals = [(_value(a), _value(b)) for a, b in self._db.execute(query, (family,))]
         position, pending = 0, next(leased, None)  # position: the next address still to account for
 
         def account_for_leases_below(limit: int) -> None:
@@ -863,11 +964,18 @@ class SQLiteStore(Store):
         return problems
 
     def _lock(self) -> None:
+        """The other threads of this process, then the other processes (the flock), then
+        SQLite's own lock, all within one deadline: the timeout is the call's, not each
+        wait's (SQLite waits for a writer outside the flock, such as `sqlite3` run by hand)."""
         shared = self._file
+        deadline = time.monotonic() + self.timeout
         if not shared.mutex.acquire(timeout=max(self.timeout, 0.05)):
             raise StoreBusy(f"store {self.path} stayed busy with other threads of this process for {self.timeout:g}s")
         try:
-            take_lock(shared.lock_fd, self.timeout, self.path)
+            if shared.read_only:
+                raise _store_error(self.path, OperationalError("attempt to write a readonly database"))
+            take_lock(shared.lock_fd, max(deadline - time.monotonic(), 0.0), self.path)
+            self._db.execute(f"PRAGMA busy_timeout = {_milliseconds(deadline - time.monotonic())}")
         except BaseException:
             shared.mutex.release()
             raise
@@ -877,6 +985,21 @@ class SQLiteStore(Store):
             flock(self._file.lock_fd, LOCK_UN)
         finally:
             self._file.mutex.release()
+
+    def _failure(self, exc: Exception) -> StoreIOError | StoreBusy:
+        """The error a failed SQLite call means; damage is recorded so that nothing writes here again."""
+        error = _store_error(self.path, exc)
+        if isinstance(error, StoreCorrupt):
+            record_damage(self.path, self._file.key, error.message)
+        return error
+
+    def _refuse_if_damaged(self) -> None:
+        damage = recorded_damage(self.path, self._file.key)
+        if damage is not None:
+            raise StoreCorrupt(
+                f"store {self.path} was found damaged ({damage}); nothing is written to it until it is replaced "
+                "(`cnipamctl check`, `cnipamctl recover`)"
+            )
 
     def _close_quietly(self) -> None:
         shared = getattr(self, "_file", None)
@@ -900,57 +1023,100 @@ class _Locked:
 
 class _Writing(_Locked):
     """One write transaction under the flock: committed on success, rolled back on any
-    error. In a store opened with a boot, it starts with the reboot repair when due."""
+    error. In a store opened with a boot, it starts with the reboot repair when due.
 
-    def __init__(self, store: SQLiteStore, repair: bool = True) -> None:
+    `releasing`: it only frees addresses, so it runs without the reserve (and `_releasing`
+    gives the reserve up when it fails for lack of room); any other write first makes sure
+    the reserve is in place, and is refused as a full disk when it cannot be."""
+
+    def __init__(self, store: SQLiteStore, repair: bool = True, releasing: bool = False) -> None:
         super().__init__(store)
         self.repair = repair and bool(store.boot)
+        self.releasing = releasing
 
     def __enter__(self) -> None:
         super().__enter__()
         try:
+            self.store._refuse_if_damaged()
+            if not self.releasing and not keep_reserve(self.store.path):
+                path = self.store.path
+                raise StoreFull(f"store {path}: {no_room_for_reserve(path)}; nothing was written (releases still work)")
             self.store._db.execute("BEGIN IMMEDIATE")
             if self.repair:
                 self.store._repair_step()
         except BaseException as exc:
             db = self.store._db
             if db.in_transaction:
-                db.execute("ROLLBACK")
+                _roll_back(db)
             self.store._unlock()
-            if isinstance(exc, DatabaseError):
-                raise _store_error(self.store.path, exc) from None
+            if isinstance(exc, _FAILED):
+                raise self.store._failure(exc) from None
             raise
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
+        exc = rest[0] if rest else None
         db = self.store._db
         try:
             if exc_type is None:
                 try:
                     db.execute("COMMIT")
-                except DatabaseError as exc:
-                    db.execute("ROLLBACK")
-                    raise _store_error(self.store.path, exc) from None
-            elif db.in_transaction:
-                db.execute("ROLLBACK")
+                except _FAILED as failed:
+                    _roll_back(db)  # after some failures (SQLITE_FULL) SQLite has rolled back already
+                    raise self.store._failure(failed) from None
+            else:
+                _roll_back(db)
+                if isinstance(exc, _DAMAGED):  # a statement of the transaction failed
+                    raise self.store._failure(exc) from None
+                if isinstance(exc, StoreCorrupt):  # the free index and the leases disagree
+                    record_damage(self.store.path, self.store._file.key, exc.message)
         finally:
             super().__exit__(exc_type)
 
 
+def _roll_back(db: Connection) -> None:
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except DatabaseError:
+            pass  # nothing of the transaction is committed either way (WAL: no commit frame)
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(int(seconds * 1000), 1)
+
+
 def _store_error(path: str, exc: Exception) -> StoreIOError | StoreBusy:
     text = str(exc)
+    if isinstance(exc, _BadRow):
+        return StoreCorrupt(f"store {path} is damaged: {text} (`cnipamctl recover` saves what is readable)")
+    if isinstance(exc, UnicodeDecodeError):
+        return StoreCorrupt(
+            f"store {path} is not a readable cnipam store: it holds text that is not UTF-8 "
+            "(`cnipamctl recover` saves what is readable)"
+        )
     if isinstance(exc, OperationalError) and "locked" in text:
         return StoreBusy(f"store {path} is busy: {text}")
     if "not a database" in text or "malformed" in text:
-        return StoreCorrupt(f"store {path} is not a readable cnipam store: {text}")
+        return StoreCorrupt(
+            f"store {path} is not a readable cnipam store: {text} (`cnipamctl recover` saves what is readable)"
+        )
+    if any(word in text for word in ("I/O error", "full", "readonly", "unable to open")):
+        fault = disk_fault(path)  # SQLite's words do not say which: the file system does
+        if fault is not None:
+            error = StoreFull if fault[0] == FULL else StoreIOError
+            return error(f"store {path}: {fault[1]}; nothing was written ({text})")
     return StoreIOError(f"store {path}: {text}")
 
 
 def _docker_pool(row: Sequence[object]) -> DockerPool:
     from ..core.docker_pools import DockerPool
 
-    pool_id, space, network, sub_pool, options, created = row
-    sub = None if sub_pool is None else parse_cidr(sub_pool, "sub_pool")[1]
-    return DockerPool(str(pool_id), str(space), parse_cidr(network, "pool")[1], sub, str(options), float(created))  # type: ignore[arg-type]
+    try:
+        pool_id, space, network, sub_pool, options, created = row
+        sub = None if sub_pool is None else parse_cidr(sub_pool, "sub_pool")[1]
+        return DockerPool(str(pool_id), str(space), parse_cidr(network, "pool")[1], sub, str(options), float(created))  # type: ignore[arg-type]
+    except (CnipamError, TypeError, ValueError):
+        raise _BadRow(f"a Docker pool row holds values cnipam never writes: {tuple(row)!r:.200}") from None
 
 
 def _row(lease: Lease) -> tuple[object, ...]:
@@ -994,9 +1160,12 @@ class _SharedFile:
     queue would no longer keep two stores of one process apart. Hence one `_SharedFile`
     per (device, inode), however the path is spelled, shared by every `SQLiteStore` of the
     process, and counted so that the last `close` closes it.
+
+    `read_only`: opened by a reader on a disk that cannot be written (no lock file then:
+    `lock_fd` is -1); `unchanged`: what a read without locks relies on (sqlite_disk.py).
     """
 
-    __slots__ = ("key", "db", "lock_fd", "mutex", "users", "version")
+    __slots__ = ("key", "db", "lock_fd", "mutex", "users", "version", "read_only", "unchanged")
 
     def __init__(self, key: tuple[int, int], db: Connection, lock_fd: int, version: int) -> None:
         self.key = key
@@ -1005,17 +1174,32 @@ class _SharedFile:
         self.mutex = RLock()
         self.users = 1
         self.version = version
+        self.read_only = False
+        self.unchanged: tuple[object, ...] | None = None
+
+    def check_unchanged(self, path: str) -> None:
+        """After a read without locks: StoreBusy (try again) if a writer came meanwhile."""
+        if self.unchanged is None:
+            return
+        try:
+            same = file_state(path) == self.unchanged
+        except OSError:
+            same = False
+        if not same:
+            raise StoreBusy(f"store {path} changed while it was read without locks (a disk that cannot be written)")
 
 
 _OPEN: dict[tuple[int, int], _SharedFile] = {}
 _OPEN_GUARD = RLock()  # held while a file is attached or detached (a detach waits for the call in progress)
 
 
-def _attach(path: str, timeout: float, shared_folders: bool) -> _SharedFile:
+def _attach(path: str, timeout: float, shared_folders: bool = False, reading: bool = False) -> _SharedFile:
     """The process's connection to the database at `path`, opened if it holds none yet.
 
     The path is walked first (trusted_path): every name below is the real one, in folders
-    only root and this user can change, and a link found there now is refused, not followed."""
+    only root and this user can change, and a link found there now is refused, not followed.
+    How the file is opened is decided here, once: a process that holds the file uses that
+    connection for every call, whatever the call (a read-only one cannot write)."""
     with _OPEN_GUARD:
         real = trusted_path(path, create=True, shared_folders=shared_folders)
         key = _identity(real)
@@ -1027,33 +1211,94 @@ def _attach(path: str, timeout: float, shared_folders: bool) -> _SharedFile:
         # (the header check, the creation with a private mode) cannot drop any lock of ours.
         check_siblings(real, ("-wal", "-shm", ".lock"))
         _refuse_foreign_file(real)
-        try:
-            lock_fd = _open_private(real + ".lock")
-        except OSError as exc:
-            raise StoreIOError(f"cannot create store {path}: {exc.strerror}") from None
-        try:
-            if key is None:
-                os.close(_open_private(real))
-                key = _identity(real)
-            db = connect(real, timeout=max(timeout, 0.001), isolation_level=None, check_same_thread=False)
-        except OSError as exc:
-            os.close(lock_fd)
-            raise StoreIOError(f"cannot create store {path}: {exc.strerror}") from None
-        except DatabaseError as exc:
-            os.close(lock_fd)
-            raise _store_error(path, exc) from None
-        try:
-            db.execute("PRAGMA synchronous=FULL")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if key is None or _identity(real) != key:  # replaced while we opened it: its key would lie
-                raise OperationalError("the file was replaced while it was being opened")
-        except DatabaseError as exc:
-            db.close()
-            os.close(lock_fd)
-            raise _store_error(path, exc) from None
-        shared = _OPEN[key] = _SharedFile(key, db, lock_fd, version)
-        HELD_DATABASES[key] = real  # a config may not name it now (config_files)
+        if reading and key is not None and disk_fault(real) is not None:
+            shared = _open_read_only(real, key, timeout)
+        else:
+            try:
+                shared = _open(real, key, timeout)
+            except StoreCorrupt as error:
+                if key is not None:
+                    record_damage(real, key, error.message)
+                raise
+            except StoreIOError as error:
+                shared = _open_on_bad_disk(real, key, timeout, reading, error)
+        _OPEN[shared.key] = shared
+        HELD_DATABASES[shared.key] = real  # a config may not name it now (config_files)
         return shared
+
+
+def _open(path: str, key: tuple[int, int] | None, timeout: float) -> _SharedFile:
+    """The normal opening: read-write, creating the store and its lock file if missing."""
+    try:
+        lock_fd = _open_private(path + ".lock")
+    except OSError as exc:
+        raise _cannot_open(path, key is not None, exc) from None
+    try:
+        if key is None:
+            os.close(_open_private(path))
+            key = _identity(path)
+        db = connect(path, timeout=max(timeout, 0.001), isolation_level=None, check_same_thread=False)
+    except OSError as exc:
+        os.close(lock_fd)
+        raise _cannot_open(path, False, exc) from None
+    except _FAILED as exc:
+        os.close(lock_fd)
+        raise _store_error(path, exc) from None
+    try:
+        db.execute("PRAGMA synchronous=FULL")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if key is None or _identity(path) != key:  # replaced while we opened it: its key would lie
+            raise OperationalError("the file was replaced while it was being opened")
+    except _FAILED as exc:
+        db.close()
+        os.close(lock_fd)
+        raise _store_error(path, exc) from None
+    return _SharedFile(key, db, lock_fd, version)
+
+
+def _open_on_bad_disk(
+    path: str, key: tuple[int, int] | None, timeout: float, reading: bool, error: StoreIOError
+) -> _SharedFile:
+    """After the normal opening failed: on a disk that cannot be written a reader opens the
+    store read-only, and on a full one a writer gives up the reserve and tries once more
+    (an ADD then finds the reserve gone and says the disk is full; a release goes on)."""
+    fault = disk_fault(path) if key is not None and not isinstance(error, StoreCorrupt) else None
+    if fault is None or key is None:
+        raise error
+    if reading:
+        return _open_read_only(path, key, timeout)
+    if fault[0] == FULL and give_up_reserve(path):
+        return _open(path, key, timeout)
+    raise error
+
+
+def _open_read_only(path: str, key: tuple[int, int], timeout: float) -> _SharedFile:
+    """A reader's opening on a disk that cannot be written: `mode=ro` or `immutable=1`,
+    whichever is exact for the files beside the store (store/sqlite_disk.py)."""
+    uri, immutable = reading_uri(path)
+    before = file_state(path) if immutable else None
+    try:
+        db = connect(uri, timeout=max(timeout, 0.001), isolation_level=None, check_same_thread=False, uri=True)
+    except _FAILED as exc:
+        raise _store_error(path, exc) from None
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if _identity(path) != key:
+            raise OperationalError("the file was replaced while it was being opened")
+    except _FAILED as exc:
+        db.close()
+        raise _store_error(path, exc) from None
+    shared = _SharedFile(key, db, -1, version)
+    shared.read_only, shared.unchanged = True, before
+    return shared
+
+
+def _cannot_open(path: str, existed: bool, exc: OSError) -> StoreIOError:
+    fault = disk_fault(path)
+    what = f"cannot open store {path} for writing" if existed else f"cannot create store {path}"
+    if fault is not None:
+        return (StoreFull if fault[0] == FULL else StoreIOError)(f"{what}: {fault[1]}")
+    return StoreIOError(f"{what}: {exc.strerror}")
 
 
 def _detach(shared: _SharedFile) -> None:
@@ -1065,7 +1310,8 @@ def _detach(shared: _SharedFile) -> None:
         # finds it held and shares it instead of opening (and closing) the file beside it.
         with shared.mutex:  # a thread still inside a call on it finishes first
             shared.db.close()
-            os.close(shared.lock_fd)
+            if shared.lock_fd >= 0:
+                os.close(shared.lock_fd)
         if _OPEN.get(shared.key) is shared:
             del _OPEN[shared.key]
             HELD_DATABASES.pop(shared.key, None)
