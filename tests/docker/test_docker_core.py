@@ -285,3 +285,10 @@ def test_the_driver_keeps_a_released_address_inside_its_delay(driver: Driver) ->
     release("10.20.0.1")
     now[0] += 30
     assert ask() == "10.20.0.1/29"
+
+
+@pytest.mark.parametrize("method", ["ReleasePool", "RequestAddress", "ReleaseAddress"])
+def test_a_lone_surrogate_in_a_pool_id_is_refused_by_name(driver: Driver, method: str) -> None:
+    """JSON can escape half a UTF-16 pair, which no store can hold (found by the fuzzer)."""
+    with pytest.raises(InvalidConfig, match="PoolID: not valid Unicode"):
+        call(driver, method, '{"PoolID": "\\udcff", "Address": "198.18.0.1"}')
