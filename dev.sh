@@ -31,9 +31,10 @@ demo() {
   echo "--- DEL again, idempotent (exit $(echo "$config" | CNI_COMMAND=DEL "$plugin"; echo $?))"
 }
 
-# Real peers the tests compare against or drive; installed as root (CI), skipped with a reason otherwise.
+# Real peers the tests compare against or drive (and strace, which counts the store's syncs); installed as root
+# (CI), skipped with a reason otherwise.
 # podman (4.3 on Debian 12) also pulls in netavark; tests/e2e/test_podman_e2e.py selects the CNI backend itself.
-DEBIAN_PACKAGES=(containernetworking-plugins iproute2 busybox-static docker.io etcd-server podman)
+DEBIAN_PACKAGES=(containernetworking-plugins iproute2 busybox-static docker.io etcd-server podman strace)
 
 debian_packages() {
   local missing=()

@@ -49,6 +49,14 @@ def populate(db: str) -> None:
         assert cni("ADD", f"c{n}", db)[0] == 0
 
 
+def settle(db: str) -> None:
+    """Leave the store as the last process to close it does (cnipamctl, cnipamd at exit):
+    the WAL copied into the file, the -wal and -shm deleted. A plugin process exits without
+    closing it, leaving both (store/sqlite.py, Durability)."""
+    SQLiteStore(db).close()
+    assert not os.path.exists(db + "-wal") and not os.path.exists(db + "-shm")
+
+
 def holders(db: str) -> dict[str, list[str]]:
     """Who holds what, as cnipamctl reads it."""
     held: dict[str, list[str]] = {}
@@ -94,7 +102,9 @@ def test_on_a_full_disk_reads_and_releases_work_and_add_says_the_disk_is_full(di
 
 def commit_and_die(db: str, container: str) -> None:
     """An ADD committed by a process killed before it closed the store: the commit is only
-    in the -wal, read through the -shm the dead process left."""
+    in the -wal, read through the -shm the dead process left. The store is settled first,
+    so that the commit does not take the WAL past the size at which it is checkpointed."""
+    settle(db)
     script = f"""
 import os, signal
 from cnipam.core.ecs_config import parse_ecs
@@ -118,6 +128,8 @@ def test_on_a_read_only_mount_reads_work_and_writes_say_so(disk: SmallDisk, left
     populate(db)
     if left == "wal":
         commit_and_die(db, "late")
+    else:
+        settle(db)
     before = holders(db)
     assert ("late" in before) == (left == "wal")
     disk.remount(read_only=True)
@@ -144,6 +156,7 @@ def test_a_read_without_locks_is_refused_when_a_writer_comes(disk: SmallDisk) ->
     (try again), never answer from a file changing under it."""
     db = disk.path("ipam.db")
     populate(db)
+    settle(db)  # no -shm: no process holds it, so it is read without locks
     disk.fill()
     store = SQLiteStore(db, reading=True)
     try:
@@ -176,6 +189,7 @@ def damage(db: Path, how: str) -> None:
 def test_a_damaged_store_fails_with_code_5_naming_it_and_is_not_written_again(tmp_path: Path, how: str) -> None:
     db = tmp_path / "ipam.db"
     populate(str(db))
+    settle(str(db))
     damage(db, how)
     assert not os.path.exists(f"{db}-wal")
     image = db.read_bytes()
