@@ -9,7 +9,7 @@ cannot drift apart.
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 
 from . import __version__, commands
@@ -72,17 +72,17 @@ def cni_code(error: CnipamError) -> int:
 def main(argv: list[str] | None = None, stdin: bytes | None = None, exiting: bool = False) -> int:
     """The process: flags, or one call answered by `run`. `stdin` is what the launcher's
     forward path already read before it found no agent to take the call; `exiting`: the
-    process ends right after this (the launcher's `os._exit`), so the store is left open
+    process ends right after this (the launcher's `_exit`), so the store is left open
     for the exit to drop (`call_opener`)."""
     args = sys.argv[1:] if argv is None else argv
     if args:
         return _flags(args)
-    env = dict(os.environ)
+    env = _environment()
     if not env.get("CNI_COMMAND", ""):
         sys.stderr.write(f"cnipam {__version__}: CNI IPAM plugin\nCNI protocol versions: {', '.join(SUPPORTED)}\n")
         return 0
     try:
-        cwd = os.getcwd()
+        cwd = posix.getcwd()
     except OSError:  # the folder was removed under us: relative paths stay relative, as before
         cwd = ""
     if stdin is None:
@@ -203,6 +203,14 @@ class _CallStore:
 READS = ("CHECK", "STATUS")
 
 
+def _environment() -> dict[str, str]:
+    """The environment as text, decoded as `os.environ` decodes it: the plugin's path does
+    not import `os`, whose own imports (`_collections_abc`, `posixpath`, `stat`) would cost
+    every call about a millisecond."""
+    encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+    return {key.decode(encoding, errors): value.decode(encoding, errors) for key, value in posix.environ.items()}
+
+
 def _read_stdin() -> bytes:
     if sys.stdin is None:
         return b""
@@ -214,8 +222,9 @@ def _read_stdin() -> bytes:
 
 def _read_text(path: str, what: str, cwd: str) -> str:
     from .config_files import read_config_file
+    from .store.settings import anchored_at
 
-    return read_config_file(os.path.join(cwd, path) if cwd else path, what, 1 << 16).decode("utf-8", "replace")
+    return read_config_file(anchored_at(cwd, path), what, 1 << 16).decode("utf-8", "replace")
 
 
 def _version_answer(body: bytes) -> dict[str, object]:

@@ -49,12 +49,12 @@ power loss can lose recent commits but never leaves a damaged file.
 
 from __future__ import annotations
 
-import os
+import posix
 import time
 from _thread import RLock
 from fcntl import LOCK_UN, flock
 
-from ..config_files import HELD_DATABASES
+from ..config_files import HELD_DATABASES, is_regular_file
 from ..core.addresses import BITS, format_ip, from_bytes, parse_cidr, to_bytes
 from ..core.allocator import gateway_reservation, grant, refuse_taken, reserved_subnet, returned_address, search_windows
 from ..core.errors import AddressConflict, CnipamError, NotFound, StoreBusy, StoreCorrupt, StoreFull, StoreIOError
@@ -72,7 +72,7 @@ from .sqlite_disk import (
     reading_uri,
 )
 from .sqlite_module import Connection, DatabaseError, IntegrityError, OperationalError, connect
-from .trusted_path import UntrustedPath, check_siblings, is_regular_file, trusted_path
+from .trusted_path import UntrustedPath, check_siblings, trusted_path
 from .write_lock import take_lock
 
 TYPE_CHECKING = False
@@ -445,12 +445,12 @@ class SQLiteStore(Store):
         """The start of every write of a store opened with a boot: one row compared, and
         while the repair is due, at most REPAIR_CHUNK of the earlier boots' leases released
         (core.reboot): the first call after a reboot stays cheap however many there are."""
-        from ..core.reboot import REPAIR_CHUNK
-
         row = self._db.execute("SELECT boot FROM repaired_boot").fetchone()
         self._repair_due = row is None or row[0] != self.boot
         if not self._repair_due:
             return
+        from ..core.reboot import REPAIR_CHUNK  # not before: no other call needs it
+
         ended = self._earlier_boot_leases(limit=REPAIR_CHUNK)
         self._release_ended(ended + self._partners(ended))
         if len(ended) < REPAIR_CHUNK:
@@ -1220,7 +1220,7 @@ class _SharedFile:
         and a checkpoint that fails or cannot finish is left to a later commit: the commit
         it follows stands either way."""
         try:
-            if os.stat(self.path + "-wal").st_size < CHECKPOINT_BYTES:
+            if posix.stat(self.path + "-wal").st_size < CHECKPOINT_BYTES:
                 return
             self.db.execute("PRAGMA busy_timeout = 0")
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
@@ -1296,14 +1296,14 @@ def _open(path: str, key: tuple[int, int] | None, timeout: float, sync_commits: 
         raise _cannot_open(path, key is not None, exc) from None
     try:
         if key is None:
-            os.close(_open_private(path))
+            posix.close(_open_private(path))
             key = _identity(path)
         db = connect(path, timeout=max(timeout, 0.001), isolation_level=None, check_same_thread=False)
     except OSError as exc:
-        os.close(lock_fd)
+        posix.close(lock_fd)
         raise _cannot_open(path, False, exc) from None
     except _FAILED as exc:
-        os.close(lock_fd)
+        posix.close(lock_fd)
         raise _store_error(path, exc) from None
     try:
         db.execute(f"PRAGMA synchronous={_SYNCHRONOUS[sync_commits]}")
@@ -1312,7 +1312,7 @@ def _open(path: str, key: tuple[int, int] | None, timeout: float, sync_commits: 
             raise OperationalError("the file was replaced while it was being opened")
     except _FAILED as exc:
         db.close()
-        os.close(lock_fd)
+        posix.close(lock_fd)
         raise _store_error(path, exc) from None
     return _SharedFile(key, path, db, lock_fd, version, sync_commits)
 
@@ -1372,7 +1372,7 @@ def _detach(shared: _SharedFile) -> None:
         with shared.mutex:  # a thread still inside a call on it finishes first
             shared.db.close()
             if shared.lock_fd >= 0:
-                os.close(shared.lock_fd)
+                posix.close(shared.lock_fd)
         if _OPEN.get(shared.key) is shared:
             del _OPEN[shared.key]
             HELD_DATABASES.pop(shared.key, None)
@@ -1382,7 +1382,7 @@ def _identity(path: str) -> tuple[int, int] | None:
     """The (device, inode) of the file at the real path `path`; None when there is none.
     A link there now appeared after the walk: refused, as the walk would have."""
     try:
-        info = os.lstat(path)
+        info = posix.lstat(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -1396,22 +1396,24 @@ def _refuse_foreign_file(path: str) -> None:
     """A path that holds something other than an SQLite database is refused before
     anything is created next to it (not even the lock file)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not hang it
+        fd = posix.open(
+            path, posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NOFOLLOW | posix.O_NONBLOCK
+        )  # a FIFO must not hang it
     except FileNotFoundError:
         return
     except OSError as exc:
         raise StoreIOError(f"cannot open store {path}: {exc.strerror}") from None
     try:
-        if not is_regular_file(os.fstat(fd)):
+        if not is_regular_file(posix.fstat(fd)):
             raise StoreIOError(f"store {path} is not a regular file")
-        header = os.read(fd, 16)
+        header = posix.read(fd, 16)
     except OSError as exc:
         raise StoreIOError(f"cannot read store {path}: {exc.strerror}") from None
     finally:
-        os.close(fd)
+        posix.close(fd)
     if header and header != b"SQLite format 3\x00":
         raise StoreCorrupt(f"{path} is not an SQLite database; refusing to use it as a store")
 
 
 def _open_private(path: str) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    return posix.open(path, posix.O_RDWR | posix.O_CREAT | posix.O_CLOEXEC | posix.O_NOFOLLOW, 0o600)
