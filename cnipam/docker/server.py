@@ -5,8 +5,8 @@ The HTTP server is the standard library's (socketserver's threading UNIX server 
 http.server's request handler), not aiohttp: the store is synchronous SQLite, so an
 event loop would only push every request into a thread anyway; the plugin API is seven
 POST methods with tiny bodies; and no dependency is added to a package whose CNI plugin
-needs none. Store calls are serialised by one lock (one SQLite connection); each is one
-short durable transaction, so no request waits behind another for long.
+needs none. Store calls run on one thread, several to a durable transaction: those that
+arrive while a commit is in flight join the next (group_commit.py).
 
 TLS (TCP mode, `--tls-*`) is the standard library's `ssl` over the same server: the
 listening socket is wrapped, each connection's handshake runs in its own thread within
@@ -53,6 +53,7 @@ from ..service import (
     start_failed,
 )
 from .driver import Driver
+from .group_commit import GroupCommit
 from .requests import MAX_BODY, BodyTimedOut, BodyTooLarge
 from .settings import DriverSettings, DriverTLS, load
 
@@ -263,21 +264,20 @@ def framing_problem(headers: Message) -> str | None:
 
 
 class Server:
-    """The driver behind one lock, and the listening socket's life cycle."""
+    """The driver behind its group commit, and the listening socket's life cycle."""
 
     def __init__(self, driver: Driver) -> None:
         self.driver = driver
-        self.lock = threading.Lock()
+        self.commits = GroupCommit(driver.store)
         self.http: socketserver.BaseServer | None = None
 
     def answer(self, path: str, body: bytes) -> dict[str, object]:
-        with self.lock:
-            try:
-                return self.driver.handle(path, body)
-            except StoreCorrupt as exc:
-                log("fatal", error=exc.message)
-                self.stop()
-                raise
+        try:
+            return self.commits.run(lambda: self.driver.handle(path, body))
+        except StoreCorrupt as exc:
+            log("fatal", error=exc.message)
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.http is not None:
@@ -484,15 +484,15 @@ def serve(settings: DriverSettings) -> int:
         try:
             http.serve_forever(poll_interval=0.2)
         finally:
-            with server.lock:  # the request in progress finishes and replies first
-                http.server_close()
-                if isinstance(http, _UnixHTTPServer):
-                    http.remove()
-                if spec_file:
-                    try:
-                        os.unlink(spec_file)
-                    except OSError:
-                        pass
+            server.commits.stop()  # what is queued is committed and answered first
+            http.server_close()
+            if isinstance(http, _UnixHTTPServer):
+                http.remove()
+            if spec_file:
+                try:
+                    os.unlink(spec_file)
+                except OSError:
+                    pass
         log("stopped")
         return 0
     finally:

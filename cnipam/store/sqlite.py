@@ -60,7 +60,7 @@ from ..core.allocator import gateway_reservation, grant, refuse_taken, reserved_
 from ..core.errors import AddressConflict, CnipamError, NotFound, StoreBusy, StoreCorrupt, StoreFull, StoreIOError
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease, refuse_changed
 from ..core.reuse import FORGET_AFTER, Freed, eligibility, last_resort, older
-from .base import Store
+from .base import Batch, Store
 from .sqlite_damage import record_damage, recorded_damage
 from .sqlite_disk import (
     FULL,
@@ -239,7 +239,7 @@ def _releasing(method: Callable[..., T]) -> Callable[..., T]:
         try:
             return method(self, *args, **kwargs)
         except StoreFull:
-            if not give_up_reserve(self.path):
+            if self._batch is not None or not give_up_reserve(self.path):  # a batch runs it again alone
                 raise
         return method(self, *args, **kwargs)
 
@@ -268,6 +268,7 @@ class SQLiteStore(Store):
         self.boot = boot
         self.clock = time.time
         self._repair_due = False  # as the current write transaction found it (core.reboot)
+        self._batch: _Batch | None = None
         self._file = _attach(path, timeout, shared_folders, reading, sync_commits)
         self._db: Connection = self._file.db
         if self._file.version != SCHEMA_VERSION and self._file.read_only:
@@ -601,6 +602,13 @@ class SQLiteStore(Store):
         found = self._read(self._find_problems_in_one_snapshot)
         damage = recorded_damage(self.path, self._file.key)
         return found if damage is None else [f"a call found this file damaged: {damage}", *found]
+
+    def batch(self) -> _Batch:
+        """The writes of a `with` block in one transaction (the Docker driver's group
+        commit): each is a savepoint that a failure rolls back alone, and all of them are
+        durable when the block ends. The transaction begins with the first write, under the
+        writers' flock, which other processes then wait for until the block ends."""
+        return _Batch(self)
 
     def close(self) -> None:
         self._close_quietly()
@@ -1059,23 +1067,37 @@ class _Writing(_Locked):
 
     `releasing`: it only frees addresses, so it runs without the reserve (and `_releasing`
     gives the reserve up when it fails for lack of room); any other write first makes sure
-    the reserve is in place, and is refused as a full disk when it cannot be."""
+    the reserve is in place, and is refused as a full disk when it cannot be.
+
+    Inside a batch (SQLiteStore.batch) it is a savepoint of the batch's transaction
+    instead, which the first write of the batch begins: released on success, rolled back
+    to on any error, so that only this write is undone. An SQLite failure (I/O, a full
+    disk, damage) may have ended the whole transaction: it breaks the batch."""
 
     def __init__(self, store: SQLiteStore, repair: bool = True, releasing: bool = False) -> None:
         super().__init__(store)
         self.repair = repair and bool(store.boot)
         self.releasing = releasing
+        self.batch = store._batch
 
     def __enter__(self) -> None:
+        batch = self.batch
+        if batch is not None and batch.begun:
+            if batch.broken:
+                raise StoreBusy(f"store {self.store.path}: the transaction of this batch was lost")
+            self._keep_reserve()
+            self.store._db.execute("SAVEPOINT write")
+            return
         super().__enter__()
         try:
             self.store._refuse_if_damaged()
-            if not self.releasing and not keep_reserve(self.store.path):
-                path = self.store.path
-                raise StoreFull(f"store {path}: {no_room_for_reserve(path)}; nothing was written (releases still work)")
+            self._keep_reserve()
             self.store._db.execute("BEGIN IMMEDIATE")
             if self.repair:
                 self.store._repair_step()
+            if batch is not None:
+                batch.begun = True
+                self.store._db.execute("SAVEPOINT write")
         except BaseException as exc:
             db = self.store._db
             if db.in_transaction:
@@ -1085,9 +1107,17 @@ class _Writing(_Locked):
                 raise self.store._failure(exc) from None
             raise
 
+    def _keep_reserve(self) -> None:
+        if not self.releasing and not keep_reserve(self.store.path):
+            path = self.store.path
+            raise StoreFull(f"store {path}: {no_room_for_reserve(path)}; nothing was written (releases still work)")
+
     def __exit__(self, exc_type: object, *rest: object) -> None:
         exc = rest[0] if rest else None
         db = self.store._db
+        if self.batch is not None:
+            self._end_savepoint(exc)
+            return
         try:
             if exc_type is None:
                 try:
@@ -1104,6 +1134,59 @@ class _Writing(_Locked):
                     record_damage(self.store.path, self.store._file.key, exc.message)
         finally:
             super().__exit__(exc_type)
+
+    def _end_savepoint(self, exc: object) -> None:
+        db, batch = self.store._db, self.batch
+        assert batch is not None
+        try:
+            if exc is None:
+                db.execute("RELEASE write")
+                return
+            db.execute("ROLLBACK TO write")
+            db.execute("RELEASE write")
+        except _FAILED as failed:
+            batch.broken = True
+            raise self.store._failure(failed) from None
+        if isinstance(exc, (*_DAMAGED, StoreIOError, StoreBusy)):  # the store failed, not the request
+            batch.broken = True
+        if isinstance(exc, _DAMAGED):
+            raise self.store._failure(exc) from None
+        if isinstance(exc, StoreCorrupt):
+            record_damage(self.store.path, self.store._file.key, exc.message)
+
+
+class _Batch(Batch):
+    """SQLiteStore.batch: the transaction its first write begins (under the flock, which
+    it keeps until the end), committed at the end unless it broke."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.begun = False
+
+    def __enter__(self) -> _Batch:
+        if self.store._batch is not None:
+            raise RuntimeError("batches do not nest")
+        self.store._batch = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        store, db = self.store, self.store._db
+        store._batch = None
+        if not self.begun:
+            return
+        try:
+            if exc[0] is not None or self.broken:
+                _roll_back(db)
+                return
+            try:
+                db.execute("COMMIT")
+            except _FAILED as failed:
+                _roll_back(db)
+                self.broken = True
+                raise store._failure(failed) from None
+            store._file.checkpoint_if_long()
+        finally:
+            store._unlock()
 
 
 def _roll_back(db: Connection) -> None:
