@@ -19,17 +19,21 @@ TIMES, DASH = "\u00d7", "\u2013"  # multiplication sign and en dash, escaped for
 
 @dataclass(frozen=True)
 class Target:
-    """A goal on a ratio, e.g. Target("<=", 2.0)."""
+    """A goal on a ratio, e.g. Target("<=", 2.0); `per_round`: judged on the median of the
+    per-round ratios, which cancels the machine's drift between rounds, instead of the
+    ratio of the two overall medians."""
 
     op: str
     value: float
+    per_round: bool = False
 
-    def met(self, got: float) -> bool:
+    def met(self, got: Ratio) -> bool:
         compare: Callable[[float, float], bool] = operator.le if self.op == "<=" else operator.ge
-        return compare(got, self.value)
+        return compare(got.round_median if self.per_round else got.value, self.value)
 
     def __str__(self) -> str:
-        return f"{'≤' if self.op == '<=' else '≥'} {self.value:g}{TIMES}"
+        text = f"{'≤' if self.op == '<=' else '≥'} {self.value:g}{TIMES}"
+        return text + " (per-round median)" if self.per_round else text
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,7 @@ class Row:
             return "n/a"
         if self.target is None:
             return "(report only)"
-        return "met" if self.target.met(self.ratio.value) else "**MISSED**"
+        return "met" if self.target.met(self.ratio) else "**MISSED**"
 
 
 def _cell(text: str) -> str:
@@ -166,7 +170,10 @@ def summary_line(rows: Sequence[Row]) -> str:
     text = f"Targets: {met} of {len(targeted)} met"
     if missed:
         text += "; **missed**: " + "; ".join(
-            f"{r.figure} ({r.ratio.value:.2f}{TIMES}, target {r.target})" for r in missed if r.ratio
+            f"{r.figure} ({r.ratio.round_median if r.target and r.target.per_round else r.ratio.value:.2f}{TIMES}, "
+            f"target {r.target})"
+            for r in missed
+            if r.ratio
         )
     if unmeasured:
         text += f"; {len(unmeasured)} not measured (see notes)"

@@ -38,9 +38,9 @@ def strace() -> str | None:
 
 
 def _files(folder: Path) -> dict[str, int]:
-    """Name -> inode of every entry of `folder` (a file replaced under its name counts as
-    deleted and made)."""
-    return {entry.name: entry.inode() for entry in os.scandir(folder)}
+    """Path -> inode of every entry under `folder` (a file replaced under its name counts
+    as deleted and made)."""
+    return {str(path.relative_to(folder)): path.lstat().st_ino for path in folder.rglob("*")}
 
 
 def traced(argv: Sequence[str], stdin: bytes, env: Mapping[str, str], folder: Path, tracer: str = "strace") -> DiskWork:
