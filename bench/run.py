@@ -1,12 +1,13 @@
 """cnipam vs host-local vs the bare interpreter, side by side, as ratios.
 
-Usage: python3 bench/run.py [--quick] [--only agent|disk|docker|etcd|reboot|config] [--output PATH]
-                            [--python INTERPRETER] [--source CHECKOUT]
+Usage: python3 bench/run.py [--quick] [--only agent|concurrency|disk|docker|etcd|reboot|config]
+                            [--output PATH] [--python INTERPRETER] [--source CHECKOUT]
 
-Installs what it needs (hyperfine, Debian's host-local, a private cnipam venv), measures
-the seven figures of docs/benchmarks.md, the Docker driver's section (docker_driver.py),
-the etcd engine's (etcd_cluster.py), the reboot repair's (reboot.py) and the 8,000-range
-config's (large_config.py) in one run, prints the Markdown and (full runs) writes it to
+Installs what it needs (hyperfine, Debian's host-local, strace, a private cnipam venv),
+measures the eight figures of docs/benchmarks.md, latency under concurrency
+(concurrency.py), the Docker driver's section (docker_driver.py), the etcd engine's
+(etcd_cluster.py), the reboot repair's (reboot.py) and the 8,000-range config's
+(large_config.py) in one run, prints the Markdown and (full runs) writes it to
 docs/benchmarks.md. All files live in one mkdtemp() folder, removed at exit.
 
 Plots (bench/plots.py): PNGs of ADD latency against the leases in the store and of the
@@ -97,6 +98,7 @@ class Context:
     # ADD wall time by leases already in the store, per plotted line: label -> [(leases, sample)]
     lease_curves: dict[str, list[tuple[int, Sample]]] = field(default_factory=dict)
     docker_plot: dict[str, Any] | None = None  # a plots.py docker_load job, without its path
+    concurrency_plot: dict[str, Any] | None = None  # a plots.py concurrency job, without its path
 
     def network(self, plugin: Plugin, subnet: str, tag: str) -> Network:
         return Network(plugin, subnet, self.tmp / f"{plugin.name}-{tag}").create()
@@ -557,6 +559,24 @@ def figure_etcd(ctx: Context) -> str:
     return done.stdout.strip()
 
 
+def figure_concurrency(ctx: Context) -> str:
+    """C. p50/p99 of ADD and DEL under 1, 8 and 64 callers: SQLite and etcd, directly and through cnipamd."""
+    if ctx.venv_python is None:
+        ctx.problems.append("latency under concurrency not measured: cnipam is not installed in the bench venv")
+        return ""
+    script = Path(__file__).resolve().parent / "concurrency.py"
+    job = ctx.tmp / "concurrency-plot.json"
+    argv = [str(ctx.venv_python), str(script), "--plot-job", str(job), *(["--quick"] if ctx.plan is QUICK else [])]
+    done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=False)  # progress goes to our stderr
+    if done.returncode != 0:
+        ctx.problems.append(
+            f"latency under concurrency not measured: `{shlex.join(argv[1:])}` exited {done.returncode}"
+        )
+        return ""
+    ctx.concurrency_plot = json.loads(job.read_text())
+    return done.stdout.strip()
+
+
 def figure_reboot(ctx: Context) -> str:
     """R. The first ADD after a reboot against a normal one, 50,000 leases in the store."""
     if ctx.venv_python is None:
@@ -724,7 +744,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="few runs, for a smoke test; writes no document")
     parser.add_argument(
         "--only",
-        choices=["agent", "disk", "docker", "etcd", "reboot", "config"],
+        choices=["agent", "concurrency", "disk", "docker", "etcd", "reboot", "config"],
         help="measure only this figure (writes no document unless --output)",
     )
     parser.add_argument("--output", type=Path, help=f"Markdown file to write (default: {DEFAULT_DOC} on full runs)")
@@ -782,6 +802,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows, imports = figure_agent(ctx), None
         elif args.only == "disk":
             rows, imports = figure_disk(ctx), None
+        elif args.only == "concurrency":
+            rows, imports, extra = [], None, [figure_concurrency(ctx)]
         elif args.only == "docker":
             rows, imports, extra = [], None, [figure_docker(ctx)]
         elif args.only == "etcd":
@@ -799,9 +821,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows += figure_agent(ctx)
             rows += figure_disk(ctx)
             imports = figure_imports(ctx)
-            extra = [figure_docker(ctx), figure_etcd(ctx), figure_reboot(ctx), figure_config(ctx)]
+            extra = [
+                figure_concurrency(ctx),
+                figure_docker(ctx),
+                figure_etcd(ctx),
+                figure_reboot(ctx),
+                figure_config(ctx),
+            ]
         figures, problem = make_plots(
-            ctx.lease_curves, ctx.docker_plot, output.resolve().parent if output else None, ctx.tmp
+            ctx.lease_curves,
+            ctx.docker_plot,
+            output.resolve().parent if output else None,
+            ctx.tmp,
+            ctx.concurrency_plot,
         )
         if problem is not None:
             ctx.problems.append(problem)
