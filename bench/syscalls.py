@@ -25,12 +25,15 @@ SYNCS = ("fsync", "fdatasync", "sync_file_range", "syncfs", "sync")
 
 @dataclass(frozen=True)
 class DiskWork:
-    """One process: its syncs, and the files of `folder` it made and deleted."""
+    """One process: its syncs, and the files of `folder` it made and deleted.
+    `synced_before_answer`: no sync came after the process's first write to its standard
+    output (a durable change is on the disk before the caller hears of it)."""
 
     syncs: int
     made: tuple[str, ...]
     deleted: tuple[str, ...]
     status: int
+    synced_before_answer: bool
 
 
 def strace() -> str | None:
@@ -50,7 +53,7 @@ def traced(argv: Sequence[str], stdin: bytes, env: Mapping[str, str], folder: Pa
     os.close(fd)
     try:
         done = subprocess.run(
-            [tracer, "-f", "-qq", "-e", f"trace={','.join(SYNCS)}", "-o", log, *argv],
+            [tracer, "-f", "-qq", "-e", f"trace={','.join((*SYNCS, 'write'))}", "-o", log, *argv],
             input=stdin,
             env=dict(env),
             capture_output=True,
@@ -59,14 +62,20 @@ def traced(argv: Sequence[str], stdin: bytes, env: Mapping[str, str], folder: Pa
         lines = Path(log).read_text().splitlines()
     finally:
         os.unlink(log)
-    syncs = sum(1 for line in lines if _syscall(line) in SYNCS)
+    calls = [_syscall(line) for line in lines]
+    syncs = sum(1 for call in calls if call in SYNCS)
+    answered = next((n for n, call in enumerate(calls) if call == "write(1"), len(calls))
+    synced_before_answer = not any(call in SYNCS for call in calls[answered:])
     after = _files(folder)
     made = tuple(sorted(name for name, inode in after.items() if before.get(name) != inode))
     deleted = tuple(sorted(name for name, inode in before.items() if after.get(name) != inode))
-    return DiskWork(syncs, made, deleted, done.returncode)
+    return DiskWork(syncs, made, deleted, done.returncode, synced_before_answer)
 
 
 def _syscall(line: str) -> str:
-    """The call's name in an strace line: `1234  fdatasync(5) = 0` (with -f, a pid first)."""
+    """The call's name in an strace line: `1234  fdatasync(5) = 0` (with -f, a pid first);
+    a write to the standard output is `write(1`."""
     text = line.split(None, 1)[1] if line[:1].isdigit() else line
-    return text.partition("(")[0].strip()
+    name, _, arguments = text.partition("(")
+    name = name.strip()
+    return "write(1" if name == "write" and arguments.startswith("1,") else name

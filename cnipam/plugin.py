@@ -162,7 +162,7 @@ def store_settings(env: dict[str, str], data_dir: str | None, cwd: str, store: o
     from .boot_id import current_boot
     from .store.settings import StoreSettings
 
-    settings = StoreSettings.from_env(env, data_dir, store).for_cni_call(current_boot(env))
+    settings = StoreSettings.from_env(env, data_dir, store).with_boot(current_boot(env))
     return settings.anchored(cwd) if cwd else settings
 
 
@@ -172,9 +172,10 @@ def call_opener(command: str, exiting: bool) -> StoreOpener:
     call unless the process is `exiting` right after it (the launcher's path).
 
     An exit drops the connection as a crash would, which loses nothing: every commit is
-    in the WAL. Closing it instead would cost the call the checkpoint SQLite makes when
-    a file's last connection closes (two syncs), and delete the -wal and -shm that the
-    next call would then make again (store/sqlite.py, Durability)."""
+    in the WAL, synced to the disk before it returned. Closing it instead would cost the
+    call the checkpoint SQLite makes when a file's last connection closes (two syncs), and
+    delete the -wal and -shm that the next call would then make again (store/sqlite.py,
+    Durability)."""
     reading = command in READS
 
     def opener(settings: StoreSettings) -> _CallStore:

@@ -27,12 +27,7 @@ def open_store(settings: StoreSettings, reading: bool = False) -> Store:
 
     try:
         return SQLiteStore(
-            settings.path,
-            settings.timeout,
-            settings.boot,
-            shared_folders=settings.shared_folders,
-            reading=reading,
-            sync_commits=settings.sync_commits,
+            settings.path, settings.timeout, settings.boot, shared_folders=settings.shared_folders, reading=reading
         )
     except StoreIOError as error:  # name what chose the path
         error.message = f"{error.message} ({settings.origin})"

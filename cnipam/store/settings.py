@@ -97,14 +97,9 @@ class StoreSettings(Record):
     A config's `ipam.dataDir` (host-local's key, per network) wins over `IPAM_DB_PATH`
     (ecs-ipam's, per host), which wins over the default. `boot` is the caller's kernel
     boot (Store.boot): set by the edges that run CNI calls, "" elsewhere.
-
-    `sync_commits`: every commit of the SQLite engine is on disk before it returns, so
-    it survives a power loss too; CNI calls turn it off (`for_cni_call`), and their
-    commits then survive a crash of any process but not of the machine (README,
-    Durability).
     """
 
-    __slots__ = ("path", "timeout", "origin", "etcd", "boot", "shared_folders", "sync_commits")
+    __slots__ = ("path", "timeout", "origin", "etcd", "boot", "shared_folders")
 
     def __init__(
         self,
@@ -114,7 +109,6 @@ class StoreSettings(Record):
         etcd: EtcdSettings | None = None,
         boot: str = "",
         shared_folders: bool = False,
-        sync_commits: bool = True,
     ) -> None:
         self.path = path  # the SQLite file, when `etcd` is None
         self.timeout = timeout
@@ -122,18 +116,9 @@ class StoreSettings(Record):
         self.etcd = etcd
         self.boot = boot
         self.shared_folders = shared_folders  # folders other users may change are accepted on the store's path
-        self.sync_commits = sync_commits
 
     def with_boot(self, boot: str) -> StoreSettings:
-        return StoreSettings(
-            self.path, self.timeout, self.origin, self.etcd, boot, self.shared_folders, self.sync_commits
-        )
-
-    def for_cni_call(self, boot: str) -> StoreSettings:
-        """The settings of a CNI call made in kernel boot `boot`: its leases need not
-        survive a power loss, which ends every container of the host with them (the
-        next boot's calls release them, core.reboot), so its commits are not each synced."""
-        return StoreSettings(self.path, self.timeout, self.origin, self.etcd, boot, self.shared_folders, False)
+        return StoreSettings(self.path, self.timeout, self.origin, self.etcd, boot, self.shared_folders)
 
     def anchored(self, folder: str) -> StoreSettings:
         """The same settings with every relative file name (the SQLite file, the etcd
@@ -152,9 +137,7 @@ class StoreSettings(Record):
                 etcd.endpoints, etcd.prefix, etcd.host, etcd.username, etcd.password, maybe(etcd.password_file),
                 maybe(etcd.ca_file), maybe(etcd.cert_file), maybe(etcd.key_file), maybe(etcd.lock_dir), etcd.block_idle,
             )  # fmt: skip
-        return StoreSettings(
-            at(self.path), self.timeout, self.origin, etcd, self.boot, self.shared_folders, self.sync_commits
-        )
+        return StoreSettings(at(self.path), self.timeout, self.origin, etcd, self.boot, self.shared_folders)
 
     @property
     def name(self) -> str:

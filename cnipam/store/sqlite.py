@@ -28,23 +28,27 @@ queues waiters in order, where SQLite's own busy handler sleeps and polls (measu
 shared/reference/distributed.md §3.2: 430-930 ms tails with busy_timeout alone, 14-31 ms
 with the flock).
 
-Durability (README, Durability). In WAL mode a commit is in the `-wal` file before it
-returns, so a process killed at any moment loses no committed change. Whether it is on
-the disk too is the caller's choice (`sync_commits`): the Docker driver and cnipamctl
-sync the WAL at every commit (`synchronous=FULL`) and survive a power loss; CNI calls do
-not (`synchronous=NORMAL`): their leases end with the machine anyway. The plugin's own
-process never closes its connection (plugin.call_opener): closing the last connection of a file
-checkpoints the WAL into it and deletes the `-wal` and `-shm`, two syncs, and the next
-call would make both again and sync their folder. Instead the commit that takes the WAL
-past CHECKPOINT_BYTES checkpoints it, which spreads a checkpoint's syncs over the calls
-it covers and keeps the WAL short: a process that opens the file alone rebuilds the WAL's
-index by reading all of it. The checkpoint empties the WAL (`TRUNCATE`): what SQLite's
-own checkpoints (`wal_autocheckpoint`, still there behind ours) record of their progress
-lives in the `-shm`, which the next process to open the file alone starts afresh, so it
-would find a WAL of old frames and copy them all again at its own commit, every call.
-A checkpoint syncs even without `sync_commits` (the WAL before the file is written, the
-file before the WAL is emptied), and the next commit syncs the new WAL's header: a
-power loss can lose recent commits but never leaves a damaged file.
+Durability (README, Durability). Every commit is on the disk before it returns: one
+`fdatasync` of the `-wal` file after the COMMIT, under the writers' flock
+(`_SharedFile.committed`), so a committed change survives a process crash, a kernel crash
+and a power loss alike, and nothing else of a call waits for the disk. That sync is ours,
+not SQLite's `synchronous=FULL` (the connection runs `NORMAL`, which in WAL mode differs
+only in that sync): SQLite also syncs the WAL's folder at the first sync of every opening
+of the `-wal`, and the plugin's process opens it once per call, so FULL costs it two syncs
+a call. The folder needs no sync while the `-wal` exists; whenever SQLite makes the file
+anew, it writes and syncs its header (and the folder) itself before any commit in it.
+The plugin's own process never closes its connection (plugin.call_opener): closing the
+last connection of a file checkpoints the WAL into it and deletes the `-wal` and `-shm`,
+more syncs, and the next call would make both files again and sync their folder.
+Instead the commit that takes the WAL past CHECKPOINT_BYTES checkpoints it, which
+spreads a checkpoint's syncs over the calls it covers and keeps the WAL short: a process
+that opens the file alone rebuilds the WAL's index by reading all of it. The checkpoint
+empties the WAL (`TRUNCATE`): what SQLite's own checkpoints (`wal_autocheckpoint`, still
+there behind ours) record of their progress lives in the `-shm`, which the next process to
+open the file alone starts afresh, so it would find a WAL of old frames and copy them all
+again at its own commit, every call. A checkpoint syncs the WAL before it writes the file
+and the file before the WAL is emptied, and the next commit syncs the new WAL's header
+with its own frames.
 """
 
 from __future__ import annotations
@@ -93,10 +97,9 @@ SCHEMA_VERSION = 4
 
 # The WAL's size after which a commit checkpoints it. A process opening the store alone
 # reads the whole WAL to rebuild its index (about 2 us a page here), and a checkpoint
-# costs five syncs in all (three, and two in the next commit): a hundred-odd pages, about
-# 24 ADDs or DELs of about five pages each, balance the two.
+# costs three syncs beyond the commits' own (two, and one for the next commit's new WAL
+# header): a hundred-odd pages, about 24 ADDs or DELs of about five pages each, balance the two.
 CHECKPOINT_BYTES = 128 * (4096 + 24)  # pages of SQLite's default size, each with its frame header
-_SYNCHRONOUS = {True: "FULL", False: "NORMAL"}  # sync_commits -> PRAGMA synchronous
 
 # Forward migrations: MIGRATIONS[n] takes a store from schema version n to n + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -255,21 +258,18 @@ class SQLiteStore(Store):
         boot: str = "",
         shared_folders: bool = False,
         reading: bool = False,
-        sync_commits: bool = True,
     ) -> None:
         """`shared_folders`: accept folders other users could change on the way to the file
         (trusted_path.py; their links are never followed either way). `reading`: the caller
         only reads, so on a full or read-only disk the store is opened read-only instead of
-        refused (store/sqlite_disk.py). `sync_commits`: each commit is on disk before it
-        returns (see the module's docstring); the file's one connection syncs its commits
-        as long as any store of the process that holds it asked for that."""
+        refused (store/sqlite_disk.py)."""
         self.path = path
         self.timeout = timeout
         self.boot = boot
         self.clock = time.time
         self._repair_due = False  # as the current write transaction found it (core.reboot)
         self._batch: _Batch | None = None
-        self._file = _attach(path, timeout, shared_folders, reading, sync_commits)
+        self._file = _attach(path, timeout, shared_folders, reading)
         self._db: Connection = self._file.db
         if self._file.version != SCHEMA_VERSION and self._file.read_only:
             version = self._file.version
@@ -913,6 +913,7 @@ class SQLiteStore(Store):
                     except BaseException:
                         self._db.execute("ROLLBACK")
                         raise
+                    self._file.committed()
                 self._file.version = SCHEMA_VERSION
             except _FAILED as exc:
                 raise _store_error(self.path, exc) from None
@@ -1125,7 +1126,7 @@ class _Writing(_Locked):
                 except _FAILED as failed:
                     _roll_back(db)  # after some failures (SQLITE_FULL) SQLite has rolled back already
                     raise self.store._failure(failed) from None
-                self.store._file.checkpoint_if_long()
+                self.store._file.committed()
             else:
                 _roll_back(db)
                 if isinstance(exc, _DAMAGED):  # a statement of the transaction failed
@@ -1184,7 +1185,7 @@ class _Batch(Batch):
                 _roll_back(db)
                 self.broken = True
                 raise store._failure(failed) from None
-            store._file.checkpoint_if_long()
+            store._file.committed()
         finally:
             store._unlock()
 
@@ -1281,21 +1282,32 @@ class _SharedFile:
     `lock_fd` is -1); `unchanged`: what a read without locks relies on (sqlite_disk.py).
     """
 
-    __slots__ = ("key", "path", "db", "lock_fd", "mutex", "users", "version", "read_only", "unchanged", "sync_commits")
+    __slots__ = ("key", "path", "db", "lock_fd", "wal_fd", "mutex", "users", "version", "read_only", "unchanged")
 
-    def __init__(
-        self, key: tuple[int, int], path: str, db: Connection, lock_fd: int, version: int, sync_commits: bool
-    ) -> None:
+    def __init__(self, key: tuple[int, int], path: str, db: Connection, lock_fd: int, version: int) -> None:
         self.key = key
         self.path = path  # the real one (trusted_path)
         self.db = db
         self.lock_fd = lock_fd
+        self.wal_fd = -1  # the -wal file, opened at the first commit (`committed`)
         self.mutex = RLock()
         self.users = 1
         self.version = version
         self.read_only = False
         self.unchanged: tuple[object, ...] | None = None
-        self.sync_commits = sync_commits
+
+    def committed(self) -> None:
+        """Right after a commit, under the writers' flock: the commit on the disk, with one
+        `fdatasync` of the WAL (the module's docstring, Durability), then the WAL
+        checkpointed if it is long. A sync that fails leaves the commit in place but not
+        known to be durable: the call fails, and the runtime's DEL or retry follows."""
+        try:
+            if self.wal_fd < 0:  # the -wal stays the same file while this connection is open
+                self.wal_fd = posix.open(self.path + "-wal", posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NOFOLLOW)
+            posix.fdatasync(self.wal_fd)
+        except OSError as exc:
+            raise StoreIOError(f"store {self.path}: a commit could not be synced to the disk: {exc.strerror}") from None
+        self.checkpoint_if_long()
 
     def checkpoint_if_long(self) -> None:
         """Right after a commit, under the writers' flock: empty the WAL into the file once
@@ -1309,13 +1321,6 @@ class _SharedFile:
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except (OSError, *_FAILED):
             pass
-
-    def sync_every_commit(self) -> None:
-        """From now on each commit is on disk before it returns (a store of this process asked)."""
-        if not self.sync_commits and not self.read_only:
-            with self.mutex:
-                self.db.execute(f"PRAGMA synchronous={_SYNCHRONOUS[True]}")
-                self.sync_commits = True
 
     def check_unchanged(self, path: str) -> None:
         """After a read without locks: StoreBusy (try again) if a writer came meanwhile."""
@@ -1333,9 +1338,7 @@ _OPEN: dict[tuple[int, int], _SharedFile] = {}
 _OPEN_GUARD = RLock()  # held while a file is attached or detached (a detach waits for the call in progress)
 
 
-def _attach(
-    path: str, timeout: float, shared_folders: bool = False, reading: bool = False, sync_commits: bool = True
-) -> _SharedFile:
+def _attach(path: str, timeout: float, shared_folders: bool = False, reading: bool = False) -> _SharedFile:
     """The process's connection to the database at `path`, opened if it holds none yet.
 
     The path is walked first (trusted_path): every name below is the real one, in folders
@@ -1347,8 +1350,6 @@ def _attach(
         key = _identity(real)
         shared = _OPEN.get(key) if key is not None else None
         if shared is not None:
-            if sync_commits:
-                shared.sync_every_commit()
             shared.users += 1
             return shared
         # No connection of this process holds this file, so opening and closing it here
@@ -1359,19 +1360,19 @@ def _attach(
             shared = _open_read_only(real, key, timeout)
         else:
             try:
-                shared = _open(real, key, timeout, sync_commits)
+                shared = _open(real, key, timeout)
             except StoreCorrupt as error:
                 if key is not None:
                     record_damage(real, key, error.message)
                 raise
             except StoreIOError as error:
-                shared = _open_on_bad_disk(real, key, timeout, reading, sync_commits, error)
+                shared = _open_on_bad_disk(real, key, timeout, reading, error)
         _OPEN[shared.key] = shared
         HELD_DATABASES[shared.key] = real  # a config may not name it now (config_files)
         return shared
 
 
-def _open(path: str, key: tuple[int, int] | None, timeout: float, sync_commits: bool) -> _SharedFile:
+def _open(path: str, key: tuple[int, int] | None, timeout: float) -> _SharedFile:
     """The normal opening: read-write, creating the store and its lock file if missing."""
     try:
         lock_fd = _open_private(path + ".lock")
@@ -1389,7 +1390,7 @@ def _open(path: str, key: tuple[int, int] | None, timeout: float, sync_commits: 
         posix.close(lock_fd)
         raise _store_error(path, exc) from None
     try:
-        db.execute(f"PRAGMA synchronous={_SYNCHRONOUS[sync_commits]}")
+        db.execute("PRAGMA synchronous=NORMAL")  # and one sync of our own per commit: `committed`
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if key is None or _identity(path) != key:  # replaced while we opened it: its key would lie
             raise OperationalError("the file was replaced while it was being opened")
@@ -1397,11 +1398,11 @@ def _open(path: str, key: tuple[int, int] | None, timeout: float, sync_commits: 
         db.close()
         posix.close(lock_fd)
         raise _store_error(path, exc) from None
-    return _SharedFile(key, path, db, lock_fd, version, sync_commits)
+    return _SharedFile(key, path, db, lock_fd, version)
 
 
 def _open_on_bad_disk(
-    path: str, key: tuple[int, int] | None, timeout: float, reading: bool, sync_commits: bool, error: StoreIOError
+    path: str, key: tuple[int, int] | None, timeout: float, reading: bool, error: StoreIOError
 ) -> _SharedFile:
     """After the normal opening failed: on a disk that cannot be written a reader opens the
     store read-only, and on a full one a writer gives up the reserve and tries once more
@@ -1412,7 +1413,7 @@ def _open_on_bad_disk(
     if reading:
         return _open_read_only(path, key, timeout)
     if fault[0] == FULL and give_up_reserve(path):
-        return _open(path, key, timeout, sync_commits)
+        return _open(path, key, timeout)
     raise error
 
 
@@ -1432,7 +1433,7 @@ def _open_read_only(path: str, key: tuple[int, int], timeout: float) -> _SharedF
     except _FAILED as exc:
         db.close()
         raise _store_error(path, exc) from None
-    shared = _SharedFile(key, path, db, -1, version, False)
+    shared = _SharedFile(key, path, db, -1, version)
     shared.read_only, shared.unchanged = True, before
     return shared
 
@@ -1453,6 +1454,8 @@ def _detach(shared: _SharedFile) -> None:
         # Closed before it leaves the registry: until then, an `_attach` of the same file
         # finds it held and shares it instead of opening (and closing) the file beside it.
         with shared.mutex:  # a thread still inside a call on it finishes first
+            if shared.wal_fd >= 0:  # before the close that may delete the -wal
+                posix.close(shared.wal_fd)
             shared.db.close()
             if shared.lock_fd >= 0:
                 posix.close(shared.lock_fd)
