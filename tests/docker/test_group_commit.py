@@ -42,6 +42,13 @@ class Statements:
         store._db.set_trace_callback(seen)
 
 
+def driver_with_a_pool(store: SQLiteStore) -> tuple[Driver, str, Statements, GroupCommit]:
+    """A driver with one pool, the store's transactions counted from here on, and a group commit."""
+    driver = Driver(store, load(["-v4", "10.8.0.0/16"], {}))
+    pool = str(driver.handle("/IpamDriver.RequestPool", b"{}")["PoolID"])
+    return driver, pool, Statements(store), GroupCommit(store)
+
+
 def request(driver: Driver, pool: str) -> Callable[[], Reply]:
     return lambda: driver.handle("/IpamDriver.RequestAddress", f'{{"PoolID": "{pool}"}}'.encode())
 
@@ -81,10 +88,7 @@ def queued_behind_a_slow_request(commits: GroupCommit, works: list[Callable[[], 
 def test_requests_queued_during_a_commit_share_the_next_transaction_and_a_refused_one_is_undone_alone(
     store: SQLiteStore,
 ) -> None:
-    driver = Driver(store, load(["-v4", "10.8.0.0/16"], {}))
-    pool = str(driver.handle("/IpamDriver.RequestPool", b"{}")["PoolID"])
-    counted = Statements(store)
-    commits = GroupCommit(store)
+    driver, pool, counted, commits = driver_with_a_pool(store)
     works = [request(driver, pool) for _ in range(20)]
     works[7] = request(driver, "no-such-pool")
     outcomes = queued_behind_a_slow_request(commits, works)
@@ -100,10 +104,7 @@ def test_requests_queued_during_a_commit_share_the_next_transaction_and_a_refuse
 def test_a_failure_of_the_store_sends_each_request_of_the_batch_through_its_own_transaction(
     store: SQLiteStore,
 ) -> None:
-    driver = Driver(store, load(["-v4", "10.8.0.0/16"], {}))
-    pool = str(driver.handle("/IpamDriver.RequestPool", b"{}")["PoolID"])
-    counted = Statements(store)
-    commits = GroupCommit(store)
+    driver, pool, counted, commits = driver_with_a_pool(store)
 
     def failing() -> Reply:
         with engine._Writing(store):  # a statement SQLite refuses: the whole transaction is in doubt
