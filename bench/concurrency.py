@@ -51,6 +51,9 @@ class ConcurrencyPlan:
 
 FULL = ConcurrencyPlan(rounds=2, pairs={1: 40, 8: 8, 64: 2})
 QUICK = ConcurrencyPlan(rounds=1, pairs={1: 6, 8: 2, 64: 1})
+# The direct calls' wait for the SQLite store's lock: 64 callers on a loaded machine queue
+# past the default 5 s, and this section measures that wait rather than refusing it.
+LOCK_TIMEOUT = "60s"
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,7 @@ def setups(
     folder: Path, exe: str, agent_socket: Path, etcd_endpoint: str | None, host_local: Path | None
 ) -> list[Setup]:
     base = {"PATH": "/usr/bin:/bin", "CNI_IFNAME": "eth0", "CNI_NETNS": "/var/run/netns/bench", "CNI_PATH": "/x"}
-    direct = {**base, "CNIPAM_AGENT": "off"}
+    direct = {**base, "CNIPAM_AGENT": "off", "IPAM_DB_CONNECTION_TIMEOUT": LOCK_TIMEOUT}
     through = {**base, "CNIPAM_AGENT_SOCKET": str(agent_socket)}
 
     def cnipam(store: dict[str, object] | None, name: str) -> bytes:
@@ -197,7 +200,8 @@ def section(results: dict[tuple[str, int], Timings], plan: ConcurrencyPlan, miss
         f"{plan.rounds} rounds, configurations and caller counts interleaved; "
         + ", ".join(f"{plan.pairs[n]} pairs per caller per round with {n}" for n in CALLERS)
         + ". Percentiles over every call; calls/s is all calls over the wall time of the round (median of the "
-        "rounds). Latency with 64 callers includes the wait for one of the 2 cores. host-local runs directly "
+        "rounds). Latency with 64 callers includes the wait for one of the 2 cores, and a direct call's the wait "
+        f"for the store's lock (its timeout raised to {LOCK_TIMEOUT}). host-local runs directly "
         "(it has no agent); it has no etcd.",
         "",
         "| configuration | callers | ADD p50 ms | ADD p99 ms | DEL p50 ms | DEL p99 ms | calls/s | calls |",
