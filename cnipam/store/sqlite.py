@@ -1101,7 +1101,7 @@ def _store_error(path: str, exc: Exception) -> StoreIOError | StoreBusy:
             f"store {path} is not a readable cnipam store: {text} (`cnipamctl recover` saves what is readable)"
         )
     if any(word in text for word in ("I/O error", "full", "readonly", "unable to open")):
-        fault = disk_fault(path)  # SQLite's words do not say which: the file system does
+        fault = disk_fault(path, failed=True)  # SQLite's words do not say which: the file system does
         if fault is not None:
             error = StoreFull if fault[0] == FULL else StoreIOError
             return error(f"store {path}: {fault[1]}; nothing was written ({text})")
@@ -1294,7 +1294,7 @@ def _open_read_only(path: str, key: tuple[int, int], timeout: float) -> _SharedF
 
 
 def _cannot_open(path: str, existed: bool, exc: OSError) -> StoreIOError:
-    fault = disk_fault(path)
+    fault = disk_fault(path, failed=True)
     what = f"cannot open store {path} for writing" if existed else f"cannot create store {path}"
     if fault is not None:
         return (StoreFull if fault[0] == FULL else StoreIOError)(f"{what}: {fault[1]}")

@@ -18,7 +18,7 @@ import pytest
 
 from cnipam.core.errors import StoreBusy
 from cnipam.store.sqlite import SQLiteStore
-from cnipam.store.sqlite_disk import RESERVE_BYTES
+from cnipam.store.sqlite_disk import FULL, RESERVE_BYTES, disk_fault
 from cnipam.testing.small_disk import SmallDisk, unavailable
 from tests.support.ctl_calls import BASE_ENV, PLUGIN, call, ok, refused
 
@@ -90,6 +90,24 @@ def test_on_a_full_disk_reads_and_releases_work_and_add_says_the_disk_is_full(di
     assert code == 0, answer
     assert os.stat(db + ".reserve").st_blocks * 512 >= RESERVE_BYTES  # back before the ADD wrote
     assert ok("check", "--db", db).out.strip() == "ok"
+
+
+def test_a_failed_write_is_named_full_while_a_release_has_the_reserve_out(disk: SmallDisk) -> None:
+    """An ADD's write fails on the full disk and, before it asks the file system why, a
+    concurrent DEL gives up the reserve: the room then free is that reserve's, so the disk
+    is still called full (this race once made an ADD answer a bare "disk I/O error")."""
+    db = disk.path("ipam.db")
+    populate(db)
+    disk.fill()
+    before = disk_fault(db)
+    assert before is not None and before[0] == FULL
+    assert cni("DEL", "c1", db) == (0, {})
+    assert not os.path.exists(db + ".reserve")
+    assert disk.free_bytes() >= RESERVE_BYTES - 64 * 1024
+    assert disk_fault(db) is None  # a reader opens it as usual
+    fault = disk_fault(db, failed=True)
+    assert fault is not None and fault[0] == FULL, fault
+    assert f"the file system holding {disk.folder} is full" in fault[1]
 
 
 def commit_and_die(db: str, container: str) -> None:
