@@ -22,6 +22,8 @@ Layout (schema version 1):
   first saw an owner leaked (core.collector: released only when seen again later).
 * `leases.gateway` (version 4): for a lease, the gateway reserved for the range it came
   from, so its last release can let the reservation go (BLOB, NULL for none).
+* version 5: `docker_pool_block` is no longer unique: Docker networks on one `--subnet`
+  with distinct `--ip-range`s (siblings) are pools of one block (core.docker_pools).
 
 Writers serialise on an `flock` of `<db>.lock` before `BEGIN IMMEDIATE`: the kernel
 queues waiters in order, where SQLite's own busy handler sleeps and polls (measured in
@@ -72,7 +74,7 @@ if TYPE_CHECKING:
     from ..core.leases import Owner
     from ..core.reuse import Eligibility, ReuseDelay
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Forward migrations: MIGRATIONS[n] takes a store from schema version n to n + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -147,6 +149,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID""",
     ),
     ("ALTER TABLE leases ADD COLUMN gateway BLOB",),
+    (  # Docker sibling networks share their parent subnet: several pools may start at one address
+        "DROP INDEX docker_pool_block",
+        "CREATE INDEX docker_pool_block ON docker_pools (family, first)",
+    ),
 )
 
 _COLUMNS = "family, address, kind, pool, slot, handle, network, container_id, ifname, created, boot, netns, gateway"
