@@ -154,15 +154,16 @@ def place_pool(claim: PoolClaim, in_use: Iterable[DockerPool], serial: int, crea
 
     `in_use`: the existing pools that overlap `pool_region(claim)`, as the engine found
     them (others may be included; they are ignored). An explicit network is honoured or
-    refused when it overlaps one of them (the first named), never replaced by another
-    block; a dynamic claim gets the lowest free block of its size in the main pool.
+    refused when it overlaps one of them (the first named; `sibling_refusal`), never
+    replaced by another block; a dynamic claim gets the lowest free block of its size in
+    the main pool.
     """
     region = pool_region(claim)
     network = claim.network
     if network is not None:
-        for pool in in_use:
-            if pool.network.overlaps(network):
-                raise AddressConflict(f"pool {network} overlaps pool {pool.network} already in use")
+        refusal = _first_refusal(network, claim.sub_pool, in_use, "already in use")
+        if refusal is not None:
+            raise AddressConflict(f"pool {network} {refusal}")
     else:
         taken = sorted((pool.network.value, pool.network.last) for pool in in_use if pool.network.overlaps(region))
         network = lowest_free_block(region, claim.prefix, taken)
@@ -178,22 +179,48 @@ def place_pool(claim: PoolClaim, in_use: Iterable[DockerPool], serial: int, crea
     )
 
 
+def sibling_refusal(network: Network, sub_pool: Network | None, other: DockerPool, where: str) -> str | None:
+    """Why a pool of `network` (dynamic addresses from `sub_pool`, if given) cannot sit
+    beside `other`, or None when it can; `where` says where `other` is ("already in use").
+
+    Docker's own IPAM lets several networks share one explicit subnet when each names
+    its own `--ip-range` (shared/reference/docker-ipam.md §3): the subnet is their common
+    parent, which exists while one of them does. So a pool may overlap another only as
+    its sibling: the very same subnet, both with a sub-pool, the two sub-pools disjoint.
+    Addresses stay unique across siblings (they are leases of one store); disjoint ranges
+    keep each network's dynamic addresses its own. A network without `--ip-range` uses
+    its whole subnet and shares it with nobody.
+    """
+    if not other.network.overlaps(network):
+        return None
+    if other.network != network:
+        return f"overlaps pool {other.network} ({other.id}) {where}"
+    if sub_pool is None:
+        return f"is the subnet of pool {other.id} {where}; a network sharing a subnet needs its own --ip-range"
+    if other.sub_pool is None:
+        return f"is the subnet of pool {other.id} {where}, which uses it whole (it has no --ip-range)"
+    if other.sub_pool.overlaps(sub_pool):
+        return f"has ip-range {sub_pool}, which overlaps ip-range {other.sub_pool} of pool {other.id} {where}"
+    return None
+
+
 def import_verdict(
     pools: Iterable[DockerPool],
     leases: Iterable[Lease],
     id_taken: Callable[[str], bool],
-    overlap: Callable[[Network], DockerPool | None],
+    overlapping: Callable[[Network], Sequence[DockerPool]],
     held: Callable[[int, int], Lease | None],
 ) -> tuple[list[DockerPool], list[Lease], list[tuple[str, str]]]:
     """Split the pools and addresses of an import (Store.import_docker_pools) into those
     the store can take and the refusals, (what, why), in input order.
 
     The store is asked through the callbacks: whether a pool id is already used, which
-    Docker pool already there overlaps a network, which lease holds an address. A pool is
+    Docker pools already there overlap a network, which lease holds an address. A pool is
     refused for an id already used (in the store or earlier in the import) or for a block
-    overlapping another pool (likewise); its addresses go with it, unlisted. An address is
-    refused when the store or the import already holds it. An address that is not one its
-    pool could have handed out is an input error (InvalidConfig), not a refusal.
+    it may not share with another pool (`sibling_refusal`, likewise); its addresses go
+    with it, unlisted. An address is refused when the store or the import already holds
+    it. An address that is not one its pool could have handed out is an input error
+    (InvalidConfig), not a refusal.
     """
     accepted: dict[str, DockerPool] = {}  # by lease network
     ids: set[str] = set()
@@ -201,16 +228,16 @@ def import_verdict(
     refused: list[tuple[str, str]] = []
     for pool in pools:
         what = f"pool {pool.id} ({pool.network})"
-        clash = overlap(pool.network)
-        twin = next((other for other in accepted.values() if other.network.overlaps(pool.network)), None)
+        clash = _first_refusal(pool.network, pool.sub_pool, overlapping(pool.network), "already in the store")
+        twin = _first_refusal(pool.network, pool.sub_pool, accepted.values(), "of the same import")
         if id_taken(pool.id):
             refused.append((what, "a pool with this id is already in the store"))
         elif pool.id in ids:
             refused.append((what, f"its id {pool.id!r} appears twice in the import"))
         elif clash is not None:
-            refused.append((what, f"overlaps pool {clash.network} ({clash.id}) already in the store"))
+            refused.append((what, clash))
         elif twin is not None:
-            refused.append((what, f"overlaps pool {twin.network} ({twin.id}) of the same import"))
+            refused.append((what, twin))
         else:
             accepted[pool.lease_network] = pool
         if pool.lease_network not in accepted:
@@ -234,15 +261,24 @@ def import_verdict(
     return list(accepted.values()), kept, refused
 
 
+def pools_overlapping(pools: Iterable[DockerPool], network: Network) -> list[DockerPool]:
+    """The pools of `pools` that overlap `network` (an engine or an import that holds every pool)."""
+    return [pool for pool in pools if pool.network.overlaps(network)]
+
+
+def _first_refusal(network: Network, sub_pool: Network | None, others: Iterable[DockerPool], where: str) -> str | None:
+    return next((why for why in (sibling_refusal(network, sub_pool, other, where) for other in others) if why), None)
+
+
 def refuse_import(
     pools: Sequence[DockerPool],
     leases: Sequence[Lease],
     id_taken: Callable[[str], bool],
-    overlap: Callable[[Network], DockerPool | None],
+    overlapping: Callable[[Network], Sequence[DockerPool]],
     held: Callable[[int, int], Lease | None],
 ) -> None:
     """An engine's import is all or nothing: AddressConflict naming the first refusal."""
-    refused = import_verdict(pools, leases, id_taken, overlap, held)[2]
+    refused = import_verdict(pools, leases, id_taken, overlapping, held)[2]
     if refused:
         what, why = refused[0]
         raise AddressConflict(f"import refused: {what}: {why}")
@@ -290,9 +326,9 @@ def block_size(family: int, prefix: int) -> int:
 def lowest_free_block(main: Network, prefix: int, taken: list[tuple[int, int]]) -> Network | None:
     """The lowest aligned `/prefix` inside `main` that overlaps none of `taken`.
 
-    `taken` holds the (first, last) of the existing pools, sorted and disjoint (the store
-    refuses overlapping pools), so one pass finds the answer: each pool in the way moves
-    the candidate to the next aligned block after it.
+    `taken` holds the (first, last) of the existing pools, sorted; they are disjoint or
+    equal (siblings share their block), so one pass finds the answer: each pool in the
+    way moves the candidate to the next aligned block after it.
     """
     if prefix < main.prefix:
         return None

@@ -15,8 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ..core.addresses import Network
-from ..core.docker_pools import DockerPool, import_verdict
+from ..core.docker_pools import DockerPool, import_verdict, pools_overlapping
 from ..core.leases import Lease
 from ..migration.gipam_file import GipamFileError, GipamPlan, plan_gipam
 from .failures import BadInput
@@ -96,11 +95,12 @@ def _verdict(
     ids = {pool.id for pool in existing_pools}
     by_address = {(lease.family, lease.address): lease for lease in existing}
 
-    def overlap(network: Network) -> DockerPool | None:
-        return next((other for other in existing_pools if other.network.overlaps(network)), None)
-
     return import_verdict(
-        pools, leases, ids.__contains__, overlap, lambda family, address: by_address.get((family, address))
+        pools,
+        leases,
+        ids.__contains__,
+        lambda network: pools_overlapping(existing_pools, network),
+        lambda family, address: by_address.get((family, address)),
     )
 
 

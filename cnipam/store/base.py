@@ -129,8 +129,9 @@ class Store(abc.ABC):
         """Record a new Docker pool under a never-reused id, in one write transaction.
 
         An explicit pool is honoured or refused (AddressConflict) when it overlaps another
-        Docker pool, never replaced by another block; a dynamic claim gets the lowest free
-        block of its size inside the main pool (PoolExhausted when none is left).
+        Docker pool other than as its sibling (core.docker_pools.sibling_refusal), never
+        replaced by another block; a dynamic claim gets the lowest free block of its size
+        inside the main pool (PoolExhausted when none is left).
         """
 
     @abc.abstractmethod
@@ -144,7 +145,8 @@ class Store(abc.ABC):
         on its id. Each lease must be `pool.lease(address, created)` of one of `pools`
         (an address of the pool's usable range), else InvalidConfig. Refused whole, with
         AddressConflict naming the clash and nothing written: an id that already exists, a
-        pool overlapping an existing Docker pool or another imported one, an address the
+        pool overlapping an existing Docker pool or another imported one other than as its
+        sibling, an address the
         store already holds (any lease or reservation, CNI or Docker). An id of the
         driver's own form (`SPACE/CIDR/N`, core.docker_pools.pool_serial) moves the never-reuse
         counter to at least N, so no later claim mints that id again.

@@ -88,7 +88,6 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-    from ..core.addresses import Network
     from ..core.collector import Collection  # run time: in collect_garbage
     from ..core.docker_pools import DockerPool, PoolClaim  # run time: in the Docker methods
     from ..core.ipam_config import PoolSpec
@@ -500,7 +499,7 @@ class EtcdStore(ClusterStore):
         last in one Txn that fails if any of them appeared meanwhile. A crash in between
         leaves addresses held for a pool that is not there yet (`cnipamctl check` names
         them), never a pool whose addresses could be handed out twice."""
-        from ..core.docker_pools import pool_serial, refuse_import
+        from ..core.docker_pools import pool_serial, pools_overlapping, refuse_import
 
         wanted = list(pools)
         rows = list(leases)
@@ -508,11 +507,12 @@ class EtcdStore(ClusterStore):
         existing, _ = check.docker_pools()
         check.leases_at((lease.family, lease.address) for lease in rows)  # one round trip per MAX_TXN_OPS
 
-        def overlap(network: Network) -> DockerPool | None:
-            return next((pool for pool in existing if pool.network.overlaps(network)), None)
-
         refuse_import(
-            wanted, rows, lambda pool_id: any(pool.id == pool_id for pool in existing), overlap, check.lease_at
+            wanted,
+            rows,
+            lambda pool_id: any(pool.id == pool_id for pool in existing),
+            lambda network: pools_overlapping(existing, network),
+            check.lease_at,
         )
         self.import_leases(rows, {})
 

@@ -504,10 +504,7 @@ class SQLiteStore(Store):
 
         with _Writing(self):
             region = pool_region(claim)
-            if claim.network is None:
-                in_use = self._docker_pools_within(region)
-            else:  # pools are disjoint: one overlapping pool is enough to refuse
-                in_use = [clash for clash in (self._docker_overlap(region),) if clash is not None]
+            in_use = self._docker_pools_within(region) if claim.network is None else self._docker_overlap(region)
             serial = self._db.execute("SELECT value FROM counters WHERE name = 'docker_pool'").fetchone()[0] + 1
             pool = place_pool(claim, in_use, serial, time.time())
             self._db.execute("UPDATE counters SET value = ? WHERE name = 'docker_pool'", (serial,))
@@ -601,17 +598,19 @@ class SQLiteStore(Store):
     def _docker_pool_exists(self, pool_id: str) -> bool:
         return self._db.execute("SELECT 1 FROM docker_pools WHERE id = ?", (pool_id,)).fetchone() is not None
 
-    def _docker_overlap(self, network: Network) -> DockerPool | None:
-        """A Docker pool that overlaps `network`, if any: pools are disjoint, so the one
-        starting last at or before network's end is the only candidate to look at."""
+    def _docker_overlap(self, network: Network) -> list[DockerPool]:
+        """The Docker pools that overlap `network`, or enough of them to refuse it: blocks
+        are disjoint or equal (siblings share theirs), so the block starting last at or
+        before network's end is the only one to look at, with every pool on it."""
+        family = network.family
         row = self._db.execute(
-            f"SELECT {_POOL_COLUMNS}, last FROM docker_pools WHERE family = ? AND first <= ?"
-            " ORDER BY first DESC LIMIT 1",
-            (network.family, to_bytes(network.family, network.last)),
+            "SELECT first, last FROM docker_pools WHERE family = ? AND first <= ? ORDER BY first DESC LIMIT 1",
+            (family, to_bytes(family, network.last)),
         ).fetchone()
-        if row is not None and _value(row[-1]) >= network.value:
-            return _docker_pool(row[:-1])
-        return None
+        if row is None or _value(row[1]) < network.value:
+            return []
+        query = f"SELECT {_POOL_COLUMNS} FROM docker_pools WHERE family = ? AND first = ? ORDER BY created, id"
+        return [_docker_pool(found) for found in self._db.execute(query, (family, row[0]))]
 
     def _docker_pools_within(self, main: Network) -> list[DockerPool]:
         """The Docker pools overlapping `main`, lowest first."""

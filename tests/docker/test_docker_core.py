@@ -158,6 +158,27 @@ def test_sub_pool_is_used_for_dynamic_addresses_only(driver: Driver) -> None:
     assert call(driver, "RequestAddress", f'{{"PoolID":"{pool_id}","Address":"10.9.0.1"}}')["Address"] == "10.9.0.1/24"
 
 
+def test_sibling_networks_share_a_subnet_with_their_own_ranges(driver: Driver) -> None:
+    """`docker network create --subnet S --ip-range R1` then the same S with R2: accepted as
+    Docker's own IPAM accepts them, each gateway from its own range; an overlapping range
+    or the whole subnet is refused while a sibling lives, the subnet is free after the last."""
+    a, parent = pool(driver, '{"Pool":"10.9.0.0/24","SubPool":"10.9.0.0/25"}')
+    b, same = pool(driver, '{"Pool":"10.9.0.0/24","SubPool":"10.9.0.128/25"}')
+    assert parent == same == "10.9.0.0/24" and a != b
+    gateway = '"Address":"","Options":{"RequestAddressType":"com.docker.network.gateway"}'
+    assert call(driver, "RequestAddress", f'{{"PoolID":"{a}",{gateway}}}')["Address"] == "10.9.0.1/24"
+    assert call(driver, "RequestAddress", f'{{"PoolID":"{b}",{gateway}}}')["Address"] == "10.9.0.128/24"
+    with pytest.raises(AddressConflict, match="overlaps ip-range 10.9.0.128/25"):
+        call(driver, "RequestPool", '{"Pool":"10.9.0.0/24","SubPool":"10.9.0.192/26"}')
+    with pytest.raises(AddressConflict, match="needs its own --ip-range"):
+        call(driver, "RequestPool", '{"Pool":"10.9.0.0/24"}')
+    call(driver, "ReleasePool", f'{{"PoolID":"{a}"}}')
+    with pytest.raises(AddressConflict):
+        call(driver, "RequestPool", '{"Pool":"10.9.0.0/24"}')
+    call(driver, "ReleasePool", f'{{"PoolID":"{b}"}}')
+    assert pool(driver, '{"Pool":"10.9.0.0/24"}')[1] == "10.9.0.0/24"
+
+
 def test_v6_pool_reserves_the_subnet_router_anycast(driver: Driver) -> None:
     pool_id, _ = pool(driver, '{"Pool":"2001:db8:9::/126","V6":true}')
     with pytest.raises(InvalidConfig):

@@ -323,6 +323,65 @@ def test_docker_pools_explicit_dynamic_overlap_and_ids(store: Store) -> None:
     assert str(again.network) == "198.18.0.0/24" and again.id not in (explicit.id, dynamic.id)
 
 
+def test_sibling_docker_pools_share_their_subnet_each_with_its_own_range(store: Store) -> None:
+    """Docker's own IPAM lets networks share one --subnet when each has its own --ip-range:
+    the parent is shared, each range is its own, overlapping ranges and a network wanting
+    the whole subnet are refused, and the subnet is free again once its last network is
+    gone. Addresses stay unique across the siblings."""
+    from cnipam.core.errors import InvalidConfig
+
+    first = store.claim_docker_pool(_claim("198.18.0.0/24", sub="198.18.0.0/25"))
+    second = store.claim_docker_pool(_claim("198.18.0.0/24", sub="198.18.0.128/26"))
+    assert first.id != second.id and str(first.network) == str(second.network) == "198.18.0.0/24"
+    for network, sub, says in (
+        ("198.18.0.0/24", "198.18.0.128/25", "overlaps ip-range 198.18.0.128/26"),
+        ("198.18.0.0/24", None, "needs its own --ip-range"),
+        ("198.18.0.0/25", "198.18.0.0/26", "overlaps pool 198.18.0.0/24"),
+        ("198.18.0.0/23", "198.18.1.0/24", "overlaps pool 198.18.0.0/24"),
+    ):
+        with pytest.raises(AddressConflict, match=says.replace(".", r"\.")):
+            store.claim_docker_pool(_claim(network, sub=sub))
+    dynamic = store.claim_docker_pool(_claim())  # the parent block is taken for dynamic pools too
+    assert str(dynamic.network) == "198.18.1.0/24"
+    assert store.request_docker_address(first.id, None).ip == "198.18.0.1"
+    assert store.request_docker_address(second.id, None).ip == "198.18.0.128"
+    named = parse_ip("198.18.0.130")[1]
+    assert store.request_docker_address(first.id, named).ip == "198.18.0.130"  # --ip anywhere in the subnet
+    with pytest.raises(AddressConflict):
+        store.request_docker_address(second.id, named)  # held by the sibling
+    assert store.release_docker_address(second.id, 4, named) is None  # not the second pool's to release
+    assert store.request_docker_address(second.id, None).ip == "198.18.0.129"
+    store.release_docker_pool(first.id)
+    assert held(store) == ["198.18.0.128", "198.18.0.129"]  # the sibling's addresses stay
+    with pytest.raises(AddressConflict, match="needs its own --ip-range"):
+        store.claim_docker_pool(_claim("198.18.0.0/24"))  # the parent lives on with its last child
+    third = store.claim_docker_pool(_claim("198.18.0.0/24", sub="198.18.0.0/25"))  # the freed range again
+    store.release_docker_pool(second.id)
+    store.release_docker_pool(third.id)
+    assert held(store) == []
+    whole = store.claim_docker_pool(_claim("198.18.0.0/24"))  # the parent went with its last child
+    with pytest.raises(AddressConflict, match="uses it whole"):
+        store.claim_docker_pool(_claim("198.18.0.0/24", sub="198.18.0.0/25"))
+    with pytest.raises(InvalidConfig):
+        store.request_docker_address(whole.id, parse_ip("198.18.1.1")[1])
+    assert store.problems() == []
+
+
+def test_sibling_docker_pools_import_and_refuse_like_claims(store: Store) -> None:
+    """An import (gipam's migration, `recover`) takes siblings as a claim does."""
+    net = parse_cidr("198.18.3.0/24", "test")[1]
+
+    def sibling(pool_id: str, sub: str) -> DockerPool:
+        return DockerPool(pool_id, "space", net, parse_cidr(sub, "test")[1], "{}", 1.0)
+
+    low, high = sibling("low", "198.18.3.0/25"), sibling("high", "198.18.3.128/25")
+    assert store.import_docker_pools([low, high], [low.lease(parse_ip("198.18.3.200")[1], 1.0)]) == 2
+    with pytest.raises(AddressConflict, match="overlaps ip-range 198.18.3.0/25"):
+        store.import_docker_pools([sibling("again", "198.18.3.64/26")], [])
+    assert sorted(pool.id for pool in store.docker_pools()) == ["high", "low"]
+    assert store.request_docker_address("high", None).ip == "198.18.3.128"
+
+
 def test_docker_addresses_are_lowest_free_leases_released_with_their_pool(store: Store) -> None:
     from cnipam.core.errors import InvalidConfig, NotFound
 
