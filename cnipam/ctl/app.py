@@ -27,7 +27,7 @@ from .cmd_migrate import migrate
 from .cmd_recover import recover_command
 from .cmd_release import release
 from .cmd_usage import usage
-from .options import DB_HELP, STORE_HELP
+from .options import store_options
 from .session import Session
 
 # The first matching class decides; order from specific to general. The codes mean what
@@ -84,16 +84,14 @@ class CtlGroup(click.Group):
 
 
 @click.group(cls=CtlGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--db", metavar="PATH", help=DB_HELP)
-@click.option("--store", "store", metavar="JSON", help=STORE_HELP)
+@store_options
 @click.version_option(package_name="cnipam", prog_name="cnipamctl")
 @click.pass_context
-def main(ctx: click.Context, db: str | None, store: str | None) -> None:
-    """Inspect, repair and migrate the store of the cnipam CNI IPAM plugin."""
-    session = ctx.ensure_object(Session)
-    session.db = db or None
-    if store:
-        session.env = {**session.env, "CNIPAM_STORE": store}
+def main(ctx: click.Context) -> None:
+    """Inspect, repair and migrate the store of the cnipam CNI IPAM plugin.
+
+    The store options (--db, --store, --config) go before or after the command name."""
+    ctx.ensure_object(Session)
 
 
 for _command in (

@@ -19,14 +19,14 @@ from ..store.sqlite_disk import RESERVE_SUFFIX
 from .exchange_format import dump_export, parse_export
 from .failures import BadInput
 from .json_files import load_json_file
-from .options import db_option, json_option
+from .options import json_option, store_options
 from .output import emit_json
 from .session import Session
 
 
 @click.command("export")
 @click.argument("path", metavar="[FILE]", required=False)
-@db_option
+@store_options
 @click.pass_obj
 def export(session: Session, path: str | None) -> None:
     """Write the whole store as JSON.
@@ -48,7 +48,7 @@ def export(session: Session, path: str | None) -> None:
 @click.command("import")
 @click.argument("path", metavar="FILE")
 @json_option
-@db_option
+@store_options
 @click.pass_obj
 def import_(session: Session, path: str, as_json: bool) -> None:
     """Load an export, all or nothing.

@@ -25,7 +25,7 @@ from ..core.leases import Lease
 from .failures import BadInput
 from .json_files import load_json_file
 from .lease_json import lease_view
-from .options import db_option, json_option
+from .options import json_option, store_options
 from .output import emit_json, lease_listing
 from .session import Session
 
@@ -45,7 +45,7 @@ DEFAULT_GRACE = "10m"
 @click.option("--previous-boots", is_flag=True, help="instead: this host's leases of earlier boots")
 @click.option("--apply", is_flag=True, help="release them (default: only list what would be released)")
 @json_option
-@db_option
+@store_options
 @click.pass_obj
 def gc(
     session: Session,

@@ -15,7 +15,7 @@ from ..core.errors import InvalidConfig
 from ..core.leases import Lease
 from .failures import BadInput
 from .lease_json import lease_view
-from .options import db_option, json_option
+from .options import json_option, store_options
 from .output import age, emit_json, lease_listing, print_lines, when
 from .session import Session
 from .targets import select
@@ -27,7 +27,7 @@ from .targets import select
 @click.option("--owner", help="only leases of this owner: an ecs id, or a handle (id:..., cni:...)")
 @click.option("--container", help="only leases of this container id")
 @json_option
-@db_option
+@store_options
 @click.pass_obj
 def leases(
     session: Session, network: str | None, subnet: str | None, owner: str | None, container: str | None, as_json: bool
@@ -61,7 +61,7 @@ def leases(
 @click.command()
 @click.argument("target", metavar="ADDRESS|OWNER")
 @json_option
-@db_option
+@store_options
 @click.pass_obj
 def show(session: Session, target: str, as_json: bool) -> None:
     """Everything about an address or an owner.

@@ -20,7 +20,7 @@ from .check_report import apply_report, read_report
 from .failures import BadInput, CtlError
 from .json_files import load_json_file
 from .lease_json import lease_view
-from .options import db_option, json_option
+from .options import json_option, store_options
 from .output import emit_json, print_lines
 from .session import Session
 from .targets import select
@@ -32,7 +32,7 @@ from .targets import select
 @click.option("--gateway", is_flag=True, help="ADDRESS is a gateway reservation to free (its pool must hold no lease)")
 @click.option("--from-report", "report_path", metavar="FILE", help="instead: exactly what `check --report FILE` listed")
 @json_option
-@db_option
+@store_options
 @click.pass_obj
 def release(
     session: Session, target: str | None, yes: bool, gateway: bool, report_path: str | None, as_json: bool

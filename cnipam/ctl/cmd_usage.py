@@ -10,8 +10,7 @@ import click
 from rich.text import Text
 
 from ..core.ipam_config import names_ranges
-from .netconf import load_network_config
-from .options import db_option, json_option
+from .options import json_option, store_options
 from .output import Listing, count, emit_json, stdout_is_terminal
 from .pool_usage import PoolUsage, pool_usage
 from .session import Session
@@ -20,23 +19,18 @@ BAR_WIDTH = 20
 
 
 @click.command()
-@click.option(
-    "--config",
-    "config_path",
-    metavar="FILE",
-    help="also list this network config's pools (and use its ipam.dataDir store)",
-)
 @json_option
-@db_option
+@store_options
 @click.pass_obj
-def usage(session: Session, config_path: str | None, as_json: bool) -> None:
+def usage(session: Session, as_json: bool) -> None:
     """How full each pool is.
 
-    Per pool: size, reserved (gateways), used, free, percent, and a bar."""
-    configured = load_network_config(config_path) if config_path else None
-    with session.existing(configured.ipam.data_dir if configured else None, reading=True) as store:
+    Per pool: size, reserved (gateways), used, free, percent, and a bar. --config also
+    lists that network's pools, those still empty too."""
+    configured = [spec for _, config in session.network_configs() for spec in config.ipam.pools]
+    with session.existing(reading=True) as store:
         rows = store.leases()
-    usages, unreadable = pool_usage(rows, configured.ipam.pools if configured else ())
+    usages, unreadable = pool_usage(rows, configured)
     for key in unreadable:
         if names_ranges(key):
             click.echo(f"cnipamctl: warning: pool key {key!r} in the store cannot be read; not counted", err=True)

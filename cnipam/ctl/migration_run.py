@@ -27,18 +27,19 @@ def run_migration(
     """Plan, check and (unless a dry run or refused) import; the report says which happened."""
     with phases.phase("planning"):
         planned = plan(source.found, source.positions, config.ipam, config.name, source.moves_on_release)
-    settings = session.settings(config.ipam.data_dir)
+    settings = session.settings()
     report = Report(
         source_kind=source.kind, source=source.path, network=config.name, store=settings.name, dry_run=dry_run
     )
     report.refused = source.refused + planned.refused
     report.notes = source.notes + planned.notes
-    if session.db and config.ipam.data_dir:
-        plugin_store = Session(None, session.env).settings(config.ipam.data_dir).path
-        report.notes.append(f"this config's ipam.dataDir makes the plugin use {plugin_store}, not {settings.path}")
+    if config.store is not None or config.ipam.data_dir:  # the config itself picks the plugin's store
+        plugin_store = Session(configs=session.configs, env=session.env).settings()
+        if plugin_store.name != settings.name:
+            report.notes.append(f"this config makes the plugin use {plugin_store.name}, not {settings.name}")
     leases = planned.leases
     if has_store(settings):
-        with phases.phase("checking the store"), session.existing(config.ipam.data_dir) as store:
+        with phases.phase("checking the store"), session.existing() as store:
             leases, conflicts, present = store_conflicts(store.leases(), leases)
         report.refused += conflicts
         if present:
@@ -46,7 +47,7 @@ def run_migration(
     report.leases, report.cursors = leases, planned.cursors
     report.aborted = bool(report.refused) and not skip_refused
     if report.imported:
-        with phases.phase("importing"), session.creating(config.ipam.data_dir) as store:
+        with phases.phase("importing"), session.creating() as store:
             store.import_leases(leases, planned.cursors)
     return report
 

@@ -120,7 +120,11 @@ class EtcdStore(ClusterStore):
         boot: str = "",
         block_idle: float = DEFAULT_BLOCK_IDLE,
         shared_folders: bool = False,
+        liveness: bool = True,
     ) -> None:
+        """`liveness`: every committed change also records that `host` is alive
+        (`host/<host>`, what `hosts list` shows and `release_host` checks); an operator's
+        tool passes False, so neither its own machine nor a node it runs on looks alive."""
         if not host or "\x00" in host:
             raise InvalidConfig("store: the host name must be a non-empty string")
         self.client = client
@@ -128,6 +132,7 @@ class EtcdStore(ClusterStore):
         self.timeout = timeout
         self.boot = boot
         self.block_idle = block_idle
+        self.liveness = liveness
         self.clock = time.time
         self._repaired = False  # this process saw the store repaired for its boot (a boot outlives no process)
         self._repairing = False
@@ -670,10 +675,16 @@ class EtcdStore(ClusterStore):
             if block.host:
                 blocks[block.host] = blocks.get(block.host, 0) + 1
         leases: dict[str, int] = {}
-        for _, _, host in self._scan_leases():
-            leases[host] = leases.get(host, 0) + 1
-        names = sorted(set(seen) | set(blocks) | set(leases))
-        return [HostSeen(name, seen.get(name, 0.0), blocks.get(name, 0), leases.get(name, 0)) for name in names if name]
+        gateways: dict[str, int] = {}
+        for lease, _, host in self._scan_leases():
+            counted = leases if lease.kind == LEASE else gateways
+            counted[host] = counted.get(host, 0) + 1
+        names = sorted(set(seen) | set(blocks) | set(leases) | set(gateways))
+        return [
+            HostSeen(name, seen.get(name, 0.0), blocks.get(name, 0), leases.get(name, 0), gateways.get(name, 0))
+            for name in names
+            if name
+        ]
 
     def return_idle_blocks(self) -> list[Block]:
         """Give every empty block whose host left it unused for `block_idle` back to the
@@ -749,7 +760,7 @@ class EtcdStore(ClusterStore):
             self._optimistic(plan)
             given_up += 1
         self.client.delete(self.keys.host_seen(host))
-        for kind in ("sighting", "kept"):  # its collector's sightings, the addresses its repairs kept
+        for kind in ("sighting", "kept", "cursor"):  # its collector's sightings, what its repairs kept, its positions
             start = self.keys.under(kind, escape(host))
             self.client.delete(start, prefix_end(start))
         self.client.delete(self.keys.repaired_boot(host))
@@ -835,7 +846,7 @@ class EtcdStore(ClusterStore):
         return released
 
     def _change(self, warm: Change | None = None) -> Change:
-        return Change(self.client, self.keys, warm, self.clock(), self.block_idle)
+        return Change(self.client, self.keys, warm, self.clock(), self.block_idle, self.liveness)
 
     def _optimistic(self, plan: Callable[[Change], T], warm: bool = False, reads_boot: bool = False) -> T:
         """Compute a change from fresh reads and commit it if nothing it read has changed;

@@ -122,4 +122,8 @@ def test_a_bad_report_is_refused_by_name(store: tuple[Store, list[str]], tmp_pat
         done = ctl(where, "release", "--from-report", str(bad), "--yes")
         assert done.returncode == 1 and says in done.stderr, done.stderr
     assert ctl(where, "release", "--from-report", str(bad), "10.0.0.1").returncode == 2
-    assert ctl(where, "check", "--config", str(bad)).returncode == 2  # --config only says what --report compares with
+    assert (
+        ctl(where, "check", "--subnet", "10.0.0.0/24").returncode == 2
+    )  # --subnet only says what --report compares with
+    not_a_config = ctl(where, "check", "--config", str(bad))  # a store option too: read even without --report
+    assert not_a_config.returncode == 1 and str(bad) in not_a_config.stderr, not_a_config.stderr

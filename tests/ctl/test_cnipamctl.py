@@ -56,7 +56,7 @@ NET1 = {
     "ipam": {"type": "cnipam", "ipv4-subnet": "10.0.0.0/24", "ipv6-subnet": "fd00::/64"},
 }
 NET2 = {"cniVersion": "1.0.0", "name": "net2", "ipam": {"type": "cnipam", "id": "task-1", "ipv4-subnet": "10.0.0.0/24"}}
-HL = {
+HL: dict[str, Any] = {
     "cniVersion": "1.0.0",
     "name": "hl",
     "ipam": {"type": "cnipam", "ranges": [[{"subnet": "10.9.0.0/24", "rangeStart": "10.9.0.10"}]]},
@@ -443,7 +443,7 @@ def test_an_unexpected_error_is_one_line_with_status_3(
     from cnipam.ctl import session
     from cnipam.ctl.app import main
 
-    def broken(*args: object) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("boom")
 
     monkeypatch.setattr(session, "open_store", broken)
@@ -752,3 +752,59 @@ def test_install_plugin_refusals(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "bin") == ["cnipam"]
     refused(call("install-plugin", "host-local", "--bin-dir", str(tmp_path / "bin")), status=2, says="host-local")
     assert "[default: /opt/cni/bin]" in " ".join(ok("install-plugin", "--help").out.split())
+
+
+# -- the store options, before or after the command name ------------------------------------
+
+STORE_COMMANDS = [
+    ["leases"], ["show"], ["usage"], ["release"], ["gc"], ["export"], ["import"], ["check"], ["pools"], ["repair"],
+    ["migrate", "host-local"], ["migrate", "ecs-boltdb"], ["migrate", "gipam"], ["hosts", "list"],
+    ["hosts", "blocks"], ["hosts", "release"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", STORE_COMMANDS, ids=" ".join)
+def test_every_store_command_lists_the_store_options_in_its_help(command: list[str]) -> None:
+    text = ok(*command, "--help").out
+    for flag in ("--db PATH", "--store JSON", "--config FILE"):
+        assert flag in text, f"{' '.join(command)} --help lacks {flag}"
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_db_store_and_config_work_before_and_after_the_command(db: Path, tmp_path: Path, where: str) -> None:
+    def run(options: list[str], *command: str) -> Any:
+        args = [*options, *command] if where == "before" else [*command, *options]
+        return ok(*args, "--json").json()
+
+    expected = [row["ip"] for row in run(["--db", str(db)], "leases")]
+    assert len(expected) == 11
+    store = json.dumps({"type": "sqlite", "path": str(db)})
+    assert [row["ip"] for row in run(["--store", store], "leases")] == expected
+    config = tmp_path / "net.conf"
+    config.write_text(json.dumps({**HL, "ipam": {**HL["ipam"], "store": {"type": "sqlite", "path": str(db)}}}))
+    assert [row["ip"] for row in run(["--config", str(config)], "leases")] == expected
+    assert {row["pool"] for row in run(["--config", str(config)], "usage")} >= {"10.9.0.0/24[10.9.0.10-10.9.0.254]"}
+    data_dir = tmp_path / "dd"
+    data_dir.mkdir()
+    shutil.copyfile(db, data_dir / "cnipam.db")
+    config.write_text(json.dumps({**HL, "ipam": {**HL["ipam"], "dataDir": str(data_dir)}}))
+    assert [row["ip"] for row in run(["--config", str(config)], "leases")] == expected
+    assert run(["--config", str(config)], "check")["store"] == str(data_dir / "cnipam.db")
+
+
+def test_store_option_errors_name_the_flag_or_variable(tmp_path: Path) -> None:
+    refused(call("leases", "--store", '{"type": "etcd"}'), says="--store.endpoints")
+    refused(call("leases", "--store", "notjson"), says="--store: invalid JSON")
+    refused(call("leases", CNIPAM_STORE="notjson"), says="CNIPAM_STORE: invalid JSON")
+    refused(call("leases", CNIPAM_STORE='{"type": "etcd"}'), says="CNIPAM_STORE.endpoints")
+    refused(call("leases", "--db", ""), status=2, says="--db")
+    refused(call("--store", " ", "leases"), status=2, says="--store")
+    missing = tmp_path / "missing.db"
+    refused(call("leases", "--db", str(missing)), says=f"no store at {missing} (--db {missing})")
+    config = tmp_path / "c.conf"
+    config.write_text(json.dumps({**HL, "ipam": {**HL["ipam"], "dataDir": str(tmp_path / "nowhere")}}))
+    refused(call("leases", "--config", str(config)), says=f"of --config {config}")
+    other = tmp_path / "o.conf"
+    other.write_text(json.dumps({**HL, "ipam": {**HL["ipam"], "dataDir": str(tmp_path / "elsewhere")}}))
+    refused(call("leases", "--config", str(config), "--config", str(other)), says="name different stores")
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "elsewhere").exists()

@@ -239,8 +239,10 @@ def test_store_is_chosen_as_the_plugin_chooses_it_unless_named() -> None:
     named = load(["--db", "/tmp/x.db"], {"CNIPAM_STORE": etcd, "IPAM_DB_CONNECTION_TIMEOUT": "2s"}).store
     assert (named.path, named.etcd, named.timeout, named.origin) == ("/tmp/x.db", None, 2.0, "--db /tmp/x.db")
     assert load([], {"IPAM_DB_PATH": "/tmp/y.db"}).store.path == "/tmp/y.db"
-    with pytest.raises(InvalidEnvironment):
+    with pytest.raises(InvalidConfig, match="--store: invalid JSON"):
         load(["--store", "{nope"], {})
+    with pytest.raises(InvalidEnvironment, match="CNIPAM_STORE: invalid JSON"):
+        load([], {"CNIPAM_STORE": "{nope"})
 
 
 @pytest.mark.parametrize(
