@@ -18,7 +18,7 @@ from __future__ import annotations
 from .addresses import BITS, Network, format_ip
 from .errors import AddressConflict, InvalidConfig, PoolExhausted
 from .ipam_config import AddressRange, PoolSpec, default_bounds, pool_key
-from .leases import LEASE, Lease, Owner
+from .leases import DOCKER_AUX, DOCKER_ENDPOINT, DOCKER_GATEWAY, DOCKER_NETWORK, DOCKER_UNSAID, LEASE, Lease, Owner
 from .record import Record
 from .reuse import NO_DELAY, ReuseDelay
 
@@ -26,8 +26,38 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
-SLOT = "docker"  # every Docker lease is anonymous (handle NULL); the slot only labels it
-NETWORK_PREFIX = "docker:"
+NETWORK_PREFIX = DOCKER_NETWORK
+GATEWAY_REQUEST = ("RequestAddressType", "com.docker.network.gateway")  # libnetwork's option for a gateway
+ENDPOINT_OPTIONS = ("com.docker.network.endpoint.macaddress", "com.docker.network.endpoint.name")
+ENDPOINT_NAME = "com.docker.network.endpoint.name"
+
+
+class AddressUse(Record):
+    """What dockerd asked a Docker address for (a lease's slot, core.leases.DOCKER_GATEWAY
+    ...), and the endpoint's name when it gave one. Every Docker lease is anonymous
+    (handle NULL): this only labels it, for the operator (`cnipamctl`)."""
+
+    __slots__ = ("slot", "endpoint")
+
+    def __init__(self, slot: str = DOCKER_UNSAID, endpoint: str = "") -> None:
+        self.slot = slot
+        self.endpoint = endpoint
+
+
+def address_use(options: dict[str, str] | None) -> AddressUse:
+    """What a RequestAddress is for, from its Options (None: `"Options": null`).
+
+    libnetwork marks the gateway (`RequestAddressType`); an endpoint carries its MAC
+    address (the driver declares RequiresMACAddress to get it, on every Docker version)
+    and, since moby 25, its name; aux addresses carry no options at all (null). A request
+    that says none of these (another client) is left unsaid."""
+    if options is None:
+        return AddressUse(DOCKER_AUX)
+    if options.get(GATEWAY_REQUEST[0]) == GATEWAY_REQUEST[1]:
+        return AddressUse(DOCKER_GATEWAY)
+    if any(name in options for name in ENDPOINT_OPTIONS):
+        return AddressUse(DOCKER_ENDPOINT, options.get(ENDPOINT_NAME, ""))
+    return AddressUse()
 
 
 class PoolClaim(Record):
@@ -108,23 +138,26 @@ class DockerPool(Record):
         anything else at the address is left alone, as in Docker's own IPAM)."""
         return lease is not None and lease.kind == LEASE and lease.network == self.lease_network
 
-    def owner(self) -> Owner:
-        """The owner of every address the pool hands out: anonymous, marked only by the
-        pool's lease network, so a CNI network sharing the subnet never mistakes them."""
-        return Owner(None, False, self.lease_network, "", "")
+    def owner(self, use: AddressUse) -> Owner:
+        """The owner of an address the pool hands out: anonymous, marked by the pool's
+        lease network, so a CNI network sharing the subnet never mistakes them, and with
+        the endpoint's name (as its container) when dockerd gave it."""
+        return Owner(None, False, self.lease_network, use.endpoint, "")
 
     def lease(self, address: int, created: float) -> Lease:
-        """The lease row RequestAddress writes for `address`; an import writes the same
-        row, so an imported address is released and counted exactly like a requested one."""
-        return Lease(self.family, address, LEASE, self.key, SLOT, None, self.lease_network, "", "", created)
+        """The lease row an import writes for `address` (what it was for is not known), as
+        RequestAddress would, so an imported address is released and counted like one."""
+        return Lease(self.family, address, LEASE, self.key, DOCKER_UNSAID, None, self.lease_network, "", "", created)
 
-    def spec(self, requested: int | None, serial: bool = False, reuse: ReuseDelay = NO_DELAY) -> PoolSpec:
+    def spec(
+        self, requested: int | None, serial: bool = False, reuse: ReuseDelay = NO_DELAY, use: AddressUse | None = None
+    ) -> PoolSpec:
         """The PoolSpec of one RequestAddress: a named address may be anywhere in the
         pool (Docker's rule: `--ip` outside `--ip-range` is fine); a dynamic one comes
         from the sub-pool when there is one, lowest free first, or with `serial` (Docker's
         `com.docker.network.ipam.serial`, which swarm sets) the next free one after the
         last handed out, wrapping, so a freed address is not reused at once. `reuse` is
-        the driver's reuse delay (core.reuse)."""
+        the driver's reuse delay (core.reuse), `use` what the address is for (its slot)."""
         whole = self.whole
         ranges = (whole,)
         if requested is None and self.sub_pool is not None:
@@ -132,8 +165,9 @@ class DockerPool(Record):
             last = min(whole.last, self.sub_pool.last)
             ranges = (AddressRange(self.network, first, last, None),)
         round_robin = serial and requested is None  # a named address leaves Docker's position where it was
+        slot = DOCKER_UNSAID if use is None else use.slot
         return PoolSpec(
-            SLOT, self.key, ranges, requested, release_moves_cursor=False, lowest_free=not round_robin, reuse=reuse
+            slot, self.key, ranges, requested, release_moves_cursor=False, lowest_free=not round_robin, reuse=reuse
         )
 
 
@@ -285,10 +319,10 @@ def refuse_import(
 
 
 def holder_text(lease: Lease) -> str:
-    """Who holds an address, for a refusal: a Docker pool by its id, else the owner and its network."""
-    if lease.network.startswith(NETWORK_PREFIX):
-        return f"Docker pool {lease.network[len(NETWORK_PREFIX) :]}"
-    return lease.describe_holder() + (f" of network {lease.network!r}" if lease.network else "")
+    """Who holds an address, for a refusal: a Docker pool's address as such, else the owner and its network."""
+    if lease.docker_pool is not None or not lease.network:
+        return lease.describe_holder()
+    return f"{lease.describe_holder()} of network {lease.network!r}"
 
 
 def pool_id(address_space: str, network: Network, serial: int) -> str:

@@ -9,6 +9,7 @@ cnipam.service). The table below is the only place that decides.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -75,6 +76,9 @@ class CtlGroup(click.Group):
         except click.exceptions.NoArgsIsHelpError as error:  # `cnipamctl` alone: help, not an error
             click.echo(error.ctx.get_help())
             status = 0
+        except BrokenPipeError:  # `cnipamctl leases | head`: the reader has all it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+            status = 1
         except Exception as error:  # click.Abort (answer no, Ctrl-C) is a RuntimeError, so it is caught here too
             click.echo(one_line(error), err=True)
             status = exit_status(error, EXIT_STATUS)

@@ -26,7 +26,7 @@ from .failures import BadInput
 from .json_files import load_json_file
 from .lease_json import lease_view
 from .options import json_option, store_options
-from .output import emit_json, lease_listing
+from .output import emit_json, print_leases
 from .session import Session
 
 DEFAULT_GRACE = "10m"
@@ -115,7 +115,7 @@ def _print_outcome(chosen: list[Lease], apply: bool, what: str) -> None:
     suffix = "" if apply else " (dry run: --apply releases them)"
     click.echo(f"{verb} {len(chosen)} lease{'s' if len(chosen) != 1 else ''} {what}{suffix}")
     if chosen:
-        lease_listing(chosen).print()
+        print_leases(chosen)
 
 
 def read_valid_attachments(path: str) -> set[tuple[str, str]]:

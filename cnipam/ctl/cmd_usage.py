@@ -7,11 +7,10 @@ operator how close each pool is, with a bar so the full one stands out.
 from __future__ import annotations
 
 import click
-from rich.text import Text
 
 from ..core.ipam_config import names_ranges
 from .options import json_option, store_options
-from .output import Listing, count, emit_json, stdout_is_terminal
+from .output import Listing, Styled, count, emit_json, stdout_is_terminal
 from .pool_usage import PoolUsage, pool_usage
 from .session import Session
 
@@ -52,6 +51,7 @@ def usage(session: Session, as_json: bool) -> None:
         "",
         wide=("pool",),
         right=("size", "reserved", "used", "free", "percent"),
+        decor=("",),  # the bar goes first on a narrow terminal: the percent says the same
     )
     for item in usages:
         table.add(
@@ -60,18 +60,26 @@ def usage(session: Session, as_json: bool) -> None:
             count(item.reserved),
             count(item.used),
             count(item.free),
-            f"{item.percent:.1f}%",
+            percent(item),
             bar(item),
         )
     table.print()
 
 
-def bar(item: PoolUsage) -> Text:
-    """A fixed-width bar: coloured blocks on a terminal, ASCII in a pipe."""
+def bar(item: PoolUsage) -> Styled:
+    """A fixed-width bar: coloured blocks on a terminal, ASCII in a pipe. A pool with
+    anything taken shows a cell however little it is (its percent then reads "<0.1%")."""
     filled = round(BAR_WIDTH * item.percent / 100)
     if item.size - item.free > 0:
         filled = max(filled, 1)  # a pool in use never shows an empty bar
     if stdout_is_terminal():
         colour = "red" if item.percent >= 90 else "yellow" if item.percent >= 70 else "green"
-        return Text.assemble(("█" * filled, colour), ("░" * (BAR_WIDTH - filled), "dim"))
-    return Text("#" * filled + "." * (BAR_WIDTH - filled))
+        return Styled(("█" * filled, {"fg": colour}), ("░" * (BAR_WIDTH - filled), {"dim": True}))
+    return Styled(("#" * filled + "." * (BAR_WIDTH - filled), {}))
+
+
+def percent(item: PoolUsage) -> str:
+    """One decimal, except that a pool with something taken never reads 0.0%."""
+    if item.percent == 0 and item.size - item.free > 0:
+        return "<0.1%"
+    return f"{item.percent:.1f}%"

@@ -14,13 +14,14 @@ import abc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 
     from ..core.collector import Collection
-    from ..core.docker_pools import DockerPool, PoolClaim
+    from ..core.docker_pools import AddressUse, DockerPool, PoolClaim
     from ..core.ipam_config import PoolSpec
     from ..core.leases import Cursor, Lease, Owner
     from ..core.reuse import ReuseDelay
+    from .lease_query import LeaseQuery
 
 
 class Store(abc.ABC):
@@ -70,6 +71,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def leases(self, network: str | None = None) -> list[Lease]:
         """Every lease and reservation (of one network, if given), in address order."""
+
+    @abc.abstractmethod
+    def scan_leases(self, query: LeaseQuery) -> Iterator[Lease]:
+        """The leases and reservations `query` names, in address order, read in pages of
+        lease_query.PAGE: a listing of any size holds one page at a time. Each page is read
+        on its own (a row changed between two pages is seen as it was when its page was
+        read), so a listing is exact row by row, not one snapshot of the whole store."""
 
     @abc.abstractmethod
     def cursors(self) -> dict[str, Cursor]:
@@ -162,11 +170,17 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def request_docker_address(
-        self, pool_id: str, requested: int | None, serial: bool = False, reuse: ReuseDelay | None = None
+        self,
+        pool_id: str,
+        requested: int | None,
+        serial: bool = False,
+        reuse: ReuseDelay | None = None,
+        use: AddressUse | None = None,
     ) -> Lease:
         """Lease the named address of a Docker pool, or its lowest free one (`serial`: the
         next free one after the last dynamic one, wrapping), atomically. `reuse` is the
-        driver's reuse delay for a dynamic address (core.reuse; None: none).
+        driver's reuse delay for a dynamic address (core.reuse; None: none); `use` what
+        dockerd asked it for, recorded in the lease (core.docker_pools.address_use).
 
         Raises NotFound (pool), InvalidConfig (address outside the pool or of another
         family), AddressConflict (taken), PoolExhausted.

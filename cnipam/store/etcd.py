@@ -47,7 +47,7 @@ import os
 import time
 from fcntl import LOCK_UN, flock
 
-from ..core.addresses import format_ip
+from ..core.addresses import BITS, format_ip
 from ..core.allocator import gateway_reservation, grant, refuse_taken, reserved_subnet, returned_address, search_windows
 from ..core.errors import (
     AddressConflict,
@@ -60,7 +60,7 @@ from ..core.errors import (
 )
 from ..core.ipam_config import names_ranges, parse_pool_key
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease, refuse_changed
-from ..core.reuse import eligibility, last_resort, older
+from ..core.reuse import NO_DELAY, eligibility, last_resort, older
 from .cluster import ClusterStore
 from .etcd_change import CHUNK, MAX_TXN_OPS, Change, StaleRead, paged
 from .etcd_keys import (
@@ -88,12 +88,14 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
+    from ..core.addresses import Network
     from ..core.collector import Collection  # run time: in collect_garbage
-    from ..core.docker_pools import DockerPool, PoolClaim  # run time: in the Docker methods
+    from ..core.docker_pools import AddressUse, DockerPool, PoolClaim  # run time: in the Docker methods
     from ..core.ipam_config import PoolSpec
     from ..core.leases import Owner
     from ..core.reuse import ReuseDelay
     from .etcdv3 import EtcdClient
+    from .lease_query import LeaseQuery
 
 STALE_LIMIT = 5
 BATCH = 25  # leases per Txn when releasing or importing many: each costs up to five operations
@@ -557,14 +559,21 @@ class EtcdStore(ClusterStore):
         return sorted(self._change().docker_pools()[0], key=lambda pool: (pool.created, pool.id))
 
     def request_docker_address(
-        self, pool_id: str, requested: int | None, serial: bool = False, reuse: ReuseDelay | None = None
+        self,
+        pool_id: str,
+        requested: int | None,
+        serial: bool = False,
+        reuse: ReuseDelay | None = None,
+        use: AddressUse | None = None,
     ) -> Lease:
+        from ..core.docker_pools import AddressUse  # not at the top: the plugin never needs it
+
         def plan(change: Change) -> Lease:
             pool = change.docker_pool(pool_id)
             if requested is not None:
                 pool.check_named(requested)
-            spec = pool.spec(requested, serial) if reuse is None else pool.spec(requested, serial, reuse)
-            return self._allocate(change, pool.owner(), (spec,))[0]
+            spec = pool.spec(requested, serial, NO_DELAY if reuse is None else reuse, use)
+            return self._allocate(change, pool.owner(use or AddressUse()), (spec,))[0]
 
         return self._optimistic(plan, warm=True)
 
@@ -916,19 +925,42 @@ class EtcdStore(ClusterStore):
 
     # -- reads ----------------------------------------------------------------------------
 
-    def _scan_leases(self) -> Iterator[tuple[Lease, int, str]]:
-        """Every lease with its key's revision and the host that wrote it, in address
-        order, read block chunk by block chunk so each range stays bounded."""
+    def _scan_leases(
+        self, within: Network | None = None, after: tuple[int, int] | None = None
+    ) -> Iterator[tuple[Lease, int, str]]:
+        """Every lease (inside `within`, after `after`) with its key's revision and the
+        host that wrote it, in address order, read block chunk by block chunk so each
+        range stays bounded."""
         for family in (4, 6):
+            low, high = 0, (1 << BITS[family]) - 1
+            if within is not None:
+                if within.family != family:
+                    continue
+                low, high = within.value, within.last
+            if after is not None and after[0] >= family:
+                if after[0] > family or after[1] >= high:
+                    continue
+                low = max(low, after[1] + 1)
             start = self.keys.under("block", str(family))
             numbers = [
-                int(kv.key[len(start) :], 16) for kv in paged(self.client, start, prefix_end(start), keys_only=True)
+                number
+                for kv in paged(self.client, start, prefix_end(start), keys_only=True)
+                if low >> BLOCK_BITS <= (number := int(kv.key[len(start) :], 16)) <= high >> BLOCK_BITS
             ]
             for index in range(0, len(numbers), CHUNK):
                 chunk = numbers[index : index + CHUNK]
-                first, last = chunk[0] << BLOCK_BITS, ((chunk[-1] + 1) << BLOCK_BITS) - 1
+                first = max(chunk[0] << BLOCK_BITS, low)
+                last = min(((chunk[-1] + 1) << BLOCK_BITS) - 1, high)
                 for kv in paged(self.client, self.keys.lease(family, first), self.keys.lease(family, last) + b"\x00"):
                     yield decode_lease(self.keys, kv)
+
+    def scan_leases(self, query: LeaseQuery) -> Iterator[Lease]:
+        if query.handle is not None:  # the owner index names its few addresses
+            yield from (lease for lease in self.held_by(query.handle) if query.matches(lease))
+            return
+        for lease, _, _ in self._scan_leases(query.within, query.after):
+            if query.matches(lease):
+                yield lease
 
     def _leases_of_pool(self, pool: str) -> list[Lease]:
         if not names_ranges(pool):  # a digest: only a scan finds them (cnipamctl's release of a gateway)

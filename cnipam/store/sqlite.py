@@ -44,7 +44,7 @@ from ..core.addresses import BITS, format_ip, from_bytes, parse_cidr, to_bytes
 from ..core.allocator import gateway_reservation, grant, refuse_taken, reserved_subnet, returned_address, search_windows
 from ..core.errors import AddressConflict, CnipamError, NotFound, StoreBusy, StoreCorrupt, StoreFull, StoreIOError
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease, refuse_changed
-from ..core.reuse import FORGET_AFTER, Freed, eligibility, last_resort, older
+from ..core.reuse import FORGET_AFTER, NO_DELAY, Freed, eligibility, last_resort, older
 from .base import Store
 from .sqlite_damage import record_damage, recorded_damage
 from .sqlite_disk import (
@@ -62,17 +62,18 @@ from .write_lock import take_lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
     from typing import TypeVar
 
     T = TypeVar("T")
 
     from ..core.addresses import Network
     from ..core.collector import Collection  # run time: in collect_garbage
-    from ..core.docker_pools import DockerPool, PoolClaim  # run time: in the Docker methods
+    from ..core.docker_pools import AddressUse, DockerPool, PoolClaim  # run time: in the Docker methods
     from ..core.ipam_config import PoolSpec
     from ..core.leases import Owner
     from ..core.reuse import Eligibility, ReuseDelay
+    from .lease_query import LeaseQuery
 
 SCHEMA_VERSION = 5
 
@@ -341,6 +342,33 @@ class SQLiteStore(Store):
             return self._read(lambda: self._select("ORDER BY family, address", ()))
         return self._read(lambda: self._select("WHERE network = ? ORDER BY family, address", (network,)))
 
+    def scan_leases(self, query: LeaseQuery) -> Iterator[Lease]:
+        from .lease_query import PAGE  # only for listings
+
+        where, params = ["1"], []
+        if query.within is not None:
+            within = query.within
+            where.append("family = ? AND address >= ? AND address <= ?")
+            params += [within.family, *_span_bytes(within.family, within.value, within.last)]
+        for column, value in (("network", query.network), ("handle", query.handle), ("container_id", query.container)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        after = query.after
+
+        def page() -> list[Lease]:
+            clause, values = " AND ".join(where), tuple(params)
+            if after is not None:
+                clause, values = f"{clause} AND (family, address) > (?, ?)", (*values, after[0], to_bytes(*after))
+            return self._select(f"WHERE {clause} ORDER BY family, address LIMIT {PAGE}", values)
+
+        while True:
+            rows = self._read(page)
+            yield from rows
+            if len(rows) < PAGE:
+                return
+            after = (rows[-1].family, rows[-1].address)
+
     def cursors(self) -> dict[str, Cursor]:
         def scan() -> dict[str, Cursor]:
             rows = self._db.execute("SELECT pool, address, moves_on_release FROM cursors ORDER BY pool")
@@ -542,14 +570,21 @@ class SQLiteStore(Store):
         return self._read(lambda: [_docker_pool(row) for row in self._db.execute(query)])
 
     def request_docker_address(
-        self, pool_id: str, requested: int | None, serial: bool = False, reuse: ReuseDelay | None = None
+        self,
+        pool_id: str,
+        requested: int | None,
+        serial: bool = False,
+        reuse: ReuseDelay | None = None,
+        use: AddressUse | None = None,
     ) -> Lease:
+        from ..core.docker_pools import AddressUse  # not at the top: the plugin never needs it
+
         with _Writing(self):
             pool = self._docker_pool(pool_id)
             if requested is not None:
                 pool.check_named(requested)
-            spec = pool.spec(requested, serial) if reuse is None else pool.spec(requested, serial, reuse)
-            return self._allocate(pool.owner(), (spec,), self.clock())[0]
+            spec = pool.spec(requested, serial, NO_DELAY if reuse is None else reuse, use)
+            return self._allocate(pool.owner(use or AddressUse()), (spec,), self.clock())[0]
 
     @_releasing
     def release_docker_address(self, pool_id: str, family: int, address: int) -> Lease | None:

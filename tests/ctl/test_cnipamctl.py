@@ -85,7 +85,7 @@ def test_leases_table_and_json(db: Path) -> None:
     expected = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.9.0.1", "10.9.0.10",
                 "fd00::1", "fd00::2", "fd00::3", "fd00::4"]  # fmt: skip
     assert table_ips(table) == expected
-    assert "id 'task-1'" in table and "a gateway reservation" in table
+    assert "id 'task-1'" in table and "gateway reservation" in table and "attachment" in table
     rows = ok(
         "leases", "--json", IPAM_DB_PATH=str(db)
     ).json()  # IPAM_DB_PATH, as the plugin; --db after the command too
@@ -128,6 +128,89 @@ def test_leases_in_a_pipe_are_plain_lines(db: Path) -> None:
 )
 def test_leases_filters(db: Path, filters: list[str], expected: list[str]) -> None:
     assert [row["ip"] for row in ok("--db", str(db), "leases", "--json", *filters).json()] == expected
+
+
+def test_leases_page_with_limit_and_after(db: Path) -> None:
+    everything = [row["ip"] for row in ok("--db", str(db), "leases", "--json").json()]
+    seen: list[str] = []
+    after: list[str] = []
+    while True:
+        run = ok("--db", str(db), "leases", "--limit", "4", "--json", *after)
+        page = [row["ip"] for row in run.json()]
+        seen += page
+        if not run.err:
+            break
+        assert run.err == f"cnipamctl: 4 rows shown; the next page: --after {page[-1]}\n"
+        after = ["--after", page[-1]]
+    assert seen == everything
+    table = ok("--db", str(db), "leases", "--limit", "3", "--subnet", "10.0.0.0/24")
+    assert table_ips(table.out) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"] and "--after 10.0.0.3" in table.err
+    assert ok("--db", str(db), "leases", "--after", "fd00::3/64", "--json").json()[0]["ip"] == "fd00::4"
+    refused(call("--db", str(db), "leases", "--limit", "0"), status=2, says="--limit")
+
+
+def test_empty_and_near_miss_inputs_get_a_clear_answer(db: Path) -> None:
+    assert [row["ip"] for row in ok("--db", str(db), "show", "10.0.0.3/24", "--json").json()] == ["10.0.0.3"]
+    assert "ip:        fd00::3" in ok("--db", str(db), "show", "fd00::3/64").out  # as a CNI result prints it
+    refused(call("--db", str(db), "show", ""), says="an empty ADDRESS|OWNER names nothing")
+    refused(call("--db", str(db), "release", " ", "--yes"), says="empty")
+    refused(call("--db", str(db), "show", "10.0.0.3/33"), says="is not an IP address")
+    for flag in ("--container", "--network", "--owner"):
+        refused(call("--db", str(db), "leases", flag, ""), status=2, says=flag)
+    typo = ok("--db", str(db), "leases", "--network", "nte1")
+    assert typo.out == "" and typo.err == "no leases (no lease in the store records network 'nte1')\n"
+    assert ok("--db", str(db), "leases", "--network", "net1", "--container", "nobody").err == "no leases\n"
+
+
+def on_a_terminal(args: list[str], columns: int) -> str:
+    """cnipamctl's stdout on a pseudo-terminal `columns` wide."""
+    leader, follower = pty.openpty()
+    try:
+        env = {**BASE_ENV, "COLUMNS": str(columns), "TERM": "dumb"}
+        done = subprocess.run([CTL, *args], stdout=follower, stderr=subprocess.PIPE, env=env, timeout=60)
+        os.close(follower)
+        follower = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+        if follower != -1:
+            os.close(follower)
+    assert done.returncode == 0, done.stderr
+    return click_unstyle(b"".join(chunks).decode().replace("\r\n", "\n"))
+
+
+def click_unstyle(text: str) -> str:
+    import click
+
+    return click.unstyle(text)
+
+
+def test_a_narrow_terminal_leaves_out_decorative_columns_before_cutting_identifying_ones(db: Path) -> None:
+    wide = on_a_terminal(["--db", str(db), "leases"], 200).splitlines()
+    assert wide[0].split() == ["ip", "kind", "owner", "container", "ifname", "network", "pool", "boot", "age"]
+    assert "10.9.0.0/24[10.9.0.10-10.9.0.254]" in "\n".join(wide)
+    narrow = on_a_terminal(["--db", str(db), "leases"], 80).splitlines()
+    assert narrow[0].split() == ["ip", "owner", "container", "network", "pool"], narrow[0]
+    assert all(len(line) <= 80 for line in narrow), narrow
+    assert [line.split()[0] for line in narrow[2:]] == table_ips("\n".join(wide[1:]))  # every address whole
+    assert "gateway reservation" in "\n".join(narrow) and "id 'task-1'" in "\n".join(narrow)
+    usage = on_a_terminal(["--db", str(db), "usage"], 60).splitlines()
+    assert usage[0].split() == ["pool", "size", "reserved", "used", "free", "percent"]  # the bar went first
+    assert "<0.1%" in "\n".join(usage)  # an IPv6 /64 with three leases
+
+
+def test_leases_into_a_closed_pipe_stops_quietly(db: Path) -> None:
+    done = subprocess.run(f"{CTL} --db {db} leases | head -1", shell=True, capture_output=True, text=True, env=BASE_ENV)
+    assert done.stdout.split() == ["ip", "kind", "owner", "container", "ifname", "network", "pool", "boot", "age"]
+    assert done.stderr == ""
 
 
 def test_show_by_address_owner_container_and_handle(db: Path) -> None:
@@ -195,29 +278,49 @@ def test_config_data_dir_chooses_the_store(tmp_path: Path) -> None:
 
 
 def test_release_refuses_without_a_terminal_and_releases_with_yes(db: Path) -> None:
+    d = str(db)
     refused(call("--db", str(db), "release", "10.0.0.1", "--yes"), says="10.0.0.1 is a gateway reservation")
     before = ok("--db", str(db), "export").out
-    refused(call("--db", str(db), "release", "ctr-a"), says="stdin is not a terminal: pass --yes")
-    refused(call("--db", str(db), "release", "10.0.0.2", stdin="y\n"), says="pass --yes")  # a pipe is no terminal
+    refused(call("--db", str(db), "release", "ctr-a", "--force"), says="stdin is not a terminal: pass --yes")
+    refused(call("--db", str(db), "release", "10.0.0.2", "--force", stdin="y\n"), says="pass --yes")  # a pipe
     assert ok("--db", str(db), "export").out == before
-    released = ok("--db", str(db), "release", "10.0.0.2", "--yes", "--json").json()
+    released = ok("--db", str(db), "release", "10.0.0.2", "--yes", "--force", "--json").json()
     assert [row["ip"] for row in released] == ["10.0.0.2"]
     assert [row["ip"] for row in ok("--db", str(db), "show", "ctr-a", "--json").json()] == [
         "fd00::2"
     ]  # exactly that address
-    assert ok("--db", str(db), "release", "ctr-b", "-y").out.splitlines() == [
+    assert ok("--db", str(db), "release", "ctr-b", "-y", "--force").out.splitlines() == [
         "released 10.0.0.3 (container 'ctr-b' interface 'eth0')",
         "released fd00::3 (container 'ctr-b' interface 'eth0')",
     ]
-    assert [row["ip"] for row in ok("--db", str(db), "release", "task-1", "--yes", "--json").json()] == ["10.0.0.5"]
-    assert [row["ip"] for row in ok("--db", str(db), "release", "cni:net1/ctr-c/eth0", "--yes", "--json").json()] == [
+    assert [row["ip"] for row in ok("--db", str(db), "release", "task-1", "--yes", "--force", "--json").json()] == [
+        "10.0.0.5"
+    ]
+    assert [row["ip"] for row in ok("--db", d, "release", "cni:net1/ctr-c/eth0", "-y", "--force", "--json").json()] == [
         "10.0.0.4",
         "fd00::4",
     ]
     refused(call("--db", str(db), "show", "10.0.0.1"), says="10.0.0.1")  # gone with the subnet's last lease
-    refused(call("--db", str(db), "release", "ctr-b", "--yes"), says="no lease is held by 'ctr-b'")
+    refused(call("--db", str(db), "release", "ctr-b", "--yes", "--force"), says="no lease is held by 'ctr-b'")
     assert plugin("ADD", NET1, "ctr-f", db=db)  # the store still allocates after manual releases
     assert ok("--db", str(db), "check").out == "ok\n"
+
+
+def test_release_refuses_a_lease_whose_holder_may_run_unless_forced(db: Path, tmp_path: Path) -> None:
+    """A lease made in this boot may still be in use: refused, naming its holder and why,
+    whatever the confirmation; one of an earlier boot of this host is provably gone."""
+    before = ok("--db", str(db), "export").out
+    message = refused(call("--db", str(db), "release", "ctr-a", "--yes"), says="may still be in use (2 of 2 leases)")
+    assert "10.0.0.2 (container 'ctr-a' interface 'eth0'): it was made in this boot" in message
+    assert "its netns /var/run/netns/test is not there, or not visible from here" in message
+    assert message.endswith("Nothing was released; if the holder is gone, pass --force")
+    refused(call("--db", str(db), "release", "10.0.0.5", "--yes"), says="10.0.0.5 (id 'task-1')")
+    assert ok("--db", str(db), "export").out == before
+    old = tmp_path / "old.db"
+    plugin("ADD", NET1, "ctr-old", db=old)  # this boot's, for the plugin
+    earlier = {"CNIPAM_BOOT_ID": "a-later-boot"}  # cnipamctl runs after a reboot
+    released = ok("--db", str(old), "release", "ctr-old", "--yes", "--json", **earlier).json()
+    assert sorted(row["ip"] for row in released) == ["10.0.0.2", "fd00::2"]
 
 
 def answer_on_a_terminal(db: Path, target: str, answer: str) -> tuple[int, str]:
@@ -225,8 +328,8 @@ def answer_on_a_terminal(db: Path, target: str, answer: str) -> tuple[int, str]:
     leader, follower = pty.openpty()
     try:
         os.write(leader, answer.encode())
-        done = subprocess.run([CTL, "--db", str(db), "release", target], stdin=follower, capture_output=True, text=True,
-                              env=BASE_ENV, timeout=60)  # fmt: skip
+        done = subprocess.run([CTL, "--db", str(db), "release", target, "--force"], stdin=follower,
+                              capture_output=True, text=True, env=BASE_ENV, timeout=60)  # fmt: skip
     finally:
         os.close(leader)
         os.close(follower)
@@ -250,12 +353,12 @@ def test_release_gateway_only_when_asked_and_unused(db: Path) -> None:
     refused(
         call("--db", str(db), "release", "10.0.0.1", "--yes"), says="gateway reservation, not a lease: pass --gateway"
     )
-    refused(call("--db", str(db), "release", "10.0.0.2", "--gateway", "--yes"), says="is not a gateway reservation")
+    refused(call("--db", str(db), "release", "10.0.0.2", "--gateway", "--yes"), says="10.0.0.2 is not a gateway")
     refused(call("--db", str(db), "release", "10.0.0.1", "--gateway", "--yes"), says="still serves")
     for owner in ("ctr-a", "ctr-b", "ctr-c"):
-        ok("--db", str(db), "release", owner, "--yes")
+        ok("--db", str(db), "release", owner, "--yes", "--force")
     refused(call("--db", str(db), "release", "10.0.0.1", "--gateway", "--yes"), says="still serves 1 lease")
-    ok("--db", str(db), "release", "task-1", "--yes")  # the subnet's last lease takes its gateway with it
+    ok("--db", str(db), "release", "task-1", "--yes", "--force")  # the subnet's last lease takes its gateway with it
     refused(call("--db", str(db), "show", "10.0.0.1"), says="10.0.0.1")
 
 

@@ -46,7 +46,7 @@ def pool(driver: Driver, body: str) -> tuple[str, str]:
 @pytest.mark.parametrize("body", ["", "null", "{}", "\n"])
 def test_no_argument_calls_accept_empty_null_and_empty_object(driver: Driver, body: str) -> None:
     assert driver.handle("/Plugin.Activate", body.encode()) == {"Implements": ["IpamDriver"]}
-    assert call(driver, "GetCapabilities", body) == {"RequiresMACAddress": False, "RequiresRequestReplay": False}
+    assert call(driver, "GetCapabilities", body) == {"RequiresMACAddress": True, "RequiresRequestReplay": False}
     spaces = call(driver, "GetDefaultAddressSpaces", body)
     assert (
         spaces["LocalDefaultAddressSpace"] and spaces["LocalDefaultAddressSpace"] != spaces["GlobalDefaultAddressSpace"]
@@ -149,6 +149,37 @@ def test_addresses_gateway_aux_requested_and_exhaustion(driver: Driver) -> None:
         call(driver, "RequestAddress", '{"PoolID":"nope"}')
     with pytest.raises(InvalidConfig, match="PoolID"):
         call(driver, "RequestAddress", "{}")
+
+
+def test_each_address_records_what_dockerd_asked_it_for(driver: Driver) -> None:
+    """The gateway, an aux address (Options null), an endpoint (its MAC, since the driver
+    asks for it, and its name from moby 25 on) and a request that says nothing: each lease
+    says so, and a refusal names the holder as a Docker pool's address, not "anonymous"."""
+    pool_id, _ = pool(driver, '{"Pool":"10.9.0.0/24"}')
+
+    def ask(body: str) -> str:
+        return str(call(driver, "RequestAddress", f'{{"PoolID":"{pool_id}",{body}}}')["Address"])
+
+    ask('"Address":"","Options":{"RequestAddressType":"com.docker.network.gateway"}')
+    ask('"Address":"10.9.0.9","Options":null')
+    ask('"Address":"","Options":{"com.docker.network.endpoint.macaddress":"02:42:0a:09:00:03"}')
+    mac_and_name = (
+        '{"com.docker.network.endpoint.macaddress":"02:00:00:00:00:01","com.docker.network.endpoint.name":"web-1"}'
+    )
+    ask(f'"Address":"10.9.0.77","Options":{mac_and_name}')
+    ask('"Address":""')
+    held = {lease.ip: (lease.slot, lease.container_id, lease.describe_holder()) for lease in driver.store.leases()}
+    assert held == {
+        "10.9.0.1": ("docker-gateway", "", f"the gateway of Docker pool {pool_id}"),
+        "10.9.0.2": ("docker-endpoint", "", f"an endpoint of Docker pool {pool_id}"),
+        "10.9.0.3": ("docker", "", f"an address of Docker pool {pool_id}"),
+        "10.9.0.9": ("docker-aux", "", f"an aux address of Docker pool {pool_id}"),
+        "10.9.0.77": ("docker-endpoint", "web-1", f"endpoint 'web-1' of Docker pool {pool_id}"),
+    }
+    with pytest.raises(AddressConflict, match=f"already leased to endpoint 'web-1' of Docker pool {pool_id}"):
+        ask('"Address":"10.9.0.77"')
+    call(driver, "ReleaseAddress", f'{{"PoolID":"{pool_id}","Address":"10.9.0.1"}}')  # Docker frees its gateway
+    assert "10.9.0.1" not in {lease.ip for lease in driver.store.leases()}
 
 
 def test_sub_pool_is_used_for_dynamic_addresses_only(driver: Driver) -> None:

@@ -38,7 +38,7 @@ def test_handshake_with_empty_bodies_and_content_type(driver: RunningDriver) -> 
         {"Implements": ["IpamDriver"]},
         "application/vnd.docker.plugins.v1+json",
     )
-    assert driver.call("GetCapabilities", None)[1] == {"RequiresMACAddress": False, "RequiresRequestReplay": False}
+    assert driver.call("GetCapabilities", None)[1] == {"RequiresMACAddress": True, "RequiresRequestReplay": False}
     for body in (b"null", b"{}"):
         assert driver.raw("/IpamDriver.GetDefaultAddressSpaces", body)[0] == 200
 

@@ -504,3 +504,36 @@ def test_docker_import_moves_the_id_counter_past_an_imported_serial(store: Store
     store.import_docker_pools([pool], [])
     claimed = store.claim_docker_pool(_claim("198.18.0.0/24"))
     assert claimed.id == "space/198.18.0.0/24/42"
+
+
+# -- listings: scan_leases ---------------------------------------------------------------
+
+
+def test_scan_leases_reads_what_a_query_names_in_pages(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every filter alone and together, resuming after an address, across page boundaries
+    (a page of 7 rows): the same rows, in the same order, as filtering every lease."""
+    from cnipam.store import lease_query
+    from cnipam.store.lease_query import LeaseQuery
+
+    monkeypatch.setattr(lease_query, "PAGE", 7)
+    for n in range(12):
+        store.allocate(attachment(f"a{n}"), pools(ipv4_subnet="10.1.0.0/24", ipv6_subnet="fd01::/64"))
+        store.allocate(attachment(f"b{n}", "other"), pools(ipv4_subnet="10.2.0.0/24"))
+    everything = store.leases()
+    assert len(everything) == 12 * 3 + 3  # and three gateways
+    subnet = parse_cidr("10.1.0.8/29", "test")[1]
+    queries = [
+        LeaseQuery(),
+        LeaseQuery(within=subnet),
+        LeaseQuery(within=parse_cidr("fd01::/64", "test")[1]),
+        LeaseQuery(network="other"),
+        LeaseQuery(network="nowhere"),
+        LeaseQuery(handle="cni:net/a3/eth0"),
+        LeaseQuery(container="b5"),
+        LeaseQuery(network="net", after=(4, parse_ip("10.1.0.5")[1])),
+        LeaseQuery(after=(4, parse_ip("10.2.0.13")[1])),
+        LeaseQuery(after=(6, parse_ip("fd01::4")[1]), within=parse_cidr("fd01::/64", "test")[1]),
+        LeaseQuery(handle="cni:net/a3/eth0", after=(4, 0xFFFFFFFF)),
+    ]
+    for query in queries:
+        assert list(store.scan_leases(query)) == [lease for lease in everything if query.matches(lease)], query
