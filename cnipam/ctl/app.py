@@ -25,6 +25,7 @@ from .cmd_hosts import hosts
 from .cmd_inspect import leases, show
 from .cmd_install import install_plugin
 from .cmd_migrate import migrate
+from .cmd_pools import pools
 from .cmd_recover import recover_command
 from .cmd_release import release
 from .cmd_usage import usage
@@ -99,6 +100,6 @@ def main(ctx: click.Context) -> None:
 
 
 for _command in (
-    leases, show, usage, release, gc, export, import_, check, recover_command, migrate, hosts, install_plugin,
+    leases, show, usage, pools, release, gc, export, import_, check, recover_command, migrate, hosts, install_plugin,
 ):  # fmt: skip
     main.add_command(_command)

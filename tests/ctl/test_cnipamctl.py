@@ -911,3 +911,84 @@ def test_store_option_errors_name_the_flag_or_variable(tmp_path: Path) -> None:
     other.write_text(json.dumps({**HL, "ipam": {**HL["ipam"], "dataDir": str(tmp_path / "elsewhere")}}))
     refused(call("leases", "--config", str(config), "--config", str(other)), says="name different stores")
     assert not (tmp_path / "nowhere").exists() and not (tmp_path / "elsewhere").exists()
+
+
+# -- Docker's pools and addresses ----------------------------------------------------------
+
+
+@pytest.fixture
+def docker_db(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A store the Docker driver's methods filled as dockerd would: a network with
+    --ip-range, --gateway and an aux address, a container given --ip, a sibling network
+    on the same subnet, and a dynamic IPv6 network. Returns the store and the pool ids."""
+    from cnipam.docker.driver import Driver
+    from cnipam.docker.settings import load
+    from cnipam.store.sqlite import SQLiteStore
+
+    path = tmp_path / "docker.db"
+    store = SQLiteStore(str(path))
+    driver = Driver(store, load(["-v6", "2001:db8::/56"], {}))
+
+    def ask(body: dict[str, object]) -> dict[str, object]:
+        return driver.handle("/IpamDriver.RequestAddress", json.dumps(body).encode())
+
+    def pool(body: dict[str, object]) -> str:
+        return str(driver.handle("/IpamDriver.RequestPool", json.dumps(body).encode())["PoolID"])
+
+    gateway = {"RequestAddressType": "com.docker.network.gateway"}
+    web = pool({"Pool": "10.9.0.0/24", "SubPool": "10.9.0.128/25"})
+    ask({"PoolID": web, "Address": "10.9.0.254", "Options": gateway})
+    ask({"PoolID": web, "Address": "10.9.0.9", "Options": None})
+    endpoint = {
+        "com.docker.network.endpoint.macaddress": "02:42:0a:09:00:4d",
+        "com.docker.network.endpoint.name": "web-1",
+    }
+    ask({"PoolID": web, "Address": "10.9.0.77", "Options": endpoint})
+    ask({"PoolID": web, "Address": "", "Options": {"com.docker.network.endpoint.macaddress": "02:42:0a:09:00:80"}})
+    sibling = pool({"Pool": "10.9.0.0/24", "SubPool": "10.9.0.0/26"})
+    ask({"PoolID": sibling, "Address": "", "Options": gateway})
+    six = pool({"V6": True})
+    ask({"PoolID": six, "Address": "", "Options": gateway})
+    store.close()
+    return path, [web, sibling, six]
+
+
+def test_pools_lists_docker_pools_as_docker_network_inspect_users_expect(docker_db: tuple[Path, list[str]]) -> None:
+    path, (web, sibling, six) = docker_db
+    listed = {row["id"]: row for row in ok("--db", str(path), "pools", "--json").json()}
+    assert list(listed) == [web, sibling, six]
+    assert {key: listed[web][key] for key in ("subnet", "ip_range", "gateway", "aux", "endpoints", "used")} == {
+        "subnet": "10.9.0.0/24", "ip_range": "10.9.0.128/25", "gateway": "10.9.0.254", "aux": ["10.9.0.9"],
+        "endpoints": 2, "used": 4,
+    }  # fmt: skip
+    assert (listed[web]["size"], listed[web]["free"]) == (127, 125)  # .128-.254: .128 and the gateway taken
+    assert (listed[sibling]["gateway"], listed[sibling]["ip_range"], listed[sibling]["free"]) == (
+        "10.9.0.1", "10.9.0.0/26", 61,
+    )  # fmt: skip  # .1-.63 less its gateway and the first network's aux address .9
+    assert listed[six]["subnet"] == "2001:db8::/64" and listed[six]["size"] == 2**64 - 1  # an exact integer
+    table = ok("--db", str(path), "pools").out.splitlines()
+    assert table[0].split() == ["pool", "subnet", "ip-range", "gateway", "aux", "endpoints", "used", "free", "percent",
+                                "age"]  # fmt: skip
+    assert any(line.split()[:5] == [web, "10.9.0.0/24", "10.9.0.128/25", "10.9.0.254", "10.9.0.9"] for line in table)
+    assert ok("--db", str(path), "leases", "--container", "web-1", "--json").json()[0]["ip"] == "10.9.0.77"
+
+
+def test_a_docker_address_is_released_only_when_forced(docker_db: tuple[Path, list[str]]) -> None:
+    """The issue's duplicate: `release` of a running container's Docker address went
+    through silently. It is refused, naming the pool and the endpoint; the gateway needs
+    --gateway as well."""
+    path, (web, _, _) = docker_db
+    db = str(path)
+    message = refused(call("--db", db, "release", "10.9.0.77", "--yes"), says="may still be in use")
+    assert f"endpoint 'web-1' of Docker pool {web}" in message and "dockerd frees it" in message
+    refused(call("--db", db, "release", "web-1", "--yes"), says=f"endpoint 'web-1' of Docker pool {web}")
+    refused(call("--db", db, "release", "10.9.0.254", "--yes", "--force"), says="pass --gateway --force")
+    refused(call("--db", db, "release", "10.9.0.254", "--gateway", "--yes"), says="may still be in use")
+    assert "10.9.0.77" in {row["ip"] for row in ok("--db", db, "leases", "--json").json()}
+    assert [row["ip"] for row in ok("--db", db, "release", "web-1", "--yes", "--force", "--json").json()] == [
+        "10.9.0.77"
+    ]
+    freed = ok("--db", db, "release", "10.9.0.254", "--gateway", "--yes", "--force", "--json").json()
+    assert [row["ip"] for row in freed] == ["10.9.0.254"]
+    shown = ok("--db", db, "show", "10.9.0.9").out
+    assert f"owner:     an aux address of Docker pool {web}" in shown
