@@ -28,6 +28,7 @@ from .cmd_migrate import migrate
 from .cmd_pools import pools
 from .cmd_recover import recover_command
 from .cmd_release import release
+from .cmd_repair import repair
 from .cmd_usage import usage
 from .options import store_options
 from .session import Session
@@ -100,6 +101,7 @@ def main(ctx: click.Context) -> None:
 
 
 for _command in (
-    leases, show, usage, pools, release, gc, export, import_, check, recover_command, migrate, hosts, install_plugin,
+    leases, show, usage, pools, release, gc, export, import_, check, repair, recover_command, migrate, hosts,
+    install_plugin,
 ):  # fmt: skip
     main.add_command(_command)

@@ -192,6 +192,17 @@ class Store(abc.ABC):
         the pool (not an error, as in Docker's own IPAM). Raises NotFound, InvalidConfig."""
 
     @abc.abstractmethod
+    def repair(self, apply: bool) -> list[str]:
+        """Rebuild in place what the engine derives from its leases, where `problems` finds
+        it wrong, and forget round-robin positions that lie outside their pools; what was
+        changed (without `apply`, what would be: nothing is written). The leases are the
+        truth and are never changed: a free index or bitmap that disagrees with them is
+        rebuilt from them, so repair can make a leased address taken again, never free.
+        SQLite: the free index, the text form of addresses, the release times of held
+        addresses, in one transaction. etcd: the blocks' bitmaps and release times, the
+        owner and boot indexes, each fix one Txn compared with what it was computed from."""
+
+    @abc.abstractmethod
     def problems(self) -> list[str]:
         """Integrity check: every invariant the engine relies on; empty when healthy."""
 

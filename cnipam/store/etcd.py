@@ -73,6 +73,7 @@ from .etcd_keys import (
     decode_block,
     decode_cursor,
     decode_lease,
+    encode_address,
     escape,
     unescape,
 )
@@ -633,6 +634,87 @@ class EtcdStore(ClusterStore):
                     )
         problems.extend(orphans(by_address.values(), self.cursors()))
         return problems[:50]
+
+    def repair(self, apply: bool) -> list[str]:
+        """Each fix is one Txn: a block rewritten only while its revision is the one read
+        (every allocation and release in it changes the block), an index entry written or
+        deleted only while the lease (or the entry) is as read. A fix that loses to a
+        concurrent change is computed again from fresh reads (blocks) or left for the next
+        run (indexes, which the change that beat it wrote correctly)."""
+        from .orphans import orphan_cursors  # only when repairing
+
+        leases = list(self._scan_leases())
+        changes = self._repair_blocks(leases, apply) + self._repair_indexes(leases, apply)
+        cursors = self.cursors()
+        for pool in sorted(orphan_cursors(cursors)):
+            changes.append(f"forgot the position of pool {pool}, which lies outside it")
+            if apply:
+                self.client.delete(self.keys.cursor(pool))
+        return changes
+
+    def _repair_blocks(self, leases: list[tuple[Lease, int, str]], apply: bool) -> list[str]:
+        expected: dict[tuple[int, int], int] = {}
+        for lease, _, _ in leases:
+            at = (lease.family, lease.address >> BLOCK_BITS)
+            expected[at] = expected.get(at, 0) | 1 << (lease.address & (BLOCK_SIZE - 1))
+        known = {(block.family, block.number): block for block in self.blocks()}
+        changes = []
+        for at in sorted(set(known) | set(expected)):
+            block = known.get(at) or self._change().block(*at)
+            wanted = expected.get(at, 0)
+            resting = sum(1 for offset in (*block.freed, *block.kept) if wanted >> offset & 1)
+            if block.used == wanted and not resting:
+                continue
+            stray, missing = (block.used & ~wanted).bit_count(), (wanted & ~block.used).bit_count()
+            changes.append(
+                f"block {format_ip(block.family, block.first)}/{block.prefix}: bitmap rebuilt from its leases "
+                f"({stray} taken but not leased made free, {missing} leased made taken"
+                + (f", {resting} leased no longer recorded as released)" if resting else ")")
+            )
+            if apply:
+
+                def plan(change: Change, at: tuple[int, int] = at) -> None:
+                    block = change.block(*at)
+                    first = block.first
+                    held = change.leases_between(block.family, first, first + BLOCK_SIZE - 1)
+                    block.used = sum(1 << (lease.address - first) for lease in held)
+                    for times in (block.freed, block.kept):
+                        for offset in [offset for offset in times if block.used >> offset & 1]:
+                            del times[offset]
+                    change.rewrite_block(block)
+
+                self._optimistic(plan)
+        return changes
+
+    def _repair_indexes(self, leases: list[tuple[Lease, int, str]], apply: bool) -> list[str]:
+        """The owner index (handle and slot -> address) and the boot index (host and boot ->
+        address) named by the leases, no more and no less."""
+        changes: list[str] = []
+        by_address = {(lease.family, lease.address): (lease, revision) for lease, revision, _ in leases}
+        owners = {self.keys.owner(lease.handle, lease.slot): lease for lease, _, _ in leases if lease.handle}
+        boots = {
+            self.keys.boot_lease(host, lease.boot, lease.family, lease.address): lease
+            for lease, _, host in leases
+            if lease.boot
+        }
+        for kind, wanted, value in (("owner", owners, True), ("bootlease", boots, False)):
+            start = self.keys.under(kind)
+            for kv in paged(self.client, start, prefix_end(start)):
+                lease = wanted.pop(kv.key, None)
+                if lease is not None and (not value or kv.value == encode_address(lease.family, lease.address)):
+                    continue
+                name = kv.key[len(start) :].decode(errors="replace")
+                changes.append(f"{kind} index entry {name}: deleted, it names no such lease")
+                if apply:
+                    self.client.txn([mod_revision_is(kv.key, kv.mod_revision)], [delete_op(kv.key)])
+            for key, lease in sorted(wanted.items()):
+                changes.append(f"{lease.ip}: its {kind} index entry written again")
+                if apply:
+                    lease_key = self.keys.lease(lease.family, lease.address)
+                    compares = [mod_revision_is(lease_key, by_address[lease.family, lease.address][1])]
+                    written = encode_address(lease.family, lease.address) if value else b""
+                    self.client.txn(compares, [put_op(key, written)])
+        return changes
 
     def _boot_index_problems(self, leases: list[tuple[Lease, int, str]]) -> list[str]:
         """Every lease that records a boot has its entry in the boot index, and every

@@ -603,6 +603,40 @@ class SQLiteStore(Store):
         with _Writing(self):
             self._db.execute("UPDATE counters SET value = max(value, ?) WHERE name = ?", (value, name))
 
+    def repair(self, apply: bool) -> list[str]:
+        if not apply:
+            return self._read(lambda: self._in_one_snapshot(lambda: self._repairs(False)))
+        with _Writing(self, repair=False):
+            return self._repairs(True)
+
+    def _repairs(self, apply: bool) -> list[str]:
+        from .orphans import orphan_cursors  # only when repairing
+
+        changes = []
+        for family in (4, 6):
+            wrong = self._free_index_problems(family)
+            if wrong:
+                changes.append(f"IPv{family}: rebuilt the free index from the leases ({wrong[0]}" + (
+                    f", and {len(wrong) - 1} more problem(s))" if len(wrong) > 1 else ")"
+                ))  # fmt: skip
+                if apply:
+                    self._rebuild_free(family)
+        for ip, raw in self._db.execute("SELECT ip, address FROM leases").fetchall():
+            stored = format_ip(4 if len(raw) == 4 else 6, _value(raw))
+            if stored != ip:
+                changes.append(f"{stored}: wrote its text form again (it read {ip})")
+                if apply:
+                    self._db.execute("UPDATE leases SET ip = ? WHERE address = ?", (stored, raw))
+        for (ip,) in self._db.execute("SELECT ip FROM leases JOIN released USING (family, address)").fetchall():
+            changes.append(f"{ip}: forgot its release time (it is leased)")
+        if apply:
+            self._db.execute("DELETE FROM released WHERE (family, address) IN (SELECT family, address FROM leases)")
+        for pool in sorted(orphan_cursors(self.cursors())):
+            changes.append(f"forgot the position of pool {pool}, which lies outside it")
+            if apply:
+                self._db.execute("DELETE FROM cursors WHERE pool = ?", (pool,))
+        return changes
+
     def problems(self) -> list[str]:
         found = self._read(self._find_problems_in_one_snapshot)
         damage = recorded_damage(self.path, self._file.key)
@@ -935,11 +969,14 @@ class SQLiteStore(Store):
         """`cnipamctl check` runs beside live writers: every table is read in one read
         transaction, so a lease committed between two of the checks' reads is never
         mistaken for an address that is neither leased nor free."""
+        return self._in_one_snapshot(self._find_problems)
+
+    def _in_one_snapshot(self, reads: Callable[[], T]) -> T:
         if self._db.in_transaction:
-            return self._find_problems()
+            return reads()
         self._db.execute("BEGIN")
         try:
-            return self._find_problems()
+            return reads()
         finally:
             self._db.execute("ROLLBACK")
 

@@ -469,6 +469,22 @@ def test_check_healthy_and_corrupted(db: Path) -> None:
     )
 
 
+def test_repair_rebuilds_a_damaged_free_index_after_a_dry_run(db: Path) -> None:
+    with sqlite3.connect(db) as connection:  # lose the free interval right after 10.0.0.5
+        connection.execute("DELETE FROM free WHERE family = 4 AND first = ?", (bytes([10, 0, 0, 6]),))
+    dry = ok("--db", str(db), "repair")
+    assert (
+        dry.out == "IPv4: rebuilt the free index from the leases (IPv4: 10.0.0.6-10.9.0.0 is neither leased nor free)\n"
+    )
+    assert "dry run: nothing was written" in dry.err
+    refused(call("--db", str(db), "check"), says="has 1 problem")
+    applied = ok("--db", str(db), "repair", "--apply", "--json").json()
+    assert applied["applied"] is True and len(applied["changes"]) == 1 and applied["problems"] == []
+    assert ok("--db", str(db), "check").out == "ok\n"
+    assert ok("--db", str(db), "repair").out == "nothing to repair\n"
+    assert ips(plugin("ADD", NET1, "ctr-new", db=db)) == ["10.0.0.6", "fd00::5"]
+
+
 @pytest.mark.parametrize(
     "args",
     [["leases"], ["show", "10.0.0.2"], ["usage"], ["release", "10.0.0.2", "--yes"], ["export"], ["check"],
