@@ -14,6 +14,7 @@ import tempfile
 import click
 
 from ..config_files import COMPANIONS
+from ..store.orphans import orphans
 from ..store.sqlite_damage import SUFFIX as DAMAGE_SUFFIX
 from ..store.sqlite_disk import RESERVE_SUFFIX
 from .exchange_format import dump_export, parse_export
@@ -54,8 +55,13 @@ def import_(session: Session, path: str, as_json: bool) -> None:
     """Load an export, all or nothing.
 
     Adds the leases and positions of FILE (- for stdin) in one transaction; a conflict
-    with the store refuses the whole import."""
+    with the store, or a row `check` would flag (a lease or position outside its pool),
+    refuses the whole import."""
     leases, cursors = parse_export(load_json_file(path, "export"), path)
+    flagged = orphans(leases, cursors)  # what `check` would find in the store after the import
+    if flagged:
+        more = f" (and {len(flagged) - 1} more)" if len(flagged) > 1 else ""
+        raise BadInput(f"{path}: import refused, nothing was imported: {flagged[0]}{more}")
     with session.creating() as store:
         imported = store.import_leases(leases, cursors)
         where = session.settings().path

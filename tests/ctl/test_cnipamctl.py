@@ -455,6 +455,35 @@ def test_conflicting_import_changes_nothing(db: Path, tmp_path: Path) -> None:
     assert ok("--db", str(tmp_path / "new.db"), "leases", "--json").json() == []
 
 
+def test_import_refuses_whole_what_check_would_flag(db: Path, tmp_path: Path) -> None:
+    """The issue's edited export: a lease moved outside its pool imported, and `check`
+    failed afterwards. It is refused, naming it, and nothing is written."""
+    document = json.loads(ok("--db", str(db), "export").out)
+    moved = next(row for row in document["leases"] if row["address"] == "10.0.0.3")
+    moved["address"] = "10.77.0.3"
+    (tmp_path / "edited.json").write_text(json.dumps(document))
+    target = tmp_path / "new.db"
+    refused(
+        call("--db", str(target), "import", str(tmp_path / "edited.json")),
+        says="import refused, nothing was imported: orphan: 10.77.0.3 (lease) lies outside its pool 10.0.0.0/24",
+    )
+    assert not target.exists()
+    document = json.loads(ok("--db", str(db), "export").out)
+    document["cursors"]["10.0.0.0/24"]["address"] = "10.1.0.9"
+    (tmp_path / "cursor.json").write_text(json.dumps(document))
+    refused(call("--db", str(target), "import", str(tmp_path / "cursor.json")), says="the position of pool")
+
+
+def test_gc_names_a_network_no_lease_records_and_leaves_docker_pools_to_dockerd(db: Path, tmp_path: Path) -> None:
+    valid = tmp_path / "valid.json"
+    valid.write_text("[]")
+    typo = ok("--db", str(db), "gc", "--valid", str(valid), "--network", "nte1")
+    assert typo.out == "would release 0 leases of network 'nte1' (dry run: --apply releases them)\n"
+    assert typo.err == "cnipamctl: no lease in the store records network 'nte1': is the name right?\n"
+    refused(call("--db", str(db), "gc", "--valid", str(valid), "--network", "docker:S/10.9.0.0/24/1"), says="dockerd")
+    refused(call("--db", str(db), "gc", "--valid", str(valid), "--network", ""), status=2, says="--network")
+
+
 def test_check_healthy_and_corrupted(db: Path) -> None:
     assert ok("--db", str(db), "check").out == "ok\n"
     assert ok("--db", str(db), "check", "--json").json() == {"store": str(db), "ok": True, "problems": []}
@@ -640,6 +669,20 @@ def test_migrate_host_local(tmp_path: Path, name: str, expected_next: list[str])
     )  # the source is only read
 
 
+def test_a_finished_migration_run_again_is_a_no_op_that_says_so(tmp_path: Path) -> None:
+    manifest, data_dir, conf = host_local_fixture(tmp_path, "v4")
+    ok("migrate", "host-local", str(data_dir), "--config", str(conf))
+    store = data_dir / "cnipam.db"
+    config = json.loads(conf.read_text())
+    plugin("ADD", config, "f" * 64)  # the plugin has moved on since
+    before = ok("--db", str(store), "export").out
+    again = ok("migrate", "host-local", str(data_dir), "--config", str(conf))
+    assert f"nothing to import: the store holds all {manifest['lease_count']} already" in again.out
+    assert ok("--db", str(store), "export").out == before  # not even the positions were written again
+    report = ok("migrate", "host-local", str(data_dir), "--config", str(conf), "--json").json()
+    assert (report["already"], report["planned"], report["refused"]) == (manifest["lease_count"], 0, [])
+
+
 def test_migrate_host_local_refusals_abort_unless_skipped(tmp_path: Path) -> None:
     manifest, data_dir, conf = host_local_fixture(tmp_path, "v4")
     folder = data_dir / "net1"
@@ -658,12 +701,13 @@ def test_migrate_host_local_refusals_abort_unless_skipped(tmp_path: Path) -> Non
     assert report["imported"] == manifest["lease_count"] and sorted(item["what"] for item in report["refused"]) == [
         "10.22.0.30", "10.22.0.31", "10.99.0.5",
     ]  # fmt: skip
-    again = call(
-        "migrate", "host-local", str(folder), "--config", str(conf), "--json"
-    )  # everything is in the store now
-    refused(again, says=f"{manifest['lease_count'] + 3} items cannot be imported")
+    again = call("migrate", "host-local", str(folder), "--config", str(conf), "--json")  # the rest is in the store
+    refused(again, says="3 items cannot be imported")
+    assert again.json()["already"] == manifest["lease_count"]
+    taken = call("migrate", "host-local", str(folder), "--config", str(conf), "--network", "other", "--json")
+    refused(taken, says=f"{manifest['lease_count'] + 3} items cannot be imported")  # another network's holders
     assert all(
-        "already in the store" in item["why"] for item in again.json()["refused"] if item["what"] == "10.22.0.11"
+        "already in the store" in item["why"] for item in taken.json()["refused"] if item["what"] == "10.22.0.11"
     )
     assert len(ok("--db", str(data_dir / "cnipam.db"), "leases", "--json").json()) == manifest["lease_count"]
 
@@ -682,7 +726,8 @@ def test_migrate_host_local_into_etcd_lists_every_conflict_first(
     migrate = ("--store", store, "migrate", "host-local", str(data_dir / "dual"), "--config", str(conf), "--json")
     first = ok(*migrate).json()
     assert first["imported"] == manifest["lease_count"] and first["store"].startswith(f"etcd {etcd_endpoint} prefix ")
-    again = call(*migrate)
+    assert ok(*migrate).json()["already"] == manifest["lease_count"]  # run again: nothing to do
+    again = call(*migrate, "--network", "other")  # the same addresses for another network's holders
     refused(again, says=f"{manifest['lease_count']} items cannot be imported")
     assert {item["what"] for item in again.json()["refused"]} == {lease["address"] for lease in manifest["leases"]}
     assert len(ok("--store", store, "leases", "--json").json()) == manifest["lease_count"]
