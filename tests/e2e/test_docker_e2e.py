@@ -536,6 +536,39 @@ def test_subnet_gateway_ip_range_aux_address_and_ip(lab: Lab) -> None:
     assert_released(lab.driver.db, subnet)
 
 
+def test_cnipamctl_never_frees_a_running_containers_address_by_itself(lab: Lab) -> None:
+    """Issue 20's duplicate: `cnipamctl release IP --yes` of a running container's address
+    went through, and `docker run --ip IP` then gave it to a second container. It is
+    refused, naming the Docker pool; the store records what each address is for (dockerd
+    sends the endpoint's MAC address, the aux address comes with no options); `pools`
+    shows the network as `docker network inspect` does."""
+    octet = 128 + secrets.randbelow(120)
+    subnet, chosen, aux, gateway = (f"198.18.{octet}.0/24", f"198.18.{octet}.77", f"198.18.{octet}.9",
+                                    f"198.18.{octet}.254")  # fmt: skip
+    name, _ = lab.create_network(
+        "--subnet", subnet, "--ip-range", f"198.18.{octet}.128/25", "--gateway", gateway, "--aux-address", f"a={aux}"
+    )
+    holder = lab.start_container(name, "--ip", chosen)
+    roles = {ip: slot for ip, slot in _read_store(lab.driver.db, "SELECT ip, slot FROM leases")}
+    assert (roles[gateway], roles[aux], roles[chosen]) == ("docker-gateway", "docker-aux", "docker-endpoint")
+    ctl = [os.path.join(SCRIPTS, "cnipamctl"), "--db", str(lab.driver.db)]
+    env = {"PATH": HOST_PATH, "LANG": "C.UTF-8"}
+    refused = subprocess.run([*ctl, "release", chosen, "--yes"], capture_output=True, text=True, env=env)
+    assert refused.returncode == 1 and "may still be in use" in refused.stderr, refused.stderr
+    assert "an endpoint of Docker pool" in refused.stderr and "dockerd frees it" in refused.stderr
+    second = lab.docker.run("run", "--rm", "--network", name, "--ip", chosen, lab.image, "true", check=False)
+    assert second.returncode != 0, "a second container got the running one's address"
+    assert only(lab.container_addresses(holder), "address on eth0").ip == ipaddress.ip_address(chosen)
+    pools = subprocess.run([*ctl, "pools", "--json"], capture_output=True, text=True, env=env)
+    [row] = [row for row in json.loads(pools.stdout) if row["subnet"] == subnet]
+    assert (row["gateway"], row["aux"], row["ip_range"], row["endpoints"]) == (
+        gateway, [aux], f"198.18.{octet}.128/25", 1,
+    )  # fmt: skip
+    lab.remove_container(holder)
+    lab.remove_network(name)
+    assert_released(lab.driver.db, ipaddress.ip_network(subnet))
+
+
 def test_explicit_subnet_twice_is_refused(lab: Lab) -> None:
     """A second network on a subnet the driver already gave out is refused, never given another pool."""
     octet = 128 + secrets.randbelow(120)
