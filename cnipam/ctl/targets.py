@@ -16,6 +16,7 @@ from ..core.addresses import format_ip, parse_cidr, parse_ip
 from ..core.errors import InvalidConfig
 from ..core.leases import Lease
 from ..store.base import Store
+from ..store.lease_query import LeaseQuery
 from .failures import BadInput, NothingHeld
 
 _ADDRESS_CHARACTERS = frozenset("0123456789abcdefABCDEF.:")
@@ -66,7 +67,7 @@ def select(store: Store, target: str) -> Selection:
             raise NothingHeld(f"no lease is held by {target}")
         return Selection(target, held, target, ())
     by_id = store.held_by("id:" + target)
-    by_container = [lease for lease in store.leases() if lease.container_id == target and lease not in by_id]
+    by_container = [lease for lease in store.scan_leases(LeaseQuery(container=target)) if lease not in by_id]
     if not by_id and not by_container:
         raise NothingHeld(f"no lease is held by {target!r} (neither an ecs id nor a container id in the store)")
     what = f"id {target!r}" if by_id else f"container {target!r}"
