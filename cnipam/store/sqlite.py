@@ -22,6 +22,8 @@ Layout (schema version 1):
   first saw an owner leaked (core.collector: released only when seen again later).
 * `leases.gateway` (version 4): for a lease, the gateway reserved for the range it came
   from, so its last release can let the reservation go (BLOB, NULL for none).
+* version 5: `docker_pool_block` is no longer unique: Docker networks on one `--subnet`
+  with distinct `--ip-range`s (siblings) are pools of one block (core.docker_pools).
 
 Writers serialise on an `flock` of `<db>.lock` before `BEGIN IMMEDIATE`: the kernel
 queues waiters in order, where SQLite's own busy handler sleeps and polls (measured in
@@ -42,7 +44,7 @@ from ..core.addresses import BITS, format_ip, from_bytes, parse_cidr, to_bytes
 from ..core.allocator import gateway_reservation, grant, refuse_taken, reserved_subnet, returned_address, search_windows
 from ..core.errors import AddressConflict, CnipamError, NotFound, StoreBusy, StoreCorrupt, StoreFull, StoreIOError
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease, refuse_changed
-from ..core.reuse import FORGET_AFTER, Freed, eligibility, last_resort, older
+from ..core.reuse import FORGET_AFTER, NO_DELAY, Freed, eligibility, last_resort, older
 from .base import Store
 from .sqlite_damage import record_damage, recorded_damage
 from .sqlite_disk import (
@@ -60,19 +62,20 @@ from .write_lock import take_lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
     from typing import TypeVar
 
     T = TypeVar("T")
 
     from ..core.addresses import Network
     from ..core.collector import Collection  # run time: in collect_garbage
-    from ..core.docker_pools import DockerPool, PoolClaim  # run time: in the Docker methods
+    from ..core.docker_pools import AddressUse, DockerPool, PoolClaim  # run time: in the Docker methods
     from ..core.ipam_config import PoolSpec
     from ..core.leases import Owner
     from ..core.reuse import Eligibility, ReuseDelay
+    from .lease_query import LeaseQuery
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Forward migrations: MIGRATIONS[n] takes a store from schema version n to n + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -147,6 +150,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID""",
     ),
     ("ALTER TABLE leases ADD COLUMN gateway BLOB",),
+    (  # Docker sibling networks share their parent subnet: several pools may start at one address
+        "DROP INDEX docker_pool_block",
+        "CREATE INDEX docker_pool_block ON docker_pools (family, first)",
+    ),
 )
 
 _COLUMNS = "family, address, kind, pool, slot, handle, network, container_id, ifname, created, boot, netns, gateway"
@@ -335,6 +342,33 @@ class SQLiteStore(Store):
             return self._read(lambda: self._select("ORDER BY family, address", ()))
         return self._read(lambda: self._select("WHERE network = ? ORDER BY family, address", (network,)))
 
+    def scan_leases(self, query: LeaseQuery) -> Iterator[Lease]:
+        from .lease_query import PAGE  # only for listings
+
+        where, params = ["1"], []
+        if query.within is not None:
+            within = query.within
+            where.append("family = ? AND address >= ? AND address <= ?")
+            params += [within.family, *_span_bytes(within.family, within.value, within.last)]
+        for column, value in (("network", query.network), ("handle", query.handle), ("container_id", query.container)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        after = query.after
+
+        def page() -> list[Lease]:
+            clause, values = " AND ".join(where), tuple(params)
+            if after is not None:
+                clause, values = f"{clause} AND (family, address) > (?, ?)", (*values, after[0], to_bytes(*after))
+            return self._select(f"WHERE {clause} ORDER BY family, address LIMIT {PAGE}", values)
+
+        while True:
+            rows = self._read(page)
+            yield from rows
+            if len(rows) < PAGE:
+                return
+            after = (rows[-1].family, rows[-1].address)
+
     def cursors(self) -> dict[str, Cursor]:
         def scan() -> dict[str, Cursor]:
             rows = self._db.execute("SELECT pool, address, moves_on_release FROM cursors ORDER BY pool")
@@ -498,10 +532,7 @@ class SQLiteStore(Store):
 
         with _Writing(self):
             region = pool_region(claim)
-            if claim.network is None:
-                in_use = self._docker_pools_within(region)
-            else:  # pools are disjoint: one overlapping pool is enough to refuse
-                in_use = [clash for clash in (self._docker_overlap(region),) if clash is not None]
+            in_use = self._docker_pools_within(region) if claim.network is None else self._docker_overlap(region)
             serial = self._db.execute("SELECT value FROM counters WHERE name = 'docker_pool'").fetchone()[0] + 1
             pool = place_pool(claim, in_use, serial, time.time())
             self._db.execute("UPDATE counters SET value = ? WHERE name = 'docker_pool'", (serial,))
@@ -539,14 +570,21 @@ class SQLiteStore(Store):
         return self._read(lambda: [_docker_pool(row) for row in self._db.execute(query)])
 
     def request_docker_address(
-        self, pool_id: str, requested: int | None, serial: bool = False, reuse: ReuseDelay | None = None
+        self,
+        pool_id: str,
+        requested: int | None,
+        serial: bool = False,
+        reuse: ReuseDelay | None = None,
+        use: AddressUse | None = None,
     ) -> Lease:
+        from ..core.docker_pools import AddressUse  # not at the top: the plugin never needs it
+
         with _Writing(self):
             pool = self._docker_pool(pool_id)
             if requested is not None:
                 pool.check_named(requested)
-            spec = pool.spec(requested, serial) if reuse is None else pool.spec(requested, serial, reuse)
-            return self._allocate(pool.owner(), (spec,), self.clock())[0]
+            spec = pool.spec(requested, serial, NO_DELAY if reuse is None else reuse, use)
+            return self._allocate(pool.owner(use or AddressUse()), (spec,), self.clock())[0]
 
     @_releasing
     def release_docker_address(self, pool_id: str, family: int, address: int) -> Lease | None:
@@ -564,6 +602,40 @@ class SQLiteStore(Store):
         the ids its damaged original had already handed out)."""
         with _Writing(self):
             self._db.execute("UPDATE counters SET value = max(value, ?) WHERE name = ?", (value, name))
+
+    def repair(self, apply: bool) -> list[str]:
+        if not apply:
+            return self._read(lambda: self._in_one_snapshot(lambda: self._repairs(False)))
+        with _Writing(self, repair=False):
+            return self._repairs(True)
+
+    def _repairs(self, apply: bool) -> list[str]:
+        from .orphans import orphan_cursors  # only when repairing
+
+        changes = []
+        for family in (4, 6):
+            wrong = self._free_index_problems(family)
+            if wrong:
+                changes.append(f"IPv{family}: rebuilt the free index from the leases ({wrong[0]}" + (
+                    f", and {len(wrong) - 1} more problem(s))" if len(wrong) > 1 else ")"
+                ))  # fmt: skip
+                if apply:
+                    self._rebuild_free(family)
+        for ip, raw in self._db.execute("SELECT ip, address FROM leases").fetchall():
+            stored = format_ip(4 if len(raw) == 4 else 6, _value(raw))
+            if stored != ip:
+                changes.append(f"{stored}: wrote its text form again (it read {ip})")
+                if apply:
+                    self._db.execute("UPDATE leases SET ip = ? WHERE address = ?", (stored, raw))
+        for (ip,) in self._db.execute("SELECT ip FROM leases JOIN released USING (family, address)").fetchall():
+            changes.append(f"{ip}: forgot its release time (it is leased)")
+        if apply:
+            self._db.execute("DELETE FROM released WHERE (family, address) IN (SELECT family, address FROM leases)")
+        for pool in sorted(orphan_cursors(self.cursors())):
+            changes.append(f"forgot the position of pool {pool}, which lies outside it")
+            if apply:
+                self._db.execute("DELETE FROM cursors WHERE pool = ?", (pool,))
+        return changes
 
     def problems(self) -> list[str]:
         found = self._read(self._find_problems_in_one_snapshot)
@@ -595,17 +667,19 @@ class SQLiteStore(Store):
     def _docker_pool_exists(self, pool_id: str) -> bool:
         return self._db.execute("SELECT 1 FROM docker_pools WHERE id = ?", (pool_id,)).fetchone() is not None
 
-    def _docker_overlap(self, network: Network) -> DockerPool | None:
-        """A Docker pool that overlaps `network`, if any: pools are disjoint, so the one
-        starting last at or before network's end is the only candidate to look at."""
+    def _docker_overlap(self, network: Network) -> list[DockerPool]:
+        """The Docker pools that overlap `network`, or enough of them to refuse it: blocks
+        are disjoint or equal (siblings share theirs), so the block starting last at or
+        before network's end is the only one to look at, with every pool on it."""
+        family = network.family
         row = self._db.execute(
-            f"SELECT {_POOL_COLUMNS}, last FROM docker_pools WHERE family = ? AND first <= ?"
-            " ORDER BY first DESC LIMIT 1",
-            (network.family, to_bytes(network.family, network.last)),
+            "SELECT first, last FROM docker_pools WHERE family = ? AND first <= ? ORDER BY first DESC LIMIT 1",
+            (family, to_bytes(family, network.last)),
         ).fetchone()
-        if row is not None and _value(row[-1]) >= network.value:
-            return _docker_pool(row[:-1])
-        return None
+        if row is None or _value(row[1]) < network.value:
+            return []
+        query = f"SELECT {_POOL_COLUMNS} FROM docker_pools WHERE family = ? AND first = ? ORDER BY created, id"
+        return [_docker_pool(found) for found in self._db.execute(query, (family, row[0]))]
 
     def _docker_pools_within(self, main: Network) -> list[DockerPool]:
         """The Docker pools overlapping `main`, lowest first."""
@@ -895,11 +969,14 @@ class SQLiteStore(Store):
         """`cnipamctl check` runs beside live writers: every table is read in one read
         transaction, so a lease committed between two of the checks' reads is never
         mistaken for an address that is neither leased nor free."""
+        return self._in_one_snapshot(self._find_problems)
+
+    def _in_one_snapshot(self, reads: Callable[[], T]) -> T:
         if self._db.in_transaction:
-            return self._find_problems()
+            return reads()
         self._db.execute("BEGIN")
         try:
-            return self._find_problems()
+            return reads()
         finally:
             self._db.execute("ROLLBACK")
 

@@ -81,7 +81,7 @@ def test_on_a_full_disk_reads_and_releases_work_and_add_says_the_disk_is_full(di
     assert cni("DEL", "c1", db) == (0, {})  # the reserve is given up for it
     assert not os.path.exists(db + ".reserve")
     assert cni("DEL", "c2", db) == (0, {})
-    ok("release", "c3", "--yes", "--db", db)
+    ok("release", "c3", "--yes", "--force", "--db", db)
     assert cni("ADD", "new", db)[1]["code"] == 5  # the reserve's room stays for releases
     assert holders(db) == {owner: ips for owner, ips in before.items() if owner not in ("c1", "c2", "c3")}
 
@@ -149,7 +149,7 @@ def test_on_a_read_only_mount_reads_work_and_writes_say_so(disk: SmallDisk, left
         assert holders(db) == before
         assert ok("check", "--db", db).out.strip() == "ok"
         assert ok("usage", "--db", db).out
-        refused(call("release", "c4", "--yes", "--db", db), says="mounted read-only")
+        refused(call("release", "c4", "--yes", "--force", "--db", db), says="mounted read-only")
     finally:
         disk.remount(read_only=False)
     assert holders(db) == before
