@@ -205,6 +205,7 @@ def _lease(row: Sequence[object]) -> Lease:
 # whose values are of the wrong kind.
 _FAILED = (DatabaseError, UnicodeDecodeError)
 _DAMAGED = (DatabaseError, UnicodeDecodeError, _BadRow)
+_REREADS = 3  # a read without locks that a writer overtook, run again on a fresh opening
 
 
 def _value(raw: object) -> int:
@@ -244,7 +245,6 @@ class SQLiteStore(Store):
         self.clock = time.time
         self._repair_due = False  # as the current write transaction found it (core.reboot)
         self._file = _attach(path, timeout, shared_folders, reading)
-        self._db: Connection = self._file.db
         if self._file.version != SCHEMA_VERSION and self._file.read_only:
             version = self._file.version
             self._close_quietly()
@@ -903,23 +903,39 @@ class SQLiteStore(Store):
     def _select(self, where: str, params: tuple[object, ...]) -> list[Lease]:
         return [_lease(row) for row in self._db.execute(f"SELECT {_COLUMNS} FROM leases {where}", params)]
 
+    @property
+    def _db(self) -> Connection:
+        """The process's one connection to the file, looked up each time: a read without
+        locks may replace it (`_read`)."""
+        return self._file.db
+
     def _read(self, query: Callable[[], T]) -> T:
         """A read on the shared connection, by one thread at a time (re-entrant: reads run
         inside write transactions too). A read without locks (`immutable`) is trusted only
-        if nothing wrote the file meanwhile."""
+        if nothing wrote the file meanwhile; when something did, the writer now holds the
+        store, so the file is opened afresh (under its locks, as sqlite_disk.py chooses)
+        and the read runs again, a few times at most."""
         shared = self._file
         if not shared.mutex.acquire(timeout=max(self.timeout, 0.05)):
             raise StoreBusy(f"store {self.path} stayed busy with other threads of this process for {self.timeout:g}s")
         try:
-            if not self._db.in_transaction:  # a call of its own: SQLite's own waits end with its deadline
-                self._db.execute(f"PRAGMA busy_timeout = {_milliseconds(self.timeout)}")
-            try:
-                result = query()
-            except _DAMAGED as exc:
-                shared.check_unchanged(self.path)  # an error from a file changed under the read is no damage
-                raise self._failure(exc) from None
-            shared.check_unchanged(self.path)
-            return result
+            rereads = 0
+            while True:
+                if not self._db.in_transaction:  # a call of its own: SQLite's own waits end with its deadline
+                    self._db.execute(f"PRAGMA busy_timeout = {_milliseconds(self.timeout)}")
+                try:
+                    try:
+                        result = query()
+                    except _DAMAGED as exc:
+                        shared.check_unchanged(self.path)  # an error from a file changed under the read is no damage
+                        raise self._failure(exc) from None
+                    shared.check_unchanged(self.path)
+                    return result
+                except StoreBusy:
+                    rereads += 1
+                    if shared.unchanged is None or rereads > _REREADS:
+                        raise
+                    _reopen_read_only(shared, self.path, self.timeout)
         finally:
             shared.mutex.release()
 
@@ -1368,6 +1384,13 @@ def _open_read_only(path: str, key: tuple[int, int], timeout: float) -> _SharedF
     shared = _SharedFile(key, db, -1, version)
     shared.read_only, shared.unchanged = True, before
     return shared
+
+
+def _reopen_read_only(shared: _SharedFile, path: str, timeout: float) -> None:
+    """Replace a read-only file's connection with a fresh opening (its mutex held)."""
+    fresh = _open_read_only(path, shared.key, timeout)
+    stale, shared.db, shared.unchanged = shared.db, fresh.db, fresh.unchanged
+    stale.close()
 
 
 def _cannot_open(path: str, existed: bool, exc: OSError) -> StoreIOError:

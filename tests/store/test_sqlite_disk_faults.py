@@ -157,9 +157,10 @@ def test_on_a_read_only_mount_reads_work_and_writes_say_so(disk: SmallDisk, left
     assert ok("check", "--db", db).out.strip() == "ok"
 
 
-def test_a_read_without_locks_is_refused_when_a_writer_comes(disk: SmallDisk) -> None:
-    """`immutable` takes no lock: a write that lands while it reads must make the read fail
-    (try again), never answer from a file changing under it."""
+def test_a_read_without_locks_overtaken_by_a_writer_reads_again_and_never_answers_stale(disk: SmallDisk) -> None:
+    """`immutable` takes no lock: a write that lands while it reads must never be answered
+    from the file changing under it. The read runs again on a fresh opening (it sees the
+    write), and a file that keeps changing under every attempt is refused (try again)."""
     db = disk.path("ipam.db")
     populate(db)
     disk.fill()
@@ -168,8 +169,19 @@ def test_a_read_without_locks_is_refused_when_a_writer_comes(disk: SmallDisk) ->
         assert len(store.leases()) == 2 * OWNERS + 2
         disk.free()
         assert cni("ADD", "new", db)[0] == 0
+        assert len(store.leases()) == 2 * OWNERS + 4  # the ADD's two addresses, read afresh
+        assert "new" in {lease.container_id for lease in store.leases()}
+
+        attempts = []
+
+        def overtaken() -> int:  # a writer lands during every attempt: the file's times move
+            attempts.append(1)
+            os.utime(db, ns=(len(attempts) * 10**9, len(attempts) * 10**9))
+            return 0
+
         with pytest.raises(StoreBusy, match="changed while it was read without locks"):
-            store.leases()
+            store._read(overtaken)
+        assert len(attempts) == 4  # the first read and three more, each on a fresh opening
     finally:
         store.close()
 
