@@ -16,11 +16,18 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.support.daemon_load import LOW_LIMIT, busy_share, close_all, connect, low_file_limit, wait_for
+from tests.support.daemon_load import (
+    LOW_LIMIT,
+    busy_share,
+    close_all,
+    connect,
+    daemons_stopped_after,
+    low_file_limit,
+    wait_for,
+)
 from tests.support.docker_driver import EXECUTABLE, RunningDriver
 from tests.support.plugin_calls import CALL_TIMEOUT
 
@@ -31,18 +38,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def drivers(tmp_path: Path) -> Iterator[Callable[..., RunningDriver]]:
-    """Starts drivers in the test's folder; each is stopped however the test ends (SIGKILL
-    when SIGTERM is not enough)."""
-    started: list[RunningDriver] = []
-
-    def start(*args: str, **options: Any) -> RunningDriver:
-        driver = RunningDriver(tmp_path, *args, **options)
-        started.append(driver)
-        return driver
-
-    yield start
-    for driver in started:
-        driver.stop()
+    yield from daemons_stopped_after(lambda *args, **options: RunningDriver(tmp_path, *args, **options))
 
 
 def exchange(sock: str, request: bytes) -> bytes:

@@ -8,12 +8,35 @@ import os
 import resource
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 from tests.support.plugin_calls import CALL_TIMEOUT
 
 LOW_LIMIT = 48  # open files; both daemons start with a dozen
+
+
+class _Daemon(Protocol):
+    def stop(self) -> object: ...
+
+
+D = TypeVar("D", bound=_Daemon)
+
+
+def daemons_stopped_after(start: Callable[..., D]) -> Iterator[Callable[..., D]]:
+    """A fixture's body: starts daemons with `start(*args, **options)`, and stops each one
+    however the test ends (their `stop` sends SIGKILL when SIGTERM is not enough)."""
+    started: list[D] = []
+
+    def starting(*args: Any, **options: Any) -> D:
+        daemon = start(*args, **options)
+        started.append(daemon)
+        return daemon
+
+    yield starting
+    for daemon in started:
+        daemon.stop()
 
 
 def connect(path: Path | str, count: int) -> list[socket.socket]:
