@@ -92,3 +92,25 @@ def open_files(pid: int) -> list[str]:
         except OSError:
             pass
     return found
+
+
+def trickle(path: Path | str, data: bytes) -> float:
+    """Send `data` to the UNIX socket at `path` a byte every 0.2 s, until the daemon closes
+    the connection; the seconds that took. Fails if it stays open for 20 s: a per-read
+    timeout is happy for ever with such a client, only a whole-request deadline ends it."""
+    [client] = connect(path, 1)
+    with client:
+        client.settimeout(0.2)
+        started = time.monotonic()
+        for byte in data:
+            try:
+                client.send(bytes((byte,)))
+                if client.recv(4096) == b"":
+                    return time.monotonic() - started
+            except TimeoutError:
+                pass
+            except OSError:
+                return time.monotonic() - started
+            if time.monotonic() - started > 20:
+                break
+    raise AssertionError(f"the daemon at {path} kept a trickling connection open for 20 s")
