@@ -71,10 +71,17 @@ class Change:
     """
 
     def __init__(
-        self, client: EtcdClient, keys: Keys, warm: Change | None = None, now: float | None = None, idle: float = 0.0
+        self,
+        client: EtcdClient,
+        keys: Keys,
+        warm: Change | None = None,
+        now: float | None = None,
+        idle: float = 0.0,
+        liveness: bool = True,
     ) -> None:
         self.client = client
         self.keys = keys
+        self.liveness = liveness  # the commit records that the host is alive (EtcdStore)
         self.now = time.time() if now is None else now  # the engine's clock, read once per attempt
         self.idle = idle  # an empty block its host has not touched for this long may be taken over (0: never)
         self.compares: dict[bytes, dict[str, object]] = {}
@@ -602,8 +609,9 @@ class Change:
                 return None  # too much to check in one Txn: computed again from fresh reads
             checked = self.client.txn(compares, [])
             return checked.revision if checked.succeeded else None
-        host = self.keys.host_seen(self.keys.host)
-        self.ops[host] = put_op(host, f"{time.time():.3f}".encode())
+        if self.liveness:
+            host = self.keys.host_seen(self.keys.host)
+            self.ops[host] = put_op(host, f"{time.time():.3f}".encode())
         if max(len(compares), len(self.ops)) > MAX_TXN_OPS:
             raise StoreBusy(f"etcd store: one change touches {len(self.ops)} keys, more than a Txn may hold")
         result = self.client.txn(compares, list(self.ops.values()))
