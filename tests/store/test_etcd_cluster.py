@@ -440,7 +440,7 @@ def test_a_warm_del_whose_knowledge_went_stale_is_computed_again_from_fresh_read
     what the owner holds now, and never another owner's lease at an address it knew."""
     need_etcd()
     prefix = etcd_prefix.decode()
-    v4 = {"ipv4-subnet": "10.72.0.0/24"}
+    v4: dict[str, object] = {"ipv4-subnet": "10.72.0.0/24"}
     pools = parse_ecs(v4).pools
     store = open_host(etcd_endpoint, prefix, "node", tmp_path)
 
