@@ -70,16 +70,19 @@ class StillValid(set[Attachment]):
         return has_entry(self.cache_dir, self.network, attachment)
 
 
-def reconcile(store: Store, cache_dir: str, grace: float, now: float | None = None) -> list[Lease]:
-    """One pass over one store; the leases released."""
+def reconcile(store: Store, cache_dir: str, grace: float, now: float | None = None) -> tuple[int, list[Lease]]:
+    """One pass over one store: how many attachments were candidates (the metrics'
+    collector health), and the leases released."""
     networks = cached_networks(cache_dir)
     if not networks:
-        return []
+        return 0, []
     older_than = (time.time() if now is None else now) - grace
     leases = store.leases()
+    seen = 0
     released: list[Lease] = []
     for network in sorted(networks & {lease.network for lease in leases}):
         leaked = candidates(leases, network, cache_dir, older_than)
+        seen += len(leaked)
         if leaked:
             released += store.collect_garbage(network, StillValid(cache_dir, network, leaked))
-    return released
+    return seen, released

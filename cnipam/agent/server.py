@@ -16,6 +16,7 @@ queued in the backlog (those plugins have sent their request and would otherwise
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import select
 import signal
@@ -33,6 +34,14 @@ from .reconciler import reconcile
 from .settings import AgentSettings, load
 from .store_cache import StoreCache, file_identity
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Hashable, Iterator
+
+    from ..metrics.daemon import DaemonMetrics
+    from ..metrics.pools import Reading
+
+COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")  # the CNI verbs, as metrics label them
 BACKLOG = 512  # a node starting many pods at once connects in a burst
 REQUEST_TIMEOUT = 10.0  # a forwarding plugin sends its request at once; a silent peer is dropped
 
@@ -44,6 +53,13 @@ class Agent:
         self.stopping = threading.Event()
         self.calls: set[threading.Thread] = set()
         self.calls_lock = threading.Lock()
+        self.metrics: DaemonMetrics | None = None  # with --metrics-address
+
+    def measure(self, metrics: DaemonMetrics) -> None:
+        """Report calls, waits and the held stores' pools to `metrics`."""
+        self.metrics = metrics
+        self.stores.events = metrics
+        metrics.add_pools(self.pool_readings)
 
     # -- one forwarded call ------------------------------------------------------------
 
@@ -51,7 +67,10 @@ class Agent:
         """The answer frame for one request payload, and what to log about it."""
         request = decode_request(payload)
         env = {os.fsdecode(key): os.fsdecode(value) for key, value in request.environ.items()}
+        started = time.monotonic()
         text, status = run(env, request.stdin, os.fsdecode(request.cwd), self.stores.using)
+        if self.metrics is not None:
+            self.metrics.request(env.get("CNI_COMMAND", ""), cni_code(text, status), time.monotonic() - started)
         fields: dict[str, object] = {
             "command": env.get("CNI_COMMAND", ""),
             "container": env.get("CNI_CONTAINERID", ""),
@@ -113,19 +132,15 @@ class Agent:
             self.reconcile_once()
 
     def reconcile_once(self) -> None:
-        seen: set[object] = set()
-        for held in self.stores.held():
-            path = getattr(held, "path", held)
-            identity = file_identity(held) or path
-            if identity in seen:  # one file held under several spellings or timeouts
-                continue
-            seen.add(identity)
+        for path, held in self.distinct_stores():
             try:
                 with self.stores.using(held) as store:
-                    released = reconcile(store, self.settings.cache_dir, self.settings.reconcile_grace)
+                    candidates, released = reconcile(store, self.settings.cache_dir, self.settings.reconcile_grace)
             except (CnipamError, OSError) as exc:
                 log("reconcile-failed", store=str(path), error=getattr(exc, "message", str(exc)))
                 continue
+            if self.metrics is not None:
+                self.metrics.collector_pass(candidates, len(released))
             for lease in released:
                 log(
                     "released-leak",
@@ -136,6 +151,39 @@ class Agent:
                     ip=lease.ip,
                     created=round(lease.created, 3),
                 )
+
+    def distinct_stores(self) -> Iterator[tuple[str, Hashable]]:
+        """Each store held, once (one file may be held under several spellings or
+        timeouts): its name, and the settings it is held under."""
+        seen: set[object] = set()
+        for held in self.stores.held():
+            identity = file_identity(held) or held
+            if identity in seen:
+                continue
+            seen.add(identity)
+            yield str(getattr(held, "name", held)), held
+
+    def pool_readings(self) -> Iterator[tuple[str, Callable[[], Reading]]]:
+        """The held stores for the pool gauges, each read under the cache's lock for it."""
+        from ..metrics.pools import read_store
+
+        for name, held in self.distinct_stores():
+
+            def read(held: Hashable = held) -> Reading:
+                with self.stores.using(held, reported=False) as store:
+                    return read_store(store)
+
+            yield name, read
+
+
+def cni_code(text: str, status: int) -> int:
+    """The CNI error code of a call's answer (0 for success)."""
+    if not status:
+        return 0
+    try:
+        return int(json.loads(text)["code"])
+    except (ValueError, KeyError, TypeError):
+        return 999
 
 
 # -- the socket --------------------------------------------------------------------------
@@ -185,8 +233,17 @@ def accept_queued(agent: Agent, listener: socket.socket) -> None:
 
 def serve(settings: AgentSettings) -> int:
     agent = Agent(settings)
+    endpoint = url = None
+    if settings.metrics is not None:
+        from ..metrics.daemon import DaemonMetrics
+
+        metrics = DaemonMetrics(
+            "cni", COMMANDS, "command", "code", "CNI calls cnipamd answered, by command and CNI error code (0: done)."
+        )
+        agent.measure(metrics)
+        endpoint, url = metrics.serve(*settings.metrics)
     for path in settings.stores:  # open now: a broken store is reported at start, and reconciled from the start
-        with agent.stores.using(store_settings({"IPAM_DB_PATH": path}, None, "")):
+        with agent.stores.using(store_settings({"IPAM_DB_PATH": path}, None, ""), reported=False):
             pass
     lock_fd = claim_socket(settings.socket)
     listener = listen(settings.socket)
@@ -213,6 +270,7 @@ def serve(settings: AgentSettings) -> int:
         reconcile_interval=settings.reconcile_interval,
         reconcile_grace=settings.reconcile_grace,
         cni_cache_dir=settings.cache_dir,
+        metrics=url,
     )
     poller = select.poll()
     poller.register(listener.fileno(), select.POLLIN)
@@ -236,6 +294,8 @@ def serve(settings: AgentSettings) -> int:
         if reconciler is not None:
             reconciler.join()
         agent.wait_for_calls()
+        if endpoint is not None:
+            endpoint.shutdown()
         agent.stores.close()
         os.close(lock_fd)
     log("stopped")

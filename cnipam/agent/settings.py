@@ -11,14 +11,16 @@ import os
 
 from ..agent_client import DEFAULT_SOCKET, SOCKET_VARIABLE
 from ..core.durations import parse_go_duration
+from ..core.errors import InvalidConfig
 from ..core.record import Record
+from ..service import metrics_address
 
 DEFAULT_CACHE_DIR = "/var/lib/cni"  # libcni's default cache folder
 DEFAULT_GRACE = 600.0
 
 
 class AgentSettings(Record):
-    __slots__ = ("socket", "reconcile_interval", "reconcile_grace", "cache_dir", "stores")
+    __slots__ = ("socket", "reconcile_interval", "reconcile_grace", "cache_dir", "stores", "metrics")
 
     def __init__(
         self,
@@ -27,12 +29,14 @@ class AgentSettings(Record):
         reconcile_grace: float,
         cache_dir: str,
         stores: tuple[str, ...],
+        metrics: tuple[str, int] | None = None,
     ) -> None:
         self.socket = socket
         self.reconcile_interval = reconcile_interval  # None: the reconciler is off
         self.reconcile_grace = reconcile_grace
         self.cache_dir = cache_dir
         self.stores = stores  # store files to hold (and reconcile) from the start
+        self.metrics = metrics  # (host, port) of the /metrics endpoint; None: off
 
 
 def duration(text: str) -> float:
@@ -92,8 +96,20 @@ def load(argv: list[str], env: dict[str, str]) -> AgentSettings:
         help="a store file to open at start (and reconcile), repeatable; "
         "stores that calls name are opened on first use anyway",
     )
+    parser.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (default: off; HOST defaults to 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--metrics-public", action="store_true", help="allow --metrics-address on a non-loopback address"
+    )
     args = parser.parse_args(argv)
     stores = tuple(os.path.abspath(path) for path in args.db)
+    try:
+        metrics = metrics_address(args.metrics_address, args.metrics_public) if args.metrics_address else None
+    except InvalidConfig as exc:
+        parser.error(exc.message)
     return AgentSettings(
-        os.path.abspath(args.socket), args.reconcile_interval, args.reconcile_grace, args.cni_cache_dir, stores
+        os.path.abspath(args.socket), args.reconcile_interval, args.reconcile_grace, args.cni_cache_dir, stores, metrics
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 from ..core.errors import StoreBusy, StoreIOError
 
@@ -27,7 +28,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable
 
-    from ..store.base import Store
+    from ..store.base import Store, StoreEvents
 
 # (device, inode) of the store file and of its lock file; None for stores that are not files.
 Identity = tuple[tuple[int, int] | None, ...] | None
@@ -69,11 +70,13 @@ class StoreCache:
         self._guard = threading.Lock()  # the dict only; never held while a store is in use
         self._held: dict[Hashable, HeldStore] = {}
         self._closed = False
+        self.events: StoreEvents | None = None  # told of waits and failures, and given to each store opened
 
-    def using(self, settings: Hashable) -> Using:
+    def using(self, settings: Hashable, reported: bool = True) -> Using:
         """The store for `settings`, exclusively, for the length of a `with` block (the
-        signature of plugin.run's `open_store`)."""
-        return Using(self, settings)
+        signature of plugin.run's `open_store`). Not `reported`: its wait and failure are
+        not a call's, so `events` is not told (a metrics scrape reading the store)."""
+        return Using(self, settings, reported)
 
     def held(self) -> list[Hashable]:
         """The settings of every store opened so far."""
@@ -89,27 +92,39 @@ class StoreCache:
                 entry = self._held[settings] = HeldStore(settings)
             return entry
 
-    def _acquire(self, settings: Hashable) -> HeldStore:
+    def _acquire(self, settings: Hashable, reported: bool) -> HeldStore:
         entry = self._entry(settings)
         timeout = float(getattr(settings, "timeout", 5.0))
         # Waiting here is waiting for another call's write, which the store's own
         # timeout bounds for a direct call; a short wait even for "do not wait" (0),
         # because a call in this process also holds the lock while it only reads.
+        events = self.events if reported else None
+        started = time.monotonic()
         if not entry.lock.acquire(timeout=max(timeout, 0.05)):
-            raise StoreBusy(f"store {getattr(settings, 'path', settings)} stayed busy with other calls in cnipamd")
+            busy = StoreBusy(f"store {getattr(settings, 'path', settings)} stayed busy with other calls in cnipamd")
+            if events is not None:
+                events.failed(busy)
+            raise busy
         try:
+            if events is not None:
+                events.queue_waited(time.monotonic() - started)
             current = self._identity(settings)
             if entry.store is not None and current != entry.identity:
                 self._close(entry)
             if entry.store is None:
                 entry.store = self._connect(settings)
+                entry.store.events = self.events
                 entry.identity = self._identity(settings)
             return entry
-        except BaseException:
+        except BaseException as error:
             entry.lock.release()
+            if events is not None:
+                events.failed(error)
             raise
 
-    def _release(self, entry: HeldStore, failed: BaseException | None) -> None:
+    def _release(self, entry: HeldStore, failed: BaseException | None, reported: bool) -> None:
+        if failed is not None and reported and self.events is not None:
+            self.events.failed(failed)
         try:
             if isinstance(failed, StoreIOError):  # the connection may be unusable: open afresh next time
                 self._close(entry)
@@ -136,19 +151,20 @@ class StoreCache:
 
 
 class Using:
-    __slots__ = ("cache", "settings", "entry")
+    __slots__ = ("cache", "settings", "reported", "entry")
 
-    def __init__(self, cache: StoreCache, settings: Hashable) -> None:
+    def __init__(self, cache: StoreCache, settings: Hashable, reported: bool = True) -> None:
         self.cache = cache
         self.settings = settings
+        self.reported = reported
         self.entry: HeldStore | None = None
 
     def __enter__(self) -> Store:
-        self.entry = self.cache._acquire(self.settings)
+        self.entry = self.cache._acquire(self.settings, self.reported)
         assert self.entry.store is not None
         return self.entry.store
 
     def __exit__(self, kind: object, error: BaseException | None, trace: object) -> None:
         if self.entry is not None:
-            self.cache._release(self.entry, error)
+            self.cache._release(self.entry, error, self.reported)
             self.entry = None

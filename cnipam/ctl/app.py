@@ -23,6 +23,7 @@ from .cmd_gc import gc
 from .cmd_hosts import hosts
 from .cmd_inspect import leases, show
 from .cmd_install import install_plugin
+from .cmd_metrics import metrics
 from .cmd_migrate import migrate
 from .cmd_release import release
 from .cmd_usage import usage
@@ -95,5 +96,5 @@ def main(ctx: click.Context, db: str | None, store: str | None) -> None:
         session.env = {**session.env, "CNIPAM_STORE": store}
 
 
-for _command in (leases, show, usage, release, gc, export, import_, check, migrate, hosts, install_plugin):
+for _command in (leases, show, usage, metrics, release, gc, export, import_, check, migrate, hosts, install_plugin):
     main.add_command(_command)

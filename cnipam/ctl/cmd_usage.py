@@ -9,10 +9,10 @@ from __future__ import annotations
 import click
 from rich.text import Text
 
+from ..core.pool_usage import PoolUsage
 from .netconf import load_network_config
 from .options import db_option, json_option
 from .output import Listing, count, emit_json, stdout_is_terminal
-from .pool_usage import PoolUsage, pool_usage
 from .session import Session
 
 BAR_WIDTH = 20
@@ -34,8 +34,7 @@ def usage(session: Session, config_path: str | None, as_json: bool) -> None:
     Per pool: size, reserved (gateways), used, free, percent, and a bar."""
     configured = load_network_config(config_path) if config_path else None
     with session.existing(configured.ipam.data_dir if configured else None) as store:
-        rows = store.leases()
-    usages, unreadable = pool_usage(rows, configured.ipam.pools if configured else ())
+        usages, unreadable = store.usage(configured.ipam.pools if configured else ())
     for key in unreadable:
         click.echo(f"cnipamctl: warning: pool key {key!r} in the store cannot be read; not counted", err=True)
     if as_json:

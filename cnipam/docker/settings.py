@@ -14,6 +14,7 @@ import os
 from ..core.addresses import BITS, Network
 from ..core.errors import InvalidConfig, InvalidEnvironment
 from ..core.record import Record
+from ..service import LOOPBACK, metrics_address
 from ..store.settings import StoreSettings
 from .requests import subnet, usable
 
@@ -21,7 +22,6 @@ DEFAULT_NAME = "cnipam"
 SOCKET_DIR = "/run/docker/plugins"  # fixed in dockerd: --exec-root does not move it
 SPEC_DIR = "/etc/docker/plugins"
 DEFAULT_BLOCK = {4: 24, 6: 64}  # gipam's GIPAM_V4AB and GIPAM_V6AB defaults
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
 DEFAULT_READ_TIMEOUT = (
     120.0  # seconds; dockerd's plugin client keeps idle connections and reconnects when one was closed
 )
@@ -39,6 +39,7 @@ class DriverSettings(Record):
         "mains",
         "blocks",
         "read_timeout",
+        "metrics",
     )
 
     def __init__(
@@ -53,6 +54,7 @@ class DriverSettings(Record):
         mains: dict[int, Network | None],
         blocks: dict[int, int],
         read_timeout: float = DEFAULT_READ_TIMEOUT,
+        metrics: tuple[str, int] | None = None,
     ) -> None:
         self.name = name
         self.socket = socket  # the UNIX socket, unless `address` asks for TCP
@@ -66,6 +68,7 @@ class DriverSettings(Record):
         self.read_timeout = (
             read_timeout  # longest wait for a client's next bytes: an idle or stalled connection holds a thread
         )
+        self.metrics = metrics  # (host, port) of the /metrics endpoint; None: off
 
     def main_pool(self, family: int) -> tuple[Network | None, int]:
         return self.mains[family], self.blocks[family]
@@ -101,6 +104,12 @@ def parser() -> argparse.ArgumentParser:
         help=f"close a silent connection after this long (default {DEFAULT_READ_TIMEOUT:.0f}s)",
     )
     p.add_argument("--public", action="store_true", help="allow TCP on a non-loopback address (no authentication!)")
+    p.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (default: off; HOST defaults to 127.0.0.1)",
+    )
+    p.add_argument("--metrics-public", action="store_true", help="allow --metrics-address on a non-loopback address")
     p.add_argument(
         "-file", "--file", dest="file", help="gipam's lease file (GIPAM_FILE); import it with `cnipamctl migrate gipam`"
     )
@@ -156,9 +165,10 @@ def load(argv: list[str], env: dict[str, str]) -> DriverSettings:
     read_timeout = (
         _duration(args.read_timeout, "--read-timeout") if args.read_timeout is not None else DEFAULT_READ_TIMEOUT
     )
+    metrics = metrics_address(args.metrics_address, args.metrics_public) if args.metrics_address else None
     return DriverSettings(
         name, args.socket or f"{SOCKET_DIR}/{name}.sock", args.spec_dir or SPEC_DIR, address, args.public,
-        store, gipam_file, mains, blocks, read_timeout,
+        store, gipam_file, mains, blocks, read_timeout, metrics,
     )  # fmt: skip
 
 

@@ -19,9 +19,31 @@ if TYPE_CHECKING:
     from ..core.docker_pools import DockerPool, PoolClaim
     from ..core.ipam_config import PoolSpec
     from ..core.leases import Cursor, Lease, Owner
+    from ..core.pool_usage import PoolUsage
+
+
+class StoreEvents:
+    """What a long-running process (cnipamd, cnipam-docker) learns from its stores' work
+    for its metrics. A store reports its lock waits and retries to the `events` it was
+    given; the plugin gives none, so each report costs it one `is None` test and no
+    import. The daemons report their own queues and failed calls to the same object."""
+
+    def lock_waited(self, seconds: float) -> None:
+        """A write waited this long for the store's writer lock (shared with other processes)."""
+
+    def retried(self) -> None:
+        """A change was computed again because another writer changed what it read (etcd)."""
+
+    def queue_waited(self, seconds: float) -> None:
+        """A call waited this long behind the daemon's other calls on the same store."""
+
+    def failed(self, error: BaseException) -> None:
+        """A call on the store ended with `error` (the daemon counts the store's own)."""
 
 
 class Store(abc.ABC):
+    events: StoreEvents | None = None
+
     @abc.abstractmethod
     def allocate(self, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
         """One lease per pool for `owner`, all or nothing, in pool order.
@@ -75,6 +97,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def exhausted(self, pools: tuple[PoolSpec, ...]) -> list[PoolSpec]:
         """The pools without a single free address."""
+
+    @abc.abstractmethod
+    def usage(self, configured: Iterable[PoolSpec] = ()) -> tuple[list[PoolUsage], list[str]]:
+        """How full each pool of the store (and each `configured` pool) is, as
+        core.pool_usage defines it, and the pool keys that could not be read.
+
+        Read at every metrics scrape: each engine counts without building a lease per row
+        where it can (docs/benchmarks.md gives the cost at a million leases).
+        """
 
     @abc.abstractmethod
     def import_leases(self, leases: Iterable[Lease], cursors: dict[str, Cursor]) -> int:

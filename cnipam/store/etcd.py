@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     from ..core.docker_pools import DockerPool, PoolClaim  # run time: in the Docker methods
     from ..core.ipam_config import PoolSpec
     from ..core.leases import Owner
+    from ..core.pool_usage import PoolUsage
     from .etcdv3 import EtcdClient
 
 STALE_LIMIT = 5
@@ -172,6 +173,13 @@ class EtcdStore(ClusterStore):
             for spec in pools
             if all(change.find_free(spec.family, *window, True) is None for window in spec.pieces)
         ]
+
+    def usage(self, configured: Iterable[PoolSpec] = ()) -> tuple[list[PoolUsage], list[str]]:
+        """From every lease, read in bounded chunks (etcd cannot count a range's values)."""
+        from ..core.pool_usage import usage_of_rows
+
+        pools = {pool.key: pool.lease_network for pool in self.docker_pools()}
+        return usage_of_rows([lease for lease, _, _ in self._scan_leases()], configured, pools)
 
     def import_leases(self, leases: Iterable[Lease], cursors: dict[str, Cursor]) -> int:
         """Checked as a whole first, then written in Txns of BATCH leases (etcd caps a Txn
@@ -468,7 +476,7 @@ class EtcdStore(ClusterStore):
                     stale += 1
                     if stale > STALE_LIMIT:  # not a race: the store really is inconsistent
                         raise StoreCorrupt(str(seen)) from None
-                    self.retries += 1
+                    self._retried()
                     continue
                 except CnipamError:
                     if not change.warm:
@@ -485,7 +493,7 @@ class EtcdStore(ClusterStore):
                 if change.warm:
                     self.warm_misses += 1
                 else:
-                    self.retries += 1
+                    self._retried()
                 if time.monotonic() > deadline:
                     raise StoreBusy(
                         f"etcd store {self.keys.prefix.decode()}: too much contention, "
@@ -525,7 +533,15 @@ class EtcdStore(ClusterStore):
 
     def _lock(self) -> None:
         if self._lock_fd is not None:
+            started = time.monotonic()
             take_lock(self._lock_fd, self.timeout, self._lock_path)
+            if self.events is not None:
+                self.events.lock_waited(time.monotonic() - started)
+
+    def _retried(self) -> None:
+        self.retries += 1
+        if self.events is not None:
+            self.events.retried()
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:

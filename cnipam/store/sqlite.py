@@ -31,7 +31,15 @@ from fcntl import LOCK_UN, flock
 from ..config_files import HELD_DATABASES
 from ..core.addresses import BITS, format_ip, from_bytes, parse_cidr, to_bytes
 from ..core.allocator import gateway_reservations, grant, refuse_taken, search_windows
-from ..core.errors import AddressConflict, NotFound, PoolExhausted, StoreBusy, StoreCorrupt, StoreIOError
+from ..core.errors import (
+    AddressConflict,
+    InvalidConfig,
+    NotFound,
+    PoolExhausted,
+    StoreBusy,
+    StoreCorrupt,
+    StoreIOError,
+)
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease
 from .base import Store
 from .sqlite_module import Connection, DatabaseError, IntegrityError, OperationalError, connect
@@ -48,6 +56,7 @@ if TYPE_CHECKING:
     from ..core.docker_pools import DockerPool, PoolClaim  # run time: in the Docker methods
     from ..core.ipam_config import PoolSpec
     from ..core.leases import Owner
+    from ..core.pool_usage import PoolUsage
 
 SCHEMA_VERSION = 2
 
@@ -209,6 +218,54 @@ class SQLiteStore(Store):
             ]
 
         return self._read(scan)
+
+    def usage(self, configured: Iterable[PoolSpec] = ()) -> tuple[list[PoolUsage], list[str]]:
+        """Counted in SQLite, never a lease object per row: the pool keys in one scan, each
+        range's rows with one index range count, each query on its own (a writer of this
+        process waits for one query, not for the whole count)."""
+        from ..core.pool_usage import pool_usage
+
+        found: dict[str, str] = {pool.key: pool.lease_network for pool in self.docker_pools()}
+        found.update(self._read(self._pool_networks))
+
+        def count(family: int, first: int, last: int) -> tuple[int, int]:
+            row = self._read(
+                lambda: self._db.execute(
+                    "SELECT count(*), coalesce(sum(kind = 'gateway'), 0) FROM leases"
+                    " WHERE family = ? AND address BETWEEN ? AND ?",
+                    (family, to_bytes(family, first), to_bytes(family, last)),
+                ).fetchone()
+            )
+            return row[0] - row[1], row[1]
+
+        def is_reserved(family: int, address: int) -> bool:
+            found = self.lookup(family, address)
+            return found is not None and found.kind == GATEWAY
+
+        return pool_usage(found, count, is_reserved, configured)
+
+    def _pool_networks(self) -> dict[str, str]:
+        """Every pool key the rows name, with the network of its first row inside its
+        ranges ("" when none is, or the key cannot be read: pool_usage names it then)."""
+        from ..core.ipam_config import parse_pool_key
+
+        found = {}
+        for (key,) in self._db.execute("SELECT DISTINCT pool FROM leases").fetchall():
+            found[key] = ""
+            try:
+                ranges = parse_pool_key(key)
+            except InvalidConfig:
+                continue
+            for address_range in ranges:
+                family = address_range.network.family
+                row = self._db.execute(
+                    "SELECT network FROM leases WHERE family = ? AND address BETWEEN ? AND ? AND pool = ? LIMIT 1",
+                    (family, to_bytes(family, address_range.first), to_bytes(family, address_range.last), key),
+                ).fetchone()
+                if row is not None:
+                    found[key] = str(row[0])
+                    break
+        return found
 
     def import_leases(self, leases: Iterable[Lease], cursors: dict[str, Cursor]) -> int:
         rows = [_row(lease) for lease in leases]
@@ -583,6 +640,8 @@ class SQLiteStore(Store):
 
     def _lock(self) -> None:
         shared = self._file
+        events = self.events
+        started = time.monotonic() if events is not None else 0.0
         if not shared.mutex.acquire(timeout=max(self.timeout, 0.05)):
             raise StoreBusy(f"store {self.path} stayed busy with other threads of this process for {self.timeout:g}s")
         try:
@@ -590,6 +649,8 @@ class SQLiteStore(Store):
         except BaseException:
             shared.mutex.release()
             raise
+        if events is not None:
+            events.lock_waited(time.monotonic() - started)
 
     def _unlock(self) -> None:
         try:

@@ -71,7 +71,7 @@ def test_a_cache_entry_written_while_the_release_waits_for_the_lock_keeps_the_le
     try:
         fcntl.flock(other_writer, fcntl.LOCK_EX)
         worker = threading.Thread(
-            target=lambda: released.extend(reconcile(store, str(cache), GRACE, time.time() + LATER))
+            target=lambda: released.extend(reconcile(store, str(cache), GRACE, time.time() + LATER)[1])
         )
         worker.start()
         assert chosen.wait(10), "the reconciler never asked for a release"
@@ -101,7 +101,7 @@ def test_an_address_taken_by_another_attachment_meanwhile_is_not_released(tmp_pa
         add(store, "new")
 
     store.meanwhile = runtime_acts
-    assert reconcile(store, str(cache), GRACE, time.time() + LATER) == []
+    assert reconcile(store, str(cache), GRACE, time.time() + LATER) == (1, [])  # a candidate, gone meanwhile
     assert sorted(holders(store)) == ["alive", "new"]
     store.close()
 
@@ -112,9 +112,8 @@ def test_a_leak_is_released_in_the_same_transaction_as_its_last_look(tmp_path: P
     kept = add(store, "alive")
     leaked = add(store, "gone")
     cache_entry(cache, "alive")
-    assert reconcile(store, str(cache), GRACE, time.time()) == []  # within the grace period: not yet a candidate
-    assert [(lease.container_id, lease.ip) for lease in reconcile(store, str(cache), GRACE, time.time() + LATER)] == [
-        ("gone", leaked)
-    ]
+    assert reconcile(store, str(cache), GRACE, time.time()) == (0, [])  # within the grace period: not yet a candidate
+    candidates, released = reconcile(store, str(cache), GRACE, time.time() + LATER)
+    assert candidates == 1 and [(lease.container_id, lease.ip) for lease in released] == [("gone", leaked)]
     assert holders(store) == {"alive": kept}
     store.close()

@@ -143,6 +143,7 @@ def test_usage(db: Path, tmp_path: Path) -> None:
     assert usage["10.0.0.0/24"] == {
         "pool": "10.0.0.0/24",
         "family": 4,
+        "network": "net1",
         "size": 254,
         "reserved": 1,
         "used": 4,
@@ -162,6 +163,7 @@ def test_usage(db: Path, tmp_path: Path) -> None:
     assert added["10.50.0.0/28"] == {
         "pool": "10.50.0.0/28",
         "family": 4,
+        "network": "",
         "size": 14,
         "reserved": 1,
         "used": 0,

@@ -13,7 +13,7 @@ from cnipam.core.ecs_config import parse_ecs
 from cnipam.core.errors import AddressConflict, PoolExhausted
 from cnipam.core.ipam_config import PoolSpec
 from cnipam.core.leases import GATEWAY, LEASE, Cursor, Lease, Owner
-from cnipam.store.base import Store
+from cnipam.store.base import Store, StoreEvents
 from tests.support.store_engines import ENGINES
 
 
@@ -362,3 +362,47 @@ def test_docker_import_moves_the_id_counter_past_an_imported_serial(store: Store
     store.import_docker_pools([pool], [])
     claimed = store.claim_docker_pool(_claim("198.18.0.0/24"))
     assert claimed.id == "space/198.18.0.0/24/42"
+
+
+# -- usage and events (the metrics read them) ----------------------------------------------
+
+
+def test_usage_counts_by_address_and_names_the_network(store: Store) -> None:
+    for container in "abc":
+        store.allocate(attachment(container, network="blue"), V4)
+    store.release(attachment("b", network="blue").handle)
+    docker = store.claim_docker_pool(_claim("198.18.0.0/30"))
+    store.request_docker_address(docker.id, None)
+    empty_docker = store.claim_docker_pool(_claim("198.18.1.0/30"))
+    configured = pools(ipv4_subnet="10.9.0.0/29")  # nothing allocated yet: its gateway counts as reserved
+    usages, unreadable = store.usage(configured)
+    found = {usage.pool: (usage.network, usage.size, usage.reserved, usage.used, usage.free) for usage in usages}
+    assert unreadable == []
+    assert found == {
+        "10.0.0.0/29": ("blue", 6, 1, 2, 3),
+        "10.9.0.0/29": ("", 6, 1, 0, 5),
+        "198.18.0.0/30": (docker.lease_network, 2, 0, 1, 1),
+        "198.18.1.0/30": (empty_docker.lease_network, 2, 0, 0, 2),
+    }
+
+
+class Recorded(StoreEvents):
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+        self.retries = 0
+
+    def lock_waited(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+    def retried(self) -> None:
+        self.retries += 1
+
+
+def test_events_report_each_write_lock_wait(store: Store) -> None:
+    recorded = Recorded()
+    store.events = recorded
+    store.allocate(attachment("a"), V4)
+    store.release(attachment("a").handle)
+    store.leases()  # a read takes no writer lock
+    assert len(recorded.waits) == 2 and all(0 <= wait < 5 for wait in recorded.waits)
+    assert recorded.retries == 0  # nobody else wrote meanwhile
