@@ -13,13 +13,17 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from cnipam.testing.agent_process import AgentProcess
+from tests.agent.test_agent import cache_entry
 from tests.support.docker_driver import RunningDriver
 from tests.support.plugin_calls import CALL_TIMEOUT, as_stdin, installed, plugin_env
 from tests.support.prometheus import PrometheusServer, need_prometheus
@@ -181,3 +185,50 @@ def test_metrics_are_loopback_unless_public_is_asked_for(tmp_path: Path, executa
         )
         assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert not (tmp_path / "x.sock").exists()
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text = answer.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_the_collector_counts_its_passes_candidates_and_releases(tmp_path: Path) -> None:
+    """cnipamd's collector (--reconcile-interval) on a store with one leak: the pass
+    counter moves, the leak is a candidate and is released, and the last pass sees none."""
+    db, cache = tmp_path / "ipam.db", tmp_path / "cni-cache"
+    for container in ("alive", "gone"):
+        assert "ips" in cni_call("ADD", db, tmp_path / "no-agent.sock", container)
+    cache_entry(cache, "promnet", "alive")
+    agent = AgentProcess(
+        installed("cnipamd"),
+        tmp_path / "agent.sock",
+        tmp_path,
+        "--metrics-address",
+        "127.0.0.1:0",
+        "--reconcile-interval=0.2s",
+        "--reconcile-grace=0",
+        f"--cni-cache-dir={cache}",
+        f"--db={db}",
+    )
+    agent.start()
+    try:
+        url = agent.events("listening")[0]["metrics"]
+        deadline = time.monotonic() + 20
+        while not agent.events("released-leak") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        passes = scrape(url)["cnipam_collector_passes_total", ()]
+        time.sleep(0.5)  # another pass or two, with nothing left to release
+        found = scrape(url)
+        assert found["cnipam_collector_passes_total", ()] > passes >= 1
+        assert found["cnipam_collector_candidates_total", ()] == 1
+        assert found["cnipam_collector_released_addresses_total", ()] == 1
+        assert found["cnipam_collector_last_candidates", ()] == 0
+        assert [event["container"] for event in agent.events("released-leak")] == ["gone"]
+        assert [ip for ip, _ in held(db)] == ["10.77.0.2"]
+    finally:
+        assert agent.stop() == 0
