@@ -126,7 +126,7 @@ def metrics_address(text: str, public: bool) -> tuple[str, int]:
     loopback; InvalidConfig when malformed, or not loopback without `public`."""
     host, colon, port = text.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
-    if not colon or not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:
+    if not colon or not (port.isascii() and port.isdigit() and len(port) <= 5) or not 0 <= int(port) < 65536:
         raise InvalidConfig(f"--metrics-address {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9464")
     if host not in LOOPBACK and not public:
         raise InvalidConfig(

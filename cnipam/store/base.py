@@ -104,7 +104,7 @@ class Store(abc.ABC):
         core.pool_usage defines it, and the pool keys that could not be read.
 
         Read at every metrics scrape: each engine counts without building a lease per row
-        where it can (docs/benchmarks.md gives the cost at a million leases).
+        where it can (docs/observability.md gives the cost at a million leases).
         """
 
     @abc.abstractmethod

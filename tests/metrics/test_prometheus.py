@@ -179,7 +179,11 @@ def test_the_plugin_never_imports_prometheus_client(tmp_path: Path, forwarded: b
 @pytest.mark.parametrize("executable", ["cnipamd", "cnipam-docker"])
 def test_metrics_are_loopback_unless_public_is_asked_for(tmp_path: Path, executable: str) -> None:
     command = [installed(executable), "--socket", str(tmp_path / "x.sock"), "--db", str(tmp_path / "x.db")]
-    for address, says in (("0.0.0.0:9464", "--metrics-public"), ("localhost", "expected HOST:PORT")):
+    for address, says in (
+        ("0.0.0.0:9464", "--metrics-public"),
+        ("localhost", "HOST:PORT"),
+        (":" + "9" * 5000, "HOST:PORT"),
+    ):
         done = subprocess.run(
             [*command, "--metrics-address", address], capture_output=True, text=True, timeout=30, env=dict(os.environ)
         )
