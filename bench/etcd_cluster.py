@@ -37,7 +37,7 @@ from report import Row, Target, results_section
 from timing import Ratio, Sample, ratio
 from tooling import in_temp_folder
 
-from cnipam.testing.etcd_server import EtcdServer, etcd_binary
+from cnipam.testing.etcd_server import EtcdCluster, EtcdServer, enable_auth, etcd_binary, gateway_post
 
 SUBNET = "10.66.0.0/15"
 HOSTS, WORKERS_PER_HOST = 4, 4
@@ -247,6 +247,60 @@ def measure_etcd(plan: EtcdPlan, folder: Path, scripts: Path, progress: Callable
     ]  # fmt: skip
 
 
+AUTH_PASSWORD = "bench-Pa55word"
+
+
+def measure_auth(plan: EtcdPlan, folder: Path, scripts: Path, progress: Callable[[str], None] = print) -> list[Row]:
+    """What a password costs a fresh plugin process on a three-member cluster (etcd checks
+    it with bcrypt and puts the token through raft), and what the host's shared token
+    (store/etcd_token.py) leaves of that cost. Auth is turned off and on again between the
+    benches of every round, so all three are measured on the same cluster, interleaved."""
+    exe = str(scripts / "cnipam")
+    secret = folder / "etcd-password"
+    secret.write_text(AUTH_PASSWORD)
+    secret.chmod(0o600)
+    with EtcdCluster(3, "auth") as cluster:
+        endpoint = cluster.endpoints[0]
+
+        def store(lock_dir: str | None, user: bool = True) -> dict[str, object]:
+            credentials = {"username": "root", "passwordFile": str(secret)} if user else {}
+            return {
+                "type": "etcd", "endpoints": cluster.endpoints, "prefix": "/auth/", "host": "bench-host",
+                "lockDir": lock_dir, **credentials,
+            }  # fmt: skip
+
+        plain = PluginBench("ADD, no auth", exe, config(store(str(folder / "lock-plain"), user=False)), {})
+        every = PluginBench("ADD, password checked by every process", exe, config(store(None)), {})
+        reused = PluginBench("ADD, the host's token reused", exe, config(store(str(folder / "lock-auth"))), {})
+        enable_auth(endpoint, AUTH_PASSWORD)
+        gateway_post(endpoint, "/v3/auth/disable", {}, _root_token(endpoint))
+        samples = {bench.name: Sample(bench.name) for bench in (plain, every, reused)}
+        progress("etcd bench: auth on 3 members")
+        for round_number in range(plan.rounds):
+            for bench in (plain, every, reused):
+                times = [bench.once() for _ in range(plan.add_runs)]
+                samples[bench.name].values.extend(times)
+                samples[bench.name].round_medians.append(statistics.median(times))
+                if bench is plain:
+                    gateway_post(endpoint, "/v3/auth/enable", {})
+            gateway_post(endpoint, "/v3/auth/disable", {}, _root_token(endpoint))
+            progress(f"  round {round_number + 1}/{plan.rounds}")
+    cost = (samples[every.name].median - samples[plain.name].median) * 1000
+    return [
+        Row("E5", "one ADD with a password, 3 members, every process checked", "the same ADD without auth",
+            ratio(samples[every.name], samples[plain.name]), None,
+            f"medians {samples[every.name].median * 1000:.1f} vs {samples[plain.name].median * 1000:.1f} ms: "
+            f"{cost:.0f} ms per process"),
+        Row("E6", "one ADD with a password, 3 members, the host's token reused", "the same ADD without auth",
+            ratio(samples[reused.name], samples[plain.name]), Target("<=", 1.1),
+            f"median {samples[reused.name].median * 1000:.1f} ms"),
+    ]  # fmt: skip
+
+
+def _root_token(endpoint: str) -> str:
+    return str(gateway_post(endpoint, "/v3/auth/authenticate", {"name": "root", "password": AUTH_PASSWORD})["token"])
+
+
 class _Stopping:
     def __init__(self, agent: RunningAgent) -> None:
         self.agent = agent
@@ -267,7 +321,9 @@ def section(rows: Sequence[Row], plan: EtcdPlan) -> str:
         f"`bench/etcd_cluster.py`: a private etcd 3.4 on loopback (data on tmpfs), sharing the 2 cores with the "
         f"benchmark. E1-E2: {plan.rounds} rounds x {plan.add_runs} fresh `cnipam` processes per row, interleaved, "
         "each an ADD of one IPv4 address (then an untimed DEL). E3-E4: long-lived worker processes started "
-        f"together, {plan.allocations} allocations each from one /16, each host with its own identity and lock."
+        f"together, {plan.allocations} allocations each from one /16, each host with its own identity and lock. "
+        f"E5-E6: a three-member cluster, {plan.rounds} rounds x {plan.add_runs} ADD processes per row, auth "
+        "turned off for the first row of each round and on for the other two; a password in a passwordFile."
     )
     return results_section("etcd cluster engine", method, rows)
 
@@ -275,6 +331,7 @@ def section(rows: Sequence[Row], plan: EtcdPlan) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer runs")
+    parser.add_argument("--auth", action="store_true", help="only what a password costs (E5, E6)")
     args = parser.parse_args(argv)
     if etcd_binary() is None:
         raise SystemExit("bench: etcd is not installed (Debian: apt-get install etcd-server)")
@@ -284,7 +341,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     def progress(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-    rows = in_temp_folder("cnipam-etcd-bench-", lambda folder: measure_etcd(plan, folder, scripts, progress))
+    def measure(folder: Path) -> list[Row]:
+        auth = measure_auth(plan, folder, scripts, progress)
+        return auth if args.auth else [*measure_etcd(plan, folder, scripts, progress), *auth]
+
+    rows = in_temp_folder("cnipam-etcd-bench-", measure)
     print(section(rows, plan))  # alone on stdout: bench/run.py reads it from there
     return 0
 

@@ -1,12 +1,13 @@
 """cnipam vs host-local vs the bare interpreter, side by side, as ratios.
 
-Usage: python3 bench/run.py [--quick] [--only agent|docker|etcd] [--output PATH]
+Usage: python3 bench/run.py [--quick] [--only agent|docker|etcd|reboot|config] [--output PATH]
                             [--python INTERPRETER] [--source CHECKOUT]
 
 Installs what it needs (hyperfine, Debian's host-local, a private cnipam venv), measures
-the seven figures of docs/benchmarks.md, the Docker driver's section (docker_driver.py)
-and the etcd engine's (etcd_cluster.py) in one run, prints the Markdown and (full runs)
-writes it to docs/benchmarks.md. All files live in one mkdtemp() folder, removed at exit.
+the seven figures of docs/benchmarks.md, the Docker driver's section (docker_driver.py),
+the etcd engine's (etcd_cluster.py), the reboot repair's (reboot.py) and the 8,000-range
+config's (large_config.py) in one run, prints the Markdown and (full runs) writes it to
+docs/benchmarks.md. All files live in one mkdtemp() folder, removed at exit.
 
 Plots (bench/plots.py): PNGs of ADD latency against the leases in the store and of the
 Docker driver's load, from the samples already measured, written to img/ next to the
@@ -519,6 +520,25 @@ def figure_etcd(ctx: Context) -> str:
     return done.stdout.strip()
 
 
+def figure_reboot(ctx: Context) -> str:
+    """R. The first ADD after a reboot against a normal one, 50,000 leases in the store."""
+    if ctx.venv_python is None:
+        ctx.problems.append("reboot repair not measured: cnipam is not installed in the bench venv")
+        return ""
+    script = Path(__file__).resolve().parent / "reboot.py"
+    argv = [str(ctx.venv_python), str(script), "--exe", str(ctx.venv_python.parent / "cnipam")]
+    argv += (["--quick", "--leases", "5000"] if ctx.plan is QUICK else []) + (
+        ["--etcd"] if shutil.which("etcd") else []
+    )
+    done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=False)
+    if done.returncode != 0:
+        ctx.problems.append(
+            f"reboot repair not measured: `{shlex.join(argv[1:])}` exited {done.returncode} (its error is in the log)"
+        )
+        return ""
+    return done.stdout.strip()
+
+
 def figure_agent(ctx: Context) -> list[Row]:
     """7. One ADD (and one ADD+DEL) through cnipamd vs the plugin on its own vs the bare interpreter."""
     pre: dict[str, Sample] = {}
@@ -567,6 +587,21 @@ def figure_agent(ctx: Context) -> list[Row]:
     ]
 
 
+def figure_config(ctx: Context) -> str:
+    """L. One config of 8,000 ranges against one range: ADD, DEL, the store's size."""
+    if ctx.venv_python is None:
+        ctx.problems.append("the 8,000-range config not measured: cnipam is not installed in the bench venv")
+        return ""
+    script = Path(__file__).resolve().parent / "large_config.py"
+    exe = ctx.venv_python.parent / "cnipam"
+    argv = [sys.executable, str(script), "--exe", str(exe), *(["--quick"] if ctx.plan is QUICK else [])]
+    done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=False)
+    if done.returncode != 0:
+        ctx.problems.append(f"the 8,000-range config not measured: `{shlex.join(argv[1:])}` exited {done.returncode}")
+        return ""
+    return done.stdout.strip()
+
+
 # --------------------------------------------------------------------------- plots
 
 
@@ -578,7 +613,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="few runs, for a smoke test; writes no document")
     parser.add_argument(
         "--only",
-        choices=["agent", "docker", "etcd"],
+        choices=["agent", "docker", "etcd", "reboot", "config"],
         help="measure only this figure (writes no document unless --output)",
     )
     parser.add_argument("--output", type=Path, help=f"Markdown file to write (default: {DEFAULT_DOC} on full runs)")
@@ -638,6 +673,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows, imports, extra = [], None, [figure_docker(ctx)]
         elif args.only == "etcd":
             rows, imports, extra = [], None, [figure_etcd(ctx)]
+        elif args.only == "reboot":
+            rows, imports, extra = [], None, [figure_reboot(ctx)]
+        elif args.only == "config":
+            rows, imports, extra = [], None, [figure_config(ctx)]
         else:
             rows = figure_startup(ctx)
             rows += figure_growth(ctx)
@@ -646,7 +685,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows += figure_memory(ctx)
             rows += figure_agent(ctx)
             imports = figure_imports(ctx)
-            extra = [figure_docker(ctx), figure_etcd(ctx)]
+            extra = [figure_docker(ctx), figure_etcd(ctx), figure_reboot(ctx), figure_config(ctx)]
         figures, problem = make_plots(
             ctx.lease_curves, ctx.docker_plot, output.resolve().parent if output else None, ctx.tmp
         )

@@ -333,14 +333,16 @@ class Campaign:
         try:
             started = time.monotonic()
             deadline = started + self.seconds
-            threads = [
-                threading.Thread(target=self.run_worker, args=(worker, deadline)) for worker in range(self.workers)
-            ]
-            if self.agent is not None:
+            threads = []
+            if self.agent is not None:  # started first: behind 64 workers' forks, a loaded machine could start
+                # the killer too late for even one kill before the deadline (a 5 s CI run saw none)
                 threads += [
                     threading.Thread(target=self.guarded, args=(job, deadline))
                     for job in (self.kill_agent, self.read_store)
                 ]
+            threads += [
+                threading.Thread(target=self.run_worker, args=(worker, deadline)) for worker in range(self.workers)
+            ]
             for thread in threads:
                 thread.start()
             for thread in threads:

@@ -4,7 +4,8 @@ Usage: python3 campaigns/run_all.py [--runs 3000] [--seconds 60]
 
 Runs the crash campaign on SQLite, etcd and the Docker driver, then the contention
 campaign on SQLite and on etcd (four simulated hosts), then both plugin campaigns again
-with cnipamd beside the plugins (--agent), each as its own process with the
+with cnipamd beside the plugins (--agent), then the etcd fault campaign (a three-member
+cluster) and, as root, the disk fault campaign, each as its own process with the
 interpreter running this script (the one whose environment has cnipam installed). Stops
 at the first campaign that reports a broken promise, and exits with its status.
 """
@@ -12,6 +13,7 @@ at the first campaign that reports a broken promise, and exits with its status.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +40,12 @@ def main() -> int:
         [*crash, "--engine", "etcd", "--runs", str(args.runs), "--agent"],
         [*contention, "--store", "sqlite", "--agent"],
         [*contention, "--store", "etcd", "--agent"],
+        [sys.executable, str(ROOT / "campaigns" / "etcd_faults.py")],
     ]
+    if os.geteuid() == 0:  # it mounts a tmpfs of its own
+        steps.append([sys.executable, str(ROOT / "campaigns" / "disk_faults.py")])
+    else:
+        print("campaigns/disk_faults.py skipped: mounting a tmpfs needs root", file=sys.stderr)
     for step in steps:
         print("campaign:", " ".join(step[1:]), flush=True)
         status = subprocess.run(step, cwd=ROOT).returncode

@@ -12,7 +12,19 @@ Who runs the call is decided by how far the request got:
 * the request was sent but no complete answer came back (the agent died mid-call): the
   call may or may not have happened, and running it again could be refused (an ecs-style
   exclusive owner already holding its address), so the answer is CNI error 11, "try
-  again later", which runtimes retry.
+  again later", which runtimes retry;
+* the agent declined the call (a caller it does not serve, its limits reached): it ran
+  nothing, so the plugin runs the call itself and says why on stderr.
+
+Whom it forwards to: the environment and stdin of a call carry whatever the runtime
+passed (inline etcd passwords included) and the answer becomes the result the runtime
+acts on, so they go only to an agent that could not have been planted by another user.
+The socket must be a socket (not a link) owned by root or by this process's own user,
+in a folder owned by one of them that neither group nor others may write (so nobody
+else can have bound the name or can swap it), and the process at the other end must be
+root or this user (the kernel's peer credentials, SO_PEERCRED, read on the connected
+socket: a socket renamed into place after the checks still names its real listener).
+Otherwise the call runs directly, with one line on stderr saying why.
 """
 
 # No `from __future__ import annotations`: importing __future__ would be one more module load
@@ -48,8 +60,12 @@ def forward(path: bytes, environ: dict[bytes, bytes]) -> tuple[int | None, bytes
     is then the bytes already read, or None when nothing was read yet.
     """
     try:
-        posix.stat(path)
+        found = posix.lstat(path)
     except OSError:  # no agent: the plugin runs directly, having loaded nothing more than this module
+        return None, None
+    distrust = _distrust(path, found)
+    if distrust is not None:
+        _note(f"not forwarding to cnipamd: {distrust}")
         return None, None
     import _socket
 
@@ -63,7 +79,13 @@ def forward(path: bytes, environ: dict[bytes, bytes]) -> tuple[int | None, bytes
         conn.settimeout(CONNECT_TIMEOUT)
         try:
             conn.connect(path)
+            peer = conn.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)  # struct ucred: pid, uid, gid
         except OSError:  # absent, stale (refused), not a socket, not permitted, backlog full
+            return None, None
+        listener = int.from_bytes(peer[4:8], sys.byteorder)
+        if listener not in (0, posix.geteuid()):
+            who = f"runs as uid {listener}, not {_trusted()}"
+            _note(f"not forwarding to cnipamd: the process listening on {_text(path)} {who}")
             return None, None
         stdin = _read_stdin()
         if stdin is None:  # the plugin reports an unreadable stdin itself
@@ -79,15 +101,43 @@ def forward(path: bytes, environ: dict[bytes, bytes]) -> tuple[int | None, bytes
         conn.settimeout(ANSWER_TIMEOUT)
         try:
             conn.sendall(request)
-        except OSError:  # not sent whole, so the agent cannot have run it
+        except OSError:  # not sent whole, so the agent cannot have run it; it may have said why
+            _declined_unread(conn)
             return None, stdin
-        return _settle(conn, stdin), None
+        status = _settle(conn, stdin)
+        return (None, stdin) if status is None else (status, None)
     finally:
         conn.close()
 
 
-def _settle(conn: "_socket.socket", stdin: bytes) -> int:
-    from .agent_protocol import MAX_ANSWER, FrameReader, ProtocolError, decode_answer
+def _distrust(path: bytes, found: "posix.stat_result") -> str | None:
+    """Why the socket at `path` (lstat: `found`) may have been put there by another user, or None."""
+    me = posix.geteuid()
+    if found.st_mode & 0o170000 != 0o140000:  # S_IFSOCK; a symbolic link is refused too
+        return f"{_text(path)} is not a socket"
+    if found.st_uid not in (0, me):
+        return f"{_text(path)} belongs to uid {found.st_uid}, not {_trusted()}"
+    folder = path.rpartition(b"/")[0] or (b"/" if path.startswith(b"/") else b".")
+    try:
+        holder = posix.stat(folder)
+    except OSError as exc:
+        return f"cannot look at {_text(folder)}: {exc.strerror}"
+    if holder.st_uid not in (0, me):
+        return f"its folder {_text(folder)} belongs to uid {holder.st_uid}, not {_trusted()}"
+    if holder.st_mode & 0o022:
+        who = "others" if holder.st_mode & 0o002 else "its group"
+        return f"its folder {_text(folder)} is writable by {who} (mode {holder.st_mode & 0o7777:o})"
+    return None
+
+
+def _trusted() -> str:
+    me = posix.geteuid()
+    return "root" if me == 0 else f"root or uid {me}"
+
+
+def _settle(conn: "_socket.socket", stdin: bytes) -> int | None:
+    """The agent's answer, printed, and its exit status; None when the agent declined."""
+    from .agent_protocol import MAX_ANSWER, Declined, FrameReader, ProtocolError, decode_answer
 
     reader = FrameReader(MAX_ANSWER)
     problem = "the agent closed the connection before answering"
@@ -100,12 +150,35 @@ def _settle(conn: "_socket.socket", stdin: bytes) -> int:
             text, status = decode_answer(reader.payload)
             _write(text)
             return status
+    except Declined as declined:
+        _note(f"cnipamd did not take the call ({declined.reason}); running it directly")
+        return None
     except TimeoutError:
         problem = f"the agent did not answer within {ANSWER_TIMEOUT:g} s"
     except (OSError, ProtocolError) as exc:
         problem = f"the agent's answer was lost: {exc}"
     _write(_try_again(stdin, problem))
     return 1
+
+
+def _declined_unread(conn: "_socket.socket") -> None:
+    """After a failed send: the agent may have declined and closed before reading the
+    request; its reason is then already waiting to be read."""
+    from .agent_protocol import MAX_ANSWER, Declined, FrameReader, ProtocolError, decode_answer
+
+    reader = FrameReader(MAX_ANSWER)
+    try:
+        conn.setblocking(False)
+        while True:
+            chunk = conn.recv(1 << 12)
+            if not chunk or reader.feed(chunk):
+                break
+        if reader.payload is not None:
+            decode_answer(reader.payload)
+    except Declined as declined:
+        _note(f"cnipamd did not take the call ({declined.reason}); running it directly")
+    except (OSError, ProtocolError):
+        pass
 
 
 def _read_stdin() -> bytes | None:
@@ -119,11 +192,23 @@ def _read_stdin() -> bytes | None:
         return None
 
 
-def _write(data: bytes) -> None:
+def _write(data: bytes, fd: int = 1) -> None:
     view = memoryview(data)
     while view:
-        written = posix.write(1, view)
+        written = posix.write(fd, view)
         view = view[written:]
+
+
+def _note(text: str) -> None:
+    """One line on stderr: why the call runs directly after all."""
+    try:
+        _write(f"cnipam: {text}\n".encode("utf-8", "replace"), 2)
+    except OSError:
+        pass
+
+
+def _text(path: bytes) -> str:
+    return path.decode("utf-8", "replace")
 
 
 def _try_again(stdin: bytes, problem: str) -> bytes:

@@ -8,7 +8,9 @@ the whole forward path must cost little more than starting the interpreter.
 A frame is a 4-byte big-endian length and that many bytes of payload. A request payload
 is `Q` followed by length-prefixed items: the caller's working folder, its stdin, then
 its environment as `KEY=VALUE` entries (bytes, exactly as execve passed them). An answer
-payload is `A`, the exit status as one byte, then the text the plugin prints. Every
+payload is `A`, the exit status as one byte, then the text the plugin prints; or `D` and
+a reason: the agent declined the call (a caller it does not serve, its limits reached),
+ran nothing, and the plugin runs the call itself. Every
 length is bounded before anything is allocated, so a confused or hostile peer cannot
 make either side read without limit.
 """
@@ -24,10 +26,20 @@ MAX_ANSWER = 1 << 22  # a CNI result or error object is a few KiB
 
 REQUEST_TAG = b"Q"
 ANSWER_TAG = b"A"
+DECLINE_TAG = b"D"
+MAX_REASON = 1024
 
 
 class ProtocolError(Exception):
     """The peer sent something that is not a frame of this protocol."""
+
+
+class Declined(Exception):
+    """The agent did not take the call and ran nothing of it: the caller runs it itself."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def frame(payload: bytes) -> bytes:
@@ -87,8 +99,14 @@ def encode_answer(text: bytes, status: int) -> bytes:
     return frame(ANSWER_TAG + bytes((status,)) + text)
 
 
+def encode_decline(reason: str) -> bytes:
+    return frame(DECLINE_TAG + reason.encode("utf-8", "replace")[:MAX_REASON])
+
+
 def decode_answer(payload: bytes) -> tuple[bytes, int]:
-    """(the text to print, the exit status)."""
+    """(the text to print, the exit status); Declined when the agent declined the call."""
+    if payload[:1] == DECLINE_TAG:
+        raise Declined(payload[1 : 1 + MAX_REASON].decode("utf-8", "replace"))
     if len(payload) < 2 or payload[:1] != ANSWER_TAG:
         raise ProtocolError("not an answer")
     return payload[2:], payload[1]

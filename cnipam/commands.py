@@ -20,19 +20,22 @@ if TYPE_CHECKING:
     from .store.base import Store
 
 
-def _owner(request: Request, config: IPAMConfig) -> Owner:
-    """Who the call acts for. host-local's dialect owns leases by attachment, so, as skel
+def _owner(request: Request, config: IPAMConfig, store: Store) -> Owner:
+    """Who the call acts for, in which network namespace and boot (the store's: the
+    caller's, core.reboot). host-local's dialect owns leases by attachment, so, as skel
     (and so host-local) does, it refuses ADD, CHECK and DEL without a container id instead
     of making an anonymous lease that no later DEL of that container could find."""
     if config.dialect == HOST_LOCAL and not request.container_id:
         raise InvalidEnvironment(
             f"CNI_CONTAINERID env variable missing: {request.command} needs the container id to own the lease"
         )
-    return Owner.for_request(config.owner_id, request.network, request.container_id, request.ifname)
+    return Owner.for_request(
+        config.owner_id, request.network, request.container_id, request.ifname, request.netns, store.boot
+    )
 
 
 def add(request: Request, config: IPAMConfig, store: Store) -> dict[str, object]:
-    leases = store.allocate(_owner(request, config), config.pools)
+    leases = store.allocate(_owner(request, config, store), config.pools)
     return encode_result(request.version, config.pools, leases, config.routes, config.dns)
 
 
@@ -44,7 +47,7 @@ def delete(request: Request, config: IPAMConfig, store: Store) -> None:
     and DEL after every failed ADD, so a refused `--ip` would otherwise free the address
     of the container that holds it (issue 12). Releasing what is not held succeeds (DEL
     is idempotent)."""
-    owner = _owner(request, config)
+    owner = _owner(request, config, store)
     named = [(spec.family, spec.requested) for spec in config.pools if spec.requested is not None]
     if config.owner_id:
         store.release(owner.handle)
@@ -61,7 +64,7 @@ def delete(request: Request, config: IPAMConfig, store: Store) -> None:
 def check(request: Request, config: IPAMConfig, store: Store) -> None:
     if not at_least(request.version, "0.4.0"):
         raise IncompatibleVersion("CHECK needs cniVersion 0.4.0 or later", f'config is "{request.version}"')
-    owner = _owner(request, config)
+    owner = _owner(request, config, store)
     if owner.handle is None:
         raise InvalidEnvironment("CHECK needs ipam.id or CNI_CONTAINERID to know whose leases to check")
     held = [lease for lease in store.held_by(owner.handle) if lease.kind == LEASE]
@@ -77,9 +80,15 @@ def check(request: Request, config: IPAMConfig, store: Store) -> None:
 
 def collect_garbage(request: Request, store: Store) -> None:
     """Spec 1.1.0 GC. An absent or null list means no attachment is valid, as libcni
-    itself reads it (it has already DELed every cached attachment by then)."""
+    itself reads it (it has already DELed every cached attachment by then). The runtime's
+    list is the authority, so one pass releases (core.collector with no grace), each
+    owner whole; a config with `disableGC` releases nothing."""
     if not at_least(request.version, "1.1.0"):
         raise IncompatibleVersion("GC needs cniVersion 1.1.0 or later", f'config is "{request.version}"')
+    from .core.collector import gc_disabled  # GC only: the plugin imports per call
+
+    if gc_disabled(request.config):
+        return
     listed = request.config.get("cni.dev/valid-attachments", request.config.get("cni.dev/attachments"))
     if listed is None:
         listed = []

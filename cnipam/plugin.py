@@ -17,6 +17,7 @@ from .core.cni_request import parse_request
 from .core.cni_version import CURRENT, SUPPORTED
 from .core.errors import (
     AddressConflict,
+    AddressesCooling,
     CnipamError,
     DecodeFailure,
     FileUnreadable,
@@ -52,6 +53,7 @@ CNI_CODES: dict[type[CnipamError], int] = {
     DecodeFailure: 6,
     InvalidConfig: 7,
     StoreBusy: 11,
+    AddressesCooling: 11,
     Unavailable: 50,
     AddressConflict: 100,
     PoolExhausted: 101,
@@ -100,6 +102,8 @@ def run(env: dict[str, str], stdin: bytes, cwd: str, open_store: StoreOpener | N
     caller's working folder: relative file names in the environment or config are the
     caller's, not those of the process running the call. `open_store` gives the store for
     some settings as a context manager; by default a store opened for this call only.
+    An opener may raise agent_protocol.Declined (cnipamd at its limits): nothing has
+    been done, and it passes through to the caller, who lets the plugin run the call.
     """
     command = env.get("CNI_COMMAND", "")
     if not command:
@@ -110,11 +114,15 @@ def run(env: dict[str, str], stdin: bytes, cwd: str, open_store: StoreOpener | N
             return _text(_version_answer(stdin)), 0
         request = parse_request(command, env, stdin)
         version = request.version
-        answer = _dispatch(request, env, cwd, open_store or open_for_call)
+        answer = _dispatch(request, env, cwd, open_store or (open_for_reading if command in READS else open_for_call))
         return ("" if answer is None else _text(answer)), 0
     except CnipamError as error:
         return _error_text(version, error), 1
     except Exception as error:  # a bug: still a CNI error object, never a traceback
+        from .agent_protocol import Declined  # only cnipamd's opener raises it: its plugin runs the call itself
+
+        if isinstance(error, Declined):
+            raise
         return _text(_error_object(version, INTERNAL_ERROR, f"internal error: {type(error).__name__}: {error}", "")), 1
 
 
@@ -148,10 +156,11 @@ def _dispatch(request: Request, env: dict[str, str], cwd: str, open_store: Store
 
 def store_settings(env: dict[str, str], data_dir: str | None, cwd: str, store: object = None) -> StoreSettings:
     """The store a call uses (`store`: the config's `ipam.store`), its file names anchored
-    at the caller's working folder."""
+    at the caller's working folder, opened for the caller's boot (core.reboot)."""
+    from .boot_id import current_boot
     from .store.settings import StoreSettings
 
-    settings = StoreSettings.from_env(env, data_dir, store)
+    settings = StoreSettings.from_env(env, data_dir, store).with_boot(current_boot(env))
     return settings.anchored(cwd) if cwd else settings
 
 
@@ -159,16 +168,28 @@ class open_for_call:
     """The store for one call, closed on the way out whatever happens (the plugin's own
     process ends with the call, so there is nothing to keep it open for)."""
 
+    reading = False
+
     def __init__(self, settings: StoreSettings) -> None:
         from .store.opening import open_store  # the same opener cnipamd's cache uses
 
-        self.store = open_store(settings)
+        self.store = open_store(settings, self.reading)
 
     def __enter__(self) -> Store:
         return self.store
 
     def __exit__(self, *exc: object) -> None:
         self.store.close()
+
+
+class open_for_reading(open_for_call):
+    """The store for a call that only reads (CHECK, STATUS): readable on a full or
+    read-only disk too."""
+
+    reading = True
+
+
+READS = ("CHECK", "STATUS")
 
 
 def _read_stdin() -> bytes:

@@ -1,5 +1,5 @@
 """What both daemons, `cnipamd` and `cnipam-docker`, do alike: their log, their socket
-path, and how a failed start ends.
+path, how a failed start ends, and how they stay up when clients ask too much.
 
 * The log is one JSON object per line on stderr, which journald keeps as is and any log
   shipper parses without a grammar; requests are answered on many threads, so each line
@@ -15,12 +15,20 @@ path, and how a failed start ends.
   usage errors): 1 refused or failed, worth trying again once the cause is fixed; 2 the
   invocation is wrong; 3 nothing will help but a person, a damaged store or a bug. The
   README lists them.
+* Connections are bounded: each daemon caps how many it serves at once and refuses the
+  rest at once, saying so, and logs when the cap is reached (`Episode`: one line when it
+  starts, one when it ends, never a line per connection). Out of file descriptors,
+  `accept` fails while the connection stays queued, so poll() reports it again at once: a
+  busy loop that starves everyone. A descriptor kept in reserve (`SpareDescriptor`) lets
+  the daemon accept that connection anyway and refuse it; failing even that, it backs off.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import resource
 import socket
 import stat
 import sys
@@ -74,11 +82,13 @@ def start_failed(error: Exception, program: str | None = None) -> int:
     return exit_status(error)
 
 
-def make_folder(folder: str, mode: int) -> None:
-    """The socket's folder with exactly `mode` when it has to be created (the umask may
-    narrow or widen makedirs' mode); an existing folder is left as it is."""
+def make_folder(folder: str, mode: int, group: int | None = None) -> None:
+    """The socket's folder with exactly `mode` (and `group`) when it has to be created
+    (the umask may narrow or widen makedirs' mode); an existing folder is left as it is."""
     if not os.path.isdir(folder):
         os.makedirs(folder, mode=mode, exist_ok=True)
+        if group is not None:
+            os.chown(folder, -1, group)
         os.chmod(folder, mode)
 
 
@@ -119,6 +129,94 @@ def remove_if_ours(path: str, inode: int) -> None:
             os.unlink(path)
     except OSError:
         pass
+
+
+OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+class Episode:
+    """A condition that is logged when it starts and when it ends, not each time it is met."""
+
+    def __init__(self, event: str) -> None:
+        self.event = event
+        self.active = False
+        self.lock = threading.Lock()
+
+    def begin(self, **fields: object) -> None:
+        with self.lock:
+            if self.active:
+                return
+            self.active = True
+        log(self.event, state="reached", **fields)
+
+    def end(self) -> None:
+        with self.lock:
+            if not self.active:
+                return
+            self.active = False
+        log(self.event, state="over")
+
+
+class SpareDescriptor:
+    """One descriptor held in reserve for the moment the process has no other."""
+
+    BACKOFF_LIMIT = 1.0
+
+    def __init__(self) -> None:
+        self.fd: int | None = self._open()
+        self.backoff = 0.0
+        self.episode = Episode("out-of-descriptors")
+
+    @staticmethod
+    def _open() -> int | None:
+        try:
+            return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+
+    def shed(self, listener: socket.socket, refusal: bytes, error: OSError) -> None:
+        """`accept` failed with `error` (out of descriptors): accept the waiting connection
+        with the reserve, send it `refusal` and close it; if even that fails, sleep a
+        little longer each time, so the loop never spins."""
+        self.episode.begin(error=str(error))
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                conn = None
+            if conn is not None:
+                try:
+                    conn.setblocking(False)
+                    conn.send(refusal)
+                except OSError:
+                    pass
+                conn.close()
+            self.fd = self._open()
+            if conn is not None:
+                self.backoff = 0.0
+                return
+        self.backoff = min(max(self.backoff * 2, 0.01), self.BACKOFF_LIMIT)
+        time.sleep(self.backoff)
+
+    def recovered(self) -> None:
+        if self.fd is None:
+            self.fd = self._open()
+        self.backoff = 0.0
+        self.episode.end()
+
+
+def reserve_descriptors(needed: int) -> None:
+    """Raise the soft limit on open files to what the daemon's caps can use, when the
+    hard limit allows; else say that the caps may not be reached."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard == resource.RLIM_INFINITY or hard >= needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+        return
+    log("notice", message=f"the limits set may need {needed} file descriptors; the process may open {soft}")
 
 
 def metrics_address(text: str, public: bool) -> tuple[str, int]:

@@ -19,12 +19,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cnipam.core.errors import InvalidConfig, StoreIOError
+from cnipam.core.ipam_config import MAX_RANGES, MAX_REQUESTED
+from cnipam.core.json_codec import MAX_INPUT
 from cnipam.docker.settings import load
 from cnipam.store.etcd_keys import escape, unescape
 from cnipam.store.etcdv3 import EtcdClient
 from cnipam.testing.etcd_server import free_port
 from tests.support.etcd import PASSWORD, need_etcd
-from tests.support.plugin_calls import RunPlugin, installed
+from tests.support.plugin_calls import CALL_TIMEOUT, RunPlugin, installed
 from tests.support.store_files import snapshot
 
 V4 = {"type": "cnipam", "ipv4-subnet": "10.0.0.0/24"}
@@ -97,7 +99,94 @@ def test_the_network_name_never_becomes_a_path_in_data_dir(run_plugin: RunPlugin
         "cnipam.db-shm",
         "cnipam.db-wal",
         "cnipam.db.lock",
+        "cnipam.db.reserve",
     }
+
+
+# -- the store's path: no link of another user is followed (store/trusted_path.py) ---------
+
+NOBODY = 65534
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make another user's links")
+
+
+def planted(tmp_path: Path) -> tuple[Path, Path]:
+    """A /tmp-like folder (1777) where uid 65534 planted the store and its lock as links
+    into a folder standing in for /etc, and that folder."""
+    etc, shared = tmp_path / "etc", tmp_path / "shared"
+    etc.mkdir()
+    shared.mkdir()
+    shared.chmod(0o1777)
+    for name, target in (("cnipam.db", "nologin"), ("cnipam.db.lock", "lock")):
+        (shared / name).symlink_to(etc / target)
+        os.lchown(shared / name, NOBODY, NOBODY)
+    return shared, etc
+
+
+@needs_root
+@pytest.mark.parametrize("opt_in", [None, "1"], ids=["default", "shared-folders-accepted"])
+def test_the_plugin_never_follows_a_link_planted_as_its_store(
+    run_plugin: RunPlugin, tmp_path: Path, opt_in: str | None
+) -> None:
+    """The issue's probe: a dataDir in /tmp and two planted links made root create
+    /etc/nologin and the lock in /etc. Now: code 5 naming the link, nothing in /etc."""
+    shared, etc = planted(tmp_path)
+    ipam = {"type": "cnipam", "subnet": "10.0.0.0/24", "dataDir": str(shared)}
+    answer = run_plugin("ADD", config(ipam), {"CNI_CONTAINERID": "c1", "CNIPAM_ALLOW_SHARED_FOLDERS": opt_in})
+    assert (answer.code, answer.out["code"]) == (1, 5), answer.out
+    assert f"{shared / 'cnipam.db'} is a symbolic link owned by uid {NOBODY}: not followed" in answer.out["msg"]
+    assert list(etc.iterdir()) == []
+
+
+@needs_root
+def test_a_shared_folder_holds_the_store_only_when_the_operator_says_so(run_plugin: RunPlugin, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    ipam = {"type": "cnipam", "subnet": "10.0.0.0/24", "dataDir": str(shared)}
+    refused = run_plugin("ADD", config(ipam), {"CNI_CONTAINERID": "c1"})
+    assert (refused.code, refused.out["code"]) == (1, 5), refused.out
+    assert (
+        f"{shared} is writable by others" in refused.out["msg"]
+        and "CNIPAM_ALLOW_SHARED_FOLDERS=1" in refused.out["msg"]
+    )
+    assert list(shared.iterdir()) == []
+    accepted = run_plugin("ADD", config(ipam), {"CNI_CONTAINERID": "c1", "CNIPAM_ALLOW_SHARED_FOLDERS": "1"})
+    assert accepted.code == 0, accepted.out
+    wrong = run_plugin("ADD", config(ipam), {"CNI_CONTAINERID": "c1", "CNIPAM_ALLOW_SHARED_FOLDERS": "yes"})
+    assert (wrong.code, wrong.out["code"]) == (1, 4), wrong.out
+    assert "CNIPAM_ALLOW_SHARED_FOLDERS='yes'" in wrong.out["msg"]
+
+
+@needs_root
+def test_cnipamctl_never_follows_a_link_planted_as_the_store(tmp_path: Path) -> None:
+    shared, etc = planted(tmp_path)
+    (tmp_path / "empty.json").write_text('{"format": "cnipam-export", "version": 1, "leases": [], "cursors": {}}')
+    for argv in (["leases"], ["import", str(tmp_path / "empty.json")]):
+        ctl = subprocess.run(
+            [installed("cnipamctl"), "--db", str(shared / "cnipam.db"), *argv],
+            capture_output=True,
+            timeout=CALL_TIMEOUT,
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+        )
+        err = ctl.stderr.decode()
+        assert ctl.returncode != 0 and "Traceback" not in err, err
+        assert f"{shared / 'cnipam.db'} is a symbolic link owned by uid {NOBODY}: not followed" in err, err
+    assert list(etc.iterdir()) == []
+
+
+@needs_root
+def test_the_docker_driver_never_follows_a_link_planted_as_its_store(tmp_path: Path) -> None:
+    shared, etc = planted(tmp_path)
+    driver = subprocess.run(
+        [installed("cnipam-docker"), "--socket", str(tmp_path / "d.sock"), "--db", str(shared / "cnipam.db")],
+        capture_output=True,
+        timeout=CALL_TIMEOUT,
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+    )
+    err = driver.stderr.decode()
+    assert driver.returncode != 0 and "Traceback" not in err, err
+    assert f"{shared / 'cnipam.db'} is a symbolic link owned by uid {NOBODY}: not followed" in err, err
+    assert list(etc.iterdir()) == [] and not (tmp_path / "d.sock").exists()
 
 
 @pytest.mark.parametrize("key", ["resolvConf", "passwordFile", "tls.ca", "tls.cert"])
@@ -195,6 +284,7 @@ def test_a_wrong_password_is_named_without_the_password(run_plugin: RunPlugin, a
             "endpoints": [auth_etcd],
             "username": "root",
             "lockDir": str(tmp_path / "l"),
+            "allowInsecure": True,
             **credentials,
         }
         answer = run_plugin("ADD", config({**V4, "store": store}), {"CNI_CONTAINERID": "c1"})
@@ -216,12 +306,13 @@ def test_a_wrong_password_is_named_without_the_password(run_plugin: RunPlugin, a
 def test_an_unreachable_etcd_with_credentials_configured_names_no_secret(
     run_plugin: RunPlugin, tmp_path: Path, endpoint: str
 ) -> None:
-    store = {
+    store: dict[str, object] = {
         "type": "etcd",
         "endpoints": [endpoint],
         "username": "root",
         "password": "Sup3rSecret",
         "lockDir": str(tmp_path / "l"),
+        "allowInsecure": True,  # else refused before any connection: test_plain_http_with_credentials_is_refused…
     }
     answer = run_plugin(
         "ADD", config({**V4, "store": store}), {"CNI_CONTAINERID": "c1", "IPAM_DB_CONNECTION_TIMEOUT": "300ms"}
@@ -234,9 +325,74 @@ def test_an_unreachable_etcd_with_credentials_configured_names_no_secret(
     no_secret(ctl.stdout.decode() + ctl.stderr.decode(), "Sup3rSecret")
 
 
+@pytest.mark.parametrize("credentials", [{"password": "Sup3rSecret"}, {"passwordFile": "/nonexistent"}])
+def test_plain_http_with_credentials_is_refused_unless_allowed(
+    run_plugin: RunPlugin, tmp_path: Path, credentials: dict[str, str]
+) -> None:
+    """A password sent to an http:// endpoint crosses the network in clear, and so does the
+    token etcd hands back for it: refused (code 7) before anything is read or dialled,
+    saying why and what to do; `allowInsecure` is the operator's explicit choice."""
+    port = free_port()
+    store = {
+        "type": "etcd",
+        "endpoints": [f"https://127.0.0.1:{port}", f"http://127.0.0.1:{port}"],
+        "username": "root",
+        **credentials,
+    }
+    answer = run_plugin("ADD", config({**V4, "store": store}), {"CNI_CONTAINERID": "c1"})
+    assert (answer.code, answer.out["code"]) == (1, 7), answer.out
+    assert "clear text" in answer.out["msg"] and "allowInsecure" in answer.out["msg"], answer.out
+    assert f"http://127.0.0.1:{port}" in answer.out["msg"]
+    no_secret(json.dumps(answer.out), "Sup3rSecret")
+    allowed = {**store, "allowInsecure": True, "lockDir": str(tmp_path / "l")}
+    answer = run_plugin(
+        "ADD", config({**V4, "store": allowed}), {"CNI_CONTAINERID": "c1", "IPAM_DB_CONNECTION_TIMEOUT": "300ms"}
+    )
+    assert answer.out["code"] != 7, answer.out  # past the settings: it now fails on the dead port or the missing file
+    without = {
+        "type": "etcd",
+        "endpoints": [f"http://127.0.0.1:{port}"],
+        "lockDir": str(tmp_path / "l"),
+    }  # no secret to leak
+    answer = run_plugin(
+        "ADD", config({**V4, "store": without}), {"CNI_CONTAINERID": "c1", "IPAM_DB_CONNECTION_TIMEOUT": "300ms"}
+    )
+    assert answer.out["code"] == 11, answer.out
+    assert (
+        run_plugin("ADD", config({**V4, "store": {**allowed, "allowInsecure": "yes"}}), {"CNI_CONTAINERID": "c1"}).out[
+            "code"
+        ]
+        == 7
+    )
+
+
 @pytest.mark.parametrize("endpoint", ["http://a b:2379", "http://h\r\nX-Injected: 1:2379", "http://h\t:1"])
 def test_an_endpoint_that_would_inject_into_the_host_header_is_refused(endpoint: str) -> None:
     from cnipam.store.settings import StoreSettings
 
     with pytest.raises(InvalidConfig, match="spaces or control characters"):
         StoreSettings.from_env({}, None, {"type": "etcd", "endpoints": [endpoint]})
+
+
+# -- bounded work: each limit, as the plugin answers it (docs/security.md) -----------------
+
+
+def test_a_config_over_1_mib_is_refused_unread(run_plugin: RunPlugin, db_path: Path) -> None:
+    padding = "x" * (MAX_INPUT + 1)
+    answer = run_plugin("ADD", json.dumps({**config(V4), "padding": padding}).encode(), {"CNI_CONTAINERID": "c1"})
+    assert (answer.code, answer.out["code"]) == (1, 6), answer.out
+    assert "larger than" in answer.out["msg"]
+    assert snapshot(db_path) is None
+
+
+def test_too_many_ranges_or_requested_addresses_are_refused_by_count(run_plugin: RunPlugin, db_path: Path) -> None:
+    ranges = [[{"subnet": f"10.{i // 256}.{i % 256}.0/24"}] for i in range(MAX_RANGES + 1)]
+    answer = run_plugin("ADD", config({"type": "cnipam", "ranges": ranges}), {"CNI_CONTAINERID": "c1"})
+    assert (answer.code, answer.out["code"]) == (1, 7), answer.out
+    assert f"{MAX_RANGES + 1} ranges in all; a config may name at most {MAX_RANGES}" in answer.out["msg"]
+    wanted = [f"10.1.{i // 256}.{i % 256}" for i in range(MAX_REQUESTED + 1)]
+    requesting = {**config({"type": "cnipam", "subnet": "10.1.0.0/16"}), "args": {"cni": {"ips": wanted}}}
+    answer = run_plugin("ADD", requesting, {"CNI_CONTAINERID": "c1"})
+    assert (answer.code, answer.out["code"]) == (1, 7), answer.out
+    assert f"{MAX_REQUESTED + 1} requested addresses" in answer.out["msg"]
+    assert snapshot(db_path) is None

@@ -3,25 +3,35 @@
 A runtime that uses libcni writes a result cache entry for every attachment after its
 ADD and removes it with the DEL (cnipam/libcni/cache.py). When a network's cache is in
 use, a lease whose (network, container, interface) has no entry is therefore a leak:
-the DEL never reached the plugin (a runtime crash, a node reboot between the two). Only
+the DEL never reached the plugin (a runtime crash, a node killed between the two). Only
 networks with at least one cache entry are judged, since a runtime that keeps no cache
-for a network says nothing about its leases; only leases that record a container can be
-judged at all; and leases younger than the grace period are left alone, because the
-runtime writes the entry only after the ADD has returned.
+for a network says nothing about its leases; a network whose cached config says
+`disableGC` is never judged (libcni's escape valve); and only leases that record a
+container can be judged at all.
 
-The leases to release are chosen before the store's transaction, but the cache is looked
-at again inside it, entry by entry (`StillValid`), just before anything is released: an
-ADD whose runtime wrote its entry meanwhile keeps its lease, and a lease created
-meanwhile by another attachment is never even a candidate.
+The store applies core.collector's rules: an owner is released only when it was seen
+leaked in two passes at least the grace period apart (the runtime writes the entry only
+after the ADD has returned, so one pass could catch an ADD in flight), with the cache
+looked at again, attachment by attachment, inside the transaction that releases it
+(`CacheEntries`), and all of an owner's leases together. Leases of earlier boots are the
+reboot repair's (core.reboot), which cnipamd also runs at start.
+
+The counters are the collector's health for the metrics: `passes` (passes over a store),
+`candidates` (owners' leases seen leaked, summed over passes; Calico's gc_candidates),
+`last_candidates` (in the last pass), `released` (leases released; Calico's
+gc_reclamations), `blocks_returned` (empty etcd blocks given back to the shared pool).
 """
 
 from __future__ import annotations
 
+import json
 import os
-import time
 
-from ..core.leases import LEASE
-from ..libcni.cache import entry_path, list_entries
+from ..core.collector import gc_disabled
+from ..core.errors import CnipamError
+from ..libcni.cache import decode_config, entry_path, list_entries
+from ..libcni.errors import CacheError
+from ..store.cluster import ClusterStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,58 +41,63 @@ if TYPE_CHECKING:
 Attachment = tuple[str, str]  # (container id, interface)
 
 
-def cached_networks(cache_dir: str) -> set[str]:
-    """The networks with at least one result cache entry."""
-    return {str(entry["networkName"]) for entry in list_entries(cache_dir)}
+def collected_networks(cache_dir: str) -> set[str]:
+    """The networks with at least one result cache entry, less those whose cached config
+    says disableGC (or cannot be read: nothing then says collecting is welcome)."""
+    networks: set[str] = set()
+    disabled: set[str] = set()
+    for entry in list_entries(cache_dir):
+        network = str(entry["networkName"])
+        networks.add(network)
+        try:
+            config = json.loads(decode_config(entry) or b"{}")
+            if not isinstance(config, dict) or gc_disabled(config):
+                disabled.add(network)
+        except (ValueError, CacheError, CnipamError):
+            disabled.add(network)
+    return networks - disabled
 
 
-def has_entry(cache_dir: str, network: str, attachment: Attachment) -> bool:
-    return os.path.lexists(entry_path(cache_dir, network, *attachment))
+class CacheEntries:
+    """The valid attachments of one network as the store's collector asks about them: each
+    question looks at the cache afresh, so an entry written a moment ago counts."""
 
-
-def candidates(leases: list[Lease], network: str, cache_dir: str, older_than: float) -> set[Attachment]:
-    """Attachments of `network` holding a lease created before `older_than` with no cache entry."""
-    return {
-        (lease.container_id, lease.ifname)
-        for lease in leases
-        if lease.network == network
-        and lease.kind == LEASE
-        and lease.container_id
-        and lease.ifname
-        and lease.created < older_than
-        and not has_entry(cache_dir, network, (lease.container_id, lease.ifname))
-    }
-
-
-class StillValid(set[Attachment]):
-    """The "valid attachments" handed to Store.collect_garbage: everything except the
-    candidates, each candidate judged again against the cache when the store asks."""
-
-    def __init__(self, cache_dir: str, network: str, leaked: set[Attachment]) -> None:
-        super().__init__()
+    def __init__(self, cache_dir: str, network: str) -> None:
         self.cache_dir = cache_dir
         self.network = network
-        self.leaked = leaked
 
     def __contains__(self, attachment: object) -> bool:
-        if attachment not in self.leaked:
-            return True
-        return has_entry(self.cache_dir, self.network, attachment)
+        if not (isinstance(attachment, tuple) and len(attachment) == 2 and all(attachment)):
+            return True  # not an attachment the cache could name: never judged leaked
+        return os.path.lexists(entry_path(self.cache_dir, self.network, *attachment))
 
 
-def reconcile(store: Store, cache_dir: str, grace: float, now: float | None = None) -> tuple[int, list[Lease]]:
-    """One pass over one store: how many attachments were candidates (the metrics'
-    collector health), and the leases released."""
-    networks = cached_networks(cache_dir)
-    if not networks:
-        return 0, []
-    older_than = (time.time() if now is None else now) - grace
-    leases = store.leases()
-    seen = 0
-    released: list[Lease] = []
-    for network in sorted(networks & {lease.network for lease in leases}):
-        leaked = candidates(leases, network, cache_dir, older_than)
-        seen += len(leaked)
-        if leaked:
-            released += store.collect_garbage(network, StillValid(cache_dir, network, leaked))
-    return seen, released
+class Reconciler:
+    def __init__(self, cache_dir: str, grace: float) -> None:
+        self.cache_dir = cache_dir
+        self.grace = grace
+        self.passes = 0
+        self.candidates = 0
+        self.last_candidates = 0
+        self.released = 0
+        self.blocks_returned = 0
+
+    def reconcile(self, store: Store) -> list[Lease]:
+        """One pass over one store; the leases released."""
+        networks = collected_networks(self.cache_dir)
+        released: list[Lease] = []
+        seen = 0
+        if networks:
+            for network in sorted(networks & {lease.network for lease in store.leases()}):
+                collection = store.collect_garbage(
+                    network, CacheEntries(self.cache_dir, network), max(self.grace, 1e-9)
+                )
+                seen += len(collection.candidates)
+                released += collection.released
+        if isinstance(store, ClusterStore):
+            self.blocks_returned += len(store.return_idle_blocks())
+        self.passes += 1
+        self.last_candidates = seen
+        self.candidates += seen
+        self.released += len(released)
+        return released

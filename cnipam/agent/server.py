@@ -6,6 +6,12 @@ works on its own, with the store taken from the agent's cache instead of opened 
 call; so an answer through the agent is byte for byte the answer the plugin would have
 printed, and agent and direct calls on one store go through the same transactions.
 
+Who may call: the kernel names the caller of each connection (peer.py). Root's calls are
+answered here; by default nobody else's: their plugin is told to run the call itself
+(a "decline", which it obeys at once). With `--allow-group`, members of that group are
+answered by a child process holding their own credentials (forker.py), never by the
+agent's root threads.
+
 The standard library's plain sockets, not socketserver or asyncio: the loop is twenty
 lines, and it must do three things neither offers cleanly on SIGTERM: unlink the socket
 first (so new plugins run directly instead of connecting), then accept what is already
@@ -16,7 +22,6 @@ queued in the backlog (those plugins have sent their request and would otherwise
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import select
 import signal
@@ -25,12 +30,26 @@ import sys
 import threading
 import time
 
-from ..agent_protocol import MAX_REQUEST, FrameReader, ProtocolError, decode_request, encode_answer
+from ..agent_protocol import encode_decline
 from ..core.errors import CnipamError, InvalidConfig
-from ..plugin import run, store_settings
-from ..service import clear_stale_socket, log, make_folder, remove_if_ours, socket_mode_0660, start_failed
+from ..plugin import store_settings
+from ..service import (
+    OUT_OF_DESCRIPTORS,
+    Episode,
+    SpareDescriptor,
+    clear_stale_socket,
+    log,
+    make_folder,
+    remove_if_ours,
+    reserve_descriptors,
+    socket_mode_0660,
+    start_failed,
+)
 from ..store.opening import open_store
-from .reconciler import reconcile
+from .connection import decline, serve_call
+from .forker import Forker
+from .peer import peer_of
+from .reconciler import Reconciler
 from .settings import AgentSettings, load
 from .store_cache import StoreCache, file_identity
 
@@ -43,68 +62,68 @@ if TYPE_CHECKING:
 
 COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")  # the CNI verbs, as metrics label them
 BACKLOG = 512  # a node starting many pods at once connects in a burst
-REQUEST_TIMEOUT = 10.0  # a forwarding plugin sends its request at once; a silent peer is dropped
+SWEEP_INTERVAL = 30.0  # how often idle stores are looked for, at most
 
 
 class Agent:
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
-        self.stores = StoreCache(open_store)  # type: ignore[arg-type]  # keyed by StoreSettings
+        self.stores = StoreCache(open_store, limit=settings.max_stores)  # type: ignore[arg-type]  # keyed by StoreSettings
         self.stopping = threading.Event()
+        self.reconciler = Reconciler(settings.cache_dir, settings.reconcile_grace)
         self.calls: set[threading.Thread] = set()
         self.calls_lock = threading.Lock()
         self.metrics: DaemonMetrics | None = None  # with --metrics-address
+        self.forker = Forker(settings.max_calls, settings.request_timeout) if settings.allow_group is not None else None
+        self.full = Episode("call-limit")
+        self.spare = SpareDescriptor()
 
     def measure(self, metrics: DaemonMetrics) -> None:
-        """Report calls, waits and the held stores' pools to `metrics`."""
+        """Report calls, waits, the collector and the held stores' pools to `metrics`."""
         self.metrics = metrics
         self.stores.events = metrics
         metrics.add_pools(self.pool_readings)
+        metrics.add_collector(self.reconciler)
 
     # -- one forwarded call ------------------------------------------------------------
 
-    def answer(self, payload: bytes) -> tuple[bytes, dict[str, object]]:
-        """The answer frame for one request payload, and what to log about it."""
-        request = decode_request(payload)
-        env = {os.fsdecode(key): os.fsdecode(value) for key, value in request.environ.items()}
-        started = time.monotonic()
-        text, status = run(env, request.stdin, os.fsdecode(request.cwd), self.stores.using)
-        if self.metrics is not None:
-            self.metrics.request(env.get("CNI_COMMAND", ""), cni_code(text, status), time.monotonic() - started)
-        fields: dict[str, object] = {
-            "command": env.get("CNI_COMMAND", ""),
-            "container": env.get("CNI_CONTAINERID", ""),
-            "ifname": env.get("CNI_IFNAME", ""),
-            "status": status,
-        }
-        if status:
-            fields["answer"] = text.strip()
-        return encode_answer(text.encode("utf-8", "surrogateescape"), status), fields
+    def admit(self, conn: socket.socket) -> None:
+        """Answer root (and the agent's own user) here, hand a member of the allowed group to
+        the forker, decline anyone else."""
+        try:
+            peer = peer_of(conn)
+        except OSError as exc:
+            log("declined", reason=f"the caller's credentials are unknown: {exc}")
+            decline(conn, "cnipamd could not learn who is calling")
+            conn.close()
+            return
+        if peer.uid in (0, os.geteuid()):  # root, or an agent a user runs for itself
+            with self.calls_lock:
+                busy = len(self.calls)
+            if busy < self.settings.max_calls:
+                self.full.end()
+                self.start_call(conn)
+                return
+            self.full.begin(limit=self.settings.max_calls)
+            decline(conn, f"cnipamd is answering its limit of {self.settings.max_calls} calls")
+            conn.close()
+            return
+        group = self.settings.allow_group
+        if group is None or not peer.in_group(group):
+            reason = "cnipamd answers only root" if group is None else f"cnipamd answers only root and group {group}"
+        elif self.forker is not None and self.forker.hand_over(conn, peer):
+            conn.close()  # the forking process holds its own copy
+            return
+        else:
+            reason = "cnipamd's process for other users' calls is gone"
+        log("declined", caller=peer.describe(), reason=reason)
+        decline(conn, f"{reason}; uid {peer.uid} runs its call itself")
+        conn.close()
 
     def serve_connection(self, conn: socket.socket) -> None:
-        started = time.monotonic()
         try:
-            conn.settimeout(REQUEST_TIMEOUT)
-            reader = FrameReader(MAX_REQUEST)
-            while True:
-                chunk = conn.recv(min(reader.wanted(), 1 << 16))
-                if not chunk or reader.feed(chunk):
-                    break
-            if reader.payload is None:
-                log("dropped", reason="the plugin closed the connection before sending a whole request")
-                return
-            frame, fields = self.answer(reader.payload)
-            conn.settimeout(None)
-            # Logged before the answer goes out: once the plugin has its answer, the log
-            # already shows the call (what an operator, or a test, reads next).
-            log("call", **fields, ms=round((time.monotonic() - started) * 1000, 2))
-            conn.sendall(frame)
-        except ProtocolError as exc:
-            log("dropped", reason=f"not a cnipamd request: {exc}")
-        except OSError as exc:
-            log("dropped", reason=f"connection failed: {exc}")
-        except Exception as exc:  # a bug: logged as one line, the plugin answers 11, the agent goes on
-            log("internal-error", error=f"{type(exc).__name__}: {exc}")
+            answered = self.metrics.request if self.metrics is not None else None
+            serve_call(conn, self.settings.request_timeout, self.stores.using, answered)
         finally:
             conn.close()
             with self.calls_lock:
@@ -135,12 +154,10 @@ class Agent:
         for path, held in self.distinct_stores():
             try:
                 with self.stores.using(held) as store:
-                    candidates, released = reconcile(store, self.settings.cache_dir, self.settings.reconcile_grace)
+                    released = self.reconciler.reconcile(store)
             except (CnipamError, OSError) as exc:
                 log("reconcile-failed", store=str(path), error=getattr(exc, "message", str(exc)))
                 continue
-            if self.metrics is not None:
-                self.metrics.collector_pass(candidates, len(released))
             for lease in released:
                 log(
                     "released-leak",
@@ -176,25 +193,21 @@ class Agent:
             yield name, read
 
 
-def cni_code(text: str, status: int) -> int:
-    """The CNI error code of a call's answer (0 for success)."""
-    if not status:
-        return 0
-    try:
-        return int(json.loads(text)["code"])
-    except (ValueError, KeyError, TypeError):
-        return 999
-
-
 # -- the socket --------------------------------------------------------------------------
 
 
-def claim_socket(path: str) -> int:
+def claim_socket(path: str, group: int | None) -> int:
     """Make `path` ours: take the agent's lock, then remove a stale socket left by a
     killed agent. Refuses while another agent lives. Returns the lock's descriptor,
     held for the life of the process."""
-    make_folder(os.path.dirname(path), 0o750)
-    lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    folder = os.path.dirname(path)
+    make_folder(folder, 0o750, group)
+    if group is not None:
+        info = os.stat(folder)
+        if not (info.st_mode & 0o001 or (info.st_gid == group and info.st_mode & 0o010)):
+            mode = f"mode {info.st_mode & 0o7777:o}, group {info.st_gid}"
+            log("notice", message=f"members of group {group} cannot reach {folder} ({mode})")
+    lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -208,14 +221,19 @@ def claim_socket(path: str) -> int:
     return lock_fd
 
 
-def listen(path: str) -> socket.socket:
+def listen(path: str, group: int | None) -> socket.socket:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     with socket_mode_0660():
         listener.bind(path)
+    if group is not None:
+        os.chown(path, -1, group)
     os.chmod(path, 0o660)
     listener.listen(BACKLOG)
     listener.setblocking(False)
     return listener
+
+
+OUT_OF_DESCRIPTORS_DECLINE = encode_decline("cnipamd has run out of file descriptors")
 
 
 def accept_queued(agent: Agent, listener: socket.socket) -> None:
@@ -224,16 +242,22 @@ def accept_queued(agent: Agent, listener: socket.socket) -> None:
             conn, _ = listener.accept()
         except (BlockingIOError, InterruptedError):
             return
-        except OSError as exc:  # out of descriptors, for example: the plugin retries or runs directly
-            log("accept-failed", error=str(exc))
+        except OSError as exc:
+            if exc.errno in OUT_OF_DESCRIPTORS:  # the waiting plugin is told to run its call itself
+                agent.spare.shed(listener, OUT_OF_DESCRIPTORS_DECLINE, exc)
+            else:
+                log("accept-failed", error=str(exc))
             return
+        agent.spare.recovered()
         conn.setblocking(True)
-        agent.start_call(conn)
+        agent.admit(conn)
 
 
 def serve(settings: AgentSettings) -> int:
+    reserve_descriptors(2 * settings.max_calls + 5 * settings.max_stores + 64)
     agent = Agent(settings)
-    endpoint = url = None
+    endpoint = None
+    url = None
     if settings.metrics is not None:
         from ..metrics.daemon import DaemonMetrics
 
@@ -242,11 +266,17 @@ def serve(settings: AgentSettings) -> int:
         )
         agent.measure(metrics)
         endpoint, url = metrics.serve(*settings.metrics)
-    for path in settings.stores:  # open now: a broken store is reported at start, and reconciled from the start
-        with agent.stores.using(store_settings({"IPAM_DB_PATH": path}, None, ""), reported=False):
-            pass
-    lock_fd = claim_socket(settings.socket)
-    listener = listen(settings.socket)
+    if agent.forker is not None:
+        agent.forker.start()  # first: it must not inherit open stores, threads or the listener
+    for path in settings.stores:  # open now: a broken store is reported at start, repaired after a reboot, reconciled
+        named = store_settings({**settings.boot_env, "IPAM_DB_PATH": path}, None, "")
+        agent.stores.pin(named)
+        with agent.stores.using(named, reported=False) as store:
+            repaired = store.release_earlier_boots()
+        if repaired:
+            log("released-earlier-boots", store=path, leases=len(repaired), boot=store.boot)
+    lock_fd = claim_socket(settings.socket, settings.allow_group)
+    listener = listen(settings.socket, settings.allow_group)
     inode = os.stat(settings.socket).st_ino
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_write)
@@ -267,6 +297,9 @@ def serve(settings: AgentSettings) -> int:
         "listening",
         socket=settings.socket,
         pid=os.getpid(),
+        allow_group=settings.allow_group,
+        max_calls=settings.max_calls,
+        max_stores=settings.max_stores,
         reconcile_interval=settings.reconcile_interval,
         reconcile_grace=settings.reconcile_grace,
         cni_cache_dir=settings.cache_dir,
@@ -275,9 +308,15 @@ def serve(settings: AgentSettings) -> int:
     poller = select.poll()
     poller.register(listener.fileno(), select.POLLIN)
     poller.register(wake_read, select.POLLIN)
+    sweep = min(settings.store_idle / 2, SWEEP_INTERVAL)
+    swept = time.monotonic()
     try:
         while not stop_signal:
-            for fd, _ in poller.poll():
+            if time.monotonic() - swept >= sweep:
+                for closed in agent.stores.close_idle(settings.store_idle):
+                    log("store-closed", store=getattr(closed, "name", str(closed)), idle=settings.store_idle)
+                swept = time.monotonic()
+            for fd, _ in poller.poll(sweep * 1000):
                 if fd == wake_read:
                     try:
                         os.read(wake_read, 512)
@@ -294,6 +333,8 @@ def serve(settings: AgentSettings) -> int:
         if reconciler is not None:
             reconciler.join()
         agent.wait_for_calls()
+        if agent.forker is not None:
+            agent.forker.stop()
         if endpoint is not None:
             endpoint.shutdown()
         agent.stores.close()

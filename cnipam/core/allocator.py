@@ -10,8 +10,8 @@ engine walks the same order and no engine ever probes addresses one by one.
 
 from __future__ import annotations
 
-from .addresses import format_ip
-from .errors import AddressConflict
+from .addresses import Network, format_ip, parse_cidr
+from .errors import AddressConflict, InvalidConfig
 from .ipam_config import PoolSpec, Range
 from .leases import GATEWAY, LEASE, Cursor, Lease, Owner
 
@@ -55,25 +55,45 @@ def reuse_existing(owner: Owner, spec: PoolSpec, held: list[Lease]) -> Lease | N
     return lease
 
 
-def gateway_reservations(
-    spec: PoolSpec, network: str, now: float, lookup: Callable[[int, int], Lease | None]
-) -> list[Lease]:
-    """The gateway reservations a pool still needs recorded (`lookup`: the lease of an
-    address as the transaction sees it). A gateway already reserved needs nothing; one
-    leased to an owner is refused, since its container would answer for the subnet."""
-    needed = []
-    for address_range in spec.ranges:
-        gateway = address_range.gateway
-        if gateway is None or gateway not in address_range.network:
-            continue
-        found = lookup(spec.family, gateway)
-        if found is None:
-            needed.append(Lease(spec.family, gateway, GATEWAY, spec.key, GATEWAY, None, network, "", "", now))
-        elif found.kind != GATEWAY:
-            raise AddressConflict(
-                f"gateway {found.ip} of {address_range.network} is already leased to {found.describe_holder()}"
-            )
-    return needed
+def gateway_reservation(
+    spec: PoolSpec, address: int, network: str, now: float, lookup: Callable[[int, int], Lease | None]
+) -> tuple[int | None, Lease | None]:
+    """For a lease of `address` from `spec`: the gateway it depends on (None when its range
+    has none inside its subnet), and the reservation of that gateway to write (None when
+    the one recorded serves as it is): a new one, or the recorded one widened.
+
+    A gateway is reserved when the first lease of its range needs it, not for every range
+    of the pool at once: what an ADD writes must not grow with the number of ranges (a
+    range set of 8,000 /24s wrote 8,000 reservations). The reservation names the subnet it
+    protects (`slot`); a pool whose range shares the gateway in a wider subnet widens it,
+    so the reservation always covers every lease that depends on it, and goes when the
+    last of them does (`gateway_still_needed`). A gateway leased to an owner is refused,
+    since its container would answer for the subnet. `lookup`: the lease of an address as
+    the transaction sees it."""
+    address_range = spec.range_of(address)
+    if address_range is None or address_range.gateway is None or address_range.gateway not in address_range.network:
+        return None, None
+    gateway, subnet = address_range.gateway, address_range.network
+    found = lookup(spec.family, gateway)
+    if found is None:
+        return gateway, Lease(spec.family, gateway, GATEWAY, spec.key, str(subnet), None, network, "", "", now)
+    if found.kind != GATEWAY:
+        raise AddressConflict(f"gateway {found.ip} of {subnet} is already leased to {found.describe_holder()}")
+    protected = reserved_subnet(found)
+    if protected is not None and protected.prefix > subnet.prefix:  # nested (both hold the gateway): widen
+        return gateway, Lease(
+            found.family, found.address, GATEWAY, found.pool, str(subnet), None, found.network, "", "", found.created
+        )
+    return gateway, None
+
+
+def reserved_subnet(reservation: Lease) -> Network | None:
+    """The subnet a gateway reservation protects; None for one recorded before reservations
+    named it (their slot is "gateway"), which is kept for good."""
+    try:
+        return parse_cidr(reservation.slot, "slot")[1]
+    except InvalidConfig:
+        return None
 
 
 def refuse_taken(found: Lease | None) -> None:
@@ -83,29 +103,42 @@ def refuse_taken(found: Lease | None) -> None:
         raise AddressConflict(f"requested address {found.ip} is {what}")
 
 
+def returned_address(spec: PoolSpec, kept: tuple[int, int] | None) -> int | None:
+    """The address a reboot kept for this owner's slot (core.reboot), when the pool may
+    hand it out: the attachment came back, so it gets the address it had before."""
+    if kept is None or spec.requested is not None:
+        return None
+    family, address = kept
+    return address if family == spec.family and spec.allows(address) else None
+
+
 def grant(
     owner: Owner,
     pools: tuple[PoolSpec, ...],
     held: list[Lease],
     now: float,
-    reserve_gateways: Callable[[PoolSpec, str, float], None],
+    reserve_gateway: Callable[[PoolSpec, int, str, float], int | None],
     take_requested: Callable[[PoolSpec], int],
-    take_next: Callable[[PoolSpec], int],
+    take_next: Callable[[PoolSpec, Owner], int],
     record: Callable[[Lease], None],
     set_cursor: Callable[[str, Cursor], None],
 ) -> list[Lease]:
     """One lease per pool for `owner`, in pool order: the steps every engine takes inside
     its own transaction, given as that engine's operations. `held` is the owner's leases
-    as the transaction sees them; what is granted is appended to it."""
+    as the transaction sees them; what is granted is appended to it. `take_next` gives the
+    owner the address a reboot kept for it (`returned_address`) when there is one, else
+    the next eligible one (core.reuse). `reserve_gateway` records what gateway_reservation
+    asks for the address taken and returns the gateway the lease depends on; a pool never
+    hands out one of its own gateways (PoolSpec.pieces)."""
     granted = []
     for spec in pools:
         lease = reuse_existing(owner, spec, held)
         if lease is None:
-            reserve_gateways(spec, owner.network, now)
-            address = take_requested(spec) if spec.requested is not None else take_next(spec)
+            address = take_requested(spec) if spec.requested is not None else take_next(spec, owner)
+            gateway = reserve_gateway(spec, address, owner.network, now)
             lease = Lease(
                 spec.family, address, LEASE, spec.key, spec.slot, owner.handle,
-                owner.network, owner.container_id, owner.ifname, now,
+                owner.network, owner.container_id, owner.ifname, now, owner.boot, owner.netns, gateway,
             )  # fmt: skip
             record(lease)
             if not spec.lowest_free:

@@ -20,6 +20,7 @@ from .errors import AddressConflict, InvalidConfig, PoolExhausted
 from .ipam_config import AddressRange, PoolSpec, default_bounds, pool_key
 from .leases import LEASE, Lease, Owner
 from .record import Record
+from .reuse import NO_DELAY, ReuseDelay
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -117,12 +118,13 @@ class DockerPool(Record):
         row, so an imported address is released and counted exactly like a requested one."""
         return Lease(self.family, address, LEASE, self.key, SLOT, None, self.lease_network, "", "", created)
 
-    def spec(self, requested: int | None, serial: bool = False) -> PoolSpec:
+    def spec(self, requested: int | None, serial: bool = False, reuse: ReuseDelay = NO_DELAY) -> PoolSpec:
         """The PoolSpec of one RequestAddress: a named address may be anywhere in the
         pool (Docker's rule: `--ip` outside `--ip-range` is fine); a dynamic one comes
         from the sub-pool when there is one, lowest free first, or with `serial` (Docker's
         `com.docker.network.ipam.serial`, which swarm sets) the next free one after the
-        last handed out, wrapping, so a freed address is not reused at once."""
+        last handed out, wrapping, so a freed address is not reused at once. `reuse` is
+        the driver's reuse delay (core.reuse)."""
         whole = self.whole
         ranges = (whole,)
         if requested is None and self.sub_pool is not None:
@@ -130,7 +132,9 @@ class DockerPool(Record):
             last = min(whole.last, self.sub_pool.last)
             ranges = (AddressRange(self.network, first, last, None),)
         round_robin = serial and requested is None  # a named address leaves Docker's position where it was
-        return PoolSpec(SLOT, self.key, ranges, requested, release_moves_cursor=False, lowest_free=not round_robin)
+        return PoolSpec(
+            SLOT, self.key, ranges, requested, release_moves_cursor=False, lowest_free=not round_robin, reuse=reuse
+        )
 
 
 def pool_region(claim: PoolClaim) -> Network:

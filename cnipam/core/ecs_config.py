@@ -12,12 +12,18 @@ from __future__ import annotations
 from .addresses import BITS, Network, format_ip, parse_cidr, parse_ip
 from .errors import InvalidConfig
 from .ipam_config import ECS, AddressRange, IPAMConfig, PoolSpec, default_bounds, parse_routes
+from .reuse import NO_DELAY, ReuseDelay, parse_reuse
 
 
 def parse_ecs(ipam: dict[str, object]) -> IPAMConfig:
     owner_id = ipam.get("id")
     if owner_id is not None and not isinstance(owner_id, str):
         raise InvalidConfig(f"ipam.id: expected a string, got {type(owner_id).__name__}")
+    reuse = NO_DELAY  # upstream's order exactly, unless the config asks for a delay
+    if ipam.get("reuse-delay") is not None or ipam.get("when-only-cooling") is not None:
+        reuse = parse_reuse(
+            ipam.get("reuse-delay"), ipam.get("when-only-cooling"), "ipam.reuse-delay", "ipam.when-only-cooling"
+        )
     pools = []
     routes: list[dict[str, object]] = []
     for family in (4, 6):
@@ -27,14 +33,14 @@ def parse_ecs(ipam: dict[str, object]) -> IPAMConfig:
                 if ipam.get(prefix + key) is not None:
                     raise InvalidConfig(f"ipam.{prefix}{key} is set but ipam.{prefix}subnet is not")
             continue
-        pools.append(_parse_family(ipam, family))
+        pools.append(_parse_family(ipam, family, reuse))
         routes.extend(parse_routes(ipam.get(prefix + "routes"), family, f"ipam.{prefix}routes"))
     if not pools:
         raise InvalidConfig("ipam: at least one subnet (ipv4-subnet or ipv6-subnet) is required")
     return IPAMConfig(ECS, tuple(pools), tuple(routes), {}, owner_id or None)
 
 
-def _parse_family(ipam: dict[str, object], family: int) -> PoolSpec:
+def _parse_family(ipam: dict[str, object], family: int, reuse: ReuseDelay) -> PoolSpec:
     prefix = f"ipv{family}-"
     key = f"ipam.{prefix}subnet"
     written, network = parse_cidr(ipam[prefix + "subnet"], key)
@@ -62,7 +68,7 @@ def _parse_family(ipam: dict[str, object], family: int) -> PoolSpec:
         if address == gateway:
             raise InvalidConfig(f"{what}: {format_ip(family, address)} is the gateway")
         requested = address
-    return PoolSpec(str(family), str(network), (AddressRange(network, first, last, gateway),), requested)
+    return PoolSpec(str(family), str(network), (AddressRange(network, first, last, gateway),), requested, reuse=reuse)
 
 
 def _address_in(network: Network, first: int, last: int, text: object, what: str, family: int | None = None) -> int:

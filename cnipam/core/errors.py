@@ -50,12 +50,21 @@ class StoreCorrupt(StoreIOError):
     """The store's contents violate its invariants; nothing is written to it."""
 
 
+class StoreFull(StoreIOError):
+    """The disk holding the store has no room for a write; nothing was written."""
+
+
 class AddressConflict(CnipamError):
     """The requested address, or the owner's slot, is already taken."""
 
 
 class PoolExhausted(CnipamError):
     """No free address is left in the configured range."""
+
+
+class AddressesCooling(CnipamError):
+    """The only free addresses were released too recently and the config says to wait
+    (core.reuse): the same request succeeds once one has cooled."""
 
 
 class LeaseMissing(CnipamError):

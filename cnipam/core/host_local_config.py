@@ -8,6 +8,12 @@ host bits, a range too small to allocate from, bounds outside the subnet, overla
 ranges or range sets. Requested addresses come from `args.cni.ips` and
 `runtimeConfig.ips`, or else from `CNI_ARGS` `IP=` (the conventions say `args` wins;
 host-local merges them and then fails).
+
+Every input costs work in proportion to its size, whatever its shape: overlaps are found
+by sorting the ranges once and comparing neighbours (n log n, not every pair), each
+requested address finds its range by bisection, and a config may name at most
+MAX_RANGES ranges and MAX_REQUESTED addresses (ipam_config), refused before any is
+parsed.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from .cni_version import parse as parse_version
 from .errors import InvalidConfig
 from .ipam_config import (
     HOST_LOCAL,
+    MAX_RANGES,
+    MAX_REQUESTED,
     AddressRange,
     IPAMConfig,
     PoolSpec,
@@ -26,14 +34,14 @@ from .ipam_config import (
     parse_routes,
     pool_key,
 )
+from .reuse import NO_DELAY, parse_reuse
 
 
 def parse_host_local(ipam: dict[str, object], config: dict[str, object], cni_args: str) -> IPAMConfig:
     sets = _range_sets(ipam, config)
-    for index, one in enumerate(sets):
-        for other in range(index):
-            if any(_overlap(a, b) for a in one for b in sets[other]):
-                raise InvalidConfig(f"ipam: range set {other} overlaps with range set {index}")
+    overlap = _first_overlap([(r, index) for index, one in enumerate(sets) for r in one])
+    if overlap is not None:
+        raise InvalidConfig(f"ipam: range set {overlap[0]} overlaps with range set {overlap[1]}")
     version = config.get("cniVersion")
     if parse_version(version if isinstance(version, str) else "") < (0, 3, 0):
         for family in (4, 6):
@@ -42,13 +50,20 @@ def parse_host_local(ipam: dict[str, object], config: dict[str, object], cni_arg
                     f"cniVersion {version} allows one IPv{family} range set; use 0.3.0 or later for more"
                 )
     requested = _requested(config, cni_args)
+    reuse = NO_DELAY  # host-local's order exactly, unless the config asks for a delay
+    if ipam.get("reuseDelay") is not None or ipam.get("whenOnlyCooling") is not None:
+        reuse = parse_reuse(
+            ipam.get("reuseDelay"), ipam.get("whenOnlyCooling"), "ipam.reuseDelay", "ipam.whenOnlyCooling"
+        )
+    taken = _take_requested(sets, requested)
     pools = []
-    for ranges in sets:
+    for ranges, address in zip(sets, taken, strict=True):
         key = pool_key(ranges)
-        pools.append(PoolSpec(key, key, ranges, _take_requested(ranges, requested), release_moves_cursor=False))
-    if requested:
-        left = ", ".join(format_ip(family, address) for family, address in requested)
-        raise InvalidConfig(f"requested address {left} is outside every range")
+        pools.append(PoolSpec(key, key, ranges, address, release_moves_cursor=False, reuse=reuse))
+    left = [pair for pair in requested if pair[1] not in taken]
+    if left:
+        text = ", ".join(format_ip(family, address) for family, address in left)
+        raise InvalidConfig(f"requested address {text} is outside every range")
     return IPAMConfig(
         HOST_LOCAL,
         tuple(pools),
@@ -77,6 +92,9 @@ def _range_sets(ipam: dict[str, object], config: dict[str, object]) -> list[tupl
         sources.extend(_listed(ipam["ranges"], "ipam.ranges"))
     if not sources:
         raise InvalidConfig("ipam: no IP ranges specified (subnet or ranges)")
+    count = sum(len(raw) if isinstance(raw, list) else 1 for _, raw in sources)
+    if count > MAX_RANGES:
+        raise InvalidConfig(f"ipam: {count} ranges in all; a config may name at most {MAX_RANGES}")
     return [_range_set(raw, where) for where, raw in sources]
 
 
@@ -92,10 +110,9 @@ def _range_set(raw: object, where: str) -> tuple[AddressRange, ...]:
     ranges = tuple(_range(item, where if where == "ipam" else f"{where}[{index}]") for index, item in enumerate(raw))
     if len({r.network.family for r in ranges}) > 1:
         raise InvalidConfig(f"{where}: mixed address families in one range set")
-    for index, one in enumerate(ranges):
-        for other in range(index):
-            if _overlap(one, ranges[other]):
-                raise InvalidConfig(f"{where}: ranges {other} and {index} overlap")
+    overlap = _first_overlap([(r, index) for index, r in enumerate(ranges)])
+    if overlap is not None:
+        raise InvalidConfig(f"{where}: ranges {overlap[0]} and {overlap[1]} overlap")
     return ranges
 
 
@@ -133,8 +150,23 @@ def _range(raw: object, where: str) -> AddressRange:
     return AddressRange(network, first, last, gateway)
 
 
-def _overlap(a: AddressRange, b: AddressRange) -> bool:
-    return a.network.family == b.network.family and a.first <= b.last and b.first <= a.last
+def _first_overlap(tagged: list[tuple[AddressRange, int]]) -> tuple[int, int] | None:
+    """Two different tags whose ranges share an address (lower tag first), or None.
+
+    Sorted by family and first address, a range overlaps an earlier one exactly when it
+    starts at or before the furthest end seen so far in its family; so one pass over the
+    sorted list finds an overlap if there is any (n log n). Tags are the range's index in
+    its set, or its set's index: ranges with the same tag are never compared here."""
+    ordered = sorted(tagged, key=lambda item: (item[0].network.family, item[0].first))
+    family, reach, holder = 0, -1, -1
+    for address_range, tag in ordered:
+        if address_range.network.family != family:
+            family, reach, holder = address_range.network.family, -1, -1
+        if address_range.first <= reach and tag != holder:
+            return min(tag, holder), max(tag, holder)
+        if address_range.last > reach:
+            reach, holder = address_range.last, tag
+    return None
 
 
 def _requested(config: dict[str, object], cni_args: str) -> list[tuple[int, int]]:
@@ -155,24 +187,39 @@ def _requested(config: dict[str, object], cni_args: str) -> list[tuple[int, int]
         texts.extend((f"{where}[{index}]", item) for index, item in enumerate(value))
     if not texts and from_env is not None:
         texts = [("CNI_ARGS IP", from_env)]
-    requested: list[tuple[int, int]] = []
+    if len(texts) > MAX_REQUESTED:
+        raise InvalidConfig(f"{len(texts)} requested addresses; a call may request at most {MAX_REQUESTED}")
+    requested: dict[tuple[int, int], None] = {}  # in order, each once
     for where, text in texts:
         address = text.partition("/")[0] if isinstance(text, str) else text
-        parsed = parse_ip(address, where)
-        if parsed not in requested:
-            requested.append(parsed)
-    return requested
+        requested.setdefault(parse_ip(address, where))
+    return list(requested)
 
 
-def _take_requested(ranges: tuple[AddressRange, ...], requested: list[tuple[int, int]]) -> int | None:
-    """The first requested address inside this set's ranges, removed from `requested`."""
+def _take_requested(sets: list[tuple[AddressRange, ...]], requested: list[tuple[int, int]]) -> list[int | None]:
+    """Per range set, the first requested address inside its ranges (or None). Ranges do
+    not overlap (checked before), so each address lies in at most one range, found by
+    bisecting the ranges sorted by family and first address."""
+    taken: list[int | None] = [None] * len(sets)
+    if not requested:
+        return taken
+    from bisect import bisect_right
+
+    ordered = sorted(
+        ((r.network.family, r.first, r.last, index, r) for index, one in enumerate(sets) for r in one),
+        key=lambda item: item[:2],
+    )
+    starts = [item[:2] for item in ordered]
     for family, address in requested:
-        for address_range in ranges:
-            if family == address_range.network.family and address_range.first <= address <= address_range.last:
-                if address == address_range.gateway:
-                    raise InvalidConfig(
-                        f"requested address {format_ip(family, address)} is the gateway of {address_range.network}"
-                    )
-                requested.remove((family, address))
-                return address
-    return None
+        at = bisect_right(starts, (family, address)) - 1
+        if at < 0 or ordered[at][0] != family or not ordered[at][1] <= address <= ordered[at][2]:
+            continue
+        index, address_range = ordered[at][3], ordered[at][4]
+        if taken[index] is not None:
+            continue
+        if address == address_range.gateway:
+            raise InvalidConfig(
+                f"requested address {format_ip(family, address)} is the gateway of {address_range.network}"
+            )
+        taken[index] = address
+    return taken

@@ -10,12 +10,19 @@ from __future__ import annotations
 from .addresses import Network, format_ip, parse_cidr, parse_ip
 from .errors import InvalidConfig
 from .record import Record
+from .reuse import NO_DELAY, ReuseDelay
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 Range = tuple[int, int]  # inclusive (first, last) integer addresses
+
+# Limits on what one config may ask for, so that no input costs more than its size
+# allows (docs/security.md, fix 13). A range set of 16,384 /24s is a 480 KB
+# config, within the 1 MiB a call may send; a call gets one address per range set.
+MAX_RANGES = 16384
+MAX_REQUESTED = 1024
 
 
 class AddressRange(Record):
@@ -28,10 +35,6 @@ class AddressRange(Record):
         self.first = first
         self.last = last
         self.gateway = gateway
-
-    def pieces(self) -> tuple[Range, ...]:
-        """The allocatable addresses: the range without its gateway."""
-        return cut_out(self.first, self.last, [] if self.gateway is None else [self.gateway])
 
     def __str__(self) -> str:
         family = self.network.family
@@ -48,10 +51,11 @@ class PoolSpec(Record):
     the pool's ranges, not its place in the config; `requested` is an address the caller
     asked for. `lowest_free` makes the search start from the first range every time
     (Docker's IPAM hands out the first free address) instead of after the pool's
-    round-robin position (ecs-ipam, host-local); such pools keep no position.
+    round-robin position (ecs-ipam, host-local); such pools keep no position. `reuse`
+    says how long a released address rests before it is handed out again (core.reuse).
     """
 
-    __slots__ = ("slot", "key", "ranges", "requested", "release_moves_cursor", "lowest_free")
+    __slots__ = ("slot", "key", "ranges", "requested", "release_moves_cursor", "lowest_free", "reuse")
 
     def __init__(
         self,
@@ -61,6 +65,7 @@ class PoolSpec(Record):
         requested: int | None = None,
         release_moves_cursor: bool = True,
         lowest_free: bool = False,
+        reuse: ReuseDelay = NO_DELAY,
     ) -> None:
         self.slot = slot
         self.key = key
@@ -68,6 +73,7 @@ class PoolSpec(Record):
         self.requested = requested
         self.release_moves_cursor = release_moves_cursor  # ecs-ipam: yes; host-local: no (leases.Cursor)
         self.lowest_free = lowest_free
+        self.reuse = reuse
 
     @property
     def family(self) -> int:
@@ -75,8 +81,22 @@ class PoolSpec(Record):
 
     @property
     def pieces(self) -> tuple[Range, ...]:
-        """Allocatable addresses in search order: the ranges in config order, gateways cut out."""
-        return tuple(piece for address_range in self.ranges for piece in address_range.pieces())
+        """Allocatable addresses in search order: the ranges in config order, without any
+        gateway of the pool's ranges (each is reserved only once a lease of its own range
+        needs it, so until then nothing but this keeps the pool from handing it out).
+        Each range takes the gateways inside it by bisection: n log n, not every pair."""
+        gateways = sorted({r.gateway for r in self.ranges if r.gateway is not None})
+        if len(gateways) <= 1:
+            return tuple(piece for r in self.ranges for piece in cut_out(r.first, r.last, gateways))
+        from bisect import bisect_left, bisect_right
+
+        return tuple(
+            piece
+            for r in self.ranges
+            for piece in cut_out(
+                r.first, r.last, gateways[bisect_left(gateways, r.first) : bisect_right(gateways, r.last)]
+            )
+        )
 
     def range_of(self, address: int) -> AddressRange | None:
         for address_range in self.ranges:
@@ -91,17 +111,40 @@ class PoolSpec(Record):
         return ", ".join(str(address_range) for address_range in self.ranges)
 
     def with_requested(self, address: int | None) -> PoolSpec:
-        return PoolSpec(self.slot, self.key, self.ranges, address, self.release_moves_cursor, self.lowest_free)
+        return PoolSpec(
+            self.slot, self.key, self.ranges, address, self.release_moves_cursor, self.lowest_free, self.reuse
+        )
+
+
+POOL_KEY_LIMIT = 256  # characters of a pool key that names its ranges; a longer one is a digest
+DIGEST_PREFIX = "sha256:"
 
 
 def pool_key(ranges: tuple[AddressRange, ...]) -> str:
-    """The round-robin position's name: the ranges themselves, order-independent."""
-    return ",".join(sorted(str(address_range) for address_range in ranges))
+    """The pool's name in the store (its leases' `pool`, its round-robin position's key):
+    the ranges themselves, order-independent, while that text is short; beyond
+    POOL_KEY_LIMIT characters a digest of it, so that what a row stores does not grow with
+    the config (a range set of 8,000 /24s is a 200 KB text, which every gateway row used
+    to repeat). Such a pool's ranges are then known only from its config."""
+    text = ",".join(sorted(str(address_range) for address_range in ranges))
+    if len(text) <= POOL_KEY_LIMIT:
+        return text
+    from hashlib import sha256  # only for a pool of many ranges
+
+    return DIGEST_PREFIX + sha256(text.encode()).hexdigest()[:32]
+
+
+def names_ranges(key: str) -> bool:
+    """Whether parse_pool_key can read the ranges from this key (not a digest)."""
+    return not key.startswith(DIGEST_PREFIX)
 
 
 def parse_pool_key(key: str) -> tuple[AddressRange, ...]:
     """The ranges a pool key names (inspection: usage per pool). Gateways are not in the
-    key; the store's gateway reservations say which addresses were kept for them."""
+    key; the store's gateway reservations say which addresses were kept for them. A
+    digest (names_ranges is False) names none: InvalidConfig."""
+    if not names_ranges(key):
+        raise InvalidConfig(f"pool {key} is named by a digest of its ranges, which only its config lists")
     ranges = []
     for part in key.split(","):
         subnet, bracket, bounds = part.partition("[")

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from .addresses import format_ip
+from .errors import AddressConflict
 from .record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 LEASE = "lease"
 GATEWAY = "gateway"  # a reservation that keeps a gateway out of every pool sharing the store
@@ -18,33 +23,59 @@ class Owner(Record):
     refused a second address per slot, as the ECS agent expects; attachment owners get
     their existing lease back, so a retried ADD is idempotent. The attachment fields are
     recorded whichever handle is used, so GC and inspection always work.
+
+    `netns` and `boot` say where and when the attachment lives: its CNI_NETNS and the
+    kernel boot it was made in ("" for owners that outlive a reboot, Docker's pools, or
+    when unknown). A reboot ends every attachment of earlier boots (core.reboot).
     """
 
-    __slots__ = ("handle", "exclusive", "network", "container_id", "ifname")
+    __slots__ = ("handle", "exclusive", "network", "container_id", "ifname", "netns", "boot")
 
-    def __init__(self, handle: str | None, exclusive: bool, network: str, container_id: str, ifname: str) -> None:
+    def __init__(
+        self,
+        handle: str | None,
+        exclusive: bool,
+        network: str,
+        container_id: str,
+        ifname: str,
+        netns: str = "",
+        boot: str = "",
+    ) -> None:
         self.handle = handle
         self.exclusive = exclusive
         self.network = network
         self.container_id = container_id
         self.ifname = ifname
+        self.netns = netns
+        self.boot = boot
 
     def describe(self) -> str:
         return describe_holder(self.handle, self.container_id, self.ifname)
 
     @classmethod
-    def for_request(cls, owner_id: str | None, network: str, container_id: str, ifname: str) -> Owner:
+    def for_request(
+        cls, owner_id: str | None, network: str, container_id: str, ifname: str, netns: str = "", boot: str = ""
+    ) -> Owner:
         if owner_id:
-            return cls("id:" + owner_id, True, network, container_id, ifname)
+            return cls("id:" + owner_id, True, network, container_id, ifname, netns, boot)
         if container_id:
-            return cls(f"cni:{network}/{container_id}/{ifname}", False, network, container_id, ifname)
-        return cls(None, False, network, container_id, ifname)
+            return cls(f"cni:{network}/{container_id}/{ifname}", False, network, container_id, ifname, netns, boot)
+        return cls(None, False, network, container_id, ifname, netns, boot)
 
 
 class Lease(Record):
-    """One row of the store: an address held by an owner (or reserved as a gateway)."""
+    """One row of the store: an address held by an owner (or reserved as a gateway).
 
-    __slots__ = ("family", "address", "kind", "pool", "slot", "handle", "network", "container_id", "ifname", "created")
+    `boot` is the kernel boot id of the host when a CNI attachment made the lease, and
+    `netns` its CNI_NETNS; both are "" for gateway reservations, Docker addresses,
+    migrated leases and leases older than these fields. `gateway` is, for a lease, the
+    gateway reserved for the range it came from, whose reservation goes when no lease of
+    that subnet is left (None: none, or a lease older than the field)."""
+
+    __slots__ = (
+        "family", "address", "kind", "pool", "slot", "handle", "network", "container_id", "ifname", "created",
+        "boot", "netns", "gateway",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -58,6 +89,9 @@ class Lease(Record):
         container_id: str,
         ifname: str,
         created: float,
+        boot: str = "",
+        netns: str = "",
+        gateway: int | None = None,
     ) -> None:
         self.family = family
         self.address = address
@@ -69,6 +103,9 @@ class Lease(Record):
         self.container_id = container_id
         self.ifname = ifname
         self.created = created
+        self.boot = boot
+        self.netns = netns
+        self.gateway = gateway
 
     @property
     def ip(self) -> str:
@@ -91,6 +128,25 @@ class Cursor(Record):
         self.family = family
         self.address = address
         self.moves_on_release = moves_on_release
+
+
+def refuse_changed(
+    leases: Iterable[Lease], current: Iterable[Lease], cursors: Mapping[str, Cursor], positions: Mapping[str, Cursor]
+) -> None:
+    """An operator's release (a `check --report`) applies only to exactly what it was
+    computed from: AddressConflict naming the first lease not held as given (`current`:
+    the leases at those addresses now) or position not as given."""
+    now = set(current)
+    for lease in leases:
+        if lease not in now:
+            raise AddressConflict(
+                f"{lease.ip} changed since the report was made (or is not held any more); nothing was released"
+            )
+    for pool, cursor in cursors.items():
+        if positions.get(pool) != cursor:
+            raise AddressConflict(
+                f"the position of pool {pool} changed since the report was made; nothing was released"
+            )
 
 
 def describe_holder(handle: str | None, container_id: str, ifname: str) -> str:

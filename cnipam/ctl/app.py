@@ -25,6 +25,7 @@ from .cmd_inspect import leases, show
 from .cmd_install import install_plugin
 from .cmd_metrics import metrics
 from .cmd_migrate import migrate
+from .cmd_recover import recover_command
 from .cmd_release import release
 from .cmd_usage import usage
 from .options import DB_HELP, STORE_HELP
@@ -96,5 +97,7 @@ def main(ctx: click.Context, db: str | None, store: str | None) -> None:
         session.env = {**session.env, "CNIPAM_STORE": store}
 
 
-for _command in (leases, show, usage, metrics, release, gc, export, import_, check, migrate, hosts, install_plugin):
+for _command in (
+    leases, show, usage, metrics, release, gc, export, import_, check, recover_command, migrate, hosts, install_plugin,
+):  # fmt: skip
     main.add_command(_command)

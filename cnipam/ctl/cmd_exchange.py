@@ -14,6 +14,8 @@ import tempfile
 import click
 
 from ..config_files import COMPANIONS
+from ..store.sqlite_damage import SUFFIX as DAMAGE_SUFFIX
+from ..store.sqlite_disk import RESERVE_SUFFIX
 from .exchange_format import dump_export, parse_export
 from .failures import BadInput
 from .json_files import load_json_file
@@ -30,7 +32,7 @@ def export(session: Session, path: str | None) -> None:
     """Write the whole store as JSON.
 
     Every lease, gateway reservation and round-robin position, to FILE or stdout."""
-    with session.existing() as store:
+    with session.existing(reading=True) as store:
         leases, cursors = store.leases(), store.cursors()
     text = dump_export(leases, cursors)
     if path is None or path == "-":
@@ -68,7 +70,7 @@ def _refuse_the_store(path: str, store: str) -> None:
     process that holds it: cnipamd and the Docker driver would go on writing into the
     unlinked one, and every lease they hand out from then on would be lost."""
     target = os.path.realpath(path)
-    for name in (store, *(store + suffix for suffix in (*COMPANIONS, ".lock"))):
+    for name in (store, *(store + suffix for suffix in (*COMPANIONS, ".lock", RESERVE_SUFFIX, DAMAGE_SUFFIX))):
         try:
             same = target == os.path.realpath(name) or os.path.samefile(path, name)
         except OSError:  # one of them does not exist (a WAL is removed with the last connection)

@@ -41,7 +41,7 @@ def leases(
             inside = parse_cidr(subnet, "--subnet")[1]
         except InvalidConfig as error:
             raise BadInput(error.message) from None
-    with session.existing() as store:
+    with session.existing(reading=True) as store:
         found = store.leases(network)
     if inside is not None:
         found = [lease for lease in found if lease.family == inside.family and lease.address in inside]
@@ -67,7 +67,7 @@ def show(session: Session, target: str, as_json: bool) -> None:
     """Everything about an address or an owner.
 
     OWNER is an ecs id, a handle (id:..., cni:...) or a container id."""
-    with session.existing() as store:
+    with session.existing(reading=True) as store:
         selection = select(store, target)
     if as_json:
         emit_json([lease_view(lease) for lease in selection.leases])
@@ -91,5 +91,7 @@ def _details(lease: Lease, now: float) -> list[str]:
         ("pool", lease.pool),
         ("slot", lease.slot),
         ("created", f"{when(lease.created)} ({age(lease.created, now)} ago)"),
+        ("boot", lease.boot or "- (not recorded: never released by a reboot repair)"),
+        ("netns", lease.netns or "-"),
     ]
     return [f"{name + ':':<11}{value}" for name, value in rows]

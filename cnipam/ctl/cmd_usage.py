@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 from rich.text import Text
 
+from ..core.ipam_config import names_ranges
 from ..core.pool_usage import PoolUsage
 from .netconf import load_network_config
 from .options import db_option, json_option
@@ -33,10 +34,13 @@ def usage(session: Session, config_path: str | None, as_json: bool) -> None:
 
     Per pool: size, reserved (gateways), used, free, percent, and a bar."""
     configured = load_network_config(config_path) if config_path else None
-    with session.existing(configured.ipam.data_dir if configured else None) as store:
+    with session.existing(configured.ipam.data_dir if configured else None, reading=True) as store:
         usages, unreadable = store.usage(configured.ipam.pools if configured else ())
     for key in unreadable:
-        click.echo(f"cnipamctl: warning: pool key {key!r} in the store cannot be read; not counted", err=True)
+        if names_ranges(key):
+            click.echo(f"cnipamctl: warning: pool key {key!r} in the store cannot be read; not counted", err=True)
+        else:
+            click.echo(f"cnipamctl: pool {key} has too many ranges to be named by them; --config counts it", err=True)
     if as_json:
         emit_json([item.as_json() for item in usages])
         return

@@ -15,11 +15,13 @@ from ..core.leases import GATEWAY, LEASE, Cursor, Lease
 from .failures import BadInput
 
 FIELDS = ("family", "address", "kind", "pool", "slot", "handle", "network", "container_id", "ifname", "created")
+LATER_FIELDS = ("boot", "netns")  # since schema 3; files written before lack them
 _TEXT_FIELDS = ("pool", "slot", "network", "container_id", "ifname")
 
 
 def lease_to_json(lease: Lease) -> dict[str, object]:
-    """Every Lease field, in the Lease's own order, with the address as text."""
+    """Every Lease field, in the Lease's own order, with the addresses as text (`gateway`,
+    the reservation a lease depends on, null when none)."""
     return {
         "family": lease.family,
         "address": format_ip(lease.family, lease.address),
@@ -31,6 +33,9 @@ def lease_to_json(lease: Lease) -> dict[str, object]:
         "container_id": lease.container_id,
         "ifname": lease.ifname,
         "created": lease.created,
+        "boot": lease.boot,
+        "netns": lease.netns,
+        "gateway": None if lease.gateway is None else format_ip(lease.family, lease.gateway),
     }
 
 
@@ -60,6 +65,14 @@ def lease_from_json(item: object, where: str) -> Lease:
     created = item["created"]
     if isinstance(created, bool) or not isinstance(created, (int, float)):
         raise BadInput(f"{where}.created: expected a number (seconds since 1970), got {created!r}")
+    later = [item.get(name, "") for name in LATER_FIELDS]
+    for name, value in zip(LATER_FIELDS, later, strict=True):
+        if not isinstance(value, str):
+            raise BadInput(f"{where}.{name}: expected a string, got {value!r}")
+    boot, netns = later
+    gateway = None
+    if item.get("gateway") is not None:
+        _, gateway = _address(family, item["gateway"], f"{where}.gateway")
     return Lease(
         family,
         address,
@@ -71,6 +84,9 @@ def lease_from_json(item: object, where: str) -> Lease:
         item["container_id"],
         item["ifname"],
         float(created),
+        boot,
+        netns,
+        gateway,
     )
 
 

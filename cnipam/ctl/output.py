@@ -98,15 +98,29 @@ def print_lines(lines: Sequence[str], err: bool = False) -> None:
 def lease_listing(leases: Sequence[Lease], now: float | None = None) -> Listing:
     now = time.time() if now is None else now
     table = Listing(
-        "ip", "kind", "owner", "container", "ifname", "network", "pool", "age", wide=("owner", "container", "pool")
+        "ip",
+        "kind",
+        "owner",
+        "container",
+        "ifname",
+        "network",
+        "pool",
+        "boot",
+        "age",
+        wide=("owner", "container", "pool"),
     )
     for lease in leases:
         cells = (
             lease.ip, lease.kind, lease.describe_holder(), lease.container_id or "-", lease.ifname or "-",
-            lease.network or "-", lease.pool, age(lease.created, now),
+            lease.network or "-", lease.pool, short_boot(lease.boot), age(lease.created, now),
         )  # fmt: skip
         table.add(*cells)
     return table
+
+
+def short_boot(boot: str) -> str:
+    """A boot id's first 8 characters, as `show` prints it in full: enough to tell boots apart."""
+    return boot[:8] if boot else "-"
 
 
 def count(number: int) -> str:

@@ -19,6 +19,8 @@ from ..core.errors import StoreCorrupt
 from ..store.base import Store
 from ..store.opening import open_store
 from ..store.settings import StoreSettings
+from ..store.sqlite_disk import disk_fault, reading_uri
+from ..store.trusted_path import trusted_path
 from .failures import NoStore
 
 
@@ -35,12 +37,16 @@ class Session:
         return StoreSettings.from_env(dict(self.env), data_dir, store)
 
     @contextmanager
-    def existing(self, data_dir: str | None = None, store: object = None) -> Iterator[Store]:
-        """The store, which must already exist (inspection, release, export)."""
-        settings = self.settings(data_dir, store)
+    def existing(
+        self, data_dir: str | None = None, store: object = None, boot: str = "", reading: bool = False
+    ) -> Iterator[Store]:
+        """The store, which must already exist (inspection, release, export); `boot`: open
+        it for this host's boot (its earlier boots' leases, core.reboot). `reading`: the
+        command only reads, so it works on a full or read-only disk too."""
+        settings = self.settings(data_dir, store).with_boot(boot)
         if settings.etcd is None:  # an etcd prefix with no keys is simply an empty store
             _require_store(settings)
-        with _opened(settings) as opened:
+        with _opened(settings, reading) as opened:
             yield opened
 
     @contextmanager
@@ -57,8 +63,8 @@ def has_store(settings: StoreSettings) -> bool:
 
 
 @contextmanager
-def _opened(settings: StoreSettings) -> Iterator[Store]:
-    store = open_store(settings)
+def _opened(settings: StoreSettings, reading: bool = False) -> Iterator[Store]:
+    store = open_store(settings, reading)
     try:
         yield store
     finally:
@@ -66,19 +72,25 @@ def _opened(settings: StoreSettings) -> Iterator[Store]:
 
 
 def _require_store(settings: StoreSettings) -> None:
-    """Refuse a path holding no cnipam store, without creating or changing anything there."""
+    """Refuse a path holding no cnipam store, without creating or changing anything there.
+    The path is walked as the engine walks it (trusted_path): the probe never follows a
+    link another user planted."""
     path = settings.path
-    if not os.path.exists(path):
+    real = trusted_path(path, create=False, shared_folders=settings.shared_folders)
+    if not os.path.exists(real):
         raise NoStore(f"no store at {path} ({settings.origin})")
-    if os.path.isdir(path):
+    if os.path.isdir(real):
         raise NoStore(f"no store at {path}: it is a folder ({settings.origin})")
+    # On a disk that cannot be written the plain read-only opening fails (no -shm can be
+    # made); the engine's own reading opening then works, so the probe uses it too.
+    uri = reading_uri(real)[0] if disk_fault(real) is not None else f"file:{_uri_path(real)}?mode=ro"
     try:
-        probe = sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True)
+        probe = sqlite3.connect(uri, uri=True)
         try:
             version = probe.execute("PRAGMA user_version").fetchone()[0]
         finally:
             probe.close()
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # damaged text: SQLite's message is not UTF-8
         raise StoreCorrupt(f"store {path} is not a readable cnipam store: {exc} ({settings.origin})") from None
     if version == 0:
         raise NoStore(f"no store at {path}: the file holds no cnipam schema ({settings.origin})")

@@ -109,7 +109,7 @@ class Driver:
         # a MAC address is not needed. Only the serial option changes the choice.
         serial = rq.options(fields).get(SERIAL) == "true"
         requested = rq.address(wanted, "Address")[1] if wanted else None
-        lease = self.store.request_docker_address(pool_id, requested, serial)
+        lease = self.store.request_docker_address(pool_id, requested, serial, self.settings.reuse)
         return {"Address": rq.with_prefix(lease.family, lease.address, _prefix_of(lease.pool)), "Data": {}}
 
     def release_address(self, fields: dict[str, object]) -> Reply:

@@ -56,6 +56,11 @@ def text(fields: dict[str, object], name: str, required: bool = False) -> str:
         raise InvalidConfig(f"{name}: expected a string, got {json_kind(value)}")
     if required and not value:
         raise InvalidConfig(f"{name} must not be empty")
+    if not value.isascii():  # JSON's "\udcff" is a lone surrogate, which no store holds (dockerd never sends one)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidConfig(f"{name}: not valid Unicode (a lone surrogate escape)") from None
     return value
 
 

@@ -1,4 +1,5 @@
-"""`cnipam-docker`: the driver served over HTTP on a UNIX socket (or loopback TCP).
+"""`cnipam-docker`: the driver served over HTTP on a UNIX socket (or TCP: loopback, or
+HTTPS that requires a client certificate).
 
 The HTTP server is the standard library's (socketserver's threading UNIX server with
 http.server's request handler), not aiohttp: the store is synchronous SQLite, so an
@@ -6,10 +7,16 @@ event loop would only push every request into a thread anyway; the plugin API is
 POST methods with tiny bodies; and no dependency is added to a package whose CNI plugin
 needs none. Store calls are serialised by one lock (one SQLite connection); each is one
 short durable transaction, so no request waits behind another for long.
+
+TLS (TCP mode, `--tls-*`) is the standard library's `ssl` over the same server: the
+listening socket is wrapped, each connection's handshake runs in its own thread within
+the request deadline, and a client without a certificate the CA signed never gets to
+send a request. The plugin API itself has no authentication; this is the only one.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -18,10 +25,12 @@ import socketserver
 import sys
 import threading
 import time
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ..core.errors import (
     AddressConflict,
+    AddressesCooling,
     CnipamError,
     DecodeFailure,
     InvalidConfig,
@@ -31,19 +40,36 @@ from ..core.errors import (
     StoreCorrupt,
     StoreIOError,
 )
-from ..service import clear_stale_socket, log, make_folder, remove_if_ours, socket_mode_0660, start_failed
+from ..service import (
+    OUT_OF_DESCRIPTORS,
+    Episode,
+    SpareDescriptor,
+    clear_stale_socket,
+    log,
+    make_folder,
+    remove_if_ours,
+    reserve_descriptors,
+    socket_mode_0660,
+    start_failed,
+)
 from .driver import Driver
 from .requests import MAX_BODY, BodyTimedOut, BodyTooLarge
-from .settings import DriverSettings, load
+from .settings import DriverSettings, DriverTLS, load
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Callable
+    from socketserver import _RequestType
+    from typing import Any
+
+    from _typeshed import WriteableBuffer
 
     from ..metrics.daemon import DaemonMetrics
     from ..metrics.pools import Reading
 
 CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
+Socket = socket.socket  # the listeners' `socket` attribute hides the module inside their classes
 
 # The one table from failures to HTTP statuses; the first matching class wins. dockerd
 # treats every non-200 as an error and shows {"Err"} to the user.
@@ -55,6 +81,7 @@ STATUSES: tuple[tuple[type[BaseException], int], ...] = (
     (NotFound, 404),
     (AddressConflict, 409),
     (PoolExhausted, 503),
+    (AddressesCooling, 503),
     (StoreBusy, 503),
     (StoreIOError, 500),  # StoreCorrupt too, which also stops the server
 )
@@ -80,7 +107,28 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.connection.settimeout(self.server.driver.settings.read_timeout)  # every read and write of this connection
+        settings = self.server.driver.settings
+        if hasattr(self.connection, "do_handshake"):  # TLS: nothing is read before the client proved who it is
+            self.connection.settimeout(settings.request_timeout)
+            self.connection.do_handshake()
+        self.reader = _RequestClock(self.connection, settings.read_timeout, settings.request_timeout)
+        self.rfile = io.BufferedReader(self.reader)
+
+    def handle_one_request(self) -> None:
+        self.reader.next_request()
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        """http.server's parsing, then the framing it lets through refused: a request
+        whose length is ambiguous would let the bytes after it be read as another
+        request (request smuggling), so anything but one plain Content-Length is 400."""
+        if not super().parse_request():
+            return False
+        problem = framing_problem(self.headers)
+        if problem is not None:
+            self.send_error(400, problem)
+            return False
+        return True
 
     def do_POST(self) -> None:
         started = time.monotonic()
@@ -113,9 +161,6 @@ class Handler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_GET
 
     def _body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self.close_connection = True
-            raise DecodeFailure("chunked request bodies are not supported; send Content-Length")
         raw = self.headers.get("Content-Length", "0") or "0"
         # ASCII digits only, and short: str.isdigit() accepts "²", which int() refuses, and
         # int() refuses more than 4,300 digits; either would be a 500 instead of a 400.
@@ -132,7 +177,7 @@ class Handler(BaseHTTPRequestHandler):
         except TimeoutError:
             self.close_connection = True
             raise BodyTimedOut(
-                f"the request body did not arrive within {self.server.driver.settings.read_timeout:g} s"
+                f"the request did not arrive whole within {self.server.driver.settings.request_timeout:g} s"
             ) from None
 
     def _discard(self, length: int) -> None:
@@ -149,6 +194,9 @@ class Handler(BaseHTTPRequestHandler):
             pass  # the reply says why; the connection closes after it
 
     def _send(self, status: int, reply: dict[str, object]) -> None:
+        self.connection.settimeout(
+            self.server.driver.settings.request_timeout
+        )  # a client that stops reading is dropped too
         payload = json.dumps(reply).encode() + b"\n"
         self.send_response(status)
         self.send_header("Content-Type", CONTENT_TYPE)
@@ -169,6 +217,64 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass  # do_POST logs every request with its outcome
+
+
+class _RequestClock(io.RawIOBase):
+    """The connection's bytes, read against two clocks: a kept-alive connection may wait
+    `idle` seconds for the first byte of its next request, and a request, once begun, must
+    arrive whole within `whole` seconds. A per-read timeout alone would let a client that
+    sends a byte every few seconds hold its thread for ever."""
+
+    def __init__(self, sock: socket.socket, idle: float, whole: float) -> None:
+        super().__init__()
+        self.sock = sock
+        self.idle = idle
+        self.whole = whole
+        self.deadline: float | None = None  # None: between requests
+
+    def next_request(self) -> None:
+        self.deadline = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        if self.deadline is None:
+            self.sock.settimeout(self.idle)
+        else:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request did not arrive whole in time")
+            self.sock.settimeout(left)
+        received = self.sock.recv_into(buffer)
+        if received and self.deadline is None:
+            self.deadline = time.monotonic() + self.whole
+        return received
+
+
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def framing_problem(headers: Message) -> str | None:
+    """Why these request headers cannot be trusted to delimit the body, or None.
+
+    The email parser that http.server uses skips a line it cannot read as a header
+    (`Transfer-Encoding : chunked`, a name with a space or a control character) and
+    keeps it as "payload", and folds a continuation line into the previous value; a
+    second Content-Length is kept beside the first. Each would make this server and a
+    proxy or client disagree on where the body ends (RFC 9112 section 6.3)."""
+    if headers.defects or headers.get_payload():
+        return "malformed header line"
+    for name, value in headers.items():
+        if not name or not set(name) <= _TOKEN:
+            return f"malformed header name {name[:40]!r}"
+        if "\r" in value or "\n" in value:
+            return f"header {name} is folded over several lines"
+    if "Transfer-Encoding" in headers:
+        return "Transfer-Encoding is not supported; send the body with one Content-Length"
+    if len(headers.get_all("Content-Length", [])) > 1:
+        return "more than one Content-Length"
+    return None
 
 
 class Server:
@@ -219,14 +325,42 @@ def _connection_failed(server: socketserver.BaseServer, request: object, client_
     log("connection", error=f"{type(error).__name__}: {error}")
 
 
+def refusal(status: int, reason: str, message: str) -> bytes:
+    """A whole HTTP answer that closes the connection, sent without a handler thread."""
+    payload = json.dumps({"Err": message}).encode() + b"\n"
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {len(payload)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + payload
+
+
+OUT_OF_DESCRIPTORS_REFUSAL = refusal(
+    503, "Service Unavailable", "cnipam-docker has run out of file descriptors; try again"
+)
+
+
 class _Listener:
     """What the UNIX and the TCP listener share: the Server behind them, as the Handler
-    reaches it, and how they treat their connections."""
+    reaches it, and how they treat their connections: at most `max_connections` served at
+    once (each is a thread), the rest answered 503 at once; out of descriptors, the one
+    waiting is answered 503 with the spare one instead of being retried in a busy loop."""
 
     daemon_threads = True  # idle keep-alive connections must not hold the exit
     request_queue_size = 128  # dockerd retries a full backlog only with multi-second back-off
     handle_error = _connection_failed
     owner: Server
+    socket: Socket
+
+    def prepare_limits(self) -> None:
+        self.active = 0
+        self.active_lock = threading.Lock()
+        self.full = Episode("connection-limit")
+        self.spare = SpareDescriptor()
+        limit = self.driver.settings.max_connections
+        self.full_refusal = refusal(
+            503, "Service Unavailable", f"cnipam-docker is serving its limit of {limit} connections; try again"
+        )
 
     def answer(self, path: str, body: bytes) -> dict[str, object]:
         return self.owner.answer(path, body)
@@ -235,12 +369,49 @@ class _Listener:
     def driver(self) -> Driver:
         return self.owner.driver
 
+    def get_request(self) -> tuple[Socket, Any]:
+        try:
+            accepted = self.socket.accept()
+        except OSError as exc:
+            if exc.errno in OUT_OF_DESCRIPTORS:
+                self.spare.shed(self.socket, OUT_OF_DESCRIPTORS_REFUSAL, exc)
+            raise  # socketserver then skips this round
+        self.spare.recovered()
+        return accepted
+
+    def process_request(self, request: _RequestType, client_address: Any) -> None:
+        assert isinstance(request, Socket)  # a stream server's request is its connection
+        limit = self.driver.settings.max_connections
+        with self.active_lock:
+            admitted = self.active < limit
+            if admitted:
+                self.active += 1
+        if not admitted:
+            self.full.begin(limit=limit)
+            try:
+                request.setblocking(False)
+                request.send(self.full_refusal)
+            except OSError:
+                pass
+            self.shutdown_request(request)  # type: ignore[attr-defined]  # socketserver's
+            return
+        self.full.end()
+        super().process_request(request, client_address)  # type: ignore[misc]  # ThreadingMixIn's
+
+    def process_request_thread(self, request: _RequestType, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)  # type: ignore[misc]  # ThreadingMixIn's
+        finally:
+            with self.active_lock:
+                self.active -= 1
+
 
 class _UnixHTTPServer(_Listener, socketserver.ThreadingUnixStreamServer):
     def __init__(self, path: str, server: Server) -> None:
         super().__init__(path, Handler, bind_and_activate=False)
         self.owner = server
         self.path = path
+        self.prepare_limits()
 
     def server_bind(self) -> None:
         make_folder(os.path.dirname(os.path.abspath(self.path)), 0o755)
@@ -260,13 +431,44 @@ class _TCPHTTPServer(_Listener, ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], server: Server) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        super().__init__(address, Handler)
         self.owner = server
+        super().__init__(address, Handler)
+        self.prepare_limits()
+        tls = server.driver.settings.tls
+        if tls is not None:
+            self.socket = tls_context(tls).wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+
+
+def tls_context(tls: DriverTLS) -> ssl.SSLContext:
+    """A server context that requires a client certificate signed by `tls.client_ca`."""
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_REQUIRED
+    try:
+        context.load_cert_chain(tls.cert, tls.key)
+        context.load_verify_locations(cafile=tls.client_ca)
+    except (OSError, ssl.SSLError) as exc:
+        what = f"{tls.cert}, {tls.key} or {tls.client_ca}"
+        raise InvalidConfig(f"TLS: cannot load {what}: {getattr(exc, 'strerror', None) or exc}") from None
+    return context
+
+
+def spec_document(settings: DriverSettings, url: str) -> str:
+    """The spec file's text: NAME.spec is the URL; NAME.json (TLS) is Docker's JSON plugin
+    spec, with the files dockerd connects with."""
+    tls = settings.tls
+    if tls is None:
+        return url + "\n"
+    config = {"InsecureSkipVerify": False, "CAFile": tls.spec_ca, "CertFile": tls.spec_cert, "KeyFile": tls.spec_key}
+    return json.dumps({"Name": settings.name, "Addr": url, "TLSConfig": config}, indent=2) + "\n"
 
 
 def serve(settings: DriverSettings) -> int:
     from ..store.opening import open_store
 
+    reserve_descriptors(2 * settings.max_connections + 64)
     store = open_store(settings.store)
     try:
         problems = store.problems()
@@ -295,14 +497,18 @@ def serve(settings: DriverSettings) -> int:
             host, _, port = settings.address.rpartition(":")
             http = _TCPHTTPServer((host.strip("[]") or "127.0.0.1", int(port)), server)
             bound_host, bound_port = str(http.server_address[0]), http.server_address[1]
-            url = f"tcp://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}"
-            os.makedirs(settings.spec_dir, mode=0o755, exist_ok=True)
-            spec_file = settings.spec_file
-            temporary = spec_file + ".tmp"
-            with open(temporary, "w", encoding="utf-8") as out:
-                out.write(url + "\n")
-            os.replace(temporary, spec_file)
-            ready: dict[str, object] = {"address": url, "spec": spec_file}
+            scheme = "tcp" if settings.tls is None else "https"
+            url = f"{scheme}://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}"
+            if settings.tls is None or settings.tls.spec_cert is not None:
+                os.makedirs(settings.spec_dir, mode=0o755, exist_ok=True)
+                spec_file = settings.spec_file
+                temporary = spec_file + ".tmp"
+                with open(temporary, "w", encoding="utf-8") as out:
+                    out.write(spec_document(settings, url))
+                os.replace(temporary, spec_file)
+            else:
+                log("notice", message=f"no spec written: put {settings.name}.json on the dockerd host, naming {url}")
+            ready: dict[str, object] = {"address": url, "spec": spec_file or None, "tls": settings.tls is not None}
         else:
             http = _UnixHTTPServer(settings.socket, server)
             http.server_bind()
@@ -318,7 +524,7 @@ def serve(settings: DriverSettings) -> int:
         signal.signal(signal.SIGINT, on_signal)
         if endpoint is not None:
             ready["metrics"] = metrics_url
-        log("listening", **ready, store=settings.store.origin)
+        log("listening", **ready, store=settings.store.origin, max_connections=settings.max_connections)
         try:
             http.serve_forever(poll_interval=0.2)
         finally:

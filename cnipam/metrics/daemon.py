@@ -8,10 +8,12 @@ calls plugins forward to it) and cnipam-docker's (for dockerd's).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from ..core.errors import CnipamError, StoreBusy, StoreCorrupt, StoreIOError
 from ..store.base import StoreEvents
@@ -27,6 +29,48 @@ CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 STORE_ERRORS = (("corrupt", StoreCorrupt), ("io", StoreIOError), ("busy", StoreBusy))  # the first match names it
 OTHER = "other"  # a verb or method outside the known ones: labels stay bounded whatever a client sends
+
+
+class CollectorCounts(Protocol):
+    """What the collector counts as it goes (agent.reconciler.Reconciler keeps them)."""
+
+    passes: int
+    candidates: int
+    last_candidates: int
+    released: int
+    blocks_returned: int
+
+
+class CollectorMetrics(Collector):
+    """The collector's counters as Prometheus series. Read from the object that counts, at
+    each scrape, rather than copied into a second set of counters after each pass."""
+
+    def __init__(self, counts: CollectorCounts) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self.counts
+        yield CounterMetricFamily(
+            "cnipam_collector_passes", "Passes of cnipamd's collector over a store.", value=counts.passes
+        )
+        yield CounterMetricFamily(
+            "cnipam_collector_candidates",
+            "Leases the collector found leaked (no cache entry for their attachment), summed over passes.",
+            value=counts.candidates,
+        )
+        yield GaugeMetricFamily(
+            "cnipam_collector_last_candidates",
+            "Leases found leaked in the collector's last pass; candidates that stay pass after pass are not released.",
+            value=counts.last_candidates,
+        )
+        yield CounterMetricFamily(
+            "cnipam_collector_released_addresses", "Addresses the collector released.", value=counts.released
+        )
+        yield CounterMetricFamily(
+            "cnipam_etcd_blocks_returned",
+            "Empty etcd blocks the collector gave back to the shared pool (0 on SQLite).",
+            value=counts.blocks_returned,
+        )
 
 
 class DaemonMetrics(StoreEvents):
@@ -65,27 +109,13 @@ class DaemonMetrics(StoreEvents):
             "etcd transactions computed again because another writer changed what they read.",
             registry=self.registry,
         )
-        self.collector_passes = Counter(
-            "cnipam_collector_passes", "Passes of cnipamd's collector (the reconciler).", registry=self.registry
-        )
-        self.collector_candidates = Counter(
-            "cnipam_collector_candidates",
-            "Leases the collector found leaked (no cache entry for their attachment), summed over passes.",
-            registry=self.registry,
-        )
-        self.collector_last_candidates = Gauge(
-            "cnipam_collector_last_candidates",
-            "Leases found leaked in the collector's last pass; candidates that stay pass after pass are not released.",
-            registry=self.registry,
-        )
-        self.collector_released = Counter(
-            "cnipam_collector_released_addresses",
-            "Addresses the collector released.",
-            registry=self.registry,
-        )
 
     def add_pools(self, sources: Sources) -> None:
         self.registry.register(PoolGauges(sources))
+
+    def add_collector(self, counts: CollectorCounts) -> None:
+        """Export the counters of cnipamd's collector (agent.reconciler.Reconciler), read at each scrape."""
+        self.registry.register(CollectorMetrics(counts))
 
     def serve(self, host: str, port: int) -> tuple[WSGIServer, str]:
         """Serve /metrics from a thread of its own: the server (to shut it down) and its URL."""
@@ -113,9 +143,3 @@ class DaemonMetrics(StoreEvents):
                 if isinstance(error, cls):
                     self.store_errors.labels(kind).inc()
                     return
-
-    def collector_pass(self, candidates: int, released: int) -> None:
-        self.collector_passes.inc()
-        self.collector_candidates.inc(candidates)
-        self.collector_last_candidates.set(candidates)
-        self.collector_released.inc(released)

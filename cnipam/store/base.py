@@ -14,12 +14,14 @@ import abc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 
+    from ..core.collector import Collection
     from ..core.docker_pools import DockerPool, PoolClaim
     from ..core.ipam_config import PoolSpec
     from ..core.leases import Cursor, Lease, Owner
     from ..core.pool_usage import PoolUsage
+    from ..core.reuse import ReuseDelay
 
 
 class StoreEvents:
@@ -42,7 +44,15 @@ class StoreEvents:
 
 
 class Store(abc.ABC):
-    events: StoreEvents | None = None
+    events: StoreEvents | None = None  # a daemon's metrics (cnipam.metrics.daemon)
+    # The kernel boot this process runs in (core.reboot), given by whoever opens the store
+    # for CNI calls: the first write that finds the store repaired for another boot
+    # releases this host's leases of earlier boots. "" (cnipamctl, the Docker driver)
+    # never repairs anything by itself.
+    boot: str = ""
+    # The engine's clock (time.time): when leases are made and addresses released. Tests
+    # replace it to move time without waiting.
+    clock: Callable[[], float]
 
     @abc.abstractmethod
     def allocate(self, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
@@ -87,11 +97,41 @@ class Store(abc.ABC):
         """Every pool's round-robin position (export, inspection)."""
 
     @abc.abstractmethod
-    def collect_garbage(self, network: str, valid: set[tuple[str, str]]) -> list[Lease]:
-        """Release the leases of `network` whose (container, ifname) is not in `valid`.
+    def collect_garbage(
+        self, network: str, valid: Container[tuple[str, str]], grace: float = 0.0, apply: bool = True
+    ) -> Collection:
+        """Release the owners of `network` none of whose (container, ifname) is in `valid`,
+        by core.collector's rules: each owner's leases all or none, `valid` asked again
+        inside the releasing transaction, and with `grace` > 0 only owners the store saw
+        leaked at least `grace` seconds before (their sightings are kept in the store).
+        Without `apply`, a dry run: what a pass would release now and the sightings it
+        would keep, nothing written.
 
-        Leases that record no container (anonymous, or migrated without one) are kept:
-        nothing says whether they are garbage.
+        Only this host's leases are judged: `valid` is one runtime's list, and a store
+        several hosts share (etcd) holds other hosts' live attachments, which that list
+        cannot name. Leases that record no container (anonymous, or migrated without one)
+        are kept: nothing says whether they are garbage.
+        """
+
+    @abc.abstractmethod
+    def earlier_boot_leases(self) -> list[Lease]:
+        """This host's CNI leases of boots other than `boot` (core.reboot.ended_by_reboot)."""
+
+    @abc.abstractmethod
+    def release_earlier_boots(self) -> list[Lease]:
+        """Release `earlier_boot_leases`, keep each address for its attachment's return
+        (core.reuse.RETURN_HOLD), and record `boot` as repaired; crash-safe like every
+        write. Nothing when `boot` is "". Every write of a store opened with a boot does
+        this first when the store was last repaired for another boot."""
+
+    @abc.abstractmethod
+    def release_exactly(self, leases: Sequence[Lease], cursors: Mapping[str, Cursor]) -> None:
+        """Release these leases and forget these round-robin positions only if every one
+        is still exactly as given (an operator's report, applied as it was read); else
+        AddressConflict naming the first that changed, and nothing is released.
+
+        On etcd more than one Txn's worth is checked whole first and then written in
+        batches; a change between the check and a later batch stops it there, and says so.
         """
 
     @abc.abstractmethod
@@ -149,9 +189,12 @@ class Store(abc.ABC):
         """Every Docker pool, oldest first."""
 
     @abc.abstractmethod
-    def request_docker_address(self, pool_id: str, requested: int | None, serial: bool = False) -> Lease:
+    def request_docker_address(
+        self, pool_id: str, requested: int | None, serial: bool = False, reuse: ReuseDelay | None = None
+    ) -> Lease:
         """Lease the named address of a Docker pool, or its lowest free one (`serial`: the
-        next free one after the last dynamic one, wrapping), atomically.
+        next free one after the last dynamic one, wrapping), atomically. `reuse` is the
+        driver's reuse delay for a dynamic address (core.reuse; None: none).
 
         Raises NotFound (pool), InvalidConfig (address outside the pool or of another
         family), AddressConflict (taken), PoolExhausted.

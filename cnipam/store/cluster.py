@@ -29,6 +29,17 @@ class ClusterStore(Store):
         """Every claimed block of both families, in address order."""
 
     @abc.abstractmethod
+    def return_idle_blocks(self) -> list[Block]:
+        """Give back to the shared pool the empty blocks their hosts have not used for the
+        store's idle time, keeping at least one block per host and pool. Returns them."""
+
+    @abc.abstractmethod
+    def repair_block(self, family: int, number: int, revision: int, clear: int, disown: bool) -> None:
+        """Clear the bits `clear` of a block, which no lease may hold, and give the block up
+        when `disown`, only if the block is still at `revision` (a report, applied exactly);
+        else AddressConflict."""
+
+    @abc.abstractmethod
     def release_host(self, host: str, grace: float) -> tuple[list[Lease], int]:
         """Release every lease a dead host allocated and give up its blocks; refused
         (AddressConflict) while the host wrote less than `grace` seconds ago. Returns the

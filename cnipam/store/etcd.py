@@ -19,6 +19,16 @@ Keys, under the configured prefix (shared/reference/distributed.md §0 and §3):
 * `host/<host>`: when the host last wrote, so an operator can tell a dead host from a
   quiet one before releasing its leases (`cnipamctl hosts`).
 * `dpool/<id>` and `counter/docker_pool`: the Docker driver's pools.
+* The life of an address after day one: `boot/<host>`, the boot the host last repaired
+  for, and `bootlease/<host>/<boot>/<family>/<address hex>`, an index of the host's CNI
+  leases by boot, so a reboot repair reads only earlier boots' leases (core.reboot);
+  `kept/<host>/<handle>/<slot>`, the address a repair keeps for an attachment that may
+  come back; `sighting/<host>/<network>/<handle>`, when the host's collector first saw
+  one of its owners leaked (core.collector). A block also records when its addresses
+  were released (the reuse delay, core.reuse), the pool it was claimed for and when its
+  host last used it: an empty block its host left idle for `blockIdle` is taken over by
+  the next host that allocates there (or given back by `cnipamd`), compared like every
+  other change, and never a host's last block of a pool.
 
 Every change is one Txn: the compares are the revisions of every key the change was
 computed from, so a change computed from a stale read fails as a whole and is computed
@@ -38,12 +48,21 @@ import time
 from fcntl import LOCK_UN, flock
 
 from ..core.addresses import format_ip
-from ..core.allocator import gateway_reservations, grant, refuse_taken, search_windows
-from ..core.errors import AddressConflict, CnipamError, InvalidConfig, NotFound, PoolExhausted, StoreBusy, StoreCorrupt
-from ..core.ipam_config import parse_pool_key
-from ..core.leases import GATEWAY, LEASE, Cursor, Lease
+from ..core.allocator import gateway_reservation, grant, refuse_taken, reserved_subnet, returned_address, search_windows
+from ..core.errors import (
+    AddressConflict,
+    CnipamError,
+    InvalidConfig,
+    NotFound,
+    StoreBusy,
+    StoreCorrupt,
+    StoreIOError,
+)
+from ..core.ipam_config import names_ranges, parse_pool_key
+from ..core.leases import GATEWAY, LEASE, Cursor, Lease, refuse_changed
+from ..core.reuse import eligibility, last_resort, older
 from .cluster import ClusterStore
-from .etcd_change import CHUNK, Change, StaleRead, paged
+from .etcd_change import CHUNK, MAX_TXN_OPS, Change, StaleRead, paged
 from .etcd_keys import (
     BLOCK_BITS,
     BLOCK_SIZE,
@@ -57,55 +76,96 @@ from .etcd_keys import (
     escape,
     unescape,
 )
-from .etcdv3 import prefix_end
+from .etcdv3 import delete_op, mod_revision_is, prefix_end, put_op
+from .settings import DEFAULT_BLOCK_IDLE
+from .trusted_path import UntrustedPath, trusted_path
 from .write_lock import take_lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
     from typing import TypeVar
 
     T = TypeVar("T")
 
     from ..core.addresses import Network
+    from ..core.collector import Collection  # run time: in collect_garbage
     from ..core.docker_pools import DockerPool, PoolClaim  # run time: in the Docker methods
     from ..core.ipam_config import PoolSpec
     from ..core.leases import Owner
     from ..core.pool_usage import PoolUsage
+    from ..core.reuse import ReuseDelay
     from .etcdv3 import EtcdClient
 
 STALE_LIMIT = 5
-BATCH = 25  # leases per Txn when releasing or importing many: each costs up to four operations
+BATCH = 25  # leases per Txn when releasing or importing many: each costs up to five operations
+
+
+ADD_STEP = (
+    6  # earlier boots' leases (and their owners' others) an ADD releases in its own Txn: well within 128 operations
+)
+
+
+class Rebooted(Exception):
+    """An ADD found the host's repair due and the rest of it small: make that last step
+    apart (it records the boot), then compute the ADD again."""
 
 
 class EtcdStore(ClusterStore):
     def __init__(
-        self, client: EtcdClient, prefix: str, host: str, timeout: float, lock_path: str | None = None
+        self,
+        client: EtcdClient,
+        prefix: str,
+        host: str,
+        timeout: float,
+        lock_path: str | None = None,
+        boot: str = "",
+        block_idle: float = DEFAULT_BLOCK_IDLE,
+        shared_folders: bool = False,
     ) -> None:
         if not host or "\x00" in host:
             raise InvalidConfig("store: the host name must be a non-empty string")
         self.client = client
         self.keys = Keys(prefix.encode(), host)
         self.timeout = timeout
+        self.boot = boot
+        self.block_idle = block_idle
+        self.clock = time.time
+        self._repaired = False  # this process saw the store repaired for its boot (a boot outlives no process)
+        self._repairing = False
+        self._stepped = False  # the current call made its step of a due repair
+        self._lock_depth = 0
         self.retries = 0  # transactions computed again after a failed compare (benchmarks)
         self.warm_misses = 0  # attempts from this process's own earlier knowledge that turned out stale
-        self._lock_fd = _open_lock(lock_path) if lock_path else None
+        self._lock_fd = _open_lock(lock_path, shared_folders) if lock_path else None
         self._warm: Change | None = None
         self._lock_path = lock_path or ""
 
     # -- the interface ---------------------------------------------------------------
 
     def allocate(self, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
-        return self._optimistic(lambda change: self._allocate(change, owner, pools), warm=True)
+        return self._optimistic(lambda change: self._allocate(change, owner, pools), warm=True, reads_boot=True)
 
     def _allocate(self, change: Change, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
-        change.prefetch(owner.handle, pools)
+        change.prefetch(owner.handle, pools, boot=self._repair_due())
+        due = change.repaired is not None and change.repaired[0] != self.boot
+        if due and not self._stepped:  # this call's step of the repair, in the ADD's own Txn while it fits
+            self._stepped = True
+            step = self._earlier_boot_leases(change, ADD_STEP)
+            if len(step) < ADD_STEP:
+                raise Rebooted()  # the last step: made apart, it also records the boot
+            change.remove_leases([lease for lease, _ in step], repair=True)
         held = change.held_by(owner.handle) if owner.handle else []
+        if due and held:  # an attachment back after a reboot: its leases are kept for it, it takes them again
+            ended = self._ended(change, held)
+            change.remove_leases(ended, repair=True)
+            gone = {(lease.family, lease.address) for lease in ended}
+            held = [lease for lease in held if (lease.family, lease.address) not in gone]
         return grant(
-            owner, pools, held, time.time(),
-            lambda spec, network, now: self._reserve_gateways(change, spec, network, now),
+            owner, pools, held, change.now,
+            lambda spec, address, network, now: self._reserve_gateway(change, spec, address, network, now),
             lambda spec: self._take_requested(change, spec),
-            lambda spec: self._take_next(change, spec),
+            lambda spec, owner: self._take_next(change, spec, owner),
             change.add_lease,
             change.set_cursor,
         )  # fmt: skip
@@ -131,21 +191,26 @@ class EtcdStore(ClusterStore):
             found = change.leases_at([(family, address)])
             if not found or found[0].kind != GATEWAY:
                 return None
-            users = [lease for lease in self._leases_of_pool(found[0].pool) if lease.kind == LEASE]
+            subnet = reserved_subnet(found[0])
+            if subnet is None:  # recorded before reservations named their subnet: its pool's leases
+                users = [lease for lease in self._leases_of_pool(found[0].pool) if lease.kind == LEASE]
+            else:
+                users = [
+                    lease for lease in change.leases_between(family, subnet.value, subnet.last) if lease.kind == LEASE
+                ]
             if users:
-                raise AddressConflict(
-                    f"gateway {found[0].ip} still serves {len(users)} lease(s) of pool {found[0].pool}"
-                )
+                served = f"pool {found[0].pool}" if subnet is None else str(subnet)
+                raise AddressConflict(f"gateway {found[0].ip} still serves {len(users)} lease(s) of {served}")
             change.remove_leases(found)
             return found[0]
 
         return self._optimistic(plan)
 
     def held_by(self, handle: str) -> list[Lease]:
-        return sorted(Change(self.client, self.keys).held_by(handle), key=_address_order)
+        return self._within_timeout(lambda: sorted(self._change().held_by(handle), key=_address_order))
 
     def lookup(self, family: int, address: int) -> Lease | None:
-        return Change(self.client, self.keys).lease_at(family, address)
+        return self._within_timeout(lambda: self._change().lease_at(family, address))
 
     def leases(self, network: str | None = None) -> list[Lease]:
         return [lease for lease, _, _ in self._scan_leases() if network is None or lease.network == network]
@@ -155,24 +220,234 @@ class EtcdStore(ClusterStore):
         kvs, _ = self.client.range(start, prefix_end(start))
         return {unescape(kv.key[len(start) :].decode()): decode_cursor(kv.value) for kv in kvs}
 
-    def collect_garbage(self, network: str, valid: set[tuple[str, str]]) -> list[Lease]:
-        victims = [
-            (lease, revision)
-            for lease, revision, _ in self._scan_leases()
-            if lease.network == network
-            and lease.kind == LEASE
-            and lease.container_id
-            and (lease.container_id, lease.ifname) not in valid
+    def collect_garbage(
+        self, network: str, valid: Container[tuple[str, str]], grace: float = 0.0, apply: bool = True
+    ) -> Collection:
+        """core.collector's pass over the leases this host made (another host's runtime
+        is not in `valid`): they are scanned and judged, the sightings written, then each
+        due owner is released in a Txn that reads its leases again (compared at commit)
+        and asks `valid` again: all of an owner or nothing."""
+        from ..core.collector import Collection, judge, leaked_owners  # not at the top: ADD and DEL never need it
+
+        if apply:
+            self._stepped = False
+            self._repair_if_due()
+        now = self.clock()
+        revisions = {}
+        leased = []
+        for lease, revision, host in self._scan_leases():
+            if lease.network == network and lease.kind == LEASE and lease.container_id and host == self.keys.host:
+                leased.append(lease)
+                revisions[lease.family, lease.address] = revision
+        leaked = leaked_owners(leased, network, valid)
+        seen = self._sightings(network) if grace > 0 else {}
+        due, keep = judge(leaked, seen, now, grace)
+        candidates = [lease for held in leaked.values() for lease in held]
+        if not apply:
+            return Collection(candidates, [lease for owner in due for lease in leaked[owner]], keep)
+        self._write_sightings(network, seen if grace > 0 else dict.fromkeys(due, now), keep)
+        released: list[Lease] = []
+        for owner in due:
+            held = leaked[owner]
+
+            def plan(change: Change, held: list[Lease] = held) -> list[Lease]:
+                current = change.leases_at([(lease.family, lease.address) for lease in held])
+                unchanged = [
+                    lease
+                    for lease in current
+                    if lease in held
+                    and change.lease_revision(lease.family, lease.address) == revisions[lease.family, lease.address]
+                ]
+                if len(unchanged) != len(held) or not leaked_owners(unchanged, network, valid):
+                    return []  # changed or valid again: the owner keeps everything
+                change.remove_leases(unchanged)
+                return unchanged
+
+            released += self._optimistic(plan)
+        return Collection(candidates, released, keep)
+
+    def _sightings(self, network: str) -> dict[str, float]:
+        start = self.keys.under("sighting", escape(self.keys.host), escape(network))
+        found = {}
+        for kv in paged(self.client, start, prefix_end(start)):
+            try:
+                found[unescape(kv.key[len(start) :].decode())] = float(kv.value)
+            except ValueError:
+                continue  # a damaged sighting is a sighting not made: the owner waits one more grace period
+        return found
+
+    def _write_sightings(self, network: str, seen: dict[str, float], keep: dict[str, float]) -> None:
+        """Sightings only delay a release, never cause one unchecked, so they are written
+        without compares, in Txns of at most MAX_TXN_OPS operations."""
+        ops = [
+            put_op(self.keys.sighting(self.keys.host, network, owner), repr(at).encode())
+            for owner, at in keep.items()
+            if seen.get(owner) != at
         ]
-        return self._release_seen(victims)
+        ops += [delete_op(self.keys.sighting(self.keys.host, network, owner)) for owner in seen if owner not in keep]
+        for start in range(0, len(ops), MAX_TXN_OPS):
+            self.client.txn([], ops[start : start + MAX_TXN_OPS])
+
+    def earlier_boot_leases(self) -> list[Lease]:
+        return [lease for lease, _ in self._earlier_boot_leases(self._change())]
+
+    def _earlier_boot_leases(self, change: Change, limit: int = 0) -> list[tuple[Lease, int]]:
+        """This host's leases of earlier boots, found through the boot index (only those
+        boots' entries are read), with the revisions read; with `limit`, about that many,
+        completed with the other leases of their owners (a step never splits an owner)."""
+        if not self.boot:
+            return []
+        host = escape(self.keys.host)
+        start = self.keys.under("bootlease", host)
+        current = self.keys.under("bootlease", host, escape(self.boot))
+        pairs: list[tuple[int, int]] = []
+        for first, end in ((start, current), (prefix_end(current), prefix_end(start))):
+            if limit:
+                kvs, _ = self.client.range(first, end, limit=limit - len(pairs), keys_only=True)
+            else:
+                kvs = list(paged(self.client, first, end, keys_only=True))
+            for kv in kvs:
+                _, family, address = kv.key[len(start) :].decode().split("/")
+                pairs.append((int(family), int(address, 16)))
+            if limit and len(pairs) >= limit:
+                break
+        found = self._ended(change, change.leases_at(pairs))
+        if limit:
+            handles = sorted({lease.handle for lease in found if lease.handle is not None})
+            known = {(lease.family, lease.address) for lease in found}
+            found += [
+                lease
+                for lease in self._ended(change, change.held_by_all(handles))
+                if (lease.family, lease.address) not in known
+            ]
+        return [(lease, change.lease_revision(lease.family, lease.address)) for lease in found]
+
+    def _ended(self, change: Change, leases: Iterable[Lease]) -> list[Lease]:
+        """The leases a reboot of this host ended (core.reboot), among leases `change` read."""
+        from ..core.reboot import ended_by_reboot  # only while a repair is due, or by hand
+
+        return [
+            lease for lease in leases
+            if ended_by_reboot(lease, self.boot)
+            and change.lease_hosts.get((lease.family, lease.address)) == self.keys.host
+        ]  # fmt: skip
+
+    def release_earlier_boots(self) -> list[Lease]:
+        if not self.boot:
+            return []
+        self._lock()
+        try:
+            return self._repair_step(everything=True)
+        finally:
+            self._unlock()
+
+    def _repair_step(self, everything: bool = False) -> list[Lease]:
+        """One step of the repair (core.reboot), under the host's lock: about one Txn's
+        worth of the earlier boots' leases released (all of them when `everything`), each
+        only if unchanged since read, each address kept for its attachment, positions
+        left; when none is left, the addresses earlier repairs kept and nobody came back
+        for are forgotten and the boot is recorded, last, so a repair cut short is
+        finished by the next call."""
+        self._repairing = True
+        try:
+            check = self._change()
+            if check.repaired_boot() == self.boot:
+                self._repaired = True
+                return []
+            recorded = check.repaired[1] if check.repaired else 0
+            victims = self._earlier_boot_leases(check, 0 if everything else BATCH)
+            released = self._release_seen(victims, repair=True)
+            if not everything and len(victims) >= BATCH:
+                return released
+            start = self.keys.under("kept", escape(self.keys.host))
+            stale = [
+                delete_op(kv.key)
+                for kv in paged(self.client, start, prefix_end(start), keys_only=True)
+                if kv.mod_revision < recorded
+            ]
+            for first in range(0, len(stale), MAX_TXN_OPS):
+                self.client.txn([], stale[first : first + MAX_TXN_OPS])
+
+            def record(change: Change) -> None:
+                change.repaired_boot()
+                key = self.keys.repaired_boot(self.keys.host)
+                change.ops[key] = put_op(key, self.boot.encode())
+
+            self._optimistic(record)
+        finally:
+            self._repairing = False
+        self._repaired = True
+        return released
+
+    def _repair_due(self) -> bool:
+        return bool(self.boot) and not self._repaired and not self._repairing
+
+    def _repair_if_due(self) -> None:
+        """A step of the repair, once per call while it is due (one read when it is not,
+        once per process: a process never outlives its boot)."""
+        if not self._repair_due() or self._stepped:
+            return
+        self._stepped = True
+        self._lock()
+        try:
+            self._repair_step()
+        finally:
+            self._unlock()
+
+    def _release_ended_within(self, change: Change, family: int, first: int, last: int) -> bool:
+        """While a repair is due: release, in `change`, this host's earlier boots' leases
+        inside [first, last] (as many as one Txn holds), so a pool full of them serves."""
+        if change.repaired is None or change.repaired[0] == self.boot:
+            return False
+        ended = self._ended(change, change.leases_between(family, first, last))[: BATCH // 2]
+        change.remove_leases(ended, repair=True)
+        return bool(ended)
+
+    def release_exactly(self, leases: Sequence[Lease], cursors: Mapping[str, Cursor]) -> None:
+        """Checked whole in one read first; then one Txn when it fits, else batches by
+        owner, each compared with what the check read."""
+        check = self._change()
+        refuse_changed(
+            leases, check.leases_at([(lease.family, lease.address) for lease in leases]), cursors, self.cursors()
+        )
+        victims = [(lease, check.lease_revision(lease.family, lease.address)) for lease in leases]
+        done = len(self._release_seen(victims))
+        if done != len(victims):
+            raise AddressConflict(
+                f"release stopped after {done} of {len(victims)} lease(s): the rest changed meanwhile"
+            )
+
+        def forget(change: Change) -> None:
+            for pool, cursor in cursors.items():
+                key = self.keys.cursor(pool)
+                kvs, _ = self.client.range(key)
+                if not kvs or decode_cursor(kvs[0].value) != cursor:
+                    raise AddressConflict(f"the position of pool {pool} changed meanwhile; the leases are released")
+                change.compares[key] = mod_revision_is(key, kvs[0].mod_revision)
+                change.delete(key)
+
+        if cursors:
+            self._optimistic(forget)
 
     def exhausted(self, pools: tuple[PoolSpec, ...]) -> list[PoolSpec]:
-        change = Change(self.client, self.keys)
-        return [
-            spec
-            for spec in pools
-            if all(change.find_free(spec.family, *window, True) is None for window in spec.pieces)
-        ]
+        """While a reboot repair is due, a pool whose only addresses are earlier boots'
+        leases is not exhausted: the next ADD frees one (core.reboot)."""
+
+        def scan() -> list[PoolSpec]:
+            self._stepped = False
+            self._repair_if_due()
+            change = self._change()
+            if self.boot:
+                change.repaired_boot()
+            return [
+                spec for spec in pools
+                if all(change.find_free(spec.family, *window, True) is None for window in spec.pieces)
+                and not (change.repaired is not None and change.repaired[0] != self.boot and any(
+                    self._ended(change, change.leases_between(spec.family, *window)) for window in spec.pieces
+                ))
+            ]  # fmt: skip
+
+        return self._within_timeout(scan)
 
     def usage(self, configured: Iterable[PoolSpec] = ()) -> tuple[list[PoolUsage], list[str]]:
         """From every lease, read in bounded chunks (etcd cannot count a range's values)."""
@@ -192,7 +467,7 @@ class EtcdStore(ClusterStore):
             if (lease.family, lease.address) in seen:
                 raise AddressConflict(f"import refused: {lease.ip} appears twice in the input")
             seen.add((lease.family, lease.address))
-        check = Change(self.client, self.keys)
+        check = self._change()
         for lease in check.leases_at(sorted(seen)):
             raise AddressConflict(f"import refused: {lease.ip} is already held by {lease.handle or 'a reservation'}")
         written = 0
@@ -237,7 +512,7 @@ class EtcdStore(ClusterStore):
 
         wanted = list(pools)
         rows = list(leases)
-        check = Change(self.client, self.keys)
+        check = self._change()
         existing, _ = check.docker_pools()
         check.leases_at((lease.family, lease.address) for lease in rows)  # one round trip per MAX_TXN_OPS
 
@@ -282,14 +557,17 @@ class EtcdStore(ClusterStore):
                 return released
 
     def docker_pools(self) -> list[DockerPool]:
-        return sorted(Change(self.client, self.keys).docker_pools()[0], key=lambda pool: (pool.created, pool.id))
+        return sorted(self._change().docker_pools()[0], key=lambda pool: (pool.created, pool.id))
 
-    def request_docker_address(self, pool_id: str, requested: int | None, serial: bool = False) -> Lease:
+    def request_docker_address(
+        self, pool_id: str, requested: int | None, serial: bool = False, reuse: ReuseDelay | None = None
+    ) -> Lease:
         def plan(change: Change) -> Lease:
             pool = change.docker_pool(pool_id)
             if requested is not None:
                 pool.check_named(requested)
-            return self._allocate(change, pool.owner(), (pool.spec(requested, serial),))[0]
+            spec = pool.spec(requested, serial) if reuse is None else pool.spec(requested, serial, reuse)
+            return self._allocate(change, pool.owner(), (spec,))[0]
 
         return self._optimistic(plan, warm=True)
 
@@ -340,8 +618,34 @@ class EtcdStore(ClusterStore):
         for lease in by_address.values():
             if lease.handle and self.keys.owner(lease.handle, lease.slot) not in indexed:
                 problems.append(f"{lease.ip}: its owner {lease.handle} has no index entry")
+        problems.extend(self._boot_index_problems(leases))
+        for block in blocks.values():
+            for offset in (*block.freed, *block.kept):
+                if block.used >> offset & 1:
+                    problems.append(
+                        f"{format_ip(block.family, block.first + offset)}: taken, yet recorded as released in its block"
+                    )
         problems.extend(orphans(by_address.values(), self.cursors()))
         return problems[:50]
+
+    def _boot_index_problems(self, leases: list[tuple[Lease, int, str]]) -> list[str]:
+        """Every lease that records a boot has its entry in the boot index, and every
+        entry names such a lease: a repair trusts the index to find them all."""
+        problems = []
+        expected = {
+            self.keys.boot_lease(host, lease.boot, lease.family, lease.address): lease
+            for lease, _, host in leases
+            if lease.boot
+        }
+        start = self.keys.under("bootlease")
+        for kv in paged(self.client, start, prefix_end(start), keys_only=True):
+            if expected.pop(kv.key, None) is None:
+                problems.append(
+                    f"boot index entry {kv.key[len(start) :].decode(errors='replace')}"
+                    " names no lease of that host and boot"
+                )
+        problems.extend(f"{lease.ip}: its boot {lease.boot} has no index entry" for lease in expected.values())
+        return problems
 
     def close(self) -> None:
         self.client.close()
@@ -352,13 +656,15 @@ class EtcdStore(ClusterStore):
     # -- the cluster's own operations (cnipamctl hosts) --------------------------------
 
     def blocks(self) -> list[Block]:
+        """Blocks a host claimed or that hold an address (not those kept only to remember
+        when their addresses were released)."""
         found: list[Block] = []
         for family in (4, 6):
             start = self.keys.under("block", str(family))
-            found.extend(
-                decode_block(family, int(kv.key[len(start) :], 16), kv)
-                for kv in paged(self.client, start, prefix_end(start))
-            )
+            for kv in paged(self.client, start, prefix_end(start)):
+                block = decode_block(family, int(kv.key[len(start) :], 16), kv)
+                if block.host or block.used:
+                    found.append(block)
         return found
 
     def hosts(self) -> list[HostSeen]:
@@ -377,10 +683,59 @@ class EtcdStore(ClusterStore):
         names = sorted(set(seen) | set(blocks) | set(leases))
         return [HostSeen(name, seen.get(name, 0.0), blocks.get(name, 0), leases.get(name, 0)) for name in names if name]
 
+    def return_idle_blocks(self) -> list[Block]:
+        """Give every empty block whose host left it unused for `block_idle` back to the
+        shared pool, except one block per host and pool: a non-empty one if the host has
+        one, else the one it touched last. Each return compares the block and the one its
+        host keeps, so a block used meanwhile, or two returns that each counted on the
+        other's block, never land."""
+        if not self.block_idle:
+            return []
+        now = self.clock()
+        groups: dict[tuple[str, str], list[Block]] = {}
+        for block in self.blocks():
+            if block.host:
+                groups.setdefault((block.host, block.pool), []).append(block)
+        returned: list[Block] = []
+        for blocks in groups.values():
+            keeper = max(blocks, key=lambda block: (block.used != 0, block.touched))
+            for block in blocks:
+                if block is keeper or block.used or block.touched > now - self.block_idle:
+                    continue
+
+                def plan(change: Change, block: Block = block, keeper: Block = keeper) -> bool:
+                    current = change.block(block.family, block.number)
+                    if current.revision != block.revision:
+                        return False
+                    change.disown(current, keeper)
+                    return True
+
+                if self._optimistic(plan):
+                    returned.append(block)
+        return returned
+
+    def repair_block(self, family: int, number: int, revision: int, clear: int, disown: bool) -> None:
+        def plan(change: Change) -> None:
+            block = change.block(family, number)
+            where = f"{format_ip(family, block.first)}/{block.prefix}"
+            if block.revision != revision:
+                raise AddressConflict(f"block {where} changed since the report was made; nothing was changed in it")
+            bits = [offset for offset in range(BLOCK_SIZE) if clear >> offset & 1]
+            held = change.leases_at([(family, block.first + offset) for offset in bits])
+            if held:
+                raise AddressConflict(f"{held[0].ip} in block {where} is leased now; nothing was changed in it")
+            block.used &= ~clear
+            if disown:
+                block.host, block.pool = "", ""
+            change.rewrite_block(block)
+
+        self._optimistic(plan)
+
     def release_host(self, host: str, grace: float) -> tuple[list[Lease], int]:
         """A host that is only quiet would keep using the addresses handed out again,
         hence the grace period. Each release compares the lease's revision as read, so a
-        lease that changed meanwhile is left alone."""
+        lease that changed meanwhile is left alone. What the host kept for itself (its
+        repaired boot, sightings, kept addresses) goes with it."""
         last = {record.host: record.seen for record in self.hosts()}.get(host)
         if last is None:
             raise NotFound(f"no host {host!r} in the store")
@@ -402,37 +757,71 @@ class EtcdStore(ClusterStore):
             self._optimistic(plan)
             given_up += 1
         self.client.delete(self.keys.host_seen(host))
+        for kind in ("sighting", "kept"):  # its collector's sightings, the addresses its repairs kept
+            start = self.keys.under(kind, escape(host))
+            self.client.delete(start, prefix_end(start))
+        self.client.delete(self.keys.repaired_boot(host))
         return released, given_up
 
     # -- steps of a change ---------------------------------------------------------------
 
-    def _reserve_gateways(self, change: Change, spec: PoolSpec, network: str, now: float) -> None:
-        for reservation in gateway_reservations(spec, network, now, change.lease_at):
-            change.take(reservation.family, reservation.address, claim=False)
-            change.add_lease(reservation)
+    def _reserve_gateway(self, change: Change, spec: PoolSpec, address: int, network: str, now: float) -> int | None:
+        gateway, reservation = gateway_reservation(spec, address, network, now, change.lease_at)
+        if reservation is not None:
+            if change.lease_at(reservation.family, reservation.address) is None:
+                change.take(reservation.family, reservation.address, claim=False)
+                change.add_lease(reservation)
+            else:
+                change.rewrite_lease(reservation)
+        return gateway
 
     def _take_requested(self, change: Change, spec: PoolSpec) -> int:
         address = spec.requested
         assert address is not None
         refuse_taken(change.lease_at(spec.family, address))
-        change.take(spec.family, address, claim=True)
+        change.take(spec.family, address, claim=True, pool=spec.key)
         return address
 
-    def _take_next(self, change: Change, spec: PoolSpec) -> int:
+    def _take_next(self, change: Change, spec: PoolSpec, owner: Owner) -> int:
+        """The address a repair kept for the owner, else the first eligible one (core.reuse):
+        own and unclaimed blocks first, other hosts' only when none is left; else what
+        core.reuse.last_resort says."""
+        family = spec.family
+        if owner.handle is not None:
+            kept = change.kept_address(owner.handle, spec.slot)
+            address = returned_address(spec, kept)
+            if (
+                address is not None
+                and not change.block(family, address >> BLOCK_BITS).used >> (address & (BLOCK_SIZE - 1)) & 1
+            ):
+                change.take(family, address, claim=True, pool=spec.key)
+                change.forget_kept(owner.handle, spec.slot)
+                return address
+            if kept is not None:
+                change.forget_kept(owner.handle, spec.slot)  # taken by another meanwhile: nothing to keep any more
         cursor = None
         if not spec.lowest_free:
             position = change.cursor(spec.key)
             cursor = position.address if position is not None and position.family == spec.family else None
         windows = search_windows(spec.pieces, cursor)
+        rule = eligibility(spec.reuse, change.now)
         for borrow in (False, True):  # own and unclaimed blocks first; other hosts' only when none is left
             for first, last in windows:
-                address = change.find_free(spec.family, first, last, borrow)
+                address = change.find_free(family, first, last, borrow, rule)
                 if address is not None:
-                    change.take(spec.family, address, claim=True)
+                    change.take(family, address, claim=True, pool=spec.key)
                     return address
-        raise PoolExhausted(f"no free address left in {spec}")
+        for first, last in windows:  # a pool full of earlier boots' leases serves a new container at once
+            self._release_ended_within(change, family, first, last)
+        cooling = held = None
+        for first, last in windows:
+            cooling = older(cooling, change.oldest_released(family, first, last, False))
+            held = older(held, change.oldest_released(family, first, last, True))
+        address = last_resort(spec, cooling, held, change.now)
+        change.take(family, address, claim=True, pool=spec.key)
+        return address
 
-    def _release_seen(self, victims: list[tuple[Lease, int]]) -> list[Lease]:
+    def _release_seen(self, victims: list[tuple[Lease, int]], repair: bool = False) -> list[Lease]:
         """Release leases as they were read: each one only if its key is unchanged since."""
         released: list[Lease] = []
         for batch in _owner_batches(victims):
@@ -447,13 +836,16 @@ class EtcdStore(ClusterStore):
                     if (lease.family, lease.address) in current
                     and change.lease_revision(lease.family, lease.address) == revision
                 ]  # fmt: skip
-                change.remove_leases(still)
+                change.remove_leases(still, repair)
                 return still
 
             released.extend(self._optimistic(plan))
         return released
 
-    def _optimistic(self, plan: Callable[[Change], T], warm: bool = False) -> T:
+    def _change(self, warm: Change | None = None) -> Change:
+        return Change(self.client, self.keys, warm, self.clock(), self.block_idle)
+
+    def _optimistic(self, plan: Callable[[Change], T], warm: bool = False, reads_boot: bool = False) -> T:
         """Compute a change from fresh reads and commit it if nothing it read has changed;
         otherwise compute it again, until the timeout (then StoreBusy: CNI code 11).
 
@@ -461,16 +853,31 @@ class EtcdStore(ClusterStore):
         gateways, positions) without reading anything; every fact used is compared, so a
         stale one only costs a failed Txn and a fresh attempt. A long-lived process (the
         agent, the Docker driver) then allocates in one round trip. A refusal computed
-        from that knowledge is not trusted: it is computed again from fresh reads."""
-        deadline = time.monotonic() + max(self.timeout, 0.001)
-        self._lock()
+        from that knowledge is not trusted: it is computed again from fresh reads.
+
+        In a store opened with a boot, the reboot repair comes first when due: checked
+        here with one read, unless the plan reads the boot with its own reads
+        (`reads_boot`) and raises Rebooted."""
+        return self._within_timeout(lambda: self._optimistic_within(plan, warm, reads_boot))
+
+    def _optimistic_within(self, plan: Callable[[Change], T], warm: bool, reads_boot: bool) -> T:
+        deadline = self.client.deadline or time.monotonic() + self.client.timeout
+        if self._lock_depth == 0:
+            self._stepped = False  # a new call
+        self._lock(deadline)
         earlier, stale = self._warm, 0
         try:
+            if not reads_boot:
+                self._repair_if_due()
             while True:
-                change = Change(self.client, self.keys, self._warm if warm else None)
+                change = self._change(self._warm if warm else None)
                 warm = False
                 try:
                     outcome = plan(change)
+                except Rebooted:
+                    self._stepped = False
+                    self._repair_if_due()
+                    continue
                 except StaleRead as seen:
                     self._warm = None
                     stale += 1
@@ -486,6 +893,8 @@ class EtcdStore(ClusterStore):
                     continue
                 revision = change.commit()
                 if revision is not None:
+                    if change.repaired is not None and change.repaired[0] == self.boot:
+                        self._repaired = True
                     if revision:
                         self._warm = change.settled(revision, earlier)
                     return outcome
@@ -519,24 +928,45 @@ class EtcdStore(ClusterStore):
                     yield decode_lease(self.keys, kv)
 
     def _leases_of_pool(self, pool: str) -> list[Lease]:
+        if not names_ranges(pool):  # a digest: only a scan finds them (cnipamctl's release of a gateway)
+            return [lease for lease, _, _ in self._scan_leases() if lease.pool == pool]
         found: list[Lease] = []
         for address_range in parse_pool_key(pool):
             network = address_range.network
             found.extend(
                 lease
-                for lease in Change(self.client, self.keys).leases_between(network.family, network.value, network.last)
+                for lease in self._change().leases_between(network.family, network.value, network.last)
                 if lease.pool == pool
             )
         return found
 
     # -- the host's writers' queue ------------------------------------------------------
 
-    def _lock(self) -> None:
-        if self._lock_fd is not None:
+    def _within_timeout(self, work: Callable[[], T]) -> T:
+        """One operation, one deadline: the host's lock, every request and every retry
+        share the timeout (an operation inside another keeps the outer one's). Scans
+        over the whole store (GC, cnipamctl) are not one operation: each of their
+        transactions is."""
+        client = self.client
+        if client.deadline is not None:
+            return work()
+        client.deadline = time.monotonic() + client.timeout  # the store's timeout, at least the client's floor
+        try:
+            return work()
+        finally:
+            client.deadline = None
+
+    def _lock(self, deadline: float | None = None) -> None:
+        """Re-entrant: a repair runs inside the change that found it due. The wait ends at
+        `deadline`, else at the current operation's, else a timeout from now."""
+        if self._lock_depth == 0 and self._lock_fd is not None:
+            if deadline is None:
+                deadline = self.client.deadline or time.monotonic() + self.timeout
             started = time.monotonic()
-            take_lock(self._lock_fd, self.timeout, self._lock_path)
+            take_lock(self._lock_fd, max(deadline - started, 0.0), self._lock_path)
             if self.events is not None:
                 self.events.lock_waited(time.monotonic() - started)
+        self._lock_depth += 1
 
     def _retried(self) -> None:
         self.retries += 1
@@ -544,7 +974,8 @@ class EtcdStore(ClusterStore):
             self.events.retried()
 
     def _unlock(self) -> None:
-        if self._lock_fd is not None:
+        self._lock_depth -= 1
+        if self._lock_depth == 0 and self._lock_fd is not None:
             flock(self._lock_fd, LOCK_UN)
 
 
@@ -579,11 +1010,16 @@ def _address_order(lease: Lease) -> tuple[int, int]:
     return lease.family, lease.address
 
 
-def _open_lock(path: str) -> int | None:
+def _open_lock(path: str, shared_folders: bool) -> int | None:
     """The host's writers' queue; without a writable place for it the engine still works
-    (compares keep it correct), its processes just retry more under contention."""
+    (compares keep it correct), its processes just retry more under contention. A place
+    another user could have prepared (trusted_path: their link, a folder they can change)
+    is refused, not skipped: the operator named it, and it would let them make root
+    create the lock file wherever they like."""
     try:
-        os.makedirs(os.path.dirname(path) or ".", mode=0o750, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError:
+        real = trusted_path(path, create=True, shared_folders=shared_folders)
+        return os.open(real, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except UntrustedPath:
+        raise
+    except (OSError, StoreIOError):
         return None

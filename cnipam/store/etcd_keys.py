@@ -57,6 +57,23 @@ class Keys(Record):
     def host_seen(self, host: str) -> bytes:
         return self.key("host", escape(host))
 
+    def repaired_boot(self, host: str) -> bytes:
+        """The boot whose earlier boots' leases `host` last released (core.reboot)."""
+        return self.key("boot", escape(host))
+
+    def boot_lease(self, host: str, boot: str, family: int, address: int) -> bytes:
+        """The index of a host's leases by boot, so a repair reads only earlier boots' leases."""
+        return self.key("bootlease", escape(host), escape(boot), str(family), f"{address:0{HEX[family]}x}")
+
+    def kept(self, host: str, handle: str, slot: str) -> bytes:
+        """The address a repair of `host` keeps for an attachment that may come back."""
+        return self.key("kept", escape(host), escape(handle), escape(slot))
+
+    def sighting(self, host: str, network: str, handle: str) -> bytes:
+        """When `host`'s collector first saw an owner of `network` leaked (core.collector):
+        each host judges only its own leases, against its own runtime's list."""
+        return self.key("sighting", escape(host), escape(network), escape(handle))
+
     def docker_pool(self, pool_id: str) -> bytes:
         return self.key("dpool", escape(pool_id))
 
@@ -66,16 +83,51 @@ class Keys(Record):
 
 
 class Block(Record):
-    """A block as read: who claimed it, which addresses are taken, the revision seen."""
+    """A block as read: who claimed it, which addresses are taken, the revision seen.
 
-    __slots__ = ("family", "number", "host", "used", "revision")
+    `pool` is the pool the host claimed it for and `touched` when that host last took or
+    released one of its addresses (an empty block its host has not touched for a while
+    goes back to the shared pool, but never a host's last block of a pool). `freed` and
+    `kept` map an address's offset in the block to when it was released: the reuse delay
+    (core.reuse), and the addresses a reboot repair keeps for their attachments.
+    """
 
-    def __init__(self, family: int, number: int, host: str, used: int, revision: int) -> None:
+    __slots__ = ("family", "number", "host", "used", "revision", "pool", "touched", "freed", "kept")
+
+    def __init__(
+        self,
+        family: int,
+        number: int,
+        host: str,
+        used: int,
+        revision: int,
+        pool: str = "",
+        touched: float = 0.0,
+        freed: dict[int, float] | None = None,
+        kept: dict[int, float] | None = None,
+    ) -> None:
         self.family = family
         self.number = number
         self.host = host  # "" when nobody holds it (never claimed, or its host was released)
         self.used = used
         self.revision = revision  # 0: the key does not exist
+        self.pool = pool
+        self.touched = touched
+        self.freed = freed if freed is not None else {}
+        self.kept = kept if kept is not None else {}
+
+    def copy(self) -> Block:
+        return Block(
+            self.family,
+            self.number,
+            self.host,
+            self.used,
+            self.revision,
+            self.pool,
+            self.touched,
+            dict(self.freed),
+            dict(self.kept),
+        )
 
     @property
     def first(self) -> int:
@@ -134,10 +186,16 @@ def decode_address(value: bytes) -> tuple[int, int] | None:
 
 
 def encode_lease(lease: Lease, host: str) -> bytes:
-    record = {
+    record: dict[str, object] = {
         "kind": lease.kind, "pool": lease.pool, "slot": lease.slot, "handle": lease.handle, "network": lease.network,
         "container": lease.container_id, "ifname": lease.ifname, "created": lease.created, "host": host,
     }  # fmt: skip
+    if lease.boot:
+        record["boot"] = lease.boot
+    if lease.netns:
+        record["netns"] = lease.netns
+    if lease.gateway is not None:
+        record["gateway"] = f"{lease.gateway:x}"
     return dumps(record).encode()
 
 
@@ -147,9 +205,12 @@ def decode_lease(keys: Keys, kv: KeyValue) -> tuple[Lease, int, str]:
     try:
         record = _record(kv.value)
         family, address = int(family_text), int(address_text, 16)
+        gateway = record.get("gateway")
         lease = Lease(
             family, address, record["kind"], record["pool"], record["slot"], record["handle"],
             record["network"], record["container"], record["ifname"], float(record["created"]),
+            str(record.get("boot", "")), str(record.get("netns", "")),
+            None if gateway is None else int(gateway, 16),
         )  # fmt: skip
         return lease, kv.mod_revision, str(record.get("host", ""))
     except (ValueError, KeyError, TypeError, DecodeFailure) as exc:
@@ -157,14 +218,29 @@ def decode_lease(keys: Keys, kv: KeyValue) -> tuple[Lease, int, str]:
 
 
 def encode_block(block: Block) -> bytes:
-    return dumps({"host": block.host, "used": f"{block.used:x}"}).encode()
+    record: dict[str, object] = {"host": block.host, "used": f"{block.used:x}"}
+    if block.pool:
+        record["pool"] = block.pool
+    if block.touched:
+        record["touched"] = round(block.touched, 3)
+    if block.freed:
+        record["freed"] = {f"{offset:x}": at for offset, at in sorted(block.freed.items())}
+    if block.kept:
+        record["kept"] = {f"{offset:x}": at for offset, at in sorted(block.kept.items())}
+    return dumps(record).encode()
 
 
 def decode_block(family: int, number: int, kv: KeyValue) -> Block:
     try:
         record = _record(kv.value)
-        return Block(family, number, str(record["host"]), int(record["used"], 16), kv.mod_revision)
-    except (ValueError, KeyError, TypeError, DecodeFailure) as exc:
+        times = [
+            {int(offset, 16): float(at) for offset, at in record.get(name, {}).items()} for name in ("freed", "kept")
+        ]
+        return Block(
+            family, number, str(record["host"]), int(record["used"], 16), kv.mod_revision,
+            str(record.get("pool", "")), float(record.get("touched", 0.0)), *times,
+        )  # fmt: skip
+    except (ValueError, KeyError, TypeError, AttributeError, DecodeFailure) as exc:
         raise StoreCorrupt(f"etcd key {kv.key.decode(errors='replace')} is not a block record ({exc})") from None
 
 

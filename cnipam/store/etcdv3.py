@@ -12,6 +12,15 @@ One client holds one keep-alive connection and is not thread-safe: give each thr
 its own. Every public call has one deadline, `timeout` seconds, covering
 authentication, connect, send and receive, so an unreachable or leaderless etcd
 becomes `StoreBusy` (CNI code 11, "try again later") within the configured timeout.
+A caller that makes several calls for one operation sets `deadline` (a `monotonic()`
+instant) and no call outlives it: the operation as a whole keeps the timeout.
+
+Several endpoints: a process starts on one chosen by its pid (spreading fresh plugin
+processes over the members) and keeps the one that answered. A read gets an equal share
+of the time left per endpoint not yet tried and moves on to the next when its share runs
+out, so a member that accepts connections but never answers (stopped, partitioned) costs
+a read at most a share, not the whole timeout. A write is never sent twice: it keeps the
+whole time left on the member that answered the read before it.
 Configuration and protocol problems (bad credentials, bad certificates, refused
 requests, malformed answers) are `StoreIOError`: retrying them will not help.
 
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import _socket
 import binascii
+import os
 from time import monotonic
 
 from ..core.errors import DecodeFailure, FileUnreadable, StoreBusy, StoreIOError
@@ -101,6 +111,15 @@ def create_revision_is(key: bytes, revision: int) -> JsonObject:
 def mod_revision_is(key: bytes, revision: int) -> JsonObject:
     """Compare MOD == revision: nobody wrote the key since it was read."""
     return {"key": _b64(key), "result": "EQUAL", "target": "MOD", "mod_revision": str(revision)}
+
+
+def unchanged_since(key: bytes, range_end: bytes, revision: int) -> JsonObject:
+    """Compare MOD < revision + 1 over every key of [key, range_end): none of them written
+    after `revision`, so none created since a read at that revision either."""
+    return {
+        "key": _b64(key), "range_end": _b64(range_end), "result": "LESS", "target": "MOD",
+        "mod_revision": str(revision + 1),
+    }  # fmt: skip
 
 
 def value_is(key: bytes, value: bytes) -> JsonObject:
@@ -421,7 +440,9 @@ class EtcdClient:
         ca_file: str | None = None,
         cert_file: str | None = None,
         key_file: str | None = None,
+        token_file: str | None = None,
     ) -> None:
+        """`token_file`: where processes of this host keep the auth token they share (store/etcd_token.py)."""
         if isinstance(endpoints, str):
             endpoints = [endpoints]
         self._endpoints = [_parse_endpoint(url) for url in endpoints]
@@ -440,9 +461,11 @@ class EtcdClient:
         self._cert_file = cert_file
         self._key_file = key_file
         self._ssl_context: SSLContext | None = None
-        self._current = 0  # index of the endpoint that answered last
+        self._current = os.getpid() % len(self._endpoints)  # the endpoint that answered last
+        self.deadline: float | None = None  # the caller's deadline, when one operation makes several calls
         self._conn: _Connection | None = None
         self._token: str | None = None
+        self._token_file = token_file if username is not None else None
 
     # -- KV ---------------------------------------------------------------------------
 
@@ -479,7 +502,8 @@ class EtcdClient:
     ) -> TxnResult:
         """All compares hold → `success` ops, else `failure` ops, atomically (build them with the *_is/*_op helpers)."""
         request: JsonObject = {"compare": list(compare), "success": list(success), "failure": list(failure)}
-        answer = self._call("/v3/kv/txn", request)
+        reads_only = all("request_range" in op for op in (*success, *failure))  # a batch of reads: safe to send again
+        answer = self._call("/v3/kv/txn", request, replayable=reads_only)
         return self._decode(answer, _txn_result)
 
     # -- leases -----------------------------------------------------------------------
@@ -538,9 +562,18 @@ class EtcdClient:
         """POST one request under one deadline, authenticating first (or again, once, when
         the server has forgotten our token)."""
         deadline = monotonic() + self.timeout
+        if self.deadline is not None:
+            if self.deadline <= monotonic():
+                raise StoreBusy(f"etcd: the call used up its {self.timeout:g} s before this request")
+            deadline = min(deadline, self.deadline)
         body = dumps(request).encode("ascii")
         if self._username is not None and self._token is None:
-            self._authenticate(deadline)
+            if self._token_file is not None:
+                from .etcd_token import load_token
+
+                self._token = load_token(self._token_file, self._password or "")
+            if self._token is None:
+                self._authenticate(deadline)
         try:
             return self._post(path, body, deadline, replayable)
         except _TokenRejected as exc:
@@ -567,14 +600,23 @@ class EtcdClient:
         if not isinstance(token, str) or not token:
             raise StoreIOError(f"etcd at {self._endpoint_url()}: authentication answer carries no token")
         self._token = token
+        if self._token_file is not None:
+            from .etcd_token import save_token
+
+            save_token(self._token_file, self._password or "", token)
 
     def _post(self, path: str, body: bytes, deadline: float, replayable: bool, with_token: bool = True) -> JsonObject:
         token = f"Authorization: {self._token}\r\n" if with_token and self._token is not None else ""
-        attempts = 2  # a second only for a read on a connection that died unseen
+        reconnect = True  # one more try for a read on a connection that died unseen
+        untried = len(self._endpoints)  # a read may move on while some are left
         while True:
-            attempts -= 1
             conn = self._connect(deadline)
             endpoint = conn.endpoint
+            untried -= 1
+            # A read's share of the time left: equal for this endpoint and each one after it.
+            until = (
+                deadline if not replayable or untried <= 0 else monotonic() + (deadline - monotonic()) / (untried + 1)
+            )
             head = (
                 f"POST {path} HTTP/1.1\r\nHost: {endpoint.netloc}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n{token}\r\n"
@@ -583,10 +625,12 @@ class EtcdClient:
             reused = conn.used
             conn.received = False
             try:
-                conn.send(request, deadline)
-                status, payload, keep = _read_response(conn, deadline)
+                conn.send(request, until)
+                status, payload, keep = _read_response(conn, until)
             except TimeoutError:
                 self._give_up_on_current()
+                if until < deadline:
+                    continue  # a read: the next endpoint gets its share
                 raise StoreBusy(f"etcd at {endpoint.url}: no answer within {self.timeout:g} s") from None
             except _Malformed as exc:
                 self.close()
@@ -597,15 +641,23 @@ class EtcdClient:
                 if tls_error:
                     raise StoreIOError(f"etcd at {endpoint.url}: TLS failure: {tls_error}") from None
                 got_some = exc.received if isinstance(exc, _Closed) else conn.received
-                if attempts > 0 and reused and not got_some and replayable:
+                if reconnect and reused and not got_some and replayable:
+                    reconnect, untried = False, untried + 1
                     continue
                 what = "closed the connection" if isinstance(exc, _Closed) else f"connection failed: {exc}"
                 self._give_up_on_current()
+                if replayable and untried > 0 and monotonic() < deadline:
+                    continue
                 raise StoreBusy(f"etcd at {endpoint.url}: {what}") from None
             conn.used = True
             if not keep:
                 self.close()
-            return self._answer(endpoint, path, status, payload)
+            try:
+                return self._answer(endpoint, path, status, payload)
+            except StoreBusy:  # this member cannot serve now (no leader, overloaded); another may
+                if replayable and untried > 0 and monotonic() < deadline:
+                    continue
+                raise
 
     def _give_up_on_current(self) -> None:
         """Drop the connection, and have the next call try the next endpoint first: a member

@@ -18,19 +18,23 @@ if TYPE_CHECKING:
 LOCK_FILE = "etcd.lock"
 
 
-def open_store(settings: StoreSettings) -> Store:
+def open_store(settings: StoreSettings, reading: bool = False) -> Store:
+    """`reading`: the caller will only read, which lets an SQLite store be read on a full
+    or read-only disk (store/sqlite_disk.py)."""
     if settings.etcd is not None:
-        return open_etcd(settings.etcd, settings.timeout)
+        return open_etcd(settings.etcd, settings.timeout, settings.boot, settings.shared_folders)
     from .sqlite import SQLiteStore
 
     try:
-        return SQLiteStore(settings.path, settings.timeout)
+        return SQLiteStore(
+            settings.path, settings.timeout, settings.boot, shared_folders=settings.shared_folders, reading=reading
+        )
     except StoreIOError as error:  # name what chose the path
         error.message = f"{error.message} ({settings.origin})"
         raise
 
 
-def open_etcd(etcd: EtcdSettings, timeout: float) -> Store:
+def open_etcd(etcd: EtcdSettings, timeout: float, boot: str = "", shared_folders: bool = False) -> Store:
     from .etcd import EtcdStore
     from .etcdv3 import EtcdClient
 
@@ -43,8 +47,16 @@ def open_etcd(etcd: EtcdSettings, timeout: float) -> Store:
             .decode("utf-8", "replace")
             .rstrip("\r\n")
         )
+    tokens = None
+    if etcd.username is not None and etcd.lock_dir:
+        from .etcd_token import token_file
+
+        tokens = token_file(etcd.lock_dir, etcd.endpoints, etcd.username)
     client = EtcdClient(
-        etcd.endpoints, max(timeout, 0.05), etcd.username, password, etcd.ca_file, etcd.cert_file, etcd.key_file
-    )
+        etcd.endpoints, max(timeout, 0.05), etcd.username, password, etcd.ca_file, etcd.cert_file, etcd.key_file,
+        tokens,
+    )  # fmt: skip
     lock = f"{etcd.lock_dir.rstrip('/')}/{LOCK_FILE}" if etcd.lock_dir else None
-    return EtcdStore(client, etcd.prefix, etcd.host or os.uname().nodename, timeout, lock)
+    return EtcdStore(
+        client, etcd.prefix, etcd.host or os.uname().nodename, timeout, lock, boot, etcd.block_idle, shared_folders
+    )

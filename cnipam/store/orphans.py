@@ -4,14 +4,15 @@ A pool is named by its ranges (`ipam_config.pool_key`), so a lease, a gateway
 reservation or a round-robin position can be checked against the pool it claims to
 belong to without the network config: a lease outside its pool's ranges, a gateway
 outside its pool's subnets, a position outside its pool all mean the store was edited
-by hand or by a bug.
+by hand or by a bug. A pool of many ranges is named by a digest (`names_ranges` is
+False): its rows cannot be checked without its config, and are not reported.
 """
 
 from __future__ import annotations
 
 from ..core.addresses import format_ip
 from ..core.errors import InvalidConfig
-from ..core.ipam_config import parse_pool_key
+from ..core.ipam_config import names_ranges, parse_pool_key
 from ..core.leases import GATEWAY
 
 TYPE_CHECKING = False
@@ -22,17 +23,23 @@ if TYPE_CHECKING:
     from ..core.leases import Cursor, Lease
 
 
-def orphans(leases: Iterable[Lease], cursors: dict[str, Cursor]) -> list[str]:
-    found: list[str] = []
-    pools: dict[str, tuple[AddressRange, ...] | None] = {}
+class PoolKeys:
+    """Pool keys parsed once each: whether an address lies inside the pool a key names."""
 
-    def inside(pool: str, family: int, address: int, whole_subnet: bool) -> bool | None:
-        if pool not in pools:
+    def __init__(self) -> None:
+        self.pools: dict[str, tuple[AddressRange, ...] | None] = {}
+
+    def inside(self, pool: str, family: int, address: int, whole_subnet: bool = False) -> bool | None:
+        """None when `pool` is not a pool key; `whole_subnet`: anywhere in its subnets. A
+        digest (a pool too long to name) counts as inside: its ranges are in its config only."""
+        if not names_ranges(pool):
+            return True
+        if pool not in self.pools:
             try:
-                pools[pool] = parse_pool_key(pool)
+                self.pools[pool] = parse_pool_key(pool)
             except InvalidConfig:
-                pools[pool] = None
-        ranges = pools[pool]
+                self.pools[pool] = None
+        ranges = self.pools[pool]
         if ranges is None:
             return None
         return any(
@@ -40,6 +47,10 @@ def orphans(leases: Iterable[Lease], cursors: dict[str, Cursor]) -> list[str]:
             for r in ranges
         )
 
+
+def orphans(leases: Iterable[Lease], cursors: dict[str, Cursor]) -> list[str]:
+    found: list[str] = []
+    inside = PoolKeys().inside
     for lease in leases:
         verdict = inside(lease.pool, lease.family, lease.address, lease.kind == GATEWAY)
         if verdict is None:

@@ -11,9 +11,16 @@ A cluster shares its address space through etcd: a network's `ipam.store` object
 `CNIPAM_STORE` (the same object as JSON) for every network on a host, selects it:
 `{"type": "etcd", "endpoints": ["https://10.0.0.5:2379"], "prefix": "/cnipam/",
 "host": "node-1", "username": "cnipam", "passwordFile": "/etc/cnipam/etcd-password",
-"tls": {"ca": "...", "cert": "...", "key": "..."}, "lockDir": "/run/cnipam"}`.
+"tls": {"ca": "...", "cert": "...", "key": "..."}, "lockDir": "/run/cnipam",
+"blockIdle": "15m"}` (an empty block its host has not used for `blockIdle` goes back to
+the shared pool; "0" never). A username with an `http://` endpoint is refused unless
+`"allowInsecure": true`: the password, and the token etcd returns for it, would cross the
+network in clear text.
 `{"type": "sqlite", "path": "..."}` names the embedded store explicitly. Precedence:
 `ipam.store`, `ipam.dataDir`, `CNIPAM_STORE`, `IPAM_DB_PATH`, the default.
+
+The store's path, and etcd's `lockDir`, may not pass through a folder other users could
+change (store/trusted_path.py); `CNIPAM_ALLOW_SHARED_FOLDERS=1` is the operator's opt-in.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ MAX_TIMEOUT = 24 * 3600.0
 STORE_FILE = "cnipam.db"  # the file name inside a config's dataDir
 DEFAULT_PREFIX = "/cnipam/"
 DEFAULT_LOCK_DIR = "/run/cnipam"
+DEFAULT_BLOCK_IDLE = 900.0  # seconds an empty etcd block stays with a host that does not use it
+SHARED_FOLDERS_VARIABLE = "CNIPAM_ALLOW_SHARED_FOLDERS"
 
 
 class EtcdSettings(Record):
@@ -50,6 +59,7 @@ class EtcdSettings(Record):
         "cert_file",
         "key_file",
         "lock_dir",
+        "block_idle",
     )
 
     def __init__(
@@ -64,6 +74,7 @@ class EtcdSettings(Record):
         cert_file: str | None = None,
         key_file: str | None = None,
         lock_dir: str | None = DEFAULT_LOCK_DIR,
+        block_idle: float = DEFAULT_BLOCK_IDLE,
     ) -> None:
         self.endpoints = endpoints
         self.prefix = prefix
@@ -75,6 +86,7 @@ class EtcdSettings(Record):
         self.cert_file = cert_file
         self.key_file = key_file
         self.lock_dir = lock_dir
+        self.block_idle = block_idle
 
     def describe(self) -> str:
         """How messages name the store: never with credentials."""
@@ -85,16 +97,30 @@ class StoreSettings(Record):
     """The store file, the lock timeout, and what chose the file (for error messages).
 
     A config's `ipam.dataDir` (host-local's key, per network) wins over `IPAM_DB_PATH`
-    (ecs-ipam's, per host), which wins over the default.
+    (ecs-ipam's, per host), which wins over the default. `boot` is the caller's kernel
+    boot (Store.boot): set by the edges that run CNI calls, "" elsewhere.
     """
 
-    __slots__ = ("path", "timeout", "origin", "etcd")
+    __slots__ = ("path", "timeout", "origin", "etcd", "boot", "shared_folders")
 
-    def __init__(self, path: str, timeout: float, origin: str = "default", etcd: EtcdSettings | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        timeout: float,
+        origin: str = "default",
+        etcd: EtcdSettings | None = None,
+        boot: str = "",
+        shared_folders: bool = False,
+    ) -> None:
         self.path = path  # the SQLite file, when `etcd` is None
         self.timeout = timeout
         self.origin = origin
         self.etcd = etcd
+        self.boot = boot
+        self.shared_folders = shared_folders  # folders other users may change are accepted on the store's path
+
+    def with_boot(self, boot: str) -> StoreSettings:
+        return StoreSettings(self.path, self.timeout, self.origin, self.etcd, boot, self.shared_folders)
 
     def anchored(self, folder: str) -> StoreSettings:
         """The same settings with every relative file name (the SQLite file, the etcd
@@ -111,9 +137,9 @@ class StoreSettings(Record):
         if etcd is not None:
             etcd = EtcdSettings(
                 etcd.endpoints, etcd.prefix, etcd.host, etcd.username, etcd.password, maybe(etcd.password_file),
-                maybe(etcd.ca_file), maybe(etcd.cert_file), maybe(etcd.key_file), maybe(etcd.lock_dir),
+                maybe(etcd.ca_file), maybe(etcd.cert_file), maybe(etcd.key_file), maybe(etcd.lock_dir), etcd.block_idle,
             )  # fmt: skip
-        return StoreSettings(at(self.path), self.timeout, self.origin, etcd)
+        return StoreSettings(at(self.path), self.timeout, self.origin, etcd, self.boot, self.shared_folders)
 
     @property
     def name(self) -> str:
@@ -126,7 +152,7 @@ class StoreSettings(Record):
         file means that file), with the timeout the environment sets."""
         others = {key: value for key, value in env.items() if key != "CNIPAM_STORE"}
         settings = cls.from_env({**others, "IPAM_DB_PATH": path})
-        return cls(settings.path, settings.timeout, f"--db {path}")
+        return cls(settings.path, settings.timeout, f"--db {path}", None, shared_folders=settings.shared_folders)
 
     @classmethod
     def from_env(cls, env: dict[str, str], data_dir: str | None = None, store: object = None) -> StoreSettings:
@@ -170,10 +196,26 @@ class StoreSettings(Record):
                 ) from None
             if timeout < 0 or timeout > MAX_TIMEOUT:
                 raise InvalidEnvironment(f"IPAM_DB_CONNECTION_TIMEOUT={raw!r} must be between 0 and 24h")
-        return cls(path, timeout, origin, etcd)
+        shared = env.get(SHARED_FOLDERS_VARIABLE, "").strip()
+        if shared not in ("", "0", "1"):
+            raise InvalidEnvironment(f"{SHARED_FOLDERS_VARIABLE}={shared!r}: expected 1 (accept) or 0 (refuse)")
+        return cls(path, timeout, origin, etcd, shared_folders=shared == "1")
 
 
-STORE_KEYS = {"type", "path", "endpoints", "prefix", "host", "username", "password", "passwordFile", "tls", "lockDir"}
+STORE_KEYS = {
+    "type",
+    "path",
+    "endpoints",
+    "prefix",
+    "host",
+    "username",
+    "password",
+    "passwordFile",
+    "tls",
+    "lockDir",
+    "blockIdle",
+    "allowInsecure",
+}
 
 
 def _parse_store(raw: object, where: str) -> EtcdSettings | str | None:
@@ -222,8 +264,29 @@ def _parse_store(raw: object, where: str) -> EtcdSettings | str | None:
         raise InvalidConfig(f"{where}: a password needs a username")
     if password is not None and password_file is not None:
         raise InvalidConfig(f"{where}: give password or passwordFile, not both")
+    insecure = raw.get("allowInsecure", False)
+    if not isinstance(insecure, bool):
+        raise InvalidConfig(f"{where}.allowInsecure: expected true or false")
+    plain = [endpoint for endpoint in endpoints if endpoint.startswith("http://")]
+    if username and plain and not insecure:
+        raise InvalidConfig(
+            f"{where}: {plain[0]} is plain http://, so the password for {username!r} (and the token etcd returns "
+            "for it) would cross the network in clear text; use https:// endpoints, or set "
+            '"allowInsecure": true to send them anyway'
+        )
     lock_dir = optional_text(raw, "lockDir", where) if "lockDir" in raw else DEFAULT_LOCK_DIR
+    block_idle = DEFAULT_BLOCK_IDLE
+    if raw.get("blockIdle") is not None:
+        from ..core.durations import parse_go_duration
+
+        text = raw["blockIdle"]
+        try:
+            block_idle = parse_go_duration(text) if isinstance(text, str) else -1.0
+        except ValueError:
+            block_idle = -1.0
+        if not 0 <= block_idle <= 366 * 86400:
+            raise InvalidConfig(f'{where}.blockIdle: expected a duration such as "15m" ("0": never give blocks back)')
     return EtcdSettings(
         tuple(item.rstrip("/") for item in endpoints), prefix, optional_text(raw, "host", where),
-        username, password, password_file, files[0], files[1], files[2], lock_dir,
+        username, password, password_file, files[0], files[1], files[2], lock_dir, block_idle,
     )  # fmt: skip

@@ -13,6 +13,15 @@ Layout (schema version 1):
   bounds as BLOBs for an overlap seek; ids come from the `counters` row `docker_pool`,
   which only ever grows, so an id is never handed out twice. A pool's addresses are
   ordinary rows of `leases` (cnipam.core.docker_pools says how they are marked).
+* version 3, the life of an address after its first day: `leases.boot` and `leases.netns`
+  (the kernel boot and the CNI_NETNS a CNI lease was made in); `released`, the free
+  addresses released within the last hour with the time of release (the reuse delay,
+  core.reuse), and for those a reboot took from an attachment, that attachment's handle
+  and slot (it gets the address back if it returns); `repaired_boot`, the boot whose
+  earlier boots' leases were last released (core.reboot); `sightings`, when a collector
+  first saw an owner leaked (core.collector: released only when seen again later).
+* `leases.gateway` (version 4): for a lease, the gateway reserved for the range it came
+  from, so its last release can let the reservation go (BLOB, NULL for none).
 
 Writers serialise on an `flock` of `<db>.lock` before `BEGIN IMMEDIATE`: the kernel
 queues waiters in order, where SQLite's own busy handler sleeps and polls (measured in
@@ -30,35 +39,50 @@ from fcntl import LOCK_UN, flock
 
 from ..config_files import HELD_DATABASES
 from ..core.addresses import BITS, format_ip, from_bytes, parse_cidr, to_bytes
-from ..core.allocator import gateway_reservations, grant, refuse_taken, search_windows
+from ..core.allocator import gateway_reservation, grant, refuse_taken, reserved_subnet, returned_address, search_windows
 from ..core.errors import (
     AddressConflict,
+    CnipamError,
     InvalidConfig,
     NotFound,
-    PoolExhausted,
     StoreBusy,
     StoreCorrupt,
+    StoreFull,
     StoreIOError,
 )
-from ..core.leases import GATEWAY, LEASE, Cursor, Lease
+from ..core.leases import GATEWAY, LEASE, Cursor, Lease, refuse_changed
+from ..core.reuse import FORGET_AFTER, Freed, eligibility, last_resort, older
 from .base import Store
+from .sqlite_damage import record_damage, recorded_damage
+from .sqlite_disk import (
+    FULL,
+    disk_fault,
+    file_state,
+    give_up_reserve,
+    keep_reserve,
+    no_room_for_reserve,
+    reading_uri,
+)
 from .sqlite_module import Connection, DatabaseError, IntegrityError, OperationalError, connect
+from .trusted_path import UntrustedPath, check_siblings, is_regular_file, trusted_path
 from .write_lock import take_lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Container, Iterable, Mapping, Sequence
     from typing import TypeVar
 
     T = TypeVar("T")
 
     from ..core.addresses import Network
+    from ..core.collector import Collection  # run time: in collect_garbage
     from ..core.docker_pools import DockerPool, PoolClaim  # run time: in the Docker methods
     from ..core.ipam_config import PoolSpec
     from ..core.leases import Owner
     from ..core.pool_usage import PoolUsage
+    from ..core.reuse import Eligibility, ReuseDelay
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 
 # Forward migrations: MIGRATIONS[n] takes a store from schema version n to n + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -110,24 +134,126 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
         "INSERT INTO counters VALUES ('docker_pool', 0)",
     ),
+    (
+        "ALTER TABLE leases ADD COLUMN boot TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE leases ADD COLUMN netns TEXT NOT NULL DEFAULT ''",
+        """CREATE TABLE released (
+            family INTEGER NOT NULL CHECK (family IN (4, 6)),
+            address BLOB NOT NULL CHECK (length(address) = CASE family WHEN 4 THEN 4 ELSE 16 END),
+            released REAL NOT NULL,
+            handle TEXT,
+            slot TEXT CHECK ((handle IS NULL) = (slot IS NULL)),
+            PRIMARY KEY (family, address)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX released_age ON released (released)",
+        "CREATE UNIQUE INDEX released_return ON released (handle, slot) WHERE handle IS NOT NULL",
+        "CREATE INDEX released_held ON released (released) WHERE handle IS NOT NULL",
+        "CREATE TABLE repaired_boot (one INTEGER PRIMARY KEY CHECK (one = 1), boot TEXT NOT NULL)",
+        """CREATE TABLE sightings (
+            network TEXT NOT NULL,
+            handle TEXT NOT NULL,
+            first_seen REAL NOT NULL,
+            PRIMARY KEY (network, handle)
+        ) WITHOUT ROWID""",
+    ),
+    ("ALTER TABLE leases ADD COLUMN gateway BLOB",),
 )
 
-_COLUMNS = "family, address, kind, pool, slot, handle, network, container_id, ifname, created"
+_COLUMNS = "family, address, kind, pool, slot, handle, network, container_id, ifname, created, boot, netns, gateway"
 _POOL_COLUMNS = "id, address_space, pool, sub_pool, options, created"
 _FIND_FREE = "SELECT first, last FROM free WHERE family = ? AND last >= ? ORDER BY last LIMIT 1"
+_RESTING = (
+    "SELECT address, released, handle IS NOT NULL FROM released"
+    " WHERE family = ? AND address >= ? AND address <= ? ORDER BY address"
+)
+_OLDEST = (
+    "SELECT address, released FROM released"
+    " WHERE family = ? AND address >= ? AND address <= ? AND (handle IS NOT NULL) = ?"
+    " ORDER BY released LIMIT 1"
+)
+_ENDED = "kind = 'lease' AND boot != '' AND boot != ?"  # core.reboot.ended_by_reboot, as an index-free filter
+
+
+# The Python type of each column of `_COLUMNS`, as cnipam writes them.
+_LEASE_TYPES: tuple[type | tuple[type, ...], ...] = (
+    int, bytes, str, str, str, (str, type(None)), str, str, str, (float, int), str, str, (bytes, type(None)),
+)  # fmt: skip
+
+
+class _BadRow(Exception):
+    """A row holding values the schema's constraints never let in: a damaged page. SQLite
+    checks a page's structure, not its values' types, so this is how such damage shows."""
 
 
 def _lease(row: Sequence[object]) -> Lease:
+    """Checked before use, so that a damaged row fails as a damaged store (code 5), not
+    later as a bug (999)."""
+    if (
+        len(row) != len(_LEASE_TYPES)
+        or not all(isinstance(value, kind) for value, kind in zip(row, _LEASE_TYPES, strict=True))
+        or len(row[1]) != {4: 4, 6: 16}.get(row[0], -1)  # type: ignore[arg-type,call-overload]
+        or row[2] not in (LEASE, GATEWAY)
+    ):
+        raise _BadRow(f"a lease row holds values cnipam never writes: {tuple(row)!r:.200}")
     family, address = from_bytes(row[1])  # type: ignore[arg-type]
-    return Lease(family, address, *row[2:])  # type: ignore[arg-type]
+    kind, pool, slot, handle, network, container_id, ifname, created, boot, netns, gateway = row[2:]
+    return Lease(
+        family, address, kind, pool, slot, handle, network, container_id, ifname, created,  # type: ignore[arg-type]
+        boot, netns, None if gateway is None else int.from_bytes(gateway, "big"),  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+# What a failed SQLite call raises: its own errors, and UnicodeDecodeError when its message
+# or a text value holds bytes that are not UTF-8 (a damaged schema or row); then a row
+# whose values are of the wrong kind.
+_FAILED = (DatabaseError, UnicodeDecodeError)
+_DAMAGED = (DatabaseError, UnicodeDecodeError, _BadRow)
+
+
+def _value(raw: object) -> int:
+    """A stored address BLOB as an integer, checked as `_lease` checks rows."""
+    if not isinstance(raw, bytes) or len(raw) not in (4, 16):
+        raise _BadRow(f"an address column holds {raw!r:.80}, not a 4 or 16 byte BLOB")
+    return int.from_bytes(raw, "big")
+
+
+def _releasing(method: Callable[..., T]) -> Callable[..., T]:
+    """A release works on a full disk: when it fails for lack of room, the reserve beside
+    the store is given up and it runs once more (store/sqlite_disk.py)."""
+
+    def run(self: SQLiteStore, *args: object, **kwargs: object) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except StoreFull:
+            if not give_up_reserve(self.path):
+                raise
+        return method(self, *args, **kwargs)
+
+    run.__doc__ = method.__doc__
+    return run
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: str, timeout: float = 5.0) -> None:
+    def __init__(
+        self, path: str, timeout: float = 5.0, boot: str = "", shared_folders: bool = False, reading: bool = False
+    ) -> None:
+        """`shared_folders`: accept folders other users could change on the way to the file
+        (trusted_path.py; their links are never followed either way). `reading`: the caller
+        only reads, so on a full or read-only disk the store is opened read-only instead of
+        refused (store/sqlite_disk.py)."""
         self.path = path
         self.timeout = timeout
-        self._file = _attach(path, timeout)
+        self.boot = boot
+        self.clock = time.time
+        self._repair_due = False  # as the current write transaction found it (core.reboot)
+        self._file = _attach(path, timeout, shared_folders, reading)
         self._db: Connection = self._file.db
+        if self._file.version != SCHEMA_VERSION and self._file.read_only:
+            version = self._file.version
+            self._close_quietly()
+            if version == 0:
+                raise StoreIOError(f"no store at {path}: the file holds no cnipam schema")
+            raise StoreIOError(f"store {path} has schema version {version}; upgrading it needs a writable disk")
         if self._file.version != SCHEMA_VERSION:
             try:
                 self._migrate()
@@ -139,25 +265,38 @@ class SQLiteStore(Store):
 
     def allocate(self, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
         with _Writing(self):
-            return self._allocate(owner, pools, time.time())
+            return self._allocate(owner, pools, self.clock())
 
     def _allocate(self, owner: Owner, pools: tuple[PoolSpec, ...], now: float) -> list[Lease]:
         """`allocate` inside an open write transaction."""
+        self._db.execute("DELETE FROM released WHERE released < ?", (now - FORGET_AFTER,))
         held = self._select("WHERE handle = ?", (owner.handle,)) if owner.handle else []
+        if self._repair_due and held:  # an attachment back after a reboot: it takes its kept addresses again
+            ended = [lease for lease in held if lease.kind == LEASE and lease.boot and lease.boot != self.boot]
+            self._release_ended(ended)
+            held = [lease for lease in held if lease.kind != LEASE or not lease.boot or lease.boot == self.boot]
+
+        def take_next(spec: PoolSpec, owner: Owner) -> int:
+            return self._take_next(spec, owner, now)
+
         return grant(
             owner,
             pools,
             held,
             now,
-            self._reserve_gateways,
+            self._reserve_gateway,
             self._take_requested,
-            self._take_next,
+            take_next,
             self._insert,
             self._set_cursor,
         )
 
     def release(self, handle: str | None, addresses: Iterable[tuple[int, int]] = ()) -> list[Lease]:
-        with _Writing(self):
+        return self._release(handle, list(addresses))
+
+    @_releasing
+    def _release(self, handle: str | None, addresses: list[tuple[int, int]]) -> list[Lease]:
+        with _Writing(self, releasing=True):
             victims = {}
             if handle:
                 for lease in self._select("WHERE handle = ?", (handle,)):
@@ -166,20 +305,30 @@ class SQLiteStore(Store):
                 found = self.lookup(family, address)
                 if found is not None and found.kind == LEASE:
                     victims[family, address] = found
+            now = self.clock()
             for lease in victims.values():
-                self._remove(lease)
+                self._remove(lease, now)
             return list(victims.values())
 
+    @_releasing
     def release_gateway(self, family: int, address: int) -> Lease | None:
-        with _Writing(self):
+        with _Writing(self, releasing=True):
             found = self.lookup(family, address)
             if found is None or found.kind != GATEWAY:
                 return None
-            users = self._db.execute(
-                "SELECT count(*) FROM leases WHERE pool = ? AND kind = 'lease'", (found.pool,)
-            ).fetchone()[0]
+            subnet = reserved_subnet(found)
+            if subnet is None:  # recorded before reservations named their subnet: its pool's leases
+                users = self._db.execute(
+                    "SELECT count(*) FROM leases WHERE pool = ? AND kind = 'lease'", (found.pool,)
+                ).fetchone()[0]
+            else:
+                users = self._db.execute(
+                    "SELECT count(*) FROM leases WHERE family = ? AND address BETWEEN ? AND ? AND kind = 'lease'",
+                    (family, to_bytes(family, subnet.value), to_bytes(family, subnet.last)),
+                ).fetchone()[0]
             if users:
-                raise AddressConflict(f"gateway {found.ip} still serves {users} lease(s) of pool {found.pool}")
+                served = f"pool {found.pool}" if subnet is None else str(subnet)
+                raise AddressConflict(f"gateway {found.ip} still serves {users} lease(s) of {served}")
             self._db.execute("DELETE FROM leases WHERE family = ? AND address = ?", (family, to_bytes(family, address)))
             self._give_back(family, address)
             return found
@@ -199,23 +348,140 @@ class SQLiteStore(Store):
     def cursors(self) -> dict[str, Cursor]:
         def scan() -> dict[str, Cursor]:
             rows = self._db.execute("SELECT pool, address, moves_on_release FROM cursors ORDER BY pool")
-            return {pool: Cursor(*from_bytes(raw), bool(moves)) for pool, raw, moves in rows}
+            return {pool: Cursor(4 if len(raw) == 4 else 6, _value(raw), bool(moves)) for pool, raw, moves in rows}
 
         return self._read(scan)
 
-    def collect_garbage(self, network: str, valid: set[tuple[str, str]]) -> list[Lease]:
-        with _Writing(self):
-            candidates = self._select("WHERE network = ? AND kind = 'lease' AND container_id != ''", (network,))
-            victims = [lease for lease in candidates if (lease.container_id, lease.ifname) not in valid]
-            for lease in victims:
-                self._remove(lease)
-            return victims
+    @_releasing
+    def collect_garbage(
+        self, network: str, valid: Container[tuple[str, str]], grace: float = 0.0, apply: bool = True
+    ) -> Collection:
+        from ..core.collector import Collection, judge, leaked_owners  # not at the top: ADD and DEL never need it
+
+        def judged(now: float) -> tuple[Collection, list[str]]:
+            leased = self._select("WHERE network = ? AND kind = 'lease' AND container_id != ''", (network,))
+            leaked = leaked_owners(leased, network, valid)
+            seen = self._sightings(network) if grace > 0 else {}
+            due, keep = judge(leaked, seen, now, grace)
+            candidates = [lease for held in leaked.values() for lease in held]
+            return Collection(candidates, [lease for owner in due for lease in leaked[owner]], keep), due
+
+        if not apply:
+            return self._read(lambda: judged(self.clock()))[0]
+        with _Writing(self, releasing=True):
+            now = self.clock()
+            collection, due = judged(now)
+            for lease in collection.released:
+                self._remove(lease, now)
+            if grace > 0:
+                self._db.execute("DELETE FROM sightings WHERE network = ?", (network,))
+                self._db.executemany(
+                    "INSERT INTO sightings VALUES (?, ?, ?)",
+                    [(network, owner, at) for owner, at in collection.sightings.items()],
+                )
+            else:  # one pass: no sighting is made, and those of the owners released are of no use any more
+                self._db.executemany(
+                    "DELETE FROM sightings WHERE network = ? AND handle = ?", [(network, owner) for owner in due]
+                )
+            return collection
+
+    def _sightings(self, network: str) -> dict[str, float]:
+        return dict(
+            self._db.execute("SELECT handle, first_seen FROM sightings WHERE network = ?", (network,)).fetchall()
+        )
+
+    def earlier_boot_leases(self) -> list[Lease]:
+        return self._read(self._earlier_boot_leases)
+
+    def _earlier_boot_leases(self, within: tuple[int, int, int] | None = None, limit: int = -1) -> list[Lease]:
+        """This host's leases of earlier boots (`within`: family, first, last), in address order."""
+        from ..core.reboot import ended_by_reboot  # only while a repair is due, or by hand
+
+        where: str = _ENDED
+        params: tuple[object, ...] = (self.boot,)
+        if within is not None:
+            family, first, last = within
+            where, params = (
+                f"{where} AND family = ? AND address >= ? AND address <= ?",
+                (*params, family, *_span_bytes(family, first, last)),
+            )
+        rows = self._select(f"WHERE {where} ORDER BY family, address LIMIT ?", (*params, limit))
+        return [lease for lease in rows if ended_by_reboot(lease, self.boot)]
+
+    @_releasing
+    def release_earlier_boots(self) -> list[Lease]:
+        if not self.boot:
+            return []
+        with _Writing(self, repair=False, releasing=True):
+            ended = self._earlier_boot_leases()
+            self._release_ended(ended)
+            self._db.execute("INSERT OR REPLACE INTO repaired_boot VALUES (1, ?)", (self.boot,))
+            self._repair_due = False
+            return ended
+
+    def _repair_step(self) -> None:
+        """The start of every write of a store opened with a boot: one row compared, and
+        while the repair is due, at most REPAIR_CHUNK of the earlier boots' leases released
+        (core.reboot): the first call after a reboot stays cheap however many there are."""
+        from ..core.reboot import REPAIR_CHUNK
+
+        row = self._db.execute("SELECT boot FROM repaired_boot").fetchone()
+        self._repair_due = row is None or row[0] != self.boot
+        if not self._repair_due:
+            return
+        ended = self._earlier_boot_leases(limit=REPAIR_CHUNK)
+        self._release_ended(ended + self._partners(ended))
+        if len(ended) < REPAIR_CHUNK:
+            self._db.execute("INSERT OR REPLACE INTO repaired_boot VALUES (1, ?)", (self.boot,))
+            self._repair_due = False
+
+    def _partners(self, ended: list[Lease]) -> list[Lease]:
+        """The other earlier-boot leases of the owners of `ended`: a step releases owners whole."""
+        handles = sorted({lease.handle for lease in ended if lease.handle is not None})
+        if not handles:
+            return []
+        known = {(lease.family, lease.address) for lease in ended}
+        rows = self._select(f"WHERE handle IN ({','.join('?' * len(handles))}) AND {_ENDED}", (*handles, self.boot))
+        return [lease for lease in rows if (lease.family, lease.address) not in known]
+
+    def _release_ended(self, leases: list[Lease]) -> None:
+        """Release leases a reboot ended, each address kept for its attachment (core.reboot),
+        runs of neighbouring addresses given back to the free index together. The round-robin
+        positions stay where they are: no container asked for these releases."""
+        if not leases:
+            return
+        from ..core.reboot import kept_for
+
+        now = self.clock()
+        keys = [(lease.family, to_bytes(lease.family, lease.address)) for lease in leases]
+        self._db.executemany("DELETE FROM leases WHERE family = ? AND address = ?", keys)
+        kept = [(*key, now, *(kept_for(lease) or (None, None))) for key, lease in zip(keys, leases, strict=True)]
+        self._db.executemany("INSERT OR REPLACE INTO released VALUES (?, ?, ?, ?, ?)", kept)
+        for family, first, last in _runs(leases):
+            self._give_back(family, first, last)
+
+    @_releasing
+    def release_exactly(self, leases: Sequence[Lease], cursors: Mapping[str, Cursor]) -> None:
+        with _Writing(self, releasing=True):
+            current = [found for found in (self.lookup(lease.family, lease.address) for lease in leases) if found]
+            refuse_changed(leases, current, cursors, self.cursors())
+            now = self.clock()
+            for lease in leases:
+                self._remove(lease, now)
+            for pool in cursors:
+                self._db.execute("DELETE FROM cursors WHERE pool = ?", (pool,))
 
     def exhausted(self, pools: tuple[PoolSpec, ...]) -> list[PoolSpec]:
+        """While a reboot repair is due, a pool whose only addresses are earlier boots'
+        leases is not exhausted: the next ADD frees one (core.reboot)."""
+
         def scan() -> list[PoolSpec]:
+            due = bool(self.boot) and self._db.execute("SELECT boot FROM repaired_boot").fetchone() != (self.boot,)
             return [
-                spec for spec in pools if all(self._first_free(spec.family, *window) is None for window in spec.pieces)
-            ]
+                spec for spec in pools
+                if all(self._first_free(spec.family, *window) is None for window in spec.pieces)
+                and not (due and any(self._earlier_boot_leases((spec.family, *window), 1) for window in spec.pieces))
+            ]  # fmt: skip
 
         return self._read(scan)
 
@@ -272,10 +538,13 @@ class SQLiteStore(Store):
         with _Writing(self):
             self._db.execute("SAVEPOINT import_rows")
             try:
-                self._db.executemany(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                self._db.executemany(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             except IntegrityError:
                 self._db.execute("ROLLBACK TO import_rows")  # undo the rows before the clash, then name it
                 raise AddressConflict(f"import refused: {self._first_conflict(rows)}") from None
+            self._db.executemany(
+                "DELETE FROM released WHERE family = ? AND address = ?", [lease_row[1:3] for lease_row in rows]
+            )
             for family in sorted({lease_row[1] for lease_row in rows}):  # type: ignore[type-var]
                 self._rebuild_free(family)  # type: ignore[arg-type]
             for pool, cursor in cursors.items():
@@ -313,11 +582,13 @@ class SQLiteStore(Store):
                 self._insert(lease)
             return len(wanted)
 
+    @_releasing
     def release_docker_pool(self, pool_id: str) -> DockerPool:
-        with _Writing(self):
+        with _Writing(self, releasing=True):
             pool = self._docker_pool(pool_id)
+            now = self.clock()
             for lease in self._select("WHERE network = ? AND kind = 'lease'", (pool.lease_network,)):
-                self._remove(lease)
+                self._remove(lease, now)
             self._db.execute("DELETE FROM docker_pools WHERE id = ?", (pool_id,))
             return pool
 
@@ -325,25 +596,37 @@ class SQLiteStore(Store):
         query = f"SELECT {_POOL_COLUMNS} FROM docker_pools ORDER BY created, id"
         return self._read(lambda: [_docker_pool(row) for row in self._db.execute(query)])
 
-    def request_docker_address(self, pool_id: str, requested: int | None, serial: bool = False) -> Lease:
+    def request_docker_address(
+        self, pool_id: str, requested: int | None, serial: bool = False, reuse: ReuseDelay | None = None
+    ) -> Lease:
         with _Writing(self):
             pool = self._docker_pool(pool_id)
             if requested is not None:
                 pool.check_named(requested)
-            return self._allocate(pool.owner(), (pool.spec(requested, serial),), time.time())[0]
+            spec = pool.spec(requested, serial) if reuse is None else pool.spec(requested, serial, reuse)
+            return self._allocate(pool.owner(), (spec,), self.clock())[0]
 
+    @_releasing
     def release_docker_address(self, pool_id: str, family: int, address: int) -> Lease | None:
-        with _Writing(self):
+        with _Writing(self, releasing=True):
             pool = self._docker_pool(pool_id)
             pool.check_own(family, address)
             found = self.lookup(family, address)
             if found is None or not pool.holds(found):
                 return None
-            self._remove(found)
+            self._remove(found, self.clock())
             return found
 
+    def keep_counter_at_least(self, name: str, value: int) -> None:
+        """Move a never-decreasing counter up to `value` (a recovered store must not mint
+        the ids its damaged original had already handed out)."""
+        with _Writing(self):
+            self._db.execute("UPDATE counters SET value = max(value, ?) WHERE name = ?", (value, name))
+
     def problems(self) -> list[str]:
-        return self._read(self._find_problems_in_one_snapshot)
+        found = self._read(self._find_problems_in_one_snapshot)
+        damage = recorded_damage(self.path, self._file.key)
+        return found if damage is None else [f"a call found this file damaged: {damage}", *found]
 
     def close(self) -> None:
         self._close_quietly()
@@ -378,7 +661,7 @@ class SQLiteStore(Store):
             " ORDER BY first DESC LIMIT 1",
             (network.family, to_bytes(network.family, network.last)),
         ).fetchone()
-        if row is not None and int.from_bytes(row[-1], "big") >= network.value:
+        if row is not None and _value(row[-1]) >= network.value:
             return _docker_pool(row[:-1])
         return None
 
@@ -390,10 +673,39 @@ class SQLiteStore(Store):
         )
         return [_docker_pool(row) for row in rows]
 
-    def _reserve_gateways(self, spec: PoolSpec, network: str, now: float) -> None:
-        for reservation in gateway_reservations(spec, network, now, self.lookup):
-            self._take(reservation.family, reservation.address)
-            self._insert(reservation)
+    def _reserve_gateway(self, spec: PoolSpec, address: int, network: str, now: float) -> int | None:
+        gateway, reservation = gateway_reservation(spec, address, network, now, self.lookup)
+        if reservation is not None:
+            raw = to_bytes(reservation.family, reservation.address)
+            widened = self._db.execute(
+                "UPDATE leases SET slot = ? WHERE family = ? AND address = ? AND kind = 'gateway'",
+                (reservation.slot, reservation.family, raw),
+            ).rowcount
+            if not widened:
+                self._take(reservation.family, reservation.address)
+                self._insert(reservation)
+        return gateway
+
+    def _let_gateway_go(self, lease: Lease) -> None:
+        """After `lease` is gone: the reservation of its gateway too, when no lease is left
+        in the subnet it protects (allocator.gateway_reservation says why that covers every
+        lease depending on it). One index seek; a pool nothing holds leaves no rows."""
+        if lease.kind != LEASE or lease.gateway is None:
+            return
+        found = self.lookup(lease.family, lease.gateway)
+        subnet = reserved_subnet(found) if found is not None and found.kind == GATEWAY else None
+        if subnet is None:
+            return
+        family = lease.family
+        still = self._db.execute(
+            "SELECT 1 FROM leases WHERE family = ? AND address BETWEEN ? AND ? AND kind = 'lease' LIMIT 1",
+            (family, to_bytes(family, subnet.value), to_bytes(family, subnet.last)),
+        ).fetchone()
+        if still is None:
+            self._db.execute(
+                "DELETE FROM leases WHERE family = ? AND address = ?", (family, to_bytes(family, lease.gateway))
+            )
+            self._give_back(family, lease.gateway)
 
     def _take_requested(self, spec: PoolSpec) -> int:
         address = spec.requested
@@ -402,23 +714,72 @@ class SQLiteStore(Store):
         self._take(spec.family, address)
         return address
 
-    def _take_next(self, spec: PoolSpec) -> int:
+    def _take_next(self, spec: PoolSpec, owner: Owner, now: float) -> int:
+        """The address a reboot kept for the owner, else the first eligible one in search
+        order (core.reuse), else what core.reuse.last_resort says."""
+        family = spec.family
+        if owner.handle is not None:
+            row = self._db.execute(
+                "SELECT family, address FROM released WHERE handle = ? AND slot = ?", (owner.handle, spec.slot)
+            ).fetchone()
+            address = returned_address(spec, from_bytes(row[1]) if row else None)
+            if address is not None:
+                self._take(family, address)
+                return address
         cursor = None
         if not spec.lowest_free:
             row = self._db.execute("SELECT family, address FROM cursors WHERE pool = ?", (spec.key,)).fetchone()
-            cursor = from_bytes(row[1])[1] if row and row[0] == spec.family else None
-        for first, last in search_windows(spec.pieces, cursor):
-            found = self._seek_free(spec.family, first)
-            if found is not None and max(found[0], first) <= last:
-                address = max(found[0], first)
-                self._split(spec.family, address, found)
-                return address
-        raise PoolExhausted(f"no free address left in {spec}")
+            cursor = _value(row[1]) if row and row[0] == family else None
+        rule = eligibility(spec.reuse, now)
+        held = self._db.execute(
+            "SELECT 1 FROM released WHERE handle IS NOT NULL AND released > ? LIMIT 1", (rule.held_since,)
+        )
+        anything_rests = not rule.trivial or held.fetchone() is not None
+        windows = search_windows(spec.pieces, cursor)
+        for first, last in windows:
+            position = first
+            while position <= last:
+                found = self._seek_free(family, position)
+                if found is None or max(found[0], position) > last:
+                    break
+                start, end = max(found[0], position), min(found[1], last)
+                address = self._first_unresting(family, start, end, rule) if anything_rests else start
+                if address is not None:
+                    self._split(family, address, found)
+                    return address
+                position = end + 1
+        if self._repair_due:  # a pool full of earlier boots' leases serves a new container at once
+            from ..core.reboot import REPAIR_CHUNK
+
+            for first, last in windows:
+                ended = self._earlier_boot_leases((family, first, last), REPAIR_CHUNK)
+                self._release_ended(ended + self._partners(ended))
+        cooling = kept = None
+        for first, last in windows:
+            cooling = older(cooling, self._oldest_released(family, first, last, False))
+            kept = older(kept, self._oldest_released(family, first, last, True))
+        address = last_resort(spec, cooling, kept, now)
+        self._take(family, address)
+        return address
+
+    def _first_unresting(self, family: int, start: int, end: int, rule: Eligibility) -> int | None:
+        """The first address of the free run [start, end] that `rule` allows: one pass over
+        the run's released rows, stopping at the first gap or allowed one."""
+        expected = start
+        for raw, released, held in self._db.execute(_RESTING, (family, to_bytes(family, start), to_bytes(family, end))):
+            if int.from_bytes(raw, "big") != expected or rule.allows(released, bool(held)):
+                return expected
+            expected += 1
+        return expected if expected <= end else None
+
+    def _oldest_released(self, family: int, first: int, last: int, held: bool) -> Freed | None:
+        row = self._db.execute(_OLDEST, (family, to_bytes(family, first), to_bytes(family, last), int(held))).fetchone()
+        return Freed(int.from_bytes(row[0], "big"), row[1], held) if row else None
 
     def _seek_free(self, family: int, start: int) -> tuple[int, int] | None:
         """The first free interval that ends at or after `start`: one index seek."""
         row = self._db.execute(_FIND_FREE, (family, to_bytes(family, start))).fetchone()
-        return (int.from_bytes(row[0], "big"), int.from_bytes(row[1], "big")) if row else None
+        return (_value(row[0]), _value(row[1])) if row else None
 
     def _first_free(self, family: int, first: int, last: int) -> int | None:
         found = self._seek_free(family, first)
@@ -446,35 +807,42 @@ class SQLiteStore(Store):
                 "INSERT INTO free VALUES (?, ?, ?)", (family, to_bytes(family, address - 1), to_bytes(family, first))
             )
 
-    def _give_back(self, family: int, address: int) -> None:
-        """Return one address to the free index, merging it with its neighbours."""
-        first = last = address
+    def _give_back(self, family: int, address: int, until: int | None = None) -> None:
+        """Return one address (or the run `address`..`until`) to the free index, merging it
+        with its neighbours."""
+        first, last = address, address if until is None else until
+        end = last
         if address > 0:
             below = to_bytes(family, address - 1)
             left = self._db.execute("SELECT first FROM free WHERE family = ? AND last = ?", (family, below)).fetchone()
             if left:
-                first = int.from_bytes(left[0], "big")
+                first = _value(left[0])
                 self._db.execute("DELETE FROM free WHERE family = ? AND last = ?", (family, below))
-        right = self._db.execute(_FIND_FREE, (family, to_bytes(family, address))).fetchone()
-        if right and int.from_bytes(right[0], "big") == address + 1:
-            last = int.from_bytes(right[1], "big")
+        right = self._db.execute(_FIND_FREE, (family, to_bytes(family, end))).fetchone()
+        if right and _value(right[0]) == end + 1:
+            last = _value(right[1])
             self._db.execute("DELETE FROM free WHERE family = ? AND last = ?", (family, right[1]))
         self._db.execute("INSERT INTO free VALUES (?, ?, ?)", (family, to_bytes(family, last), to_bytes(family, first)))
 
     def _insert(self, lease: Lease) -> None:
+        row = _row(lease)
         try:
-            self._db.execute(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", _row(lease))
+            self._db.execute(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
         except IntegrityError as exc:
             raise StoreCorrupt(f"cannot record {lease.ip}: {exc}; run `cnipamctl check`") from None
+        self._db.execute("DELETE FROM released WHERE family = ? AND address = ?", row[1:3])
 
-    def _remove(self, lease: Lease) -> None:
+    def _remove(self, lease: Lease, now: float) -> None:
         raw = to_bytes(lease.family, lease.address)
         self._db.execute("DELETE FROM leases WHERE family = ? AND address = ?", (lease.family, raw))
         self._give_back(lease.family, lease.address)
+        if lease.kind == LEASE:
+            self._db.execute("INSERT OR REPLACE INTO released VALUES (?, ?, ?, NULL, NULL)", (lease.family, raw, now))
         self._db.execute(
             "UPDATE cursors SET family = ?, address = ? WHERE pool = ? AND moves_on_release = 1",
             (lease.family, to_bytes(lease.family, lease.address), lease.pool),
         )
+        self._let_gateway_go(lease)
 
     def _set_cursor(self, pool: str, cursor: Cursor) -> None:
         row = (pool, cursor.family, to_bytes(cursor.family, cursor.address), int(cursor.moves_on_release))
@@ -485,7 +853,7 @@ class SQLiteStore(Store):
         self._db.execute("DELETE FROM free WHERE family = ?", (family,))
         gaps, start = [], 0
         for (raw,) in self._db.execute("SELECT address FROM leases WHERE family = ? ORDER BY address", (family,)):
-            address = int.from_bytes(raw, "big")
+            address = _value(raw)
             if address > start:
                 gaps.append((family, to_bytes(family, address - 1), to_bytes(family, start)))
             start = address + 1
@@ -521,16 +889,23 @@ class SQLiteStore(Store):
 
     def _read(self, query: Callable[[], T]) -> T:
         """A read on the shared connection, by one thread at a time (re-entrant: reads run
-        inside write transactions too)."""
-        mutex = self._file.mutex
-        if not mutex.acquire(timeout=max(self.timeout, 0.05)):
+        inside write transactions too). A read without locks (`immutable`) is trusted only
+        if nothing wrote the file meanwhile."""
+        shared = self._file
+        if not shared.mutex.acquire(timeout=max(self.timeout, 0.05)):
             raise StoreBusy(f"store {self.path} stayed busy with other threads of this process for {self.timeout:g}s")
         try:
-            return query()
-        except DatabaseError as exc:
-            raise _store_error(self.path, exc) from None
+            if not self._db.in_transaction:  # a call of its own: SQLite's own waits end with its deadline
+                self._db.execute(f"PRAGMA busy_timeout = {_milliseconds(self.timeout)}")
+            try:
+                result = query()
+            except _DAMAGED as exc:
+                shared.check_unchanged(self.path)  # an error from a file changed under the read is no damage
+                raise self._failure(exc) from None
+            shared.check_unchanged(self.path)
+            return result
         finally:
-            mutex.release()
+            shared.mutex.release()
 
     def _migrate(self) -> None:
         with _Locked(self):
@@ -557,7 +932,7 @@ class SQLiteStore(Store):
                         self._db.execute("ROLLBACK")
                         raise
                 self._file.version = SCHEMA_VERSION
-            except DatabaseError as exc:
+            except _FAILED as exc:
                 raise _store_error(self.path, exc) from None
 
     def _switch_to_wal(self) -> None:
@@ -587,32 +962,40 @@ class SQLiteStore(Store):
             self._db.execute("ROLLBACK")
 
     def _find_problems(self) -> list[str]:
+        """Every problem found, SQLite's own first; reading stops at damage that cannot be
+        read past, which is then the last problem named."""
         problems: list[str] = []
-        check = self._db.execute("PRAGMA integrity_check").fetchall()  # also verifies the unique indexes
-        if check != [("ok",)]:
-            problems.extend(f"sqlite: {row[0]}" for row in check[:10])
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version != SCHEMA_VERSION:
-            problems.append(f"schema version {version}, expected {SCHEMA_VERSION}")
-        for ip, raw in self._db.execute("SELECT ip, address FROM leases"):
-            if format_ip(*from_bytes(raw)) != ip:
-                problems.append(f"{ip}: text form does not match the stored address {format_ip(*from_bytes(raw))}")
-        for family in (4, 6):
-            problems.extend(self._free_index_problems(family))
-        from .orphans import orphans  # only when checking
+        try:
+            check = self._db.execute("PRAGMA integrity_check").fetchall()  # also verifies the unique indexes
+            if check != [("ok",)]:
+                problems.extend(f"sqlite: {row[0]}" for row in check[:10])
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                problems.append(f"schema version {version}, expected {SCHEMA_VERSION}")
+            for ip, raw in self._db.execute("SELECT ip, address FROM leases"):
+                stored = format_ip(4 if len(raw) == 4 else 6, _value(raw))
+                if stored != ip:
+                    problems.append(f"{ip}: text form does not match the stored address {stored}")
+            for family in (4, 6):
+                problems.extend(self._free_index_problems(family))
+            for (ip,) in self._db.execute("SELECT ip FROM leases JOIN released USING (family, address)"):
+                problems.append(
+                    f"{ip}: leased, yet recorded as released (its reuse delay would apply to its next holder)"
+                )
+            from .orphans import orphans  # only when checking
 
-        problems.extend(orphans(self._select("", ()), self.cursors()))
+            problems.extend(orphans(self._select("", ()), self.cursors()))
+        except _DAMAGED as exc:
+            problems.append(f"damaged: {exc}")
         return problems[:50]
 
     def _free_index_problems(self, family: int) -> list[str]:
         """Leases and free intervals must tile the family's whole address space exactly once."""
         problems: list[str] = []
         query = "SELECT address FROM leases WHERE family = ? ORDER BY address"
-        leased = (int.from_bytes(raw, "big") for (raw,) in self._db.execute(query, (family,)))
+        leased = (_value(raw) for (raw,) in self._db.execute(query, (family,)))
         query = "SELECT first, last FROM free WHERE family = ? ORDER BY last"
-        intervals = [
-            (int.from_bytes(a, "big"), int.from_bytes(b, "big")) for a, b in self._db.execute(query, (family,))
-        ]
+        intervals = [(_value(a), _value(b)) for a, b in self._db.execute(query, (family,))]
         position, pending = 0, next(leased, None)  # position: the next address still to account for
 
         def account_for_leases_below(limit: int) -> None:
@@ -639,24 +1022,45 @@ class SQLiteStore(Store):
         return problems
 
     def _lock(self) -> None:
+        """The other threads of this process, then the other processes (the flock), then
+        SQLite's own lock, all within one deadline: the timeout is the call's, not each
+        wait's (SQLite waits for a writer outside the flock, such as `sqlite3` run by hand)."""
         shared = self._file
-        events = self.events
-        started = time.monotonic() if events is not None else 0.0
+        started = time.monotonic()
+        deadline = started + self.timeout
         if not shared.mutex.acquire(timeout=max(self.timeout, 0.05)):
             raise StoreBusy(f"store {self.path} stayed busy with other threads of this process for {self.timeout:g}s")
         try:
-            take_lock(shared.lock_fd, self.timeout, self.path)
+            if shared.read_only:
+                raise _store_error(self.path, OperationalError("attempt to write a readonly database"))
+            take_lock(shared.lock_fd, max(deadline - time.monotonic(), 0.0), self.path)
+            self._db.execute(f"PRAGMA busy_timeout = {_milliseconds(deadline - time.monotonic())}")
         except BaseException:
             shared.mutex.release()
             raise
-        if events is not None:
-            events.lock_waited(time.monotonic() - started)
+        if self.events is not None:
+            self.events.lock_waited(time.monotonic() - started)
 
     def _unlock(self) -> None:
         try:
             flock(self._file.lock_fd, LOCK_UN)
         finally:
             self._file.mutex.release()
+
+    def _failure(self, exc: Exception) -> StoreIOError | StoreBusy:
+        """The error a failed SQLite call means; damage is recorded so that nothing writes here again."""
+        error = _store_error(self.path, exc)
+        if isinstance(error, StoreCorrupt):
+            record_damage(self.path, self._file.key, error.message)
+        return error
+
+    def _refuse_if_damaged(self) -> None:
+        damage = recorded_damage(self.path, self._file.key)
+        if damage is not None:
+            raise StoreCorrupt(
+                f"store {self.path} was found damaged ({damage}); nothing is written to it until it is replaced "
+                "(`cnipamctl check`, `cnipamctl recover`)"
+            )
 
     def _close_quietly(self) -> None:
         shared = getattr(self, "_file", None)
@@ -679,53 +1083,124 @@ class _Locked:
 
 
 class _Writing(_Locked):
-    """One write transaction under the flock: committed on success, rolled back on any error."""
+    """One write transaction under the flock: committed on success, rolled back on any
+    error. In a store opened with a boot, it starts with the reboot repair when due.
+
+    `releasing`: it only frees addresses, so it runs without the reserve (and `_releasing`
+    gives the reserve up when it fails for lack of room); any other write first makes sure
+    the reserve is in place, and is refused as a full disk when it cannot be."""
+
+    def __init__(self, store: SQLiteStore, repair: bool = True, releasing: bool = False) -> None:
+        super().__init__(store)
+        self.repair = repair and bool(store.boot)
+        self.releasing = releasing
 
     def __enter__(self) -> None:
         super().__enter__()
         try:
+            self.store._refuse_if_damaged()
+            if not self.releasing and not keep_reserve(self.store.path):
+                path = self.store.path
+                raise StoreFull(f"store {path}: {no_room_for_reserve(path)}; nothing was written (releases still work)")
             self.store._db.execute("BEGIN IMMEDIATE")
-        except DatabaseError as exc:
+            if self.repair:
+                self.store._repair_step()
+        except BaseException as exc:
+            db = self.store._db
+            if db.in_transaction:
+                _roll_back(db)
             self.store._unlock()
-            raise _store_error(self.store.path, exc) from None
+            if isinstance(exc, _FAILED):
+                raise self.store._failure(exc) from None
+            raise
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
+        exc = rest[0] if rest else None
         db = self.store._db
         try:
             if exc_type is None:
                 try:
                     db.execute("COMMIT")
-                except DatabaseError as exc:
-                    db.execute("ROLLBACK")
-                    raise _store_error(self.store.path, exc) from None
-            elif db.in_transaction:
-                db.execute("ROLLBACK")
+                except _FAILED as failed:
+                    _roll_back(db)  # after some failures (SQLITE_FULL) SQLite has rolled back already
+                    raise self.store._failure(failed) from None
+            else:
+                _roll_back(db)
+                if isinstance(exc, _DAMAGED):  # a statement of the transaction failed
+                    raise self.store._failure(exc) from None
+                if isinstance(exc, StoreCorrupt):  # the free index and the leases disagree
+                    record_damage(self.store.path, self.store._file.key, exc.message)
         finally:
             super().__exit__(exc_type)
 
 
+def _roll_back(db: Connection) -> None:
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except DatabaseError:
+            pass  # nothing of the transaction is committed either way (WAL: no commit frame)
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(int(seconds * 1000), 1)
+
+
 def _store_error(path: str, exc: Exception) -> StoreIOError | StoreBusy:
     text = str(exc)
+    if isinstance(exc, _BadRow):
+        return StoreCorrupt(f"store {path} is damaged: {text} (`cnipamctl recover` saves what is readable)")
+    if isinstance(exc, UnicodeDecodeError):
+        return StoreCorrupt(
+            f"store {path} is not a readable cnipam store: it holds text that is not UTF-8 "
+            "(`cnipamctl recover` saves what is readable)"
+        )
     if isinstance(exc, OperationalError) and "locked" in text:
         return StoreBusy(f"store {path} is busy: {text}")
     if "not a database" in text or "malformed" in text:
-        return StoreCorrupt(f"store {path} is not a readable cnipam store: {text}")
+        return StoreCorrupt(
+            f"store {path} is not a readable cnipam store: {text} (`cnipamctl recover` saves what is readable)"
+        )
+    if any(word in text for word in ("I/O error", "full", "readonly", "unable to open")):
+        fault = disk_fault(path)  # SQLite's words do not say which: the file system does
+        if fault is not None:
+            error = StoreFull if fault[0] == FULL else StoreIOError
+            return error(f"store {path}: {fault[1]}; nothing was written ({text})")
     return StoreIOError(f"store {path}: {text}")
 
 
 def _docker_pool(row: Sequence[object]) -> DockerPool:
     from ..core.docker_pools import DockerPool
 
-    pool_id, space, network, sub_pool, options, created = row
-    sub = None if sub_pool is None else parse_cidr(sub_pool, "sub_pool")[1]
-    return DockerPool(str(pool_id), str(space), parse_cidr(network, "pool")[1], sub, str(options), float(created))  # type: ignore[arg-type]
+    try:
+        pool_id, space, network, sub_pool, options, created = row
+        sub = None if sub_pool is None else parse_cidr(sub_pool, "sub_pool")[1]
+        return DockerPool(str(pool_id), str(space), parse_cidr(network, "pool")[1], sub, str(options), float(created))  # type: ignore[arg-type]
+    except (CnipamError, TypeError, ValueError):
+        raise _BadRow(f"a Docker pool row holds values cnipam never writes: {tuple(row)!r:.200}") from None
 
 
 def _row(lease: Lease) -> tuple[object, ...]:
+    gateway = None if lease.gateway is None else to_bytes(lease.family, lease.gateway)
     return (
         lease.ip, lease.family, to_bytes(lease.family, lease.address), lease.kind, lease.pool, lease.slot,
-        lease.handle, lease.network, lease.container_id, lease.ifname, lease.created,
+        lease.handle, lease.network, lease.container_id, lease.ifname, lease.created, lease.boot, lease.netns, gateway,
     )  # fmt: skip
+
+
+def _span_bytes(family: int, first: int, last: int) -> tuple[bytes, bytes]:
+    return to_bytes(family, first), to_bytes(family, last)
+
+
+def _runs(leases: list[Lease]) -> list[tuple[int, int, int]]:
+    """(family, first, last) of each run of neighbouring addresses among `leases`."""
+    runs: list[tuple[int, int, int]] = []
+    for family, address in sorted((lease.family, lease.address) for lease in leases):
+        if runs and runs[-1][0] == family and runs[-1][2] == address - 1:
+            runs[-1] = (family, runs[-1][1], address)
+        else:
+            runs.append((family, address, address))
+    return runs
 
 
 def _span(family: int, first: int, last: int) -> str:
@@ -746,9 +1221,12 @@ class _SharedFile:
     queue would no longer keep two stores of one process apart. Hence one `_SharedFile`
     per (device, inode), however the path is spelled, shared by every `SQLiteStore` of the
     process, and counted so that the last `close` closes it.
+
+    `read_only`: opened by a reader on a disk that cannot be written (no lock file then:
+    `lock_fd` is -1); `unchanged`: what a read without locks relies on (sqlite_disk.py).
     """
 
-    __slots__ = ("key", "db", "lock_fd", "mutex", "users", "version")
+    __slots__ = ("key", "db", "lock_fd", "mutex", "users", "version", "read_only", "unchanged")
 
     def __init__(self, key: tuple[int, int], db: Connection, lock_fd: int, version: int) -> None:
         self.key = key
@@ -757,51 +1235,131 @@ class _SharedFile:
         self.mutex = RLock()
         self.users = 1
         self.version = version
+        self.read_only = False
+        self.unchanged: tuple[object, ...] | None = None
+
+    def check_unchanged(self, path: str) -> None:
+        """After a read without locks: StoreBusy (try again) if a writer came meanwhile."""
+        if self.unchanged is None:
+            return
+        try:
+            same = file_state(path) == self.unchanged
+        except OSError:
+            same = False
+        if not same:
+            raise StoreBusy(f"store {path} changed while it was read without locks (a disk that cannot be written)")
 
 
 _OPEN: dict[tuple[int, int], _SharedFile] = {}
 _OPEN_GUARD = RLock()  # held while a file is attached or detached (a detach waits for the call in progress)
 
 
-def _attach(path: str, timeout: float) -> _SharedFile:
-    """The process's connection to the database at `path`, opened if it holds none yet."""
+def _attach(path: str, timeout: float, shared_folders: bool = False, reading: bool = False) -> _SharedFile:
+    """The process's connection to the database at `path`, opened if it holds none yet.
+
+    The path is walked first (trusted_path): every name below is the real one, in folders
+    only root and this user can change, and a link found there now is refused, not followed.
+    How the file is opened is decided here, once: a process that holds the file uses that
+    connection for every call, whatever the call (a read-only one cannot write)."""
     with _OPEN_GUARD:
-        key = _identity(path)
+        real = trusted_path(path, create=True, shared_folders=shared_folders)
+        key = _identity(real)
         shared = _OPEN.get(key) if key is not None else None
         if shared is not None:
             shared.users += 1
             return shared
         # No connection of this process holds this file, so opening and closing it here
         # (the header check, the creation with a private mode) cannot drop any lock of ours.
-        _refuse_foreign_file(path)
-        try:
-            _make_parents(path)
-            lock_fd = _open_private(path + ".lock")
-        except OSError as exc:
-            raise StoreIOError(f"cannot create store {path}: {exc.strerror}") from None
-        try:
-            if key is None:
-                os.close(_open_private(path))
-                key = _identity(path)
-            db = connect(path, timeout=max(timeout, 0.001), isolation_level=None, check_same_thread=False)
-        except OSError as exc:
-            os.close(lock_fd)
-            raise StoreIOError(f"cannot create store {path}: {exc.strerror}") from None
-        except DatabaseError as exc:
-            os.close(lock_fd)
-            raise _store_error(path, exc) from None
-        try:
-            db.execute("PRAGMA synchronous=FULL")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if key is None or _identity(path) != key:  # replaced while we opened it: its key would lie
-                raise OperationalError("the file was replaced while it was being opened")
-        except DatabaseError as exc:
-            db.close()
-            os.close(lock_fd)
-            raise _store_error(path, exc) from None
-        shared = _OPEN[key] = _SharedFile(key, db, lock_fd, version)
-        HELD_DATABASES[key] = os.path.abspath(path)  # a config may not name it now (config_files)
+        check_siblings(real, ("-wal", "-shm", ".lock"))
+        _refuse_foreign_file(real)
+        if reading and key is not None and disk_fault(real) is not None:
+            shared = _open_read_only(real, key, timeout)
+        else:
+            try:
+                shared = _open(real, key, timeout)
+            except StoreCorrupt as error:
+                if key is not None:
+                    record_damage(real, key, error.message)
+                raise
+            except StoreIOError as error:
+                shared = _open_on_bad_disk(real, key, timeout, reading, error)
+        _OPEN[shared.key] = shared
+        HELD_DATABASES[shared.key] = real  # a config may not name it now (config_files)
         return shared
+
+
+def _open(path: str, key: tuple[int, int] | None, timeout: float) -> _SharedFile:
+    """The normal opening: read-write, creating the store and its lock file if missing."""
+    try:
+        lock_fd = _open_private(path + ".lock")
+    except OSError as exc:
+        raise _cannot_open(path, key is not None, exc) from None
+    try:
+        if key is None:
+            os.close(_open_private(path))
+            key = _identity(path)
+        db = connect(path, timeout=max(timeout, 0.001), isolation_level=None, check_same_thread=False)
+    except OSError as exc:
+        os.close(lock_fd)
+        raise _cannot_open(path, False, exc) from None
+    except _FAILED as exc:
+        os.close(lock_fd)
+        raise _store_error(path, exc) from None
+    try:
+        db.execute("PRAGMA synchronous=FULL")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if key is None or _identity(path) != key:  # replaced while we opened it: its key would lie
+            raise OperationalError("the file was replaced while it was being opened")
+    except _FAILED as exc:
+        db.close()
+        os.close(lock_fd)
+        raise _store_error(path, exc) from None
+    return _SharedFile(key, db, lock_fd, version)
+
+
+def _open_on_bad_disk(
+    path: str, key: tuple[int, int] | None, timeout: float, reading: bool, error: StoreIOError
+) -> _SharedFile:
+    """After the normal opening failed: on a disk that cannot be written a reader opens the
+    store read-only, and on a full one a writer gives up the reserve and tries once more
+    (an ADD then finds the reserve gone and says the disk is full; a release goes on)."""
+    fault = disk_fault(path) if key is not None and not isinstance(error, StoreCorrupt) else None
+    if fault is None or key is None:
+        raise error
+    if reading:
+        return _open_read_only(path, key, timeout)
+    if fault[0] == FULL and give_up_reserve(path):
+        return _open(path, key, timeout)
+    raise error
+
+
+def _open_read_only(path: str, key: tuple[int, int], timeout: float) -> _SharedFile:
+    """A reader's opening on a disk that cannot be written: `mode=ro` or `immutable=1`,
+    whichever is exact for the files beside the store (store/sqlite_disk.py)."""
+    uri, immutable = reading_uri(path)
+    before = file_state(path) if immutable else None
+    try:
+        db = connect(uri, timeout=max(timeout, 0.001), isolation_level=None, check_same_thread=False, uri=True)
+    except _FAILED as exc:
+        raise _store_error(path, exc) from None
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if _identity(path) != key:
+            raise OperationalError("the file was replaced while it was being opened")
+    except _FAILED as exc:
+        db.close()
+        raise _store_error(path, exc) from None
+    shared = _SharedFile(key, db, -1, version)
+    shared.read_only, shared.unchanged = True, before
+    return shared
+
+
+def _cannot_open(path: str, existed: bool, exc: OSError) -> StoreIOError:
+    fault = disk_fault(path)
+    what = f"cannot open store {path} for writing" if existed else f"cannot create store {path}"
+    if fault is not None:
+        return (StoreFull if fault[0] == FULL else StoreIOError)(f"{what}: {fault[1]}")
+    return StoreIOError(f"{what}: {exc.strerror}")
 
 
 def _detach(shared: _SharedFile) -> None:
@@ -813,19 +1371,24 @@ def _detach(shared: _SharedFile) -> None:
         # finds it held and shares it instead of opening (and closing) the file beside it.
         with shared.mutex:  # a thread still inside a call on it finishes first
             shared.db.close()
-            os.close(shared.lock_fd)
+            if shared.lock_fd >= 0:
+                os.close(shared.lock_fd)
         if _OPEN.get(shared.key) is shared:
             del _OPEN[shared.key]
             HELD_DATABASES.pop(shared.key, None)
 
 
 def _identity(path: str) -> tuple[int, int] | None:
+    """The (device, inode) of the file at the real path `path`; None when there is none.
+    A link there now appeared after the walk: refused, as the walk would have."""
     try:
-        info = os.stat(path)
+        info = os.lstat(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise StoreIOError(f"cannot open store {path}: {exc.strerror}") from None
+    if info.st_mode & 0o170000 == 0o120000:
+        raise UntrustedPath(f"{path} is a symbolic link: not followed")
     return info.st_dev, info.st_ino
 
 
@@ -833,29 +1396,22 @@ def _refuse_foreign_file(path: str) -> None:
     """A path that holds something other than an SQLite database is refused before
     anything is created next to it (not even the lock file)."""
     try:
-        with open(path, "rb") as existing:
-            header = existing.read(16)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not hang it
     except FileNotFoundError:
         return
     except OSError as exc:
         raise StoreIOError(f"cannot open store {path}: {exc.strerror}") from None
+    try:
+        if not is_regular_file(os.fstat(fd)):
+            raise StoreIOError(f"store {path} is not a regular file")
+        header = os.read(fd, 16)
+    except OSError as exc:
+        raise StoreIOError(f"cannot read store {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
     if header and header != b"SQLite format 3\x00":
         raise StoreCorrupt(f"{path} is not an SQLite database; refusing to use it as a store")
 
 
-def _make_parents(path: str) -> None:
-    """Create missing parent folders with mode 0750, each level (os.makedirs only sets the leaf)."""
-    parent = os.path.dirname(os.path.abspath(path))
-    missing = []
-    while parent and not os.path.isdir(parent):
-        missing.append(parent)
-        parent = os.path.dirname(parent)
-    for folder in reversed(missing):
-        try:
-            os.mkdir(folder, 0o750)
-        except FileExistsError:
-            pass
-
-
 def _open_private(path: str) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)

@@ -18,7 +18,7 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,8 +29,18 @@ STOP_TIMEOUT = 30.0
 class AgentProcess:
     """One `cnipamd` on `socket`; each start logs to a new `folder/cnipamd-*.log`."""
 
-    def __init__(self, executable: str, socket: Path, folder: Path, *args: str) -> None:
+    def __init__(
+        self,
+        executable: str,
+        socket: Path,
+        folder: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.executable = executable
+        self.env = env or {}  # added to its minimal environment (CNIPAM_BOOT_ID, say)
+        self.preexec_fn = preexec_fn  # run in the child before cnipamd starts (a lower descriptor limit, say)
         self.socket = socket
         self.folder = folder
         self.args = args
@@ -53,7 +63,8 @@ class AgentProcess:
                 stdout=subprocess.DEVNULL,
                 stderr=err,
                 cwd=workdir,
-                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **self.env},
+                preexec_fn=self.preexec_fn,
             )
         if wait:
             self.wait_listening()
@@ -89,11 +100,16 @@ class AgentProcess:
         self.kills += 1
 
     def stop(self) -> int:
-        """SIGTERM, and its exit status."""
+        """SIGTERM, and its exit status; SIGKILL when it has not stopped within STOP_TIMEOUT
+        (the status is then -9), so no caller ever leaves it running."""
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(STOP_TIMEOUT)
+        try:
+            return self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(STOP_TIMEOUT)
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         """The log lines of the current start (a line still being written is left out)."""

@@ -19,77 +19,17 @@ import sqlite3
 import stat
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cnipam.testing.agent_process import AgentProcess, deleted_store_files
+from tests.support.agent_calls import DUAL, NET, V4, call, ecs, host_local, start_agent
 from tests.support.etcd import need_etcd, store_object
 from tests.support.plugin_calls import CALL_TIMEOUT, as_stdin, installed, plugin_env
 from tests.support.store_files import held
-
-NET = "agentnet"
-V4 = {"ipv4-subnet": "10.9.0.0/24"}
-DUAL = {**V4, "ipv6-subnet": "2001:db8:9::/64"}
-
-
-def ecs(ipam: Mapping[str, Any], version: str = "1.0.0", name: str = NET) -> dict[str, Any]:
-    return {"cniVersion": version, "name": name, "type": "ecs-bridge", "ipam": {"type": "ecs-ipam", **ipam}}
-
-
-def host_local(ipam: Mapping[str, Any], version: str = "1.1.0", name: str = NET) -> dict[str, Any]:
-    return {"cniVersion": version, "name": name, "type": "bridge", "ipam": {"type": "cnipam", **ipam}}
-
-
-class Raw:
-    """One plugin process's exit status and exact output."""
-
-    def __init__(self, proc: subprocess.CompletedProcess[bytes]) -> None:
-        self.code = proc.returncode
-        self.stdout = proc.stdout
-        self.stderr = proc.stderr.decode("utf-8", "replace")
-        assert "Traceback" not in self.stdout.decode("utf-8", "replace") + self.stderr, self
-
-    @property
-    def out(self) -> Any:
-        return json.loads(self.stdout) if self.stdout.strip() else None
-
-    def __repr__(self) -> str:
-        return f"Raw(code={self.code}, stdout={self.stdout!r}, stderr={self.stderr!r})"
-
-
-def call(
-    command: str,
-    config: Mapping[str, Any] | bytes,
-    db: Path | str,
-    cwd: Path,
-    agent: Path | None,
-    env: Mapping[str, str | None] | None = None,
-) -> Raw:
-    """One plugin call through the agent listening on `agent`, or directly (agent None)."""
-    extra: dict[str, str | None] = {"CNI_CONTAINERID": "c1"}
-    extra.update({"CNIPAM_AGENT_SOCKET": str(agent)} if agent else {"CNIPAM_AGENT": "off"})
-    extra.update(env or {})
-    proc = subprocess.run(
-        [installed("cnipam")],
-        input=as_stdin(config),
-        env=plugin_env(command, db, extra),
-        capture_output=True,
-        cwd=cwd,
-        timeout=CALL_TIMEOUT,
-    )
-    return Raw(proc)
-
-
-def start_agent(tmp: Path, *args: str, sock: Path | None = None, expect_listening: bool = True) -> AgentProcess:
-    agent = AgentProcess(installed("cnipamd"), sock or tmp / "run" / "cnipamd.sock", tmp, *args)
-    try:
-        agent.start(wait=expect_listening)
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    return agent
 
 
 @pytest.fixture
@@ -400,6 +340,28 @@ def test_reconciler_releases_a_lease_without_cache_entry_after_the_grace_period(
         assert agent.stop() == 0
 
 
+def test_cnipamd_finishes_the_reboot_repair_at_its_start(tmp_path: Path, caller: Path) -> None:
+    store = tmp_path / "rb.db"
+    before = {}
+    for container in ("a", "b"):
+        run = call("ADD", ecs(V4), store, caller, None, {"CNI_CONTAINERID": container, "CNIPAM_BOOT_ID": "boot-before"})
+        assert run.code == 0
+        before[container] = json.loads(run.stdout)["ips"][0]["address"]
+    agent = start_agent(tmp_path, f"--db={store}", env={"CNIPAM_BOOT_ID": "boot-after"})
+    try:
+        assert held(store) == []  # released before the first call came
+        (event,) = agent.events("released-earlier-boots")
+        assert (event["leases"], event["boot"]) == (2, "boot-after")
+        again = call(
+            "ADD", ecs(V4), store, caller, agent.socket, {"CNI_CONTAINERID": "b", "CNIPAM_BOOT_ID": "boot-after"}
+        )
+        assert (
+            json.loads(again.stdout)["ips"][0]["address"] == before["b"]
+        )  # the returning container gets its address back
+    finally:
+        assert agent.stop() == 0
+
+
 def test_agent_serves_an_etcd_store_as_the_plugin_does(
     agent: AgentProcess, tmp_path: Path, caller: Path, etcd_endpoint: str, etcd_prefix: bytes
 ) -> None:
@@ -446,7 +408,7 @@ def test_relative_etcd_files_are_the_callers_not_the_agents(
     config = ecs(V4) | {"ipam": {**ecs(V4)["ipam"], "store": store}}
     assert call("ADD", config, tmp_path / "unused.db", caller, agent.socket).code == 0
     assert (caller / "lk" / "etcd.lock").exists() and not (tmp_path / "agent-cwd" / "lk").exists()
-    secret = {**store, "username": "cni", "passwordFile": "no-such-secret"}
+    secret = {**store, "username": "cni", "passwordFile": "no-such-secret", "allowInsecure": True}
     config = ecs(V4) | {"ipam": {**ecs(V4)["ipam"], "store": secret}}
     served, direct = (call("ADD", config, tmp_path / "unused.db", caller, socket) for socket in (agent.socket, None))
     assert served.code == direct.code != 0 and served.stdout == direct.stdout

@@ -10,11 +10,13 @@ from cnipam.agent_protocol import (
     MAX_ANSWER,
     MAX_REQUEST,
     STDIN_LIMIT,
+    Declined,
     FrameReader,
     ProtocolError,
     decode_answer,
     decode_request,
     encode_answer,
+    encode_decline,
     encode_request,
     frame,
 )
@@ -40,6 +42,15 @@ def test_request_round_trip_in_small_pieces() -> None:
 def test_answer_round_trip() -> None:
     assert decode_answer(feed_all(encode_answer(b'{"code":7}\n', 1), MAX_ANSWER)) == (b'{"code":7}\n', 1)
     assert decode_answer(feed_all(encode_answer(b"", 0), MAX_ANSWER, step=1)) == (b"", 0)
+
+
+def test_a_decline_carries_its_reason_and_is_never_an_answer() -> None:
+    with pytest.raises(Declined) as declined:
+        decode_answer(feed_all(encode_decline("cnipamd answers only root; ü"), MAX_ANSWER))
+    assert declined.value.reason == "cnipamd answers only root; ü"
+    with pytest.raises(Declined) as declined:
+        decode_answer(feed_all(encode_decline("x" * 5000), MAX_ANSWER))
+    assert len(declined.value.reason) == 1024
 
 
 def test_the_plugin_forwards_as_much_stdin_as_it_would_read_itself() -> None:

@@ -1,12 +1,23 @@
 """host-local's dialect: range sets, canonicalisation, refusals, requested addresses."""
 
+import re
 from collections.abc import Mapping
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cnipam.core.addresses import parse_ip
 from cnipam.core.cni_args import parse_cni_args
 from cnipam.core.errors import InvalidConfig, InvalidEnvironment
+from cnipam.core.ipam_config import (
+    DIGEST_PREFIX,
+    MAX_RANGES,
+    MAX_REQUESTED,
+    POOL_KEY_LIMIT,
+    names_ranges,
+    parse_pool_key,
+)
 from cnipam.core.ipam_dialect import parse_ipam
 from cnipam.core.resolv_conf import parse_resolv_conf
 
@@ -203,3 +214,92 @@ def test_pool_keys_parse_back_to_their_ranges(ipam: dict[str, object]) -> None:
     parsed = parse_pool_key(pool.key)
     assert pool_key(parsed) == pool.key
     assert sorted((r.first, r.last) for r in parsed) == sorted((r.first, r.last) for r in pool.ranges)
+
+
+# -- bounded work (docs/security.md, fix 13) -------------------------------------------
+
+small_ranges = st.lists(
+    st.tuples(st.integers(0, 60), st.integers(0, 8)).map(lambda pair: (pair[0], pair[0] + pair[1])),
+    min_size=1,
+    max_size=12,
+)
+
+
+@given(small_ranges)
+def test_overlaps_are_found_by_sorting_exactly_when_some_pair_overlaps(bounds: list[tuple[int, int]]) -> None:
+    """The n log n sweep against the pairwise check it replaced: same verdict, and the
+    pair it names really overlaps."""
+    ranges = [
+        {"subnet": "10.0.0.0/24", "rangeStart": f"10.0.0.{first + 1}", "rangeEnd": f"10.0.0.{last + 1}"}
+        for first, last in bounds
+    ]
+    pairs = [
+        (a, b) for b in range(len(bounds)) for a in range(b)
+        if bounds[a][0] <= bounds[b][1] and bounds[b][0] <= bounds[a][1]
+    ]  # fmt: skip
+    if not pairs:
+        parse_ipam(config({"ranges": [ranges]}))
+        return
+    with pytest.raises(InvalidConfig, match=r"ranges (\d+) and (\d+) overlap") as refused:
+        parse_ipam(config({"ranges": [ranges]}))
+    named = tuple(int(n) for n in re.findall(r"ranges (\d+) and (\d+)", refused.value.message)[0])
+    assert named in pairs
+    sets = [[one] for one in ranges]  # the same ranges as range sets of their own
+    with pytest.raises(InvalidConfig, match=r"range set (\d+) overlaps with range set (\d+)") as refused:
+        parse_ipam(config({"ranges": sets}))
+    named = tuple(
+        int(n) for n in re.findall(r"range set (\d+) overlaps with range set (\d+)", refused.value.message)[0]
+    )
+    assert named in pairs
+
+
+def test_a_config_names_at_most_max_ranges() -> None:
+    many = [{"subnet": f"10.{i // 256}.{i % 256}.0/24"} for i in range(MAX_RANGES)]
+    (pool,) = parse_ipam(config({"ranges": [many]})).pools
+    assert len(pool.ranges) == MAX_RANGES
+    with pytest.raises(InvalidConfig, match=f"{MAX_RANGES + 1} ranges in all; a config may name at most {MAX_RANGES}"):
+        parse_ipam(config({"subnet": "192.168.0.0/24", "ranges": [many]}))
+    with pytest.raises(InvalidConfig, match=f"at most {MAX_RANGES}"):
+        parse_ipam(config({"ranges": [[one] for one in many] + [[{"subnet": "192.168.0.0/24"}]]}))
+
+
+def test_a_call_requests_at_most_max_requested_addresses() -> None:
+    sets = [[{"subnet": f"10.{i // 256}.{i % 256}.0/24"}] for i in range(MAX_REQUESTED + 1)]
+    wanted = [f"10.{i // 256}.{i % 256}.9" for i in range(MAX_REQUESTED + 1)]
+    pools = parse_ipam(config({"ranges": sets}, args={"cni": {"ips": wanted[:MAX_REQUESTED]}})).pools
+    assert [pool.requested for pool in pools[:2]] == [ip("10.0.0.9"), ip("10.0.1.9")] and pools[-1].requested is None
+    with pytest.raises(InvalidConfig, match=f"{MAX_REQUESTED + 1} requested addresses; a call may request at most"):
+        parse_ipam(config({"ranges": sets}, args={"cni": {"ips": wanted}}))
+
+
+def test_requested_addresses_find_their_range_set_by_bisection() -> None:
+    """Out of order, repeated, in sets given in any order, between and beyond ranges."""
+    sets = [
+        [{"subnet": "10.2.0.0/24"}],
+        [{"subnet": "10.0.0.0/24"}, {"subnet": "10.1.0.0/24"}],
+        [{"subnet": "fd00::/64"}],
+    ]
+    ask = ["fd00::5", "10.1.0.7", "10.1.0.7", "10.2.0.3"]
+    pools = parse_ipam(config({"ranges": sets}, args={"cni": {"ips": ask}})).pools
+    assert [pool.requested for pool in pools] == [ip("10.2.0.3"), ip("10.1.0.7"), ip("fd00::5")]
+    for stray in ("9.255.255.255", "10.0.255.255", "10.3.0.1", "fd00:0:0:1::1"):
+        with pytest.raises(InvalidConfig, match=f"requested address {stray} is outside every range"):
+            parse_ipam(config({"ranges": sets}, args={"cni": {"ips": [stray]}}))
+
+
+def test_a_pool_of_many_ranges_is_named_by_a_digest_of_them() -> None:
+    """Its name is what every lease row and position of the pool stores: it must not
+    grow with the config (8,000 ranges are a 200 KB text)."""
+    many = [{"subnet": f"10.{i // 256}.{i % 256}.0/24"} for i in range(8000)]
+    (pool,) = parse_ipam(config({"ranges": [many]})).pools
+    assert pool.key == pool.slot and pool.key.startswith(DIGEST_PREFIX) and len(pool.key) == 39
+    assert not names_ranges(pool.key)
+    (again,) = parse_ipam(config({"ranges": [many[::-1]]})).pools
+    assert again.key == pool.key  # order-independent, as the ranges' own text is
+    (fewer,) = parse_ipam(config({"ranges": [many[1:]]})).pools
+    assert fewer.key != pool.key
+    with pytest.raises(InvalidConfig, match="named by a digest"):
+        parse_pool_key(pool.key)
+    few = [{"subnet": f"10.0.{i}.0/24"} for i in range(POOL_KEY_LIMIT // 14)]  # "10.0.N.0/24," each
+    (readable,) = parse_ipam(config({"ranges": [few]})).pools
+    assert names_ranges(readable.key) and len(parse_pool_key(readable.key)) == len(few)

@@ -16,6 +16,7 @@ import pty
 import shutil
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,9 @@ LEASE_KEYS = {
     "container_id",
     "ifname",
     "created",
+    "boot",
+    "netns",
+    "gateway",
 }
 
 
@@ -76,7 +80,8 @@ def table_ips(text: str) -> list[str]:
 
 def test_leases_table_and_json(db: Path) -> None:
     table = ok("--db", str(db), "leases").out
-    assert table.splitlines()[0].split() == ["ip", "kind", "owner", "container", "ifname", "network", "pool", "age"]
+    header = ["ip", "kind", "owner", "container", "ifname", "network", "pool", "boot", "age"]
+    assert table.splitlines()[0].split() == header
     expected = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.9.0.1", "10.9.0.10",
                 "fd00::1", "fd00::2", "fd00::3", "fd00::4"]  # fmt: skip
     assert table_ips(table) == expected
@@ -94,6 +99,9 @@ def test_leases_table_and_json(db: Path) -> None:
         "lease",
         "4",
     )
+    with open("/proc/sys/kernel/random/boot_id") as boot:  # the plugin records the kernel's boot and the netns
+        assert (task["boot"], task["netns"]) == (boot.read().strip(), "/var/run/netns/test")
+    assert task["boot"][:8] in table
 
 
 def test_leases_in_a_pipe_are_plain_lines(db: Path) -> None:
@@ -189,6 +197,7 @@ def test_config_data_dir_chooses_the_store(tmp_path: Path) -> None:
 
 
 def test_release_refuses_without_a_terminal_and_releases_with_yes(db: Path) -> None:
+    refused(call("--db", str(db), "release", "10.0.0.1", "--yes"), says="10.0.0.1 is a gateway reservation")
     before = ok("--db", str(db), "export").out
     refused(call("--db", str(db), "release", "ctr-a"), says="stdin is not a terminal: pass --yes")
     refused(call("--db", str(db), "release", "10.0.0.2", stdin="y\n"), says="pass --yes")  # a pipe is no terminal
@@ -207,7 +216,7 @@ def test_release_refuses_without_a_terminal_and_releases_with_yes(db: Path) -> N
         "10.0.0.4",
         "fd00::4",
     ]
-    refused(call("--db", str(db), "release", "10.0.0.1", "--yes"), says="10.0.0.1 is a gateway reservation")
+    refused(call("--db", str(db), "show", "10.0.0.1"), says="10.0.0.1")  # gone with the subnet's last lease
     refused(call("--db", str(db), "release", "ctr-b", "--yes"), says="no lease is held by 'ctr-b'")
     assert plugin("ADD", NET1, "ctr-f", db=db)  # the store still allocates after manual releases
     assert ok("--db", str(db), "check").out == "ok\n"
@@ -245,45 +254,51 @@ def test_release_gateway_only_when_asked_and_unused(db: Path) -> None:
     )
     refused(call("--db", str(db), "release", "10.0.0.2", "--gateway", "--yes"), says="is not a gateway reservation")
     refused(call("--db", str(db), "release", "10.0.0.1", "--gateway", "--yes"), says="still serves")
-    for owner in ("ctr-a", "ctr-b", "ctr-c", "task-1"):
+    for owner in ("ctr-a", "ctr-b", "ctr-c"):
         ok("--db", str(db), "release", owner, "--yes")
-    assert ok("--db", str(db), "release", "10.0.0.1", "--gateway", "--yes").out.startswith("released 10.0.0.1")
+    refused(call("--db", str(db), "release", "10.0.0.1", "--gateway", "--yes"), says="still serves 1 lease")
+    ok("--db", str(db), "release", "task-1", "--yes")  # the subnet's last lease takes its gateway with it
     refused(call("--db", str(db), "show", "10.0.0.1"), says="10.0.0.1")
 
 
 def test_gc_dry_run_then_apply(db: Path, tmp_path: Path) -> None:
+    """With --grace 0 one run releases what the dry run listed; each owner whole."""
     valid = tmp_path / "valid.json"
     valid.write_text(
         json.dumps([{"containerID": "ctr-b", "ifname": "eth0"}, {"containerID": "ctr-c", "ifname": "eth1"}])
     )
-    dry = ok("--db", str(db), "gc", "--valid", str(valid), "--network", "net1", "--json").json()
-    assert dry["applied"] is False and [row["ip"] for row in dry["leases"]] == [
-        "10.0.0.2",
-        "10.0.0.4",
-        "fd00::2",
-        "fd00::4",
-    ]
-    assert (
-        "would release 4 leases of network 'net1'"
-        in ok("--db", str(db), "gc", "--valid", str(valid), "--network", "net1").out
-    )
+    gc = ("--db", str(db), "gc", "--valid", str(valid), "--network", "net1", "--grace", "0")
+    dry = ok(*gc, "--json").json()
+    released = ["10.0.0.2", "10.0.0.4", "fd00::2", "fd00::4"]
+    assert dry["applied"] is False and [row["ip"] for row in dry["leases"]] == released
+    assert "would release 4 leases of network 'net1'" in ok(*gc).out
     assert len(ok("--db", str(db), "leases", "--json").json()) == 11  # a dry run changes nothing
-    applied = ok("--db", str(db), "gc", "--valid", str(valid), "--network", "net1", "--apply", "--json").json()
-    assert applied["applied"] is True and [row["ip"] for row in applied["leases"]] == [
-        row["ip"] for row in dry["leases"]
-    ]
+    applied = ok(*gc, "--apply", "--json").json()
+    assert applied["applied"] is True and [row["ip"] for row in applied["leases"]] == released
     left = [row["ip"] for row in ok("--db", str(db), "leases", "--json").json()]
-    assert left == [
-        "10.0.0.1",
-        "10.0.0.3",
-        "10.0.0.5",
-        "10.9.0.1",
-        "10.9.0.10",
-        "fd00::1",
-        "fd00::3",
-    ]  # net2, hl, gateways kept
-    empty = ok("--db", str(db), "gc", "--valid", str(valid), "--network", "net1", "--apply", "--json").json()
-    assert empty["leases"] == []
+    kept = ["10.0.0.1", "10.0.0.3", "10.0.0.5", "10.9.0.1", "10.9.0.10", "fd00::1", "fd00::3"]
+    assert left == kept  # net2, hl, gateways kept
+    assert ok(*gc, "--apply", "--json").json()["leases"] == []
+
+
+def test_gc_releases_only_what_two_runs_a_grace_apart_saw_leaked(db: Path, tmp_path: Path) -> None:
+    """The first run records what it saw; a container that is running again by the second
+    run (its attachment back in the list) keeps its addresses; the others go at the
+    second run, not before the grace period is over."""
+    valid = tmp_path / "valid.json"
+    valid.write_text(json.dumps([{"containerID": "ctr-b", "ifname": "eth0"}]))
+    gc = ("--db", str(db), "gc", "--valid", str(valid), "--network", "net1", "--grace", "1s")
+    first = ok(*gc, "--apply", "--json").json()
+    assert first["leases"] == [] and sorted(first["waiting"]) == ["cni:net1/ctr-a/eth0", "cni:net1/ctr-c/eth0"]
+    assert ok(*gc, "--json").json()["leases"] == []  # not a grace period yet
+    assert "2 owner(s) seen leaked" in ok(*gc).out
+    time.sleep(1.1)
+    both = [{"containerID": "ctr-b", "ifname": "eth0"}, {"containerID": "ctr-c", "ifname": "eth0"}]
+    valid.write_text(json.dumps(both))
+    assert [row["ip"] for row in ok(*gc, "--json").json()["leases"]] == ["10.0.0.2", "fd00::2"]
+    second = ok(*gc, "--apply", "--json").json()
+    assert [row["ip"] for row in second["leases"]] == ["10.0.0.2", "fd00::2"] and second["waiting"] == {}
+    assert [row["ip"] for row in ok("--db", str(db), "show", "ctr-c", "--json").json()] == ["10.0.0.4", "fd00::4"]
 
 
 def test_export_import_round_trips_byte_for_byte(db: Path, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from cnipam.core.errors import (
     NotFound,
     PoolExhausted,
 )
+from cnipam.core.reuse import NO_DELAY, REUSE, WAIT, ReuseDelay
 from cnipam.docker.driver import Driver, UnknownMethod
 from cnipam.docker.requests import MAX_BODY, BodyTooLarge
 from cnipam.docker.settings import load
@@ -247,3 +248,47 @@ def test_lowest_free_block() -> None:
     assert lowest_free_block(main, 24, [(10, 20)]) == Network(4, 256, 24)
     assert lowest_free_block(main, 24, [(0, 1023)]) is None
     assert lowest_free_block(main, 20, []) is None
+
+
+# -- the reuse delay (core.reuse) ------------------------------------------------------------------
+
+
+def test_the_driver_reads_its_reuse_delay_from_flags_or_the_environment() -> None:
+    assert load([], {}).reuse == NO_DELAY  # Docker's own IPAM reuses at once: so does the driver unless told
+    assert load([], {"CNIPAM_REUSE_DELAY": "30s"}).reuse == ReuseDelay(30.0, REUSE)
+    assert load(
+        ["--reuse-delay", "1m", "--when-only-cooling", "wait"], {"CNIPAM_REUSE_DELAY": "5s"}
+    ).reuse == ReuseDelay(60.0, WAIT)
+    with pytest.raises(InvalidConfig, match="--reuse-delay"):
+        load(["--reuse-delay", "soon"], {})
+    with pytest.raises(InvalidConfig, match="CNIPAM_WHEN_ONLY_COOLING"):
+        load([], {"CNIPAM_WHEN_ONLY_COOLING": "never"})
+
+
+def test_the_driver_keeps_a_released_address_inside_its_delay(driver: Driver) -> None:
+    """On each engine, its clock replaced: a released address rests 30 s unless asked for."""
+    now = [1_800_000_000.0]
+    driver.store.clock = lambda: now[0]
+    delayed = Driver(driver.store, load(["--reuse-delay", "30s"], {}))
+    pool_id, _ = pool(delayed, '{"Pool":"10.20.0.0/29"}')
+
+    def ask(address: str = "") -> str:
+        return str(call(delayed, "RequestAddress", f'{{"PoolID":"{pool_id}","Address":"{address}"}}')["Address"])
+
+    def release(address: str) -> None:
+        call(delayed, "ReleaseAddress", f'{{"PoolID":"{pool_id}","Address":"{address}"}}')
+
+    assert [ask() for _ in range(2)] == ["10.20.0.1/29", "10.20.0.2/29"]
+    release("10.20.0.1")
+    assert ask() == "10.20.0.3/29"  # lowest free, less the one resting
+    assert ask("10.20.0.1") == "10.20.0.1/29"  # --ip: never delayed
+    release("10.20.0.1")
+    now[0] += 30
+    assert ask() == "10.20.0.1/29"
+
+
+@pytest.mark.parametrize("method", ["ReleasePool", "RequestAddress", "ReleaseAddress"])
+def test_a_lone_surrogate_in_a_pool_id_is_refused_by_name(driver: Driver, method: str) -> None:
+    """JSON can escape half a UTF-16 pair, which no store can hold (found by the fuzzer)."""
+    with pytest.raises(InvalidConfig, match="PoolID: not valid Unicode"):
+        call(driver, method, '{"PoolID": "\\udcff", "Address": "198.18.0.1"}')

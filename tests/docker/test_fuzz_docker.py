@@ -186,3 +186,48 @@ def test_a_malformed_content_length_is_400_and_closes_the_connection(running: Ru
     assert head.startswith(b"HTTP/1.1 400"), received
     assert b"Content-Length" in json.loads(payload)["Err"].encode()
     assert received.count(b"HTTP/1.1") == 1
+
+
+def exchange(running: RunningDriver, request: bytes) -> bytes:
+    """Send raw bytes and read until the server closes the connection."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(10)
+        client.connect(running.socket)
+        client.sendall(request)
+        received = b""
+        while chunk := client.recv(4096):
+            received += chunk
+    return received
+
+
+SMUGGLED = b"POST /IpamDriver.ReleasePool HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"Content-Length: 2\r\nContent-Length: 2\r\n",  # duplicate, equal
+        b"Content-Length: 2\r\nContent-Length: 90\r\n",  # conflicting
+        b"Content-Length: 2, 2\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding : chunked\r\nContent-Length: 2\r\n",  # the space hides it from a lax parser
+        b"Transfer-Encoding: identity\r\nContent-Length: 2\r\n",
+        b"Content-Length: 2\r\nBad Name: 1\r\n",
+        b"Content-Length: 2\r\nX\x01Y: 1\r\n",
+        b"Content-Length: 2\r\nX-A: 1\r\n folded: 2\r\n",
+        b"Content-Length: 2\r\n: nameless\r\n",
+    ],
+)
+def test_ambiguous_framing_is_400_and_closes_the_connection(running: RunningDriver, headers: bytes) -> None:
+    """Any header that could make the server and a client disagree on where the body ends
+    is refused before the body is read; what follows is never parsed as a request."""
+    received = exchange(
+        running, b"POST /IpamDriver.RequestPool HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n{}" + SMUGGLED
+    )
+    head, _, payload = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), received
+    assert b"Connection: close" in head
+    assert json.loads(payload)["Err"]
+    assert received.count(b"HTTP/1.1") == 1, received

@@ -597,3 +597,85 @@ def test_ipv6_dynamic_pool(lab: Lab) -> None:
 
     lab.remove_network(name)
     assert_released(lab.driver.db, pool4, pool6)
+
+
+# ---------------------------------------------------------------- TCP mode with TLS
+
+
+SPEC_DIR = Path("/etc/docker/plugins")  # where dockerd 20.10 looks for NAME.json; fixed
+
+
+class TLSDriver:
+    """The installed driver in TCP mode on 127.0.0.1, serving HTTPS that requires a
+    certificate `client_ca` signed, and writing SPEC_DIR/NAME.json with dockerd's files."""
+
+    def __init__(self, root: Path, tag: str, files: dict[str, Path]) -> None:
+        self.name = f"cnipame2etls{tag}"
+        self.spec = SPEC_DIR / f"{self.name}.json"
+        self.db = root / f"{self.name}.db"
+        self.log = root / f"{self.name}.log"
+        command = [
+            DRIVER, "--name", self.name, "-address", "127.0.0.1:0", "--db", str(self.db), "-v4", "198.19.0.0/16",
+            "--tls-cert", str(files["server"]), "--tls-key", str(files["server_key"]),
+            "--tls-ca", str(files["client_ca"]), "--spec-ca", str(files["ca"]),
+            "--spec-cert", str(files["client"]), "--spec-key", str(files["client_key"]),
+        ]  # fmt: skip
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={"PATH": HOST_PATH}
+            )
+        deadline = time.monotonic() + 20.0
+        while b'"listening"' not in self.log.read_bytes():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"the TLS driver did not start:\n{_tail(self.log)}")
+            time.sleep(0.05)
+
+    def stop(self) -> int | None:
+        _stop_pid(self.proc.pid, 15.0, _popen_reaper(self.proc))
+        self.spec.unlink(missing_ok=True)  # the driver removes it on SIGTERM; not after a SIGKILL
+        return self.proc.returncode
+
+
+def test_dockerd_reaches_the_driver_over_tls(dockerd: Dockerd, tmp_path: Path) -> None:
+    """Docker's JSON plugin spec with a TLSConfig, read by a real dockerd: it connects over
+    HTTPS with the client certificate the spec names, and the driver serves it. A driver
+    that trusts another CA for its clients refuses the same dockerd: the network is not
+    created and that driver's store records nothing."""
+    trustme = pytest.importorskip("trustme")
+    ca, strangers = trustme.CA(), trustme.CA()
+    files: dict[str, Path] = {"ca": tmp_path / "ca.pem", "client_ca": tmp_path / "ca.pem"}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    for name, leaf in (("server", ca.issue_cert("127.0.0.1")), ("client", ca.issue_cert("dockerd.e2e"))):
+        files[name], files[f"{name}_key"] = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+        leaf.private_key_pem.write_to_path(str(files[f"{name}_key"]))
+        files[name].write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    other = {**files, "client_ca": tmp_path / "strangers.pem"}
+    strangers.cert_pem.write_to_path(str(other["client_ca"]))
+    tag = secrets.token_hex(3)
+    trusted, refusing = TLSDriver(dockerd.root, tag, files), TLSDriver(dockerd.root, tag + "x", other)
+    network, bridge = f"cnie2etls-{tag}", f"cnie2etls{tag}"
+    try:
+        assert json.loads(trusted.spec.read_text())["Addr"].startswith("https://127.0.0.1:")
+        dockerd.run(
+            "network", "create", "-d", "bridge", "-o", f"com.docker.network.bridge.name={bridge}",
+            "--ipam-driver", trusted.name, "--subnet", "198.19.7.0/24", network,
+        )  # fmt: skip
+        inspected = json.loads(dockerd.run("network", "inspect", network).stdout)[0]
+        assert inspected["IPAM"]["Driver"] == trusted.name
+        assert [c["Subnet"] for c in inspected["IPAM"]["Config"]] == ["198.19.7.0/24"]
+        assert pools_over(trusted.db, ipaddress.IPv4Network("198.19.7.0/24")) == ["198.19.7.0/24"]
+        dockerd.run("network", "rm", network)
+        assert_released(trusted.db, ipaddress.IPv4Network("198.19.7.0/24"))
+
+        create = ["network", "create", "--ipam-driver", refusing.name, "--subnet", "198.19.8.0/24", network + "x"]
+        refused = dockerd.run(*create, check=False)
+        assert refused.returncode != 0, refused.stdout
+        assert not refusing.db.exists() or pools_over(refusing.db, ipaddress.IPv4Network("198.19.8.0/24")) == []
+        assert b'"connection"' in refusing.log.read_bytes()  # it saw dockerd's handshake fail
+    finally:
+        for leftover in (network, network + "x"):
+            dockerd.run("network", "rm", leftover, check=False)
+        codes = (trusted.stop(), refusing.stop())
+        assert not trusted.spec.exists() and not refusing.spec.exists()
+    assert codes == (0, 0), (_tail(trusted.log), _tail(refusing.log))

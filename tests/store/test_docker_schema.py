@@ -1,4 +1,4 @@
-"""Schema version 2: a version-1 store upgrades in place and keeps its leases."""
+"""Schema version 2 and later: a version-1 store upgrades in place and keeps its leases."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def test_a_version_1_store_upgrades_in_place(tmp_path: Path) -> None:
         db.execute(statement)
     db.execute("PRAGMA user_version = 1")
     db.close()
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION >= 2
     store = SQLiteStore(path)
     store.allocate(Owner.for_request("t", "net", "", "eth0"), parse_ecs({"ipv4-subnet": "10.0.0.0/24"}).pools)
     store.close()
@@ -27,4 +27,26 @@ def test_a_version_1_store_upgrades_in_place(tmp_path: Path) -> None:
     assert upgraded.docker_pools() == []
     assert upgraded.problems() == []
     upgraded.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_version_3_store_gains_the_lease_gateway_column(tmp_path: Path) -> None:
+    """Version 4 records on each lease the gateway reserved for its range; leases written
+    before it keep None, and nothing else changes."""
+    path = str(tmp_path / "v3.db")
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    for statement in (*MIGRATIONS[0], *MIGRATIONS[1], *MIGRATIONS[2]):
+        db.execute(statement)
+    db.execute(
+        "INSERT INTO leases VALUES (4, x'0a000002', '10.0.0.2', 'lease', '10.0.0.0/24', '4', 'id:t', 'net', '', "
+        "'eth0', 1.0, '', '')"
+    )
+    db.execute("PRAGMA user_version = 3")
+    db.close()
+    store = SQLiteStore(path)
+    [lease] = store.leases()
+    assert (lease.ip, lease.handle, lease.gateway) == ("10.0.0.2", "id:t", None)
+    store.close()
+    columns = [row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(leases)")]
+    assert columns[-1] == "gateway"

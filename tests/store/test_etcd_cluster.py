@@ -20,6 +20,7 @@ from cnipam.core.errors import AddressConflict, NotFound
 from cnipam.core.leases import LEASE, Owner
 from cnipam.store.etcd import EtcdStore
 from cnipam.store.etcd_keys import BLOCK_BITS
+from cnipam.store.etcdv3 import prefix_end
 from cnipam.store.opening import open_etcd
 from cnipam.store.settings import EtcdSettings
 from cnipam.testing.etcd_server import EtcdServer, free_port
@@ -135,9 +136,11 @@ def test_a_dead_hosts_leases_and_blocks_are_released_only_after_the_grace_period
     dead, operator = (
         open_host(etcd_endpoint, etcd_prefix.decode(), host, tmp_path) for host in ("host-dead", "host-ops")
     )
+    dead.boot = "boot-1"
     try:
         for n in range(3):
             dead.allocate(Owner.for_request(None, "n", f"d{n}", "eth0"), pools)
+        dead.collect_garbage("n", set(), grace=600)  # a first sighting of each
         seen = {record.host: record for record in operator.hosts()}
         assert (seen["host-dead"].blocks, seen["host-dead"].leases) == (1, 4)  # three leases and the gateway
         with pytest.raises(AddressConflict, match="within the grace period"):
@@ -150,6 +153,9 @@ def test_a_dead_hosts_leases_and_blocks_are_released_only_after_the_grace_period
             1,
         )
         assert operator.leases() == [] and operator.blocks() == []
+        for kind in ("boot", "bootlease", "sighting", "kept"):  # nothing of the dead host's own is left
+            start = f"{etcd_prefix.decode()}{kind}/host-dead".encode()
+            assert operator.client.range(start, prefix_end(start))[0] == [], kind
         assert [lease.ip for lease in operator.allocate(Owner.for_request(None, "n", "o", "eth0"), pools)] == [
             "10.40.0.2"
         ]
@@ -363,3 +369,31 @@ def test_a_long_lived_store_adds_in_one_round_trip_also_after_a_del(
         assert store.warm_misses == 0 and store.problems() == []
     finally:
         store.close()
+
+
+def test_a_gateway_is_kept_when_another_host_leases_in_its_subnet_meanwhile(
+    etcd_endpoint: str, etcd_prefix: bytes, tmp_path: Path
+) -> None:
+    """The last DEL of a subnet lets its gateway reservation go, having seen no other lease
+    there. Another host's ADD between that read and the commit must keep it: the commit
+    compares that no key of the subnet was written since the read, and is computed again.
+    The subnet spans two blocks, so the other host's lease lands in a block of its own and
+    nothing but that compare can notice it."""
+    from cnipam.store.etcd_change import Change
+
+    need_etcd()
+    prefix = etcd_prefix.decode()
+    first, second = (open_host(etcd_endpoint, prefix, host, tmp_path) for host in ("host-a", "host-b"))
+    pools = parse_ecs({"ipv4-subnet": "10.44.0.0/23"}).pools
+    [lease] = first.allocate(Owner.for_request(None, "net", "a", "eth0"), pools)
+    change = Change(first.client, first.keys)
+    change.remove_leases(change.held_by(lease.handle or ""))  # reads the subnet: only the gateway is left
+    assert change.ops.keys() >= {first.keys.lease(4, parse_ip("10.44.0.1")[1])}  # it would delete the gateway
+    second.allocate(Owner.for_request(None, "net", "b", "eth0"), pools)  # meanwhile, on another host
+    assert change.commit() is None  # refused: computed again, the DEL keeps the gateway
+    first.release(lease.handle)
+    assert sorted((row.ip, row.kind) for row in second.leases()) == [("10.44.0.1", "gateway"), ("10.44.1.0", LEASE)]
+    second.release(Owner.for_request(None, "net", "b", "eth0").handle)
+    assert second.leases() == []
+    first.close()
+    second.close()

@@ -371,6 +371,7 @@ def test_failover_to_the_next_endpoint(
     # a hanging first endpoint gets half the time, leaving the other half for the second
     began = time.monotonic()
     with EtcdClient([blackhole_url, etcd_endpoint], timeout=2.0) as etcd:
+        etcd._current = 0  # a process starts at the endpoint its pid picks: this test picks the first
         assert etcd.range(etcd_prefix + b"k")[0][0].value == b"v"
         assert 0.9 < time.monotonic() - began < 1.8
         began = time.monotonic()
@@ -378,13 +379,36 @@ def test_failover_to_the_next_endpoint(
         assert time.monotonic() - began < 0.5
 
 
-def test_next_call_tries_another_endpoint_after_a_timeout(
+def test_a_read_moves_on_from_a_silent_member_and_a_write_is_never_sent_twice(
     silent_url: str, etcd_endpoint: str, etcd_prefix: bytes
 ) -> None:
-    with EtcdClient([silent_url, etcd_endpoint], timeout=0.5) as etcd:
-        with pytest.raises(StoreBusy, match="no answer"):
-            etcd.range(etcd_prefix + b"k")
+    """A member that accepts connections and never answers (SIGSTOPped): a read gives it
+    its share of the time and asks the next one; a write could have been applied, so it
+    fails (11) and the next call starts at the next member."""
+    with EtcdClient([silent_url, etcd_endpoint], timeout=1.0) as etcd:
+        etcd._current = 0
+        began = time.monotonic()
         assert etcd.range(etcd_prefix + b"k")[0] == []
+        assert 0.4 < time.monotonic() - began < 0.9
+        etcd._current = 0
+        etcd.close()
+        with pytest.raises(StoreBusy, match="no answer"):
+            etcd.put(etcd_prefix + b"k", b"v")
+        assert etcd.put(etcd_prefix + b"k", b"v") > 0
+
+
+def test_a_caller_deadline_bounds_every_request(silent_url: str, etcd_endpoint: str, etcd_prefix: bytes) -> None:
+    """An operation of several requests sets one deadline: none of them outlives it."""
+    with EtcdClient([etcd_endpoint], timeout=5.0) as etcd:
+        etcd.deadline = time.monotonic() - 0.001
+        with pytest.raises(StoreBusy, match="used up its 5 s"):
+            etcd.range(etcd_prefix + b"k")
+    with EtcdClient([silent_url], timeout=5.0) as etcd:
+        etcd.deadline = time.monotonic() + 0.5
+        began = time.monotonic()
+        with pytest.raises(StoreBusy, match="no answer"):
+            etcd.put(etcd_prefix + b"k", b"v")
+        assert time.monotonic() - began < 0.8
 
 
 def test_stop_and_restart_mid_session(private_etcd: EtcdServer) -> None:

@@ -54,6 +54,19 @@ def test_allocation_is_round_robin_after_the_last_address_touched(store: Store) 
         store.allocate(attachment("g"), V4)
 
 
+def test_a_lease_keeps_the_gateway_recorded_with_it(store: Store) -> None:
+    """The field a lease's last release uses to let its range's gateway go: written and
+    read back as given, or None."""
+    with_gateway = Lease(4, parse_ip("10.7.0.5")[1], LEASE, "10.7.0.0/24", "4", "id:a", "n", "", "", 1.0)
+    with_gateway.gateway = parse_ip("10.7.0.1")[1]
+    without = Lease(6, parse_ip("fd07::5")[1], LEASE, "fd07::/64", "6", "id:a", "n", "", "", 1.0)
+    store.import_leases([with_gateway, without], {})
+    assert [(lease.ip, lease.gateway) for lease in store.leases()] == [
+        ("10.7.0.5", parse_ip("10.7.0.1")[1]),
+        ("fd07::5", None),
+    ]
+
+
 def test_gateway_is_reserved_once_and_shared(store: Store) -> None:
     store.allocate(attachment("a"), V4)
     store.allocate(attachment("b", network="other"), V4)
@@ -137,7 +150,7 @@ def test_garbage_collection_is_per_network_and_spares_unknown_owners(store: Stor
         store.allocate(attachment(container, "n1"), V4)
     store.allocate(attachment("z", "n2"), V4)
     store.allocate(Owner.for_request(None, "n1", "", "eth0"), V4)  # anonymous: no attachment recorded
-    released = store.collect_garbage("n1", {("b", "eth0")})
+    released = store.collect_garbage("n1", {("b", "eth0")}).released
     assert sorted(lease.container_id for lease in released) == ["a", "c"]
     assert held(store) == ["10.0.0.3", "10.0.0.5", "10.0.0.6"]
 
@@ -200,18 +213,88 @@ def test_a_range_set_walks_its_ranges_in_config_order(store: Store) -> None:
     assert sorted(lease.ip for lease in store.leases() if lease.kind == GATEWAY) == ["10.0.0.1", "10.1.0.1"]
 
 
-def test_a_gateway_is_freed_only_by_name_and_only_once_unused(store: Store) -> None:
-    store.allocate(attachment("a"), V4)
+def test_a_gateway_reservation_goes_with_the_last_lease_of_its_subnet(store: Store) -> None:
+    """Rows that only served leases nobody holds any more are not left behind: a pool
+    taken and given back leaves its position, nothing else (issue 18)."""
     gateway = parse_ip("10.0.0.1")
-    with pytest.raises(AddressConflict, match="still serves 1 lease"):
+    store.allocate(attachment("a"), V4)
+    store.allocate(attachment("b", network="other"), V4)
+    with pytest.raises(AddressConflict, match="still serves 2 lease.* of 10.0.0.0/29"):
         store.release_gateway(*gateway)
     store.release(attachment("a").handle)
-    position = store.cursors()
+    assert store.lookup(*gateway) is not None  # b still depends on it
+    store.release(attachment("b", network="other").handle)
+    assert store.lookup(*gateway) is None and store.leases() == []
+    assert list(store.cursors()) == ["10.0.0.0/29"]  # the round-robin position stays: upstream's lastKnownIP
+    assert ips(store.allocate(attachment("c"), V4)) == ["10.0.0.4"]  # past .3, the last one released
+    assert [lease.ip for lease in store.leases() if lease.kind == GATEWAY] == ["10.0.0.1"]
+
+
+def host_local(*ranges: dict[str, str]) -> PoolSpec:
+    from cnipam.core.ipam_dialect import parse_ipam
+
+    (spec,) = parse_ipam({"cniVersion": "1.0.0", "ipam": {"type": "cnipam", "ranges": [list(ranges)]}}).pools
+    return spec
+
+
+def test_a_pool_of_8000_ranges_writes_two_rows_and_leaves_none(store: Store) -> None:
+    """The issue's config: one range set of 8,000 /24s wrote every range's gateway, each
+    row with the whole 200 KB pool key. Now an ADD writes its lease and its own range's
+    gateway, each naming the pool by a digest, and the DEL takes both away."""
+    spec = host_local(*({"subnet": f"10.{i // 256}.{i % 256}.0/24"} for i in range(8000)))
+    [lease] = store.allocate(attachment("a"), (spec,))
+    rows = store.leases()
+    assert [(row.ip, row.kind) for row in rows] == [("10.0.0.1", GATEWAY), ("10.0.0.2", LEASE)]
+    assert {len(row.pool) for row in rows} == {39} and len(lease.slot) == 39
+    assert lease.gateway == parse_ip("10.0.0.1")[1]
+    assert len(store.cursors()) == 1
+    store.release(lease.handle)
+    assert store.leases() == []
+
+
+def test_a_pool_never_hands_out_the_gateway_of_another_of_its_ranges(store: Store) -> None:
+    """Gateways are reserved when a lease of their own range needs them; until then only the
+    pool's search keeps them out. Here the first range holds the second range's gateway."""
+    spec = host_local(
+        {"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.1", "rangeEnd": "10.0.0.3", "gateway": "10.0.0.254"},
+        {"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.10", "rangeEnd": "10.0.0.20"},  # gateway .1
+    )
+    assert [ips(store.allocate(attachment(c), (spec,))) for c in "abc"] == [["10.0.0.2"], ["10.0.0.3"], ["10.0.0.10"]]
+    assert sorted(lease.ip for lease in store.leases() if lease.kind == GATEWAY) == ["10.0.0.1", "10.0.0.254"]
+
+
+def test_a_reservation_shared_with_a_wider_subnet_covers_it(store: Store) -> None:
+    """Two pools share gateway 10.0.0.1, one in 10.0.0.0/24 and one in 10.0.0.0/16: the
+    reservation widens to the /16, so a lease in 10.0.5.0 keeps it after the /24 is empty."""
+    narrow = host_local({"subnet": "10.0.0.0/24"})
+    wide = host_local(
+        {"subnet": "10.0.0.0/16", "rangeStart": "10.0.5.1", "rangeEnd": "10.0.5.9", "gateway": "10.0.0.1"}
+    )
+    store.allocate(attachment("a"), (narrow,))
+    store.allocate(attachment("b"), (wide,))
+    [reservation] = [lease for lease in store.leases() if lease.kind == GATEWAY]
+    assert (reservation.ip, reservation.slot, reservation.pool) == ("10.0.0.1", "10.0.0.0/16", "10.0.0.0/24")
+    store.release(attachment("a").handle)
+    assert store.lookup(*parse_ip("10.0.0.1")) is not None
+    store.release(attachment("b").handle)
+    assert store.leases() == []
+
+
+def test_a_reservation_older_than_its_subnet_is_freed_only_by_name(store: Store) -> None:
+    """Reservations written before they named their subnet (slot "gateway") are kept until
+    cnipamctl releases them, and only once no lease of their pool is left."""
+    gateway = parse_ip("10.0.0.1")
+    old = Lease(4, gateway[1], GATEWAY, "10.0.0.0/29", GATEWAY, None, "net", "", "", 1.0)
+    lease = Lease(4, parse_ip("10.0.0.2")[1], LEASE, "10.0.0.0/29", "4", "cni:net/a/eth0", "net", "a", "eth0", 1.0)
+    store.import_leases([old, lease], {})
+    with pytest.raises(AddressConflict, match="still serves 1 lease.* of pool 10.0.0.0/29"):
+        store.release_gateway(*gateway)
+    store.release(lease.handle)
+    assert store.lookup(*gateway) == old  # not let go by the release: it names no subnet
     freed = store.release_gateway(*gateway)
-    assert freed is not None and freed.kind == GATEWAY
+    assert freed == old
     assert store.lookup(*gateway) is None and store.release_gateway(*gateway) is None
     assert store.release_gateway(*parse_ip("10.0.0.3")) is None  # not a reservation
-    assert store.cursors() == position
 
 
 # -- Docker pools (schema version 2) ----------------------------------------------------

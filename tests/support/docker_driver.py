@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cnipam.testing.unix_http import UnixConnection
@@ -22,9 +23,15 @@ class RunningDriver:
     (then `env` is the driver's whole environment, as CNIPAM_STORE would be set)."""
 
     def __init__(
-        self, folder: Path, *args: str, store: list[str] | None = None, env: dict[str, str] | None = None
+        self,
+        folder: Path,
+        *args: str,
+        store: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         self.folder = folder
+        self.preexec_fn = preexec_fn  # run in the child before the driver starts (a lower descriptor limit, say)
         self.socket = str(folder / "run" / "cnipam.sock")
         self.args = args
         self.store = ["--db", str(folder / "ipam.db")] if store is None else store
@@ -36,14 +43,20 @@ class RunningDriver:
         log = self.folder / "stderr.log"
         seen = log.stat().st_size if log.exists() else 0
         self.stderr = open(log, "ab")  # noqa: SIM115
-        self.process = subprocess.Popen([*command, *self.args], stderr=self.stderr, env=self.env)
+        self.process = subprocess.Popen(
+            [*command, *self.args], stderr=self.stderr, env=self.env, preexec_fn=self.preexec_fn
+        )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self.stderr.close()
                 raise AssertionError(f"driver exited: {(self.folder / 'stderr.log').read_text()}")
             if b'"listening"' in log.read_bytes()[seen:]:
                 return
             time.sleep(0.02)
+        self.process.kill()  # a test that cannot use it must not leave it running
+        self.process.wait(15)
+        self.stderr.close()
         raise AssertionError("driver did not start")
 
     def raw(self, path: str, body: bytes | None = b"", method: str = "POST") -> tuple[int, dict[str, object], str]:
@@ -68,7 +81,12 @@ class RunningDriver:
         return reply
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
-        self.process.send_signal(sig)
-        code = self.process.wait(timeout=15)
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:  # never left running, whatever the test was waiting for
+            self.process.kill()
+            code = self.process.wait(timeout=15)
         self.stderr.close()
         return code

@@ -8,16 +8,14 @@ other tests.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from cnipam.testing.etcd_server import EtcdServer, etcd_binary
+from cnipam.testing.etcd_server import EtcdServer, enable_auth, etcd_binary
 
 
 def need_etcd() -> None:
@@ -63,20 +61,7 @@ def private_etcd() -> Iterator[EtcdServer]:
 PASSWORD = "s3cret-Pa55word"
 
 
-def gateway_post(endpoint: str, path: str, body: dict[str, object], token: str | None = None) -> dict[str, object]:
-    """An admin call straight to the gateway (etcdctl is in another Debian package than etcd)."""
-    request = urllib.request.Request(endpoint + path, data=json.dumps(body).encode(), method="POST")
-    if token:
-        request.add_header("Authorization", token)
-    with urllib.request.urlopen(request, timeout=5) as answer:
-        result: dict[str, object] = json.load(answer)
-        return result
-
-
 @pytest.fixture
 def auth_etcd(private_etcd: EtcdServer) -> str:
-    endpoint = private_etcd.endpoint
-    gateway_post(endpoint, "/v3/auth/user/add", {"name": "root", "password": PASSWORD})
-    gateway_post(endpoint, "/v3/auth/user/grant", {"user": "root", "role": "root"})
-    gateway_post(endpoint, "/v3/auth/enable", {})
-    return endpoint
+    enable_auth(private_etcd.endpoint, PASSWORD)
+    return private_etcd.endpoint
