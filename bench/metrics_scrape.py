@@ -58,7 +58,7 @@ def measure(folder: Path, leases: int) -> tuple[float, float, float]:
         store.release(owner.handle)
 
     try:
-        usages, _ = store.usage()
+        usages = store.usage()
         assert sum(usage.used for usage in usages) == leases
         store._read = read_timed  # type: ignore[method-assign]
         scrape = timed(store.usage, 5)

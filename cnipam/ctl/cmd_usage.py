@@ -10,7 +10,6 @@ import click
 from rich.text import Text
 
 from ..core.ipam_config import names_ranges
-from ..core.pool_usage import PoolUsage
 from .netconf import load_network_config
 from .options import db_option, json_option
 from .output import Listing, count, emit_json, stdout_is_terminal
@@ -32,15 +31,19 @@ BAR_WIDTH = 20
 def usage(session: Session, config_path: str | None, as_json: bool) -> None:
     """How full each pool is.
 
-    Per pool: size, reserved (gateways), used, free, percent, and a bar."""
+    Per pool: size, reserved (gateways), used, cooling (inside the reuse delay the
+    --config gives, or kept for an attachment after a reboot), free, percent (leased or
+    reserved), and a bar."""
     configured = load_network_config(config_path) if config_path else None
     with session.existing(configured.ipam.data_dir if configured else None, reading=True) as store:
-        usages, unreadable = store.usage(configured.ipam.pools if configured else ())
-    for key in unreadable:
-        if names_ranges(key):
-            click.echo(f"cnipamctl: warning: pool key {key!r} in the store cannot be read; not counted", err=True)
-        else:
-            click.echo(f"cnipamctl: pool {key} has too many ranges to be named by them; --config counts it", err=True)
+        usages = store.usage(configured.ipam.pools if configured else ())
+    for item in usages:
+        if item.size is None and names_ranges(item.pool):
+            click.echo(f"cnipamctl: warning: pool key {item.pool!r} in the store cannot be read; not sized", err=True)
+        elif item.size is None:
+            click.echo(
+                f"cnipamctl: pool {item.pool} has too many ranges to be named by them; --config sizes it", err=True
+            )
     if as_json:
         emit_json([item.as_json() for item in usages])
         return
@@ -52,31 +55,36 @@ def usage(session: Session, config_path: str | None, as_json: bool) -> None:
         "size",
         "reserved",
         "used",
+        "cooling",
         "free",
         "percent",
         "",
         wide=("pool",),
-        right=("size", "reserved", "used", "free", "percent"),
+        right=("size", "reserved", "used", "cooling", "free", "percent"),
     )
     for item in usages:
+        if item.size is None or item.free is None or item.percent is None:
+            table.add(item.pool, "?", count(item.reserved), count(item.used), "?", "?", "?", "")
+            continue
         table.add(
             item.pool,
             count(item.size),
             count(item.reserved),
             count(item.used),
+            count(item.cooling),
             count(item.free),
             f"{item.percent:.1f}%",
-            bar(item),
+            bar(item.percent, item.size - item.free),
         )
     table.print()
 
 
-def bar(item: PoolUsage) -> Text:
+def bar(percent: float, taken: int) -> Text:
     """A fixed-width bar: coloured blocks on a terminal, ASCII in a pipe."""
-    filled = round(BAR_WIDTH * item.percent / 100)
-    if item.size - item.free > 0:
+    filled = round(BAR_WIDTH * percent / 100)
+    if taken > 0:
         filled = max(filled, 1)  # a pool in use never shows an empty bar
     if stdout_is_terminal():
-        colour = "red" if item.percent >= 90 else "yellow" if item.percent >= 70 else "green"
+        colour = "red" if percent >= 90 else "yellow" if percent >= 70 else "green"
         return Text.assemble(("█" * filled, colour), ("░" * (BAR_WIDTH - filled), "dim"))
     return Text("#" * filled + "." * (BAR_WIDTH - filled))

@@ -490,6 +490,9 @@ def serve(settings: DriverSettings) -> int:
                 "docker", METHODS, "method", "code", "Requests cnipam-docker answered, by method and HTTP status."
             )
             server.metrics.add_pools(server.pool_readings)
+            # The driver's delay is every pool's: known before a pool's first request of this
+            # run, so its cooling addresses are counted from the first scrape.
+            store.reuse_delays.update(dict.fromkeys((pool.key for pool in store.docker_pools()), settings.reuse.delay))
             endpoint, metrics_url = server.metrics.serve(*settings.metrics)
         spec_file = ""
         http: _UnixHTTPServer | _TCPHTTPServer

@@ -1,6 +1,11 @@
 """The pool gauges, computed from a store when Prometheus scrapes (or `cnipamctl
-metrics` runs): size and the addresses reserved, used and free of every pool, and on
-etcd the blocks each host holds.
+metrics` runs): size and the addresses reserved, used, cooling and free of every pool,
+and on etcd the blocks each host holds.
+
+A pool whose ranges the store does not know (a digest key, ipam_config.pool_key, when no
+config names it) gets only its reserved and used series, counted from its rows: no size,
+no cooling, no free, so a "how full" query simply has no answer for it rather than a
+wrong one. `cnipamctl metrics --config` with its config gives all of them.
 
 Each scrape asks the store (`Store.usage`) rather than keeping counts of its own, so the
 gauges are right whoever changed the store: the plugin running alone, the other daemon,
@@ -15,12 +20,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..core.errors import CnipamError
+from ..core.ipam_config import PoolSpec
 from ..core.pool_usage import PoolUsage
 from ..store.base import Store
 from ..store.cluster import ClusterStore
 
 POOL_LABELS = ["store", "pool", "network", "family"]
-STATES = ("reserved", "used", "free")
+STATES = ("reserved", "used", "cooling", "free")
 
 # What one store gives at a scrape: its pools' usage, and per host (etcd) the blocks it
 # claimed, their addresses in use and their addresses in all.
@@ -44,7 +50,8 @@ class PoolGauges(Collector):
         )
         addresses = GaugeMetricFamily(
             "cnipam_pool_addresses",
-            "Addresses of the pool by state: reserved (gateways), used (leased), free.",
+            "Addresses of the pool by state: reserved (gateways), used (leased), cooling (free, but inside the "
+            "reuse delay or kept for an attachment after a reboot), free; they add up to the size.",
             labels=[*POOL_LABELS, "state"],
         )
         up = GaugeMetricFamily("cnipam_store_up", "1 when the store could be read at this scrape.", labels=["store"])
@@ -65,8 +72,12 @@ class PoolGauges(Collector):
             up.add_metric([name], 1)
             for usage in usages:
                 labels = [name, usage.pool, usage.network, str(usage.family)]
-                size.add_metric(labels, usage.size)
-                for state, value in zip(STATES, (usage.reserved, usage.used, usage.free), strict=True):
+                states = [usage.reserved, usage.used]
+                free = usage.free
+                if usage.size is not None and free is not None:  # else its ranges are unknown: no size, no free
+                    size.add_metric(labels, usage.size)
+                    states += [usage.cooling, free]
+                for state, value in zip(STATES, states, strict=False):
                     addresses.add_metric([*labels, state], value)
             for host, (claimed, used, total) in sorted(hosts.items()):
                 blocks.add_metric([name, host], claimed)
@@ -75,9 +86,10 @@ class PoolGauges(Collector):
         yield from (size, addresses, up, blocks, block_addresses)
 
 
-def read_store(store: Store) -> Reading:
-    """One store's pool usage, and its blocks per host when it is a cluster store."""
-    usages, _ = store.usage()
+def read_store(store: Store, configured: Iterable[PoolSpec] = ()) -> Reading:
+    """One store's pool usage (with the `configured` pools), and its blocks per host when
+    it is a cluster store."""
+    usages = store.usage(configured)
     hosts: dict[str, tuple[int, int, int]] = {}
     if isinstance(store, ClusterStore):
         for block in store.blocks():

@@ -53,6 +53,10 @@ class Store(abc.ABC):
     # The engine's clock (time.time): when leases are made and addresses released. Tests
     # replace it to move time without waiting.
     clock: Callable[[], float]
+    # The reuse delay of each pool this process allocated from, by pool key, as the call's
+    # config gave it (a store does not record configs): what `usage` tells cooling
+    # addresses from free ones by, in a daemon that serves many calls.
+    reuse_delays: dict[str, float]
 
     @abc.abstractmethod
     def allocate(self, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
@@ -139,9 +143,10 @@ class Store(abc.ABC):
         """The pools without a single free address."""
 
     @abc.abstractmethod
-    def usage(self, configured: Iterable[PoolSpec] = ()) -> tuple[list[PoolUsage], list[str]]:
+    def usage(self, configured: Iterable[PoolSpec] = ()) -> list[PoolUsage]:
         """How full each pool of the store (and each `configured` pool) is, as
-        core.pool_usage defines it, and the pool keys that could not be read.
+        core.pool_usage defines it; cooling addresses judged by the configured pools'
+        reuse delays, else by `reuse_delays`.
 
         Read at every metrics scrape: each engine counts without building a lease per row
         where it can (docs/observability.md gives the cost at a million leases).

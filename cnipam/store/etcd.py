@@ -131,6 +131,7 @@ class EtcdStore(ClusterStore):
         self.boot = boot
         self.block_idle = block_idle
         self.clock = time.time
+        self.reuse_delays = {}
         self._repaired = False  # this process saw the store repaired for its boot (a boot outlives no process)
         self._repairing = False
         self._stepped = False  # the current call made its step of a due repair
@@ -147,6 +148,8 @@ class EtcdStore(ClusterStore):
         return self._optimistic(lambda change: self._allocate(change, owner, pools), warm=True, reads_boot=True)
 
     def _allocate(self, change: Change, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
+        for spec in pools:
+            self.reuse_delays[spec.key] = spec.reuse.delay
         change.prefetch(owner.handle, pools, boot=self._repair_due())
         due = change.repaired is not None and change.repaired[0] != self.boot
         if due and not self._stepped:  # this call's step of the repair, in the ADD's own Txn while it fits
@@ -449,12 +452,25 @@ class EtcdStore(ClusterStore):
 
         return self._within_timeout(scan)
 
-    def usage(self, configured: Iterable[PoolSpec] = ()) -> tuple[list[PoolUsage], list[str]]:
-        """From every lease, read in bounded chunks (etcd cannot count a range's values)."""
-        from ..core.pool_usage import usage_of_rows
+    def usage(self, configured: Iterable[PoolSpec] = ()) -> list[PoolUsage]:
+        """From every lease and every block, read in bounded chunks (etcd cannot count a
+        range's values); a block's `freed` and `kept` times are the resting addresses."""
+        from ..core.pool_usage import RowCounts, pool_usage
 
         pools = {pool.key: pool.lease_network for pool in self.docker_pools()}
-        return usage_of_rows([lease for lease, _, _ in self._scan_leases()], configured, pools)
+        rows = [lease for lease, _, _ in self._scan_leases()]
+        return pool_usage(RowCounts(rows, self._released(), pools), configured, self.reuse_delays, self.clock())
+
+    def _released(self) -> Iterator[tuple[int, int, float, bool]]:
+        """Every free address a block remembers the release of: (family, address, when, kept)."""
+        for family in (4, 6):
+            start = self.keys.under("block", str(family))
+            for kv in paged(self.client, start, prefix_end(start)):
+                block = decode_block(family, int(kv.key[len(start) :], 16), kv)
+                for kept, times in ((False, block.freed), (True, block.kept)):
+                    for offset, at in times.items():
+                        if not block.used >> offset & 1:
+                            yield family, block.first + offset, at, kept
 
     def import_leases(self, leases: Iterable[Lease], cursors: dict[str, Cursor]) -> int:
         """Checked as a whole first, then written in Txns of BATCH leases (etcd caps a Txn

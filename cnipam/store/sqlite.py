@@ -233,6 +233,77 @@ def _releasing(method: Callable[..., T]) -> Callable[..., T]:
     return run
 
 
+class _Counts:
+    """core.pool_usage's counts, as SQL: the pool keys in one scan, each range's rows with
+    one index range count, its resting addresses from the `released` rows of the range
+    (at most an hour's releases), the rows of one pool key (only for a pool whose ranges
+    its key does not name) with a scan."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.db = store._db
+
+    def pools(self) -> dict[str, str]:
+        found: dict[str, str] = {pool.key: pool.lease_network for pool in self.store.docker_pools()}
+        found.update(self.store._read(self._networks))
+        return found
+
+    def _networks(self) -> dict[str, str]:
+        """Every pool key the rows name, with the network of its first row inside its
+        ranges ("" when none is, or the key cannot be read)."""
+        from ..core.ipam_config import parse_pool_key
+
+        found = {}
+        for (key,) in self.db.execute("SELECT DISTINCT pool FROM leases").fetchall():
+            found[key] = ""
+            try:
+                ranges = parse_pool_key(key)
+            except InvalidConfig:
+                row = self.db.execute("SELECT network FROM leases WHERE pool = ? LIMIT 1", (key,)).fetchone()
+                found[key] = str(row[0]) if row is not None else ""
+                continue
+            for address_range in ranges:
+                family = address_range.network.family
+                row = self.db.execute(
+                    "SELECT network FROM leases WHERE family = ? AND address BETWEEN ? AND ? AND pool = ? LIMIT 1",
+                    (family, to_bytes(family, address_range.first), to_bytes(family, address_range.last), key),
+                ).fetchone()
+                if row is not None:
+                    found[key] = str(row[0])
+                    break
+        return found
+
+    def in_range(self, family: int, first: int, last: int) -> tuple[int, int]:
+        row = self.store._read(
+            lambda: self.db.execute(
+                "SELECT count(*), coalesce(sum(kind = 'gateway'), 0) FROM leases"
+                " WHERE family = ? AND address BETWEEN ? AND ?",
+                (family, to_bytes(family, first), to_bytes(family, last)),
+            ).fetchone()
+        )
+        return row[0] - row[1], row[1]
+
+    def is_reserved(self, family: int, address: int) -> bool:
+        found = self.store.lookup(family, address)
+        return found is not None and found.kind == GATEWAY
+
+    def resting(self, family: int, first: int, last: int, rule: Eligibility) -> int:
+        rows = self.store._read(
+            lambda: self.db.execute(_RESTING, (family, to_bytes(family, first), to_bytes(family, last))).fetchall()
+        )
+        return sum(not rule.allows(released, bool(held)) for _, released, held in rows)
+
+    def of_key(self, key: str) -> tuple[int, int, int]:
+        row = self.store._read(
+            lambda: self.db.execute(
+                "SELECT coalesce(min(family), 0), count(*), coalesce(sum(kind = 'gateway'), 0)"
+                " FROM leases WHERE pool = ?",
+                (key,),
+            ).fetchone()
+        )
+        return row[0], row[1] - row[2], row[2]
+
+
 class SQLiteStore(Store):
     def __init__(
         self, path: str, timeout: float = 5.0, boot: str = "", shared_folders: bool = False, reading: bool = False
@@ -245,6 +316,7 @@ class SQLiteStore(Store):
         self.timeout = timeout
         self.boot = boot
         self.clock = time.time
+        self.reuse_delays = {}
         self._repair_due = False  # as the current write transaction found it (core.reboot)
         self._file = _attach(path, timeout, shared_folders, reading)
         self._db: Connection = self._file.db
@@ -269,6 +341,8 @@ class SQLiteStore(Store):
 
     def _allocate(self, owner: Owner, pools: tuple[PoolSpec, ...], now: float) -> list[Lease]:
         """`allocate` inside an open write transaction."""
+        for spec in pools:
+            self.reuse_delays[spec.key] = spec.reuse.delay
         self._db.execute("DELETE FROM released WHERE released < ?", (now - FORGET_AFTER,))
         held = self._select("WHERE handle = ?", (owner.handle,)) if owner.handle else []
         if self._repair_due and held:  # an attachment back after a reboot: it takes its kept addresses again
@@ -485,53 +559,12 @@ class SQLiteStore(Store):
 
         return self._read(scan)
 
-    def usage(self, configured: Iterable[PoolSpec] = ()) -> tuple[list[PoolUsage], list[str]]:
-        """Counted in SQLite, never a lease object per row: the pool keys in one scan, each
-        range's rows with one index range count, each query on its own (a writer of this
-        process waits for one query, not for the whole count)."""
+    def usage(self, configured: Iterable[PoolSpec] = ()) -> list[PoolUsage]:
+        """Counted in SQLite, never a lease object per row (`_Counts`), each query on its
+        own (a writer of this process waits for one query, not for the whole count)."""
         from ..core.pool_usage import pool_usage
 
-        found: dict[str, str] = {pool.key: pool.lease_network for pool in self.docker_pools()}
-        found.update(self._read(self._pool_networks))
-
-        def count(family: int, first: int, last: int) -> tuple[int, int]:
-            row = self._read(
-                lambda: self._db.execute(
-                    "SELECT count(*), coalesce(sum(kind = 'gateway'), 0) FROM leases"
-                    " WHERE family = ? AND address BETWEEN ? AND ?",
-                    (family, to_bytes(family, first), to_bytes(family, last)),
-                ).fetchone()
-            )
-            return row[0] - row[1], row[1]
-
-        def is_reserved(family: int, address: int) -> bool:
-            found = self.lookup(family, address)
-            return found is not None and found.kind == GATEWAY
-
-        return pool_usage(found, count, is_reserved, configured)
-
-    def _pool_networks(self) -> dict[str, str]:
-        """Every pool key the rows name, with the network of its first row inside its
-        ranges ("" when none is, or the key cannot be read: pool_usage names it then)."""
-        from ..core.ipam_config import parse_pool_key
-
-        found = {}
-        for (key,) in self._db.execute("SELECT DISTINCT pool FROM leases").fetchall():
-            found[key] = ""
-            try:
-                ranges = parse_pool_key(key)
-            except InvalidConfig:
-                continue
-            for address_range in ranges:
-                family = address_range.network.family
-                row = self._db.execute(
-                    "SELECT network FROM leases WHERE family = ? AND address BETWEEN ? AND ? AND pool = ? LIMIT 1",
-                    (family, to_bytes(family, address_range.first), to_bytes(family, address_range.last), key),
-                ).fetchone()
-                if row is not None:
-                    found[key] = str(row[0])
-                    break
-        return found
+        return pool_usage(_Counts(self), configured, self.reuse_delays, self.clock())
 
     def import_leases(self, leases: Iterable[Lease], cursors: dict[str, Cursor]) -> int:
         rows = [_row(lease) for lease in leases]

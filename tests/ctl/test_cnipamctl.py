@@ -155,6 +155,7 @@ def test_usage(db: Path, tmp_path: Path) -> None:
         "size": 254,
         "reserved": 1,
         "used": 4,
+        "cooling": 0,
         "free": 249,
         "percent": 2.0,
     }
@@ -175,6 +176,7 @@ def test_usage(db: Path, tmp_path: Path) -> None:
         "size": 14,
         "reserved": 1,
         "used": 0,
+        "cooling": 0,
         "free": 13,
         "percent": 7.1,
     }

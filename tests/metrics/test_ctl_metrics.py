@@ -75,3 +75,28 @@ def test_etcd_gauges_add_the_blocks_of_each_host(tmp_path: Path, etcd_endpoint: 
         (("host", "node-1"), ("state", "used")): 4,
         (("host", "node-1"), ("state", "free")): 252,
     }
+
+
+def test_with_its_config_a_pools_released_addresses_cool_for_its_reuse_delay(
+    tmp_path: Path, etcd_endpoint: str, etcd_prefix: bytes
+) -> None:
+    """The store does not record a config's reuse delay: alone, cnipamctl counts a
+    released address as free; with --config, as cooling for the config's delay. On both
+    engines (a released address's time is a `released` row in SQLite, a block's `freed`
+    time on etcd)."""
+    need_etcd()
+    lock_dir = str(tmp_path / "locks")
+    etcd = store_object(etcd_endpoint, etcd_prefix, lock_dir, "node-1")
+    for engine, where, ipam in (
+        ("sqlite", ["--db", str(tmp_path / "ipam.db")], {}),
+        ("etcd", ["--store", json.dumps(store_object(etcd_endpoint, etcd_prefix, lock_dir))], {"store": etcd}),
+    ):
+        config = {**NET, "ipam": {**IPAM, **ipam, "reuseDelay": "1h"}}
+        (tmp_path / f"{engine}.json").write_text(json.dumps(config))
+        for container in ("a", "b", "c"):
+            plugin("ADD", config, container, db=tmp_path / "ipam.db")
+        plugin("DEL", config, "b", db=tmp_path / "ipam.db")
+        alone = samples(ok(*where, "metrics").out)
+        assert [alone[pool(state)] for state in ("reserved", "used", "cooling", "free")] == [1, 2, 0, 11], engine
+        configured = samples(ok(*where, "metrics", "--config", str(tmp_path / f"{engine}.json")).out)
+        assert [configured[pool(state)] for state in ("reserved", "used", "cooling", "free")] == [1, 2, 1, 10], engine

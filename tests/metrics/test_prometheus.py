@@ -36,7 +36,11 @@ CNI_POOL, DOCKER_POOL = "10.77.0.0/24", "10.88.0.0/24"
 
 def cni_call(command: str, db: Path, socket: Path, container: str, **ipam: str) -> dict[str, Any]:
     """One plugin call, forwarded to the agent on `socket`; the answer (or error object)."""
-    config = {"cniVersion": "1.0.0", "name": "promnet", "ipam": {"type": "ecs-ipam", "ipv4-subnet": CNI_POOL, **ipam}}
+    config = {
+        "cniVersion": "1.0.0",
+        "name": "promnet",
+        "ipam": {"type": "ecs-ipam", "ipv4-subnet": CNI_POOL, "reuse-delay": "1h", **ipam},
+    }
     env = plugin_env(command, db, {"CNI_CONTAINERID": container, "CNIPAM_AGENT_SOCKET": str(socket)})
     done = subprocess.run(
         [installed("cnipam")], input=as_stdin(config), env=env, capture_output=True, timeout=CALL_TIMEOUT
@@ -59,7 +63,9 @@ def daemons(tmp_path: Path) -> Iterator[tuple[AgentProcess, RunningDriver, Path]
     try:
         agent.start()
         (tmp_path / "driver").mkdir()
-        driver = RunningDriver(tmp_path / "driver", "--metrics-address", "127.0.0.1:0", store=["--db", str(db)])
+        driver = RunningDriver(
+            tmp_path / "driver", "--metrics-address", "127.0.0.1:0", "--reuse-delay", "1h", store=["--db", str(db)]
+        )
         yield agent, driver, db
     finally:
         if driver is not None:
@@ -100,11 +106,19 @@ def test_a_real_prometheus_scrapes_cnipamd_and_the_driver(
             # the pools, as the store holds them, from both daemons (they share the store)
             f'cnipam_pool_addresses{{job="cnipamd",pool="{CNI_POOL}",state="used"}}': float(in_store["10.77."]),
             f'cnipam_pool_addresses{{job="cnipamd",pool="{CNI_POOL}",state="reserved"}}': 1.0,
-            f'cnipam_pool_addresses{{job="cnipamd",pool="{CNI_POOL}",state="free"}}': 254.0 - 1 - in_store["10.77."],
+            # the two DELs rest for the configs' reuse delay, which cnipamd learnt from the calls
+            f'cnipam_pool_addresses{{job="cnipamd",pool="{CNI_POOL}",state="cooling"}}': 2.0,
+            f'cnipam_pool_addresses{{job="cnipamd",pool="{CNI_POOL}",state="free"}}': 254.0
+            - 1
+            - in_store["10.77."]
+            - 2,
             f'cnipam_pool_size_addresses{{job="cnipamd",pool="{CNI_POOL}",network="promnet"}}': 254.0,
             f'cnipam_pool_addresses{{job="docker",pool="{DOCKER_POOL}",state="used"}}': float(in_store["10.88."]),
             f'cnipam_pool_addresses{{job="cnipamd",pool="{DOCKER_POOL}",state="used"}}': float(in_store["10.88."]),
             f'cnipam_pool_addresses{{job="docker",pool="{CNI_POOL}",state="used"}}': float(in_store["10.77."]),
+            f'cnipam_pool_addresses{{job="docker",pool="{DOCKER_POOL}",state="cooling"}}': 1.0,  # its --reuse-delay
+            # the driver never saw the CNI config's delay: those two addresses are free to it
+            f'cnipam_pool_addresses{{job="docker",pool="{CNI_POOL}",state="cooling"}}': 0.0,
             f'cnipam_store_up{{job="docker",store="{db}"}}': 1.0,
             # the calls, as the test made them
             'cnipam_cni_request_duration_seconds_count{command="ADD",code="0"}': 7.0,
