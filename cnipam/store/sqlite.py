@@ -22,6 +22,12 @@ Layout (schema version 1):
   first saw an owner leaked (core.collector: released only when seen again later).
 * `leases.gateway` (version 4): for a lease, the gateway reserved for the range it came
   from, so its last release can let the reservation go (BLOB, NULL for none).
+* version 5, the address history (core.history): `history`, one row per allocation and
+  per release (`ip` as text, as in `leases`), its `id` the order written (the oldest
+  pruned first, so ids run without gaps and the count is max(id) - min(id) + 1); no
+  other index, so that recording costs an ADD one appended row (`cnipamctl history`
+  scans it: 14 ms for 100,000 records, bench/history.py);
+  `history_retention`, the store's retention when not the default.
 
 Writers serialise on an `flock` of `<db>.lock` before `BEGIN IMMEDIATE`: the kernel
 queues waiters in order, where SQLite's own busy handler sleeps and polls (measured in
@@ -82,7 +88,7 @@ if TYPE_CHECKING:
     from ..core.pool_usage import PoolUsage
     from ..core.reuse import Eligibility, ReuseDelay
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Forward migrations: MIGRATIONS[n] takes a store from schema version n to n + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -157,6 +163,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID""",
     ),
     ("ALTER TABLE leases ADD COLUMN gateway BLOB",),
+    (
+        """CREATE TABLE history (
+            id INTEGER PRIMARY KEY,
+            ip TEXT NOT NULL,
+            at REAL NOT NULL,
+            event TEXT NOT NULL,
+            family INTEGER NOT NULL CHECK (family IN (4, 6)),
+            address BLOB NOT NULL CHECK (length(address) = CASE family WHEN 4 THEN 4 ELSE 16 END),
+            pool TEXT NOT NULL,
+            network TEXT NOT NULL,
+            handle TEXT,
+            container_id TEXT NOT NULL,
+            ifname TEXT NOT NULL,
+            netns TEXT NOT NULL,
+            host TEXT NOT NULL,
+            boot TEXT NOT NULL,
+            held_from REAL NOT NULL
+        )""",
+        """CREATE TABLE history_retention (
+            one INTEGER PRIMARY KEY CHECK (one = 1),
+            max_age REAL NOT NULL CHECK (max_age > 0),
+            max_records INTEGER NOT NULL CHECK (max_records > 0)
+        )""",
+    ),
 )
 
 _COLUMNS = "family, address, kind, pool, slot, handle, network, container_id, ifname, created, boot, netns, gateway"
