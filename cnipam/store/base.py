@@ -18,10 +18,12 @@ if TYPE_CHECKING:
 
     from ..core.collector import Collection
     from ..core.docker_pools import DockerPool, PoolClaim
+    from ..core.history import HistoryRecord, Retention
     from ..core.ipam_config import PoolSpec
     from ..core.leases import Cursor, Lease, Owner
     from ..core.pool_usage import PoolUsage
     from ..core.reuse import ReuseDelay
+    from ..core.tenancy import Subject
 
 
 class StoreEvents:
@@ -57,6 +59,9 @@ class Store(abc.ABC):
     # config gave it (a store does not record configs): what `usage` tells cooling
     # addresses from free ones by, in a daemon that serves many calls.
     reuse_delays: dict[str, float]
+    # The host a history record names for a lease of this store: the node name of a
+    # store only one host writes, the store's host on etcd.
+    history_host: str
 
     @abc.abstractmethod
     def allocate(self, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
@@ -153,11 +158,30 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def import_leases(self, leases: Iterable[Lease], cursors: dict[str, Cursor]) -> int:
+    def import_leases(
+        self, leases: Iterable[Lease], cursors: dict[str, Cursor], history: Sequence[HistoryRecord] | None = None
+    ) -> int:
         """Insert leases and round-robin positions in one transaction (migration, bulk load).
 
-        A conflicting address refuses the whole import. Returns the number inserted.
+        A conflicting address refuses the whole import. Returns the number inserted. The
+        `history` of an export is kept as it was; without one (a migration, an export
+        made before the store kept history) each lease's history starts with an
+        IMPORTED record at the import.
         """
+
+    @abc.abstractmethod
+    def history(self, subject: Subject | None = None) -> list[HistoryRecord]:
+        """The history records of `subject` (all of them for None) in time order, as
+        written (core.history; core.tenancy pairs them into tenancies)."""
+
+    @abc.abstractmethod
+    def history_retention(self) -> Retention:
+        """How much history the store keeps (core.history's default until one is set)."""
+
+    @abc.abstractmethod
+    def set_history_retention(self, retention: Retention) -> None:
+        """Keep this much history from now on; what it no longer keeps goes as the engine
+        says (at once in SQLite, by each host's next writes on etcd)."""
 
     @abc.abstractmethod
     def claim_docker_pool(self, claim: PoolClaim) -> DockerPool:

@@ -56,6 +56,21 @@ from ..core.errors import (
     StoreFull,
     StoreIOError,
 )
+from ..core.history import (
+    ALLOCATED,
+    COLLECTED,
+    DEFAULT_RETENTION,
+    IMPORTED,
+    PRUNE_BATCH,
+    PRUNE_EVERY,
+    RELEASED,
+    REPAIRED,
+    HistoryRecord,
+    Retention,
+    prune_due,
+    prune_end,
+    record_of,
+)
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease, refuse_changed
 from ..core.reuse import FORGET_AFTER, Freed, eligibility, last_resort, older
 from .base import Store
@@ -87,6 +102,7 @@ if TYPE_CHECKING:
     from ..core.leases import Owner
     from ..core.pool_usage import PoolUsage
     from ..core.reuse import Eligibility, ReuseDelay
+    from ..core.tenancy import Subject
 
 SCHEMA_VERSION = 5
 
@@ -201,6 +217,15 @@ _OLDEST = (
     " WHERE family = ? AND address >= ? AND address <= ? AND (handle IS NOT NULL) = ?"
     " ORDER BY released LIMIT 1"
 )
+AGE_PEEK = 1024  # history records a prune reads to judge their age
+_DUE = (  # the oldest history record, the newest id and the retention (NULLs: its default)
+    "SELECT h.id, h.at, (SELECT max(id) FROM history), r.max_age, r.max_records"
+    " FROM (SELECT 1) LEFT JOIN (SELECT id, at FROM history ORDER BY id LIMIT 1) AS h"
+    " LEFT JOIN history_retention AS r"
+)
+_HISTORY_COLUMNS = (
+    "at, event, family, address, pool, network, handle, container_id, ifname, netns, host, boot, held_from"
+)
 _ENDED = "kind = 'lease' AND boot != '' AND boot != ?"  # core.reboot.ended_by_reboot, as an index-free filter
 
 
@@ -231,6 +256,21 @@ def _lease(row: Sequence[object]) -> Lease:
         family, address, kind, pool, slot, handle, network, container_id, ifname, created,  # type: ignore[arg-type]
         boot, netns, None if gateway is None else int.from_bytes(gateway, "big"),  # type: ignore[arg-type]
     )  # fmt: skip
+
+
+def _history_row(record: HistoryRecord) -> tuple[object, ...]:
+    return (
+        record.ip, record.at, record.event, record.family, to_bytes(record.family, record.address), record.pool,
+        record.network,
+        record.handle, record.container_id, record.ifname, record.netns, record.host, record.boot, record.held_from,
+    )  # fmt: skip
+
+
+def _history_record(row: Sequence[object]) -> HistoryRecord:
+    """As SQLite gives the row back: the types the schema and cnipam wrote (only the
+    address is checked, as `_value` checks every address read)."""
+    at, event, family, raw, *rest = row
+    return HistoryRecord(at, event, family, _value(raw), *rest)  # type: ignore[arg-type]
 
 
 # What a failed SQLite call raises: its own errors, and UnicodeDecodeError when its message
@@ -347,6 +387,8 @@ class SQLiteStore(Store):
         self.boot = boot
         self.clock = time.time
         self.reuse_delays = {}
+        self.history_host = os.uname().nodename
+        self._history: list[tuple[object, ...]] = []  # the records of the write under way (core.history)
         self._repair_due = False  # as the current write transaction found it (core.reboot)
         self._file = _attach(path, timeout, shared_folders, reading)
         self._db: Connection = self._file.db
@@ -476,7 +518,7 @@ class SQLiteStore(Store):
             now = self.clock()
             collection, due = judged(now)
             for lease in collection.released:
-                self._remove(lease, now)
+                self._remove(lease, now, COLLECTED)
             if grace > 0:
                 self._db.execute("DELETE FROM sightings WHERE network = ?", (network,))
                 self._db.executemany(
@@ -559,6 +601,8 @@ class SQLiteStore(Store):
         now = self.clock()
         keys = [(lease.family, to_bytes(lease.family, lease.address)) for lease in leases]
         self._db.executemany("DELETE FROM leases WHERE family = ? AND address = ?", keys)
+        for lease in leases:
+            self._record(lease, REPAIRED, now)
         kept = [(*key, now, *(kept_for(lease) or (None, None))) for key, lease in zip(keys, leases, strict=True)]
         self._db.executemany("INSERT OR REPLACE INTO released VALUES (?, ?, ?, ?, ?)", kept)
         for family, first, last in _runs(leases):
@@ -596,8 +640,11 @@ class SQLiteStore(Store):
 
         return pool_usage(_Counts(self), configured, self.reuse_delays, self.clock())
 
-    def import_leases(self, leases: Iterable[Lease], cursors: dict[str, Cursor]) -> int:
-        rows = [_row(lease) for lease in leases]
+    def import_leases(
+        self, leases: Iterable[Lease], cursors: dict[str, Cursor], history: Sequence[HistoryRecord] | None = None
+    ) -> int:
+        wanted = list(leases)
+        rows = [_row(lease) for lease in wanted]
         with _Writing(self):
             self._db.execute("SAVEPOINT import_rows")
             try:
@@ -612,7 +659,45 @@ class SQLiteStore(Store):
                 self._rebuild_free(family)  # type: ignore[arg-type]
             for pool, cursor in cursors.items():
                 self._set_cursor(pool, cursor)
+            if history is None:
+                now = self.clock()
+                for lease in wanted:
+                    self._record(lease, IMPORTED, now)
+            else:
+                self._history.extend(_history_row(record) for record in history)
             return len(rows)
+
+    def history(self, subject: Subject | None = None) -> list[HistoryRecord]:
+        """A scan of the history, bounded by the retention's count: an index by address
+        would cost every ADD a second page written, for a question asked after the fact."""
+        query = f"SELECT {_HISTORY_COLUMNS} FROM history"
+        params: tuple[object, ...] = ()
+        if subject is not None and subject.address is not None:
+            family, address = subject.address
+            query += " WHERE family = ? AND address = ?"
+            params = (family, to_bytes(family, address))
+        elif subject is not None:
+            marks = ",".join("?" * len(subject.handles))
+            query += f" WHERE handle IN ({marks}) OR (container_id != '' AND container_id = ?)"
+            params = (*subject.handles, subject.container_id)
+        rows = self._read(lambda: self._db.execute(query + " ORDER BY at, id", params).fetchall())
+        return [_history_record(row) for row in rows]
+
+    def history_retention(self) -> Retention:
+        return self._read(self._retention)
+
+    def _retention(self) -> Retention:
+        row = self._db.execute("SELECT max_age, max_records FROM history_retention").fetchone()
+        return DEFAULT_RETENTION if row is None else Retention(float(row[0]), int(row[1]))
+
+    def set_history_retention(self, retention: Retention) -> None:
+        """Applied at once: one DELETE of what it no longer keeps."""
+        with _Writing(self):
+            self._db.execute(
+                "INSERT OR REPLACE INTO history_retention VALUES (1, ?, ?)", (retention.max_age, retention.max_records)
+            )
+            while self._prune_history(1 << 62):
+                pass
 
     def claim_docker_pool(self, claim: PoolClaim) -> DockerPool:
         from ..core.docker_pools import place_pool, pool_region  # not at the top: the plugin never needs it
@@ -640,9 +725,10 @@ class SQLiteStore(Store):
                 serial = pool_serial(pool.id)
                 if serial is not None:
                     self._db.execute("UPDATE counters SET value = max(value, ?) WHERE name = 'docker_pool'", (serial,))
+            now = self.clock()
             for lease in rows:
                 self._take(lease.family, lease.address)
-                self._insert(lease)
+                self._insert(lease, IMPORTED, now)
             return len(wanted)
 
     @_releasing
@@ -887,25 +973,65 @@ class SQLiteStore(Store):
             self._db.execute("DELETE FROM free WHERE family = ? AND last = ?", (family, right[1]))
         self._db.execute("INSERT INTO free VALUES (?, ?, ?)", (family, to_bytes(family, last), to_bytes(family, first)))
 
-    def _insert(self, lease: Lease) -> None:
+    def _insert(self, lease: Lease, event: str = ALLOCATED, at: float | None = None) -> None:
+        """A lease row (an allocation's at the lease's own time), and its history record."""
         row = _row(lease)
         try:
             self._db.execute(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
         except IntegrityError as exc:
             raise StoreCorrupt(f"cannot record {lease.ip}: {exc}; run `cnipamctl check`") from None
         self._db.execute("DELETE FROM released WHERE family = ? AND address = ?", row[1:3])
+        self._record(lease, event, lease.created if at is None else at)
 
-    def _remove(self, lease: Lease, now: float) -> None:
+    def _remove(self, lease: Lease, now: float, event: str = RELEASED) -> None:
         raw = to_bytes(lease.family, lease.address)
         self._db.execute("DELETE FROM leases WHERE family = ? AND address = ?", (lease.family, raw))
         self._give_back(lease.family, lease.address)
         if lease.kind == LEASE:
             self._db.execute("INSERT OR REPLACE INTO released VALUES (?, ?, ?, NULL, NULL)", (lease.family, raw, now))
+            self._record(lease, event, now)
         self._db.execute(
             "UPDATE cursors SET family = ?, address = ? WHERE pool = ? AND moves_on_release = 1",
             (lease.family, to_bytes(lease.family, lease.address), lease.pool),
         )
         self._let_gateway_go(lease)
+
+    def _record(self, lease: Lease, event: str, at: float) -> None:
+        """A history record of a lease (not of a gateway reservation), written with the
+        transaction's other records when it commits."""
+        if lease.kind == LEASE:
+            self._history.append(_history_row(record_of(lease, event, at, self.history_host)))
+
+    def _write_history(self) -> None:
+        """The write's history records, then, when their ids cross a multiple of
+        PRUNE_EVERY, the expired ones pruned: as many as were added since the last prune
+        and PRUNE_BATCH more per write. The history stays within its retention a few rows
+        at a time, never with one large delete in a call's way, and most writes only append."""
+        written, self._history = self._history, []
+        insert = f"INSERT INTO history (ip, {_HISTORY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        if len(written) == 1:
+            last = self._db.execute(insert, written[0]).lastrowid or 0
+            if prune_due(last):
+                self._prune_history(PRUNE_EVERY * (1 + PRUNE_BATCH))
+        elif written:
+            self._db.executemany(insert, written)
+            self._prune_history(len(written) + PRUNE_EVERY * (1 + PRUNE_BATCH))
+
+    def _prune_history(self, batch: int) -> bool:
+        """Delete the oldest records past the retention, at most `batch`; whether any went.
+        One read of the oldest record, the newest id and the retention says whether any is
+        due (the count needs only the ids); only then are up to AGE_PEEK records read to
+        judge their age (a bulk import's records go by count, in one statement)."""
+        first, at, newest, max_age, max_records = self._db.execute(_DUE).fetchone()
+        retention = DEFAULT_RETENTION if max_age is None else Retention(float(max_age), int(max_records))
+        if first is None or (newest - first < retention.max_records and at >= self.clock() - retention.max_age):
+            return False
+        oldest = self._db.execute("SELECT id, at FROM history ORDER BY id LIMIT ?", (min(batch, AGE_PEEK),)).fetchall()
+        end = prune_end(oldest, newest, retention, self.clock(), batch)
+        if end == first:
+            return False
+        self._db.execute("DELETE FROM history WHERE id < ?", (end,))
+        return True
 
     def _set_cursor(self, pool: str, cursor: Cursor) -> None:
         row = (pool, cursor.family, to_bytes(cursor.family, cursor.address), int(cursor.moves_on_release))
@@ -1165,6 +1291,7 @@ class _Writing(_Locked):
             if not self.releasing and not keep_reserve(self.store.path):
                 path = self.store.path
                 raise StoreFull(f"store {path}: {no_room_for_reserve(path)}; nothing was written (releases still work)")
+            self.store._history = []
             self.store._db.execute("BEGIN IMMEDIATE")
             if self.repair:
                 self.store._repair_step()
@@ -1183,6 +1310,7 @@ class _Writing(_Locked):
         try:
             if exc_type is None:
                 try:
+                    self.store._write_history()
                     db.execute("COMMIT")
                 except _FAILED as failed:
                     _roll_back(db)  # after some failures (SQLITE_FULL) SQLite has rolled back already
