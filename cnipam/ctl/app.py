@@ -20,6 +20,7 @@ from ..service import exit_status
 from .cmd_check import check
 from .cmd_exchange import export, import_
 from .cmd_gc import gc
+from .cmd_history import history, history_retention
 from .cmd_hosts import hosts
 from .cmd_inspect import leases, show
 from .cmd_install import install_plugin
@@ -98,6 +99,7 @@ def main(ctx: click.Context, db: str | None, store: str | None) -> None:
 
 
 for _command in (
-    leases, show, usage, metrics, release, gc, export, import_, check, recover_command, migrate, hosts, install_plugin,
+    leases, show, history, usage, metrics, release, gc, export, import_, check, recover_command, migrate, hosts,
+    install_plugin, history_retention,
 ):  # fmt: skip
     main.add_command(_command)

@@ -31,10 +31,11 @@ from .session import Session
 def export(session: Session, path: str | None) -> None:
     """Write the whole store as JSON.
 
-    Every lease, gateway reservation and round-robin position, to FILE or stdout."""
+    Every lease, gateway reservation and round-robin position, and the address history,
+    to FILE or stdout."""
     with session.existing(reading=True) as store:
-        leases, cursors = store.leases(), store.cursors()
-    text = dump_export(leases, cursors)
+        leases, cursors, history = store.leases(), store.cursors(), store.history()
+    text = dump_export(leases, cursors, history)
     if path is None or path == "-":
         click.echo(text, nl=False)
         return
@@ -53,16 +54,18 @@ def export(session: Session, path: str | None) -> None:
 def import_(session: Session, path: str, as_json: bool) -> None:
     """Load an export, all or nothing.
 
-    Adds the leases and positions of FILE (- for stdin) in one transaction; a conflict
-    with the store refuses the whole import."""
-    leases, cursors = parse_export(load_json_file(path, "export"), path)
+    Adds the leases, positions and history of FILE (- for stdin) in one transaction; a
+    conflict with the store refuses the whole import. A file without history (written
+    before cnipam kept one) starts each lease's history at the import."""
+    leases, cursors, history = parse_export(load_json_file(path, "export"), path)
     with session.creating() as store:
-        imported = store.import_leases(leases, cursors)
+        imported = store.import_leases(leases, cursors, history)
         where = session.settings().path
+    records = len(history or ())
     if as_json:
-        emit_json({"store": where, "imported": imported, "cursors": len(cursors)})
+        emit_json({"store": where, "imported": imported, "cursors": len(cursors), "history": records})
     else:
-        click.echo(f"imported {imported} rows and {len(cursors)} positions into {where}")
+        click.echo(f"imported {imported} rows, {len(cursors)} positions and {records} history records into {where}")
 
 
 def _refuse_the_store(path: str, store: str) -> None:

@@ -312,9 +312,13 @@ def test_export_import_round_trips_byte_for_byte(db: Path, tmp_path: Path) -> No
     assert document["cursors"]["10.9.0.0/24[10.9.0.10-10.9.0.254]"]["moves_on_release"] is False
     ok("--db", str(db), "export", str(tmp_path / "export.json"))
     assert (tmp_path / "export.json").read_text() == first
+    assert {record["event"] for record in document["history"]} == {"allocated"}  # the fixture's ADDs
     copy = tmp_path / "copy.db"
-    assert "imported 11 rows and 3 positions" in ok("--db", str(copy), "import", str(tmp_path / "export.json")).out
-    assert ok("--db", str(copy), "export").out == first
+    records = len(document["history"])
+    assert f"imported 11 rows, 3 positions and {records} history records" in (
+        ok("--db", str(copy), "import", str(tmp_path / "export.json")).out
+    )
+    assert ok("--db", str(copy), "export").out == first  # the history too, as it was
     assert ok("--db", str(copy), "check").out == "ok\n"
     assert (
         ips(plugin("ADD", NET1, "ctr-z", db=copy))
@@ -519,6 +523,11 @@ def test_migrate_host_local(tmp_path: Path, name: str, expected_next: list[str])
     left = ok("--db", str(store), "leases", "--json").json()
     assert gone["address"] not in {row["ip"] for row in left}
     assert not [row for row in left if (row["container_id"], row["ifname"]) == (gone["containerID"], gone["ifname"])]
+    # its history starts at the migration, which says so, and ends with the DEL
+    story = ok("--db", str(store), "history", gone["address"], "--json").json()
+    assert [(row["started"], row["ended"], row["container_id"]) for row in story] == [
+        ("imported", "released", gone["containerID"])
+    ]
     assert ok("--db", str(store), "check").out == "ok\n"
     assert sorted(os.listdir(data_dir / network)) == sorted(
         entry["name"] for entry in manifest["files"]
