@@ -85,7 +85,7 @@ class ChangeWithoutHistory(Change):
 
 class EtcdWithoutHistory(EtcdStore):
     def _change(self, warm: Change | None = None) -> Change:
-        return ChangeWithoutHistory(self.client, self.keys, warm, self.clock(), self.block_idle)
+        return ChangeWithoutHistory(self.client, self.keys, warm, self.clock(), self.block_idle, self.liveness)
 
 
 def fill(store: Store, records: int) -> None:

@@ -602,6 +602,21 @@ def figure_config(ctx: Context) -> str:
     return done.stdout.strip()
 
 
+def figure_listing(ctx: Context) -> str:
+    """C. `cnipamctl leases` on 20,000 and 1,000,000 leases, the table against --json."""
+    if ctx.venv_python is None:
+        ctx.problems.append("the leases listing not measured: cnipam is not installed in the bench venv")
+        return ""
+    script = Path(__file__).resolve().parent / "ctl_listing.py"
+    ctl = ctx.venv_python.parent / "cnipamctl"
+    argv = [sys.executable, str(script), "--ctl", str(ctl), *(["--quick"] if ctx.plan is QUICK else [])]
+    done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=False)
+    if done.returncode != 0:
+        ctx.problems.append(f"the leases listing not measured: `{shlex.join(argv[1:])}` exited {done.returncode}")
+        return ""
+    return done.stdout.strip()
+
+
 # --------------------------------------------------------------------------- plots
 
 
@@ -613,7 +628,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="few runs, for a smoke test; writes no document")
     parser.add_argument(
         "--only",
-        choices=["agent", "docker", "etcd", "reboot", "config"],
+        choices=["agent", "docker", "etcd", "reboot", "config", "listing"],
         help="measure only this figure (writes no document unless --output)",
     )
     parser.add_argument("--output", type=Path, help=f"Markdown file to write (default: {DEFAULT_DOC} on full runs)")
@@ -677,6 +692,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows, imports, extra = [], None, [figure_reboot(ctx)]
         elif args.only == "config":
             rows, imports, extra = [], None, [figure_config(ctx)]
+        elif args.only == "listing":
+            rows, imports, extra = [], None, [figure_listing(ctx)]
         else:
             rows = figure_startup(ctx)
             rows += figure_growth(ctx)
@@ -685,7 +702,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows += figure_memory(ctx)
             rows += figure_agent(ctx)
             imports = figure_imports(ctx)
-            extra = [figure_docker(ctx), figure_etcd(ctx), figure_reboot(ctx), figure_config(ctx)]
+            extra = [
+                figure_docker(ctx), figure_etcd(ctx), figure_reboot(ctx), figure_config(ctx), figure_listing(ctx),
+            ]  # fmt: skip
         figures, problem = make_plots(
             ctx.lease_curves, ctx.docker_plot, output.resolve().parent if output else None, ctx.tmp
         )

@@ -67,9 +67,8 @@ def exit_status(error: BaseException, table: tuple[tuple[type[BaseException], in
     return next((status for kind, status in table if isinstance(error, kind)), UNEXPECTED)
 
 
-def start_failed(error: Exception, program: str | None = None) -> int:
-    """Log why the daemon could not start (and, with `program`, say it in one plain line
-    too); the exit status for it."""
+def start_failed(error: Exception) -> int:
+    """Log why the daemon could not start, once, as its last JSON line; the exit status for it."""
     if isinstance(error, CnipamError):
         message = error.message
     elif isinstance(error, OSError):
@@ -77,15 +76,21 @@ def start_failed(error: Exception, program: str | None = None) -> int:
     else:
         message = f"internal error: {type(error).__name__}: {error}"
     log("fatal", error=message)
-    if program is not None:
-        print(f"{program}: {message}", file=sys.stderr)
     return exit_status(error)
 
 
-def make_folder(folder: str, mode: int, group: int | None = None) -> None:
+def make_folder(folder: str, mode: int, group: int | None = None, parents: bool = False) -> None:
     """The socket's folder with exactly `mode` (and `group`) when it has to be created
-    (the umask may narrow or widen makedirs' mode); an existing folder is left as it is."""
+    (the umask may narrow or widen makedirs' mode); an existing folder is left as it is.
+    Only the folder itself is made unless `parents` (a daemon's own default place): a
+    mistyped `--socket /missing/dir/a.sock` is refused, not honoured with new folders."""
     if not os.path.isdir(folder):
+        parent = os.path.dirname(folder.rstrip("/")) or "/"
+        if not parents and not os.path.isdir(parent):
+            raise InvalidConfig(
+                f"the socket's folder {folder} does not exist, nor does {parent}: create them first"
+                " (only the socket's own folder is made)"
+            )
         os.makedirs(folder, mode=mode, exist_ok=True)
         if group is not None:
             os.chown(folder, -1, group)

@@ -69,6 +69,7 @@ def serve_call(
             "command": env.get("CNI_COMMAND", ""),
             "container": env.get("CNI_CONTAINERID", ""),
             "ifname": env.get("CNI_IFNAME", ""),
+            **call_subject(request.stdin, text, status),
             "status": status,
             **context,
         }
@@ -101,6 +102,27 @@ def cni_code(text: str, status: int) -> int:
         return int(json.loads(text)["code"])
     except (ValueError, KeyError, TypeError):
         return 999
+
+
+def call_subject(stdin: bytes, answer: str, status: int) -> dict[str, object]:
+    """The network a call was for and the addresses its answer gave, for its log line:
+    what an operator looks for when a container's address is in question. Best effort:
+    a request the plugin refused may not even be JSON."""
+    found: dict[str, object] = {}
+    try:
+        config = json.loads(stdin)
+        result = json.loads(answer) if answer.strip() and not status else {}
+    except ValueError:
+        return found
+    if isinstance(config, dict) and isinstance(config.get("name"), str):
+        found["network"] = config["name"][:200]
+    if isinstance(result, dict):
+        given = [entry.get("address") for entry in result.get("ips") or [] if isinstance(entry, dict)]
+        given += [result[old].get("ip") for old in ("ip4", "ip6") if isinstance(result.get(old), dict)]  # 0.1/0.2
+        addresses = [address for address in given if isinstance(address, str)]
+        if addresses:
+            found["addresses"] = addresses
+    return found
 
 
 def decline(conn: socket.socket, reason: str) -> None:

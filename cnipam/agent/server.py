@@ -221,6 +221,17 @@ def claim_socket(path: str, group: int | None) -> int:
     return lock_fd
 
 
+def release_socket_lock(path: str, lock_fd: int) -> None:
+    """Remove the agent's lock file (while still holding it, and only if it is still the
+    file held: another agent may have started since) and let it go."""
+    try:
+        if os.stat(path + ".lock").st_ino == os.fstat(lock_fd).st_ino:
+            os.unlink(path + ".lock")
+    except OSError:
+        pass
+    os.close(lock_fd)
+
+
 def listen(path: str, group: int | None) -> socket.socket:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     with socket_mode_0660():
@@ -276,7 +287,11 @@ def serve(settings: AgentSettings) -> int:
         if repaired:
             log("released-earlier-boots", store=path, leases=len(repaired), boot=store.boot)
     lock_fd = claim_socket(settings.socket, settings.allow_group)
-    listener = listen(settings.socket, settings.allow_group)
+    try:
+        listener = listen(settings.socket, settings.allow_group)
+    except BaseException:
+        release_socket_lock(settings.socket, lock_fd)
+        raise
     inode = os.stat(settings.socket).st_ino
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_write)
@@ -338,7 +353,7 @@ def serve(settings: AgentSettings) -> int:
         if endpoint is not None:
             endpoint.shutdown()
         agent.stores.close()
-        os.close(lock_fd)
+        release_socket_lock(settings.socket, lock_fd)
     log("stopped")
     return 0
 

@@ -53,13 +53,14 @@ def owner_of(lease: Lease) -> str:
 def leaked_owners(leases: Iterable[Lease], network: str, valid: Container[tuple[str, str]]) -> dict[str, list[Lease]]:
     """The owners of `network` none of whose attachments is valid, with their leases.
 
-    Leases that record no container are never candidates (nothing says whether they are
-    garbage). Each distinct attachment is asked about once, so a valid set that looks
+    Leases that record no container, or no owner (a Docker pool's addresses, which record
+    their endpoint's name as container, and anonymous leases), are never candidates:
+    nothing a runtime's list says covers them. Each distinct attachment is asked about once, so a valid set that looks
     afresh at every question (cnipamd's, at the result cache) cannot answer yes for one
     lease of an owner and no for the other."""
     owners: dict[str, list[Lease]] = {}
     for lease in leases:
-        if lease.network == network and lease.kind == LEASE and lease.container_id:
+        if lease.network == network and lease.kind == LEASE and lease.container_id and lease.handle is not None:
             owners.setdefault(owner_of(lease), []).append(lease)
     leaked = {}
     for owner, held in owners.items():

@@ -18,7 +18,7 @@ from __future__ import annotations
 from .addresses import BITS, Network, format_ip
 from .errors import AddressConflict, InvalidConfig, PoolExhausted
 from .ipam_config import AddressRange, PoolSpec, default_bounds, pool_key
-from .leases import LEASE, Lease, Owner
+from .leases import DOCKER_AUX, DOCKER_ENDPOINT, DOCKER_GATEWAY, DOCKER_NETWORK, DOCKER_UNSAID, LEASE, Lease, Owner
 from .record import Record
 from .reuse import NO_DELAY, ReuseDelay
 
@@ -26,8 +26,38 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
-SLOT = "docker"  # every Docker lease is anonymous (handle NULL); the slot only labels it
-NETWORK_PREFIX = "docker:"
+NETWORK_PREFIX = DOCKER_NETWORK
+GATEWAY_REQUEST = ("RequestAddressType", "com.docker.network.gateway")  # libnetwork's option for a gateway
+ENDPOINT_OPTIONS = ("com.docker.network.endpoint.macaddress", "com.docker.network.endpoint.name")
+ENDPOINT_NAME = "com.docker.network.endpoint.name"
+
+
+class AddressUse(Record):
+    """What dockerd asked a Docker address for (a lease's slot, core.leases.DOCKER_GATEWAY
+    ...), and the endpoint's name when it gave one. Every Docker lease is anonymous
+    (handle NULL): this only labels it, for the operator (`cnipamctl`)."""
+
+    __slots__ = ("slot", "endpoint")
+
+    def __init__(self, slot: str = DOCKER_UNSAID, endpoint: str = "") -> None:
+        self.slot = slot
+        self.endpoint = endpoint
+
+
+def address_use(options: dict[str, str] | None) -> AddressUse:
+    """What a RequestAddress is for, from its Options (None: `"Options": null`).
+
+    libnetwork marks the gateway (`RequestAddressType`); an endpoint carries its MAC
+    address (the driver declares RequiresMACAddress to get it, on every Docker version)
+    and, since moby 25, its name; aux addresses carry no options at all (null). A request
+    that says none of these (another client) is left unsaid."""
+    if options is None:
+        return AddressUse(DOCKER_AUX)
+    if options.get(GATEWAY_REQUEST[0]) == GATEWAY_REQUEST[1]:
+        return AddressUse(DOCKER_GATEWAY)
+    if any(name in options for name in ENDPOINT_OPTIONS):
+        return AddressUse(DOCKER_ENDPOINT, options.get(ENDPOINT_NAME, ""))
+    return AddressUse()
 
 
 class PoolClaim(Record):
@@ -108,23 +138,26 @@ class DockerPool(Record):
         anything else at the address is left alone, as in Docker's own IPAM)."""
         return lease is not None and lease.kind == LEASE and lease.network == self.lease_network
 
-    def owner(self) -> Owner:
-        """The owner of every address the pool hands out: anonymous, marked only by the
-        pool's lease network, so a CNI network sharing the subnet never mistakes them."""
-        return Owner(None, False, self.lease_network, "", "")
+    def owner(self, use: AddressUse) -> Owner:
+        """The owner of an address the pool hands out: anonymous, marked by the pool's
+        lease network, so a CNI network sharing the subnet never mistakes them, and with
+        the endpoint's name (as its container) when dockerd gave it."""
+        return Owner(None, False, self.lease_network, use.endpoint, "")
 
     def lease(self, address: int, created: float) -> Lease:
-        """The lease row RequestAddress writes for `address`; an import writes the same
-        row, so an imported address is released and counted exactly like a requested one."""
-        return Lease(self.family, address, LEASE, self.key, SLOT, None, self.lease_network, "", "", created)
+        """The lease row an import writes for `address` (what it was for is not known), as
+        RequestAddress would, so an imported address is released and counted like one."""
+        return Lease(self.family, address, LEASE, self.key, DOCKER_UNSAID, None, self.lease_network, "", "", created)
 
-    def spec(self, requested: int | None, serial: bool = False, reuse: ReuseDelay = NO_DELAY) -> PoolSpec:
+    def spec(
+        self, requested: int | None, serial: bool = False, reuse: ReuseDelay = NO_DELAY, use: AddressUse | None = None
+    ) -> PoolSpec:
         """The PoolSpec of one RequestAddress: a named address may be anywhere in the
         pool (Docker's rule: `--ip` outside `--ip-range` is fine); a dynamic one comes
         from the sub-pool when there is one, lowest free first, or with `serial` (Docker's
         `com.docker.network.ipam.serial`, which swarm sets) the next free one after the
         last handed out, wrapping, so a freed address is not reused at once. `reuse` is
-        the driver's reuse delay (core.reuse)."""
+        the driver's reuse delay (core.reuse), `use` what the address is for (its slot)."""
         whole = self.whole
         ranges = (whole,)
         if requested is None and self.sub_pool is not None:
@@ -132,8 +165,9 @@ class DockerPool(Record):
             last = min(whole.last, self.sub_pool.last)
             ranges = (AddressRange(self.network, first, last, None),)
         round_robin = serial and requested is None  # a named address leaves Docker's position where it was
+        slot = DOCKER_UNSAID if use is None else use.slot
         return PoolSpec(
-            SLOT, self.key, ranges, requested, release_moves_cursor=False, lowest_free=not round_robin, reuse=reuse
+            slot, self.key, ranges, requested, release_moves_cursor=False, lowest_free=not round_robin, reuse=reuse
         )
 
 
@@ -154,15 +188,16 @@ def place_pool(claim: PoolClaim, in_use: Iterable[DockerPool], serial: int, crea
 
     `in_use`: the existing pools that overlap `pool_region(claim)`, as the engine found
     them (others may be included; they are ignored). An explicit network is honoured or
-    refused when it overlaps one of them (the first named), never replaced by another
-    block; a dynamic claim gets the lowest free block of its size in the main pool.
+    refused when it overlaps one of them (the first named; `sibling_refusal`), never
+    replaced by another block; a dynamic claim gets the lowest free block of its size in
+    the main pool.
     """
     region = pool_region(claim)
     network = claim.network
     if network is not None:
-        for pool in in_use:
-            if pool.network.overlaps(network):
-                raise AddressConflict(f"pool {network} overlaps pool {pool.network} already in use")
+        refusal = _first_refusal(network, claim.sub_pool, in_use, "already in use")
+        if refusal is not None:
+            raise AddressConflict(f"pool {network} {refusal}")
     else:
         taken = sorted((pool.network.value, pool.network.last) for pool in in_use if pool.network.overlaps(region))
         network = lowest_free_block(region, claim.prefix, taken)
@@ -178,22 +213,48 @@ def place_pool(claim: PoolClaim, in_use: Iterable[DockerPool], serial: int, crea
     )
 
 
+def sibling_refusal(network: Network, sub_pool: Network | None, other: DockerPool, where: str) -> str | None:
+    """Why a pool of `network` (dynamic addresses from `sub_pool`, if given) cannot sit
+    beside `other`, or None when it can; `where` says where `other` is ("already in use").
+
+    Docker's own IPAM lets several networks share one explicit subnet when each names
+    its own `--ip-range` (shared/reference/docker-ipam.md §3): the subnet is their common
+    parent, which exists while one of them does. So a pool may overlap another only as
+    its sibling: the very same subnet, both with a sub-pool, the two sub-pools disjoint.
+    Addresses stay unique across siblings (they are leases of one store); disjoint ranges
+    keep each network's dynamic addresses its own. A network without `--ip-range` uses
+    its whole subnet and shares it with nobody.
+    """
+    if not other.network.overlaps(network):
+        return None
+    if other.network != network:
+        return f"overlaps pool {other.network} ({other.id}) {where}"
+    if sub_pool is None:
+        return f"is the subnet of pool {other.id} {where}; a network sharing a subnet needs its own --ip-range"
+    if other.sub_pool is None:
+        return f"is the subnet of pool {other.id} {where}, which uses it whole (it has no --ip-range)"
+    if other.sub_pool.overlaps(sub_pool):
+        return f"has ip-range {sub_pool}, which overlaps ip-range {other.sub_pool} of pool {other.id} {where}"
+    return None
+
+
 def import_verdict(
     pools: Iterable[DockerPool],
     leases: Iterable[Lease],
     id_taken: Callable[[str], bool],
-    overlap: Callable[[Network], DockerPool | None],
+    overlapping: Callable[[Network], Sequence[DockerPool]],
     held: Callable[[int, int], Lease | None],
 ) -> tuple[list[DockerPool], list[Lease], list[tuple[str, str]]]:
     """Split the pools and addresses of an import (Store.import_docker_pools) into those
     the store can take and the refusals, (what, why), in input order.
 
     The store is asked through the callbacks: whether a pool id is already used, which
-    Docker pool already there overlaps a network, which lease holds an address. A pool is
+    Docker pools already there overlap a network, which lease holds an address. A pool is
     refused for an id already used (in the store or earlier in the import) or for a block
-    overlapping another pool (likewise); its addresses go with it, unlisted. An address is
-    refused when the store or the import already holds it. An address that is not one its
-    pool could have handed out is an input error (InvalidConfig), not a refusal.
+    it may not share with another pool (`sibling_refusal`, likewise); its addresses go
+    with it, unlisted. An address is refused when the store or the import already holds
+    it. An address that is not one its pool could have handed out is an input error
+    (InvalidConfig), not a refusal.
     """
     accepted: dict[str, DockerPool] = {}  # by lease network
     ids: set[str] = set()
@@ -201,16 +262,16 @@ def import_verdict(
     refused: list[tuple[str, str]] = []
     for pool in pools:
         what = f"pool {pool.id} ({pool.network})"
-        clash = overlap(pool.network)
-        twin = next((other for other in accepted.values() if other.network.overlaps(pool.network)), None)
+        clash = _first_refusal(pool.network, pool.sub_pool, overlapping(pool.network), "already in the store")
+        twin = _first_refusal(pool.network, pool.sub_pool, accepted.values(), "of the same import")
         if id_taken(pool.id):
             refused.append((what, "a pool with this id is already in the store"))
         elif pool.id in ids:
             refused.append((what, f"its id {pool.id!r} appears twice in the import"))
         elif clash is not None:
-            refused.append((what, f"overlaps pool {clash.network} ({clash.id}) already in the store"))
+            refused.append((what, clash))
         elif twin is not None:
-            refused.append((what, f"overlaps pool {twin.network} ({twin.id}) of the same import"))
+            refused.append((what, twin))
         else:
             accepted[pool.lease_network] = pool
         if pool.lease_network not in accepted:
@@ -234,25 +295,34 @@ def import_verdict(
     return list(accepted.values()), kept, refused
 
 
+def pools_overlapping(pools: Iterable[DockerPool], network: Network) -> list[DockerPool]:
+    """The pools of `pools` that overlap `network` (an engine or an import that holds every pool)."""
+    return [pool for pool in pools if pool.network.overlaps(network)]
+
+
+def _first_refusal(network: Network, sub_pool: Network | None, others: Iterable[DockerPool], where: str) -> str | None:
+    return next((why for why in (sibling_refusal(network, sub_pool, other, where) for other in others) if why), None)
+
+
 def refuse_import(
     pools: Sequence[DockerPool],
     leases: Sequence[Lease],
     id_taken: Callable[[str], bool],
-    overlap: Callable[[Network], DockerPool | None],
+    overlapping: Callable[[Network], Sequence[DockerPool]],
     held: Callable[[int, int], Lease | None],
 ) -> None:
     """An engine's import is all or nothing: AddressConflict naming the first refusal."""
-    refused = import_verdict(pools, leases, id_taken, overlap, held)[2]
+    refused = import_verdict(pools, leases, id_taken, overlapping, held)[2]
     if refused:
         what, why = refused[0]
         raise AddressConflict(f"import refused: {what}: {why}")
 
 
 def holder_text(lease: Lease) -> str:
-    """Who holds an address, for a refusal: a Docker pool by its id, else the owner and its network."""
-    if lease.network.startswith(NETWORK_PREFIX):
-        return f"Docker pool {lease.network[len(NETWORK_PREFIX) :]}"
-    return lease.describe_holder() + (f" of network {lease.network!r}" if lease.network else "")
+    """Who holds an address, for a refusal: a Docker pool's address as such, else the owner and its network."""
+    if lease.docker_pool is not None or not lease.network:
+        return lease.describe_holder()
+    return f"{lease.describe_holder()} of network {lease.network!r}"
 
 
 def pool_id(address_space: str, network: Network, serial: int) -> str:
@@ -290,9 +360,9 @@ def block_size(family: int, prefix: int) -> int:
 def lowest_free_block(main: Network, prefix: int, taken: list[tuple[int, int]]) -> Network | None:
     """The lowest aligned `/prefix` inside `main` that overlaps none of `taken`.
 
-    `taken` holds the (first, last) of the existing pools, sorted and disjoint (the store
-    refuses overlapping pools), so one pass finds the answer: each pool in the way moves
-    the candidate to the next aligned block after it.
+    `taken` holds the (first, last) of the existing pools, sorted; they are disjoint or
+    equal (siblings share their block), so one pass finds the answer: each pool in the
+    way moves the candidate to the next aligned block after it.
     """
     if prefix < main.prefix:
         return None

@@ -13,6 +13,14 @@ if TYPE_CHECKING:
 LEASE = "lease"
 GATEWAY = "gateway"  # a reservation that keeps a gateway out of every pool sharing the store
 
+# A Docker pool's addresses are anonymous leases of network `docker:<pool id>`
+# (core.docker_pools); the slot says what dockerd asked each for, as far as it said: its
+# network's gateway, an aux address (`--aux-address`), or an endpoint (a container's
+# interface; `container_id` is then the endpoint's name when dockerd sends it). Leases
+# recorded before the driver kept this say nothing (DOCKER_UNSAID).
+DOCKER_NETWORK = "docker:"
+DOCKER_GATEWAY, DOCKER_AUX, DOCKER_ENDPOINT, DOCKER_UNSAID = "docker-gateway", "docker-aux", "docker-endpoint", "docker"
+
 
 class Owner(Record):
     """The identity an ADD allocates for.
@@ -114,7 +122,16 @@ class Lease(Record):
     def describe_holder(self) -> str:
         if self.kind == GATEWAY:
             return "a gateway reservation"
+        if self.docker_pool is not None:
+            return describe_docker_address(self.docker_pool, self.slot, self.container_id)
         return describe_holder(self.handle, self.container_id, self.ifname)
+
+    @property
+    def docker_pool(self) -> str | None:
+        """The id of the Docker pool whose address this is, else None."""
+        if self.handle is None and self.kind == LEASE and self.network.startswith(DOCKER_NETWORK):
+            return self.network[len(DOCKER_NETWORK) :]
+        return None
 
 
 class Cursor(Record):
@@ -147,6 +164,19 @@ def refuse_changed(
             raise AddressConflict(
                 f"the position of pool {pool} changed since the report was made; nothing was released"
             )
+
+
+def describe_docker_address(pool_id: str, slot: str, endpoint: str) -> str:
+    """How messages name the holder of a Docker pool's address (DOCKER_GATEWAY...)."""
+    if slot == DOCKER_GATEWAY:
+        return f"the gateway of Docker pool {pool_id}"
+    if slot == DOCKER_AUX:
+        return f"an aux address of Docker pool {pool_id}"
+    if slot == DOCKER_ENDPOINT:
+        return (
+            f"endpoint {endpoint!r} of Docker pool {pool_id}" if endpoint else f"an endpoint of Docker pool {pool_id}"
+        )
+    return f"an address of Docker pool {pool_id}"
 
 
 def describe_holder(handle: str | None, container_id: str, ifname: str) -> str:

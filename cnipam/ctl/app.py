@@ -9,6 +9,7 @@ cnipam.service). The table below is the only place that decides.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -26,10 +27,12 @@ from .cmd_inspect import leases, show
 from .cmd_install import install_plugin
 from .cmd_metrics import metrics
 from .cmd_migrate import migrate
+from .cmd_pools import pools
 from .cmd_recover import recover_command
 from .cmd_release import release
+from .cmd_repair import repair
 from .cmd_usage import usage
-from .options import DB_HELP, STORE_HELP
+from .options import store_options
 from .session import Session
 
 # The first matching class decides; order from specific to general. The codes mean what
@@ -77,6 +80,9 @@ class CtlGroup(click.Group):
         except click.exceptions.NoArgsIsHelpError as error:  # `cnipamctl` alone: help, not an error
             click.echo(error.ctx.get_help())
             status = 0
+        except BrokenPipeError:  # `cnipamctl leases | head`: the reader has all it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+            status = 1
         except Exception as error:  # click.Abort (answer no, Ctrl-C) is a RuntimeError, so it is caught here too
             click.echo(one_line(error), err=True)
             status = exit_status(error, EXIT_STATUS)
@@ -86,20 +92,18 @@ class CtlGroup(click.Group):
 
 
 @click.group(cls=CtlGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--db", metavar="PATH", help=DB_HELP)
-@click.option("--store", "store", metavar="JSON", help=STORE_HELP)
+@store_options
 @click.version_option(package_name="cnipam", prog_name="cnipamctl")
 @click.pass_context
-def main(ctx: click.Context, db: str | None, store: str | None) -> None:
-    """Inspect, repair and migrate the store of the cnipam CNI IPAM plugin."""
-    session = ctx.ensure_object(Session)
-    session.db = db or None
-    if store:
-        session.env = {**session.env, "CNIPAM_STORE": store}
+def main(ctx: click.Context) -> None:
+    """Inspect, repair and migrate the store of the cnipam CNI IPAM plugin.
+
+    The store options (--db, --store, --config) go before or after the command name."""
+    ctx.ensure_object(Session)
 
 
 for _command in (
-    leases, show, history, usage, metrics, release, gc, export, import_, check, recover_command, migrate, hosts,
-    install_plugin, history_retention,
+    leases, show, history, usage, metrics, pools, release, gc, export, import_, check, repair, recover_command,
+    migrate, hosts, install_plugin, history_retention,
 ):  # fmt: skip
     main.add_command(_command)

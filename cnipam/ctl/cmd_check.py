@@ -18,8 +18,7 @@ from ..core.addresses import parse_cidr
 from ..core.errors import InvalidConfig
 from .check_report import make_report, named_pools
 from .failures import BadInput, CtlError
-from .netconf import load_network_config
-from .options import db_option, json_option
+from .options import json_option, store_options
 from .output import emit_json, print_lines
 from .session import Session
 
@@ -32,33 +31,22 @@ from .session import Session
     help="also write what could be released to FILE (for release --from-report)",
 )
 @click.option(
-    "--config",
-    "config_paths",
-    metavar="FILE",
-    multiple=True,
-    help="with --report: a network config whose pools the store serves",
-)
-@click.option(
     "--subnet", "subnets", metavar="CIDR", multiple=True, help="with --report: a pool the store serves (repeatable)"
 )
 @json_option
-@db_option
+@store_options
 @click.pass_obj
-def check(
-    session: Session, report_path: str | None, config_paths: tuple[str, ...], subnets: tuple[str, ...], as_json: bool
-) -> None:
+def check(session: Session, report_path: str | None, subnets: tuple[str, ...], as_json: bool) -> None:
     """Check the store's integrity.
 
     Prints "ok" (exit 0), or each problem (exit 1): constraints, the free index against
     the leases, the schema version. With --report FILE, also writes to FILE the leases
-    outside every pool named with --config/--subnet, this host's leases of earlier
+    outside every pool of the --config networks and --subnet, this host's leases of earlier
     boots, owners holding half of a dual-stack pair, and positions and blocks nothing
     explains; any finding also exits 1."""
-    if (config_paths or subnets) and report_path is None:
-        raise click.UsageError(
-            "--config and --subnet say what --report compares the store with; give --report FILE too"
-        )
-    configs = [load_network_config(path) for path in config_paths]
+    if subnets and report_path is None:
+        raise click.UsageError("--subnet says what --report compares the store with; give --report FILE too")
+    configs = [config for _, config in session.network_configs()]
     networks = []
     for text in subnets:
         try:

@@ -21,12 +21,13 @@ import click
 
 from ..boot_id import current_boot
 from ..core.durations import parse_go_duration
-from ..core.leases import Lease
+from ..core.leases import DOCKER_NETWORK, Lease
+from ..store.lease_query import LeaseQuery
 from .failures import BadInput
 from .json_files import load_json_file
 from .lease_json import lease_view
-from .options import db_option, json_option
-from .output import emit_json, lease_listing
+from .options import json_option, store_options
+from .output import emit_json, print_leases
 from .session import Session
 
 DEFAULT_GRACE = "10m"
@@ -45,7 +46,7 @@ DEFAULT_GRACE = "10m"
 @click.option("--previous-boots", is_flag=True, help="instead: this host's leases of earlier boots")
 @click.option("--apply", is_flag=True, help="release them (default: only list what would be released)")
 @json_option
-@db_option
+@store_options
 @click.pass_obj
 def gc(
     session: Session,
@@ -68,6 +69,10 @@ def gc(
         return
     if valid_path is None or network is None:
         raise click.UsageError("give --valid FILE and --network N, or --previous-boots")
+    if not network.strip():
+        raise click.BadParameter("an empty network name matches nothing", param_hint="--network")
+    if network.startswith(DOCKER_NETWORK):
+        raise BadInput(f"{network} is a Docker pool's: dockerd releases its addresses itself (docker rm, network rm)")
     try:
         seconds = parse_go_duration(grace)
     except ValueError:
@@ -76,6 +81,7 @@ def gc(
         raise BadInput(f"--grace {grace!r} is negative")
     valid = read_valid_attachments(valid_path)
     with session.existing() as store:
+        known = next(store.scan_leases(LeaseQuery(network=network)), None) is not None
         collection = store.collect_garbage(network, valid, seconds, apply)
     chosen, recorded = collection.released, collection.sightings
     chosen.sort(key=lambda lease: (lease.family, lease.address))
@@ -90,6 +96,8 @@ def gc(
             }
         )
         return
+    if not known:
+        click.echo(f"cnipamctl: no lease in the store records network {network!r}: is the name right?", err=True)
     _print_outcome(chosen, apply, f"of network {network!r}")
     if recorded:
         click.echo(
@@ -115,7 +123,7 @@ def _print_outcome(chosen: list[Lease], apply: bool, what: str) -> None:
     suffix = "" if apply else " (dry run: --apply releases them)"
     click.echo(f"{verb} {len(chosen)} lease{'s' if len(chosen) != 1 else ''} {what}{suffix}")
     if chosen:
-        lease_listing(chosen).print()
+        print_leases(chosen)
 
 
 def read_valid_attachments(path: str) -> set[tuple[str, str]]:

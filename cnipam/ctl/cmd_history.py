@@ -20,7 +20,7 @@ from ..core.tenancy import HELD, UNKNOWN, Subject, Tenancy, tenancies
 from ..store.base import Store
 from .failures import BadInput
 from .moments import DAY, parse_moment, parse_span
-from .options import db_option, json_option
+from .options import json_option, store_options
 from .output import Listing, emit_json, short_boot, when
 from .session import Session
 from .targets import looks_like_address, parse_address
@@ -32,7 +32,7 @@ from .targets import looks_like_address, parse_address
 @click.option("--since", "since_text", metavar="TIME", help="tenancies that lasted until this moment or later")
 @click.option("--until", "until_text", metavar="TIME", help="tenancies that began by this moment")
 @json_option
-@db_option
+@store_options
 @click.pass_obj
 def history(
     session: Session,
@@ -128,7 +128,7 @@ def how(tenancy: Tenancy) -> str:
 @click.option("--max-age", metavar="SPAN", help="keep records younger than this (30d, 12h, 2w)")
 @click.option("--max-records", type=int, metavar="N", help="keep at most this many records (on etcd: per host)")
 @json_option
-@db_option
+@store_options
 @click.pass_obj
 def history_retention(session: Session, max_age: str | None, max_records: int | None, as_json: bool) -> None:
     """Show, or set, how much address history the store keeps.

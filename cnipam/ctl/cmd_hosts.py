@@ -19,7 +19,7 @@ from ..core.durations import parse_go_duration
 from ..store.cluster import ClusterStore
 from .failures import CtlError
 from .lease_json import lease_view
-from .options import json_option
+from .options import json_option, store_options
 from .output import Listing, age, emit_json, print_lines
 from .session import Session
 
@@ -37,22 +37,33 @@ def hosts() -> None:
 
 @hosts.command(name="list")
 @json_option
+@store_options
 @click.pass_obj
 def list_hosts(session: Session, as_json: bool) -> None:
-    """Every host: when it last wrote, its blocks and its leases."""
+    """Every host: when it last wrote, its blocks, its leases and gateway reservations.
+
+    Only a host's plugin, agent and driver write its last write: cnipamctl never does."""
     with _cluster(session) as store:
         found = store.hosts()
     now = time.time()
     if as_json:
-        emit_json([{"host": h.host, "seen": h.seen, "blocks": h.blocks, "leases": h.leases} for h in found])
+        emit_json(
+            [
+                {"host": h.host, "seen": h.seen, "blocks": h.blocks, "leases": h.leases, "gateways": h.gateways}
+                for h in found
+            ]
+        )
         return
-    table = Listing("host", "last write", "blocks", "leases", wide=("host",), right=("blocks", "leases"))
+    table = Listing(
+        "host", "last write", "blocks", "leases", "gateways", wide=("host",), right=("blocks", "leases", "gateways")
+    )
     for record in found:
         table.add(
             record.host,
             age(record.seen, now) + " ago" if record.seen else "never",
             str(record.blocks),
             str(record.leases),
+            str(record.gateways),
         )
     table.print()
 
@@ -60,6 +71,7 @@ def list_hosts(session: Session, as_json: bool) -> None:
 @hosts.command()
 @click.option("--host", "only", metavar="HOST", help="only this host's blocks")
 @json_option
+@store_options
 @click.pass_obj
 def blocks(session: Session, only: str | None, as_json: bool) -> None:
     """Every claimed block: its addresses, its host, how many are taken."""
@@ -82,6 +94,7 @@ def blocks(session: Session, only: str | None, as_json: bool) -> None:
 )
 @click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
 @json_option
+@store_options
 @click.pass_obj
 def release(session: Session, host: str, grace: str, yes: bool, as_json: bool) -> None:
     """Release a dead host's leases and give up its blocks."""

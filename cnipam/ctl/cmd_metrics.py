@@ -17,8 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest, write_to_textf
 from ..core.errors import CnipamError
 from ..metrics.pools import PoolGauges, Reading, read_store
 from .failures import BadInput
-from .netconf import load_network_config
-from .options import db_option
+from .options import store_options
 from .session import Session
 
 TEXTFILE = "cnipam.prom"
@@ -31,37 +30,31 @@ TEXTFILE = "cnipam.prom"
     metavar="DIR",
     help=f"write {TEXTFILE} into DIR atomically (node_exporter's --collector.textfile.directory)",
 )
-@click.option(
-    "--config",
-    "config_path",
-    metavar="FILE",
-    help="also count this network config's pools, cooling by its reuse delay (and use its ipam.dataDir store)",
-)
-@db_option
+@store_options
 @click.pass_obj
-def metrics(session: Session, folder: str | None, config_path: str | None) -> None:
+def metrics(session: Session, folder: str | None) -> None:
     """The pool gauges in Prometheus's text format.
 
     Size and reserved, used, cooling and free addresses of every pool (and on etcd the
     blocks of each host): what cnipamd and cnipam-docker serve on /metrics. Cooling
     counts the addresses a reboot keeps for their attachment, and with --config those
-    inside the config's reuse delay (the store does not record configs)."""
+    inside the config's reuse delay (the store does not record configs); --config also
+    counts that network's pools still empty."""
     if folder is not None and not os.path.isdir(folder):
         raise BadInput(f"--textfile {folder}: not a folder")
-    configured = load_network_config(config_path) if config_path else None
-    data_dir = configured.ipam.data_dir if configured else None
+    configured = [spec for _, config in session.network_configs() for spec in config.ipam.pools]
     failure: list[CnipamError] = []
 
     def read() -> Reading:
         try:
-            with session.existing(data_dir, reading=True) as store:
-                return read_store(store, configured.ipam.pools if configured else ())
+            with session.existing(reading=True) as store:
+                return read_store(store, configured)
         except CnipamError as error:
             failure.append(error)
             raise
 
     registry = CollectorRegistry()
-    registry.register(PoolGauges(lambda: [(session.settings(data_dir).name, read)]))
+    registry.register(PoolGauges(lambda: [(session.settings().name, read)]))
     if folder is None:
         click.echo(generate_latest(registry).decode(), nl=False)
     else:

@@ -1,6 +1,7 @@
 """`migrate host-local DIR`, `migrate ecs-boltdb FILE`, `migrate gipam FILE`: move a host onto cnipam.
 
-Both need the network config the host will use with cnipam (`--config`): it says which
+Both need the network config the host will use with cnipam (`--config`, the store option
+that also picks the store as the plugin will): it says which
 pool each lease belongs to (so the plugin finds it where it looks), what the network is
 called (what leases record, and what DEL and GC match), and, with `ipam.dataDir`, where
 the plugin's store is. The source is only read; see migration_run for the rules.
@@ -18,8 +19,8 @@ import click
 from ..migration.sources import count_entries, host_local_folder, read_ecs_source, read_host_local_source
 from .migration_gipam import migrate_gipam
 from .migration_run import conclude, run_migration
-from .netconf import load_network_config
-from .options import db_option, json_option
+from .netconf import NetworkConfig
+from .options import json_option, store_options
 from .progress import Phases
 from .session import Session
 
@@ -33,7 +34,7 @@ def import_options(command: F) -> F:
             click.option("--dry-run", is_flag=True, help="report what would be imported; write nothing"),
             click.option("--skip-refused", is_flag=True, help="import what can be, leaving out (and listing) the rest"),
             json_option,
-            db_option,
+            store_options,
         )
     ):
         command = option(command)
@@ -41,12 +42,21 @@ def import_options(command: F) -> F:
 
 
 def migration_options(command: F) -> F:
-    """A CNI network's migration: the config it is served with, then import_options."""
+    """A CNI network's migration: the name its leases record, then import_options."""
     command = import_options(command)
-    command = click.option("--network", help="the network name leases record (default: the config's name)")(command)
-    return click.option(
-        "--config", "config_path", metavar="CONF", required=True, help="the network config (or conflist) to serve"
-    )(command)
+    return click.option("--network", help="the network name leases record (default: the config's name)")(command)
+
+
+def served_config(session: Session, network: str | None) -> NetworkConfig:
+    """The one network config a CNI migration serves (`--config`): it says which pool each
+    lease belongs to, and picks the store as the plugin will."""
+    configs = session.network_configs(network)
+    if len(configs) != 1:
+        raise click.UsageError(
+            "give the network config cnipam will serve with --config CONF, once"
+            + (f" (got {len(configs)})" if configs else "")
+        )
+    return configs[0][1]
 
 
 @click.group()
@@ -61,10 +71,10 @@ def migrate() -> None:
 @migration_options
 @click.pass_obj
 def host_local(
-    session: Session, path: str, config_path: str, network: str | None, dry_run: bool, skip_refused: bool, as_json: bool
+    session: Session, path: str, network: str | None, dry_run: bool, skip_refused: bool, as_json: bool
 ) -> None:
-    """A host-local folder (DIR, or DIR/<network> when DIR is its dataDir)."""
-    config = load_network_config(config_path, network)
+    """A host-local folder (DIR, or DIR/<network> when DIR is its dataDir), served with --config CONF."""
+    config = served_config(session, network)
     folder = host_local_folder(path, config.name)
     with Phases(count_entries(folder)) as phases:
         with phases.phase("reading"):
@@ -78,10 +88,10 @@ def host_local(
 @migration_options
 @click.pass_obj
 def ecs_boltdb(
-    session: Session, path: str, config_path: str, network: str | None, dry_run: bool, skip_refused: bool, as_json: bool
+    session: Session, path: str, network: str | None, dry_run: bool, skip_refused: bool, as_json: bool
 ) -> None:
-    """An ecs-ipam boltdb file (IPAM_DB_PATH of the old plugin; stop its callers first)."""
-    config = load_network_config(config_path, network)
+    """An ecs-ipam boltdb file (IPAM_DB_PATH of the old plugin; stop its callers first), served with --config CONF."""
+    config = served_config(session, network)
     source = read_ecs_source(path)
     with Phases(len(source.found)) as phases:
         report = run_migration(session, source, config, dry_run, skip_refused, phases)

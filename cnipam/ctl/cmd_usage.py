@@ -7,36 +7,28 @@ operator how close each pool is, with a bar so the full one stands out.
 from __future__ import annotations
 
 import click
-from rich.text import Text
 
 from ..core.ipam_config import names_ranges
-from .netconf import load_network_config
-from .options import db_option, json_option
-from .output import Listing, count, emit_json, stdout_is_terminal
+from .options import json_option, store_options
+from .output import Listing, Styled, count, emit_json, stdout_is_terminal
 from .session import Session
 
 BAR_WIDTH = 20
 
 
 @click.command()
-@click.option(
-    "--config",
-    "config_path",
-    metavar="FILE",
-    help="also list this network config's pools (and use its ipam.dataDir store)",
-)
 @json_option
-@db_option
+@store_options
 @click.pass_obj
-def usage(session: Session, config_path: str | None, as_json: bool) -> None:
+def usage(session: Session, as_json: bool) -> None:
     """How full each pool is.
 
     Per pool: size, reserved (gateways), used, cooling (inside the reuse delay the
     --config gives, or kept for an attachment after a reboot), free, percent (leased or
-    reserved), and a bar."""
-    configured = load_network_config(config_path) if config_path else None
-    with session.existing(configured.ipam.data_dir if configured else None, reading=True) as store:
-        usages = store.usage(configured.ipam.pools if configured else ())
+    reserved), and a bar. --config also lists that network's pools, those still empty too."""
+    configured = [spec for _, config in session.network_configs() for spec in config.ipam.pools]
+    with session.existing(reading=True) as store:
+        usages = store.usage(configured)
     for item in usages:
         if item.size is None and names_ranges(item.pool):
             click.echo(f"cnipamctl: warning: pool key {item.pool!r} in the store cannot be read; not sized", err=True)
@@ -61,6 +53,7 @@ def usage(session: Session, config_path: str | None, as_json: bool) -> None:
         "",
         wide=("pool",),
         right=("size", "reserved", "used", "cooling", "free", "percent"),
+        decor=("",),  # the bar goes first on a narrow terminal: the percent says the same
     )
     for item in usages:
         if item.size is None or item.free is None or item.percent is None:
@@ -73,18 +66,26 @@ def usage(session: Session, config_path: str | None, as_json: bool) -> None:
             count(item.used),
             count(item.cooling),
             count(item.free),
-            f"{item.percent:.1f}%",
+            percent(item.percent, item.size - item.free),
             bar(item.percent, item.size - item.free),
         )
     table.print()
 
 
-def bar(percent: float, taken: int) -> Text:
-    """A fixed-width bar: coloured blocks on a terminal, ASCII in a pipe."""
+def bar(percent: float, taken: int) -> Styled:
+    """A fixed-width bar: coloured blocks on a terminal, ASCII in a pipe. A pool with
+    anything taken shows a cell however little it is (its percent then reads "<0.1%")."""
     filled = round(BAR_WIDTH * percent / 100)
     if taken > 0:
         filled = max(filled, 1)  # a pool in use never shows an empty bar
     if stdout_is_terminal():
         colour = "red" if percent >= 90 else "yellow" if percent >= 70 else "green"
-        return Text.assemble(("█" * filled, colour), ("░" * (BAR_WIDTH - filled), "dim"))
-    return Text("#" * filled + "." * (BAR_WIDTH - filled))
+        return Styled(("█" * filled, {"fg": colour}), ("░" * (BAR_WIDTH - filled), {"dim": True}))
+    return Styled(("#" * filled + "." * (BAR_WIDTH - filled), {}))
+
+
+def percent(value: float, taken: int) -> str:
+    """One decimal, except that a pool with something taken never reads 0.0%."""
+    if value == 0 and taken > 0:
+        return "<0.1%"
+    return f"{value:.1f}%"

@@ -9,7 +9,8 @@ constraints would only say "conflict").
 
 from __future__ import annotations
 
-from ..core.addresses import format_ip, parse_ip
+from ..core.addresses import format_ip, parse_cidr, parse_ip
+from ..core.docker_pools import DockerPool
 from ..core.errors import InvalidConfig
 from ..core.history import EVENTS, HistoryRecord
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease
@@ -107,6 +108,33 @@ def cursor_from_json(item: object, where: str) -> Cursor:
     if not isinstance(moves, bool):
         raise BadInput(f"{where}.moves_on_release: expected true or false, got {moves!r}")
     return Cursor(family, address, moves)
+
+
+def pool_to_json(pool: DockerPool) -> dict[str, object]:
+    """A Docker pool as the export file holds it (its addresses are leases of the file)."""
+    return {
+        "id": pool.id, "address_space": pool.address_space, "subnet": str(pool.network),
+        "ip_range": None if pool.sub_pool is None else str(pool.sub_pool), "options": pool.options,
+        "created": pool.created,
+    }  # fmt: skip
+
+
+def pool_from_json(item: object, where: str) -> DockerPool:
+    names = {"id", "address_space", "subnet", "ip_range", "options", "created"}
+    if not isinstance(item, dict) or set(item) != names:
+        raise BadInput(f"{where}: expected an object with {', '.join(sorted(names))}")
+    for name in ("id", "address_space", "options"):
+        if not isinstance(item[name], str) or not item[name]:
+            raise BadInput(f"{where}.{name}: expected a non-empty string, got {item[name]!r}")
+    created = item["created"]
+    if isinstance(created, bool) or not isinstance(created, (int, float)):
+        raise BadInput(f"{where}.created: expected a number (seconds since 1970), got {created!r}")
+    try:
+        network = parse_cidr(item["subnet"], f"{where}.subnet")[1]
+        sub_pool = None if item["ip_range"] is None else parse_cidr(item["ip_range"], f"{where}.ip_range")[1]
+    except InvalidConfig as error:
+        raise BadInput(error.message) from None
+    return DockerPool(item["id"], item["address_space"], network, sub_pool, item["options"], float(created))
 
 
 RECORD_TEXT_FIELDS = ("event", "pool", "network", "container_id", "ifname", "netns", "host", "boot")

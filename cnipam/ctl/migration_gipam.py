@@ -15,8 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ..core.addresses import Network
-from ..core.docker_pools import DockerPool, import_verdict
+from ..core.docker_pools import DockerPool, import_verdict, pools_overlapping
 from ..core.leases import Lease
 from ..migration.gipam_file import GipamFileError, GipamPlan, plan_gipam
 from .failures import BadInput
@@ -43,6 +42,9 @@ class GipamReport(MigrationReport):
 
     def planned(self) -> str:
         return f"{plural(len(self.pools), 'pool')} and {plural(len(self.leases), 'address', 'es')}"
+
+    def planned_count(self) -> int:
+        return len(self.pools) + len(self.leases)
 
     def details(self) -> dict[str, object]:
         planned = {"pools": len(self.pools), "addresses": len(self.leases)}
@@ -78,14 +80,31 @@ def migrate_gipam(session: Session, path: str, dry_run: bool, skip_refused: bool
     with Phases(len(leases)) as phases:
         if has_store(settings):
             with phases.phase("checking the store"), session.existing() as store:
-                pools, leases, conflicts = _verdict(store.docker_pools(), store.leases(), pools, leases)
-            report.refused += conflicts
+                existing_pools, existing = store.docker_pools(), store.leases()
+            if _done(existing_pools, existing, pools, leases):  # this migration, run before
+                report.already, pools, leases = len(pools), [], []
+            else:
+                pools, leases, conflicts = _verdict(existing_pools, existing, pools, leases)
+                report.refused += conflicts
         report.pools, report.leases = pools, leases
         report.aborted = bool(report.refused) and not skip_refused
         if report.imported and pools:
             with phases.phase("importing"), session.creating() as store:
                 store.import_docker_pools(pools, leases)
     return report
+
+
+def _done(
+    existing_pools: list[DockerPool], existing: list[Lease], pools: list[DockerPool], leases: list[Lease]
+) -> bool:
+    """Whether the store holds every pool (by id and block) and address of the file already."""
+    held = {pool.id: pool.network for pool in existing_pools}
+    at = {(lease.family, lease.address): lease.network for lease in existing}
+    return (
+        bool(pools)
+        and all(held.get(pool.id) == pool.network for pool in pools)
+        and all(at.get((lease.family, lease.address)) == lease.network for lease in leases)
+    )
 
 
 def _verdict(
@@ -96,11 +115,12 @@ def _verdict(
     ids = {pool.id for pool in existing_pools}
     by_address = {(lease.family, lease.address): lease for lease in existing}
 
-    def overlap(network: Network) -> DockerPool | None:
-        return next((other for other in existing_pools if other.network.overlaps(network)), None)
-
     return import_verdict(
-        pools, leases, ids.__contains__, overlap, lambda family, address: by_address.get((family, address))
+        pools,
+        leases,
+        ids.__contains__,
+        lambda network: pools_overlapping(existing_pools, network),
+        lambda family, address: by_address.get((family, address)),
     )
 
 

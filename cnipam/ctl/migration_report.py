@@ -29,6 +29,7 @@ class MigrationReport(ABC):
     refused: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     aborted: bool = False
+    already: int = 0  # items the store holds exactly as the source has them (this migration, run before)
 
     @property
     def imported(self) -> bool:
@@ -42,6 +43,10 @@ class MigrationReport(ABC):
         """What is (or would be) imported, in words: "12 rows"."""
 
     @abstractmethod
+    def planned_count(self) -> int:
+        """How many items are (or would be) imported."""
+
+    @abstractmethod
     def details(self) -> dict[str, object]:
         """The source-specific part of the JSON report."""
 
@@ -52,7 +57,7 @@ class MigrationReport(ABC):
     def as_json(self) -> dict[str, object]:
         head = {"source": {"kind": self.source_kind, "path": self.source}, "store": self.store, "dry_run": self.dry_run}
         tail = {"refused": [{"what": what, "why": why} for what, why in self.refused], "notes": self.notes}
-        return {**head, "aborted": self.aborted, **self.details(), **tail}
+        return {**head, "aborted": self.aborted, **self.details(), "already": self.already, **tail}
 
     def show(self, as_json: bool) -> None:
         if as_json:
@@ -60,7 +65,12 @@ class MigrationReport(ABC):
             return
         verb = "would import" if self.dry_run or self.aborted else "imported"
         click.echo(self.headline())
+        if self.already and not self.planned_count() and not self.refused:
+            click.echo(f"nothing to import: the store holds all {self.already} already (this migration was done)")
+            return
         click.echo(f"{verb} {self.planned()}" + (" (dry run)" if self.dry_run else ""))
+        if self.already:
+            click.echo(f"already in the store as the source has them, left as they are: {self.already}")
         self.table()
         if self.refused:
             click.echo(f"refused {len(self.refused)}:")
@@ -89,6 +99,9 @@ class Report(MigrationReport):
 
     def planned(self) -> str:
         return plural(len(self.leases), "row")
+
+    def planned_count(self) -> int:
+        return len(self.leases)
 
     def details(self) -> dict[str, object]:
         return {

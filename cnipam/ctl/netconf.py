@@ -22,6 +22,7 @@ from .json_files import load_json_file
 class NetworkConfig:
     name: str
     ipam: IPAMConfig
+    store: object = None  # its ipam.store object, which picks the store as for the plugin
 
 
 def load_network_config(path: str, network: str | None = None) -> NetworkConfig:
@@ -46,6 +47,6 @@ def load_network_config(path: str, network: str | None = None) -> NetworkConfig:
         name = network or candidate.get("name")
         if not isinstance(name, str) or not name:
             raise BadInput(f"config {path} has no network name; give --network")
-        return NetworkConfig(name, ipam)
+        return NetworkConfig(name, ipam, candidate["ipam"].get("store"))
     assert first_error is not None
     raise InvalidConfig(f"config {path}: {first_error.message}")

@@ -10,11 +10,13 @@ of being searched for as an owner.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from string import digits as DIGITS
 
-from ..core.addresses import format_ip, parse_ip
+from ..core.addresses import format_ip, parse_cidr, parse_ip
 from ..core.errors import InvalidConfig
 from ..core.leases import Lease
 from ..store.base import Store
+from ..store.lease_query import LeaseQuery
 from .failures import BadInput, NothingHeld
 
 _ADDRESS_CHARACTERS = frozenset("0123456789abcdefABCDEF.:")
@@ -31,18 +33,28 @@ class Selection:
 
 
 def looks_like_address(text: str) -> bool:
-    return ("." in text or ":" in text) and set(text) <= _ADDRESS_CHARACTERS
+    """An address, or an address with a prefix length (`10.0.0.7/24`, as a CNI result
+    prints it)."""
+    address, _, prefix = text.partition("/")
+    return ("." in address or ":" in address) and set(address) <= _ADDRESS_CHARACTERS and set(prefix) <= set(DIGITS)
 
 
-def parse_address(text: str) -> tuple[int, int]:
+def parse_address(text: str, what: str = "") -> tuple[int, int]:
+    """An address, or the address of `address/prefix` (what a CNI result and `ip addr` print)."""
+    named = f"{what} " if what else ""
     try:
+        if "/" in text:
+            address, network = parse_cidr(text.strip(), "address")
+            return network.family, address
         return parse_ip(text.strip(), "address")
     except InvalidConfig:
-        raise BadInput(f"{text!r} is not an IP address") from None
+        raise BadInput(f"{named}{text!r} is not an IP address") from None
 
 
 def select(store: Store, target: str) -> Selection:
     """The leases `target` names; NothingHeld when it names nothing held."""
+    if not target.strip():
+        raise BadInput("an empty ADDRESS|OWNER names nothing")
     if looks_like_address(target) and not target.startswith(("id:", "cni:")):
         family, address = parse_address(target)
         found = store.lookup(family, address)
@@ -55,7 +67,7 @@ def select(store: Store, target: str) -> Selection:
             raise NothingHeld(f"no lease is held by {target}")
         return Selection(target, held, target, ())
     by_id = store.held_by("id:" + target)
-    by_container = [lease for lease in store.leases() if lease.container_id == target and lease not in by_id]
+    by_container = [lease for lease in store.scan_leases(LeaseQuery(container=target)) if lease not in by_id]
     if not by_id and not by_container:
         raise NothingHeld(f"no lease is held by {target!r} (neither an ecs id nor a container id in the store)")
     what = f"id {target!r}" if by_id else f"container {target!r}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from ..core.addresses import Network
-from ..core.docker_pools import PoolClaim
+from ..core.docker_pools import PoolClaim, address_use
 from ..core.errors import InvalidConfig, NotFound
 from . import requests as rq
 from .settings import DriverSettings
@@ -56,8 +56,10 @@ class Driver:
         return {"Implements": ["IpamDriver"]}
 
     def capabilities(self, fields: dict[str, object]) -> Reply:
-        # Our state is durable, so no replay; and no MAC addresses are used.
-        return {"RequiresMACAddress": False, "RequiresRequestReplay": False}
+        # Our state is durable, so no replay. The MAC address is asked for so that an
+        # endpoint's address can be told from an aux address on every Docker version
+        # (core.docker_pools.address_use); dockerd then gives endpoints a random MAC.
+        return {"RequiresMACAddress": True, "RequiresRequestReplay": False}
 
     def address_spaces(self, fields: dict[str, object]) -> Reply:
         return {"LocalDefaultAddressSpace": LOCAL_SPACE, "GlobalDefaultAddressSpace": GLOBAL_SPACE}
@@ -105,11 +107,13 @@ class Driver:
         pool_id = rq.text(fields, "PoolID", required=True)
         wanted = rq.text(fields, "Address")
         # The gateway request (RequestAddressType) is an ordinary address of the pool, the
-        # named one or else the lowest free (.1 in a fresh pool), as in Docker's own IPAM;
-        # a MAC address is not needed. Only the serial option changes the choice.
-        serial = rq.options(fields).get(SERIAL) == "true"
+        # named one or else the lowest free (.1 in a fresh pool), as in Docker's own IPAM.
+        # Only the serial option changes the choice; the others say what the address is for.
+        options = rq.options(fields)
+        serial = options.get(SERIAL) == "true"
         requested = rq.address(wanted, "Address")[1] if wanted else None
-        lease = self.store.request_docker_address(pool_id, requested, serial, self.settings.reuse)
+        use = address_use(None if "Options" in fields and fields["Options"] is None else options)
+        lease = self.store.request_docker_address(pool_id, requested, serial, self.settings.reuse, use)
         return {"Address": rq.with_prefix(lease.family, lease.address, _prefix_of(lease.pool)), "Data": {}}
 
     def release_address(self, fields: dict[str, object]) -> Reply:

@@ -53,8 +53,8 @@ from ..service import (
     start_failed,
 )
 from .driver import Driver
-from .requests import MAX_BODY, BodyTimedOut, BodyTooLarge
-from .settings import DriverSettings, DriverTLS, load
+from .requests import MAX_BODY, BodyTimedOut, BodyTooLarge, decode_body
+from .settings import SOCKET_DIR, DriverSettings, DriverTLS, load
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -92,6 +92,21 @@ METHODS = (
     "Plugin.Activate", "GetCapabilities", "GetDefaultAddressSpaces", "RequestPool", "ReleasePool", "RequestAddress",
     "ReleaseAddress",
 )  # fmt: skip
+
+
+def request_subject(body: bytes, reply: dict[str, object]) -> dict[str, object]:
+    """The pool, subnet and address a request was about, from its reply or else its body,
+    for its log line: what an operator looks for after `docker network create` or `run`."""
+    try:
+        asked = decode_body(body)
+    except CnipamError:
+        asked = {}
+    found: dict[str, object] = {}
+    for name, key in (("pool", "PoolID"), ("subnet", "Pool"), ("address", "Address")):
+        value = reply.get(key) or asked.get(key)
+        if isinstance(value, str) and value:
+            found[name] = value[:200]
+    return found
 
 
 def status_of(error: BaseException) -> int:
@@ -132,8 +147,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         started = time.monotonic()
+        body = b""
         try:
-            reply, status = self.server.answer(self.path, self._body()), 200
+            body = self._body()
+            reply, status = self.server.answer(self.path, body), 200
         except CnipamError as exc:
             reply, status = {"Err": exc.message}, status_of(exc)
         except Exception as exc:  # a bug: still a JSON error, and logged
@@ -147,6 +164,7 @@ class Handler(BaseHTTPRequestHandler):
         fields: dict[str, object] = {
             "method": self.path,
             "status": status,
+            **request_subject(body, reply),
             "ms": round(elapsed * 1000, 2),
         }
         if status != 200:
@@ -414,7 +432,8 @@ class _UnixHTTPServer(_Listener, socketserver.ThreadingUnixStreamServer):
         self.prepare_limits()
 
     def server_bind(self) -> None:
-        make_folder(os.path.dirname(os.path.abspath(self.path)), 0o755)
+        folder = os.path.dirname(os.path.abspath(self.path))
+        make_folder(folder, 0o755, parents=folder == SOCKET_DIR)  # dockerd's plugin folder, made before dockerd
         clear_stale_socket(self.path, "driver")
         with socket_mode_0660():
             super().server_bind()
@@ -553,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load(sys.argv[1:] if argv is None else argv, dict(os.environ))
         return serve(settings)
     except Exception as exc:
-        return start_failed(exc, "cnipam-docker")
+        return start_failed(exc)
 
 
 if __name__ == "__main__":

@@ -234,7 +234,7 @@ def load(argv: list[str], env: dict[str, str]) -> DriverSettings:
     if args.db:
         store = StoreSettings.for_file(env, args.db)
     else:
-        store = StoreSettings.from_env({**env, "CNIPAM_STORE": args.store} if args.store else env)
+        store = StoreSettings.for_store(env, args.store) if args.store else StoreSettings.from_env(env)
     gipam_file, _ = pick(args.file, "GIPAM_FILE")
     read_timeout = (
         _duration(args.read_timeout, "--read-timeout") if args.read_timeout is not None else DEFAULT_READ_TIMEOUT

@@ -1,7 +1,9 @@
 """`cnitool`: run a CNI network list against a network namespace, as upstream's cnitool does.
 
     cnitool add|check|del NETWORK NETNS
-    cnitool gc|status NETWORK [NETNS]
+    cnitool gc|status NETWORK
+
+(`gc` and `status` accept a NETNS after NETWORK and ignore it, as upstream's cnitool does.)
 
 The network list named NETWORK is loaded from `NETCONFPATH` (default `/etc/cni/net.d`) and
 its plugins are found in `CNI_PATH` (':'-separated folders). `CNI_ARGS` (`K=V;K=V`, every
@@ -41,8 +43,9 @@ USAGE = f"""\
   {PROG} add    <net> <netns>
   {PROG} check  <net> <netns>
   {PROG} del    <net> <netns>
-  {PROG} gc     <net> [<netns>]
-  {PROG} status <net> [<netns>]
+  {PROG} gc     <net>
+  {PROG} status <net>
+  (a <netns> after gc or status is accepted and ignored, as in upstream's cnitool)
 environment:
   NETCONFPATH    folder of the network configurations (default {DEFAULT_NETCONFPATH})
   CNI_PATH       ':'-separated folders of the plugins

@@ -14,16 +14,17 @@ import abc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 
     from ..core.collector import Collection
-    from ..core.docker_pools import DockerPool, PoolClaim
+    from ..core.docker_pools import AddressUse, DockerPool, PoolClaim
     from ..core.history import HistoryRecord, Retention
     from ..core.ipam_config import PoolSpec
     from ..core.leases import Cursor, Lease, Owner
     from ..core.pool_usage import PoolUsage
     from ..core.reuse import ReuseDelay
     from ..core.tenancy import Subject
+    from .lease_query import LeaseQuery
 
 
 class StoreEvents:
@@ -100,6 +101,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def leases(self, network: str | None = None) -> list[Lease]:
         """Every lease and reservation (of one network, if given), in address order."""
+
+    @abc.abstractmethod
+    def scan_leases(self, query: LeaseQuery) -> Iterator[Lease]:
+        """The leases and reservations `query` names, in address order, read in pages of
+        lease_query.PAGE: a listing of any size holds one page at a time. Each page is read
+        on its own (a row changed between two pages is seen as it was when its page was
+        read), so a listing is exact row by row, not one snapshot of the whole store."""
 
     @abc.abstractmethod
     def cursors(self) -> dict[str, Cursor]:
@@ -188,8 +196,9 @@ class Store(abc.ABC):
         """Record a new Docker pool under a never-reused id, in one write transaction.
 
         An explicit pool is honoured or refused (AddressConflict) when it overlaps another
-        Docker pool, never replaced by another block; a dynamic claim gets the lowest free
-        block of its size inside the main pool (PoolExhausted when none is left).
+        Docker pool other than as its sibling (core.docker_pools.sibling_refusal), never
+        replaced by another block; a dynamic claim gets the lowest free block of its size
+        inside the main pool (PoolExhausted when none is left).
         """
 
     @abc.abstractmethod
@@ -203,7 +212,8 @@ class Store(abc.ABC):
         on its id. Each lease must be `pool.lease(address, created)` of one of `pools`
         (an address of the pool's usable range), else InvalidConfig. Refused whole, with
         AddressConflict naming the clash and nothing written: an id that already exists, a
-        pool overlapping an existing Docker pool or another imported one, an address the
+        pool overlapping an existing Docker pool or another imported one other than as its
+        sibling, an address the
         store already holds (any lease or reservation, CNI or Docker). An id of the
         driver's own form (`SPACE/CIDR/N`, core.docker_pools.pool_serial) moves the never-reuse
         counter to at least N, so no later claim mints that id again.
@@ -219,11 +229,17 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def request_docker_address(
-        self, pool_id: str, requested: int | None, serial: bool = False, reuse: ReuseDelay | None = None
+        self,
+        pool_id: str,
+        requested: int | None,
+        serial: bool = False,
+        reuse: ReuseDelay | None = None,
+        use: AddressUse | None = None,
     ) -> Lease:
         """Lease the named address of a Docker pool, or its lowest free one (`serial`: the
         next free one after the last dynamic one, wrapping), atomically. `reuse` is the
-        driver's reuse delay for a dynamic address (core.reuse; None: none).
+        driver's reuse delay for a dynamic address (core.reuse; None: none); `use` what
+        dockerd asked it for, recorded in the lease (core.docker_pools.address_use).
 
         Raises NotFound (pool), InvalidConfig (address outside the pool or of another
         family), AddressConflict (taken), PoolExhausted.
@@ -233,6 +249,17 @@ class Store(abc.ABC):
     def release_docker_address(self, pool_id: str, family: int, address: int) -> Lease | None:
         """Release one address of a Docker pool, atomically; None when it was not held by
         the pool (not an error, as in Docker's own IPAM). Raises NotFound, InvalidConfig."""
+
+    @abc.abstractmethod
+    def repair(self, apply: bool) -> list[str]:
+        """Rebuild in place what the engine derives from its leases, where `problems` finds
+        it wrong, and forget round-robin positions that lie outside their pools; what was
+        changed (without `apply`, what would be: nothing is written). The leases are the
+        truth and are never changed: a free index or bitmap that disagrees with them is
+        rebuilt from them, so repair can make a leased address taken again, never free.
+        SQLite: the free index, the text form of addresses, the release times of held
+        addresses, in one transaction. etcd: the blocks' bitmaps and release times, the
+        owner and boot indexes, each fix one Txn compared with what it was computed from."""
 
     @abc.abstractmethod
     def problems(self) -> list[str]:

@@ -47,7 +47,7 @@ import os
 import time
 from fcntl import LOCK_UN, flock
 
-from ..core.addresses import format_ip
+from ..core.addresses import BITS, format_ip
 from ..core.allocator import gateway_reservation, grant, refuse_taken, reserved_subnet, returned_address, search_windows
 from ..core.errors import (
     AddressConflict,
@@ -61,7 +61,7 @@ from ..core.errors import (
 from ..core.history import COLLECTED, IMPORTED
 from ..core.ipam_config import names_ranges, parse_pool_key
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease, refuse_changed
-from ..core.reuse import eligibility, last_resort, older
+from ..core.reuse import NO_DELAY, eligibility, last_resort, older
 from .cluster import ClusterStore
 from .etcd_change import CHUNK, MAX_TXN_OPS, Change, StaleRead, paged
 from .etcd_keys import (
@@ -74,6 +74,7 @@ from .etcd_keys import (
     decode_block,
     decode_cursor,
     decode_lease,
+    encode_address,
     escape,
     unescape,
 )
@@ -91,7 +92,7 @@ if TYPE_CHECKING:
 
     from ..core.addresses import Network
     from ..core.collector import Collection  # run time: in collect_garbage
-    from ..core.docker_pools import DockerPool, PoolClaim  # run time: in the Docker methods
+    from ..core.docker_pools import AddressUse, DockerPool, PoolClaim  # run time: in the Docker methods
     from ..core.history import HistoryRecord, Retention
     from ..core.ipam_config import PoolSpec
     from ..core.leases import Owner
@@ -99,6 +100,7 @@ if TYPE_CHECKING:
     from ..core.reuse import ReuseDelay
     from ..core.tenancy import Subject
     from .etcdv3 import EtcdClient
+    from .lease_query import LeaseQuery
 
 STALE_LIMIT = 5
 BATCH = 20  # leases per Txn when releasing or importing many: each costs up to six operations (its history record)
@@ -125,7 +127,11 @@ class EtcdStore(ClusterStore):
         boot: str = "",
         block_idle: float = DEFAULT_BLOCK_IDLE,
         shared_folders: bool = False,
+        liveness: bool = True,
     ) -> None:
+        """`liveness`: every committed change also records that `host` is alive
+        (`host/<host>`, what `hosts list` shows and `release_host` checks); an operator's
+        tool passes False, so neither its own machine nor a node it runs on looks alive."""
         if not host or "\x00" in host:
             raise InvalidConfig("store: the host name must be a non-empty string")
         self.client = client
@@ -133,6 +139,7 @@ class EtcdStore(ClusterStore):
         self.timeout = timeout
         self.boot = boot
         self.block_idle = block_idle
+        self.liveness = liveness
         self.clock = time.time
         self.reuse_delays = {}
         self.history_host = host
@@ -583,7 +590,7 @@ class EtcdStore(ClusterStore):
         last in one Txn that fails if any of them appeared meanwhile. A crash in between
         leaves addresses held for a pool that is not there yet (`cnipamctl check` names
         them), never a pool whose addresses could be handed out twice."""
-        from ..core.docker_pools import pool_serial, refuse_import
+        from ..core.docker_pools import pool_serial, pools_overlapping, refuse_import
 
         wanted = list(pools)
         rows = list(leases)
@@ -591,11 +598,12 @@ class EtcdStore(ClusterStore):
         existing, _ = check.docker_pools()
         check.leases_at((lease.family, lease.address) for lease in rows)  # one round trip per MAX_TXN_OPS
 
-        def overlap(network: Network) -> DockerPool | None:
-            return next((pool for pool in existing if pool.network.overlaps(network)), None)
-
         refuse_import(
-            wanted, rows, lambda pool_id: any(pool.id == pool_id for pool in existing), overlap, check.lease_at
+            wanted,
+            rows,
+            lambda pool_id: any(pool.id == pool_id for pool in existing),
+            lambda network: pools_overlapping(existing, network),
+            check.lease_at,
         )
         self.import_leases(rows, {})
 
@@ -635,14 +643,21 @@ class EtcdStore(ClusterStore):
         return sorted(self._change().docker_pools()[0], key=lambda pool: (pool.created, pool.id))
 
     def request_docker_address(
-        self, pool_id: str, requested: int | None, serial: bool = False, reuse: ReuseDelay | None = None
+        self,
+        pool_id: str,
+        requested: int | None,
+        serial: bool = False,
+        reuse: ReuseDelay | None = None,
+        use: AddressUse | None = None,
     ) -> Lease:
+        from ..core.docker_pools import AddressUse  # not at the top: the plugin never needs it
+
         def plan(change: Change) -> Lease:
             pool = change.docker_pool(pool_id)
             if requested is not None:
                 pool.check_named(requested)
-            spec = pool.spec(requested, serial) if reuse is None else pool.spec(requested, serial, reuse)
-            return self._allocate(change, pool.owner(), (spec,))[0]
+            spec = pool.spec(requested, serial, NO_DELAY if reuse is None else reuse, use)
+            return self._allocate(change, pool.owner(use or AddressUse()), (spec,))[0]
 
         return self._optimistic(plan, warm=True)
 
@@ -703,6 +718,87 @@ class EtcdStore(ClusterStore):
         problems.extend(orphans(by_address.values(), self.cursors()))
         return problems[:50]
 
+    def repair(self, apply: bool) -> list[str]:
+        """Each fix is one Txn: a block rewritten only while its revision is the one read
+        (every allocation and release in it changes the block), an index entry written or
+        deleted only while the lease (or the entry) is as read. A fix that loses to a
+        concurrent change is computed again from fresh reads (blocks) or left for the next
+        run (indexes, which the change that beat it wrote correctly)."""
+        from .orphans import orphan_cursors  # only when repairing
+
+        leases = list(self._scan_leases())
+        changes = self._repair_blocks(leases, apply) + self._repair_indexes(leases, apply)
+        cursors = self.cursors()
+        for pool in sorted(orphan_cursors(cursors)):
+            changes.append(f"forgot the position of pool {pool}, which lies outside it")
+            if apply:
+                self.client.delete(self.keys.cursor(pool))
+        return changes
+
+    def _repair_blocks(self, leases: list[tuple[Lease, int, str]], apply: bool) -> list[str]:
+        expected: dict[tuple[int, int], int] = {}
+        for lease, _, _ in leases:
+            at = (lease.family, lease.address >> BLOCK_BITS)
+            expected[at] = expected.get(at, 0) | 1 << (lease.address & (BLOCK_SIZE - 1))
+        known = {(block.family, block.number): block for block in self.blocks()}
+        changes = []
+        for at in sorted(set(known) | set(expected)):
+            block = known.get(at) or self._change().block(*at)
+            wanted = expected.get(at, 0)
+            resting = sum(1 for offset in (*block.freed, *block.kept) if wanted >> offset & 1)
+            if block.used == wanted and not resting:
+                continue
+            stray, missing = (block.used & ~wanted).bit_count(), (wanted & ~block.used).bit_count()
+            changes.append(
+                f"block {format_ip(block.family, block.first)}/{block.prefix}: bitmap rebuilt from its leases "
+                f"({stray} taken but not leased made free, {missing} leased made taken"
+                + (f", {resting} leased no longer recorded as released)" if resting else ")")
+            )
+            if apply:
+
+                def plan(change: Change, at: tuple[int, int] = at) -> None:
+                    block = change.block(*at)
+                    first = block.first
+                    held = change.leases_between(block.family, first, first + BLOCK_SIZE - 1)
+                    block.used = sum(1 << (lease.address - first) for lease in held)
+                    for times in (block.freed, block.kept):
+                        for offset in [offset for offset in times if block.used >> offset & 1]:
+                            del times[offset]
+                    change.rewrite_block(block)
+
+                self._optimistic(plan)
+        return changes
+
+    def _repair_indexes(self, leases: list[tuple[Lease, int, str]], apply: bool) -> list[str]:
+        """The owner index (handle and slot -> address) and the boot index (host and boot ->
+        address) named by the leases, no more and no less."""
+        changes: list[str] = []
+        by_address = {(lease.family, lease.address): (lease, revision) for lease, revision, _ in leases}
+        owners = {self.keys.owner(lease.handle, lease.slot): lease for lease, _, _ in leases if lease.handle}
+        boots = {
+            self.keys.boot_lease(host, lease.boot, lease.family, lease.address): lease
+            for lease, _, host in leases
+            if lease.boot
+        }
+        for kind, wanted, value in (("owner", owners, True), ("bootlease", boots, False)):
+            start = self.keys.under(kind)
+            for kv in paged(self.client, start, prefix_end(start)):
+                lease = wanted.pop(kv.key, None)
+                if lease is not None and (not value or kv.value == encode_address(lease.family, lease.address)):
+                    continue
+                name = kv.key[len(start) :].decode(errors="replace")
+                changes.append(f"{kind} index entry {name}: deleted, it names no such lease")
+                if apply:
+                    self.client.txn([mod_revision_is(kv.key, kv.mod_revision)], [delete_op(kv.key)])
+            for key, lease in sorted(wanted.items()):
+                changes.append(f"{lease.ip}: its {kind} index entry written again")
+                if apply:
+                    lease_key = self.keys.lease(lease.family, lease.address)
+                    compares = [mod_revision_is(lease_key, by_address[lease.family, lease.address][1])]
+                    written = encode_address(lease.family, lease.address) if value else b""
+                    self.client.txn(compares, [put_op(key, written)])
+        return changes
+
     def _boot_index_problems(self, leases: list[tuple[Lease, int, str]]) -> list[str]:
         """Every lease that records a boot has its entry in the boot index, and every
         entry names such a lease: a repair trusts the index to find them all."""
@@ -753,10 +849,16 @@ class EtcdStore(ClusterStore):
             if block.host:
                 blocks[block.host] = blocks.get(block.host, 0) + 1
         leases: dict[str, int] = {}
-        for _, _, host in self._scan_leases():
-            leases[host] = leases.get(host, 0) + 1
-        names = sorted(set(seen) | set(blocks) | set(leases))
-        return [HostSeen(name, seen.get(name, 0.0), blocks.get(name, 0), leases.get(name, 0)) for name in names if name]
+        gateways: dict[str, int] = {}
+        for lease, _, host in self._scan_leases():
+            counted = leases if lease.kind == LEASE else gateways
+            counted[host] = counted.get(host, 0) + 1
+        names = sorted(set(seen) | set(blocks) | set(leases) | set(gateways))
+        return [
+            HostSeen(name, seen.get(name, 0.0), blocks.get(name, 0), leases.get(name, 0), gateways.get(name, 0))
+            for name in names
+            if name
+        ]
 
     def return_idle_blocks(self) -> list[Block]:
         """Give every empty block whose host left it unused for `block_idle` back to the
@@ -832,7 +934,7 @@ class EtcdStore(ClusterStore):
             self._optimistic(plan)
             given_up += 1
         self.client.delete(self.keys.host_seen(host))
-        for kind in ("sighting", "kept"):  # its collector's sightings, the addresses its repairs kept
+        for kind in ("sighting", "kept", "cursor"):  # its collector's sightings, what its repairs kept, its positions
             start = self.keys.under(kind, escape(host))
             self.client.delete(start, prefix_end(start))
         self.client.delete(self.keys.repaired_boot(host))
@@ -918,7 +1020,7 @@ class EtcdStore(ClusterStore):
         return released
 
     def _change(self, warm: Change | None = None) -> Change:
-        return Change(self.client, self.keys, warm, self.clock(), self.block_idle)
+        return Change(self.client, self.keys, warm, self.clock(), self.block_idle, self.liveness)
 
     def _optimistic(self, plan: Callable[[Change], T], warm: bool = False, reads_boot: bool = False) -> T:
         """Compute a change from fresh reads and commit it if nothing it read has changed;
@@ -991,19 +1093,42 @@ class EtcdStore(ClusterStore):
 
     # -- reads ----------------------------------------------------------------------------
 
-    def _scan_leases(self) -> Iterator[tuple[Lease, int, str]]:
-        """Every lease with its key's revision and the host that wrote it, in address
-        order, read block chunk by block chunk so each range stays bounded."""
+    def _scan_leases(
+        self, within: Network | None = None, after: tuple[int, int] | None = None
+    ) -> Iterator[tuple[Lease, int, str]]:
+        """Every lease (inside `within`, after `after`) with its key's revision and the
+        host that wrote it, in address order, read block chunk by block chunk so each
+        range stays bounded."""
         for family in (4, 6):
+            low, high = 0, (1 << BITS[family]) - 1
+            if within is not None:
+                if within.family != family:
+                    continue
+                low, high = within.value, within.last
+            if after is not None and after[0] >= family:
+                if after[0] > family or after[1] >= high:
+                    continue
+                low = max(low, after[1] + 1)
             start = self.keys.under("block", str(family))
             numbers = [
-                int(kv.key[len(start) :], 16) for kv in paged(self.client, start, prefix_end(start), keys_only=True)
+                number
+                for kv in paged(self.client, start, prefix_end(start), keys_only=True)
+                if low >> BLOCK_BITS <= (number := int(kv.key[len(start) :], 16)) <= high >> BLOCK_BITS
             ]
             for index in range(0, len(numbers), CHUNK):
                 chunk = numbers[index : index + CHUNK]
-                first, last = chunk[0] << BLOCK_BITS, ((chunk[-1] + 1) << BLOCK_BITS) - 1
+                first = max(chunk[0] << BLOCK_BITS, low)
+                last = min(((chunk[-1] + 1) << BLOCK_BITS) - 1, high)
                 for kv in paged(self.client, self.keys.lease(family, first), self.keys.lease(family, last) + b"\x00"):
                     yield decode_lease(self.keys, kv)
+
+    def scan_leases(self, query: LeaseQuery) -> Iterator[Lease]:
+        if query.handle is not None:  # the owner index names its few addresses
+            yield from (lease for lease in self.held_by(query.handle) if query.matches(lease))
+            return
+        for lease, _, _ in self._scan_leases(query.within, query.after):
+            if query.matches(lease):
+                yield lease
 
     def _leases_of_pool(self, pool: str) -> list[Lease]:
         if not names_ranges(pool):  # a digest: only a scan finds them (cnipamctl's release of a gateway)

@@ -65,10 +65,17 @@ class Change:
     """
 
     def __init__(
-        self, client: EtcdClient, keys: Keys, warm: Change | None = None, now: float | None = None, idle: float = 0.0
+        self,
+        client: EtcdClient,
+        keys: Keys,
+        warm: Change | None = None,
+        now: float | None = None,
+        idle: float = 0.0,
+        liveness: bool = True,
     ) -> None:
         self.client = client
         self.keys = keys
+        self.liveness = liveness  # the commit records that the host is alive (EtcdStore)
         self.now = time.time() if now is None else now  # the engine's clock, read once per attempt
         self.idle = idle  # an empty block its host has not touched for this long may be taken over (0: never)
         self.compares: dict[bytes, dict[str, object]] = {}
@@ -573,8 +580,9 @@ class Change:
             return 0
         if self.history:
             self._append_history()
-        host = self.keys.host_seen(self.keys.host)
-        self.ops[host] = put_op(host, f"{time.time():.3f}".encode())
+        if self.liveness:
+            host = self.keys.host_seen(self.keys.host)
+            self.ops[host] = put_op(host, f"{time.time():.3f}".encode())
         compares = [self.compares[key] for key in sorted(self.compares)]
         if max(len(compares), len(self.ops)) > MAX_TXN_OPS:
             raise StoreBusy(f"etcd store: one change touches {len(self.ops)} keys, more than a Txn may hold")

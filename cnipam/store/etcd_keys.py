@@ -163,15 +163,17 @@ class Block(Record):
 
 
 class HostSeen(Record):
-    """A host and when it last changed the store (`cnipamctl hosts`)."""
+    """A host and when it last changed the store (`cnipamctl hosts`): its blocks, its
+    leases and, apart, the gateway reservations it made (they hold no container)."""
 
-    __slots__ = ("host", "seen", "blocks", "leases")
+    __slots__ = ("host", "seen", "blocks", "leases", "gateways")
 
-    def __init__(self, host: str, seen: float, blocks: int, leases: int) -> None:
+    def __init__(self, host: str, seen: float, blocks: int, leases: int, gateways: int = 0) -> None:
         self.host = host
         self.seen = seen
         self.blocks = blocks
         self.leases = leases
+        self.gateways = gateways
 
 
 def escape(text: str) -> str:

@@ -18,11 +18,13 @@ if TYPE_CHECKING:
 LOCK_FILE = "etcd.lock"
 
 
-def open_store(settings: StoreSettings, reading: bool = False) -> Store:
+def open_store(settings: StoreSettings, reading: bool = False, liveness: bool = True) -> Store:
     """`reading`: the caller will only read, which lets an SQLite store be read on a full
-    or read-only disk (store/sqlite_disk.py)."""
+    or read-only disk (store/sqlite_disk.py). `liveness`: the caller acts for its host
+    (the plugin, the agent, the driver), so its writes to a cluster store say the host is
+    alive; an operator's command does not (ctl.session)."""
     if settings.etcd is not None:
-        return open_etcd(settings.etcd, settings.timeout, settings.boot, settings.shared_folders)
+        return open_etcd(settings.etcd, settings.timeout, settings.boot, settings.shared_folders, liveness)
     from .sqlite import SQLiteStore
 
     try:
@@ -34,7 +36,9 @@ def open_store(settings: StoreSettings, reading: bool = False) -> Store:
         raise
 
 
-def open_etcd(etcd: EtcdSettings, timeout: float, boot: str = "", shared_folders: bool = False) -> Store:
+def open_etcd(
+    etcd: EtcdSettings, timeout: float, boot: str = "", shared_folders: bool = False, liveness: bool = True
+) -> Store:
     from .etcd import EtcdStore
     from .etcdv3 import EtcdClient
 
@@ -58,5 +62,6 @@ def open_etcd(etcd: EtcdSettings, timeout: float, boot: str = "", shared_folders
     )  # fmt: skip
     lock = f"{etcd.lock_dir.rstrip('/')}/{LOCK_FILE}" if etcd.lock_dir else None
     return EtcdStore(
-        client, etcd.prefix, etcd.host or os.uname().nodename, timeout, lock, boot, etcd.block_idle, shared_folders
-    )
+        client, etcd.prefix, etcd.host or os.uname().nodename, timeout, lock, boot, etcd.block_idle, shared_folders,
+        liveness,
+    )  # fmt: skip

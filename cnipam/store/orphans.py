@@ -57,9 +57,15 @@ def orphans(leases: Iterable[Lease], cursors: dict[str, Cursor]) -> list[str]:
             found.append(f"{lease.ip}: pool {lease.pool!r} is not a pool description")
         elif not verdict:
             found.append(f"orphan: {lease.ip} ({lease.kind}) lies outside its pool {lease.pool}")
-    for pool, cursor in cursors.items():
-        if not inside(pool, cursor.family, cursor.address, False):
-            found.append(
-                f"orphan: the position of pool {pool!r} ({format_ip(cursor.family, cursor.address)}) lies outside it"
-            )
+    for pool in orphan_cursors(cursors):
+        cursor = cursors[pool]
+        found.append(
+            f"orphan: the position of pool {pool!r} ({format_ip(cursor.family, cursor.address)}) lies outside it"
+        )
     return found
+
+
+def orphan_cursors(cursors: dict[str, Cursor]) -> list[str]:
+    """The pools whose round-robin position lies outside them (Store.repair forgets them)."""
+    inside = PoolKeys().inside
+    return [pool for pool, cursor in cursors.items() if not inside(pool, cursor.family, cursor.address, False)]

@@ -122,6 +122,9 @@ class StoreSettings(Record):
     def with_boot(self, boot: str) -> StoreSettings:
         return StoreSettings(self.path, self.timeout, self.origin, self.etcd, boot, self.shared_folders)
 
+    def with_origin(self, origin: str) -> StoreSettings:
+        return StoreSettings(self.path, self.timeout, origin, self.etcd, self.boot, self.shared_folders)
+
     def anchored(self, folder: str) -> StoreSettings:
         """The same settings with every relative file name (the SQLite file, the etcd
         password, TLS and lock files) made absolute at `folder`, the caller's working
@@ -147,16 +150,32 @@ class StoreSettings(Record):
         return self.etcd.describe() if self.etcd is not None else self.path
 
     @classmethod
-    def for_file(cls, env: dict[str, str], path: str) -> StoreSettings:
+    def for_file(cls, env: dict[str, str], path: str, flag: str = "--db") -> StoreSettings:
         """An operator's `--db PATH`: that SQLite file, whatever CNIPAM_STORE says (naming a
         file means that file), with the timeout the environment sets."""
         others = {key: value for key, value in env.items() if key != "CNIPAM_STORE"}
         settings = cls.from_env({**others, "IPAM_DB_PATH": path})
-        return cls(settings.path, settings.timeout, f"--db {path}", None, shared_folders=settings.shared_folders)
+        return cls(settings.path, settings.timeout, f"{flag} {path}", None, shared_folders=settings.shared_folders)
 
     @classmethod
-    def from_env(cls, env: dict[str, str], data_dir: str | None = None, store: object = None) -> StoreSettings:
-        """`store` is the config's `ipam.store` object, if any."""
+    def for_store(cls, env: dict[str, str], text: str, flag: str = "--store") -> StoreSettings:
+        """An operator's `--store JSON`: that store object, whatever CNIPAM_STORE says, with
+        every message about it naming the flag."""
+        from ..core.json_codec import loads
+
+        try:
+            store = loads(text.encode(), flag)
+        except CnipamError as exc:
+            raise InvalidConfig(exc.message) from None
+        others = {key: value for key, value in env.items() if key != "CNIPAM_STORE"}
+        return cls.from_env(others, None, store, flag)
+
+    @classmethod
+    def from_env(
+        cls, env: dict[str, str], data_dir: str | None = None, store: object = None, store_origin: str = "ipam.store"
+    ) -> StoreSettings:
+        """`store` is the config's `ipam.store` object, if any (`store_origin` names where it
+        came from in messages)."""
         path = env.get("IPAM_DB_PATH", "").strip()
         origin = f"IPAM_DB_PATH={path}" if path else f"default {DEFAULT_PATH}"
         etcd = None
@@ -164,12 +183,12 @@ class StoreSettings(Record):
             from ..core.json_codec import loads
 
             try:
-                store = loads(env["CNIPAM_STORE"].encode())
+                store = loads(env["CNIPAM_STORE"].encode(), "CNIPAM_STORE")
             except CnipamError as exc:
-                raise InvalidEnvironment(f"CNIPAM_STORE is not a JSON object: {exc.message}") from None
+                raise InvalidEnvironment(exc.message) from None
             where = "CNIPAM_STORE"
         else:
-            where = "ipam.store"
+            where = store_origin
         if store is not None:
             chosen = _parse_store(store, where)
             if isinstance(chosen, EtcdSettings):

@@ -22,7 +22,9 @@ Layout (schema version 1):
   first saw an owner leaked (core.collector: released only when seen again later).
 * `leases.gateway` (version 4): for a lease, the gateway reserved for the range it came
   from, so its last release can let the reservation go (BLOB, NULL for none).
-* version 5, the address history (core.history): `history`, one row per allocation and
+* version 5: `docker_pool_block` is no longer unique: Docker networks on one `--subnet`
+  with distinct `--ip-range`s (siblings) are pools of one block (core.docker_pools).
+* version 6, the address history (core.history): `history`, one row per allocation and
   per release (`ip` as text, as in `leases`), its `id` the order written (the oldest
   pruned first, so ids run without gaps and the count is max(id) - min(id) + 1); no
   other index, so that recording costs an ADD one appended row (`cnipamctl history`
@@ -72,7 +74,7 @@ from ..core.history import (
     record_of,
 )
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease, refuse_changed
-from ..core.reuse import FORGET_AFTER, Freed, eligibility, last_resort, older
+from ..core.reuse import FORGET_AFTER, NO_DELAY, Freed, eligibility, last_resort, older
 from .base import Store
 from .sqlite_damage import record_damage, recorded_damage
 from .sqlite_disk import (
@@ -90,21 +92,22 @@ from .write_lock import take_lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
     from typing import TypeVar
 
     T = TypeVar("T")
 
     from ..core.addresses import Network
     from ..core.collector import Collection  # run time: in collect_garbage
-    from ..core.docker_pools import DockerPool, PoolClaim  # run time: in the Docker methods
+    from ..core.docker_pools import AddressUse, DockerPool, PoolClaim  # run time: in the Docker methods
     from ..core.ipam_config import PoolSpec
     from ..core.leases import Owner
     from ..core.pool_usage import PoolUsage
     from ..core.reuse import Eligibility, ReuseDelay
     from ..core.tenancy import Subject
+    from .lease_query import LeaseQuery
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Forward migrations: MIGRATIONS[n] takes a store from schema version n to n + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -179,6 +182,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID""",
     ),
     ("ALTER TABLE leases ADD COLUMN gateway BLOB",),
+    (  # Docker sibling networks share their parent subnet: several pools may start at one address
+        "DROP INDEX docker_pool_block",
+        "CREATE INDEX docker_pool_block ON docker_pools (family, first)",
+    ),
     (
         """CREATE TABLE history (
             id INTEGER PRIMARY KEY,
@@ -278,6 +285,7 @@ def _history_record(row: Sequence[object]) -> HistoryRecord:
 # whose values are of the wrong kind.
 _FAILED = (DatabaseError, UnicodeDecodeError)
 _DAMAGED = (DatabaseError, UnicodeDecodeError, _BadRow)
+_REREADS = 3  # a read without locks that a writer overtook, run again on a fresh opening
 
 
 def _value(raw: object) -> int:
@@ -391,7 +399,6 @@ class SQLiteStore(Store):
         self._history: list[tuple[object, ...]] = []  # the records of the write under way (core.history)
         self._repair_due = False  # as the current write transaction found it (core.reboot)
         self._file = _attach(path, timeout, shared_folders, reading)
-        self._db: Connection = self._file.db
         if self._file.version != SCHEMA_VERSION and self._file.read_only:
             version = self._file.version
             self._close_quietly()
@@ -490,6 +497,33 @@ class SQLiteStore(Store):
         if network is None:
             return self._read(lambda: self._select("ORDER BY family, address", ()))
         return self._read(lambda: self._select("WHERE network = ? ORDER BY family, address", (network,)))
+
+    def scan_leases(self, query: LeaseQuery) -> Iterator[Lease]:
+        from .lease_query import PAGE  # only for listings
+
+        where, params = ["1"], []
+        if query.within is not None:
+            within = query.within
+            where.append("family = ? AND address >= ? AND address <= ?")
+            params += [within.family, *_span_bytes(within.family, within.value, within.last)]
+        for column, value in (("network", query.network), ("handle", query.handle), ("container_id", query.container)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        after = query.after
+
+        def page() -> list[Lease]:
+            clause, values = " AND ".join(where), tuple(params)
+            if after is not None:
+                clause, values = f"{clause} AND (family, address) > (?, ?)", (*values, after[0], to_bytes(*after))
+            return self._select(f"WHERE {clause} ORDER BY family, address LIMIT {PAGE}", values)
+
+        while True:
+            rows = self._read(page)
+            yield from rows
+            if len(rows) < PAGE:
+                return
+            after = (rows[-1].family, rows[-1].address)
 
     def cursors(self) -> dict[str, Cursor]:
         def scan() -> dict[str, Cursor]:
@@ -704,10 +738,7 @@ class SQLiteStore(Store):
 
         with _Writing(self):
             region = pool_region(claim)
-            if claim.network is None:
-                in_use = self._docker_pools_within(region)
-            else:  # pools are disjoint: one overlapping pool is enough to refuse
-                in_use = [clash for clash in (self._docker_overlap(region),) if clash is not None]
+            in_use = self._docker_pools_within(region) if claim.network is None else self._docker_overlap(region)
             serial = self._db.execute("SELECT value FROM counters WHERE name = 'docker_pool'").fetchone()[0] + 1
             pool = place_pool(claim, in_use, serial, time.time())
             self._db.execute("UPDATE counters SET value = ? WHERE name = 'docker_pool'", (serial,))
@@ -746,14 +777,21 @@ class SQLiteStore(Store):
         return self._read(lambda: [_docker_pool(row) for row in self._db.execute(query)])
 
     def request_docker_address(
-        self, pool_id: str, requested: int | None, serial: bool = False, reuse: ReuseDelay | None = None
+        self,
+        pool_id: str,
+        requested: int | None,
+        serial: bool = False,
+        reuse: ReuseDelay | None = None,
+        use: AddressUse | None = None,
     ) -> Lease:
+        from ..core.docker_pools import AddressUse  # not at the top: the plugin never needs it
+
         with _Writing(self):
             pool = self._docker_pool(pool_id)
             if requested is not None:
                 pool.check_named(requested)
-            spec = pool.spec(requested, serial) if reuse is None else pool.spec(requested, serial, reuse)
-            return self._allocate(pool.owner(), (spec,), self.clock())[0]
+            spec = pool.spec(requested, serial, NO_DELAY if reuse is None else reuse, use)
+            return self._allocate(pool.owner(use or AddressUse()), (spec,), self.clock())[0]
 
     @_releasing
     def release_docker_address(self, pool_id: str, family: int, address: int) -> Lease | None:
@@ -771,6 +809,40 @@ class SQLiteStore(Store):
         the ids its damaged original had already handed out)."""
         with _Writing(self):
             self._db.execute("UPDATE counters SET value = max(value, ?) WHERE name = ?", (value, name))
+
+    def repair(self, apply: bool) -> list[str]:
+        if not apply:
+            return self._read(lambda: self._in_one_snapshot(lambda: self._repairs(False)))
+        with _Writing(self, repair=False):
+            return self._repairs(True)
+
+    def _repairs(self, apply: bool) -> list[str]:
+        from .orphans import orphan_cursors  # only when repairing
+
+        changes = []
+        for family in (4, 6):
+            wrong = self._free_index_problems(family)
+            if wrong:
+                changes.append(f"IPv{family}: rebuilt the free index from the leases ({wrong[0]}" + (
+                    f", and {len(wrong) - 1} more problem(s))" if len(wrong) > 1 else ")"
+                ))  # fmt: skip
+                if apply:
+                    self._rebuild_free(family)
+        for ip, raw in self._db.execute("SELECT ip, address FROM leases").fetchall():
+            stored = format_ip(4 if len(raw) == 4 else 6, _value(raw))
+            if stored != ip:
+                changes.append(f"{stored}: wrote its text form again (it read {ip})")
+                if apply:
+                    self._db.execute("UPDATE leases SET ip = ? WHERE address = ?", (stored, raw))
+        for (ip,) in self._db.execute("SELECT ip FROM leases JOIN released USING (family, address)").fetchall():
+            changes.append(f"{ip}: forgot its release time (it is leased)")
+        if apply:
+            self._db.execute("DELETE FROM released WHERE (family, address) IN (SELECT family, address FROM leases)")
+        for pool in sorted(orphan_cursors(self.cursors())):
+            changes.append(f"forgot the position of pool {pool}, which lies outside it")
+            if apply:
+                self._db.execute("DELETE FROM cursors WHERE pool = ?", (pool,))
+        return changes
 
     def problems(self) -> list[str]:
         found = self._read(self._find_problems_in_one_snapshot)
@@ -802,17 +874,19 @@ class SQLiteStore(Store):
     def _docker_pool_exists(self, pool_id: str) -> bool:
         return self._db.execute("SELECT 1 FROM docker_pools WHERE id = ?", (pool_id,)).fetchone() is not None
 
-    def _docker_overlap(self, network: Network) -> DockerPool | None:
-        """A Docker pool that overlaps `network`, if any: pools are disjoint, so the one
-        starting last at or before network's end is the only candidate to look at."""
+    def _docker_overlap(self, network: Network) -> list[DockerPool]:
+        """The Docker pools that overlap `network`, or enough of them to refuse it: blocks
+        are disjoint or equal (siblings share theirs), so the block starting last at or
+        before network's end is the only one to look at, with every pool on it."""
+        family = network.family
         row = self._db.execute(
-            f"SELECT {_POOL_COLUMNS}, last FROM docker_pools WHERE family = ? AND first <= ?"
-            " ORDER BY first DESC LIMIT 1",
-            (network.family, to_bytes(network.family, network.last)),
+            "SELECT first, last FROM docker_pools WHERE family = ? AND first <= ? ORDER BY first DESC LIMIT 1",
+            (family, to_bytes(family, network.last)),
         ).fetchone()
-        if row is not None and _value(row[-1]) >= network.value:
-            return _docker_pool(row[:-1])
-        return None
+        if row is None or _value(row[1]) < network.value:
+            return []
+        query = f"SELECT {_POOL_COLUMNS} FROM docker_pools WHERE family = ? AND first = ? ORDER BY created, id"
+        return [_docker_pool(found) for found in self._db.execute(query, (family, row[0]))]
 
     def _docker_pools_within(self, main: Network) -> list[DockerPool]:
         """The Docker pools overlapping `main`, lowest first."""
@@ -1076,23 +1150,39 @@ class SQLiteStore(Store):
     def _select(self, where: str, params: tuple[object, ...]) -> list[Lease]:
         return [_lease(row) for row in self._db.execute(f"SELECT {_COLUMNS} FROM leases {where}", params)]
 
+    @property
+    def _db(self) -> Connection:
+        """The process's one connection to the file, looked up each time: a read without
+        locks may replace it (`_read`)."""
+        return self._file.db
+
     def _read(self, query: Callable[[], T]) -> T:
         """A read on the shared connection, by one thread at a time (re-entrant: reads run
         inside write transactions too). A read without locks (`immutable`) is trusted only
-        if nothing wrote the file meanwhile."""
+        if nothing wrote the file meanwhile; when something did, the writer now holds the
+        store, so the file is opened afresh (under its locks, as sqlite_disk.py chooses)
+        and the read runs again, a few times at most."""
         shared = self._file
         if not shared.mutex.acquire(timeout=max(self.timeout, 0.05)):
             raise StoreBusy(f"store {self.path} stayed busy with other threads of this process for {self.timeout:g}s")
         try:
-            if not self._db.in_transaction:  # a call of its own: SQLite's own waits end with its deadline
-                self._db.execute(f"PRAGMA busy_timeout = {_milliseconds(self.timeout)}")
-            try:
-                result = query()
-            except _DAMAGED as exc:
-                shared.check_unchanged(self.path)  # an error from a file changed under the read is no damage
-                raise self._failure(exc) from None
-            shared.check_unchanged(self.path)
-            return result
+            rereads = 0
+            while True:
+                if not self._db.in_transaction:  # a call of its own: SQLite's own waits end with its deadline
+                    self._db.execute(f"PRAGMA busy_timeout = {_milliseconds(self.timeout)}")
+                try:
+                    try:
+                        result = query()
+                    except _DAMAGED as exc:
+                        shared.check_unchanged(self.path)  # an error from a file changed under the read is no damage
+                        raise self._failure(exc) from None
+                    shared.check_unchanged(self.path)
+                    return result
+                except StoreBusy:
+                    rereads += 1
+                    if shared.unchanged is None or rereads > _REREADS:
+                        raise
+                    _reopen_read_only(shared, self.path, self.timeout)
         finally:
             shared.mutex.release()
 
@@ -1142,11 +1232,14 @@ class SQLiteStore(Store):
         """`cnipamctl check` runs beside live writers: every table is read in one read
         transaction, so a lease committed between two of the checks' reads is never
         mistaken for an address that is neither leased nor free."""
+        return self._in_one_snapshot(self._find_problems)
+
+    def _in_one_snapshot(self, reads: Callable[[], T]) -> T:
         if self._db.in_transaction:
-            return self._find_problems()
+            return reads()
         self._db.execute("BEGIN")
         try:
-            return self._find_problems()
+            return reads()
         finally:
             self._db.execute("ROLLBACK")
 
@@ -1353,7 +1446,7 @@ def _store_error(path: str, exc: Exception) -> StoreIOError | StoreBusy:
             f"store {path} is not a readable cnipam store: {text} (`cnipamctl recover` saves what is readable)"
         )
     if any(word in text for word in ("I/O error", "full", "readonly", "unable to open")):
-        fault = disk_fault(path)  # SQLite's words do not say which: the file system does
+        fault = disk_fault(path, failed=True)  # SQLite's words do not say which: the file system does
         if fault is not None:
             error = StoreFull if fault[0] == FULL else StoreIOError
             return error(f"store {path}: {fault[1]}; nothing was written ({text})")
@@ -1545,8 +1638,15 @@ def _open_read_only(path: str, key: tuple[int, int], timeout: float) -> _SharedF
     return shared
 
 
+def _reopen_read_only(shared: _SharedFile, path: str, timeout: float) -> None:
+    """Replace a read-only file's connection with a fresh opening (its mutex held)."""
+    fresh = _open_read_only(path, shared.key, timeout)
+    stale, shared.db, shared.unchanged = shared.db, fresh.db, fresh.unchanged
+    stale.close()
+
+
 def _cannot_open(path: str, existed: bool, exc: OSError) -> StoreIOError:
-    fault = disk_fault(path)
+    fault = disk_fault(path, failed=True)
     what = f"cannot open store {path} for writing" if existed else f"cannot create store {path}"
     if fault is not None:
         return (StoreFull if fault[0] == FULL else StoreIOError)(f"{what}: {fault[1]}")

@@ -44,9 +44,14 @@ FULL = "full"
 READ_ONLY = "read-only"
 
 
-def disk_fault(path: str) -> tuple[str, str] | None:
+def disk_fault(path: str, failed: bool = False) -> tuple[str, str] | None:
     """(FULL or READ_ONLY, a sentence naming it) when the store's file system cannot take
-    a write, else None."""
+    a write, else None.
+
+    `failed`: a write has just failed. A missing reserve then counts as part of the full
+    disk: a release that found the disk full gave it up, so the room seen free now is that
+    reserve's (and the next allocation takes it back). Only naming a failure may count it
+    so; a reader choosing how to open the store must not (store/sqlite.py's openings)."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
         info = os.statvfs(folder)
@@ -55,7 +60,8 @@ def disk_fault(path: str) -> tuple[str, str] | None:
     if info.f_flag & os.ST_RDONLY:
         return READ_ONLY, f"the file system holding {folder} is mounted read-only"
     free = _free(info)
-    if free < ROOM_NEEDED:
+    reserve_out = failed and not os.path.exists(path + RESERVE_SUFFIX)
+    if free < ROOM_NEEDED + (RESERVE_BYTES if reserve_out else 0):
         return FULL, f"the file system holding {folder} is full ({free} bytes free)"
     if info.f_files and info.f_ffree == 0:
         return FULL, f"the file system holding {folder} has no free inodes"

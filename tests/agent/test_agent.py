@@ -91,7 +91,8 @@ def test_relative_store_path_is_the_callers_not_the_agents(agent: AgentProcess, 
     assert run.code == 0, run
     assert held(caller / "rel" / "store.db") == [("10.9.0.2", f"cni:{NET}/c1/eth0")]
     assert not (tmp_path / "agent-cwd" / "rel").exists()
-    assert agent.events("call")
+    [logged] = agent.events("call")  # the network and the address, what an operator looks for in the log
+    assert (logged["network"], logged["addresses"], logged["container"]) == (NET, ["10.9.0.2/24"], "c1")
 
 
 def test_socket_is_0660_in_a_0750_folder(agent: AgentProcess) -> None:
@@ -290,8 +291,17 @@ def test_forwarding_switched_off_never_touches_the_agent(agent: AgentProcess, tm
 
 def test_sigterm_removes_the_socket(agent: AgentProcess) -> None:
     assert agent.stop() == 0
-    assert not agent.socket.exists()
+    assert not agent.socket.exists() and not Path(f"{agent.socket}.lock").exists()  # nothing left behind
     assert [event["event"] for event in agent.events()][-2:] == ["stopping", "stopped"]
+
+
+def test_a_socket_in_a_missing_folder_tree_is_refused_and_nothing_is_made(tmp_path: Path) -> None:
+    """Only the socket's own folder is made (/run/cnipam): a mistyped --socket is refused."""
+    refused = start_agent(tmp_path, sock=tmp_path / "missing" / "dir" / "a.sock", expect_listening=False)
+    assert refused.process.wait(CALL_TIMEOUT) == 2
+    [fatal] = refused.events("fatal")
+    assert "does not exist" in fatal["error"] and str(tmp_path / "missing") in fatal["error"]
+    assert not (tmp_path / "missing").exists()
 
 
 # -- the leak reconciler ------------------------------------------------------------------------

@@ -83,12 +83,16 @@ def test_the_report_round_trip(store: tuple[Store, list[str]], tmp_path: Path) -
     )  # the store changes under the report: the stray lease is made again
     engine.allocate(owner("stray", network="other"), parse_ecs({"ipv4-subnet": "10.9.0.0/24"}).pools)
     before = engine.leases()
-    refused = ctl(where, "release", "--from-report", str(report), "--yes")
+    refused = ctl(where, "release", "--from-report", str(report), "--yes", "--force")
     assert refused.returncode == 1 and "changed since the report was made" in refused.stderr
     assert engine.leases() == before  # nothing of it was applied
 
     assert ctl(where, "check", "--report", str(report), "--config", str(config)).returncode == 1
-    applied = ctl(where, "release", "--from-report", str(report), "--yes", "--json")
+    doubted = ctl(where, "release", "--from-report", str(report), "--yes")  # half and stray may still run
+    assert doubted.returncode == 1 and "may still be in use (2 of 4 leases)" in doubted.stderr, doubted.stderr
+    assert "container 'half'" in doubted.stderr and "container 'stray'" in doubted.stderr
+    assert "'old'" not in doubted.stderr and engine.leases() == before  # earlier boot: provably gone
+    applied = ctl(where, "release", "--from-report", str(report), "--yes", "--force", "--json")
     assert applied.returncode == 0, applied.stderr
     released = json.loads(applied.stdout)
     assert sorted(lease["container_id"] for lease in released["leases"]) == ["half", "old", "old", "stray"]
@@ -122,4 +126,8 @@ def test_a_bad_report_is_refused_by_name(store: tuple[Store, list[str]], tmp_pat
         done = ctl(where, "release", "--from-report", str(bad), "--yes")
         assert done.returncode == 1 and says in done.stderr, done.stderr
     assert ctl(where, "release", "--from-report", str(bad), "10.0.0.1").returncode == 2
-    assert ctl(where, "check", "--config", str(bad)).returncode == 2  # --config only says what --report compares with
+    assert (
+        ctl(where, "check", "--subnet", "10.0.0.0/24").returncode == 2
+    )  # --subnet only says what --report compares with
+    not_a_config = ctl(where, "check", "--config", str(bad))  # a store option too: read even without --report
+    assert not_a_config.returncode == 1 and str(bad) in not_a_config.stderr, not_a_config.stderr

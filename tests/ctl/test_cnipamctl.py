@@ -56,7 +56,7 @@ NET1 = {
     "ipam": {"type": "cnipam", "ipv4-subnet": "10.0.0.0/24", "ipv6-subnet": "fd00::/64"},
 }
 NET2 = {"cniVersion": "1.0.0", "name": "net2", "ipam": {"type": "cnipam", "id": "task-1", "ipv4-subnet": "10.0.0.0/24"}}
-HL = {
+HL: dict[str, Any] = {
     "cniVersion": "1.0.0",
     "name": "hl",
     "ipam": {"type": "cnipam", "ranges": [[{"subnet": "10.9.0.0/24", "rangeStart": "10.9.0.10"}]]},
@@ -85,7 +85,7 @@ def test_leases_table_and_json(db: Path) -> None:
     expected = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.9.0.1", "10.9.0.10",
                 "fd00::1", "fd00::2", "fd00::3", "fd00::4"]  # fmt: skip
     assert table_ips(table) == expected
-    assert "id 'task-1'" in table and "a gateway reservation" in table
+    assert "id 'task-1'" in table and "gateway reservation" in table and "attachment" in table
     rows = ok(
         "leases", "--json", IPAM_DB_PATH=str(db)
     ).json()  # IPAM_DB_PATH, as the plugin; --db after the command too
@@ -128,6 +128,89 @@ def test_leases_in_a_pipe_are_plain_lines(db: Path) -> None:
 )
 def test_leases_filters(db: Path, filters: list[str], expected: list[str]) -> None:
     assert [row["ip"] for row in ok("--db", str(db), "leases", "--json", *filters).json()] == expected
+
+
+def test_leases_page_with_limit_and_after(db: Path) -> None:
+    everything = [row["ip"] for row in ok("--db", str(db), "leases", "--json").json()]
+    seen: list[str] = []
+    after: list[str] = []
+    while True:
+        run = ok("--db", str(db), "leases", "--limit", "4", "--json", *after)
+        page = [row["ip"] for row in run.json()]
+        seen += page
+        if not run.err:
+            break
+        assert run.err == f"cnipamctl: 4 rows shown; the next page: --after {page[-1]}\n"
+        after = ["--after", page[-1]]
+    assert seen == everything
+    table = ok("--db", str(db), "leases", "--limit", "3", "--subnet", "10.0.0.0/24")
+    assert table_ips(table.out) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"] and "--after 10.0.0.3" in table.err
+    assert ok("--db", str(db), "leases", "--after", "fd00::3/64", "--json").json()[0]["ip"] == "fd00::4"
+    refused(call("--db", str(db), "leases", "--limit", "0"), status=2, says="--limit")
+
+
+def test_empty_and_near_miss_inputs_get_a_clear_answer(db: Path) -> None:
+    assert [row["ip"] for row in ok("--db", str(db), "show", "10.0.0.3/24", "--json").json()] == ["10.0.0.3"]
+    assert "ip:        fd00::3" in ok("--db", str(db), "show", "fd00::3/64").out  # as a CNI result prints it
+    refused(call("--db", str(db), "show", ""), says="an empty ADDRESS|OWNER names nothing")
+    refused(call("--db", str(db), "release", " ", "--yes"), says="empty")
+    refused(call("--db", str(db), "show", "10.0.0.3/33"), says="is not an IP address")
+    for flag in ("--container", "--network", "--owner"):
+        refused(call("--db", str(db), "leases", flag, ""), status=2, says=flag)
+    typo = ok("--db", str(db), "leases", "--network", "nte1")
+    assert typo.out == "" and typo.err == "no leases (no lease in the store records network 'nte1')\n"
+    assert ok("--db", str(db), "leases", "--network", "net1", "--container", "nobody").err == "no leases\n"
+
+
+def on_a_terminal(args: list[str], columns: int) -> str:
+    """cnipamctl's stdout on a pseudo-terminal `columns` wide."""
+    leader, follower = pty.openpty()
+    try:
+        env = {**BASE_ENV, "COLUMNS": str(columns), "TERM": "dumb"}
+        done = subprocess.run([CTL, *args], stdout=follower, stderr=subprocess.PIPE, env=env, timeout=60)
+        os.close(follower)
+        follower = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+        if follower != -1:
+            os.close(follower)
+    assert done.returncode == 0, done.stderr
+    return click_unstyle(b"".join(chunks).decode().replace("\r\n", "\n"))
+
+
+def click_unstyle(text: str) -> str:
+    import click
+
+    return click.unstyle(text)
+
+
+def test_a_narrow_terminal_leaves_out_decorative_columns_before_cutting_identifying_ones(db: Path) -> None:
+    wide = on_a_terminal(["--db", str(db), "leases"], 200).splitlines()
+    assert wide[0].split() == ["ip", "kind", "owner", "container", "ifname", "network", "pool", "boot", "age"]
+    assert "10.9.0.0/24[10.9.0.10-10.9.0.254]" in "\n".join(wide)
+    narrow = on_a_terminal(["--db", str(db), "leases"], 80).splitlines()
+    assert narrow[0].split() == ["ip", "owner", "container", "network", "pool"], narrow[0]
+    assert all(len(line) <= 80 for line in narrow), narrow
+    assert [line.split()[0] for line in narrow[2:]] == table_ips("\n".join(wide[1:]))  # every address whole
+    assert "gateway reservation" in "\n".join(narrow) and "id 'task-1'" in "\n".join(narrow)
+    usage = on_a_terminal(["--db", str(db), "usage"], 60).splitlines()
+    assert usage[0].split() == ["pool", "size", "reserved", "used", "free", "percent"]  # the bar went first
+    assert "<0.1%" in "\n".join(usage)  # an IPv6 /64 with three leases
+
+
+def test_leases_into_a_closed_pipe_stops_quietly(db: Path) -> None:
+    done = subprocess.run(f"{CTL} --db {db} leases | head -1", shell=True, capture_output=True, text=True, env=BASE_ENV)
+    assert done.stdout.split() == ["ip", "kind", "owner", "container", "ifname", "network", "pool", "boot", "age"]
+    assert done.stderr == ""
 
 
 def test_show_by_address_owner_container_and_handle(db: Path) -> None:
@@ -199,29 +282,49 @@ def test_config_data_dir_chooses_the_store(tmp_path: Path) -> None:
 
 
 def test_release_refuses_without_a_terminal_and_releases_with_yes(db: Path) -> None:
+    d = str(db)
     refused(call("--db", str(db), "release", "10.0.0.1", "--yes"), says="10.0.0.1 is a gateway reservation")
     before = ok("--db", str(db), "export").out
-    refused(call("--db", str(db), "release", "ctr-a"), says="stdin is not a terminal: pass --yes")
-    refused(call("--db", str(db), "release", "10.0.0.2", stdin="y\n"), says="pass --yes")  # a pipe is no terminal
+    refused(call("--db", str(db), "release", "ctr-a", "--force"), says="stdin is not a terminal: pass --yes")
+    refused(call("--db", str(db), "release", "10.0.0.2", "--force", stdin="y\n"), says="pass --yes")  # a pipe
     assert ok("--db", str(db), "export").out == before
-    released = ok("--db", str(db), "release", "10.0.0.2", "--yes", "--json").json()
+    released = ok("--db", str(db), "release", "10.0.0.2", "--yes", "--force", "--json").json()
     assert [row["ip"] for row in released] == ["10.0.0.2"]
     assert [row["ip"] for row in ok("--db", str(db), "show", "ctr-a", "--json").json()] == [
         "fd00::2"
     ]  # exactly that address
-    assert ok("--db", str(db), "release", "ctr-b", "-y").out.splitlines() == [
+    assert ok("--db", str(db), "release", "ctr-b", "-y", "--force").out.splitlines() == [
         "released 10.0.0.3 (container 'ctr-b' interface 'eth0')",
         "released fd00::3 (container 'ctr-b' interface 'eth0')",
     ]
-    assert [row["ip"] for row in ok("--db", str(db), "release", "task-1", "--yes", "--json").json()] == ["10.0.0.5"]
-    assert [row["ip"] for row in ok("--db", str(db), "release", "cni:net1/ctr-c/eth0", "--yes", "--json").json()] == [
+    assert [row["ip"] for row in ok("--db", str(db), "release", "task-1", "--yes", "--force", "--json").json()] == [
+        "10.0.0.5"
+    ]
+    assert [row["ip"] for row in ok("--db", d, "release", "cni:net1/ctr-c/eth0", "-y", "--force", "--json").json()] == [
         "10.0.0.4",
         "fd00::4",
     ]
     refused(call("--db", str(db), "show", "10.0.0.1"), says="10.0.0.1")  # gone with the subnet's last lease
-    refused(call("--db", str(db), "release", "ctr-b", "--yes"), says="no lease is held by 'ctr-b'")
+    refused(call("--db", str(db), "release", "ctr-b", "--yes", "--force"), says="no lease is held by 'ctr-b'")
     assert plugin("ADD", NET1, "ctr-f", db=db)  # the store still allocates after manual releases
     assert ok("--db", str(db), "check").out == "ok\n"
+
+
+def test_release_refuses_a_lease_whose_holder_may_run_unless_forced(db: Path, tmp_path: Path) -> None:
+    """A lease made in this boot may still be in use: refused, naming its holder and why,
+    whatever the confirmation; one of an earlier boot of this host is provably gone."""
+    before = ok("--db", str(db), "export").out
+    message = refused(call("--db", str(db), "release", "ctr-a", "--yes"), says="may still be in use (2 of 2 leases)")
+    assert "10.0.0.2 (container 'ctr-a' interface 'eth0'): it was made in this boot" in message
+    assert "its netns /var/run/netns/test is not there, or not visible from here" in message
+    assert message.endswith("Nothing was released; if the holder is gone, pass --force")
+    refused(call("--db", str(db), "release", "10.0.0.5", "--yes"), says="10.0.0.5 (id 'task-1')")
+    assert ok("--db", str(db), "export").out == before
+    old = tmp_path / "old.db"
+    plugin("ADD", NET1, "ctr-old", db=old)  # this boot's, for the plugin
+    earlier = {"CNIPAM_BOOT_ID": "a-later-boot"}  # cnipamctl runs after a reboot
+    released = ok("--db", str(old), "release", "ctr-old", "--yes", "--json", **earlier).json()
+    assert sorted(row["ip"] for row in released) == ["10.0.0.2", "fd00::2"]
 
 
 def answer_on_a_terminal(db: Path, target: str, answer: str) -> tuple[int, str]:
@@ -229,8 +332,8 @@ def answer_on_a_terminal(db: Path, target: str, answer: str) -> tuple[int, str]:
     leader, follower = pty.openpty()
     try:
         os.write(leader, answer.encode())
-        done = subprocess.run([CTL, "--db", str(db), "release", target], stdin=follower, capture_output=True, text=True,
-                              env=BASE_ENV, timeout=60)  # fmt: skip
+        done = subprocess.run([CTL, "--db", str(db), "release", target, "--force"], stdin=follower,
+                              capture_output=True, text=True, env=BASE_ENV, timeout=60)  # fmt: skip
     finally:
         os.close(leader)
         os.close(follower)
@@ -254,12 +357,12 @@ def test_release_gateway_only_when_asked_and_unused(db: Path) -> None:
     refused(
         call("--db", str(db), "release", "10.0.0.1", "--yes"), says="gateway reservation, not a lease: pass --gateway"
     )
-    refused(call("--db", str(db), "release", "10.0.0.2", "--gateway", "--yes"), says="is not a gateway reservation")
+    refused(call("--db", str(db), "release", "10.0.0.2", "--gateway", "--yes"), says="10.0.0.2 is not a gateway")
     refused(call("--db", str(db), "release", "10.0.0.1", "--gateway", "--yes"), says="still serves")
     for owner in ("ctr-a", "ctr-b", "ctr-c"):
-        ok("--db", str(db), "release", owner, "--yes")
+        ok("--db", str(db), "release", owner, "--yes", "--force")
     refused(call("--db", str(db), "release", "10.0.0.1", "--gateway", "--yes"), says="still serves 1 lease")
-    ok("--db", str(db), "release", "task-1", "--yes")  # the subnet's last lease takes its gateway with it
+    ok("--db", str(db), "release", "task-1", "--yes", "--force")  # the subnet's last lease takes its gateway with it
     refused(call("--db", str(db), "show", "10.0.0.1"), says="10.0.0.1")
 
 
@@ -360,6 +463,35 @@ def test_conflicting_import_changes_nothing(db: Path, tmp_path: Path) -> None:
     assert ok("--db", str(tmp_path / "new.db"), "leases", "--json").json() == []
 
 
+def test_import_refuses_whole_what_check_would_flag(db: Path, tmp_path: Path) -> None:
+    """The issue's edited export: a lease moved outside its pool imported, and `check`
+    failed afterwards. It is refused, naming it, and nothing is written."""
+    document = json.loads(ok("--db", str(db), "export").out)
+    moved = next(row for row in document["leases"] if row["address"] == "10.0.0.3")
+    moved["address"] = "10.77.0.3"
+    (tmp_path / "edited.json").write_text(json.dumps(document))
+    target = tmp_path / "new.db"
+    refused(
+        call("--db", str(target), "import", str(tmp_path / "edited.json")),
+        says="import refused, nothing was imported: orphan: 10.77.0.3 (lease) lies outside its pool 10.0.0.0/24",
+    )
+    assert not target.exists()
+    document = json.loads(ok("--db", str(db), "export").out)
+    document["cursors"]["10.0.0.0/24"]["address"] = "10.1.0.9"
+    (tmp_path / "cursor.json").write_text(json.dumps(document))
+    refused(call("--db", str(target), "import", str(tmp_path / "cursor.json")), says="the position of pool")
+
+
+def test_gc_names_a_network_no_lease_records_and_leaves_docker_pools_to_dockerd(db: Path, tmp_path: Path) -> None:
+    valid = tmp_path / "valid.json"
+    valid.write_text("[]")
+    typo = ok("--db", str(db), "gc", "--valid", str(valid), "--network", "nte1")
+    assert typo.out == "would release 0 leases of network 'nte1' (dry run: --apply releases them)\n"
+    assert typo.err == "cnipamctl: no lease in the store records network 'nte1': is the name right?\n"
+    refused(call("--db", str(db), "gc", "--valid", str(valid), "--network", "docker:S/10.9.0.0/24/1"), says="dockerd")
+    refused(call("--db", str(db), "gc", "--valid", str(valid), "--network", ""), status=2, says="--network")
+
+
 def test_check_healthy_and_corrupted(db: Path) -> None:
     assert ok("--db", str(db), "check").out == "ok\n"
     assert ok("--db", str(db), "check", "--json").json() == {"store": str(db), "ok": True, "problems": []}
@@ -372,6 +504,22 @@ def test_check_healthy_and_corrupted(db: Path) -> None:
     assert (
         report.code == 1 and report.json()["ok"] is False and "neither leased nor free" in report.json()["problems"][0]
     )
+
+
+def test_repair_rebuilds_a_damaged_free_index_after_a_dry_run(db: Path) -> None:
+    with sqlite3.connect(db) as connection:  # lose the free interval right after 10.0.0.5
+        connection.execute("DELETE FROM free WHERE family = 4 AND first = ?", (bytes([10, 0, 0, 6]),))
+    dry = ok("--db", str(db), "repair")
+    assert (
+        dry.out == "IPv4: rebuilt the free index from the leases (IPv4: 10.0.0.6-10.9.0.0 is neither leased nor free)\n"
+    )
+    assert "dry run: nothing was written" in dry.err
+    refused(call("--db", str(db), "check"), says="has 1 problem")
+    applied = ok("--db", str(db), "repair", "--apply", "--json").json()
+    assert applied["applied"] is True and len(applied["changes"]) == 1 and applied["problems"] == []
+    assert ok("--db", str(db), "check").out == "ok\n"
+    assert ok("--db", str(db), "repair").out == "nothing to repair\n"
+    assert ips(plugin("ADD", NET1, "ctr-new", db=db)) == ["10.0.0.6", "fd00::5"]
 
 
 @pytest.mark.parametrize(
@@ -451,7 +599,7 @@ def test_an_unexpected_error_is_one_line_with_status_3(
     from cnipam.ctl import session
     from cnipam.ctl.app import main
 
-    def broken(*args: object) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("boom")
 
     monkeypatch.setattr(session, "open_store", broken)
@@ -534,6 +682,20 @@ def test_migrate_host_local(tmp_path: Path, name: str, expected_next: list[str])
     )  # the source is only read
 
 
+def test_a_finished_migration_run_again_is_a_no_op_that_says_so(tmp_path: Path) -> None:
+    manifest, data_dir, conf = host_local_fixture(tmp_path, "v4")
+    ok("migrate", "host-local", str(data_dir), "--config", str(conf))
+    store = data_dir / "cnipam.db"
+    config = json.loads(conf.read_text())
+    plugin("ADD", config, "f" * 64)  # the plugin has moved on since
+    before = ok("--db", str(store), "export").out
+    again = ok("migrate", "host-local", str(data_dir), "--config", str(conf))
+    assert f"nothing to import: the store holds all {manifest['lease_count']} already" in again.out
+    assert ok("--db", str(store), "export").out == before  # not even the positions were written again
+    report = ok("migrate", "host-local", str(data_dir), "--config", str(conf), "--json").json()
+    assert (report["already"], report["planned"], report["refused"]) == (manifest["lease_count"], 0, [])
+
+
 def test_migrate_host_local_refusals_abort_unless_skipped(tmp_path: Path) -> None:
     manifest, data_dir, conf = host_local_fixture(tmp_path, "v4")
     folder = data_dir / "net1"
@@ -552,12 +714,13 @@ def test_migrate_host_local_refusals_abort_unless_skipped(tmp_path: Path) -> Non
     assert report["imported"] == manifest["lease_count"] and sorted(item["what"] for item in report["refused"]) == [
         "10.22.0.30", "10.22.0.31", "10.99.0.5",
     ]  # fmt: skip
-    again = call(
-        "migrate", "host-local", str(folder), "--config", str(conf), "--json"
-    )  # everything is in the store now
-    refused(again, says=f"{manifest['lease_count'] + 3} items cannot be imported")
+    again = call("migrate", "host-local", str(folder), "--config", str(conf), "--json")  # the rest is in the store
+    refused(again, says="3 items cannot be imported")
+    assert again.json()["already"] == manifest["lease_count"]
+    taken = call("migrate", "host-local", str(folder), "--config", str(conf), "--network", "other", "--json")
+    refused(taken, says=f"{manifest['lease_count'] + 3} items cannot be imported")  # another network's holders
     assert all(
-        "already in the store" in item["why"] for item in again.json()["refused"] if item["what"] == "10.22.0.11"
+        "already in the store" in item["why"] for item in taken.json()["refused"] if item["what"] == "10.22.0.11"
     )
     assert len(ok("--db", str(data_dir / "cnipam.db"), "leases", "--json").json()) == manifest["lease_count"]
 
@@ -576,7 +739,8 @@ def test_migrate_host_local_into_etcd_lists_every_conflict_first(
     migrate = ("--store", store, "migrate", "host-local", str(data_dir / "dual"), "--config", str(conf), "--json")
     first = ok(*migrate).json()
     assert first["imported"] == manifest["lease_count"] and first["store"].startswith(f"etcd {etcd_endpoint} prefix ")
-    again = call(*migrate)
+    assert ok(*migrate).json()["already"] == manifest["lease_count"]  # run again: nothing to do
+    again = call(*migrate, "--network", "other")  # the same addresses for another network's holders
     refused(again, says=f"{manifest['lease_count']} items cannot be imported")
     assert {item["what"] for item in again.json()["refused"]} == {lease["address"] for lease in manifest["leases"]}
     assert len(ok("--store", store, "leases", "--json").json()) == manifest["lease_count"]
@@ -765,3 +929,163 @@ def test_install_plugin_refusals(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "bin") == ["cnipam"]
     refused(call("install-plugin", "host-local", "--bin-dir", str(tmp_path / "bin")), status=2, says="host-local")
     assert "[default: /opt/cni/bin]" in " ".join(ok("install-plugin", "--help").out.split())
+
+
+# -- the store options, before or after the command name ------------------------------------
+
+STORE_COMMANDS = [
+    ["leases"], ["show"], ["usage"], ["release"], ["gc"], ["export"], ["import"], ["check"], ["pools"], ["repair"],
+    ["migrate", "host-local"], ["migrate", "ecs-boltdb"], ["migrate", "gipam"], ["hosts", "list"],
+    ["hosts", "blocks"], ["hosts", "release"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", STORE_COMMANDS, ids=" ".join)
+def test_every_store_command_lists_the_store_options_in_its_help(command: list[str]) -> None:
+    text = ok(*command, "--help").out
+    for flag in ("--db PATH", "--store JSON", "--config FILE"):
+        assert flag in text, f"{' '.join(command)} --help lacks {flag}"
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_db_store_and_config_work_before_and_after_the_command(db: Path, tmp_path: Path, where: str) -> None:
+    def run(options: list[str], *command: str) -> Any:
+        args = [*options, *command] if where == "before" else [*command, *options]
+        return ok(*args, "--json").json()
+
+    expected = [row["ip"] for row in run(["--db", str(db)], "leases")]
+    assert len(expected) == 11
+    store = json.dumps({"type": "sqlite", "path": str(db)})
+    assert [row["ip"] for row in run(["--store", store], "leases")] == expected
+    config = tmp_path / "net.conf"
+    config.write_text(json.dumps({**HL, "ipam": {**HL["ipam"], "store": {"type": "sqlite", "path": str(db)}}}))
+    assert [row["ip"] for row in run(["--config", str(config)], "leases")] == expected
+    assert {row["pool"] for row in run(["--config", str(config)], "usage")} >= {"10.9.0.0/24[10.9.0.10-10.9.0.254]"}
+    data_dir = tmp_path / "dd"
+    data_dir.mkdir()
+    shutil.copyfile(db, data_dir / "cnipam.db")
+    config.write_text(json.dumps({**HL, "ipam": {**HL["ipam"], "dataDir": str(data_dir)}}))
+    assert [row["ip"] for row in run(["--config", str(config)], "leases")] == expected
+    assert run(["--config", str(config)], "check")["store"] == str(data_dir / "cnipam.db")
+
+
+def test_store_option_errors_name_the_flag_or_variable(tmp_path: Path) -> None:
+    refused(call("leases", "--store", '{"type": "etcd"}'), says="--store.endpoints")
+    refused(call("leases", "--store", "notjson"), says="--store: invalid JSON")
+    refused(call("leases", CNIPAM_STORE="notjson"), says="CNIPAM_STORE: invalid JSON")
+    refused(call("leases", CNIPAM_STORE='{"type": "etcd"}'), says="CNIPAM_STORE.endpoints")
+    refused(call("leases", "--db", ""), status=2, says="--db")
+    refused(call("--store", " ", "leases"), status=2, says="--store")
+    missing = tmp_path / "missing.db"
+    refused(call("leases", "--db", str(missing)), says=f"no store at {missing} (--db {missing})")
+    config = tmp_path / "c.conf"
+    config.write_text(json.dumps({**HL, "ipam": {**HL["ipam"], "dataDir": str(tmp_path / "nowhere")}}))
+    refused(call("leases", "--config", str(config)), says=f"of --config {config}")
+    other = tmp_path / "o.conf"
+    other.write_text(json.dumps({**HL, "ipam": {**HL["ipam"], "dataDir": str(tmp_path / "elsewhere")}}))
+    refused(call("leases", "--config", str(config), "--config", str(other)), says="name different stores")
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "elsewhere").exists()
+
+
+# -- Docker's pools and addresses ----------------------------------------------------------
+
+
+@pytest.fixture
+def docker_db(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A store the Docker driver's methods filled as dockerd would: a network with
+    --ip-range, --gateway and an aux address, a container given --ip, a sibling network
+    on the same subnet, and a dynamic IPv6 network. Returns the store and the pool ids."""
+    from cnipam.docker.driver import Driver
+    from cnipam.docker.settings import load
+    from cnipam.store.sqlite import SQLiteStore
+
+    path = tmp_path / "docker.db"
+    store = SQLiteStore(str(path))
+    driver = Driver(store, load(["-v6", "2001:db8::/56"], {}))
+
+    def ask(body: dict[str, object]) -> dict[str, object]:
+        return driver.handle("/IpamDriver.RequestAddress", json.dumps(body).encode())
+
+    def pool(body: dict[str, object]) -> str:
+        return str(driver.handle("/IpamDriver.RequestPool", json.dumps(body).encode())["PoolID"])
+
+    gateway = {"RequestAddressType": "com.docker.network.gateway"}
+    web = pool({"Pool": "10.9.0.0/24", "SubPool": "10.9.0.128/25"})
+    ask({"PoolID": web, "Address": "10.9.0.254", "Options": gateway})
+    ask({"PoolID": web, "Address": "10.9.0.9", "Options": None})
+    endpoint = {
+        "com.docker.network.endpoint.macaddress": "02:42:0a:09:00:4d",
+        "com.docker.network.endpoint.name": "web-1",
+    }
+    ask({"PoolID": web, "Address": "10.9.0.77", "Options": endpoint})
+    ask({"PoolID": web, "Address": "", "Options": {"com.docker.network.endpoint.macaddress": "02:42:0a:09:00:80"}})
+    sibling = pool({"Pool": "10.9.0.0/24", "SubPool": "10.9.0.0/26"})
+    ask({"PoolID": sibling, "Address": "", "Options": gateway})
+    six = pool({"V6": True})
+    ask({"PoolID": six, "Address": "", "Options": gateway})
+    store.close()
+    return path, [web, sibling, six]
+
+
+def test_pools_lists_docker_pools_as_docker_network_inspect_users_expect(docker_db: tuple[Path, list[str]]) -> None:
+    path, (web, sibling, six) = docker_db
+    listed = {row["id"]: row for row in ok("--db", str(path), "pools", "--json").json()}
+    assert list(listed) == [web, sibling, six]
+    assert {key: listed[web][key] for key in ("subnet", "ip_range", "gateway", "aux", "endpoints", "used")} == {
+        "subnet": "10.9.0.0/24", "ip_range": "10.9.0.128/25", "gateway": "10.9.0.254", "aux": ["10.9.0.9"],
+        "endpoints": 2, "used": 4,
+    }  # fmt: skip
+    assert (listed[web]["size"], listed[web]["free"]) == (127, 125)  # .128-.254: .128 and the gateway taken
+    assert (listed[sibling]["gateway"], listed[sibling]["ip_range"], listed[sibling]["free"]) == (
+        "10.9.0.1", "10.9.0.0/26", 61,
+    )  # fmt: skip  # .1-.63 less its gateway and the first network's aux address .9
+    assert listed[six]["subnet"] == "2001:db8::/64" and listed[six]["size"] == 2**64 - 1  # an exact integer
+    table = ok("--db", str(path), "pools").out.splitlines()
+    assert table[0].split() == ["pool", "subnet", "ip-range", "gateway", "aux", "endpoints", "used", "free", "percent",
+                                "age"]  # fmt: skip
+    assert any(line.split()[:5] == [web, "10.9.0.0/24", "10.9.0.128/25", "10.9.0.254", "10.9.0.9"] for line in table)
+    assert ok("--db", str(path), "leases", "--container", "web-1", "--json").json()[0]["ip"] == "10.9.0.77"
+
+
+def test_a_docker_address_is_released_only_when_forced(docker_db: tuple[Path, list[str]]) -> None:
+    """The issue's duplicate: `release` of a running container's Docker address went
+    through silently. It is refused, naming the pool and the endpoint; the gateway needs
+    --gateway as well."""
+    path, (web, _, _) = docker_db
+    db = str(path)
+    message = refused(call("--db", db, "release", "10.9.0.77", "--yes"), says="may still be in use")
+    assert f"endpoint 'web-1' of Docker pool {web}" in message and "dockerd frees it" in message
+    refused(call("--db", db, "release", "web-1", "--yes"), says=f"endpoint 'web-1' of Docker pool {web}")
+    refused(call("--db", db, "release", "10.9.0.254", "--yes", "--force"), says="pass --gateway --force")
+    refused(call("--db", db, "release", "10.9.0.254", "--gateway", "--yes"), says="may still be in use")
+    assert "10.9.0.77" in {row["ip"] for row in ok("--db", db, "leases", "--json").json()}
+    assert [row["ip"] for row in ok("--db", db, "release", "web-1", "--yes", "--force", "--json").json()] == [
+        "10.9.0.77"
+    ]
+    freed = ok("--db", db, "release", "10.9.0.254", "--gateway", "--yes", "--force", "--json").json()
+    assert [row["ip"] for row in freed] == ["10.9.0.254"]
+    shown = ok("--db", db, "show", "10.9.0.9").out
+    assert f"owner:     an aux address of Docker pool {web}" in shown
+
+
+def test_docker_pools_go_through_export_and_import(docker_db: tuple[Path, list[str]], tmp_path: Path) -> None:
+    """A backup keeps the driver's pools with their addresses: restored, the driver serves
+    the same pool ids, and export -> import -> export gives the same bytes."""
+    from cnipam.docker.driver import Driver
+    from cnipam.docker.settings import load
+    from cnipam.store.sqlite import SQLiteStore
+
+    path, (web, sibling, six) = docker_db
+    first = ok("--db", str(path), "export").out
+    assert [pool["id"] for pool in json.loads(first)["docker_pools"]] == [web, sibling, six]
+    copy = tmp_path / "copy.db"
+    assert ", 3 Docker pool(s) and " in ok("--db", str(copy), "import", "-", stdin=first).out
+    assert ok("--db", str(copy), "export").out == first
+    refused(call("--db", str(copy), "import", "-", stdin=first), says=f"pool {web}")  # its pools are there already
+    assert ok("--db", str(copy), "export").out == first
+    store = SQLiteStore(str(copy))
+    driver = Driver(store, load([], {}))
+    reply = driver.handle("/IpamDriver.RequestAddress", json.dumps({"PoolID": web, "Address": ""}).encode())
+    assert reply["Address"] == "10.9.0.129/24"  # .128 is held, as in the original
+    driver.handle("/IpamDriver.ReleasePool", json.dumps({"PoolID": sibling}).encode())
+    store.close()

@@ -46,7 +46,7 @@ def pool(driver: Driver, body: str) -> tuple[str, str]:
 @pytest.mark.parametrize("body", ["", "null", "{}", "\n"])
 def test_no_argument_calls_accept_empty_null_and_empty_object(driver: Driver, body: str) -> None:
     assert driver.handle("/Plugin.Activate", body.encode()) == {"Implements": ["IpamDriver"]}
-    assert call(driver, "GetCapabilities", body) == {"RequiresMACAddress": False, "RequiresRequestReplay": False}
+    assert call(driver, "GetCapabilities", body) == {"RequiresMACAddress": True, "RequiresRequestReplay": False}
     spaces = call(driver, "GetDefaultAddressSpaces", body)
     assert (
         spaces["LocalDefaultAddressSpace"] and spaces["LocalDefaultAddressSpace"] != spaces["GlobalDefaultAddressSpace"]
@@ -151,11 +151,63 @@ def test_addresses_gateway_aux_requested_and_exhaustion(driver: Driver) -> None:
         call(driver, "RequestAddress", "{}")
 
 
+def test_each_address_records_what_dockerd_asked_it_for(driver: Driver) -> None:
+    """The gateway, an aux address (Options null), an endpoint (its MAC, since the driver
+    asks for it, and its name from moby 25 on) and a request that says nothing: each lease
+    says so, and a refusal names the holder as a Docker pool's address, not "anonymous"."""
+    pool_id, _ = pool(driver, '{"Pool":"10.9.0.0/24"}')
+
+    def ask(body: str) -> str:
+        return str(call(driver, "RequestAddress", f'{{"PoolID":"{pool_id}",{body}}}')["Address"])
+
+    ask('"Address":"","Options":{"RequestAddressType":"com.docker.network.gateway"}')
+    ask('"Address":"10.9.0.9","Options":null')
+    ask('"Address":"","Options":{"com.docker.network.endpoint.macaddress":"02:42:0a:09:00:03"}')
+    mac_and_name = (
+        '{"com.docker.network.endpoint.macaddress":"02:00:00:00:00:01","com.docker.network.endpoint.name":"web-1"}'
+    )
+    ask(f'"Address":"10.9.0.77","Options":{mac_and_name}')
+    ask('"Address":""')
+    held = {lease.ip: (lease.slot, lease.container_id, lease.describe_holder()) for lease in driver.store.leases()}
+    assert held == {
+        "10.9.0.1": ("docker-gateway", "", f"the gateway of Docker pool {pool_id}"),
+        "10.9.0.2": ("docker-endpoint", "", f"an endpoint of Docker pool {pool_id}"),
+        "10.9.0.3": ("docker", "", f"an address of Docker pool {pool_id}"),
+        "10.9.0.9": ("docker-aux", "", f"an aux address of Docker pool {pool_id}"),
+        "10.9.0.77": ("docker-endpoint", "web-1", f"endpoint 'web-1' of Docker pool {pool_id}"),
+    }
+    with pytest.raises(AddressConflict, match=f"already leased to endpoint 'web-1' of Docker pool {pool_id}"):
+        ask('"Address":"10.9.0.77"')
+    call(driver, "ReleaseAddress", f'{{"PoolID":"{pool_id}","Address":"10.9.0.1"}}')  # Docker frees its gateway
+    assert "10.9.0.1" not in {lease.ip for lease in driver.store.leases()}
+
+
 def test_sub_pool_is_used_for_dynamic_addresses_only(driver: Driver) -> None:
     pool_id, _ = pool(driver, '{"Pool":"10.9.0.0/24","SubPool":"10.9.0.128/25"}')
     body = f'{{"PoolID":"{pool_id}","Address":""}}'
     assert call(driver, "RequestAddress", body)["Address"] == "10.9.0.128/24"
     assert call(driver, "RequestAddress", f'{{"PoolID":"{pool_id}","Address":"10.9.0.1"}}')["Address"] == "10.9.0.1/24"
+
+
+def test_sibling_networks_share_a_subnet_with_their_own_ranges(driver: Driver) -> None:
+    """`docker network create --subnet S --ip-range R1` then the same S with R2: accepted as
+    Docker's own IPAM accepts them, each gateway from its own range; an overlapping range
+    or the whole subnet is refused while a sibling lives, the subnet is free after the last."""
+    a, parent = pool(driver, '{"Pool":"10.9.0.0/24","SubPool":"10.9.0.0/25"}')
+    b, same = pool(driver, '{"Pool":"10.9.0.0/24","SubPool":"10.9.0.128/25"}')
+    assert parent == same == "10.9.0.0/24" and a != b
+    gateway = '"Address":"","Options":{"RequestAddressType":"com.docker.network.gateway"}'
+    assert call(driver, "RequestAddress", f'{{"PoolID":"{a}",{gateway}}}')["Address"] == "10.9.0.1/24"
+    assert call(driver, "RequestAddress", f'{{"PoolID":"{b}",{gateway}}}')["Address"] == "10.9.0.128/24"
+    with pytest.raises(AddressConflict, match="overlaps ip-range 10.9.0.128/25"):
+        call(driver, "RequestPool", '{"Pool":"10.9.0.0/24","SubPool":"10.9.0.192/26"}')
+    with pytest.raises(AddressConflict, match="needs its own --ip-range"):
+        call(driver, "RequestPool", '{"Pool":"10.9.0.0/24"}')
+    call(driver, "ReleasePool", f'{{"PoolID":"{a}"}}')
+    with pytest.raises(AddressConflict):
+        call(driver, "RequestPool", '{"Pool":"10.9.0.0/24"}')
+    call(driver, "ReleasePool", f'{{"PoolID":"{b}"}}')
+    assert pool(driver, '{"Pool":"10.9.0.0/24"}')[1] == "10.9.0.0/24"
 
 
 def test_v6_pool_reserves_the_subnet_router_anycast(driver: Driver) -> None:
@@ -218,8 +270,10 @@ def test_store_is_chosen_as_the_plugin_chooses_it_unless_named() -> None:
     named = load(["--db", "/tmp/x.db"], {"CNIPAM_STORE": etcd, "IPAM_DB_CONNECTION_TIMEOUT": "2s"}).store
     assert (named.path, named.etcd, named.timeout, named.origin) == ("/tmp/x.db", None, 2.0, "--db /tmp/x.db")
     assert load([], {"IPAM_DB_PATH": "/tmp/y.db"}).store.path == "/tmp/y.db"
-    with pytest.raises(InvalidEnvironment):
+    with pytest.raises(InvalidConfig, match="--store: invalid JSON"):
         load(["--store", "{nope"], {})
+    with pytest.raises(InvalidEnvironment, match="CNIPAM_STORE: invalid JSON"):
+        load([], {"CNIPAM_STORE": "{nope"})
 
 
 @pytest.mark.parametrize(

@@ -38,9 +38,30 @@ def test_handshake_with_empty_bodies_and_content_type(driver: RunningDriver) -> 
         {"Implements": ["IpamDriver"]},
         "application/vnd.docker.plugins.v1+json",
     )
-    assert driver.call("GetCapabilities", None)[1] == {"RequiresMACAddress": False, "RequiresRequestReplay": False}
+    assert driver.call("GetCapabilities", None)[1] == {"RequiresMACAddress": True, "RequiresRequestReplay": False}
     for body in (b"null", b"{}"):
         assert driver.raw("/IpamDriver.GetDefaultAddressSpaces", body)[0] == 200
+
+
+def test_request_log_lines_name_the_pool_and_the_address(driver: RunningDriver) -> None:
+    pool_id = str(driver.ok("RequestPool", {"Pool": "10.7.0.0/24"})["PoolID"])
+    driver.ok("RequestAddress", {"PoolID": pool_id, "Address": ""})
+    driver.call("RequestAddress", {"PoolID": pool_id, "Address": "10.7.0.1"})  # taken: 409
+    driver.ok("ReleaseAddress", {"PoolID": pool_id, "Address": "10.7.0.1"})
+    deadline = time.monotonic() + 10
+    while True:  # a request is logged just after its reply is sent
+        lines = [json.loads(line) for line in (driver.folder / "stderr.log").read_text().splitlines()]
+        requests = [(e["method"].split(".")[-1], e.get("pool"), e.get("subnet"), e.get("address"), e["status"])
+                    for e in lines if e["event"] == "request"]  # fmt: skip
+        if len(requests) >= 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert requests[-4:] == [
+        ("RequestPool", pool_id, "10.7.0.0/24", None, 200),
+        ("RequestAddress", pool_id, None, "10.7.0.1/24", 200),
+        ("RequestAddress", pool_id, None, "10.7.0.1", 409),
+        ("ReleaseAddress", pool_id, None, "10.7.0.1", 200),
+    ]
 
 
 def test_socket_mode_and_removal_on_sigterm(driver: RunningDriver) -> None:
@@ -149,6 +170,13 @@ def test_a_second_driver_on_a_live_socket_is_refused(driver: RunningDriver, tmp_
     assert result.returncode == 2 and b"already listening" in result.stderr
 
 
+def test_a_socket_in_a_missing_folder_tree_is_refused_and_nothing_is_made(tmp_path: Path) -> None:
+    missing = tmp_path / "missing" / "dir" / "d.sock"
+    result = subprocess.run([EXECUTABLE, "--socket", str(missing), "--db", str(tmp_path / "d.db")], capture_output=True)
+    assert result.returncode == 2 and b"does not exist" in result.stderr
+    assert not (tmp_path / "missing").exists()
+
+
 def test_a_corrupt_store_stops_the_driver_with_a_clear_message(tmp_path: Path) -> None:
     (tmp_path / "bad.db").write_bytes(b"this is not a database at all")
     result = subprocess.run(
@@ -157,6 +185,8 @@ def test_a_corrupt_store_stops_the_driver_with_a_clear_message(tmp_path: Path) -
         timeout=30,
     )
     assert result.returncode == 3 and b"not an SQLite database" in result.stderr
+    [line] = result.stderr.decode().splitlines()  # said once, as the daemon's last JSON line
+    assert json.loads(line)["event"] == "fatal"
     assert not (tmp_path / "s.sock").exists()
 
 

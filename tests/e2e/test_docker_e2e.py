@@ -321,23 +321,39 @@ class Lab:
         self.docker = dockerd
         self.driver = driver
         self.image = image
-        self.networks: dict[str, str] = {}  # network name -> bridge name
+        self.networks: dict[str, str] = {}  # network name -> its bridge, or the veth a macvlan network sits on
+        self.parents: set[str] = set()  # veths made here as macvlan parents
         self.containers: list[str] = []
 
-    def create_network(self, *options: str) -> tuple[str, str]:
+    def create_network(self, *options: str, macvlan: bool = False, check: bool = True) -> tuple[str, str]:
+        """A bridge network (`-d bridge`, its bridge named here), or with `macvlan` a macvlan
+        network on a veth made for it (the bridge driver refuses two networks on one subnet,
+        so sibling networks are macvlan's, as on a real LAN); `check=False`: a refusal
+        returns ("", stderr) and leaves nothing behind."""
         tag = secrets.token_hex(4)
-        name, bridge = f"cnie2e-{tag}", f"cnie2e{tag}"  # a bridge name has at most 15 characters
-        self.networks[name] = bridge
-        self.docker.run(
-            "network", "create", "-d", "bridge", "-o", f"com.docker.network.bridge.name={bridge}",
-            "--ipam-driver", self.driver.name, *options, name,
+        name, link = f"cnie2e-{tag}", f"cnie2e{tag}"  # a link name has at most 15 characters
+        if macvlan:
+            sh("ip", "link", "add", link, "type", "veth", "peer", "name", link + "p")
+            self.parents.add(link)
+            driver = ("-d", "macvlan", "-o", f"parent={link}")
+        else:
+            driver = ("-d", "bridge", "-o", f"com.docker.network.bridge.name={link}")
+        self.networks[name] = link
+        done = self.docker.run(
+            "network", "create", *driver, "--ipam-driver", self.driver.name, *options, name, check=check
         )  # fmt: skip
-        return name, bridge
+        if done.returncode != 0:
+            del self.networks[name]
+            return "", done.stderr
+        return name, link
 
     def remove_network(self, name: str) -> None:
         self.docker.run("network", "rm", name)
-        bridge = self.networks.pop(name)
-        assert not link_exists(bridge), f"bridge {bridge} is still there after `docker network rm {name}`"
+        link = self.networks.pop(name)
+        if link in self.parents:
+            sh("ip", "link", "delete", link)
+            self.parents.discard(link)
+        assert not link_exists(link), f"{link} is still there after `docker network rm {name}`"
 
     def inspect_network(self, name: str) -> dict[str, Any]:
         found: list[dict[str, Any]] = json.loads(self.docker.run("network", "inspect", name).stdout)
@@ -367,12 +383,14 @@ class Lab:
     def cleanup(self) -> None:
         for cid in reversed(self.containers):
             self.docker.run("rm", "-f", cid, check=False)
-        for name, bridge in self.networks.items():
+        for name in self.networks:
             self.docker.run("network", "rm", name, check=False)
-            if link_exists(bridge):
-                sh("ip", "link", "delete", bridge, check=False)
+        for link in {*self.networks.values(), *self.parents}:
+            if link_exists(link):
+                sh("ip", "link", "delete", link, check=False)
         self.containers.clear()
         self.networks.clear()
+        self.parents.clear()
 
 
 @pytest.fixture
@@ -518,6 +536,39 @@ def test_subnet_gateway_ip_range_aux_address_and_ip(lab: Lab) -> None:
     assert_released(lab.driver.db, subnet)
 
 
+def test_cnipamctl_never_frees_a_running_containers_address_by_itself(lab: Lab) -> None:
+    """Issue 20's duplicate: `cnipamctl release IP --yes` of a running container's address
+    went through, and `docker run --ip IP` then gave it to a second container. It is
+    refused, naming the Docker pool; the store records what each address is for (dockerd
+    sends the endpoint's MAC address, the aux address comes with no options); `pools`
+    shows the network as `docker network inspect` does."""
+    octet = 128 + secrets.randbelow(120)
+    subnet, chosen, aux, gateway = (f"198.18.{octet}.0/24", f"198.18.{octet}.77", f"198.18.{octet}.9",
+                                    f"198.18.{octet}.254")  # fmt: skip
+    name, _ = lab.create_network(
+        "--subnet", subnet, "--ip-range", f"198.18.{octet}.128/25", "--gateway", gateway, "--aux-address", f"a={aux}"
+    )
+    holder = lab.start_container(name, "--ip", chosen)
+    roles = {ip: slot for ip, slot in _read_store(lab.driver.db, "SELECT ip, slot FROM leases")}
+    assert (roles[gateway], roles[aux], roles[chosen]) == ("docker-gateway", "docker-aux", "docker-endpoint")
+    ctl = [os.path.join(SCRIPTS, "cnipamctl"), "--db", str(lab.driver.db)]
+    env = {"PATH": HOST_PATH, "LANG": "C.UTF-8"}
+    refused = subprocess.run([*ctl, "release", chosen, "--yes"], capture_output=True, text=True, env=env)
+    assert refused.returncode == 1 and "may still be in use" in refused.stderr, refused.stderr
+    assert "an endpoint of Docker pool" in refused.stderr and "dockerd frees it" in refused.stderr
+    second = lab.docker.run("run", "--rm", "--network", name, "--ip", chosen, lab.image, "true", check=False)
+    assert second.returncode != 0, "a second container got the running one's address"
+    assert only(lab.container_addresses(holder), "address on eth0").ip == ipaddress.ip_address(chosen)
+    pools = subprocess.run([*ctl, "pools", "--json"], capture_output=True, text=True, env=env)
+    [row] = [row for row in json.loads(pools.stdout) if row["subnet"] == subnet]
+    assert (row["gateway"], row["aux"], row["ip_range"], row["endpoints"]) == (
+        gateway, [aux], f"198.18.{octet}.128/25", 1,
+    )  # fmt: skip
+    lab.remove_container(holder)
+    lab.remove_network(name)
+    assert_released(lab.driver.db, ipaddress.ip_network(subnet))
+
+
 def test_explicit_subnet_twice_is_refused(lab: Lab) -> None:
     """A second network on a subnet the driver already gave out is refused, never given another pool."""
     octet = 128 + secrets.randbelow(120)
@@ -537,6 +588,47 @@ def test_explicit_subnet_twice_is_refused(lab: Lab) -> None:
     assert "IpamDriver.RequestPool" in twice.stderr, twice.stderr
     lab.remove_network(name)
     assert_released(lab.driver.db, ipaddress.ip_network(subnet))
+
+
+def test_sibling_networks_share_a_subnet_with_their_own_ip_ranges(lab: Lab) -> None:
+    """Several networks on one --subnet with distinct --ip-ranges, as Docker's own IPAM
+    accepts them (macvlan networks of one LAN, each on its own parent): each container
+    gets an address of its own network's range, an overlapping range and a network
+    wanting the whole subnet are refused while a sibling lives, and once the last one is
+    removed the subnet is free for any network again."""
+    octet = 128 + secrets.randbelow(120)
+    subnet = ipaddress.ip_network(f"198.18.{octet}.0/24")
+    ranges = [ipaddress.ip_network(f"198.18.{octet}.{start}/26") for start in (0, 64)]
+    siblings = [
+        lab.create_network("--subnet", str(subnet), "--ip-range", str(r), macvlan=True)[0] for r in ranges
+    ]  # fmt: skip
+    for name, ip_range in zip(siblings, ranges, strict=True):
+        config = only(lab.inspect_network(name)["IPAM"]["Config"], "IPAM config")
+        assert (config["Subnet"], config["IPRange"]) == (str(subnet), str(ip_range))
+    running = [lab.start_container(name) for name in siblings]
+    for cid, ip_range in zip(running, ranges, strict=True):
+        address = only(lab.container_addresses(cid), "address on eth0")
+        assert address.network == subnet and address.ip in ip_range, f"{address} is not of --ip-range {ip_range}"
+    pools = _read_store(lab.driver.db, "SELECT pool, sub_pool FROM docker_pools")
+    assert sorted(pools) == sorted((str(subnet), str(r)) for r in ranges), pools
+
+    for options in (("--ip-range", f"198.18.{octet}.32/27"), ()):
+        refused, why = lab.create_network("--subnet", str(subnet), *options, macvlan=True, check=False)
+        assert refused == "" and "IpamDriver.RequestPool" in why, why
+    third = ipaddress.ip_network(f"198.18.{octet}.128/26")
+    name3, _ = lab.create_network("--subnet", str(subnet), "--ip-range", str(third), macvlan=True)
+    assert only(lab.addresses(name3), "address on eth0").ip in third
+
+    for cid in running:
+        lab.remove_container(cid)
+    lab.remove_network(siblings[0])
+    assert pools_over(lab.driver.db, subnet) == [str(subnet)] * 2  # the parent lives on with the other networks
+    lab.remove_network(siblings[1])
+    lab.remove_network(name3)
+    assert_released(lab.driver.db, subnet)
+    whole, _ = lab.create_network("--subnet", str(subnet))  # the parent went with its last network
+    lab.remove_network(whole)
+    assert_released(lab.driver.db, subnet)
 
 
 @pytest.mark.skipif(not ipv6_enabled(), reason="IPv6 is disabled on this host")

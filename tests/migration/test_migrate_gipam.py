@@ -99,6 +99,15 @@ def test_migrated_ids_are_served_by_the_real_driver(tmp_path: Path) -> None:
     assert sorted(lease["ip"] for lease in leases) == ["198.18.2.1", "2001:db8::1", "2001:db8::2", "2001:db8::3"]
 
 
+def test_a_finished_gipam_migration_run_again_is_a_no_op(tmp_path: Path) -> None:
+    source = write(tmp_path, LEASE_FILE)
+    ok("--db", str(tmp_path / "ipam.db"), "migrate", "gipam", str(source))
+    before = ok("--db", str(tmp_path / "ipam.db"), "export").out
+    again = ok("--db", str(tmp_path / "ipam.db"), "migrate", "gipam", str(source))
+    assert "nothing to import: the store holds all 3 already" in again.out
+    assert ok("--db", str(tmp_path / "ipam.db"), "export").out == before
+
+
 def test_conflicts_with_the_store_abort_unless_skipped(tmp_path: Path) -> None:
     store = tmp_path / "ipam.db"
     ok("--db", str(store), "migrate", "gipam", str(write(tmp_path, LEASE_FILE)))

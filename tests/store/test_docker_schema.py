@@ -50,3 +50,31 @@ def test_a_version_3_store_gains_the_lease_gateway_column(tmp_path: Path) -> Non
     store.close()
     columns = [row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(leases)")]
     assert columns[-1] == "gateway"
+
+
+def test_a_version_4_store_lets_two_docker_pools_share_a_block(tmp_path: Path) -> None:
+    """Version 5 makes the Docker pools' block index non-unique (sibling networks on one
+    subnet); a version-4 store keeps its pools and takes a second row on the same block."""
+    path = str(tmp_path / "v4.db")
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    for statement in (*MIGRATIONS[0], *MIGRATIONS[1], *MIGRATIONS[2], *MIGRATIONS[3]):
+        db.execute(statement)
+    row = "INSERT INTO docker_pools VALUES (?, 'S', 4, '10.9.0.0/24', x'0a090000', x'0a0900ff', ?, '{}', 1.0)"
+    db.execute(row, ("S/10.9.0.0/24/1", "10.9.0.0/25"))
+    try:
+        db.execute(row, ("S/10.9.0.0/24/2", "10.9.0.128/25"))
+        raise AssertionError("version 4 took a second pool on one block")
+    except sqlite3.IntegrityError:
+        pass
+    db.execute("PRAGMA user_version = 4")
+    db.close()
+    SQLiteStore(path).close()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(row, ("S/10.9.0.0/24/2", "10.9.0.128/25"))
+    assert [r[0] for r in db.execute("SELECT sub_pool FROM docker_pools ORDER BY id")] == [
+        "10.9.0.0/25",
+        "10.9.0.128/25",
+    ]
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.close()

@@ -37,6 +37,13 @@ def open_host(endpoint: str, prefix: str, host: str, folder: Path, timeout: floa
     return store
 
 
+def host_keys(store: EtcdStore, kind: str, host: str) -> list[bytes]:
+    """The keys of one host's records of one kind (`host`, `cursor`, ...), read directly."""
+    start = store.keys.key(kind, host)
+    kvs, _ = store.client.range(start, prefix_end(start), keys_only=True)
+    return [kv.key for kv in kvs]
+
+
 def run_hosts(
     endpoint: str, prefix: str, folder: Path, per_process: int, processes: int, busy_ok: bool = False
 ) -> list[subprocess.Popen[bytes]]:
@@ -150,7 +157,8 @@ def test_a_dead_hosts_leases_and_blocks_are_released_only_after_the_grace_period
             dead.allocate(Owner.for_request(None, "n", f"d{n}", "eth0"), pools)
         dead.collect_garbage("n", set(), grace=600)  # a first sighting of each
         seen = {record.host: record for record in operator.hosts()}
-        assert (seen["host-dead"].blocks, seen["host-dead"].leases) == (1, 4)  # three leases and the gateway
+        found = seen["host-dead"]
+        assert (found.blocks, found.leases, found.gateways) == (1, 3, 1)  # three leases and the gateway
         with pytest.raises(AddressConflict, match="within the grace period"):
             operator.release_host("host-dead", grace=3600)
         with pytest.raises(NotFound):
@@ -300,7 +308,7 @@ def test_cnipamctl_lists_hosts_and_blocks_and_releases_a_dead_host(
         }
     )
     listed = ok("--store", store, "hosts", "list", "--json").json()
-    assert [(h["host"], h["blocks"], h["leases"]) for h in listed] == [("host-dead", 1, 3)]
+    assert [(h["host"], h["blocks"], h["leases"], h["gateways"]) for h in listed] == [("host-dead", 1, 2, 1)]
     assert ok("--store", store, "hosts", "blocks", "--json").json() == [
         {"block": "10.60.0.0/24", "host": "host-dead", "taken": 3}
     ]
@@ -311,9 +319,14 @@ def test_cnipamctl_lists_hosts_and_blocks_and_releases_a_dead_host(
     ]
     refused(call("--store", store, "hosts", "release", "host-dead", "--yes"), says="within the grace period")
     refused(call("--store", store, "hosts", "release", "host-dead"), says="pass --yes")
+    peek = open_host(etcd_endpoint, etcd_prefix.decode(), "peek", tmp_path)  # reads only
+    assert host_keys(peek, "cursor", "host-dead")  # its round-robin position
     released = ok("--store", store, "hosts", "release", "host-dead", "--grace", "0s", "--yes", "--json").json()
     assert (len(released["released"]), released["blocks"]) == (3, 1)
     assert ok("--store", store, "check").code == 0
+    assert ok("--store", store, "hosts", "list", "--json").json() == []  # the operator's "ops" wrote, yet is no host
+    assert not host_keys(peek, "cursor", "host-dead") and not host_keys(peek, "host", "host-dead")
+    peek.close()
     refused(call("--db", str(tmp_path / "x.db"), "hosts", "list"), says="no store at")
     refused(call("--store", '{"type": "etcd"}', "hosts", "list"), says="endpoints")
 

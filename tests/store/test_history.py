@@ -267,25 +267,25 @@ def test_dual_stack_records_both_addresses_in_the_one_change(engine: tuple[Store
     assert sorted(events(store)) == sorted((ALLOCATED, lease.ip, "d") for lease in leases)
 
 
-def test_a_version_4_store_upgrades_and_its_leases_are_tenancies_from_before_the_history(tmp_path: Path) -> None:
+def test_a_version_5_store_upgrades_and_its_leases_are_tenancies_from_before_the_history(tmp_path: Path) -> None:
     import sqlite3
 
     from cnipam.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteStore
 
-    path = str(tmp_path / "v4.db")
+    path = str(tmp_path / "v5.db")
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
-    for step in MIGRATIONS[:4]:
+    for step in MIGRATIONS[:5]:
         for statement in step:
             db.execute(statement)
-    db.execute("PRAGMA user_version = 4")
+    db.execute("PRAGMA user_version = 5")
     db.close()
     store = SQLiteStore(path)
     try:
         store.clock = Clock()
         (lease,) = store.allocate(owner("old"), POOLS)
         store.close()
-        db = sqlite3.connect(path)  # as version 4 left it: a lease no history record tells of
+        db = sqlite3.connect(path)  # as version 5 left it: a lease no history record tells of
         db.execute("DELETE FROM history")
         db.commit()
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

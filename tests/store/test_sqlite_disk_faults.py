@@ -18,7 +18,7 @@ import pytest
 
 from cnipam.core.errors import StoreBusy
 from cnipam.store.sqlite import SQLiteStore
-from cnipam.store.sqlite_disk import RESERVE_BYTES
+from cnipam.store.sqlite_disk import FULL, RESERVE_BYTES, disk_fault
 from cnipam.testing.small_disk import SmallDisk, unavailable
 from tests.support.ctl_calls import BASE_ENV, PLUGIN, call, ok, refused
 
@@ -81,7 +81,7 @@ def test_on_a_full_disk_reads_and_releases_work_and_add_says_the_disk_is_full(di
     assert cni("DEL", "c1", db) == (0, {})  # the reserve is given up for it
     assert not os.path.exists(db + ".reserve")
     assert cni("DEL", "c2", db) == (0, {})
-    ok("release", "c3", "--yes", "--db", db)
+    ok("release", "c3", "--yes", "--force", "--db", db)
     assert cni("ADD", "new", db)[1]["code"] == 5  # the reserve's room stays for releases
     assert holders(db) == {owner: ips for owner, ips in before.items() if owner not in ("c1", "c2", "c3")}
 
@@ -90,6 +90,24 @@ def test_on_a_full_disk_reads_and_releases_work_and_add_says_the_disk_is_full(di
     assert code == 0, answer
     assert os.stat(db + ".reserve").st_blocks * 512 >= RESERVE_BYTES  # back before the ADD wrote
     assert ok("check", "--db", db).out.strip() == "ok"
+
+
+def test_a_failed_write_is_named_full_while_a_release_has_the_reserve_out(disk: SmallDisk) -> None:
+    """An ADD's write fails on the full disk and, before it asks the file system why, a
+    concurrent DEL gives up the reserve: the room then free is that reserve's, so the disk
+    is still called full (this race once made an ADD answer a bare "disk I/O error")."""
+    db = disk.path("ipam.db")
+    populate(db)
+    disk.fill()
+    before = disk_fault(db)
+    assert before is not None and before[0] == FULL
+    assert cni("DEL", "c1", db) == (0, {})
+    assert not os.path.exists(db + ".reserve")
+    assert disk.free_bytes() >= RESERVE_BYTES - 64 * 1024
+    assert disk_fault(db) is None  # a reader opens it as usual
+    fault = disk_fault(db, failed=True)
+    assert fault is not None and fault[0] == FULL, fault
+    assert f"the file system holding {disk.folder} is full" in fault[1]
 
 
 def commit_and_die(db: str, container: str) -> None:
@@ -131,7 +149,7 @@ def test_on_a_read_only_mount_reads_work_and_writes_say_so(disk: SmallDisk, left
         assert holders(db) == before
         assert ok("check", "--db", db).out.strip() == "ok"
         assert ok("usage", "--db", db).out
-        refused(call("release", "c4", "--yes", "--db", db), says="mounted read-only")
+        refused(call("release", "c4", "--yes", "--force", "--db", db), says="mounted read-only")
     finally:
         disk.remount(read_only=False)
     assert holders(db) == before
@@ -139,9 +157,10 @@ def test_on_a_read_only_mount_reads_work_and_writes_say_so(disk: SmallDisk, left
     assert ok("check", "--db", db).out.strip() == "ok"
 
 
-def test_a_read_without_locks_is_refused_when_a_writer_comes(disk: SmallDisk) -> None:
-    """`immutable` takes no lock: a write that lands while it reads must make the read fail
-    (try again), never answer from a file changing under it."""
+def test_a_read_without_locks_overtaken_by_a_writer_reads_again_and_never_answers_stale(disk: SmallDisk) -> None:
+    """`immutable` takes no lock: a write that lands while it reads must never be answered
+    from the file changing under it. The read runs again on a fresh opening (it sees the
+    write), and a file that keeps changing under every attempt is refused (try again)."""
     db = disk.path("ipam.db")
     populate(db)
     disk.fill()
@@ -150,8 +169,19 @@ def test_a_read_without_locks_is_refused_when_a_writer_comes(disk: SmallDisk) ->
         assert len(store.leases()) == 2 * OWNERS + 2
         disk.free()
         assert cni("ADD", "new", db)[0] == 0
+        assert len(store.leases()) == 2 * OWNERS + 4  # the ADD's two addresses, read afresh
+        assert "new" in {lease.container_id for lease in store.leases()}
+
+        attempts = []
+
+        def overtaken() -> int:  # a writer lands during every attempt: the file's times move
+            attempts.append(1)
+            os.utime(db, ns=(len(attempts) * 10**9, len(attempts) * 10**9))
+            return 0
+
         with pytest.raises(StoreBusy, match="changed while it was read without locks"):
-            store.leases()
+            store._read(overtaken)
+        assert len(attempts) == 4  # the first read and three more, each on a fresh opening
     finally:
         store.close()
 

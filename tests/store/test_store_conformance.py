@@ -324,6 +324,65 @@ def test_docker_pools_explicit_dynamic_overlap_and_ids(store: Store) -> None:
     assert str(again.network) == "198.18.0.0/24" and again.id not in (explicit.id, dynamic.id)
 
 
+def test_sibling_docker_pools_share_their_subnet_each_with_its_own_range(store: Store) -> None:
+    """Docker's own IPAM lets networks share one --subnet when each has its own --ip-range:
+    the parent is shared, each range is its own, overlapping ranges and a network wanting
+    the whole subnet are refused, and the subnet is free again once its last network is
+    gone. Addresses stay unique across the siblings."""
+    from cnipam.core.errors import InvalidConfig
+
+    first = store.claim_docker_pool(_claim("198.18.0.0/24", sub="198.18.0.0/25"))
+    second = store.claim_docker_pool(_claim("198.18.0.0/24", sub="198.18.0.128/26"))
+    assert first.id != second.id and str(first.network) == str(second.network) == "198.18.0.0/24"
+    for network, sub, says in (
+        ("198.18.0.0/24", "198.18.0.128/25", "overlaps ip-range 198.18.0.128/26"),
+        ("198.18.0.0/24", None, "needs its own --ip-range"),
+        ("198.18.0.0/25", "198.18.0.0/26", "overlaps pool 198.18.0.0/24"),
+        ("198.18.0.0/23", "198.18.1.0/24", "overlaps pool 198.18.0.0/24"),
+    ):
+        with pytest.raises(AddressConflict, match=says.replace(".", r"\.")):
+            store.claim_docker_pool(_claim(network, sub=sub))
+    dynamic = store.claim_docker_pool(_claim())  # the parent block is taken for dynamic pools too
+    assert str(dynamic.network) == "198.18.1.0/24"
+    assert store.request_docker_address(first.id, None).ip == "198.18.0.1"
+    assert store.request_docker_address(second.id, None).ip == "198.18.0.128"
+    named = parse_ip("198.18.0.130")[1]
+    assert store.request_docker_address(first.id, named).ip == "198.18.0.130"  # --ip anywhere in the subnet
+    with pytest.raises(AddressConflict):
+        store.request_docker_address(second.id, named)  # held by the sibling
+    assert store.release_docker_address(second.id, 4, named) is None  # not the second pool's to release
+    assert store.request_docker_address(second.id, None).ip == "198.18.0.129"
+    store.release_docker_pool(first.id)
+    assert held(store) == ["198.18.0.128", "198.18.0.129"]  # the sibling's addresses stay
+    with pytest.raises(AddressConflict, match="needs its own --ip-range"):
+        store.claim_docker_pool(_claim("198.18.0.0/24"))  # the parent lives on with its last child
+    third = store.claim_docker_pool(_claim("198.18.0.0/24", sub="198.18.0.0/25"))  # the freed range again
+    store.release_docker_pool(second.id)
+    store.release_docker_pool(third.id)
+    assert held(store) == []
+    whole = store.claim_docker_pool(_claim("198.18.0.0/24"))  # the parent went with its last child
+    with pytest.raises(AddressConflict, match="uses it whole"):
+        store.claim_docker_pool(_claim("198.18.0.0/24", sub="198.18.0.0/25"))
+    with pytest.raises(InvalidConfig):
+        store.request_docker_address(whole.id, parse_ip("198.18.1.1")[1])
+    assert store.problems() == []
+
+
+def test_sibling_docker_pools_import_and_refuse_like_claims(store: Store) -> None:
+    """An import (gipam's migration, `recover`) takes siblings as a claim does."""
+    net = parse_cidr("198.18.3.0/24", "test")[1]
+
+    def sibling(pool_id: str, sub: str) -> DockerPool:
+        return DockerPool(pool_id, "space", net, parse_cidr(sub, "test")[1], "{}", 1.0)
+
+    low, high = sibling("low", "198.18.3.0/25"), sibling("high", "198.18.3.128/25")
+    assert store.import_docker_pools([low, high], [low.lease(parse_ip("198.18.3.200")[1], 1.0)]) == 2
+    with pytest.raises(AddressConflict, match="overlaps ip-range 198.18.3.0/25"):
+        store.import_docker_pools([sibling("again", "198.18.3.64/26")], [])
+    assert sorted(pool.id for pool in store.docker_pools()) == ["high", "low"]
+    assert store.request_docker_address("high", None).ip == "198.18.3.128"
+
+
 def test_docker_addresses_are_lowest_free_leases_released_with_their_pool(store: Store) -> None:
     from cnipam.core.errors import InvalidConfig, NotFound
 
@@ -539,3 +598,82 @@ def test_events_report_each_write_lock_wait(store: Store) -> None:
     store.leases()  # a read takes no writer lock
     assert len(recorded.waits) == 2 and all(0 <= wait < 5 for wait in recorded.waits)
     assert recorded.retries == 0  # nobody else wrote meanwhile
+
+
+# -- listings: scan_leases ---------------------------------------------------------------
+
+
+def test_scan_leases_reads_what_a_query_names_in_pages(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every filter alone and together, resuming after an address, across page boundaries
+    (a page of 7 rows): the same rows, in the same order, as filtering every lease."""
+    from cnipam.store import lease_query
+    from cnipam.store.lease_query import LeaseQuery
+
+    monkeypatch.setattr(lease_query, "PAGE", 7)
+    for n in range(12):
+        store.allocate(attachment(f"a{n}"), pools(ipv4_subnet="10.1.0.0/24", ipv6_subnet="fd01::/64"))
+        store.allocate(attachment(f"b{n}", "other"), pools(ipv4_subnet="10.2.0.0/24"))
+    everything = store.leases()
+    assert len(everything) == 12 * 3 + 3  # and three gateways
+    subnet = parse_cidr("10.1.0.8/29", "test")[1]
+    queries = [
+        LeaseQuery(),
+        LeaseQuery(within=subnet),
+        LeaseQuery(within=parse_cidr("fd01::/64", "test")[1]),
+        LeaseQuery(network="other"),
+        LeaseQuery(network="nowhere"),
+        LeaseQuery(handle="cni:net/a3/eth0"),
+        LeaseQuery(container="b5"),
+        LeaseQuery(network="net", after=(4, parse_ip("10.1.0.5")[1])),
+        LeaseQuery(after=(4, parse_ip("10.2.0.13")[1])),
+        LeaseQuery(after=(6, parse_ip("fd01::4")[1]), within=parse_cidr("fd01::/64", "test")[1]),
+        LeaseQuery(handle="cni:net/a3/eth0", after=(4, 0xFFFFFFFF)),
+    ]
+    for query in queries:
+        assert list(store.scan_leases(query)) == [lease for lease in everything if query.matches(lease)], query
+
+
+# -- repair ---------------------------------------------------------------------------------
+
+
+def _damage(store: Store, held: Lease) -> None:
+    """What `problems` finds in derived data, made by hand: the free index or bitmap, the
+    owner and boot indexes, a release time of a held address."""
+    from cnipam.core.addresses import to_bytes
+    from cnipam.store.etcd import EtcdStore
+    from cnipam.store.etcd_keys import decode_block, encode_block
+    from cnipam.store.sqlite import SQLiteStore
+
+    if isinstance(store, SQLiteStore):
+        raw = to_bytes(4, held.address + 1)
+        store._db.execute("DELETE FROM free WHERE family = 4 AND first = ?", (raw,))  # lose the interval after it
+        store._db.execute("INSERT INTO released VALUES (4, ?, 1.0, NULL, NULL)", (to_bytes(4, held.address),))
+    else:
+        assert isinstance(store, EtcdStore)
+        key = store.keys.block(4, held.address >> 8)
+        kvs, _ = store.client.range(key)
+        block = decode_block(4, held.address >> 8, kvs[0])
+        block.used = (block.used & ~(1 << (held.address & 255))) | 1 << 200  # the lease's bit lost, a stray bit
+        block.freed[held.address & 255] = 1.0
+        store.client.put(key, encode_block(block))
+        assert held.handle is not None
+        store.client.delete(store.keys.owner(held.handle, held.slot))
+        store.client.put(store.keys.boot_lease("ghost", "b", 4, held.address + 7), b"")
+
+
+def test_repair_rebuilds_derived_data_from_the_leases(store: Store) -> None:
+    """A dry run lists and changes nothing; the repair leaves `problems` empty, every lease
+    as it was, the damaged address still taken, and the store allocating as before."""
+    taken = [lease for lease in store.allocate(Owner.for_request(None, "net", "a", "eth0", "", "boot-1"), pools(
+        ipv4_subnet="10.3.0.0/24"))]  # fmt: skip
+    store.import_leases([], {"10.8.0.0/24": Cursor(4, parse_ip("10.9.9.9")[1], True)})  # a position outside its pool
+    _damage(store, taken[0])
+    before = store.leases()
+    assert store.problems()
+    planned = store.repair(apply=False)
+    assert planned and store.leases() == before and store.problems()
+    assert any("10.8.0.0/24" in change for change in planned)
+    assert store.repair(apply=True) == planned
+    assert store.problems() == [] and store.leases() == before
+    assert store.repair(apply=False) == []
+    assert ips(store.allocate(attachment("b"), pools(ipv4_subnet="10.3.0.0/24"))) == ["10.3.0.3"]  # .2 still taken
