@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -185,10 +186,14 @@ def process_rows(folder: Path, rounds: int, runs: int) -> list[Row]:
     script.write_text(PROCESS.format(paths=[str(Path(cnipam.__file__).parent.parent)]))
     interpreter = launcher_interpreter(Path(sys.executable).parent / "cnipam")
 
+    walls: dict[str, list[float]] = {"with": [], "without": []}
+
     def call(variant: str, n: int) -> float:
+        """The CPU time (user and system) of the two processes; their wall time beside it."""
         env = {"CNI_CONTAINERID": f"p{n}", "CNI_IFNAME": "eth0", "CNI_NETNS": "/run/netns/x", "CNI_PATH": "/",
                "IPAM_DB_PATH": str(folder / f"process-{variant}.db"), "CNIPAM_AGENT": "off",
                "CNIPAM_BOOT_ID": "bench", "PATH": os.environ.get("PATH", "")}  # fmt: skip
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         for command in ("ADD", "DEL"):
             done = subprocess.run(
@@ -197,22 +202,37 @@ def process_rows(folder: Path, rounds: int, runs: int) -> list[Row]:
             )  # fmt: skip
             if done.returncode:
                 raise RuntimeError(done.stdout.decode() + done.stderr.decode())
-        return time.perf_counter() - started
+        walls[variant].append(time.perf_counter() - started)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
     for variant in ("with", "without"):
         store = SQLiteStore(str(folder / f"process-{variant}.db"), timeout=30)
         fill(store, RECORDS)
         store.close()
-    samples = interleaved({"with": partial(call, "with"), "without": partial(call, "without")}, rounds, runs)
+    cpu = interleaved({"with": partial(call, "with"), "without": partial(call, "without")}, rounds, runs)
+    wall = {
+        variant: Sample(
+            variant, values, [statistics.median(values[at : at + runs]) for at in range(0, len(values), runs)]
+        )
+        for variant, values in walls.items()
+    }
     return [
         Row(
-            "H. ADD+DEL with history, the plugin's processes, SQLite",
-            f"recording both: {ms(samples['with'])}",
-            f"recording nothing: {ms(samples['without'])}",
-            ratio(samples["with"], samples["without"]),
+            "H. ADD+DEL with history, the plugin's processes, SQLite (CPU)",
+            f"recording both: {ms(cpu['with'])}",
+            f"recording nothing: {ms(cpu['without'])}",
+            ratio(cpu["with"], cpu["without"]),
             Target("<=", 1.05),
-            note="two plugin processes (ADD, DEL) as a runtime starts them, interpreter start included",
-        )
+            note="user+system time of two plugin processes (ADD, DEL) as a runtime starts them, start included",
+        ),
+        Row(
+            "H. ADD+DEL with history, the plugin's processes, SQLite (wall)",
+            f"recording both: {ms(wall['with'])}",
+            f"recording nothing: {ms(wall['without'])}",
+            ratio(wall["with"], wall["without"]),
+            note="the same calls' wall time, which other work on the machine moves more than the history does",
+        ),
     ]
 
 

@@ -18,6 +18,7 @@ from ..core.history import IMPORTED, Retention
 from ..core.leases import LEASE, Lease
 from ..core.tenancy import HELD, UNKNOWN, Subject, Tenancy, tenancies
 from ..store.base import Store
+from ..store.lease_query import LeaseQuery
 from .failures import BadInput
 from .moments import DAY, parse_moment, parse_span
 from .options import json_option, store_options
@@ -100,7 +101,8 @@ def current_leases(store: Store, subject: Subject) -> list[Lease]:
         return [found] if found is not None and found.kind == LEASE else []
     held = [lease for handle in subject.handles for lease in store.held_by(handle)]
     if subject.container_id:
-        held += [lease for lease in store.leases() if lease.container_id == subject.container_id and lease not in held]
+        query = LeaseQuery(container=subject.container_id)
+        held += [lease for lease in store.scan_leases(query) if lease not in held]
     return held
 
 

@@ -203,7 +203,7 @@ def test_a_narrow_terminal_leaves_out_decorative_columns_before_cutting_identify
     assert [line.split()[0] for line in narrow[2:]] == table_ips("\n".join(wide[1:]))  # every address whole
     assert "gateway reservation" in "\n".join(narrow) and "id 'task-1'" in "\n".join(narrow)
     usage = on_a_terminal(["--db", str(db), "usage"], 60).splitlines()
-    assert usage[0].split() == ["pool", "size", "reserved", "used", "free", "percent"]  # the bar went first
+    assert usage[0].split() == ["pool", "size", "reserved", "used", "cooling", "free", "percent"]  # the bar went first
     assert "<0.1%" in "\n".join(usage)  # an IPv6 /64 with three leases
 
 
