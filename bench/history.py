@@ -40,14 +40,14 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from report import Row, Target, results_table
-from timing import Sample, ratio
+from timing import Sample, interleaved, ratio
 from tooling import in_temp_folder
 
 from cnipam.core.history import DEFAULT_RETENTION, IMPORTED, HistoryRecord, Retention
@@ -120,20 +120,6 @@ def add_del(store: Store, n: int) -> float:
     if status:
         raise RuntimeError(text)
     return time.perf_counter() - started
-
-
-def interleaved(calls: dict[str, Callable[[int], float]], rounds: int, runs: int) -> dict[str, Sample]:
-    samples = {name: Sample(name) for name in calls}
-    counter = 0
-    for index in range(rounds):
-        for name in list(calls) if index % 2 == 0 else reversed(list(calls)):
-            got = []
-            for _ in range(runs):
-                counter += 1
-                got.append(calls[name](counter))
-            samples[name].values += got
-            samples[name].round_medians.append(statistics.median(got))
-    return samples
 
 
 def ms(sample: Sample) -> str:
