@@ -28,7 +28,7 @@ Layout (schema version 1):
   per release (`ip` as text, as in `leases`), its `id` the order written (the oldest
   pruned first, so ids run without gaps and the count is max(id) - min(id) + 1); no
   other index, so that recording costs an ADD one appended row (`cnipamctl history`
-  scans it: 14 ms for 100,000 records, bench/history.py);
+  scans it: 13 ms for 100,000 records, bench/history.py);
   `history_retention`, the store's retention when not the default.
 
 Writers serialise on an `flock` of `<db>.lock` before `BEGIN IMMEDIATE`: the kernel
