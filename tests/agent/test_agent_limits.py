@@ -16,13 +16,22 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from cnipam.testing.agent_process import AgentProcess
 from tests.support.agent_calls import V4, call, ecs, start_agent
-from tests.support.daemon_load import LOW_LIMIT, busy_share, close_all, connect, low_file_limit, open_files, wait_for
+from tests.support.daemon_load import (
+    LOW_LIMIT,
+    busy_share,
+    close_all,
+    connect,
+    daemons_stopped_after,
+    low_file_limit,
+    open_files,
+    trickle,
+    wait_for,
+)
 from tests.support.plugin_calls import CALL_TIMEOUT, as_stdin, installed, plugin_env
 
 
@@ -40,18 +49,7 @@ def plugin_through(sock: Path, db: Path, cwd: Path) -> tuple[int, dict[str, obje
 
 @pytest.fixture
 def agents(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
-    """Starts agents in the test's folder; each is stopped however the test ends (SIGKILL
-    when SIGTERM is not enough)."""
-    started: list[AgentProcess] = []
-
-    def start(*args: str, **options: Any) -> AgentProcess:
-        agent = start_agent(tmp_path, *args, **options)
-        started.append(agent)
-        return agent
-
-    yield start
-    for agent in started:
-        agent.stop()
+    yield from daemons_stopped_after(lambda *args, **options: start_agent(tmp_path, *args, **options))
 
 
 def test_agent_at_its_call_limit_declines_and_the_plugin_runs_directly(
@@ -80,26 +78,7 @@ def test_agent_drops_a_trickling_request_at_its_deadline(agents: Callable[..., A
     """One byte every 0.2 s keeps a per-read timeout happy for ever; the deadline is for
     the whole request."""
     agent = agents("--request-timeout", "1s")
-    [client] = connect(agent.socket, 1)
-    with client:
-        client.settimeout(0.2)
-        started = time.monotonic()
-        frame = (100000).to_bytes(4, "big") + b"Q" * 100000
-        closed = False
-        for byte in frame:
-            try:
-                client.send(bytes((byte,)))
-                if client.recv(1) == b"":
-                    closed = True
-                    break
-            except TimeoutError:
-                continue
-            except OSError:
-                closed = True
-                break
-            if time.monotonic() - started > 20:
-                break
-        assert closed and time.monotonic() - started < 10
+    assert trickle(agent.socket, (100000).to_bytes(4, "big") + b"Q" * 100000) < 10
     assert "no whole request within 1 s" in agent.events("dropped")[0]["reason"]
     assert agent.stop() == 0
 

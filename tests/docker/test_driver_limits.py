@@ -16,11 +16,19 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.support.daemon_load import LOW_LIMIT, busy_share, close_all, connect, low_file_limit, wait_for
+from tests.support.daemon_load import (
+    LOW_LIMIT,
+    busy_share,
+    close_all,
+    connect,
+    daemons_stopped_after,
+    low_file_limit,
+    trickle,
+    wait_for,
+)
 from tests.support.docker_driver import EXECUTABLE, RunningDriver
 from tests.support.plugin_calls import CALL_TIMEOUT
 
@@ -31,18 +39,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def drivers(tmp_path: Path) -> Iterator[Callable[..., RunningDriver]]:
-    """Starts drivers in the test's folder; each is stopped however the test ends (SIGKILL
-    when SIGTERM is not enough)."""
-    started: list[RunningDriver] = []
-
-    def start(*args: str, **options: Any) -> RunningDriver:
-        driver = RunningDriver(tmp_path, *args, **options)
-        started.append(driver)
-        return driver
-
-    yield start
-    for driver in started:
-        driver.stop()
+    yield from daemons_stopped_after(lambda *args, **options: RunningDriver(tmp_path, *args, **options))
 
 
 def exchange(sock: str, request: bytes) -> bytes:
@@ -90,25 +87,7 @@ def test_driver_at_its_connection_limit_answers_503(drivers: Callable[..., Runni
 
 def test_driver_drops_a_trickling_request_at_its_deadline(drivers: Callable[..., RunningDriver]) -> None:
     driver = drivers("--read-timeout", "30s", "--request-timeout", "1s")
-    [client] = connect(driver.socket, 1)
-    with client:
-        client.settimeout(0.2)
-        started = time.monotonic()
-        closed = False
-        for byte in b"POST /Plugin.Activate HTTP/1.1\r\nHost: x\r\n" + b"X-Padding: " + b"p" * 1000:
-            try:
-                client.send(bytes((byte,)))
-                if client.recv(4096) == b"":
-                    closed = True
-                    break
-            except TimeoutError:
-                continue
-            except OSError:
-                closed = True
-                break
-            if time.monotonic() - started > 20:
-                break
-        assert closed and time.monotonic() - started < 10
+    assert trickle(driver.socket, b"POST /Plugin.Activate HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"p" * 1000) < 10
     assert exchange(driver.socket, ACTIVATE).startswith(b"HTTP/1.1 200")
     assert driver.stop() == 0
 

@@ -184,7 +184,8 @@ def test_the_repair_goes_a_step_per_call_and_a_crash_leaves_it_to_the_next(
         if engine == "etcd":  # killed before the step's Txn is sent
             patched.setattr(Change, "commit", dying_commit)
         else:  # killed inside the step's transaction
-            patched.setattr(crashing, "_db", _Proxy(crashing._db))  # type: ignore[attr-defined]
+            shared = crashing._file  # type: ignore[attr-defined]
+            patched.setattr(shared, "db", _Proxy(shared.db))
         with pytest.raises(SystemExit):
             crashing.allocate(attachment("new", "boot-2"), pools)
     assert len(cni_leases(crashing)) == 150

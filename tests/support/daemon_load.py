@@ -8,12 +8,35 @@ import os
 import resource
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 from tests.support.plugin_calls import CALL_TIMEOUT
 
 LOW_LIMIT = 48  # open files; both daemons start with a dozen
+
+
+class _Daemon(Protocol):
+    def stop(self) -> object: ...
+
+
+D = TypeVar("D", bound=_Daemon)
+
+
+def daemons_stopped_after(start: Callable[..., D]) -> Iterator[Callable[..., D]]:
+    """A fixture's body: starts daemons with `start(*args, **options)`, and stops each one
+    however the test ends (their `stop` sends SIGKILL when SIGTERM is not enough)."""
+    started: list[D] = []
+
+    def starting(*args: Any, **options: Any) -> D:
+        daemon = start(*args, **options)
+        started.append(daemon)
+        return daemon
+
+    yield starting
+    for daemon in started:
+        daemon.stop()
 
 
 def connect(path: Path | str, count: int) -> list[socket.socket]:
@@ -69,3 +92,25 @@ def open_files(pid: int) -> list[str]:
         except OSError:
             pass
     return found
+
+
+def trickle(path: Path | str, data: bytes) -> float:
+    """Send `data` to the UNIX socket at `path` a byte every 0.2 s, until the daemon closes
+    the connection; the seconds that took. Fails if it stays open for 20 s: a per-read
+    timeout is happy for ever with such a client, only a whole-request deadline ends it."""
+    [client] = connect(path, 1)
+    with client:
+        client.settimeout(0.2)
+        started = time.monotonic()
+        for byte in data:
+            try:
+                client.send(bytes((byte,)))
+                if client.recv(4096) == b"":
+                    return time.monotonic() - started
+            except TimeoutError:
+                pass
+            except OSError:
+                return time.monotonic() - started
+            if time.monotonic() - started > 20:
+                break
+    raise AssertionError(f"the daemon at {path} kept a trickling connection open for 20 s")
