@@ -165,7 +165,7 @@ def compare(label: str, stores: dict[str, Store], rounds: int, runs: int, by_cpu
     kept = len(bound.history())
     rows = [
         Row(
-            f"H. ADD+DEL with history, {label}{clock}",
+            f"H. ADD+DEL with history, `run`, {label}{clock}",
             f"recording both: {ms(judged['with history'])}",
             f"recording nothing: {ms(judged['without history'])}",
             ratio(judged["with history"], judged["without history"]),
@@ -176,7 +176,7 @@ def compare(label: str, stores: dict[str, Store], rounds: int, runs: int, by_cpu
     if by_cpu:
         rows.append(
             Row(
-                f"H. ADD+DEL with history, {label} (wall)",
+                f"H. ADD+DEL with history, `run`, {label} (wall)",
                 f"recording both: {ms(wall['with history'])}",
                 f"recording nothing: {ms(wall['without history'])}",
                 ratio(wall["with history"], wall["without history"]),
@@ -185,7 +185,7 @@ def compare(label: str, stores: dict[str, Store], rounds: int, runs: int, by_cpu
         )
     rows.append(
         Row(
-            f"H. ADD+DEL at the retention's bound, {label}{clock}",
+            f"H. ADD+DEL at the retention's bound, `run`, {label}{clock}",
             f"pruning as many as it adds: {ms(judged['at the bound'])}",
             f"below the bound: {ms(judged['with history'])}",
             ratio(judged["at the bound"], judged["with history"]),
