@@ -19,7 +19,7 @@ from ..core.leases import LEASE, Lease
 from ..core.tenancy import HELD, UNKNOWN, Subject, Tenancy, tenancies
 from ..store.base import Store
 from ..store.lease_query import LeaseQuery
-from .failures import BadInput
+from .failures import BadInput, NothingHeld
 from .moments import DAY, parse_moment, parse_span
 from .options import json_option, store_options
 from .output import Listing, emit_json, short_boot, when
@@ -66,12 +66,11 @@ def history(
         for tenancy in tenancies(records, leases, host)
         if (tenancy.held_at(at) if at is not None else tenancy.overlaps(since, until))
     ]
+    if not found:  # as `show` of an address nobody holds: one line and exit 1, so scripts can tell
+        moment = f" at {when(at)}" if at is not None else ""
+        raise NothingHeld(f"the history names no holder of {subject}{moment}")
     if as_json:
         emit_json([tenancy.as_json() for tenancy in found])
-        return
-    if not found:
-        moment = f" at {when(at)}" if at is not None else ""
-        click.echo(f"cnipamctl: the history names no holder of {subject}{moment}", err=True)
         return
     table = Listing(
         "ip", "from", "to", "owner", "container", "ifname", "network", "netns", "host", "boot", "how",

@@ -102,7 +102,8 @@ def test_an_address_from_a_log_line_resolves_to_the_container_that_held_it(tmp_p
 
     assert held("--at", iso(seen_web)) == ["web-1"]
     assert held("--at", f"@{seen_web}") == ["web-1"]
-    assert held("--at", iso(between)) == []
+    nobody_json = call("--db", str(db), "history", "10.44.0.7", "--at", iso(between), "--json")
+    assert nobody_json.code == 1 and nobody_json.out == "" and "names no holder of 10.44.0.7 at" in nobody_json.err
     assert held("--at", "now") == ["db-1"]
     assert held() == ["web-1", "db-1"]
     assert held("--since", iso(between)) == ["db-1"]
@@ -116,7 +117,7 @@ def test_an_address_from_a_log_line_resolves_to_the_container_that_held_it(tmp_p
     table = ok("--db", str(db), "history", "10.44.0.7", "--at", iso(seen_web)).out
     assert "web-1" in table and "allocated -> released" in table and "db-1" not in table
     nobody = call("--db", str(db), "history", "10.44.0.7", "--at", iso(between))
-    assert nobody.code == 0 and nobody.out == "" and "names no holder of 10.44.0.7 at" in nobody.err
+    assert nobody.code == 1 and nobody.out == "" and "names no holder of 10.44.0.7 at" in nobody.err  # as `show`
     # Every address a container had, by its container id (or its handle).
     assert [row["ip"] for row in ok("--db", str(db), "history", "web-1", "--json").json()] == ["10.44.0.7"]
     assert [row["ip"] for row in ok("--db", str(db), "history", "cni:logs/db-1/eth0", "--json").json()] == ["10.44.0.7"]
@@ -215,7 +216,9 @@ def test_after_thousands_of_changes_the_command_names_the_holder_at_any_moment(
     probes += [(rng.choice(model)[0], rng.uniform(model[0][1], now[0])) for _ in range(8)]
     for ip, moment in probes:
         expected = [c for i, start, end, c in model if i == ip and start <= moment and (end is None or moment < end)]
-        got = ok(*where, "history", ip, "--at", iso(moment), "--json").json()
+        answer = call(*where, "history", ip, "--at", iso(moment), "--json")
+        assert answer.code == (0 if expected else 1), (ip, iso(moment), answer.err)
+        got = answer.json() if expected else []
         assert [row["container_id"] for row in got] == expected, (ip, iso(moment))
     container = model[len(model) // 2][3]
     (row,) = ok(*where, "history", container, "--json").json()
