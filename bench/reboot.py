@@ -30,11 +30,11 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from report import Row, results_table
-from timing import Sample, ratio
+from timing import Sample, interleaved, ratio
 from tooling import in_temp_folder
 
 SUBNET = "10.0.0.0/8"
@@ -79,21 +79,6 @@ def add_once(exe: str, store: dict[str, str], container: str, boot: str) -> floa
     if done.returncode != 0:
         raise RuntimeError(f"ADD failed: {done.stdout.decode()[:300]}")
     return elapsed
-
-
-def interleaved(benches: dict[str, Callable[[int], float]], rounds: int, runs: int) -> dict[str, Sample]:
-    samples = {name: Sample(name) for name in benches}
-    order = list(benches)
-    counter = 0
-    for round_index in range(rounds):
-        for name in order if round_index % 2 == 0 else reversed(order):
-            got = []
-            for _ in range(runs):
-                counter += 1
-                got.append(benches[name](counter))
-            samples[name].values += got
-            samples[name].round_medians.append(statistics.median(got))
-    return samples
 
 
 def ms(sample: Sample) -> str:

@@ -124,6 +124,24 @@ class Hyperfine:
             os.unlink(export)
 
 
+def interleaved(calls: dict[str, Callable[[int], float]], rounds: int, runs: int) -> dict[str, Sample]:
+    """`runs` calls of each in turn per round, the order reversed every other round, so
+    drift and warm-up fall on all alike; each call gets a number no other call got
+    (a container id, say) and returns what it measured."""
+    samples = {name: Sample(name) for name in calls}
+    order = list(calls)
+    counter = 0
+    for index in range(rounds):
+        for name in order if index % 2 == 0 else reversed(order):
+            got = []
+            for _ in range(runs):
+                counter += 1
+                got.append(calls[name](counter))
+            samples[name].values += got
+            samples[name].round_medians.append(statistics.median(got))
+    return samples
+
+
 def measure(hyperfine: Hyperfine, benches: Sequence[Bench], rounds: int, label: str = "") -> dict[str, Sample]:
     """Time a group of benches interleaved in `rounds` rounds; keyed by bench name.
 

@@ -7,6 +7,9 @@ path, how a failed start ends, and how they stay up when clients ask too much.
 * A socket path is claimed only from a daemon that is gone: a socket file nobody accepts
   on is left by a killed daemon and replaced; a live one, or a file that is not a socket,
   is refused. The socket is born 0660 and removed at exit only while it is still ours.
+* The metrics endpoint (`--metrics-address HOST:PORT`) is off unless asked for, binds
+  to loopback when HOST is left out, and refuses any other address unless
+  `--metrics-public` says so: metrics name networks, pools and stores.
 * A start that fails ends with one line and the status of `EXIT_STATUS`, never with a
   traceback. `cnipamctl` gives the codes the same meanings (its own table adds click's
   usage errors): 1 refused or failed, worth trying again once the cause is fixed; 2 the
@@ -46,6 +49,8 @@ EXIT_STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (OSError, 1),  # the system refused: a folder, a port, a permission
 )
 UNEXPECTED = 3  # a bug: like a damaged store, restarting would not help; still one line, never a traceback
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 _write_lock = threading.Lock()
 
@@ -217,3 +222,18 @@ def reserve_descriptors(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
         return
     log("notice", message=f"the limits set may need {needed} file descriptors; the process may open {soft}")
+
+
+def metrics_address(text: str, public: bool) -> tuple[str, int]:
+    """`--metrics-address` as (host, port): `HOST:PORT`, `[V6]:PORT`, or `:PORT` for
+    loopback; InvalidConfig when malformed, or not loopback without `public`."""
+    host, colon, port = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not colon or not (port.isascii() and port.isdigit() and len(port) <= 5) or not 0 <= int(port) < 65536:
+        raise InvalidConfig(f"--metrics-address {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9464")
+    if host not in LOOPBACK and not public:
+        raise InvalidConfig(
+            f"--metrics-address {text!r} is not a loopback address; metrics name every pool and network "
+            "(add --metrics-public)"
+        )
+    return host, int(port)

@@ -26,13 +26,25 @@ from ..service import log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..plugin import StoreOpener
 
+    # (CNI command, CNI error code or 0, seconds the call took): a daemon's metrics
+    Answered = Callable[[str, int, float], None]
 
-def serve_call(conn: socket.socket, request_timeout: float, open_store: StoreOpener | None, **context: object) -> None:
+
+def serve_call(
+    conn: socket.socket,
+    request_timeout: float,
+    open_store: StoreOpener | None,
+    answered: Answered | None = None,
+    **context: object,
+) -> None:
     """Read one request, whole, within `request_timeout` seconds of the connection being
     taken (a peer that trickles its bytes gets no more time than one that sends nothing),
-    answer it with plugin.run and send the answer. `context` is added to the log line."""
+    answer it with plugin.run and send the answer. `answered` is told of the call once it
+    is answered; `context` is added to the log line."""
     started = time.monotonic()
     deadline = started + request_timeout
     try:
@@ -51,6 +63,8 @@ def serve_call(conn: socket.socket, request_timeout: float, open_store: StoreOpe
         request = decode_request(reader.payload)
         env = {os.fsdecode(key): os.fsdecode(value) for key, value in request.environ.items()}
         text, status = run(env, request.stdin, os.fsdecode(request.cwd), open_store)
+        if answered is not None:
+            answered(env.get("CNI_COMMAND", ""), cni_code(text, status), time.monotonic() - started)
         fields: dict[str, object] = {
             "command": env.get("CNI_COMMAND", ""),
             "container": env.get("CNI_CONTAINERID", ""),
@@ -78,6 +92,16 @@ def serve_call(conn: socket.socket, request_timeout: float, open_store: StoreOpe
         log("dropped", reason=f"connection failed: {exc}", **context)
     except Exception as exc:  # a bug: logged as one line, the plugin answers 11, the agent goes on
         log("internal-error", error=f"{type(exc).__name__}: {exc}", **context)
+
+
+def cni_code(text: str, status: int) -> int:
+    """The CNI error code of a call's answer (0 for success)."""
+    if not status:
+        return 0
+    try:
+        return int(json.loads(text)["code"])
+    except (ValueError, KeyError, TypeError):
+        return 999
 
 
 def call_subject(stdin: bytes, answer: str, status: int) -> dict[str, object]:

@@ -96,6 +96,7 @@ class Reconciler:
                 released += collection.released
         if isinstance(store, ClusterStore):
             self.blocks_returned += len(store.return_idle_blocks())
+            store.prune_silent_history()  # hosts gone for longer than the history's age (store/etcd_history.py)
         self.passes += 1
         self.last_candidates = seen
         self.candidates += seen

@@ -53,6 +53,14 @@ from .reconciler import Reconciler
 from .settings import AgentSettings, load
 from .store_cache import StoreCache, file_identity
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Hashable, Iterator
+
+    from ..metrics.daemon import DaemonMetrics
+    from ..metrics.pools import Reading
+
+COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")  # the CNI verbs, as metrics label them
 BACKLOG = 512  # a node starting many pods at once connects in a burst
 SWEEP_INTERVAL = 30.0  # how often idle stores are looked for, at most
 
@@ -65,9 +73,17 @@ class Agent:
         self.reconciler = Reconciler(settings.cache_dir, settings.reconcile_grace)
         self.calls: set[threading.Thread] = set()
         self.calls_lock = threading.Lock()
+        self.metrics: DaemonMetrics | None = None  # with --metrics-address
         self.forker = Forker(settings.max_calls, settings.request_timeout) if settings.allow_group is not None else None
         self.full = Episode("call-limit")
         self.spare = SpareDescriptor()
+
+    def measure(self, metrics: DaemonMetrics) -> None:
+        """Report calls, waits, the collector and the held stores' pools to `metrics`."""
+        self.metrics = metrics
+        self.stores.events = metrics
+        metrics.add_pools(self.pool_readings)
+        metrics.add_collector(self.reconciler)
 
     # -- one forwarded call ------------------------------------------------------------
 
@@ -106,7 +122,8 @@ class Agent:
 
     def serve_connection(self, conn: socket.socket) -> None:
         try:
-            serve_call(conn, self.settings.request_timeout, self.stores.using)
+            answered = self.metrics.request if self.metrics is not None else None
+            serve_call(conn, self.settings.request_timeout, self.stores.using, answered)
         finally:
             conn.close()
             with self.calls_lock:
@@ -134,13 +151,7 @@ class Agent:
             self.reconcile_once()
 
     def reconcile_once(self) -> None:
-        seen: set[object] = set()
-        for held in self.stores.held():
-            path = getattr(held, "path", held)
-            identity = file_identity(held) or path
-            if identity in seen:  # one file held under several spellings or timeouts
-                continue
-            seen.add(identity)
+        for path, held in self.distinct_stores():
             try:
                 with self.stores.using(held) as store:
                     released = self.reconciler.reconcile(store)
@@ -157,6 +168,29 @@ class Agent:
                     ip=lease.ip,
                     created=round(lease.created, 3),
                 )
+
+    def distinct_stores(self) -> Iterator[tuple[str, Hashable]]:
+        """Each store held, once (one file may be held under several spellings or
+        timeouts): its name, and the settings it is held under."""
+        seen: set[object] = set()
+        for held in self.stores.held():
+            identity = file_identity(held) or held
+            if identity in seen:
+                continue
+            seen.add(identity)
+            yield str(getattr(held, "name", held)), held
+
+    def pool_readings(self) -> Iterator[tuple[str, Callable[[], Reading]]]:
+        """The held stores for the pool gauges, each read under the cache's lock for it."""
+        from ..metrics.pools import read_store
+
+        for name, held in self.distinct_stores():
+
+            def read(held: Hashable = held) -> Reading:
+                with self.stores.using(held, reported=False) as store:
+                    return read_store(store)
+
+            yield name, read
 
 
 # -- the socket --------------------------------------------------------------------------
@@ -233,12 +267,22 @@ def accept_queued(agent: Agent, listener: socket.socket) -> None:
 def serve(settings: AgentSettings) -> int:
     reserve_descriptors(2 * settings.max_calls + 5 * settings.max_stores + 64)
     agent = Agent(settings)
+    endpoint = None
+    url = None
+    if settings.metrics is not None:
+        from ..metrics.daemon import DaemonMetrics
+
+        metrics = DaemonMetrics(
+            "cni", COMMANDS, "command", "code", "CNI calls cnipamd answered, by command and CNI error code (0: done)."
+        )
+        agent.measure(metrics)
+        endpoint, url = metrics.serve(*settings.metrics)
     if agent.forker is not None:
         agent.forker.start()  # first: it must not inherit open stores, threads or the listener
     for path in settings.stores:  # open now: a broken store is reported at start, repaired after a reboot, reconciled
         named = store_settings({**settings.boot_env, "IPAM_DB_PATH": path}, None, "")
         agent.stores.pin(named)
-        with agent.stores.using(named) as store:
+        with agent.stores.using(named, reported=False) as store:
             repaired = store.release_earlier_boots()
         if repaired:
             log("released-earlier-boots", store=path, leases=len(repaired), boot=store.boot)
@@ -274,6 +318,7 @@ def serve(settings: AgentSettings) -> int:
         reconcile_interval=settings.reconcile_interval,
         reconcile_grace=settings.reconcile_grace,
         cni_cache_dir=settings.cache_dir,
+        metrics=url,
     )
     poller = select.poll()
     poller.register(listener.fileno(), select.POLLIN)
@@ -305,6 +350,8 @@ def serve(settings: AgentSettings) -> int:
         agent.wait_for_calls()
         if agent.forker is not None:
             agent.forker.stop()
+        if endpoint is not None:
+            endpoint.shutdown()
         agent.stores.close()
         release_socket_lock(settings.socket, lock_fd)
     log("stopped")

@@ -13,7 +13,9 @@ import os
 from ..agent_client import DEFAULT_SOCKET, SOCKET_VARIABLE
 from ..boot_id import VARIABLE
 from ..core.durations import parse_go_duration
+from ..core.errors import InvalidConfig
 from ..core.record import Record
+from ..service import metrics_address
 
 DEFAULT_CACHE_DIR = "/var/lib/cni"  # libcni's default cache folder
 DEFAULT_GRACE = 600.0
@@ -26,7 +28,7 @@ DEFAULT_STORE_IDLE = 600.0
 class AgentSettings(Record):
     __slots__ = (
         "socket", "reconcile_interval", "reconcile_grace", "cache_dir", "stores", "allow_group",
-        "max_calls", "max_stores", "request_timeout", "store_idle", "boot_env",
+        "max_calls", "max_stores", "request_timeout", "store_idle", "boot_env", "metrics",
     )  # fmt: skip
 
     def __init__(
@@ -42,6 +44,7 @@ class AgentSettings(Record):
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         store_idle: float = DEFAULT_STORE_IDLE,
         boot_env: dict[str, str] | None = None,
+        metrics: tuple[str, int] | None = None,
     ) -> None:
         self.socket = socket
         self.reconcile_interval = reconcile_interval  # None: the reconciler is off
@@ -56,6 +59,7 @@ class AgentSettings(Record):
         self.request_timeout = request_timeout  # the whole request must arrive within this, however it trickles
         self.store_idle = store_idle  # a store unused this long is closed
         self.boot_env = boot_env or {}  # CNIPAM_BOOT_ID when the agent's environment sets it (cnipam.boot_id)
+        self.metrics = metrics  # (host, port) of the /metrics endpoint; None: off
 
 
 def duration(text: str) -> float:
@@ -168,10 +172,22 @@ def load(argv: list[str], env: dict[str, str]) -> AgentSettings:
         metavar="DURATION",
         help="close a store no call has used for this long (default: 10m); stores named with --db stay open",
     )
+    parser.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (default: off; HOST defaults to 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--metrics-public", action="store_true", help="allow --metrics-address on a non-loopback address"
+    )
     args = parser.parse_args(argv)
     stores = tuple(os.path.abspath(path) for path in args.db)
     boot_env = {VARIABLE: env[VARIABLE]} if env.get(VARIABLE) else {}
+    try:
+        metrics = metrics_address(args.metrics_address, args.metrics_public) if args.metrics_address else None
+    except InvalidConfig as exc:
+        parser.error(exc.message)
     return AgentSettings(
         os.path.abspath(args.socket), args.reconcile_interval, args.reconcile_grace, args.cni_cache_dir, stores,
-        args.allow_group, args.max_calls, args.max_stores, args.request_timeout, args.store_idle, boot_env,
+        args.allow_group, args.max_calls, args.max_stores, args.request_timeout, args.store_idle, boot_env, metrics,
     )  # fmt: skip

@@ -36,7 +36,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable
 
-    from ..store.base import Store
+    from ..store.base import Store, StoreEvents
 
 # (device, inode) of the store file and of its lock file; None for stores that are not files.
 Identity = tuple[tuple[int, int] | None, ...] | None
@@ -84,11 +84,14 @@ class StoreCache:
         self._held: dict[Hashable, HeldStore] = {}
         self._pinned: set[Hashable] = set()
         self._closed = False
+        self.events: StoreEvents | None = None  # told of waits and failures, and given to each store opened
 
-    def using(self, settings: Hashable) -> Using:
+    def using(self, settings: Hashable, reported: bool = True) -> Using:
         """The store for `settings`, exclusively, for the length of a `with` block (the
-        signature of plugin.run's `open_store`)."""
-        return Using(self, settings)
+        signature of plugin.run's `open_store`). Not `reported`: the use is not a call's (a
+        metrics scrape reading the store), so `events` is not told of its wait or failure
+        and the store's idle time goes on (a scrape every 15 s must not keep it open)."""
+        return Using(self, settings, reported)
 
     def held(self) -> list[Hashable]:
         """The settings of every store held now."""
@@ -142,7 +145,9 @@ class StoreCache:
         with self._guard:
             return self._held.setdefault(settings, HeldStore(settings))
 
-    def _acquire(self, settings: Hashable) -> HeldStore:
+    def _acquire(self, settings: Hashable, reported: bool) -> HeldStore:
+        events = self.events if reported else None
+        started = time.monotonic()
         while True:
             entry = self._entry(settings)
             timeout = float(getattr(settings, "timeout", 5.0))
@@ -150,27 +155,39 @@ class StoreCache:
             # timeout bounds for a direct call; a short wait even for "do not wait" (0),
             # because a call in this process also holds the lock while it only reads.
             if not entry.lock.acquire(timeout=max(timeout, 0.05)):
-                raise StoreBusy(f"store {getattr(settings, 'path', settings)} stayed busy with other calls in cnipamd")
+                busy = StoreBusy(f"store {getattr(settings, 'path', settings)} stayed busy with other calls in cnipamd")
+                if events is not None:
+                    events.failed(busy)
+                raise busy
             with self._guard:
                 current_entry = self._held.get(settings) is entry
             if current_entry:
                 break
             entry.lock.release()  # closed as idle between the lookup and the lock: look again
         try:
-            entry.used = time.monotonic()
+            if events is not None:
+                events.queue_waited(time.monotonic() - started)
+            if reported:  # a scrape's reading does not keep an idle store open
+                entry.used = time.monotonic()
             current = self._identity(settings)
             if entry.store is not None and current != entry.identity:
                 self._close(entry)
             if entry.store is None:
                 entry.store = self._connect(settings)
+                entry.store.events = self.events
                 entry.identity = self._identity(settings)
             return entry
-        except BaseException:
+        except BaseException as error:
             entry.lock.release()
+            if events is not None:
+                events.failed(error)
             raise
 
-    def _release(self, entry: HeldStore, failed: BaseException | None) -> None:
-        entry.used = time.monotonic()
+    def _release(self, entry: HeldStore, failed: BaseException | None, reported: bool) -> None:
+        if reported:
+            entry.used = time.monotonic()
+            if failed is not None and self.events is not None:
+                self.events.failed(failed)
         try:
             # The connection may be unusable: open afresh next time. Not for a full disk: the
             # connection is sound, and keeping it keeps its -shm, which a new one could not
@@ -200,19 +217,20 @@ class StoreCache:
 
 
 class Using:
-    __slots__ = ("cache", "settings", "entry")
+    __slots__ = ("cache", "settings", "reported", "entry")
 
-    def __init__(self, cache: StoreCache, settings: Hashable) -> None:
+    def __init__(self, cache: StoreCache, settings: Hashable, reported: bool = True) -> None:
         self.cache = cache
         self.settings = settings
+        self.reported = reported
         self.entry: HeldStore | None = None
 
     def __enter__(self) -> Store:
-        self.entry = self.cache._acquire(self.settings)
+        self.entry = self.cache._acquire(self.settings, self.reported)
         assert self.entry.store is not None
         return self.entry.store
 
     def __exit__(self, kind: object, error: BaseException | None, trace: object) -> None:
         if self.entry is not None:
-            self.cache._release(self.entry, error)
+            self.cache._release(self.entry, error, self.reported)
             self.entry = None

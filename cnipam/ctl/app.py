@@ -21,9 +21,11 @@ from ..service import exit_status
 from .cmd_check import check
 from .cmd_exchange import export, import_
 from .cmd_gc import gc
+from .cmd_history import history, history_retention
 from .cmd_hosts import hosts
 from .cmd_inspect import leases, show
 from .cmd_install import install_plugin
+from .cmd_metrics import metrics
 from .cmd_migrate import migrate
 from .cmd_pools import pools
 from .cmd_recover import recover_command
@@ -101,7 +103,7 @@ def main(ctx: click.Context) -> None:
 
 
 for _command in (
-    leases, show, usage, pools, release, gc, export, import_, check, repair, recover_command, migrate, hosts,
-    install_plugin,
+    leases, show, history, usage, metrics, pools, release, gc, export, import_, check, repair, recover_command,
+    migrate, hosts, install_plugin, history_retention,
 ):  # fmt: skip
     main.add_command(_command)

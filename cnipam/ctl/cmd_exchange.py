@@ -33,10 +33,11 @@ from .session import Session
 def export(session: Session, path: str | None) -> None:
     """Write the whole store as JSON.
 
-    Every lease, gateway reservation, round-robin position and Docker pool, to FILE or stdout."""
+    Every lease, gateway reservation, round-robin position and Docker pool, and the
+    address history, to FILE or stdout."""
     with session.existing(reading=True) as store:
-        leases, cursors, pools = store.leases(), store.cursors(), store.docker_pools()
-    text = dump_export(leases, cursors, pools)
+        leases, cursors, pools, history = store.leases(), store.cursors(), store.docker_pools(), store.history()
+    text = dump_export(leases, cursors, pools, history)
     if path is None or path == "-":
         click.echo(text, nl=False)
         return
@@ -56,10 +57,11 @@ def export(session: Session, path: str | None) -> None:
 def import_(session: Session, path: str, as_json: bool) -> None:
     """Load an export, all or nothing.
 
-    Adds the leases and positions of FILE (- for stdin) in one transaction, then its
-    Docker pools; a conflict with the store, or a row `check` would flag (a lease or
-    position outside its pool), refuses the whole import."""
-    leases, cursors, pools = parse_export(load_json_file(path, "export"), path)
+    Adds the leases, positions and history of FILE (- for stdin) in one transaction, then
+    its Docker pools; a conflict with the store, or a row `check` would flag (a lease or
+    position outside its pool), refuses the whole import. A file without history (written
+    before cnipam kept one) starts each lease's history at the import."""
+    leases, cursors, pools, history = parse_export(load_json_file(path, "export"), path)
     flagged = orphans(leases, cursors)  # what `check` would find in the store after the import
     if flagged:
         more = f" (and {len(flagged) - 1} more)" if len(flagged) > 1 else ""
@@ -69,15 +71,18 @@ def import_(session: Session, path: str, as_json: bool) -> None:
             existing = store.docker_pools()
             ids = {pool.id for pool in existing}
             refuse_import(pools, [], ids.__contains__, lambda net: pools_overlapping(existing, net), lambda *_: None)
-        imported = store.import_leases(leases, cursors)
+        imported = store.import_leases(leases, cursors, history)
         if pools:
             store.import_docker_pools(pools, [])
         where = session.settings().name
+    records = len(history or ())
     if as_json:
-        emit_json({"store": where, "imported": imported, "cursors": len(cursors), "docker_pools": len(pools)})
+        counts = {"imported": imported, "cursors": len(cursors), "docker_pools": len(pools), "history": records}
+        emit_json({"store": where, **counts})
     else:
-        extra = f" and {len(pools)} Docker pool(s)" if pools else ""
-        click.echo(f"imported {imported} rows and {len(cursors)} positions{extra} into {where}")
+        extra = f", {len(pools)} Docker pool(s)" if pools else ""
+        click.echo(f"imported {imported} rows, {len(cursors)} positions{extra} and {records} history records", nl=False)
+        click.echo(f" into {where}")
 
 
 def _refuse_the_store(path: str, store: str) -> None:

@@ -11,7 +11,6 @@ import click
 from ..core.ipam_config import names_ranges
 from .options import json_option, store_options
 from .output import Listing, Styled, count, emit_json, stdout_is_terminal
-from .pool_usage import PoolUsage, pool_usage
 from .session import Session
 
 BAR_WIDTH = 20
@@ -24,17 +23,19 @@ BAR_WIDTH = 20
 def usage(session: Session, as_json: bool) -> None:
     """How full each pool is.
 
-    Per pool: size, reserved (gateways), used, free, percent, and a bar. --config also
-    lists that network's pools, those still empty too."""
+    Per pool: size, reserved (gateways), used, cooling (inside the reuse delay the
+    --config gives, or kept for an attachment after a reboot), free, percent (leased or
+    reserved), and a bar. --config also lists that network's pools, those still empty too."""
     configured = [spec for _, config in session.network_configs() for spec in config.ipam.pools]
     with session.existing(reading=True) as store:
-        rows = store.leases()
-    usages, unreadable = pool_usage(rows, configured)
-    for key in unreadable:
-        if names_ranges(key):
-            click.echo(f"cnipamctl: warning: pool key {key!r} in the store cannot be read; not counted", err=True)
-        else:
-            click.echo(f"cnipamctl: pool {key} has too many ranges to be named by them; --config counts it", err=True)
+        usages = store.usage(configured)
+    for item in usages:
+        if item.size is None and names_ranges(item.pool):
+            click.echo(f"cnipamctl: warning: pool key {item.pool!r} in the store cannot be read; not sized", err=True)
+        elif item.size is None:
+            click.echo(
+                f"cnipamctl: pool {item.pool} has too many ranges to be named by them; --config sizes it", err=True
+            )
     if as_json:
         emit_json([item.as_json() for item in usages])
         return
@@ -46,40 +47,45 @@ def usage(session: Session, as_json: bool) -> None:
         "size",
         "reserved",
         "used",
+        "cooling",
         "free",
         "percent",
         "",
         wide=("pool",),
-        right=("size", "reserved", "used", "free", "percent"),
+        right=("size", "reserved", "used", "cooling", "free", "percent"),
         decor=("",),  # the bar goes first on a narrow terminal: the percent says the same
     )
     for item in usages:
+        if item.size is None or item.free is None or item.percent is None:
+            table.add(item.pool, "?", count(item.reserved), count(item.used), "?", "?", "?", "")
+            continue
         table.add(
             item.pool,
             count(item.size),
             count(item.reserved),
             count(item.used),
+            count(item.cooling),
             count(item.free),
-            percent(item),
-            bar(item),
+            percent(item.percent, item.size - item.free),
+            bar(item.percent, item.size - item.free),
         )
     table.print()
 
 
-def bar(item: PoolUsage) -> Styled:
+def bar(percent: float, taken: int) -> Styled:
     """A fixed-width bar: coloured blocks on a terminal, ASCII in a pipe. A pool with
     anything taken shows a cell however little it is (its percent then reads "<0.1%")."""
-    filled = round(BAR_WIDTH * item.percent / 100)
-    if item.size - item.free > 0:
+    filled = round(BAR_WIDTH * percent / 100)
+    if taken > 0:
         filled = max(filled, 1)  # a pool in use never shows an empty bar
     if stdout_is_terminal():
-        colour = "red" if item.percent >= 90 else "yellow" if item.percent >= 70 else "green"
+        colour = "red" if percent >= 90 else "yellow" if percent >= 70 else "green"
         return Styled(("█" * filled, {"fg": colour}), ("░" * (BAR_WIDTH - filled), {"dim": True}))
     return Styled(("#" * filled + "." * (BAR_WIDTH - filled), {}))
 
 
-def percent(item: PoolUsage) -> str:
+def percent(value: float, taken: int) -> str:
     """One decimal, except that a pool with something taken never reads 0.0%."""
-    if item.percent == 0 and item.size - item.free > 0:
+    if value == 0 and taken > 0:
         return "<0.1%"
-    return f"{item.percent:.1f}%"
+    return f"{value:.1f}%"

@@ -1,4 +1,4 @@
-"""Leases and round-robin positions as JSON objects, and back.
+"""Leases, round-robin positions and history records as JSON objects, and back.
 
 One encoding serves `--json` and the export file, so a script reading either sees the
 same keys. Addresses are text (Go's forms, as the store's `ip` column): an IPv6 address
@@ -12,6 +12,7 @@ from __future__ import annotations
 from ..core.addresses import format_ip, parse_cidr, parse_ip
 from ..core.docker_pools import DockerPool
 from ..core.errors import InvalidConfig
+from ..core.history import EVENTS, HistoryRecord
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease
 from .failures import BadInput
 
@@ -134,6 +135,40 @@ def pool_from_json(item: object, where: str) -> DockerPool:
     except InvalidConfig as error:
         raise BadInput(error.message) from None
     return DockerPool(item["id"], item["address_space"], network, sub_pool, item["options"], float(created))
+
+
+RECORD_TEXT_FIELDS = ("event", "pool", "network", "container_id", "ifname", "netns", "host", "boot")
+
+
+def record_to_json(record: HistoryRecord) -> dict[str, object]:
+    """A history record's fields in its own order, the address as text."""
+    return {
+        "at": record.at, "event": record.event, "family": record.family,
+        "address": format_ip(record.family, record.address), "pool": record.pool, "network": record.network,
+        "handle": record.handle, "container_id": record.container_id, "ifname": record.ifname,
+        "netns": record.netns, "host": record.host, "boot": record.boot, "held_from": record.held_from,
+    }  # fmt: skip
+
+
+def record_from_json(item: object, where: str) -> HistoryRecord:
+    names = ("at", "family", "address", "handle", "held_from", *RECORD_TEXT_FIELDS)
+    if not isinstance(item, dict) or not set(names) <= set(item):
+        raise BadInput(f"{where}: expected an object with {', '.join(names)}")
+    family, address = _address(item["family"], item["address"], where)
+    for name in RECORD_TEXT_FIELDS:
+        if not isinstance(item[name], str):
+            raise BadInput(f"{where}.{name}: expected a string, got {item[name]!r}")
+    if item["event"] not in EVENTS:
+        raise BadInput(f"{where}.event: expected one of {', '.join(EVENTS)}, got {item['event']!r}")
+    if item["handle"] is not None and not isinstance(item["handle"], str):
+        raise BadInput(f"{where}.handle: expected a string or null, got {item['handle']!r}")
+    for name in ("at", "held_from"):
+        if isinstance(item[name], bool) or not isinstance(item[name], (int, float)):
+            raise BadInput(f"{where}.{name}: expected a number (seconds since 1970), got {item[name]!r}")
+    return HistoryRecord(
+        float(item["at"]), item["event"], family, address, item["pool"], item["network"], item["handle"],
+        item["container_id"], item["ifname"], item["netns"], item["host"], item["boot"], float(item["held_from"]),
+    )  # fmt: skip
 
 
 def _address(family: object, text: object, where: str) -> tuple[int, int]:

@@ -64,10 +64,5 @@ def store_options(command: F) -> F:
     return command
 
 
-# The name the store options had when they were `--db` alone; commands written against it
-# (issue 15's `metrics`, `history`) get all three.
-db_option = store_options
-
-
 def json_option(command: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="print JSON only (for scripts)")(command)

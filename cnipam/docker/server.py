@@ -27,6 +27,7 @@ import threading
 import time
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import cast
 
 from ..core.errors import (
     AddressConflict,
@@ -60,10 +61,14 @@ from .settings import SOCKET_DIR, DriverSettings, DriverTLS, load
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ssl
+    from collections.abc import Callable
     from socketserver import _RequestType
     from typing import Any
 
     from _typeshed import WriteableBuffer
+
+    from ..metrics.daemon import DaemonMetrics
+    from ..metrics.pools import Reading
 
 CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
 Socket = socket.socket  # the listeners' `socket` attribute hides the module inside their classes
@@ -82,6 +87,13 @@ STATUSES: tuple[tuple[type[BaseException], int], ...] = (
     (StoreBusy, 503),
     (StoreIOError, 500),  # StoreCorrupt too, which also stops the server
 )
+
+
+# The plugin API's methods, as metrics label them (`/IpamDriver.` left out).
+METHODS = (
+    "Plugin.Activate", "GetCapabilities", "GetDefaultAddressSpaces", "RequestPool", "ReleasePool", "RequestAddress",
+    "ReleaseAddress",
+)  # fmt: skip
 
 
 def request_subject(body: bytes, reply: dict[str, object]) -> dict[str, object]:
@@ -147,11 +159,15 @@ class Handler(BaseHTTPRequestHandler):
             reply, status = {"Err": f"internal error: {type(exc).__name__}: {exc}"}, 500
             self.close_connection = True  # the body may be unread: never parse it as the next request
         self._send(status, reply)
+        elapsed = time.monotonic() - started
+        metrics = self.server.owner.metrics
+        if metrics is not None:
+            metrics.request(self.path.removeprefix("/IpamDriver.").removeprefix("/"), status, elapsed)
         fields: dict[str, object] = {
             "method": self.path,
             "status": status,
             **request_subject(body, reply),
-            "ms": round((time.monotonic() - started) * 1000, 2),
+            "ms": round(elapsed * 1000, 2),
         }
         if status != 200:
             fields["err"] = reply["Err"]
@@ -288,14 +304,36 @@ class Server:
         self.driver = driver
         self.commits = GroupCommit(driver.store)
         self.http: socketserver.BaseServer | None = None
+        self.metrics: DaemonMetrics | None = None  # with --metrics-address
 
     def answer(self, path: str, body: bytes) -> dict[str, object]:
+        started = time.monotonic()
+
+        def handle() -> dict[str, object]:
+            if self.metrics is not None:
+                self.metrics.queue_waited(time.monotonic() - started)
+            return self.driver.handle(path, body)
+
         try:
-            return self.commits.run(lambda: self.driver.handle(path, body))
+            return self.commits.run(handle)
         except StoreCorrupt as exc:
             log("fatal", error=exc.message)
             self.stop()
             raise
+        except Exception as exc:
+            if self.metrics is not None:
+                self.metrics.failed(exc)
+            raise
+
+    def pool_readings(self) -> list[tuple[str, Callable[[], Reading]]]:
+        """The driver's store for the pool gauges, read in its turn among the requests."""
+        from ..metrics.pools import read_store
+
+        def read() -> Reading:
+            reply = self.commits.run(lambda: {"reading": read_store(self.driver.store)})
+            return cast("Reading", reply["reading"])
+
+        return [(self.driver.settings.store.name, read)]
 
     def stop(self) -> None:
         if self.http is not None:
@@ -468,6 +506,18 @@ def serve(settings: DriverSettings) -> int:
                 message=f"gipam lease file {settings.gipam_file} is not read; import it with `cnipamctl migrate gipam`",
             )
         server = Server(Driver(store, settings))
+        endpoint = None
+        if settings.metrics is not None:
+            from ..metrics.daemon import DaemonMetrics
+
+            server.metrics = store.events = DaemonMetrics(
+                "docker", METHODS, "method", "code", "Requests cnipam-docker answered, by method and HTTP status."
+            )
+            server.metrics.add_pools(server.pool_readings)
+            # The driver's delay is every pool's: known before a pool's first request of this
+            # run, so its cooling addresses are counted from the first scrape.
+            store.reuse_delays.update(dict.fromkeys((pool.key for pool in store.docker_pools()), settings.reuse.delay))
+            endpoint, metrics_url = server.metrics.serve(*settings.metrics)
         spec_file = ""
         http: _UnixHTTPServer | _TCPHTTPServer
         if settings.address:
@@ -499,6 +549,8 @@ def serve(settings: DriverSettings) -> int:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        if endpoint is not None:
+            ready["metrics"] = metrics_url
         log("listening", **ready, store=settings.store.origin, max_connections=settings.max_connections)
         try:
             http.serve_forever(poll_interval=0.2)
@@ -512,6 +564,8 @@ def serve(settings: DriverSettings) -> int:
                     os.unlink(spec_file)
                 except OSError:
                     pass
+            if endpoint is not None:
+                endpoint.shutdown()
         log("stopped")
         return 0
     finally:

@@ -22,6 +22,7 @@ from ..core.addresses import BITS, Network
 from ..core.errors import InvalidConfig, InvalidEnvironment
 from ..core.record import Record
 from ..core.reuse import NO_DELAY, ReuseDelay, parse_reuse
+from ..service import LOOPBACK, metrics_address
 from ..store.settings import StoreSettings
 from .requests import subnet, usable
 
@@ -29,7 +30,6 @@ DEFAULT_NAME = "cnipam"
 SOCKET_DIR = "/run/docker/plugins"  # fixed in dockerd: --exec-root does not move it
 SPEC_DIR = "/etc/docker/plugins"
 DEFAULT_BLOCK = {4: 24, 6: 64}  # gipam's GIPAM_V4AB and GIPAM_V6AB defaults
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
 DEFAULT_READ_TIMEOUT = (
     120.0  # seconds; dockerd's plugin client keeps idle connections and reconnects when one was closed
 )
@@ -59,7 +59,7 @@ class DriverTLS(Record):
 class DriverSettings(Record):
     __slots__ = (
         "name", "socket", "spec_dir", "address", "public", "store", "gipam_file", "mains", "blocks", "read_timeout",
-        "request_timeout", "max_connections", "tls", "reuse",
+        "request_timeout", "max_connections", "tls", "reuse", "metrics",
     )  # fmt: skip
 
     def __init__(
@@ -78,6 +78,7 @@ class DriverSettings(Record):
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         tls: DriverTLS | None = None,
         reuse: ReuseDelay = NO_DELAY,
+        metrics: tuple[str, int] | None = None,
     ) -> None:
         self.name = name
         self.socket = socket  # the UNIX socket, unless `address` asks for TCP
@@ -97,6 +98,7 @@ class DriverSettings(Record):
         # swarm), and a restarted container usually gets its address back that way: so no
         # delay unless asked for (core.reuse).
         self.reuse = reuse
+        self.metrics = metrics  # (host, port) of the /metrics endpoint; None: off
 
     def main_pool(self, family: int) -> tuple[Network | None, int]:
         return self.mains[family], self.blocks[family]
@@ -175,6 +177,12 @@ def parser() -> argparse.ArgumentParser:
         " (CNIPAM_WHEN_ONLY_COOLING)",
     )
     p.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (default: off; HOST defaults to 127.0.0.1)",
+    )
+    p.add_argument("--metrics-public", action="store_true", help="allow --metrics-address on a non-loopback address")
+    p.add_argument(
         "-file", "--file", dest="file", help="gipam's lease file (GIPAM_FILE); import it with `cnipamctl migrate gipam`"
     )
     for family in (4, 6):
@@ -247,9 +255,10 @@ def load(argv: list[str], env: dict[str, str]) -> DriverSettings:
         if not args.max_connections.isdigit() or int(args.max_connections) < 1:
             raise InvalidConfig(f"--max-connections {args.max_connections!r} is not a whole number above 0")
         max_connections = int(args.max_connections)
+    metrics = metrics_address(args.metrics_address, args.metrics_public) if args.metrics_address else None
     return DriverSettings(
         name, args.socket or f"{SOCKET_DIR}/{name}.sock", args.spec_dir or SPEC_DIR, address, args.public,
-        store, gipam_file, mains, blocks, read_timeout, request_timeout, max_connections, tls, reuse,
+        store, gipam_file, mains, blocks, read_timeout, request_timeout, max_connections, tls, reuse, metrics,
     )  # fmt: skip
 
 

@@ -18,9 +18,12 @@ if TYPE_CHECKING:
 
     from ..core.collector import Collection
     from ..core.docker_pools import AddressUse, DockerPool, PoolClaim
+    from ..core.history import HistoryRecord, Retention
     from ..core.ipam_config import PoolSpec
     from ..core.leases import Cursor, Lease, Owner
+    from ..core.pool_usage import PoolUsage
     from ..core.reuse import ReuseDelay
+    from ..core.tenancy import Subject
     from .lease_query import LeaseQuery
 
 
@@ -38,7 +41,27 @@ class Batch:
         return None
 
 
+class StoreEvents:
+    """What a long-running process (cnipamd, cnipam-docker) learns from its stores' work
+    for its metrics. A store reports its lock waits and retries to the `events` it was
+    given; the plugin gives none, so each report costs it one `is None` test and no
+    import. The daemons report their own queues and failed calls to the same object."""
+
+    def lock_waited(self, seconds: float) -> None:
+        """A write waited this long for the store's writer lock (shared with other processes)."""
+
+    def retried(self) -> None:
+        """A change was computed again because another writer changed what it read (etcd)."""
+
+    def queue_waited(self, seconds: float) -> None:
+        """A call waited this long behind the daemon's other calls on the same store."""
+
+    def failed(self, error: BaseException) -> None:
+        """A call on the store ended with `error` (the daemon counts the store's own)."""
+
+
 class Store(abc.ABC):
+    events: StoreEvents | None = None  # a daemon's metrics (cnipam.metrics.daemon)
     # The kernel boot this process runs in (core.reboot), given by whoever opens the store
     # for CNI calls: the first write that finds the store repaired for another boot
     # releases this host's leases of earlier boots. "" (cnipamctl, the Docker driver)
@@ -47,6 +70,13 @@ class Store(abc.ABC):
     # The engine's clock (time.time): when leases are made and addresses released. Tests
     # replace it to move time without waiting.
     clock: Callable[[], float]
+    # The reuse delay of each pool this process allocated from, by pool key, as the call's
+    # config gave it (a store does not record configs): what `usage` tells cooling
+    # addresses from free ones by, in a daemon that serves many calls.
+    reuse_delays: dict[str, float]
+    # The host a history record names for a lease of this store: the node name of a
+    # store only one host writes, the store's host on etcd.
+    history_host: str
 
     @abc.abstractmethod
     def allocate(self, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
@@ -140,11 +170,40 @@ class Store(abc.ABC):
         """The pools without a single free address."""
 
     @abc.abstractmethod
-    def import_leases(self, leases: Iterable[Lease], cursors: dict[str, Cursor]) -> int:
+    def usage(self, configured: Iterable[PoolSpec] = ()) -> list[PoolUsage]:
+        """How full each pool of the store (and each `configured` pool) is, as
+        core.pool_usage defines it; cooling addresses judged by the configured pools'
+        reuse delays, else by `reuse_delays`.
+
+        Read at every metrics scrape: each engine counts without building a lease per row
+        where it can (docs/observability.md gives the cost at a million leases).
+        """
+
+    @abc.abstractmethod
+    def import_leases(
+        self, leases: Iterable[Lease], cursors: dict[str, Cursor], history: Sequence[HistoryRecord] | None = None
+    ) -> int:
         """Insert leases and round-robin positions in one transaction (migration, bulk load).
 
-        A conflicting address refuses the whole import. Returns the number inserted.
+        A conflicting address refuses the whole import. Returns the number inserted. The
+        `history` of an export is kept as it was; without one (a migration, an export
+        made before the store kept history) each lease's history starts with an
+        IMPORTED record at the import.
         """
+
+    @abc.abstractmethod
+    def history(self, subject: Subject | None = None) -> list[HistoryRecord]:
+        """The history records of `subject` (all of them for None) in time order, as
+        written (core.history; core.tenancy pairs them into tenancies)."""
+
+    @abc.abstractmethod
+    def history_retention(self) -> Retention:
+        """How much history the store keeps (core.history's default until one is set)."""
+
+    @abc.abstractmethod
+    def set_history_retention(self, retention: Retention) -> None:
+        """Keep this much history from now on; what it no longer keeps goes as the engine
+        says (at once in SQLite, by each host's next writes on etcd)."""
 
     @abc.abstractmethod
     def claim_docker_pool(self, claim: PoolClaim) -> DockerPool:

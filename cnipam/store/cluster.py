@@ -40,6 +40,11 @@ class ClusterStore(Store):
         else AddressConflict."""
 
     @abc.abstractmethod
+    def prune_silent_history(self) -> list[str]:
+        """Delete the address history of the hosts that have written none for longer than
+        the retention's age (each host prunes its own as it writes). Returns those hosts."""
+
+    @abc.abstractmethod
     def release_host(self, host: str, grace: float) -> tuple[list[Lease], int]:
         """Release every lease a dead host allocated and give up its blocks; refused
         (AddressConflict) while the host wrote less than `grace` seconds ago. Returns the

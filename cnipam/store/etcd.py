@@ -58,6 +58,7 @@ from ..core.errors import (
     StoreCorrupt,
     StoreIOError,
 )
+from ..core.history import COLLECTED, IMPORTED
 from ..core.ipam_config import names_ranges, parse_pool_key
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease, refuse_changed
 from ..core.reuse import NO_DELAY, eligibility, last_resort, older
@@ -92,14 +93,17 @@ if TYPE_CHECKING:
     from ..core.addresses import Network
     from ..core.collector import Collection  # run time: in collect_garbage
     from ..core.docker_pools import AddressUse, DockerPool, PoolClaim  # run time: in the Docker methods
+    from ..core.history import HistoryRecord, Retention
     from ..core.ipam_config import PoolSpec
     from ..core.leases import Owner
+    from ..core.pool_usage import PoolUsage
     from ..core.reuse import ReuseDelay
+    from ..core.tenancy import Subject
     from .etcdv3 import EtcdClient
     from .lease_query import LeaseQuery
 
 STALE_LIMIT = 5
-BATCH = 25  # leases per Txn when releasing or importing many: each costs up to five operations
+BATCH = 20  # leases per Txn when releasing or importing many: each costs up to six operations (its history record)
 
 
 ADD_STEP = (
@@ -137,6 +141,8 @@ class EtcdStore(ClusterStore):
         self.block_idle = block_idle
         self.liveness = liveness
         self.clock = time.time
+        self.reuse_delays = {}
+        self.history_host = host
         self._repaired = False  # this process saw the store repaired for its boot (a boot outlives no process)
         self._repairing = False
         self._stepped = False  # the current call made its step of a due repair
@@ -153,6 +159,8 @@ class EtcdStore(ClusterStore):
         return self._optimistic(lambda change: self._allocate(change, owner, pools), warm=True, reads_boot=True)
 
     def _allocate(self, change: Change, owner: Owner, pools: tuple[PoolSpec, ...]) -> list[Lease]:
+        for spec in pools:
+            self.reuse_delays[spec.key] = spec.reuse.delay
         change.prefetch(owner.handle, pools, boot=self._repair_due())
         due = change.repaired is not None and change.repaired[0] != self.boot
         if due and not self._stepped:  # this call's step of the repair, in the ADD's own Txn while it fits
@@ -266,6 +274,7 @@ class EtcdStore(ClusterStore):
                 ]
                 if len(unchanged) != len(held) or not leaked_owners(unchanged, network, valid):
                     return []  # changed or valid again: the owner keeps everything
+                change.release_event = COLLECTED
                 change.remove_leases(unchanged)
                 return unchanged
 
@@ -455,11 +464,34 @@ class EtcdStore(ClusterStore):
 
         return self._within_timeout(scan)
 
-    def import_leases(self, leases: Iterable[Lease], cursors: dict[str, Cursor]) -> int:
+    def usage(self, configured: Iterable[PoolSpec] = ()) -> list[PoolUsage]:
+        """From every lease and every block, read in bounded chunks (etcd cannot count a
+        range's values); a block's `freed` and `kept` times are the resting addresses."""
+        from ..core.pool_usage import RowCounts, pool_usage
+
+        pools = {pool.key: pool.lease_network for pool in self.docker_pools()}
+        rows = [lease for lease, _, _ in self._scan_leases()]
+        return pool_usage(RowCounts(rows, self._released(), pools), configured, self.reuse_delays, self.clock())
+
+    def _released(self) -> Iterator[tuple[int, int, float, bool]]:
+        """Every free address a block remembers the release of: (family, address, when, kept)."""
+        for family in (4, 6):
+            start = self.keys.under("block", str(family))
+            for kv in paged(self.client, start, prefix_end(start)):
+                block = decode_block(family, int(kv.key[len(start) :], 16), kv)
+                for kept, times in ((False, block.freed), (True, block.kept)):
+                    for offset, at in times.items():
+                        if not block.used >> offset & 1:
+                            yield family, block.first + offset, at, kept
+
+    def import_leases(
+        self, leases: Iterable[Lease], cursors: dict[str, Cursor], history: Sequence[HistoryRecord] | None = None
+    ) -> int:
         """Checked as a whole first, then written in Txns of BATCH leases (etcd caps a Txn
         at 128 operations): a clash found by the check refuses everything; one that appears between
         the check and the last batch (another host allocating at that moment) stops the
-        import with the batches before it kept, and says so."""
+        import with the batches before it kept, and says so. The history of an export is
+        appended to this host's, after the leases."""
         rows = list(leases)
         seen: set[tuple[int, int]] = set()
         for lease in rows:
@@ -470,6 +502,7 @@ class EtcdStore(ClusterStore):
         for lease in check.leases_at(sorted(seen)):
             raise AddressConflict(f"import refused: {lease.ip} is already held by {lease.handle or 'a reservation'}")
         written = 0
+        now = self.clock()
         for start in range(0, len(rows), BATCH):
             current = rows[start : start + BATCH]
 
@@ -478,7 +511,7 @@ class EtcdStore(ClusterStore):
                     if change.leases_at([(one.family, one.address)]):
                         raise AddressConflict(f"import stopped after {done} lease(s): {one.ip} was taken meanwhile")
                     change.take(one.family, one.address, claim=False)
-                    change.add_lease(one)
+                    change.add_lease(one, IMPORTED if history is None else None, now)  # else the export's records
 
             self._optimistic(plan)
             written += len(current)
@@ -489,7 +522,57 @@ class EtcdStore(ClusterStore):
                     change.set_cursor(pool, cursor)
 
             self._optimistic(positions)
+        for start in range(0, len(history or ()), MAX_TXN_OPS - 3):
+
+            def append(change: Change, start: int = start) -> None:
+                change.history.extend((history or ())[start : start + MAX_TXN_OPS - 3])
+
+            self._optimistic(append)
         return written
+
+    def history(self, subject: Subject | None = None) -> list[HistoryRecord]:
+        """Every host's records, read in bounded pages and merged by time (records carry
+        no index by address or owner on etcd: the history is bounded, so it is scanned)."""
+        from .etcd_history import decode_record
+
+        start = self.keys.under("history")
+        found = [decode_record(kv) for kv in paged(self.client, start, prefix_end(start))]
+        if subject is not None:
+            found = [r for r in found if subject.matches(r.family, r.address, r.handle, r.container_id)]
+        return sorted(found, key=lambda record: record.at)
+
+    def history_retention(self) -> Retention:
+        from .etcd_history import decode_retention
+
+        return decode_retention(self._within_timeout(lambda: self.client.range(self.keys.history_retention)[0]))
+
+    def set_history_retention(self, retention: Retention) -> None:
+        """Each host's next writes apply it to that host's records, a few per write;
+        hosts silent for longer than its age lose theirs now."""
+        from .etcd_history import encode_retention
+
+        self._within_timeout(lambda: self.client.put(self.keys.history_retention, encode_retention(retention)))
+        self.prune_silent_history()
+
+    def prune_silent_history(self) -> list[str]:
+        """Delete the history of every host that has appended nothing for longer than the
+        retention's age (all of it is past the age), each with its log, only while the
+        log is unchanged. Returns those hosts."""
+        from .etcd_history import decode_log, silent
+
+        retention = self.history_retention()
+        now = self.clock()
+        start = self.keys.under("historylog")
+        pruned = []
+        for kv in paged(self.client, start, prefix_end(start)):
+            if not silent(decode_log([kv]), retention, now):
+                continue
+            host = unescape(kv.key[len(start) :].decode())
+            records = self.keys.under("history", escape(host))
+            deletes = [delete_op(records, prefix_end(records)), delete_op(kv.key)]
+            if self.client.txn([mod_revision_is(kv.key, kv.mod_revision)], deletes).succeeded:
+                pruned.append(host)
+        return pruned
 
     def claim_docker_pool(self, claim: PoolClaim) -> DockerPool:
         from ..core.docker_pools import place_pool  # not at the top: the plugin never needs it
@@ -966,6 +1049,9 @@ class EtcdStore(ClusterStore):
                 self._repair_if_due()
             while True:
                 change = self._change(self._warm if warm else None)
+                if change.log is None and self._warm is not None:
+                    # the host's history log as this process last wrote it, compared at commit like any fact
+                    change.log, change.retention = self._warm.log, self._warm.retention
                 warm = False
                 try:
                     outcome = plan(change)
@@ -978,7 +1064,7 @@ class EtcdStore(ClusterStore):
                     stale += 1
                     if stale > STALE_LIMIT:  # not a race: the store really is inconsistent
                         raise StoreCorrupt(str(seen)) from None
-                    self.retries += 1
+                    self._retried()
                     continue
                 except CnipamError:
                     if not change.warm:
@@ -997,7 +1083,7 @@ class EtcdStore(ClusterStore):
                 if change.warm:
                     self.warm_misses += 1
                 else:
-                    self.retries += 1
+                    self._retried()
                 if time.monotonic() > deadline:
                     raise StoreBusy(
                         f"etcd store {self.keys.prefix.decode()}: too much contention, "
@@ -1080,8 +1166,16 @@ class EtcdStore(ClusterStore):
         if self._lock_depth == 0 and self._lock_fd is not None:
             if deadline is None:
                 deadline = self.client.deadline or time.monotonic() + self.timeout
-            take_lock(self._lock_fd, max(deadline - time.monotonic(), 0.0), self._lock_path)
+            started = time.monotonic()
+            take_lock(self._lock_fd, max(deadline - started, 0.0), self._lock_path)
+            if self.events is not None:
+                self.events.lock_waited(time.monotonic() - started)
         self._lock_depth += 1
+
+    def _retried(self) -> None:
+        self.retries += 1
+        if self.events is not None:
+            self.events.retried()
 
     def _unlock(self) -> None:
         self._lock_depth -= 1

@@ -13,8 +13,10 @@ import time
 from ..core.addresses import BITS, format_ip
 from ..core.allocator import reserved_subnet
 from ..core.errors import NotFound, StoreBusy
+from ..core.history import ALLOCATED, RELEASED, REPAIRED, record_of
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease
 from ..core.reuse import FORGET_AFTER, Freed, older
+from .etcd_history import HistoryLog, decode_log, decode_retention, encode_log, encode_record
 from .etcd_keys import (
     BLOCK_BITS,
     HEX,
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
     from ..core.docker_pools import DockerPool
+    from ..core.history import HistoryRecord, Retention
     from ..core.ipam_config import PoolSpec
     from ..core.reuse import Eligibility
     from .etcdv3 import EtcdClient, KeyValue
@@ -98,8 +101,13 @@ class Change:
         self.taken_over: dict[tuple[int, int], Block] = {}  # another host's idle empty block -> the block it keeps
         self.written_blocks: set[tuple[int, int]] = set()
         self.written_leases: dict[tuple[int, int], bool] = {}  # True: put, False: deleted
+        self.history: list[HistoryRecord] = []  # records this change appends (etcd_history.py)
+        self.release_event = RELEASED  # what the releases of this change are (a collector's: COLLECTED)
+        self.log: HistoryLog | None = None  # the host's history log, once read
+        self.retention: tuple[Retention, int] | None = None  # the store's, and its key's revision
         self.warm = warm is not None
         if warm is not None:
+            self.log, self.retention = warm.log, warm.retention
             self.blocks = {at: block.copy() for at, block in warm.blocks.items()}
             self.chunks = set(warm.chunks)
             self.found = dict(warm.found)
@@ -116,7 +124,13 @@ class Change:
             block.revision = revision if stored(block) else 0
         for pair, put in self.written_leases.items():
             self.found[pair] = (self.found[pair][0], revision) if put else (None, 0)
+        if self.history and self.log is not None:
+            log = self.log
+            self.log = HistoryLog(log.next, log.oldest, log.marks, log.written, revision)
+        self.history, self.release_event = [], RELEASED
         if earlier is not None and earlier is not self:
+            if self.log is None:
+                self.log, self.retention = earlier.log, earlier.retention
             unread = earlier.chunks - self.chunks
             self.chunks |= unread
             self.blocks.update({at: block for at, block in earlier.blocks.items() if (at[0], at[1] // CHUNK) in unread})
@@ -156,6 +170,9 @@ class Change:
         if boot and self.repaired is None:
             ops.append(range_op(self.keys.repaired_boot(self.keys.host)))
             parse.append(("boot", ""))
+        if self.log is None:  # the history this ADD appends to: read with the rest, not at commit
+            ops += self._history_reads()
+            parse += [("log", ""), ("retention", "")]
         for spec in pools:
             gateway = _likely_gateway(spec, self.cursors.get(spec.key))
             if gateway is not None and (spec.family, gateway) not in self.found:
@@ -165,6 +182,7 @@ class Change:
                 ops.append(range_op(self.keys.cursor(spec.key)))
                 parse.append(("cursor", spec.key))
         if ops:
+            log: list[KeyValue] = []
             for (kind, what), kvs in zip(parse, self.client.txn([], ops).responses, strict=True):
                 if isinstance(what, tuple):
                     self._found(what, kvs)
@@ -174,6 +192,10 @@ class Change:
                     self._kept_read(what, kvs or [])
                 elif kind == "boot":
                     self._repaired_read(kvs or [])
+                elif kind == "log":
+                    log = kvs or []
+                elif kind == "retention":
+                    self._history_read(log, kvs or [])
                 else:
                     self.cursors[what] = decode_cursor(kvs[0].value) if kvs else None
         chunks: list[tuple[int, int]] = []
@@ -224,8 +246,12 @@ class Change:
             kvs = self.owners[handle]
         elif self.warm and any(lease is not None and lease.handle == handle for lease, _ in self.found.values()):
             return self._known_held_by(handle)
-        else:
-            kvs, _ = self.client.range(start, prefix_end(start))
+        else:  # with the history log a DEL appends to, in the one round trip
+            history = self._history_reads()
+            responses = self.client.txn([], [range_op(start, prefix_end(start)), *history]).responses
+            kvs = responses[0] or []
+            if history:
+                self._history_read(responses[1] or [], responses[2] or [])
         targets = [target for target in (decode_address(kv.value) for kv in kvs) if target is not None]
         for kv in kvs:
             self.compares[kv.key] = mod_revision_is(kv.key, kv.mod_revision)
@@ -452,10 +478,13 @@ class Change:
             block.touched = self.now
         self._write_block(block)
 
-    def add_lease(self, lease: Lease) -> None:
+    def add_lease(self, lease: Lease, event: str | None = ALLOCATED, at: float | None = None) -> None:
         """A new lease, its key created only if absent; or, where this change removed a
         lease (an attachment back after a reboot takes its address again), written over
-        it while that lease's key is unchanged."""
+        it while that lease's key is unchanged. Its history record says `event` (None: no
+        record), at the lease's own time unless `at` says otherwise."""
+        if lease.kind == LEASE and event is not None:
+            self.history.append(record_of(lease, event, lease.created if at is None else at, self.keys.host))
         key = self.keys.lease(lease.family, lease.address)
         if self.written_leases.get((lease.family, lease.address)) is not False:
             self.compares[key] = create_revision_is(key, 0)
@@ -523,6 +552,9 @@ class Change:
     def _delete_leases(self, leases: list[Lease], repair: bool = False) -> None:
         for lease in leases:
             pair = (lease.family, lease.address)
+            if lease.kind == LEASE:
+                event = REPAIRED if repair else self.release_event
+                self.history.append(record_of(lease, event, self.now, self.lease_hosts.get(pair, self.keys.host)))
             key = self.keys.lease(*pair)
             self.compares[key] = mod_revision_is(key, self.found[pair][1])  # still that lease
             self.ops[key] = delete_op(key)
@@ -601,21 +633,60 @@ class Change:
         None when something it read changed meanwhile. A warm change that found nothing to
         write decided that from what earlier changes knew: its compares alone are sent, so
         "nothing to do" is trusted only once they hold."""
-        compares = [self.compares[key] for key in sorted(self.compares)]
-        if not self.ops:
+        if not self.ops and not self.history:
+            compares = [self.compares[key] for key in sorted(self.compares)]
             if not self.warm or not compares:
                 return 0
             if len(compares) > MAX_TXN_OPS:
                 return None  # too much to check in one Txn: computed again from fresh reads
             checked = self.client.txn(compares, [])
             return checked.revision if checked.succeeded else None
+        if self.history:
+            self._append_history()
         if self.liveness:
             host = self.keys.host_seen(self.keys.host)
             self.ops[host] = put_op(host, f"{time.time():.3f}".encode())
+        compares = [self.compares[key] for key in sorted(self.compares)]
         if max(len(compares), len(self.ops)) > MAX_TXN_OPS:
             raise StoreBusy(f"etcd store: one change touches {len(self.ops)} keys, more than a Txn may hold")
         result = self.client.txn(compares, list(self.ops.values()))
         return result.revision if result.succeeded else None
+
+    def _history_reads(self) -> list[dict[str, object]]:
+        """The reads of the host's history log and the store's retention, for a change that
+        does not know them yet: sent with the change's first read, so that appending
+        costs no round trip of its own."""
+        if self.log is not None:
+            return []
+        return [range_op(self.keys.history_log(self.keys.host)), range_op(self.keys.history_retention)]
+
+    def _history_read(self, log: list[KeyValue], retention: list[KeyValue]) -> None:
+        self.log = decode_log(log)
+        self.retention = (decode_retention(retention), retention[0].mod_revision if retention else 0)
+
+    def _append_history(self) -> None:
+        """The change's history records at the host's next sequence numbers, its log
+        rewritten (compared: one host's processes never take one number twice), and the
+        records past the retention deleted with one key range (etcd_history.py)."""
+        if self.log is None:  # a change whose reads did not bring it
+            responses = self.client.txn([], self._history_reads()).responses
+            self._history_read(responses[0] or [], responses[1] or [])
+        log, host = self.log, self.keys.host
+        assert log is not None and self.retention is not None
+        retention, revision = self.retention
+        for offset, record in enumerate(self.history):
+            key = self.keys.history(host, log.next + offset)
+            self.ops[key] = put_op(key, encode_record(record))
+        after, end = log.appended(len(self.history), self.now, retention)
+        key = self.keys.history_retention  # a retention set meanwhile: computed again with it
+        self.compares[key] = mod_revision_is(key, revision)
+        key = self.keys.history_log(host)
+        self.compares[key] = mod_revision_is(key, log.revision) if log.revision else create_revision_is(key, 0)
+        self.ops[key] = put_op(key, encode_log(after))
+        if end > log.oldest:
+            first = self.keys.history(host, log.oldest)
+            self.ops[b"\x00prune " + first] = delete_op(first, self.keys.history(host, end))
+        self.log = after
 
 
 def stored(block: Block) -> bool:

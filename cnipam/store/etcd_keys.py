@@ -74,6 +74,17 @@ class Keys(Record):
         each host judges only its own leases, against its own runtime's list."""
         return self.key("sighting", escape(host), escape(network), escape(handle))
 
+    def history(self, host: str, sequence: int) -> bytes:
+        """A record of `host`'s history (etcd_history.py)."""
+        return self.key("history", escape(host), f"{sequence:016x}")
+
+    def history_log(self, host: str) -> bytes:
+        return self.key("historylog", escape(host))
+
+    @property
+    def history_retention(self) -> bytes:
+        return self.key("historyretention")
+
     def docker_pool(self, pool_id: str) -> bytes:
         return self.key("dpool", escape(pool_id))
 

@@ -24,6 +24,12 @@ Layout (schema version 1):
   from, so its last release can let the reservation go (BLOB, NULL for none).
 * version 5: `docker_pool_block` is no longer unique: Docker networks on one `--subnet`
   with distinct `--ip-range`s (siblings) are pools of one block (core.docker_pools).
+* version 6, the address history (core.history): `history`, one row per allocation and
+  per release (`ip` as text, as in `leases`), its `id` the order written (the oldest
+  pruned first, so ids run without gaps and the count is max(id) - min(id) + 1); no
+  other index, so that recording costs an ADD one appended row (`cnipamctl history`
+  scans it: 13 ms for 100,000 records, bench/history.py);
+  `history_retention`, the store's retention when not the default.
 
 Writers serialise on an `flock` of `<db>.lock` before `BEGIN IMMEDIATE`: the kernel
 queues waiters in order, where SQLite's own busy handler sleeps and polls (measured in
@@ -63,7 +69,31 @@ from fcntl import LOCK_UN, flock
 from ..config_files import HELD_DATABASES, is_regular_file
 from ..core.addresses import BITS, format_ip, from_bytes, parse_cidr, to_bytes
 from ..core.allocator import gateway_reservation, grant, refuse_taken, reserved_subnet, returned_address, search_windows
-from ..core.errors import AddressConflict, CnipamError, NotFound, StoreBusy, StoreCorrupt, StoreFull, StoreIOError
+from ..core.errors import (
+    AddressConflict,
+    CnipamError,
+    InvalidConfig,
+    NotFound,
+    StoreBusy,
+    StoreCorrupt,
+    StoreFull,
+    StoreIOError,
+)
+from ..core.history import (
+    ALLOCATED,
+    COLLECTED,
+    DEFAULT_RETENTION,
+    IMPORTED,
+    PRUNE_BATCH,
+    PRUNE_EVERY,
+    RELEASED,
+    REPAIRED,
+    HistoryRecord,
+    Retention,
+    prune_due,
+    prune_end,
+    record_of,
+)
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease, refuse_changed
 from ..core.reuse import FORGET_AFTER, NO_DELAY, Freed, eligibility, last_resort, older
 from .base import Batch, Store
@@ -93,10 +123,12 @@ if TYPE_CHECKING:
     from ..core.docker_pools import AddressUse, DockerPool, PoolClaim  # run time: in the Docker methods
     from ..core.ipam_config import PoolSpec
     from ..core.leases import Owner
+    from ..core.pool_usage import PoolUsage
     from ..core.reuse import Eligibility, ReuseDelay
+    from ..core.tenancy import Subject
     from .lease_query import LeaseQuery
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # The WAL's size after which a commit checkpoints it. A process opening the store alone
 # reads the whole WAL to rebuild its index (about 2 us a page here), and a checkpoint
@@ -181,6 +213,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX docker_pool_block",
         "CREATE INDEX docker_pool_block ON docker_pools (family, first)",
     ),
+    (
+        """CREATE TABLE history (
+            id INTEGER PRIMARY KEY,
+            ip TEXT NOT NULL,
+            at REAL NOT NULL,
+            event TEXT NOT NULL,
+            family INTEGER NOT NULL CHECK (family IN (4, 6)),
+            address BLOB NOT NULL CHECK (length(address) = CASE family WHEN 4 THEN 4 ELSE 16 END),
+            pool TEXT NOT NULL,
+            network TEXT NOT NULL,
+            handle TEXT,
+            container_id TEXT NOT NULL,
+            ifname TEXT NOT NULL,
+            netns TEXT NOT NULL,
+            host TEXT NOT NULL,
+            boot TEXT NOT NULL,
+            held_from REAL NOT NULL
+        )""",
+        """CREATE TABLE history_retention (
+            one INTEGER PRIMARY KEY CHECK (one = 1),
+            max_age REAL NOT NULL CHECK (max_age > 0),
+            max_records INTEGER NOT NULL CHECK (max_records > 0)
+        )""",
+    ),
 )
 
 _COLUMNS = "family, address, kind, pool, slot, handle, network, container_id, ifname, created, boot, netns, gateway"
@@ -194,6 +250,15 @@ _OLDEST = (
     "SELECT address, released FROM released"
     " WHERE family = ? AND address >= ? AND address <= ? AND (handle IS NOT NULL) = ?"
     " ORDER BY released LIMIT 1"
+)
+AGE_PEEK = 1024  # history records a prune reads to judge their age
+_DUE = (  # the oldest history record, the newest id and the retention (NULLs: its default)
+    "SELECT h.id, h.at, (SELECT max(id) FROM history), r.max_age, r.max_records"
+    " FROM (SELECT 1) LEFT JOIN (SELECT id, at FROM history ORDER BY id LIMIT 1) AS h"
+    " LEFT JOIN history_retention AS r"
+)
+_HISTORY_COLUMNS = (
+    "at, event, family, address, pool, network, handle, container_id, ifname, netns, host, boot, held_from"
 )
 _ENDED = "kind = 'lease' AND boot != '' AND boot != ?"  # core.reboot.ended_by_reboot, as an index-free filter
 
@@ -227,6 +292,21 @@ def _lease(row: Sequence[object]) -> Lease:
     )  # fmt: skip
 
 
+def _history_row(record: HistoryRecord) -> tuple[object, ...]:
+    return (
+        record.ip, record.at, record.event, record.family, to_bytes(record.family, record.address), record.pool,
+        record.network,
+        record.handle, record.container_id, record.ifname, record.netns, record.host, record.boot, record.held_from,
+    )  # fmt: skip
+
+
+def _history_record(row: Sequence[object]) -> HistoryRecord:
+    """As SQLite gives the row back: the types the schema and cnipam wrote (only the
+    address is checked, as `_value` checks every address read)."""
+    at, event, family, raw, *rest = row
+    return HistoryRecord(at, event, family, _value(raw), *rest)  # type: ignore[arg-type]
+
+
 # What a failed SQLite call raises: its own errors, and UnicodeDecodeError when its message
 # or a text value holds bytes that are not UTF-8 (a damaged schema or row); then a row
 # whose values are of the wrong kind.
@@ -258,6 +338,77 @@ def _releasing(method: Callable[..., T]) -> Callable[..., T]:
     return run
 
 
+class _Counts:
+    """core.pool_usage's counts, as SQL: the pool keys in one scan, each range's rows with
+    one index range count, its resting addresses from the `released` rows of the range
+    (at most an hour's releases), the rows of one pool key (only for a pool whose ranges
+    its key does not name) with a scan."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.db = store._db
+
+    def pools(self) -> dict[str, str]:
+        found: dict[str, str] = {pool.key: pool.lease_network for pool in self.store.docker_pools()}
+        found.update(self.store._read(self._networks))
+        return found
+
+    def _networks(self) -> dict[str, str]:
+        """Every pool key the rows name, with the network of its first row inside its
+        ranges ("" when none is, or the key cannot be read)."""
+        from ..core.ipam_config import parse_pool_key
+
+        found = {}
+        for (key,) in self.db.execute("SELECT DISTINCT pool FROM leases").fetchall():
+            found[key] = ""
+            try:
+                ranges = parse_pool_key(key)
+            except InvalidConfig:
+                row = self.db.execute("SELECT network FROM leases WHERE pool = ? LIMIT 1", (key,)).fetchone()
+                found[key] = str(row[0]) if row is not None else ""
+                continue
+            for address_range in ranges:
+                family = address_range.network.family
+                row = self.db.execute(
+                    "SELECT network FROM leases WHERE family = ? AND address BETWEEN ? AND ? AND pool = ? LIMIT 1",
+                    (family, to_bytes(family, address_range.first), to_bytes(family, address_range.last), key),
+                ).fetchone()
+                if row is not None:
+                    found[key] = str(row[0])
+                    break
+        return found
+
+    def in_range(self, family: int, first: int, last: int) -> tuple[int, int]:
+        row = self.store._read(
+            lambda: self.db.execute(
+                "SELECT count(*), coalesce(sum(kind = 'gateway'), 0) FROM leases"
+                " WHERE family = ? AND address BETWEEN ? AND ?",
+                (family, to_bytes(family, first), to_bytes(family, last)),
+            ).fetchone()
+        )
+        return row[0] - row[1], row[1]
+
+    def is_reserved(self, family: int, address: int) -> bool:
+        found = self.store.lookup(family, address)
+        return found is not None and found.kind == GATEWAY
+
+    def resting(self, family: int, first: int, last: int, rule: Eligibility) -> int:
+        rows = self.store._read(
+            lambda: self.db.execute(_RESTING, (family, to_bytes(family, first), to_bytes(family, last))).fetchall()
+        )
+        return sum(not rule.allows(released, bool(held)) for _, released, held in rows)
+
+    def of_key(self, key: str) -> tuple[int, int, int]:
+        row = self.store._read(
+            lambda: self.db.execute(
+                "SELECT coalesce(min(family), 0), count(*), coalesce(sum(kind = 'gateway'), 0)"
+                " FROM leases WHERE pool = ?",
+                (key,),
+            ).fetchone()
+        )
+        return row[0], row[1] - row[2], row[2]
+
+
 class SQLiteStore(Store):
     def __init__(
         self,
@@ -275,6 +426,9 @@ class SQLiteStore(Store):
         self.timeout = timeout
         self.boot = boot
         self.clock = time.time
+        self.reuse_delays = {}
+        self.history_host = posix.uname().nodename
+        self._history: list[tuple[object, ...]] = []  # the records of the write under way (core.history)
         self._repair_due = False  # as the current write transaction found it (core.reboot)
         self._batch: _Batch | None = None
         self._file = _attach(path, timeout, shared_folders, reading)
@@ -299,6 +453,8 @@ class SQLiteStore(Store):
 
     def _allocate(self, owner: Owner, pools: tuple[PoolSpec, ...], now: float) -> list[Lease]:
         """`allocate` inside an open write transaction."""
+        for spec in pools:
+            self.reuse_delays[spec.key] = spec.reuse.delay
         self._db.execute("DELETE FROM released WHERE released < ?", (now - FORGET_AFTER,))
         held = self._select("WHERE handle = ?", (owner.handle,)) if owner.handle else []
         if self._repair_due and held:  # an attachment back after a reboot: it takes its kept addresses again
@@ -429,7 +585,7 @@ class SQLiteStore(Store):
             now = self.clock()
             collection, due = judged(now)
             for lease in collection.released:
-                self._remove(lease, now)
+                self._remove(lease, now, COLLECTED)
             if grace > 0:
                 self._db.execute("DELETE FROM sightings WHERE network = ?", (network,))
                 self._db.executemany(
@@ -512,6 +668,8 @@ class SQLiteStore(Store):
         now = self.clock()
         keys = [(lease.family, to_bytes(lease.family, lease.address)) for lease in leases]
         self._db.executemany("DELETE FROM leases WHERE family = ? AND address = ?", keys)
+        for lease in leases:
+            self._record(lease, REPAIRED, now)
         kept = [(*key, now, *(kept_for(lease) or (None, None))) for key, lease in zip(keys, leases, strict=True)]
         self._db.executemany("INSERT OR REPLACE INTO released VALUES (?, ?, ?, ?, ?)", kept)
         for family, first, last in _runs(leases):
@@ -542,8 +700,18 @@ class SQLiteStore(Store):
 
         return self._read(scan)
 
-    def import_leases(self, leases: Iterable[Lease], cursors: dict[str, Cursor]) -> int:
-        rows = [_row(lease) for lease in leases]
+    def usage(self, configured: Iterable[PoolSpec] = ()) -> list[PoolUsage]:
+        """Counted in SQLite, never a lease object per row (`_Counts`), each query on its
+        own (a writer of this process waits for one query, not for the whole count)."""
+        from ..core.pool_usage import pool_usage
+
+        return pool_usage(_Counts(self), configured, self.reuse_delays, self.clock())
+
+    def import_leases(
+        self, leases: Iterable[Lease], cursors: dict[str, Cursor], history: Sequence[HistoryRecord] | None = None
+    ) -> int:
+        wanted = list(leases)
+        rows = [_row(lease) for lease in wanted]
         with _Writing(self):
             self._db.execute("SAVEPOINT import_rows")
             try:
@@ -558,7 +726,45 @@ class SQLiteStore(Store):
                 self._rebuild_free(family)  # type: ignore[arg-type]
             for pool, cursor in cursors.items():
                 self._set_cursor(pool, cursor)
+            if history is None:
+                now = self.clock()
+                for lease in wanted:
+                    self._record(lease, IMPORTED, now)
+            else:
+                self._history.extend(_history_row(record) for record in history)
             return len(rows)
+
+    def history(self, subject: Subject | None = None) -> list[HistoryRecord]:
+        """A scan of the history, bounded by the retention's count: an index by address
+        would cost every ADD a second page written, for a question asked after the fact."""
+        query = f"SELECT {_HISTORY_COLUMNS} FROM history"
+        params: tuple[object, ...] = ()
+        if subject is not None and subject.address is not None:
+            family, address = subject.address
+            query += " WHERE family = ? AND address = ?"
+            params = (family, to_bytes(family, address))
+        elif subject is not None:
+            marks = ",".join("?" * len(subject.handles))
+            query += f" WHERE handle IN ({marks}) OR (container_id != '' AND container_id = ?)"
+            params = (*subject.handles, subject.container_id)
+        rows = self._read(lambda: self._db.execute(query + " ORDER BY at, id", params).fetchall())
+        return [_history_record(row) for row in rows]
+
+    def history_retention(self) -> Retention:
+        return self._read(self._retention)
+
+    def _retention(self) -> Retention:
+        row = self._db.execute("SELECT max_age, max_records FROM history_retention").fetchone()
+        return DEFAULT_RETENTION if row is None else Retention(float(row[0]), int(row[1]))
+
+    def set_history_retention(self, retention: Retention) -> None:
+        """Applied at once: one DELETE of what it no longer keeps."""
+        with _Writing(self):
+            self._db.execute(
+                "INSERT OR REPLACE INTO history_retention VALUES (1, ?, ?)", (retention.max_age, retention.max_records)
+            )
+            while self._prune_history(1 << 62):
+                pass
 
     def claim_docker_pool(self, claim: PoolClaim) -> DockerPool:
         from ..core.docker_pools import place_pool, pool_region  # not at the top: the plugin never needs it
@@ -583,9 +789,10 @@ class SQLiteStore(Store):
                 serial = pool_serial(pool.id)
                 if serial is not None:
                     self._db.execute("UPDATE counters SET value = max(value, ?) WHERE name = 'docker_pool'", (serial,))
+            now = self.clock()
             for lease in rows:
                 self._take(lease.family, lease.address)
-                self._insert(lease)
+                self._insert(lease, IMPORTED, now)
             return len(wanted)
 
     @_releasing
@@ -880,25 +1087,65 @@ class SQLiteStore(Store):
             self._db.execute("DELETE FROM free WHERE family = ? AND last = ?", (family, right[1]))
         self._db.execute("INSERT INTO free VALUES (?, ?, ?)", (family, to_bytes(family, last), to_bytes(family, first)))
 
-    def _insert(self, lease: Lease) -> None:
+    def _insert(self, lease: Lease, event: str = ALLOCATED, at: float | None = None) -> None:
+        """A lease row (an allocation's at the lease's own time), and its history record."""
         row = _row(lease)
         try:
             self._db.execute(f"INSERT INTO leases (ip, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
         except IntegrityError as exc:
             raise StoreCorrupt(f"cannot record {lease.ip}: {exc}; run `cnipamctl check`") from None
         self._db.execute("DELETE FROM released WHERE family = ? AND address = ?", row[1:3])
+        self._record(lease, event, lease.created if at is None else at)
 
-    def _remove(self, lease: Lease, now: float) -> None:
+    def _remove(self, lease: Lease, now: float, event: str = RELEASED) -> None:
         raw = to_bytes(lease.family, lease.address)
         self._db.execute("DELETE FROM leases WHERE family = ? AND address = ?", (lease.family, raw))
         self._give_back(lease.family, lease.address)
         if lease.kind == LEASE:
             self._db.execute("INSERT OR REPLACE INTO released VALUES (?, ?, ?, NULL, NULL)", (lease.family, raw, now))
+            self._record(lease, event, now)
         self._db.execute(
             "UPDATE cursors SET family = ?, address = ? WHERE pool = ? AND moves_on_release = 1",
             (lease.family, to_bytes(lease.family, lease.address), lease.pool),
         )
         self._let_gateway_go(lease)
+
+    def _record(self, lease: Lease, event: str, at: float) -> None:
+        """A history record of a lease (not of a gateway reservation), written with the
+        transaction's other records when it commits."""
+        if lease.kind == LEASE:
+            self._history.append(_history_row(record_of(lease, event, at, self.history_host)))
+
+    def _write_history(self) -> None:
+        """The write's history records, then, when their ids cross a multiple of
+        PRUNE_EVERY, the expired ones pruned: as many as were added since the last prune
+        and PRUNE_BATCH more per write. The history stays within its retention a few rows
+        at a time, never with one large delete in a call's way, and most writes only append."""
+        written, self._history = self._history, []
+        insert = f"INSERT INTO history (ip, {_HISTORY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        if len(written) == 1:
+            last = self._db.execute(insert, written[0]).lastrowid or 0
+            if prune_due(last):
+                self._prune_history(PRUNE_EVERY * (1 + PRUNE_BATCH))
+        elif written:
+            self._db.executemany(insert, written)
+            self._prune_history(len(written) + PRUNE_EVERY * (1 + PRUNE_BATCH))
+
+    def _prune_history(self, batch: int) -> bool:
+        """Delete the oldest records past the retention, at most `batch`; whether any went.
+        One read of the oldest record, the newest id and the retention says whether any is
+        due (the count needs only the ids); only then are up to AGE_PEEK records read to
+        judge their age (a bulk import's records go by count, in one statement)."""
+        first, at, newest, max_age, max_records = self._db.execute(_DUE).fetchone()
+        retention = DEFAULT_RETENTION if max_age is None else Retention(float(max_age), int(max_records))
+        if first is None or (newest - first < retention.max_records and at >= self.clock() - retention.max_age):
+            return False
+        oldest = self._db.execute("SELECT id, at FROM history ORDER BY id LIMIT ?", (min(batch, AGE_PEEK),)).fetchall()
+        end = prune_end(oldest, newest, retention, self.clock(), batch)
+        if end == first:
+            return False
+        self._db.execute("DELETE FROM history WHERE id < ?", (end,))
+        return True
 
     def _set_cursor(self, pool: str, cursor: Cursor) -> None:
         row = (pool, cursor.family, to_bytes(cursor.family, cursor.address), int(cursor.moves_on_release))
@@ -1102,7 +1349,8 @@ class SQLiteStore(Store):
         SQLite's own lock, all within one deadline: the timeout is the call's, not each
         wait's (SQLite waits for a writer outside the flock, such as `sqlite3` run by hand)."""
         shared = self._file
-        deadline = time.monotonic() + self.timeout
+        started = time.monotonic()
+        deadline = started + self.timeout
         if not shared.mutex.acquire(timeout=max(self.timeout, 0.05)):
             raise StoreBusy(f"store {self.path} stayed busy with other threads of this process for {self.timeout:g}s")
         try:
@@ -1113,6 +1361,8 @@ class SQLiteStore(Store):
         except BaseException:
             shared.mutex.release()
             raise
+        if self.events is not None:
+            self.events.lock_waited(time.monotonic() - started)
 
     def _unlock(self) -> None:
         try:
@@ -1180,12 +1430,14 @@ class _Writing(_Locked):
             if batch.broken:
                 raise StoreBusy(f"store {self.store.path}: the transaction of this batch was lost")
             self._keep_reserve()
+            self.store._history = []
             self.store._db.execute("SAVEPOINT write")
             return
         super().__enter__()
         try:
             self.store._refuse_if_damaged()
             self._keep_reserve()
+            self.store._history = []
             self.store._db.execute("BEGIN IMMEDIATE")
             if self.repair:
                 self.store._repair_step()
@@ -1215,6 +1467,7 @@ class _Writing(_Locked):
         try:
             if exc_type is None:
                 try:
+                    self.store._write_history()
                     db.execute("COMMIT")
                 except _FAILED as failed:
                     _roll_back(db)  # after some failures (SQLITE_FULL) SQLite has rolled back already
@@ -1234,8 +1487,10 @@ class _Writing(_Locked):
         assert batch is not None
         try:
             if exc is None:
+                self.store._write_history()  # this write's records, in its savepoint
                 db.execute("RELEASE write")
                 return
+            self.store._history = []
             db.execute("ROLLBACK TO write")
             db.execute("RELEASE write")
         except _FAILED as failed:

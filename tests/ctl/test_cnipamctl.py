@@ -203,7 +203,7 @@ def test_a_narrow_terminal_leaves_out_decorative_columns_before_cutting_identify
     assert [line.split()[0] for line in narrow[2:]] == table_ips("\n".join(wide[1:]))  # every address whole
     assert "gateway reservation" in "\n".join(narrow) and "id 'task-1'" in "\n".join(narrow)
     usage = on_a_terminal(["--db", str(db), "usage"], 60).splitlines()
-    assert usage[0].split() == ["pool", "size", "reserved", "used", "free", "percent"]  # the bar went first
+    assert usage[0].split() == ["pool", "size", "reserved", "used", "cooling", "free", "percent"]  # the bar went first
     assert "<0.1%" in "\n".join(usage)  # an IPv6 /64 with three leases
 
 
@@ -234,9 +234,11 @@ def test_usage(db: Path, tmp_path: Path) -> None:
     assert usage["10.0.0.0/24"] == {
         "pool": "10.0.0.0/24",
         "family": 4,
+        "network": "net1",
         "size": 254,
         "reserved": 1,
         "used": 4,
+        "cooling": 0,
         "free": 249,
         "percent": 2.0,
     }
@@ -253,9 +255,11 @@ def test_usage(db: Path, tmp_path: Path) -> None:
     assert added["10.50.0.0/28"] == {
         "pool": "10.50.0.0/28",
         "family": 4,
+        "network": "",
         "size": 14,
         "reserved": 1,
         "used": 0,
+        "cooling": 0,
         "free": 13,
         "percent": 7.1,
     }
@@ -411,9 +415,13 @@ def test_export_import_round_trips_byte_for_byte(db: Path, tmp_path: Path) -> No
     assert document["cursors"]["10.9.0.0/24[10.9.0.10-10.9.0.254]"]["moves_on_release"] is False
     ok("--db", str(db), "export", str(tmp_path / "export.json"))
     assert (tmp_path / "export.json").read_text() == first
+    assert {record["event"] for record in document["history"]} == {"allocated"}  # the fixture's ADDs
     copy = tmp_path / "copy.db"
-    assert "imported 11 rows and 3 positions" in ok("--db", str(copy), "import", str(tmp_path / "export.json")).out
-    assert ok("--db", str(copy), "export").out == first
+    records = len(document["history"])
+    assert f"imported 11 rows, 3 positions and {records} history records" in (
+        ok("--db", str(copy), "import", str(tmp_path / "export.json")).out
+    )
+    assert ok("--db", str(copy), "export").out == first  # the history too, as it was
     assert ok("--db", str(copy), "check").out == "ok\n"
     assert (
         ips(plugin("ADD", NET1, "ctr-z", db=copy))
@@ -663,6 +671,11 @@ def test_migrate_host_local(tmp_path: Path, name: str, expected_next: list[str])
     left = ok("--db", str(store), "leases", "--json").json()
     assert gone["address"] not in {row["ip"] for row in left}
     assert not [row for row in left if (row["container_id"], row["ifname"]) == (gone["containerID"], gone["ifname"])]
+    # its history starts at the migration, which says so, and ends with the DEL
+    story = ok("--db", str(store), "history", gone["address"], "--json").json()
+    assert [(row["started"], row["ended"], row["container_id"]) for row in story] == [
+        ("imported", "released", gone["containerID"])
+    ]
     assert ok("--db", str(store), "check").out == "ok\n"
     assert sorted(os.listdir(data_dir / network)) == sorted(
         entry["name"] for entry in manifest["files"]
@@ -1066,7 +1079,7 @@ def test_docker_pools_go_through_export_and_import(docker_db: tuple[Path, list[s
     first = ok("--db", str(path), "export").out
     assert [pool["id"] for pool in json.loads(first)["docker_pools"]] == [web, sibling, six]
     copy = tmp_path / "copy.db"
-    assert "and 3 Docker pool(s)" in ok("--db", str(copy), "import", "-", stdin=first).out
+    assert ", 3 Docker pool(s) and " in ok("--db", str(copy), "import", "-", stdin=first).out
     assert ok("--db", str(copy), "export").out == first
     refused(call("--db", str(copy), "import", "-", stdin=first), says=f"pool {web}")  # its pools are there already
     assert ok("--db", str(copy), "export").out == first

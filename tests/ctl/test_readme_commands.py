@@ -155,6 +155,7 @@ def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
     files["NEW_DB"], files["OTHER_DB"] = str(tmp_path / "new" / "ipam.db"), str(tmp_path / "other.db")
     files["REPORT"] = str(tmp_path / "report.json")
     files["BIN"] = str(tmp_path / "bin")
+    files["FOLDER"] = str(tmp_path)
     files["RECOVERED"] = str(tmp_path / "recovered.db")
     from tests.ctl.test_cnipamctl import host_local_fixture
 
@@ -199,7 +200,16 @@ RUNS: dict[str, list[Run]] = {
     ],
     "show ADDRESS|OWNER [--json]": [(["show", "10.0.0.2"], 0), (["show", "10.0.0.2/24", "--json"], 0),
                                     (["show", "web-1"], 0)],
+    "history ADDRESS|CONTAINER|OWNER [--at T] [--since T] [--until T] [--json]": [
+        (["history", "10.0.0.2"], 0), (["history", "10.0.0.2", "--at", "now", "--json"], 0),
+        (["history", "ctr-a", "--since", "1h ago", "--until", "now"], 0),
+        (["history", "10.0.0.2", "--at", "yesterday"], 1),  # not a moment it reads
+    ],
+    "history-retention [--max-age SPAN] [--max-records N] [--json]": [
+        (["history-retention"], 0), (["history-retention", "--max-age", "7d", "--max-records", "20000", "--json"], 0),
+    ],
     "usage [--json]": [(["usage"], 0), (["usage", "--json", "--config", "CONF"], 0)],
+    "metrics [--textfile DIR]": [(["metrics"], 0), (["metrics", "--textfile", "FOLDER", "--config", "CONF"], 0)],
     "pools [--json]": [(["pools"], 0), (["pools", "--json"], 0)],
     "release ADDRESS|OWNER [--yes] [--force] [--gateway] [--json]": [
         (["release", "0b6f1a2c", "--yes"], 0),  # of the boot before: provably gone

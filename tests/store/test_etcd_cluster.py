@@ -109,6 +109,14 @@ def test_four_hosts_in_parallel_share_a_16_and_a_64_without_a_duplicate(
                     f"{ip} of {host} lies in a block of {blocks[family, address >> BLOCK_BITS]}"
                 )
         assert {host for host in blocks.values() if host} == set(HOSTS)  # spread: each host holds its own blocks
+        # Every change recorded once in its host's history, under sequence numbers without a gap or a repeat
+        # (the host's processes queue on its flock; the log's compare settles the rest).
+        events = Counter((record.host, record.event) for record in store.history())
+        assert events == Counter({(h, e): n for h in HOSTS for e, n in (("allocated", 180), ("released", 60))})
+        for host in HOSTS:
+            start = store.keys.under("history", host)
+            numbers = [int(kv.key[len(start) :], 16) for kv in store.client.range(start, prefix_end(start))[0]]
+            assert numbers == list(range(240)), host
     finally:
         store.close()
 

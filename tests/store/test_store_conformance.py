@@ -11,9 +11,10 @@ from cnipam.core.addresses import Network, format_ip, parse_cidr, parse_ip
 from cnipam.core.docker_pools import DockerPool, PoolClaim
 from cnipam.core.ecs_config import parse_ecs
 from cnipam.core.errors import AddressConflict, PoolExhausted
-from cnipam.core.ipam_config import PoolSpec
+from cnipam.core.ipam_config import DIGEST_PREFIX, AddressRange, PoolSpec, default_bounds, pool_key
 from cnipam.core.leases import GATEWAY, LEASE, Cursor, Lease, Owner
-from cnipam.store.base import Store
+from cnipam.core.pool_usage import PoolUsage
+from cnipam.store.base import Store, StoreEvents
 from tests.support.store_engines import ENGINES
 
 
@@ -504,6 +505,99 @@ def test_docker_import_moves_the_id_counter_past_an_imported_serial(store: Store
     store.import_docker_pools([pool], [])
     claimed = store.claim_docker_pool(_claim("198.18.0.0/24"))
     assert claimed.id == "space/198.18.0.0/24/42"
+
+
+# -- usage and events (the metrics read them) ----------------------------------------------
+
+
+def test_usage_counts_by_address_and_names_the_network(store: Store) -> None:
+    for container in "abc":
+        store.allocate(attachment(container, network="blue"), V4)
+    store.release(attachment("b", network="blue").handle)
+    docker = store.claim_docker_pool(_claim("198.18.0.0/30"))
+    store.request_docker_address(docker.id, None)
+    empty_docker = store.claim_docker_pool(_claim("198.18.1.0/30"))
+    configured = pools(ipv4_subnet="10.9.0.0/29")  # nothing allocated yet: its gateway counts as reserved
+    found = {
+        usage.pool: (usage.network, usage.size, usage.reserved, usage.used, usage.free)
+        for usage in store.usage(configured)
+    }
+    assert found == {
+        "10.0.0.0/29": ("blue", 6, 1, 2, 3),
+        "10.9.0.0/29": ("", 6, 1, 0, 5),
+        "198.18.0.0/30": (docker.lease_network, 2, 0, 1, 1),
+        "198.18.1.0/30": (empty_docker.lease_network, 2, 0, 0, 2),
+    }
+
+
+def test_usage_counts_cooling_addresses_by_the_pools_reuse_delay(store: Store) -> None:
+    """An address released inside its pool's reuse delay is cooling, not free; the delay
+    is the one the configured pool gives, else the one this store object allocated with,
+    else none. A release older than the delay is free again."""
+    now = 1_800_000_000.0
+    store.clock = lambda: now
+    delayed = pools(ipv4_subnet="10.0.0.0/29", reuse_delay="60s")
+    for container in "abcd":
+        store.allocate(attachment(container), delayed)
+    store.release(attachment("a").handle)
+    now += 30
+    store.release(attachment("b").handle)
+    now += 40  # a released 70 s ago (free again), b 40 s ago (cooling)
+
+    def states(found: list[PoolUsage]) -> tuple[int | None, ...]:
+        (usage,) = [usage for usage in found if usage.pool == "10.0.0.0/29"]
+        return usage.reserved, usage.used, usage.cooling, usage.free
+
+    assert states(store.usage()) == (1, 2, 1, 2)  # the delay this store object allocated with
+    assert states(store.usage(pools(ipv4_subnet="10.0.0.0/29", reuse_delay="2m"))) == (1, 2, 2, 1)
+    assert states(store.usage(pools(ipv4_subnet="10.0.0.0/29"))) == (1, 2, 0, 3)  # a config without a delay
+    store.reuse_delays.clear()  # another process (cnipamctl) that has not seen the config
+    assert states(store.usage()) == (1, 2, 0, 3)
+
+
+def test_a_pool_named_by_a_digest_has_no_size_without_its_config(store: Store) -> None:
+    """A pool of many ranges is named in the store by a digest of them (ipam_config.pool_key):
+    without its config only its rows can be counted; with it, everything."""
+    many = pools(ipv4_subnet="10.0.0.0/29")[0]
+    subnets = [parse_cidr(f"10.1.{n}.0/30", "subnet")[1] for n in range(40)]
+    ranges = tuple(AddressRange(subnet, *default_bounds(subnet), None) for subnet in subnets)
+    spec = PoolSpec(many.slot, pool_key(ranges), ranges, None)
+    assert spec.key.startswith(DIGEST_PREFIX)
+    for container in "ab":
+        store.allocate(attachment(container), (spec,))
+    (alone,) = [usage for usage in store.usage() if usage.pool == spec.key]
+    assert (alone.family, alone.network, alone.size, alone.reserved, alone.used, alone.free) == (
+        4,
+        "net",
+        None,
+        0,
+        2,
+        None,
+    )
+    (configured,) = [usage for usage in store.usage([spec]) if usage.pool == spec.key]
+    assert (configured.size, configured.used, configured.free) == (80, 2, 78)
+
+
+class Recorded(StoreEvents):
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+        self.retries = 0
+
+    def lock_waited(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+    def retried(self) -> None:
+        self.retries += 1
+
+
+def test_events_report_each_write_lock_wait(store: Store) -> None:
+    recorded = Recorded()
+    store.events = recorded
+    store.allocate(attachment("a"), V4)
+    store.release(attachment("a").handle)
+    store.leases()  # a read takes no writer lock
+    assert len(recorded.waits) == 2 and all(0 <= wait < 5 for wait in recorded.waits)
+    assert recorded.retries == 0  # nobody else wrote meanwhile
 
 
 # -- listings: scan_leases ---------------------------------------------------------------
