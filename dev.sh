@@ -31,10 +31,11 @@ demo() {
   echo "--- DEL again, idempotent (exit $(echo "$config" | CNI_COMMAND=DEL "$plugin"; echo $?))"
 }
 
-# Real peers the tests compare against or drive; installed as root (CI), skipped with a reason otherwise.
+# Real peers the tests compare against or drive (and strace, which counts the store's syncs); installed as root
+# (CI), skipped with a reason otherwise.
 # podman (4.3 on Debian 12) also pulls in netavark; tests/e2e/test_podman_e2e.py selects the CNI backend itself.
 # prometheus: a real server scrapes the daemons, and its promtool checks contrib/cnipam-alerts.yml (tests/metrics/).
-DEBIAN_PACKAGES=(containernetworking-plugins iproute2 busybox-static docker.io etcd-server podman prometheus)
+DEBIAN_PACKAGES=(containernetworking-plugins iproute2 busybox-static docker.io etcd-server podman prometheus strace)
 
 debian_packages() {
   local missing=()

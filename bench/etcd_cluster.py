@@ -266,7 +266,7 @@ def measure_auth(plan: EtcdPlan, folder: Path, scripts: Path, progress: Callable
             credentials = {"username": "root", "passwordFile": str(secret)} if user else {}
             return {
                 "type": "etcd", "endpoints": cluster.endpoints, "prefix": "/auth/", "host": "bench-host",
-                "lockDir": lock_dir, **credentials,
+                "lockDir": lock_dir, **credentials, "allowInsecure": True,  # loopback: nothing crosses a network
             }  # fmt: skip
 
         plain = PluginBench("ADD, no auth", exe, config(store(str(folder / "lock-plain"), user=False)), {})

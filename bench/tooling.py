@@ -95,6 +95,13 @@ def ensure_host_local() -> Path | None:
     return HOST_LOCAL if HOST_LOCAL.exists() else None
 
 
+def ensure_strace() -> str | None:
+    """strace, to count a call's syncs (syscalls.py); None blanks those rows."""
+    if shutil.which("strace") is None:
+        _apt_install("strace")
+    return shutil.which("strace")
+
+
 def ensure_gnu_time() -> str | None:
     """GNU time, for peak RSS (see timing.max_rss_kib); None blanks the memory rows."""
     if not Path(GNU_TIME).exists():

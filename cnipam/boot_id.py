@@ -3,7 +3,7 @@
 
 The variable is for tests (a simulated reboot) and for plugins whose `/proc` is not the
 host's; it must then be set for every cnipam process of the host alike, or they would
-take each other's leases for an earlier boot's. Read with `os.open`/`os.read`, not
+take each other's leases for an earlier boot's. Read with `posix.open`/`posix.read`, not
 `open()`, which would build a buffered text file for 37 bytes: the plugin reads it on
 every call (bench/reboot.py measures it). Unreadable (no procfs) means unknown: the
 call's leases then record no boot and nothing is repaired.
@@ -11,7 +11,7 @@ call's leases then record no boot and nothing is repaired.
 
 from __future__ import annotations
 
-import os
+import posix
 
 BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 VARIABLE = "CNIPAM_BOOT_ID"
@@ -22,12 +22,12 @@ def current_boot(env: dict[str, str]) -> str:
     if given:
         return given
     try:
-        fd = os.open(BOOT_ID_FILE, os.O_RDONLY | os.O_CLOEXEC)
+        fd = posix.open(BOOT_ID_FILE, posix.O_RDONLY | posix.O_CLOEXEC)
     except OSError:
         return ""
     try:
-        return os.read(fd, 64).decode("ascii", "replace").strip()
+        return posix.read(fd, 64).decode("ascii", "replace").strip()
     except OSError:
         return ""
     finally:
-        os.close(fd)
+        posix.close(fd)

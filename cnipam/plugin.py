@@ -9,7 +9,7 @@ cannot drift apart.
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 
 from . import __version__, commands
@@ -69,18 +69,20 @@ def cni_code(error: CnipamError) -> int:
     return INTERNAL_ERROR
 
 
-def main(argv: list[str] | None = None, stdin: bytes | None = None) -> int:
+def main(argv: list[str] | None = None, stdin: bytes | None = None, exiting: bool = False) -> int:
     """The process: flags, or one call answered by `run`. `stdin` is what the launcher's
-    forward path already read before it found no agent to take the call."""
+    forward path already read before it found no agent to take the call; `exiting`: the
+    process ends right after this (the launcher's `_exit`), so the store is left open
+    for the exit to drop (`call_opener`)."""
     args = sys.argv[1:] if argv is None else argv
     if args:
         return _flags(args)
-    env = dict(os.environ)
+    env = _environment()
     if not env.get("CNI_COMMAND", ""):
         sys.stderr.write(f"cnipam {__version__}: CNI IPAM plugin\nCNI protocol versions: {', '.join(SUPPORTED)}\n")
         return 0
     try:
-        cwd = os.getcwd()
+        cwd = posix.getcwd()
     except OSError:  # the folder was removed under us: relative paths stay relative, as before
         cwd = ""
     if stdin is None:
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None, stdin: bytes | None = None) -> int:
         except CnipamError as error:
             _write(_error_text("", error))
             return 1
-    text, status = run(env, stdin, cwd)
+    text, status = run(env, stdin, cwd, call_opener(env["CNI_COMMAND"], exiting))
     _write(text)
     return status
 
@@ -114,7 +116,7 @@ def run(env: dict[str, str], stdin: bytes, cwd: str, open_store: StoreOpener | N
             return _text(_version_answer(stdin)), 0
         request = parse_request(command, env, stdin)
         version = request.version
-        answer = _dispatch(request, env, cwd, open_store or (open_for_reading if command in READS else open_for_call))
+        answer = _dispatch(request, env, cwd, open_store or call_opener(command, exiting=False))
         return ("" if answer is None else _text(answer)), 0
     except CnipamError as error:
         return _error_text(version, error), 1
@@ -164,32 +166,50 @@ def store_settings(env: dict[str, str], data_dir: str | None, cwd: str, store: o
     return settings.anchored(cwd) if cwd else settings
 
 
-class open_for_call:
-    """The store for one call, closed on the way out whatever happens (the plugin's own
-    process ends with the call, so there is nothing to keep it open for)."""
+def call_opener(command: str, exiting: bool) -> StoreOpener:
+    """How a call opens its store when no cnipamd runs it: for reading only when it only
+    reads (CHECK, STATUS: readable on a full or read-only disk too), and closed after the
+    call unless the process is `exiting` right after it (the launcher's path).
 
-    reading = False
+    An exit drops the connection as a crash would, which loses nothing: every commit is
+    in the WAL, synced to the disk before it returned. Closing it instead would cost the
+    call the checkpoint SQLite makes when a file's last connection closes (two syncs), and
+    delete the -wal and -shm that the next call would then make again (store/sqlite.py,
+    Durability)."""
+    reading = command in READS
 
-    def __init__(self, settings: StoreSettings) -> None:
+    def opener(settings: StoreSettings) -> _CallStore:
+        return _CallStore(settings, reading, close=not exiting)
+
+    return opener
+
+
+class _CallStore:
+    """The store of one call for the length of a `with` block."""
+
+    def __init__(self, settings: StoreSettings, reading: bool, close: bool) -> None:
         from .store.opening import open_store  # the same opener cnipamd's cache uses
 
-        self.store = open_store(settings, self.reading)
+        self.store = open_store(settings, reading)
+        self.close = close
 
     def __enter__(self) -> Store:
         return self.store
 
     def __exit__(self, *exc: object) -> None:
-        self.store.close()
-
-
-class open_for_reading(open_for_call):
-    """The store for a call that only reads (CHECK, STATUS): readable on a full or
-    read-only disk too."""
-
-    reading = True
+        if self.close:
+            self.store.close()
 
 
 READS = ("CHECK", "STATUS")
+
+
+def _environment() -> dict[str, str]:
+    """The environment as text, decoded as `os.environ` decodes it: the plugin's path does
+    not import `os`, whose own imports (`_collections_abc`, `posixpath`, `stat`) would cost
+    every call about a millisecond."""
+    encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+    return {key.decode(encoding, errors): value.decode(encoding, errors) for key, value in posix.environ.items()}
 
 
 def _read_stdin() -> bytes:
@@ -203,8 +223,9 @@ def _read_stdin() -> bytes:
 
 def _read_text(path: str, what: str, cwd: str) -> str:
     from .config_files import read_config_file
+    from .store.settings import anchored_at
 
-    return read_config_file(os.path.join(cwd, path) if cwd else path, what, 1 << 16).decode("utf-8", "replace")
+    return read_config_file(anchored_at(cwd, path), what, 1 << 16).decode("utf-8", "replace")
 
 
 def _version_answer(body: bytes) -> dict[str, object]:

@@ -5,8 +5,8 @@ The HTTP server is the standard library's (socketserver's threading UNIX server 
 http.server's request handler), not aiohttp: the store is synchronous SQLite, so an
 event loop would only push every request into a thread anyway; the plugin API is seven
 POST methods with tiny bodies; and no dependency is added to a package whose CNI plugin
-needs none. Store calls are serialised by one lock (one SQLite connection); each is one
-short durable transaction, so no request waits behind another for long.
+needs none. Store calls run on one thread, several to a durable transaction: those that
+arrive while a commit is in flight join the next (group_commit.py).
 
 TLS (TCP mode, `--tls-*`) is the standard library's `ssl` over the same server: the
 listening socket is wrapped, each connection's handshake runs in its own thread within
@@ -27,6 +27,7 @@ import threading
 import time
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import cast
 
 from ..core.errors import (
     AddressConflict,
@@ -53,6 +54,7 @@ from ..service import (
     start_failed,
 )
 from .driver import Driver
+from .group_commit import GroupCommit
 from .requests import MAX_BODY, BodyTimedOut, BodyTooLarge, decode_body
 from .settings import SOCKET_DIR, DriverSettings, DriverTLS, load
 
@@ -296,37 +298,40 @@ def framing_problem(headers: Message) -> str | None:
 
 
 class Server:
-    """The driver behind one lock, and the listening socket's life cycle."""
+    """The driver behind its group commit, and the listening socket's life cycle."""
 
     def __init__(self, driver: Driver) -> None:
         self.driver = driver
-        self.lock = threading.Lock()
+        self.commits = GroupCommit(driver.store)
         self.http: socketserver.BaseServer | None = None
         self.metrics: DaemonMetrics | None = None  # with --metrics-address
 
     def answer(self, path: str, body: bytes) -> dict[str, object]:
         started = time.monotonic()
-        with self.lock:
+
+        def handle() -> dict[str, object]:
             if self.metrics is not None:
                 self.metrics.queue_waited(time.monotonic() - started)
-            try:
-                return self.driver.handle(path, body)
-            except StoreCorrupt as exc:
-                log("fatal", error=exc.message)
-                self.stop()
-                raise
-            except Exception as exc:
-                if self.metrics is not None:
-                    self.metrics.failed(exc)
-                raise
+            return self.driver.handle(path, body)
+
+        try:
+            return self.commits.run(handle)
+        except StoreCorrupt as exc:
+            log("fatal", error=exc.message)
+            self.stop()
+            raise
+        except Exception as exc:
+            if self.metrics is not None:
+                self.metrics.failed(exc)
+            raise
 
     def pool_readings(self) -> list[tuple[str, Callable[[], Reading]]]:
-        """The driver's store for the pool gauges, read under the driver's lock."""
+        """The driver's store for the pool gauges, read in its turn among the requests."""
         from ..metrics.pools import read_store
 
         def read() -> Reading:
-            with self.lock:
-                return read_store(self.driver.store)
+            reply = self.commits.run(lambda: {"reading": read_store(self.driver.store)})
+            return cast("Reading", reply["reading"])
 
         return [(self.driver.settings.store.name, read)]
 
@@ -550,17 +555,17 @@ def serve(settings: DriverSettings) -> int:
         try:
             http.serve_forever(poll_interval=0.2)
         finally:
-            with server.lock:  # the request in progress finishes and replies first
-                http.server_close()
-                if isinstance(http, _UnixHTTPServer):
-                    http.remove()
-                if spec_file:
-                    try:
-                        os.unlink(spec_file)
-                    except OSError:
-                        pass
-                if endpoint is not None:
-                    endpoint.shutdown()
+            server.commits.stop()  # what is queued is committed and answered first
+            http.server_close()
+            if isinstance(http, _UnixHTTPServer):
+                http.remove()
+            if spec_file:
+                try:
+                    os.unlink(spec_file)
+                except OSError:
+                    pass
+            if endpoint is not None:
+                endpoint.shutdown()
         log("stopped")
         return 0
     finally:

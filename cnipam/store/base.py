@@ -27,6 +27,20 @@ if TYPE_CHECKING:
     from .lease_query import LeaseQuery
 
 
+class Batch:
+    """What Store.batch gives for a `with` block. `broken`: the store itself failed in it
+    (not one write: an I/O error, a full disk, damage), so its writes were all undone, or
+    will be when the block ends; each must then be made again outside a batch."""
+
+    broken = False
+
+    def __enter__(self) -> Batch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 class StoreEvents:
     """What a long-running process (cnipamd, cnipam-docker) learns from its stores' work
     for its metrics. A store reports its lock waits and retries to the `events` it was
@@ -264,6 +278,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def problems(self) -> list[str]:
         """Integrity check: every invariant the engine relies on; empty when healthy."""
+
+    def batch(self) -> Batch:
+        """A `with` block whose writes share one transaction where the engine can do that
+        (group commit, cnipam-docker): each write is undone alone when it fails, and all of
+        them are durable together when the block ends, which raises if they cannot be.
+        Here, for engines that cannot (etcd: one Txn per write), each write commits alone,
+        as outside a block."""
+        return Batch()
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -198,7 +198,7 @@ class EtcdStore(ClusterStore):
             change.remove_leases(list(victims.values()))
             return list(victims.values())
 
-        return self._optimistic(plan)
+        return self._optimistic(plan, warm=True)
 
     def release_gateway(self, family: int, address: int) -> Lease | None:
         def plan(change: Change) -> Lease | None:
@@ -1027,10 +1027,11 @@ class EtcdStore(ClusterStore):
         otherwise compute it again, until the timeout (then StoreBusy: CNI code 11).
 
         `warm`: first try on what the last committed change of this process knew (blocks,
-        gateways, positions) without reading anything; every fact used is compared, so a
-        stale one only costs a failed Txn and a fresh attempt. A long-lived process (the
-        agent, the Docker driver) then allocates in one round trip. A refusal computed
-        from that knowledge is not trusted: it is computed again from fresh reads.
+        gateways, positions, the leases it wrote) without reading anything; every fact
+        used is compared, so a stale one only costs a failed Txn and a fresh attempt. A
+        long-lived process (the agent, the Docker driver) then allocates, and releases
+        what it allocated, in one round trip. A refusal computed from that knowledge is
+        not trusted, nor is "nothing to write" (Change.commit): both are checked again.
 
         In a store opened with a boot, the reboot repair comes first when due: checked
         here with one read, unless the plan reads the boot with its own reads

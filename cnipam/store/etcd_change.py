@@ -35,7 +35,16 @@ from .etcd_keys import (
     escape,
     unescape,
 )
-from .etcdv3 import create_revision_is, delete_op, mod_revision_is, prefix_end, put_op, range_op, unchanged_since
+from .etcdv3 import (
+    create_revision_is,
+    delete_op,
+    mod_revision_is,
+    nothing_in,
+    prefix_end,
+    put_op,
+    range_op,
+    unchanged_since,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -235,6 +244,8 @@ class Change:
         start = self.keys.under("owner", escape(handle))
         if handle in self.owners:
             kvs = self.owners[handle]
+        elif self.warm and any(lease is not None and lease.handle == handle for lease, _ in self.found.values()):
+            return self._known_held_by(handle)
         else:  # with the history log a DEL appends to, in the one round trip
             history = self._history_reads()
             responses = self.client.txn([], [range_op(start, prefix_end(start)), *history]).responses
@@ -245,6 +256,37 @@ class Change:
         for kv in kvs:
             self.compares[kv.key] = mod_revision_is(kv.key, kv.mod_revision)
         return [lease for lease in self.leases_at(targets) if lease.handle == handle]
+
+    def _known_held_by(self, handle: str) -> list[Lease]:
+        """The leases of `handle` this process knows from its earlier changes, without a
+        read: the commit compares that each is unchanged, that its owner key is the one
+        written with it, and that the owner's index holds no other key (one of this host's
+        runtimes made the ADD through the same cnipamd, the usual case). Knowledge that no
+        longer holds fails the Txn, and the release is computed again from fresh reads."""
+        known = sorted(
+            (
+                (lease, revision)
+                for lease, revision in self.found.values()
+                if lease is not None and lease.handle == handle
+            ),
+            key=lambda item: self.keys.owner(handle, item[0].slot),
+        )
+        for lease, revision in known:
+            key = self.keys.lease(lease.family, lease.address)
+            self.compares.setdefault(key, mod_revision_is(key, revision))
+            owner = self.keys.owner(handle, lease.slot)
+            self.compares[owner] = mod_revision_is(owner, revision)  # written in the Txn that wrote the lease
+        start = self.keys.under("owner", escape(handle))
+        self._nothing_else(start, prefix_end(start), [self.keys.owner(handle, lease.slot) for lease, _ in known])
+        return [lease for lease, _ in known]
+
+    def _nothing_else(self, start: bytes, end: bytes, present: list[bytes]) -> None:
+        """Compare that [start, end) holds no key but `present` (sorted): each gap is empty."""
+        low = start
+        for key in [*present, end]:
+            if low < key:
+                self.compares[b"\x00gap " + low] = nothing_in(low, key)
+            low = key + b"\x00"
 
     def held_by_all(self, handles: list[str]) -> list[Lease]:
         """The leases of several owners: their index ranges in one round trip, then their leases."""
@@ -488,6 +530,19 @@ class Change:
         start, end = self.keys.lease(family, subnet.value), self.keys.lease(family, subnet.last) + b"\x00"
         gone = {self.keys.lease(*pair) for pair, put in self.written_leases.items() if not put and pair[0] == family}
         gone = {key for key in gone if start <= key < end} | {self.keys.lease(family, gateway)}
+        if self.warm:  # decided on what this process knows; the commit compares it (see _known_held_by)
+            left = [
+                (pair, revision) for pair, (lease, revision) in self.found.items()
+                if lease is not None and pair[0] == family and subnet.value <= pair[1] <= subnet.last
+                and self.keys.lease(*pair) not in gone
+            ]  # fmt: skip
+            if left:  # a lease known to remain keeps the reservation, if it does remain
+                key = self.keys.lease(*left[0][0])
+                self.compares.setdefault(key, mod_revision_is(key, left[0][1]))
+                return
+            self._nothing_else(start, end, sorted(gone))
+            self._delete_leases([found])
+            return
         kvs, revision = self.client.range(start, end, limit=len(gone) + 1, keys_only=True)
         if any(kv.key not in gone for kv in kvs):
             return
@@ -575,9 +630,17 @@ class Change:
 
     def commit(self) -> int | None:
         """Send the change as one Txn: its revision (0 when there was nothing to write), or
-        None when something it read changed meanwhile."""
+        None when something it read changed meanwhile. A warm change that found nothing to
+        write decided that from what earlier changes knew: its compares alone are sent, so
+        "nothing to do" is trusted only once they hold."""
         if not self.ops and not self.history:
-            return 0
+            compares = [self.compares[key] for key in sorted(self.compares)]
+            if not self.warm or not compares:
+                return 0
+            if len(compares) > MAX_TXN_OPS:
+                return None  # too much to check in one Txn: computed again from fresh reads
+            checked = self.client.txn(compares, [])
+            return checked.revision if checked.succeeded else None
         if self.history:
             self._append_history()
         if self.liveness:

@@ -122,6 +122,12 @@ def unchanged_since(key: bytes, range_end: bytes, revision: int) -> JsonObject:
     }  # fmt: skip
 
 
+def nothing_in(key: bytes, range_end: bytes) -> JsonObject:
+    """Compare VERSION == 0 over [key, range_end): etcd compares every key of a range, and
+    an empty range as one absent key, so this holds exactly when the range has no key."""
+    return {"key": _b64(key), "range_end": _b64(range_end), "result": "EQUAL", "target": "VERSION", "version": "0"}
+
+
 def value_is(key: bytes, value: bytes) -> JsonObject:
     """Compare VALUE == value (a missing key never matches)."""
     return {"key": _b64(key), "result": "EQUAL", "target": "VALUE", "value": _b64(value)}

@@ -6,7 +6,7 @@ and an etcd call never loads `_sqlite3`.
 
 from __future__ import annotations
 
-import os
+import posix
 
 from ..core.errors import StoreIOError
 
@@ -62,6 +62,6 @@ def open_etcd(
     )  # fmt: skip
     lock = f"{etcd.lock_dir.rstrip('/')}/{LOCK_FILE}" if etcd.lock_dir else None
     return EtcdStore(
-        client, etcd.prefix, etcd.host or os.uname().nodename, timeout, lock, boot, etcd.block_idle, shared_folders,
+        client, etcd.prefix, etcd.host or posix.uname().nodename, timeout, lock, boot, etcd.block_idle, shared_folders,
         liveness,
     )  # fmt: skip

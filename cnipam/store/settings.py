@@ -25,8 +25,6 @@ change (store/trusted_path.py); `CNIPAM_ALLOW_SHARED_FOLDERS=1` is the operator'
 
 from __future__ import annotations
 
-import os
-
 from ..core.errors import CnipamError, InvalidConfig, InvalidEnvironment
 from ..core.ipam_config import optional_text
 from ..core.record import Record
@@ -131,7 +129,7 @@ class StoreSettings(Record):
         folder: a call forwarded to cnipamd must find what the plugin itself would have."""
 
         def at(path: str) -> str:
-            return path if path.startswith("/") else os.path.join(folder, path)
+            return anchored_at(folder, path)
 
         def maybe(path: str | None) -> str | None:
             return None if path is None else at(path)
@@ -219,6 +217,14 @@ class StoreSettings(Record):
         if shared not in ("", "0", "1"):
             raise InvalidEnvironment(f"{SHARED_FOLDERS_VARIABLE}={shared!r}: expected 1 (accept) or 0 (refuse)")
         return cls(path, timeout, origin, etcd, shared_folders=shared == "1")
+
+
+def anchored_at(folder: str, path: str) -> str:
+    """`path` as seen from `folder` (os.path.join, without `os`: the plugin calls this on
+    every call and does not import it)."""
+    if path.startswith("/") or not folder:
+        return path
+    return folder + path if folder.endswith("/") else f"{folder}/{path}"
 
 
 STORE_KEYS = {

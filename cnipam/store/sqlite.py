@@ -34,18 +34,39 @@ Layout (schema version 1):
 Writers serialise on an `flock` of `<db>.lock` before `BEGIN IMMEDIATE`: the kernel
 queues waiters in order, where SQLite's own busy handler sleeps and polls (measured in
 shared/reference/distributed.md §3.2: 430-930 ms tails with busy_timeout alone, 14-31 ms
-with the flock). WAL with `synchronous=FULL` makes every commit durable before the
-plugin prints its result; a process killed at any moment leaves the last commit intact.
+with the flock).
+
+Durability (README, Durability). Every commit is on the disk before it returns: one
+`fdatasync` of the `-wal` file after the COMMIT, under the writers' flock
+(`_SharedFile.committed`), so a committed change survives a process crash, a kernel crash
+and a power loss alike, and nothing else of a call waits for the disk. That sync is ours,
+not SQLite's `synchronous=FULL` (the connection runs `NORMAL`, which in WAL mode differs
+only in that sync): SQLite also syncs the WAL's folder at the first sync of every opening
+of the `-wal`, and the plugin's process opens it once per call, so FULL costs it two syncs
+a call. The folder needs no sync while the `-wal` exists; whenever SQLite makes the file
+anew, it writes and syncs its header (and the folder) itself before any commit in it.
+The plugin's own process never closes its connection (plugin.call_opener): closing the
+last connection of a file checkpoints the WAL into it and deletes the `-wal` and `-shm`,
+more syncs, and the next call would make both files again and sync their folder.
+Instead the commit that takes the WAL past CHECKPOINT_BYTES checkpoints it, which
+spreads a checkpoint's syncs over the calls it covers and keeps the WAL short: a process
+that opens the file alone rebuilds the WAL's index by reading all of it. The checkpoint
+empties the WAL (`TRUNCATE`): what SQLite's own checkpoints (`wal_autocheckpoint`, still
+there behind ours) record of their progress lives in the `-shm`, which the next process to
+open the file alone starts afresh, so it would find a WAL of old frames and copy them all
+again at its own commit, every call. A checkpoint syncs the WAL before it writes the file
+and the file before the WAL is emptied, and the next commit syncs the new WAL's header
+with its own frames.
 """
 
 from __future__ import annotations
 
-import os
+import posix
 import time
 from _thread import RLock
 from fcntl import LOCK_UN, flock
 
-from ..config_files import HELD_DATABASES
+from ..config_files import HELD_DATABASES, is_regular_file
 from ..core.addresses import BITS, format_ip, from_bytes, parse_cidr, to_bytes
 from ..core.allocator import gateway_reservation, grant, refuse_taken, reserved_subnet, returned_address, search_windows
 from ..core.errors import (
@@ -75,7 +96,7 @@ from ..core.history import (
 )
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease, refuse_changed
 from ..core.reuse import FORGET_AFTER, NO_DELAY, Freed, eligibility, last_resort, older
-from .base import Store
+from .base import Batch, Store
 from .sqlite_damage import record_damage, recorded_damage
 from .sqlite_disk import (
     FULL,
@@ -87,7 +108,7 @@ from .sqlite_disk import (
     reading_uri,
 )
 from .sqlite_module import Connection, DatabaseError, IntegrityError, OperationalError, connect
-from .trusted_path import UntrustedPath, check_siblings, is_regular_file, trusted_path
+from .trusted_path import UntrustedPath, check_siblings, trusted_path
 from .write_lock import take_lock
 
 TYPE_CHECKING = False
@@ -108,6 +129,12 @@ if TYPE_CHECKING:
     from .lease_query import LeaseQuery
 
 SCHEMA_VERSION = 6
+
+# The WAL's size after which a commit checkpoints it. A process opening the store alone
+# reads the whole WAL to rebuild its index (about 2 us a page here), and a checkpoint
+# costs three syncs beyond the commits' own (two, and one for the next commit's new WAL
+# header): a hundred-odd pages, about 24 ADDs or DELs of about five pages each, balance the two.
+CHECKPOINT_BYTES = 128 * (4096 + 24)  # pages of SQLite's default size, each with its frame header
 
 # Forward migrations: MIGRATIONS[n] takes a store from schema version n to n + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -303,7 +330,7 @@ def _releasing(method: Callable[..., T]) -> Callable[..., T]:
         try:
             return method(self, *args, **kwargs)
         except StoreFull:
-            if not give_up_reserve(self.path):
+            if self._batch is not None or not give_up_reserve(self.path):  # a batch runs it again alone
                 raise
         return method(self, *args, **kwargs)
 
@@ -384,7 +411,12 @@ class _Counts:
 
 class SQLiteStore(Store):
     def __init__(
-        self, path: str, timeout: float = 5.0, boot: str = "", shared_folders: bool = False, reading: bool = False
+        self,
+        path: str,
+        timeout: float = 5.0,
+        boot: str = "",
+        shared_folders: bool = False,
+        reading: bool = False,
     ) -> None:
         """`shared_folders`: accept folders other users could change on the way to the file
         (trusted_path.py; their links are never followed either way). `reading`: the caller
@@ -395,9 +427,10 @@ class SQLiteStore(Store):
         self.boot = boot
         self.clock = time.time
         self.reuse_delays = {}
-        self.history_host = os.uname().nodename
+        self.history_host = posix.uname().nodename
         self._history: list[tuple[object, ...]] = []  # the records of the write under way (core.history)
         self._repair_due = False  # as the current write transaction found it (core.reboot)
+        self._batch: _Batch | None = None
         self._file = _attach(path, timeout, shared_folders, reading)
         if self._file.version != SCHEMA_VERSION and self._file.read_only:
             version = self._file.version
@@ -603,12 +636,12 @@ class SQLiteStore(Store):
         """The start of every write of a store opened with a boot: one row compared, and
         while the repair is due, at most REPAIR_CHUNK of the earlier boots' leases released
         (core.reboot): the first call after a reboot stays cheap however many there are."""
-        from ..core.reboot import REPAIR_CHUNK
-
         row = self._db.execute("SELECT boot FROM repaired_boot").fetchone()
         self._repair_due = row is None or row[0] != self.boot
         if not self._repair_due:
             return
+        from ..core.reboot import REPAIR_CHUNK  # not before: no other call needs it
+
         ended = self._earlier_boot_leases(limit=REPAIR_CHUNK)
         self._release_ended(ended + self._partners(ended))
         if len(ended) < REPAIR_CHUNK:
@@ -848,6 +881,13 @@ class SQLiteStore(Store):
         found = self._read(self._find_problems_in_one_snapshot)
         damage = recorded_damage(self.path, self._file.key)
         return found if damage is None else [f"a call found this file damaged: {damage}", *found]
+
+    def batch(self) -> _Batch:
+        """The writes of a `with` block in one transaction (the Docker driver's group
+        commit): each is a savepoint that a failure rolls back alone, and all of them are
+        durable when the block ends. The transaction begins with the first write, under the
+        writers' flock, which other processes then wait for until the block ends."""
+        return _Batch(self)
 
     def close(self) -> None:
         self._close_quietly()
@@ -1210,6 +1250,7 @@ class SQLiteStore(Store):
                     except BaseException:
                         self._db.execute("ROLLBACK")
                         raise
+                    self._file.committed()
                 self._file.version = SCHEMA_VERSION
             except _FAILED as exc:
                 raise _store_error(self.path, exc) from None
@@ -1370,24 +1411,39 @@ class _Writing(_Locked):
 
     `releasing`: it only frees addresses, so it runs without the reserve (and `_releasing`
     gives the reserve up when it fails for lack of room); any other write first makes sure
-    the reserve is in place, and is refused as a full disk when it cannot be."""
+    the reserve is in place, and is refused as a full disk when it cannot be.
+
+    Inside a batch (SQLiteStore.batch) it is a savepoint of the batch's transaction
+    instead, which the first write of the batch begins: released on success, rolled back
+    to on any error, so that only this write is undone. An SQLite failure (I/O, a full
+    disk, damage) may have ended the whole transaction: it breaks the batch."""
 
     def __init__(self, store: SQLiteStore, repair: bool = True, releasing: bool = False) -> None:
         super().__init__(store)
         self.repair = repair and bool(store.boot)
         self.releasing = releasing
+        self.batch = store._batch
 
     def __enter__(self) -> None:
+        batch = self.batch
+        if batch is not None and batch.begun:
+            if batch.broken:
+                raise StoreBusy(f"store {self.store.path}: the transaction of this batch was lost")
+            self._keep_reserve()
+            self.store._history = []
+            self.store._db.execute("SAVEPOINT write")
+            return
         super().__enter__()
         try:
             self.store._refuse_if_damaged()
-            if not self.releasing and not keep_reserve(self.store.path):
-                path = self.store.path
-                raise StoreFull(f"store {path}: {no_room_for_reserve(path)}; nothing was written (releases still work)")
+            self._keep_reserve()
             self.store._history = []
             self.store._db.execute("BEGIN IMMEDIATE")
             if self.repair:
                 self.store._repair_step()
+            if batch is not None:
+                batch.begun = True
+                self.store._db.execute("SAVEPOINT write")
         except BaseException as exc:
             db = self.store._db
             if db.in_transaction:
@@ -1397,9 +1453,17 @@ class _Writing(_Locked):
                 raise self.store._failure(exc) from None
             raise
 
+    def _keep_reserve(self) -> None:
+        if not self.releasing and not keep_reserve(self.store.path):
+            path = self.store.path
+            raise StoreFull(f"store {path}: {no_room_for_reserve(path)}; nothing was written (releases still work)")
+
     def __exit__(self, exc_type: object, *rest: object) -> None:
         exc = rest[0] if rest else None
         db = self.store._db
+        if self.batch is not None:
+            self._end_savepoint(exc)
+            return
         try:
             if exc_type is None:
                 try:
@@ -1408,6 +1472,7 @@ class _Writing(_Locked):
                 except _FAILED as failed:
                     _roll_back(db)  # after some failures (SQLITE_FULL) SQLite has rolled back already
                     raise self.store._failure(failed) from None
+                self.store._file.committed()
             else:
                 _roll_back(db)
                 if isinstance(exc, _DAMAGED):  # a statement of the transaction failed
@@ -1416,6 +1481,61 @@ class _Writing(_Locked):
                     record_damage(self.store.path, self.store._file.key, exc.message)
         finally:
             super().__exit__(exc_type)
+
+    def _end_savepoint(self, exc: object) -> None:
+        db, batch = self.store._db, self.batch
+        assert batch is not None
+        try:
+            if exc is None:
+                self.store._write_history()  # this write's records, in its savepoint
+                db.execute("RELEASE write")
+                return
+            self.store._history = []
+            db.execute("ROLLBACK TO write")
+            db.execute("RELEASE write")
+        except _FAILED as failed:
+            batch.broken = True
+            raise self.store._failure(failed) from None
+        if isinstance(exc, (*_DAMAGED, StoreIOError, StoreBusy)):  # the store failed, not the request
+            batch.broken = True
+        if isinstance(exc, _DAMAGED):
+            raise self.store._failure(exc) from None
+        if isinstance(exc, StoreCorrupt):
+            record_damage(self.store.path, self.store._file.key, exc.message)
+
+
+class _Batch(Batch):
+    """SQLiteStore.batch: the transaction its first write begins (under the flock, which
+    it keeps until the end), committed at the end unless it broke."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.begun = False
+
+    def __enter__(self) -> _Batch:
+        if self.store._batch is not None:
+            raise RuntimeError("batches do not nest")
+        self.store._batch = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        store, db = self.store, self.store._db
+        store._batch = None
+        if not self.begun:
+            return
+        try:
+            if exc[0] is not None or self.broken:
+                _roll_back(db)
+                return
+            try:
+                db.execute("COMMIT")
+            except _FAILED as failed:
+                _roll_back(db)
+                self.broken = True
+                raise store._failure(failed) from None
+            store._file.committed()
+        finally:
+            store._unlock()
 
 
 def _roll_back(db: Connection) -> None:
@@ -1510,17 +1630,45 @@ class _SharedFile:
     `lock_fd` is -1); `unchanged`: what a read without locks relies on (sqlite_disk.py).
     """
 
-    __slots__ = ("key", "db", "lock_fd", "mutex", "users", "version", "read_only", "unchanged")
+    __slots__ = ("key", "path", "db", "lock_fd", "wal_fd", "mutex", "users", "version", "read_only", "unchanged")
 
-    def __init__(self, key: tuple[int, int], db: Connection, lock_fd: int, version: int) -> None:
+    def __init__(self, key: tuple[int, int], path: str, db: Connection, lock_fd: int, version: int) -> None:
         self.key = key
+        self.path = path  # the real one (trusted_path)
         self.db = db
         self.lock_fd = lock_fd
+        self.wal_fd = -1  # the -wal file, opened at the first commit (`committed`)
         self.mutex = RLock()
         self.users = 1
         self.version = version
         self.read_only = False
         self.unchanged: tuple[object, ...] | None = None
+
+    def committed(self) -> None:
+        """Right after a commit, under the writers' flock: the commit on the disk, with one
+        `fdatasync` of the WAL (the module's docstring, Durability), then the WAL
+        checkpointed if it is long. A sync that fails leaves the commit in place but not
+        known to be durable: the call fails, and the runtime's DEL or retry follows."""
+        try:
+            if self.wal_fd < 0:  # the -wal stays the same file while this connection is open
+                self.wal_fd = posix.open(self.path + "-wal", posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NOFOLLOW)
+            posix.fdatasync(self.wal_fd)
+        except OSError as exc:
+            raise StoreIOError(f"store {self.path}: a commit could not be synced to the disk: {exc.strerror}") from None
+        self.checkpoint_if_long()
+
+    def checkpoint_if_long(self) -> None:
+        """Right after a commit, under the writers' flock: empty the WAL into the file once
+        it is past CHECKPOINT_BYTES (the module's docstring). It does not wait for readers,
+        and a checkpoint that fails or cannot finish is left to a later commit: the commit
+        it follows stands either way."""
+        try:
+            if posix.stat(self.path + "-wal").st_size < CHECKPOINT_BYTES:
+                return
+            self.db.execute("PRAGMA busy_timeout = 0")
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except (OSError, *_FAILED):
+            pass
 
     def check_unchanged(self, path: str) -> None:
         """After a read without locks: StoreBusy (try again) if a writer came meanwhile."""
@@ -1580,25 +1728,25 @@ def _open(path: str, key: tuple[int, int] | None, timeout: float) -> _SharedFile
         raise _cannot_open(path, key is not None, exc) from None
     try:
         if key is None:
-            os.close(_open_private(path))
+            posix.close(_open_private(path))
             key = _identity(path)
         db = connect(path, timeout=max(timeout, 0.001), isolation_level=None, check_same_thread=False)
     except OSError as exc:
-        os.close(lock_fd)
+        posix.close(lock_fd)
         raise _cannot_open(path, False, exc) from None
     except _FAILED as exc:
-        os.close(lock_fd)
+        posix.close(lock_fd)
         raise _store_error(path, exc) from None
     try:
-        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA synchronous=NORMAL")  # and one sync of our own per commit: `committed`
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if key is None or _identity(path) != key:  # replaced while we opened it: its key would lie
             raise OperationalError("the file was replaced while it was being opened")
     except _FAILED as exc:
         db.close()
-        os.close(lock_fd)
+        posix.close(lock_fd)
         raise _store_error(path, exc) from None
-    return _SharedFile(key, db, lock_fd, version)
+    return _SharedFile(key, path, db, lock_fd, version)
 
 
 def _open_on_bad_disk(
@@ -1633,7 +1781,7 @@ def _open_read_only(path: str, key: tuple[int, int], timeout: float) -> _SharedF
     except _FAILED as exc:
         db.close()
         raise _store_error(path, exc) from None
-    shared = _SharedFile(key, db, -1, version)
+    shared = _SharedFile(key, path, db, -1, version)
     shared.read_only, shared.unchanged = True, before
     return shared
 
@@ -1661,9 +1809,11 @@ def _detach(shared: _SharedFile) -> None:
         # Closed before it leaves the registry: until then, an `_attach` of the same file
         # finds it held and shares it instead of opening (and closing) the file beside it.
         with shared.mutex:  # a thread still inside a call on it finishes first
+            if shared.wal_fd >= 0:  # before the close that may delete the -wal
+                posix.close(shared.wal_fd)
             shared.db.close()
             if shared.lock_fd >= 0:
-                os.close(shared.lock_fd)
+                posix.close(shared.lock_fd)
         if _OPEN.get(shared.key) is shared:
             del _OPEN[shared.key]
             HELD_DATABASES.pop(shared.key, None)
@@ -1673,7 +1823,7 @@ def _identity(path: str) -> tuple[int, int] | None:
     """The (device, inode) of the file at the real path `path`; None when there is none.
     A link there now appeared after the walk: refused, as the walk would have."""
     try:
-        info = os.lstat(path)
+        info = posix.lstat(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -1687,22 +1837,24 @@ def _refuse_foreign_file(path: str) -> None:
     """A path that holds something other than an SQLite database is refused before
     anything is created next to it (not even the lock file)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not hang it
+        fd = posix.open(
+            path, posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NOFOLLOW | posix.O_NONBLOCK
+        )  # a FIFO must not hang it
     except FileNotFoundError:
         return
     except OSError as exc:
         raise StoreIOError(f"cannot open store {path}: {exc.strerror}") from None
     try:
-        if not is_regular_file(os.fstat(fd)):
+        if not is_regular_file(posix.fstat(fd)):
             raise StoreIOError(f"store {path} is not a regular file")
-        header = os.read(fd, 16)
+        header = posix.read(fd, 16)
     except OSError as exc:
         raise StoreIOError(f"cannot read store {path}: {exc.strerror}") from None
     finally:
-        os.close(fd)
+        posix.close(fd)
     if header and header != b"SQLite format 3\x00":
         raise StoreCorrupt(f"{path} is not an SQLite database; refusing to use it as a store")
 
 
 def _open_private(path: str) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    return posix.open(path, posix.O_RDWR | posix.O_CREAT | posix.O_CLOEXEC | posix.O_NOFOLLOW, 0o600)

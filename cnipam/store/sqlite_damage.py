@@ -12,7 +12,7 @@ ignored and removed. `cnipamctl check` lists the record with the other problems.
 
 from __future__ import annotations
 
-import os
+import posix
 
 SUFFIX = ".damaged"
 _LIMIT = 4096
@@ -22,33 +22,35 @@ def record_damage(path: str, key: tuple[int, int], message: str) -> None:
     """Best effort: on a disk that cannot take the record the error itself still says it."""
     text = f"{key[0]} {key[1]}\n{message}\n".encode("utf-8", "replace")[:_LIMIT]
     try:
-        fd = os.open(path + SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        fd = posix.open(
+            path + SUFFIX, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC | posix.O_NOFOLLOW, 0o600
+        )
     except OSError:
         return
     try:
-        os.write(fd, text)
+        posix.write(fd, text)
     except OSError:
         pass
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def recorded_damage(path: str, key: tuple[int, int]) -> str | None:
     """What a call found wrong with this very file, or None (one failed `open` when none is recorded)."""
     try:
-        fd = os.open(path + SUFFIX, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = posix.open(path + SUFFIX, posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NOFOLLOW)
     except OSError:
         return None
     try:
-        text = os.read(fd, _LIMIT).decode("utf-8", "replace")
+        text = posix.read(fd, _LIMIT).decode("utf-8", "replace")
     except OSError:
         return None
     finally:
-        os.close(fd)
+        posix.close(fd)
     identity, _, message = text.partition("\n")
     if identity != f"{key[0]} {key[1]}":  # a record of the file this one replaced
         try:
-            os.unlink(path + SUFFIX)
+            posix.unlink(path + SUFFIX)
         except OSError:
             pass
         return None

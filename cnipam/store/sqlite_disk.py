@@ -31,7 +31,7 @@ releasing never needs free space, and how a store is read on a disk that cannot 
 
 from __future__ import annotations
 
-import os
+import posix
 
 from ..core.errors import StoreIOError
 
@@ -52,15 +52,15 @@ def disk_fault(path: str, failed: bool = False) -> tuple[str, str] | None:
     disk: a release that found the disk full gave it up, so the room seen free now is that
     reserve's (and the next allocation takes it back). Only naming a failure may count it
     so; a reader choosing how to open the store must not (store/sqlite.py's openings)."""
-    folder = os.path.dirname(os.path.abspath(path))
+    folder = _folder(path)
     try:
-        info = os.statvfs(folder)
+        info = posix.statvfs(folder)
     except OSError:
         return None
-    if info.f_flag & os.ST_RDONLY:
+    if info.f_flag & posix.ST_RDONLY:
         return READ_ONLY, f"the file system holding {folder} is mounted read-only"
     free = _free(info)
-    reserve_out = failed and not os.path.exists(path + RESERVE_SUFFIX)
+    reserve_out = failed and _size(path + RESERVE_SUFFIX) < 0
     if free < ROOM_NEEDED + (RESERVE_BYTES if reserve_out else 0):
         return FULL, f"the file system holding {folder} is full ({free} bytes free)"
     if info.f_files and info.f_ffree == 0:
@@ -70,9 +70,9 @@ def disk_fault(path: str, failed: bool = False) -> tuple[str, str] | None:
 
 def no_room_for_reserve(path: str) -> str:
     """Why an allocation is refused while the reserve cannot be put back."""
-    folder = os.path.dirname(os.path.abspath(path))
+    folder = _folder(path)
     try:
-        free = f"{_free(os.statvfs(folder))} bytes free"
+        free = f"{_free(posix.statvfs(folder))} bytes free"
     except OSError:
         free = "no room"
     return (
@@ -84,7 +84,7 @@ def no_room_for_reserve(path: str) -> str:
 def give_up_reserve(path: str) -> bool:
     """Delete the store's reserve; True when there was one to give up."""
     try:
-        os.unlink(path + RESERVE_SUFFIX)
+        posix.unlink(path + RESERVE_SUFFIX)
         return True
     except OSError:
         return False
@@ -97,31 +97,32 @@ def keep_reserve(path: str) -> bool:
     (permissions) does not stop writes: the reserve is a safety margin, not a lock."""
     name = path + RESERVE_SUFFIX
     try:
-        if os.stat(name).st_blocks * 512 >= RESERVE_BYTES:
+        if posix.stat(name).st_blocks * 512 >= RESERVE_BYTES:
             return True
     except OSError:
         pass
     try:
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        fd = posix.open(name, posix.O_WRONLY | posix.O_CREAT | posix.O_CLOEXEC | posix.O_NOFOLLOW, 0o600)
     except OSError:
         return True
     try:
-        os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        posix.posix_fallocate(fd, 0, RESERVE_BYTES)
         return True
     except OSError as exc:
         import errno
 
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             return True
-        os.unlink(name)  # a partly allocated reserve would only pretend
+        posix.unlink(name)  # a partly allocated reserve would only pretend
         return False
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def reading_uri(path: str) -> tuple[str, bool]:
     """The URI that opens the store read-only on a disk that cannot be written, and
     whether it is an `immutable` one (reads to be checked with `unchanged`)."""
+    import os.path
     from urllib.parse import quote  # only on a bad disk
 
     base = "file:" + quote(os.path.abspath(path))
@@ -137,18 +138,29 @@ def reading_uri(path: str) -> tuple[str, bool]:
 def file_state(path: str) -> tuple[object, ...]:
     """What a read without locks relies on: the file's identity, size and times, and the
     absence of the files a writer makes."""
-    info = os.stat(path)
-    companions = tuple(os.path.exists(path + suffix) for suffix in ("-shm", "-wal"))
+    info = posix.stat(path)
+    companions = tuple(_size(path + suffix) >= 0 for suffix in ("-shm", "-wal"))
     return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns, companions
 
 
-def _free(info: os.statvfs_result) -> int:
-    blocks = info.f_bfree if os.geteuid() == 0 else info.f_bavail  # root may use the reserved blocks
+def _free(info: posix.statvfs_result) -> int:
+    blocks = info.f_bfree if posix.geteuid() == 0 else info.f_bavail  # root may use the reserved blocks
     return blocks * info.f_frsize
 
 
+def _folder(path: str) -> str:
+    """The folder holding the file `path` (`os` only for a relative path: the plugin's are
+    absolute by now, and it would be one more chain of imports per call)."""
+    if not path.startswith("/"):
+        import os.path
+
+        path = os.path.abspath(path)
+    return path.rpartition("/")[0] or "/"
+
+
 def _size(path: str) -> int:
+    """Its size; -1 when there is no such file."""
     try:
-        return os.stat(path).st_size
+        return posix.stat(path).st_size
     except OSError:
-        return 0
+        return -1

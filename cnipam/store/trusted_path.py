@@ -31,13 +31,13 @@ microseconds for a path of four folders; docs/benchmarks.md measures an ADD whol
 
 from __future__ import annotations
 
-import os
+import posix
 
 from ..core.errors import StoreIOError
 from .settings import SHARED_FOLDERS_VARIABLE
 
 MAX_LINKS = 40  # the kernel's own limit on links followed in one lookup
-_LINK, _FOLDER, _FILE, _TYPE = 0o120000, 0o040000, 0o100000, 0o170000
+_LINK, _FOLDER, _TYPE = 0o120000, 0o040000, 0o170000
 _STICKY = 0o1000
 
 
@@ -49,12 +49,12 @@ def trusted_path(path: str, create: bool, shared_folders: bool = False) -> str:
     """The real path of the file `path` names (it need not exist); see the module's
     docstring for what is refused. `create` makes missing folders on the way; without it
     a path through a missing folder comes back unresolved (nothing exists there)."""
-    me = os.geteuid()
+    me = posix.geteuid()
     pending = path.split("/")
     if not path.startswith("/"):
-        pending = os.getcwd().split("/") + pending
+        pending = posix.getcwd().split("/") + pending
     current = "/"
-    _check_folder("/", os.lstat("/"), me, shared_folders, holds_file=False)
+    _check_folder("/", posix.lstat("/"), me, shared_folders, holds_file=False)
     links = 0
     name = ""
     while pending:
@@ -62,19 +62,19 @@ def trusted_path(path: str, create: bool, shared_folders: bool = False) -> str:
         if name in ("", "."):
             continue
         if name == "..":
-            current = os.path.dirname(current)
+            current = current.rpartition("/")[0] or "/"
             continue
-        candidate = os.path.join(current, name)
+        candidate = _child(current, name)
         last = all(part in ("", ".") for part in pending)
         try:
-            info = os.lstat(candidate)
+            info = posix.lstat(candidate)
         except FileNotFoundError:
             if last:
                 break
             if not create:
-                return os.path.join(candidate, *pending)
+                return "/".join((candidate, *pending))
             _make_folder(candidate)
-            info = os.lstat(candidate)
+            info = posix.lstat(candidate)
         except OSError as exc:
             raise StoreIOError(f"cannot look at {candidate}: {exc.strerror}") from None
         if info.st_mode & _TYPE == _LINK:
@@ -83,7 +83,7 @@ def trusted_path(path: str, create: bool, shared_folders: bool = False) -> str:
             links += 1
             if links > MAX_LINKS:
                 raise StoreIOError(f"{path}: too many levels of symbolic links")
-            target = os.readlink(candidate)
+            target = posix.readlink(candidate)
             pending = target.split("/") + pending
             if target.startswith("/"):
                 current = "/"
@@ -96,8 +96,14 @@ def trusted_path(path: str, create: bool, shared_folders: bool = False) -> str:
         _check_folder(current, info, me, shared_folders, holds_file=False)
     else:
         raise StoreIOError(f"{path!r} names a folder, not a file")
-    _check_folder(current, os.lstat(current), me, shared_folders, holds_file=True)
-    return os.path.join(current, name)
+    _check_folder(current, posix.lstat(current), me, shared_folders, holds_file=True)
+    return _child(current, name)
+
+
+def _child(folder: str, name: str) -> str:
+    """`name` in the absolute, normalised `folder` (os.path.join, without importing `os`:
+    the plugin walks the path on every call)."""
+    return folder + name if folder.endswith("/") else f"{folder}/{name}"
 
 
 def check_siblings(path: str, suffixes: tuple[str, ...]) -> None:
@@ -106,18 +112,14 @@ def check_siblings(path: str, suffixes: tuple[str, ...]) -> None:
     "unable to open database file" or "too many levels of symbolic links"."""
     for suffix in suffixes:
         try:
-            info = os.lstat(path + suffix)
+            info = posix.lstat(path + suffix)
         except OSError:
             continue
         if info.st_mode & _TYPE == _LINK:
             raise UntrustedPath(f"{path}{suffix} is a symbolic link: not followed")
 
 
-def is_regular_file(info: os.stat_result) -> bool:
-    return info.st_mode & _TYPE == _FILE
-
-
-def _check_folder(folder: str, info: os.stat_result, me: int, shared_folders: bool, holds_file: bool) -> None:
+def _check_folder(folder: str, info: posix.stat_result, me: int, shared_folders: bool, holds_file: bool) -> None:
     if shared_folders:
         return
     if info.st_uid not in (0, me):
@@ -131,7 +133,7 @@ def _check_folder(folder: str, info: os.stat_result, me: int, shared_folders: bo
 
 def _make_folder(folder: str) -> None:
     try:
-        os.mkdir(folder, 0o750)
+        posix.mkdir(folder, 0o750)
     except FileExistsError:  # made meanwhile, maybe by someone else: looked at like any other
         pass
     except OSError as exc:

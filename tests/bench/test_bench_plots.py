@@ -58,3 +58,10 @@ def test_script_renders_json_jobs_as_run_py_sends_them(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert is_png(tmp_path / "a.png")
+
+
+def test_concurrency_writes_a_png_with_a_panel_per_verb(tmp_path: Path) -> None:
+    line = {"label": "SQLite, direct", "x": [1, 8, 64], "p50": [18.0, 70.0, 500.0], "p99": [30.0, 150.0, 900.0]}
+    other = {**line, "label": "host-local", "p50": [7.0, 30.0, 250.0], "p99": [8.0, 40.0, 360.0]}
+    path = plots.concurrency({"ADD": [line, other], "DEL": [line]}, tmp_path / "c.png")
+    assert is_png(path)

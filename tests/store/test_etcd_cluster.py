@@ -358,7 +358,7 @@ def test_a_long_lived_store_allocating_from_what_it_knew_never_duplicates(
         direct.close()
 
 
-def test_a_long_lived_store_adds_in_one_round_trip_also_after_a_del(
+def test_a_long_lived_store_adds_and_deletes_in_one_round_trip_each(
     etcd_endpoint: str, etcd_prefix: bytes, tmp_path: Path
 ) -> None:
     """What the agent pays per ADD in an ADD/DEL churn: the DEL reads what it removes, and
@@ -383,7 +383,10 @@ def test_a_long_lived_store_adds_in_one_round_trip_also_after_a_del(
             granted.append([lease.ip for lease in store.allocate(Owner.for_request(None, "n", f"c{n}", "eth0"), pools)])
             if n:  # the first ADD of the process reads what it needs
                 assert sent == ["/v3/kv/txn"], sent
-            assert store.release(Owner.for_request(None, "n", f"c{n}", "eth0").handle)
+            sent.clear()
+            assert len(store.release(Owner.for_request(None, "n", f"c{n}", "eth0").handle)) == 2
+            assert sent == ["/v3/kv/txn"], sent  # the DEL too: decided on what the ADD wrote, all of it compared
+            assert store.leases() == []  # the gateways went with the last leases of their subnets
         assert granted == [
             [f"10.71.0.{n + 2}", f"fd71::{n + 2:x}"] for n in range(6)
         ]  # ecs-ipam: round-robin past the last one
@@ -418,3 +421,126 @@ def test_a_gateway_is_kept_when_another_host_leases_in_its_subnet_meanwhile(
     assert second.leases() == []
     first.close()
     second.close()
+
+
+def in_another_process(endpoint: str, prefix: str, folder: Path, code: str) -> None:
+    """Run `code` with `store` (host "node", as the tests' long-lived store) and `Owner`,
+    `parse_ecs` at hand, in a process of its own."""
+    script = f"""
+from cnipam.core.ecs_config import parse_ecs
+from cnipam.core.leases import Owner
+from cnipam.store.opening import open_etcd
+from cnipam.store.settings import EtcdSettings
+store = open_etcd(EtcdSettings(({endpoint!r},), {prefix!r}, "node", lock_dir={str(folder / "node")!r}), 5.0)
+{code}
+store.close()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_warm_del_whose_knowledge_went_stale_is_computed_again_from_fresh_reads(
+    etcd_endpoint: str, etcd_prefix: bytes, tmp_path: Path
+) -> None:
+    """A long-lived store (cnipamd) decides a DEL on the leases it wrote itself, without a
+    read; each time another process changed the owner's leases in between, the Txn's
+    compares fail and the DEL is computed again from fresh reads: it releases exactly
+    what the owner holds now, and never another owner's lease at an address it knew."""
+    need_etcd()
+    prefix = etcd_prefix.decode()
+    v4: dict[str, object] = {"ipv4-subnet": "10.72.0.0/24"}
+    pools = parse_ecs(v4).pools
+    store = open_host(etcd_endpoint, prefix, "node", tmp_path)
+
+    def owner(name: str) -> Owner:
+        return Owner.for_request(None, "n", name, "eth0")
+
+    def held() -> dict[str | None, list[str]]:
+        found: dict[str | None, list[str]] = {}
+        for lease in store.leases():
+            if lease.kind == LEASE:
+                found.setdefault(lease.handle, []).append(lease.ip)
+        return found
+
+    try:
+        # 1. the owner gained a lease this process never saw (another pool): both are released
+        # (only the compare that the owner's index holds nothing else can tell)
+        store.allocate(owner("grown"), pools)
+        both = {**v4, "ipv6-subnet": "fd72::/120"}
+        in_another_process(
+            etcd_endpoint, prefix, tmp_path,
+            f"store.allocate(Owner.for_request(None, 'n', 'grown', 'eth0'), parse_ecs({both!r}).pools)",
+        )  # fmt: skip
+        assert len(held()[owner("grown").handle]) == 2
+        misses = store.warm_misses
+        assert len(store.release(owner("grown").handle)) == 2
+        assert store.warm_misses == misses + 1
+        assert owner("grown").handle not in held()
+
+        # 2. the owner's lease was released and made again elsewhere: the new one is released
+        [first] = store.allocate(owner("moved"), pools)
+        in_another_process(
+            etcd_endpoint, prefix, tmp_path,
+            f"h = Owner.for_request(None, 'n', 'moved', 'eth0')\nstore.release(h.handle)\n"
+            f"store.allocate(h, parse_ecs({v4!r}).pools)",
+        )  # fmt: skip
+        moved = held()[owner("moved").handle]
+        assert moved != [first.ip]
+        misses = store.warm_misses
+        assert [lease.ip for lease in store.release(owner("moved").handle)] == moved
+        assert store.warm_misses == misses + 1
+        assert owner("moved").handle not in held()
+
+        # 3. the owner's lease was released and another owner took its very address: kept
+        [known] = store.allocate(owner("gone"), pools)
+        taken = {**v4, "ipv4-address": f"{known.ip}/24"}
+        in_another_process(
+            etcd_endpoint, prefix, tmp_path,
+            f"store.release(Owner.for_request(None, 'n', 'gone', 'eth0').handle)\n"
+            f"store.allocate(Owner.for_request(None, 'n', 'other', 'eth0'), parse_ecs({taken!r}).pools)",
+        )  # fmt: skip
+        assert held() == {owner("other").handle: [known.ip]}
+        misses = store.warm_misses
+        assert store.release(owner("gone").handle) == []
+        assert store.warm_misses == misses + 1
+        assert held() == {owner("other").handle: [known.ip]}  # another owner's lease is never freed
+        assert store.problems() == []
+
+        # 4. knowledge that still holds: no miss, the gateway goes with the subnet's last lease
+        assert store.release(owner("other").handle)
+        store.allocate(owner("still"), pools)
+        misses = store.warm_misses
+        assert len(store.release(owner("still").handle)) == 1
+        assert store.warm_misses == misses
+        assert store.leases() == [] and store.problems() == []
+    finally:
+        store.close()
+
+
+def test_a_warm_del_keeps_the_gateway_when_another_host_leased_in_its_subnet(
+    etcd_endpoint: str, etcd_prefix: bytes, tmp_path: Path
+) -> None:
+    """The warm DEL of a subnet's last known lease lets the gateway go only while the subnet
+    holds no other key (one range compare per gap): another host's lease there, in a block
+    this process never read, fails that compare, and the fresh DEL keeps the gateway."""
+    need_etcd()
+    prefix = etcd_prefix.decode()
+    first, second = (open_host(etcd_endpoint, prefix, host, tmp_path) for host in ("host-a", "host-b"))
+    pools = parse_ecs({"ipv4-subnet": "10.45.0.0/23"}).pools
+    try:
+        first.allocate(Owner.for_request(None, "net", "a", "eth0"), pools)
+        second.allocate(Owner.for_request(None, "net", "b", "eth0"), pools)  # in a block of its own
+        misses = first.warm_misses
+        assert [lease.ip for lease in first.release(Owner.for_request(None, "net", "a", "eth0").handle)] == [
+            "10.45.0.2"
+        ]
+        assert first.warm_misses == misses + 1
+        assert sorted((row.ip, row.kind) for row in second.leases()) == [
+            ("10.45.0.1", "gateway"),
+            ("10.45.1.0", LEASE),
+        ]
+        second.release(Owner.for_request(None, "net", "b", "eth0").handle)
+        assert second.leases() == [] and second.problems() == []
+    finally:
+        first.close()
+        second.close()
