@@ -50,6 +50,7 @@ from cnipam.testing.etcd_server import EtcdCluster
 IPAM = {"type": "cnipam", "ipv4-subnet": "10.88.0.0/20", "ipv6-subnet": "fd88::/64"}
 TIMEOUT = 3.0  # the calls' IPAM_DB_CONNECTION_TIMEOUT, seconds
 MARGIN = 1.0  # what a call may take beyond it: the plugin's own start and exit, on a loaded machine
+RECOVERY = 60.0  # how long a phase after a fault waits at most for the first allocation to succeed
 
 
 class Call(NamedTuple):
@@ -226,6 +227,7 @@ class Campaign:
         back = inject()
         self.phase = f"after {name}"
         time.sleep(self.timing.steady)
+        self.settle(f"after {name}", back)
         if back is not None:
             self.recoveries.append({"fault": name, **self.recovery(back)})
         self.pause()
@@ -264,6 +266,22 @@ class Campaign:
         for member in self.cluster.members:
             member.start(wait=False)
         return back
+
+    def settle(self, phase: str, back: float | None) -> None:
+        """Go on past the steady spell, RECOVERY seconds at most, until an ADD made in
+        `phase` (and begun after `back`) succeeded: on a loaded machine a restarted
+        cluster may elect its leader after the spell is over, and the recovery time is
+        then measured instead of cut off (what is judged is that allocations came back)."""
+        deadline = time.monotonic() + RECOVERY
+        while time.monotonic() < deadline:
+            with self.lock:
+                if any(
+                    call.verb == "ADD" and call.code is None and call.phase == phase
+                    and (back is None or call.started >= back)
+                    for call in self.calls
+                ):  # fmt: skip
+                    return
+            time.sleep(0.1)
 
     def recovery(self, back: float) -> dict[str, Any]:
         """Seconds from the members' restart to the end of the first ADD that started after
