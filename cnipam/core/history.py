@@ -50,14 +50,51 @@ DEFAULT_MAX_AGE = 30 * 86400.0
 DEFAULT_MAX_RECORDS = 100_000
 
 
-class HistoryRecord(Record):
+class Holding(Record):
+    """Who held an address, and since when: what a history record repeats of its lease,
+    and what a tenancy (core.tenancy) made of such records says."""
+
+    __slots__ = (
+        "family", "address", "pool", "network", "handle", "container_id", "ifname", "netns", "host", "boot",
+        "held_from",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        family: int,
+        address: int,
+        pool: str,
+        network: str,
+        handle: str | None,
+        container_id: str,
+        ifname: str,
+        netns: str,
+        host: str,
+        boot: str,
+        held_from: float,
+    ) -> None:
+        self.family = family
+        self.address = address
+        self.pool = pool
+        self.network = network
+        self.handle = handle
+        self.container_id = container_id
+        self.ifname = ifname
+        self.netns = netns
+        self.host = host
+        self.boot = boot
+        self.held_from = held_from
+
+    @property
+    def ip(self) -> str:
+        return format_ip(self.family, self.address)
+
+
+class HistoryRecord(Holding):
     """One event of one lease. `host` names the host the lease was on (empty on a store
     only one host uses: its node name is recorded there instead)."""
 
-    __slots__ = (
-        "at", "event", "family", "address", "pool", "network", "handle", "container_id", "ifname", "netns",
-        "host", "boot", "held_from",
-    )  # fmt: skip
+    __slots__ = ("at", "event")
 
     def __init__(
         self,
@@ -75,23 +112,9 @@ class HistoryRecord(Record):
         boot: str,
         held_from: float,
     ) -> None:
+        super().__init__(family, address, pool, network, handle, container_id, ifname, netns, host, boot, held_from)
         self.at = at
         self.event = event
-        self.family = family
-        self.address = address
-        self.pool = pool
-        self.network = network
-        self.handle = handle
-        self.container_id = container_id
-        self.ifname = ifname
-        self.netns = netns
-        self.host = host
-        self.boot = boot
-        self.held_from = held_from
-
-    @property
-    def ip(self) -> str:
-        return format_ip(self.family, self.address)
 
 
 def record_of(lease: Lease, event: str, at: float, host: str) -> HistoryRecord:

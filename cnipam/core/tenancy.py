@@ -14,8 +14,7 @@ Pure: what the engines read is passed in.
 
 from __future__ import annotations
 
-from .addresses import format_ip
-from .history import ALLOCATED, STARTS
+from .history import ALLOCATED, STARTS, Holding
 from .leases import LEASE, describe_holder
 from .record import Record
 
@@ -49,17 +48,14 @@ class Subject(Record):
         return handle in self.handles or (bool(self.container_id) and container_id == self.container_id)
 
 
-class Tenancy(Record):
+class Tenancy(Holding):
     """One lease's life. `started`: the event that began it (history.ALLOCATED or
     IMPORTED), None when its record is gone; `since`: when that record was written (for
     an import, the import: what the lease did before is not known here); `ended`: the
     event that ended it, HELD while it lasts, UNKNOWN when it is over without a record;
     `held_to`: when it ended, None while held or when unknown."""
 
-    __slots__ = (
-        "family", "address", "pool", "network", "handle", "container_id", "ifname", "netns", "host", "boot",
-        "held_from", "held_to", "started", "since", "ended",
-    )  # fmt: skip
+    __slots__ = ("held_to", "started", "since", "ended")
 
     def __init__(
         self,
@@ -79,25 +75,11 @@ class Tenancy(Record):
         since: float | None = None,
         ended: str = UNKNOWN,
     ) -> None:
-        self.family = family
-        self.address = address
-        self.pool = pool
-        self.network = network
-        self.handle = handle
-        self.container_id = container_id
-        self.ifname = ifname
-        self.netns = netns
-        self.host = host
-        self.boot = boot
-        self.held_from = held_from
+        super().__init__(family, address, pool, network, handle, container_id, ifname, netns, host, boot, held_from)
         self.held_to = held_to
         self.started = started
         self.since = since
         self.ended = ended
-
-    @property
-    def ip(self) -> str:
-        return format_ip(self.family, self.address)
 
     def holder(self) -> str:
         return describe_holder(self.handle, self.container_id, self.ifname)
