@@ -42,6 +42,7 @@ def _report(done: Recovery) -> list[str]:
         f"  saved whole: {done.saved} leases and reservations"
         + (f" ({done.saved_unreached} from pages no b-tree reached)" if done.saved_unreached else ""),
         f"  round-robin positions: {done.cursors}; Docker pools: {done.docker_pools} (id counter {done.counter})",
+        f"  address history: {done.history} records, and each lease's history goes on from the recovery",
     ]
     for title, items in (
         ("held, owner from an index (lease row lost)", done.rebuilt),

@@ -32,13 +32,16 @@ class Damaged(Exception):
 
 
 class Cell(Record):
-    """One entry of a b-tree page: the record's values, and the page it came from."""
+    """One entry of a b-tree page: the record's values, the page it came from, and the
+    row's rowid in a table's leaf (the value of an INTEGER PRIMARY KEY column, which the
+    record itself holds as NULL), else None."""
 
-    __slots__ = ("page", "values")
+    __slots__ = ("page", "values", "rowid")
 
-    def __init__(self, page: int, values: tuple[object, ...]) -> None:
+    def __init__(self, page: int, values: tuple[object, ...], rowid: int | None = None) -> None:
         self.page = page
         self.values = values
+        self.rowid = rowid
 
 
 class Image:
@@ -168,10 +171,11 @@ def read_page(image: Image, number: int, overflow: set[int]) -> tuple[int, list[
             continue  # a divider key only: table rows live in leaves
         try:
             size, position = _varint(page, position)
+            rowid = None
             if kind == LEAF_TABLE:
-                _, position = _varint(page, position)  # the rowid
+                rowid, position = _varint(page, position)
             payload = _payload(image, page, position, size, kind == LEAF_TABLE, overflow, number)
-            cells.append(Cell(number, decode_record(payload, number)))
+            cells.append(Cell(number, decode_record(payload, number), rowid))
         except (Damaged, IndexError) as exc:
             cells.append(exc if isinstance(exc, Damaged) else Damaged(f"page {number}: a cell runs past the page"))
     outside = [child for child in children if not 1 <= child <= image.pages]

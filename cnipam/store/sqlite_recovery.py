@@ -19,7 +19,10 @@ cnipam-recovered` lists them), for the operator to release once checked. Only an
 address whose row, both index entries and free interval were all lost can come back as
 free, and the report says when that cannot be ruled out (the free index was damaged).
 Round-robin positions, Docker pools and the pool id counter are kept when readable; a
-lost counter restarts above every pool id still in use.
+lost counter restarts above every pool id still in use. The address history's records
+are kept when they pass the checks its writer makes (a known event, an address of its
+family, text where text was written), and each saved lease's history then goes on with
+an IMPORTED record at the recovery, as after any import (core.history).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import time
 from ..core.addresses import BITS, format_ip
 from ..core.docker_pools import NETWORK_PREFIX as DOCKER_NETWORK
 from ..core.errors import CnipamError, StoreIOError
+from ..core.history import EVENTS, IMPORTED, HistoryRecord, record_of
 from ..core.ipam_config import parse_pool_key
 from ..core.leases import GATEWAY, LEASE, Cursor, Lease
 from ..core.record import Record
@@ -44,6 +48,7 @@ UNKNOWN_LIMIT = 65536  # addresses the free index may leave unexplained before i
 # Root pages of the tables every cnipam store created first (schema version 1), used
 # when the schema page itself cannot be read.
 LEASE_COLUMNS = 14  # ip and the engine's columns (sqlite._COLUMNS)
+HISTORY_COLUMNS = 15  # the id (the rowid, stored as NULL), ip and a record's thirteen fields
 LATER_DEFAULTS: tuple[object, ...] = ("", "", None)  # boot, netns, gateway
 KNOWN_ROOTS = {"leases": 2, "lease_owner_slot": 3, "lease_attachment": 4, "free": 5, "cursors": 6}
 
@@ -53,7 +58,8 @@ class Recovery(Record):
 
     __slots__ = (
         "source", "target", "pages", "wal", "damaged", "saved", "saved_unreached", "rebuilt", "unowned",
-        "dropped", "cursors", "cursors_lost", "docker_pools", "counter", "free_index_whole", "notes",
+        "dropped", "cursors", "cursors_lost", "docker_pools", "counter", "free_index_whole", "history",
+        "history_lost", "notes",
     )  # fmt: skip
 
     def __init__(self, source: str, target: str) -> None:
@@ -72,11 +78,15 @@ class Recovery(Record):
         self.docker_pools = 0
         self.counter = 0
         self.free_index_whole = False
+        self.history = 0  # address history records saved
+        self.history_lost = False
         self.notes: list[str] = []
 
     @property
     def lossless(self) -> bool:
-        return not (self.damaged or self.rebuilt or self.unowned or self.dropped or self.cursors_lost)
+        return not (
+            self.damaged or self.rebuilt or self.unowned or self.dropped or self.cursors_lost or self.history_lost
+        )
 
 
 class _Tables:
@@ -150,9 +160,14 @@ def recover(source: str, target: str) -> Recovery:
     cursors = _cursors(tables, leases, recovery)
     pools = _docker_pools(tables, recovery)
     counter = max([_counter(tables), *(_serial(pool.id) for pool in pools)], default=0)
+    history = _history(tables, recovery)
     store = SQLiteStore(target)
     try:
-        store.import_leases(sorted(leases.values(), key=lambda lease: (lease.family, lease.address)), cursors)
+        now = store.clock()
+        history += [
+            record_of(lease, IMPORTED, now, store.history_host) for lease in leases.values() if lease.kind == LEASE
+        ]
+        store.import_leases(sorted(leases.values(), key=lambda lease: (lease.family, lease.address)), cursors, history)
         if pools:
             store.import_docker_pools(pools, [])
         store.keep_counter_at_least("docker_pool", counter)
@@ -339,6 +354,44 @@ def _docker_pools(tables: _Tables, recovery: Recovery) -> list[DockerPool]:
     if not tables.whole.get("docker_pools", True):
         recovery.notes.append("Docker pools may be lost: their addresses stay held (network docker:<id>)")
     return kept
+
+
+def _history(tables: _Tables, recovery: Recovery) -> list[HistoryRecord]:
+    """The history records still readable, in the order they were written (their ids)."""
+    kept: list[tuple[int, HistoryRecord]] = []
+    lost = 0
+    for cells in (tables.walked.get("history", []), _shaped(tables.unreached, HISTORY_COLUMNS)):
+        for cell in cells:
+            record = _history_record(cell.values)
+            if record is None or cell.rowid is None:
+                lost += 1
+            else:
+                kept.append((cell.rowid, record))
+    recovery.history = len(kept)
+    if lost or not tables.whole.get("history", True):
+        recovery.history_lost = True
+        recovery.notes.append("address history records were lost: `cnipamctl history` cannot name every earlier holder")
+    return [record for _, record in sorted(kept, key=lambda item: item[0])]  # in the order written
+
+
+def _history_record(values: tuple[object, ...]) -> HistoryRecord | None:
+    """A row of `history` as its writer made it, or None."""
+    if len(values) != HISTORY_COLUMNS:
+        return None
+    _, _, at, event, family, raw, *texts, held_from = values
+    handle, others = texts[2], texts[:2] + texts[3:]
+    if not (
+        isinstance(at, float | int) and isinstance(held_from, float | int) and event in EVENTS
+        and _address(family, raw) and all(isinstance(text, str) for text in others)
+        and (handle is None or isinstance(handle, str))
+    ):  # fmt: skip
+        return None
+    pool, network, _, container_id, ifname, netns, host, boot = texts
+    address = int.from_bytes(raw, "big")  # type: ignore[arg-type]
+    return HistoryRecord(
+        float(at), event, family, address, pool, network, handle, container_id, ifname, netns, host, boot,  # type: ignore[arg-type]
+        float(held_from),
+    )  # fmt: skip
 
 
 def _counter(tables: _Tables) -> int:

@@ -51,10 +51,16 @@ def test_a_healthy_store_comes_back_exactly(tmp_path: Path) -> None:
     report = recovered(db, tmp_path / "new.db")
     assert report["lossless"] and report["saved"] == len(exported(db))
     new, old = (json.loads(ok("export", "--db", str(path)).out) for path in (tmp_path / "new.db", db))
-    # Recovery saves leases, not the address history: each lease's history starts again at the recovery.
-    assert {record["event"] for record in new.pop("history")} == {"imported"}
-    assert {record["event"] for record in old.pop("history")} == {"allocated", "released"}
+    # The address history comes back whole, and each lease's goes on with a record of the recovery.
+    kept, history = len(old["history"]), new.pop("history")
+    assert report["history"] == kept and history[:kept] == old.pop("history")
+    imported = history[kept:]
+    assert {record["event"] for record in imported} == {"imported"}
+    assert sorted(record["address"] for record in imported) == sorted(
+        lease["address"] for lease in old["leases"] if lease["kind"] == "lease"
+    )
     assert new == old
+    assert "allocated -> released" in ok("history", "10.6.0.2", "--db", str(tmp_path / "new.db")).out
 
 
 def test_rows_under_a_destroyed_interior_page_are_saved_and_its_own_rows_stay_held(tmp_path: Path) -> None:
