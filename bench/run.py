@@ -541,60 +541,53 @@ def figure_docker(ctx: Context) -> str:
     return docker_section(measured.rows, plan)
 
 
-def figure_etcd(ctx: Context) -> str:
-    """E. The etcd engine against SQLite, with 100,000 leases, 4 hosts x 4 workers, and via cnipamd."""
+def section_script(
+    ctx: Context,
+    what: str,
+    name: str,
+    args: Callable[[Path], Sequence[str]] = lambda scripts: (),
+    quick: Sequence[str] = ("--quick",),
+) -> str:
+    """The Markdown a section script (bench/<name>) prints, run in the bench venv's
+    interpreter: the sections import cnipam themselves, which the interpreter running this
+    script may not have, or may have in another version. `args` gets the venv's scripts
+    folder (the installed cnipam, cnipamctl). Empty when it could not run (the problem is
+    noted; its progress and errors go to our stderr, the log)."""
     if ctx.venv_python is None:
-        ctx.problems.append("etcd engine not measured: cnipam is not installed in the bench venv")
+        ctx.problems.append(f"{what} not measured: cnipam is not installed in the bench venv")
         return ""
-    # In the venv's interpreter: the section imports cnipam itself (to fill a store, and in
-    # its throughput workers), which the interpreter running this script may not have, or
-    # may have in another version.
-    script = Path(__file__).resolve().parent / "etcd_cluster.py"
-    argv = [str(ctx.venv_python), str(script), *(["--quick"] if ctx.plan is QUICK else [])]
-    done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=False)  # progress goes to our stderr
+    script = Path(__file__).resolve().parent / name
+    argv = [str(ctx.venv_python), str(script), *args(ctx.venv_python.parent), *(quick if ctx.plan is QUICK else ())]
+    done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=False)
     if done.returncode != 0:
         ctx.problems.append(
-            f"etcd engine not measured: `{shlex.join(argv[1:])}` exited {done.returncode} (its error is in the log)"
+            f"{what} not measured: `{shlex.join(argv[1:])}` exited {done.returncode} (its error is in the log)"
         )
         return ""
     return done.stdout.strip()
+
+
+def figure_etcd(ctx: Context) -> str:
+    """E. The etcd engine against SQLite, with 100,000 leases, 4 hosts x 4 workers, and via cnipamd."""
+    return section_script(ctx, "etcd engine", "etcd_cluster.py")
 
 
 def figure_concurrency(ctx: Context) -> str:
     """C. p50/p99 of ADD and DEL under 1, 8 and 64 callers: SQLite and etcd, directly and through cnipamd."""
-    if ctx.venv_python is None:
-        ctx.problems.append("latency under concurrency not measured: cnipam is not installed in the bench venv")
-        return ""
-    script = Path(__file__).resolve().parent / "concurrency.py"
     job = ctx.tmp / "concurrency-plot.json"
-    argv = [str(ctx.venv_python), str(script), "--plot-job", str(job), *(["--quick"] if ctx.plan is QUICK else [])]
-    done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=False)  # progress goes to our stderr
-    if done.returncode != 0:
-        ctx.problems.append(
-            f"latency under concurrency not measured: `{shlex.join(argv[1:])}` exited {done.returncode}"
-        )
-        return ""
-    ctx.concurrency_plot = json.loads(job.read_text())
-    return done.stdout.strip()
+    done = section_script(ctx, "latency under concurrency", "concurrency.py", lambda scripts: ["--plot-job", str(job)])
+    if done:
+        ctx.concurrency_plot = json.loads(job.read_text())
+    return done
 
 
 def figure_reboot(ctx: Context) -> str:
     """R. The first ADD after a reboot against a normal one, 50,000 leases in the store."""
-    if ctx.venv_python is None:
-        ctx.problems.append("reboot repair not measured: cnipam is not installed in the bench venv")
-        return ""
-    script = Path(__file__).resolve().parent / "reboot.py"
-    argv = [str(ctx.venv_python), str(script), "--exe", str(ctx.venv_python.parent / "cnipam")]
-    argv += (["--quick", "--leases", "5000"] if ctx.plan is QUICK else []) + (
-        ["--etcd"] if shutil.which("etcd") else []
-    )
-    done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=False)
-    if done.returncode != 0:
-        ctx.problems.append(
-            f"reboot repair not measured: `{shlex.join(argv[1:])}` exited {done.returncode} (its error is in the log)"
-        )
-        return ""
-    return done.stdout.strip()
+    etcd = ["--etcd"] if shutil.which("etcd") else []
+    return section_script(
+        ctx, "reboot repair", "reboot.py", lambda scripts: ["--exe", str(scripts / "cnipam"), *etcd],
+        quick=("--quick", "--leases", "5000"),
+    )  # fmt: skip
 
 
 def figure_disk(ctx: Context) -> list[Row]:
@@ -729,32 +722,16 @@ def figure_agent(ctx: Context) -> list[Row]:
 
 def figure_config(ctx: Context) -> str:
     """L. One config of 8,000 ranges against one range: ADD, DEL, the store's size."""
-    if ctx.venv_python is None:
-        ctx.problems.append("the 8,000-range config not measured: cnipam is not installed in the bench venv")
-        return ""
-    script = Path(__file__).resolve().parent / "large_config.py"
-    exe = ctx.venv_python.parent / "cnipam"
-    argv = [sys.executable, str(script), "--exe", str(exe), *(["--quick"] if ctx.plan is QUICK else [])]
-    done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=False)
-    if done.returncode != 0:
-        ctx.problems.append(f"the 8,000-range config not measured: `{shlex.join(argv[1:])}` exited {done.returncode}")
-        return ""
-    return done.stdout.strip()
+    return section_script(
+        ctx, "the 8,000-range config", "large_config.py", lambda scripts: ["--exe", str(scripts / "cnipam")]
+    )
 
 
 def figure_listing(ctx: Context) -> str:
     """C. `cnipamctl leases` on 20,000 and 1,000,000 leases, the table against --json."""
-    if ctx.venv_python is None:
-        ctx.problems.append("the leases listing not measured: cnipam is not installed in the bench venv")
-        return ""
-    script = Path(__file__).resolve().parent / "ctl_listing.py"
-    ctl = ctx.venv_python.parent / "cnipamctl"
-    argv = [sys.executable, str(script), "--ctl", str(ctl), *(["--quick"] if ctx.plan is QUICK else [])]
-    done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=False)
-    if done.returncode != 0:
-        ctx.problems.append(f"the leases listing not measured: `{shlex.join(argv[1:])}` exited {done.returncode}")
-        return ""
-    return done.stdout.strip()
+    return section_script(
+        ctx, "the leases listing", "ctl_listing.py", lambda scripts: ["--ctl", str(scripts / "cnipamctl")]
+    )
 
 
 # --------------------------------------------------------------------------- plots
