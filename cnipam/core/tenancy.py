@@ -14,7 +14,7 @@ Pure: what the engines read is passed in.
 
 from __future__ import annotations
 
-from .history import ALLOCATED, STARTS, Holding
+from .history import ALLOCATED, STARTS, Holding, record_of
 from .leases import LEASE, describe_holder
 from .record import Record
 
@@ -57,29 +57,14 @@ class Tenancy(Holding):
 
     __slots__ = ("held_to", "started", "since", "ended")
 
-    def __init__(
-        self,
-        family: int,
-        address: int,
-        pool: str,
-        network: str,
-        handle: str | None,
-        container_id: str,
-        ifname: str,
-        netns: str,
-        host: str,
-        boot: str,
-        held_from: float,
-        held_to: float | None = None,
-        started: str | None = None,
-        since: float | None = None,
-        ended: str = UNKNOWN,
-    ) -> None:
-        super().__init__(family, address, pool, network, handle, container_id, ifname, netns, host, boot, held_from)
-        self.held_to = held_to
-        self.started = started
-        self.since = since
-        self.ended = ended
+    def __init__(self, holding: Holding) -> None:
+        """A tenancy of whom `holding` names (a record of it, or its lease's allocation),
+        its start and end not known yet."""
+        super().__init__(*(getattr(holding, name) for name in Holding.__slots__))
+        self.held_to: float | None = None
+        self.started: str | None = None
+        self.since: float | None = None
+        self.ended = UNKNOWN
 
     def holder(self) -> str:
         return describe_holder(self.handle, self.container_id, self.ifname)
@@ -112,10 +97,7 @@ def tenancies(records: Iterable[HistoryRecord], leases: Iterable[Lease], host: s
         key = (record.family, record.address, record.held_from)
         tenancy = found.get(key)
         if tenancy is None:
-            tenancy = found[key] = Tenancy(
-                record.family, record.address, record.pool, record.network, record.handle, record.container_id,
-                record.ifname, record.netns, record.host, record.boot, record.held_from,
-            )  # fmt: skip
+            tenancy = found[key] = Tenancy(record)
         if record.event in STARTS:
             if tenancy.started is None or record.event == ALLOCATED:  # an allocation record tells more than an import
                 tenancy.started, tenancy.since = record.event, record.at
@@ -127,9 +109,6 @@ def tenancies(records: Iterable[HistoryRecord], leases: Iterable[Lease], host: s
         key = (lease.family, lease.address, lease.created)
         tenancy = found.get(key)
         if tenancy is None:
-            tenancy = found[key] = Tenancy(
-                lease.family, lease.address, lease.pool, lease.network, lease.handle, lease.container_id,
-                lease.ifname, lease.netns, host, lease.boot, lease.created,
-            )  # fmt: skip
+            tenancy = found[key] = Tenancy(record_of(lease, ALLOCATED, lease.created, host))
         tenancy.ended, tenancy.held_to = HELD, None
     return sorted(found.values(), key=lambda tenancy: (tenancy.held_from, tenancy.family, tenancy.address))
