@@ -362,7 +362,7 @@ def _history(tables: _Tables, recovery: Recovery) -> list[HistoryRecord]:
     lost = 0
     for cells in (tables.walked.get("history", []), _shaped(tables.unreached, HISTORY_COLUMNS)):
         for cell in cells:
-            record = _history_record(cell.values)
+            record = _readable_record(cell.values)
             if record is None or cell.rowid is None:
                 lost += 1
             else:
@@ -374,7 +374,7 @@ def _history(tables: _Tables, recovery: Recovery) -> list[HistoryRecord]:
     return [record for _, record in sorted(kept, key=lambda item: item[0])]  # in the order written
 
 
-def _history_record(values: tuple[object, ...]) -> HistoryRecord | None:
+def _readable_record(values: tuple[object, ...]) -> HistoryRecord | None:
     """A row of `history` as its writer made it, or None."""
     if len(values) != HISTORY_COLUMNS:
         return None
